@@ -1,0 +1,138 @@
+//! Removing objects (SPEC §4.4, §5.4): refusal while others reference an object, cascade in
+//! dependency order, and purge-at-once for objects no actuator has to clean up after.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use crate::error::{Error, Result};
+use crate::model::deps::scalar_text;
+use crate::service::Service;
+use crate::store::{Millis, ObjectRecord, ReadOps, Store, WriteTx};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Marked deleted; the engine runs its delete payload, then purges it.
+    Deleting,
+    /// Gone from the store.
+    Purged,
+    /// Was already being deleted.
+    AlreadyDeleting,
+}
+
+impl fmt::Display for Removal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Removal::Deleting => "marked for deletion",
+            Removal::Purged => "deleted",
+            Removal::AlreadyDeleting => "already being deleted",
+        })
+    }
+}
+
+/// Objects whose dependency edges point at `obj`. With `live_only`, those already being
+/// deleted are left out.
+pub fn referrers_of(
+    tx: &dyn ReadOps,
+    obj: &ObjectRecord,
+    live_only: bool,
+) -> Result<Vec<ObjectRecord>> {
+    let mut out: Vec<ObjectRecord> = Vec::new();
+    for r in tx.referrers(&obj.model)? {
+        // The key field is one of the declarative fields, so one lookup covers refs and links.
+        let target_value = obj.fields.get(&r.to_field).and_then(scalar_text);
+        if target_value.as_deref() != Some(r.value.as_str()) || r.id == obj.id {
+            continue;
+        }
+        if out.iter().any(|o| o.id == r.id) {
+            continue;
+        }
+        if let Some(rec) = tx.get(&r.model, &r.key)?
+            && !(live_only && rec.book.deleted)
+        {
+            out.push(rec);
+        }
+    }
+    Ok(out)
+}
+
+/// `root` and everything that depends on it, transitively, dependents first.
+fn closure(tx: &dyn ReadOps, root: ObjectRecord) -> Result<Vec<ObjectRecord>> {
+    fn visit(
+        tx: &dyn ReadOps,
+        obj: ObjectRecord,
+        seen: &mut HashSet<i64>,
+        out: &mut Vec<ObjectRecord>,
+    ) -> Result<()> {
+        seen.insert(obj.id);
+        for r in referrers_of(tx, &obj, true)? {
+            if !seen.contains(&r.id) {
+                visit(tx, r, seen, out)?;
+            }
+        }
+        out.push(obj);
+        Ok(())
+    }
+    let mut out = Vec::new();
+    visit(tx, root, &mut HashSet::new(), &mut out)?;
+    Ok(out)
+}
+
+/// Removes `objs`, given dependents first. An object is purged at once when its model has
+/// no actuator and nothing references it any more; otherwise it is marked deleted.
+pub fn remove(
+    svc: &Service,
+    tx: &mut dyn WriteTx,
+    objs: Vec<ObjectRecord>,
+    now: Millis,
+) -> Result<Vec<(String, Removal)>> {
+    let mut out = Vec::new();
+    for obj in objs {
+        let purge = !svc.is_actuated(&obj.model) && referrers_of(tx, &obj, false)?.is_empty();
+        if purge {
+            tx.purge(obj.id)?;
+            out.push((obj.name(), Removal::Purged));
+        } else if obj.book.deleted {
+            out.push((obj.name(), Removal::AlreadyDeleting));
+        } else {
+            tx.mark_deleted(obj.id, now)?;
+            out.push((obj.name(), Removal::Deleting));
+        }
+    }
+    Ok(out)
+}
+
+/// `stepsync delete MODEL KEY [--cascade]`.
+pub fn delete(
+    svc: &Service,
+    store: &dyn Store,
+    model: &str,
+    key: &str,
+    cascade: bool,
+) -> Result<Vec<(String, Removal)>> {
+    let m = svc.model(model)?;
+    let mut tx = store.write()?;
+    let Some(obj) = tx.get(&m.name, key)? else {
+        return Err(Error::failed(format!("{model}/{key} not found")));
+    };
+    if obj.book.deleted {
+        return Ok(vec![(obj.name(), Removal::AlreadyDeleting)]);
+    }
+    let name = obj.name();
+    let order = closure(&*tx, obj)?;
+    if order.len() > 1 && !cascade {
+        let names: Vec<String> = order[..order.len() - 1]
+            .iter()
+            .map(ObjectRecord::name)
+            .collect();
+        return Err(Error::Failed(
+            crate::diag::Diagnostic::error(format!(
+                "cannot delete {name}: referenced by {}",
+                names.join(", ")
+            ))
+            .with_hint("delete those first, or pass `--cascade` to delete them too"),
+        ));
+    }
+    let result = remove(svc, &mut *tx, order, Millis::now())?;
+    tx.commit()?;
+    Ok(result)
+}

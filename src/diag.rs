@@ -1,0 +1,199 @@
+//! User-facing diagnostics: `error: <what>`, `--> file:line:col`, the source line with a
+//! caret, and an optional hint — the shape a compiler uses, so every file error is actionable.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A 1-based position in a source file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem found in a user's file (or in the service as a whole when `file` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub message: String,
+    pub file: Option<PathBuf>,
+    pub pos: Option<Pos>,
+    /// The offending line, captured when the diagnostic is made so rendering needs no I/O.
+    pub source_line: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn error(message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            message: message.into(),
+            file: None,
+            pos: None,
+            source_line: None,
+            hint: None,
+        }
+    }
+
+    /// An error at `pos` in `file`, whose text is `source` (used to quote the line).
+    pub fn at(message: impl Into<String>, file: &Path, source: &str, pos: Option<Pos>) -> Self {
+        let source_line = pos.and_then(|p| {
+            source
+                .lines()
+                .nth(p.line.saturating_sub(1) as usize)
+                .map(str::to_owned)
+        });
+        Diagnostic {
+            file: Some(file.to_path_buf()),
+            pos,
+            source_line,
+            ..Diagnostic::error(message)
+        }
+    }
+
+    pub fn in_file(message: impl Into<String>, file: &Path) -> Self {
+        Diagnostic {
+            file: Some(file.to_path_buf()),
+            ..Diagnostic::error(message)
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn warning(mut self) -> Self {
+        self.severity = Severity::Warning;
+        self
+    }
+
+    /// `file:line:col`, or as much of it as is known.
+    pub fn location(&self) -> Option<String> {
+        let file = self.file.as_ref()?.display().to_string();
+        Some(match self.pos {
+            Some(p) => format!("{file}:{}:{}", p.line, p.col),
+            None => file,
+        })
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let label = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{label}: {}", self.message)?;
+        if let Some(loc) = self.location() {
+            write!(f, "\n  --> {loc}")?;
+        }
+        if let (Some(line), Some(pos)) = (&self.source_line, self.pos) {
+            let num = pos.line.to_string();
+            let pad = " ".repeat(num.len());
+            // Carets line up with the column, counting characters, not bytes.
+            let lead: String = line
+                .chars()
+                .take(pos.col.saturating_sub(1) as usize)
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            write!(f, "\n{pad} |\n{num} | {line}\n{pad} | {lead}^")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  = hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where something was defined, kept so a later check (a cycle, a dangling ref) can point
+/// back at it after the file is gone from memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub pos: Option<Pos>,
+    pub line: Option<String>,
+}
+
+impl Origin {
+    pub fn diag(&self, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: Some(self.file.clone()),
+            pos: self.pos,
+            source_line: self.line.clone(),
+            ..Diagnostic::error(message)
+        }
+    }
+
+    /// `file:line:col` for use inside a message.
+    pub fn short(&self) -> String {
+        match self.pos {
+            Some(p) => format!("{}:{}:{}", self.file.display(), p.line, p.col),
+            None => self.file.display().to_string(),
+        }
+    }
+}
+
+/// Every problem found in one pass; the error type of anything that reads user files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    pub fn push(&mut self, d: Diagnostic) {
+        self.0.push(d);
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.0.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    /// `Err(self)` when any error was collected, so a pass can report all problems at once.
+    pub fn into_result(self) -> Result<(), Diagnostics> {
+        if self.has_errors() { Err(self) } else { Ok(()) }
+    }
+}
+
+impl From<Diagnostic> for Diagnostics {
+    fn from(d: Diagnostic) -> Self {
+        Diagnostics(vec![d])
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// The closest candidate to `word`, for "did you mean" hints.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// A hint listing what was expected, with a suggestion when one is close.
+pub fn expected_hint(word: &str, candidates: &[&str]) -> String {
+    match suggest(word, candidates.iter().copied()) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None if candidates.is_empty() => "nothing is defined here".to_owned(),
+        None => format!("expected one of: {}", candidates.join(", ")),
+    }
+}

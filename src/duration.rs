@@ -1,0 +1,96 @@
+//! Durations as users write them: `500ms`, `10s`, `5m`, `1h` (and a bare `0`).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(s: u64) -> Dur {
+        Dur(Duration::from_secs(s))
+    }
+
+    pub fn parse(s: &str) -> Result<Dur, String> {
+        let t = s.trim();
+        if t == "0" {
+            return Ok(Dur(Duration::ZERO));
+        }
+        humantime::parse_duration(t).map(Dur).map_err(|e| {
+            format!("invalid duration `{s}`: {e} (write it like `500ms`, `10s`, `5m`, `1h`)")
+        })
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_zero() {
+            f.write_str("0s")
+        } else {
+            write!(f, "{}", humantime::format_duration(self.0))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct DurVisitor;
+        impl Visitor<'_> for DurVisitor {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as `10s`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
+                Dur::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
+                if v == 0 {
+                    Ok(Dur(Duration::ZERO))
+                } else {
+                    Err(E::custom(format!(
+                        "a duration needs a unit: write `{v}s`, `{v}m` or `{v}ms`"
+                    )))
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
+                match u64::try_from(v) {
+                    Ok(u) => self.visit_u64(u),
+                    Err(_) => Err(E::custom("a duration cannot be negative")),
+                }
+            }
+        }
+        d.deserialize_any(DurVisitor)
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        assert_eq!(Dur::parse("500ms").unwrap().0, Duration::from_millis(500));
+        assert_eq!(Dur::parse("10s").unwrap().0, Duration::from_secs(10));
+        assert_eq!(Dur::parse("5m").unwrap().0, Duration::from_secs(300));
+        assert_eq!(Dur::parse("1h").unwrap().0, Duration::from_secs(3600));
+        assert_eq!(Dur::parse("0").unwrap().0, Duration::ZERO);
+        assert!(Dur::parse("ten").is_err());
+        assert!(Dur::parse("10").is_err());
+    }
+
+    #[test]
+    fn displays_round_trip() {
+        for s in ["0s", "10s", "30m", "1h"] {
+            assert_eq!(Dur::parse(s).unwrap().to_string(), s);
+        }
+    }
+}

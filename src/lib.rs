@@ -1,0 +1,20 @@
+//! stepsync: a goal-oriented synchronizer. Service developers describe a data model and
+//! YAML step definitions; the engine keeps every object in step with its backend.
+//!
+//! The path through the code reads in one direction: [`config`] → [`model`] → [`store`] →
+//! the commands ([`apply`], [`deletion`], [`commands`]).
+
+pub mod apply;
+pub mod commands;
+pub mod config;
+pub mod deletion;
+pub mod diag;
+pub mod duration;
+pub mod error;
+pub mod model;
+pub mod output;
+pub mod service;
+pub mod store;
+pub mod yaml;
+
+pub use error::{Error, Result};

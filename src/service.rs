@@ -1,0 +1,89 @@
+//! A service directory (SPEC §2): its config, data model and store, loaded once per command.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, StoreUrl};
+use crate::diag::{Diagnostic, Diagnostics, expected_hint};
+use crate::error::{Error, Result};
+use crate::model::deps::load_model_deps;
+use crate::model::{Model, ModelGraph, Schema};
+use crate::store::{SqliteStore, Store};
+
+pub const SCHEMAS_DIR: &str = "schemas";
+pub const MODEL_DEPS_FILE: &str = "model-deps.json";
+
+pub struct Service {
+    pub dir: PathBuf,
+    pub config: Config,
+    pub schema: Schema,
+    pub graph: ModelGraph,
+    /// Models that have an actuator. Objects of other models are purged as soon as nothing
+    /// depends on them. Filled from the stepdefs once actuators exist.
+    pub actuated: HashSet<String>,
+}
+
+impl Service {
+    /// Loads config, schema and dependencies, reporting every problem found.
+    pub fn load(dir: &Path) -> Result<Service> {
+        let mut diags = Diagnostics::default();
+        let config = match Config::load(dir) {
+            Ok(c) => Some(c),
+            Err(d) => {
+                diags.push(d);
+                None
+            }
+        };
+        let schema = match Schema::load_dir(&dir.join(SCHEMAS_DIR)) {
+            Ok(s) => Some(s),
+            Err(mut d) => {
+                diags.0.append(&mut d.0);
+                None
+            }
+        };
+        let (Some(config), Some(schema)) = (config, schema) else {
+            return Err(Error::Invalid(diags));
+        };
+        let deps_file = match &config.dependency_graph {
+            Some(p) => Some(config.resolve(dir, p)),
+            None => Some(dir.join(MODEL_DEPS_FILE)).filter(|p| p.exists()),
+        };
+        let explicit = match deps_file {
+            Some(path) => load_model_deps(&path, &schema)?,
+            None => Vec::new(),
+        };
+        let graph = ModelGraph::build(&schema, explicit)?;
+        Ok(Service {
+            dir: dir.to_path_buf(),
+            config,
+            schema,
+            graph,
+            actuated: HashSet::new(),
+        })
+    }
+
+    /// The model named on the command line, or an error suggesting the closest one.
+    pub fn model(&self, name: &str) -> Result<&Model> {
+        self.schema.model(name).ok_or_else(|| {
+            Error::from(
+                Diagnostic::error(format!("unknown model `{name}`"))
+                    .with_hint(expected_hint(name, &self.schema.model_names())),
+            )
+        })
+    }
+
+    pub fn open_store(&self) -> Result<Box<dyn Store>> {
+        match &self.config.store {
+            StoreUrl::Sqlite(p) => Ok(Box::new(SqliteStore::open(
+                &self.config.resolve(&self.dir, p),
+            )?)),
+            StoreUrl::Postgres(_) => Err(Error::failed(
+                "the PostgreSQL store is planned but not built yet; use `store: sqlite:PATH`",
+            )),
+        }
+    }
+
+    pub fn is_actuated(&self, model: &str) -> bool {
+        self.actuated.contains(model)
+    }
+}

@@ -1,0 +1,444 @@
+//! The embedded store: one SQLite file in WAL mode, so readers never wait for the writer and
+//! writers queue on a busy timeout instead of failing with "database is locked".
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::{Map, Value};
+
+use super::{
+    Bookkeeping, Edge, Millis, ObjectRecord, ReadOps, Referrer, Status, Store, StoreError, WriteTx,
+};
+
+/// The schema version this build writes. Each entry of `MIGRATIONS` moves one version up.
+const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1
+    "CREATE TABLE objects (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        model TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        feedback TEXT NOT NULL DEFAULT '{}',
+        generation INTEGER NOT NULL,
+        synced_generation INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT '',
+        failures INTEGER NOT NULL DEFAULT 0,
+        next_retry_at INTEGER,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL,
+        updated INTEGER NOT NULL,
+        enacted INTEGER,
+        last_success_at INTEGER,
+        last_error_at INTEGER,
+        UNIQUE (model, key)
+    );
+    CREATE TABLE refs (
+        src INTEGER NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
+        field TEXT NOT NULL,
+        to_model TEXT NOT NULL,
+        to_field TEXT NOT NULL,
+        value TEXT NOT NULL
+    );
+    CREATE INDEX refs_to ON refs(to_model, value);
+    CREATE INDEX refs_src ON refs(src);",
+];
+
+/// How long a writer waits for another process's transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                path: parent.display().to_string(),
+                source,
+            })?;
+        }
+        let err = sql_err(path);
+        let conn = Connection::open(path).map_err(&err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(&err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(&err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(&err)?;
+        let store = SqliteStore {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let conn = self.lock();
+        let err = sql_err(&self.path);
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(&err)?;
+        let result = (|| {
+            let version: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(&err)?;
+            if version > SCHEMA_VERSION {
+                return Err(StoreError::Invalid {
+                    path: self.path.display().to_string(),
+                    message: format!(
+                        "schema version {version} was written by a newer stepsync (this one knows {SCHEMA_VERSION})"
+                    ),
+                });
+            }
+            for (i, sql) in MIGRATIONS
+                .iter()
+                .enumerate()
+                .skip(usize::try_from(version).unwrap_or(0))
+            {
+                conn.execute_batch(sql).map_err(&err)?;
+                conn.pragma_update(
+                    None,
+                    "user_version",
+                    i64::try_from(i + 1).unwrap_or(SCHEMA_VERSION),
+                )
+                .map_err(&err)?;
+            }
+            Ok(())
+        })();
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        conn.execute_batch(end).map_err(&err)?;
+        result
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A poisoned lock means a panic mid-call; the connection itself is still usable
+        // because every transaction is rolled back on drop.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+const COLUMNS: &str = "id, model, key, fields, feedback, generation, synced_generation, status, \
+    message, failures, next_retry_at, deleted, created, updated, enacted, last_success_at, last_error_at";
+
+fn json_map(text: &str) -> Map<String, Value> {
+    // The store only ever holds maps it serialized itself.
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+fn row_to_record(r: &Row<'_>) -> rusqlite::Result<ObjectRecord> {
+    let status: String = r.get(7)?;
+    let millis = |i: usize| -> rusqlite::Result<Option<Millis>> {
+        Ok(r.get::<_, Option<i64>>(i)?.map(Millis))
+    };
+    Ok(ObjectRecord {
+        id: r.get(0)?,
+        model: r.get(1)?,
+        key: r.get(2)?,
+        fields: json_map(&r.get::<_, String>(3)?),
+        feedback: json_map(&r.get::<_, String>(4)?),
+        book: Bookkeeping {
+            generation: r.get(5)?,
+            synced_generation: r.get(6)?,
+            status: Status::parse(&status).unwrap_or(Status::Pending),
+            message: r.get(8)?,
+            failures: r.get(9)?,
+            next_retry_at: millis(10)?,
+            deleted: r.get(11)?,
+            created: Millis(r.get(12)?),
+            updated: Millis(r.get(13)?),
+            enacted: millis(14)?,
+            last_success_at: millis(15)?,
+            last_error_at: millis(16)?,
+        },
+    })
+}
+
+fn get(
+    conn: &Connection,
+    path: &Path,
+    model: &str,
+    key: &str,
+) -> Result<Option<ObjectRecord>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM objects WHERE model = ?1 AND key = ?2"
+    ))
+    .and_then(|mut st| st.query_row(params![model, key], row_to_record).optional())
+    .map_err(sql_err(path))
+}
+
+fn list(
+    conn: &Connection,
+    path: &Path,
+    model: Option<&str>,
+) -> Result<Vec<ObjectRecord>, StoreError> {
+    let run = || -> rusqlite::Result<Vec<ObjectRecord>> {
+        match model {
+            Some(m) => {
+                let mut st = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM objects WHERE model = ?1 ORDER BY key"
+                ))?;
+                st.query_map([m], row_to_record)?.collect()
+            }
+            None => {
+                let mut st = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM objects ORDER BY model, key"
+                ))?;
+                st.query_map([], row_to_record)?.collect()
+            }
+        }
+    };
+    run().map_err(sql_err(path))
+}
+
+fn referrers(conn: &Connection, path: &Path, to_model: &str) -> Result<Vec<Referrer>, StoreError> {
+    let run = || -> rusqlite::Result<Vec<Referrer>> {
+        let mut st = conn.prepare_cached(
+            "SELECT o.id, o.model, o.key, r.field, r.to_field, r.value
+             FROM refs r JOIN objects o ON o.id = r.src
+             WHERE r.to_model = ?1 ORDER BY o.model, o.key",
+        )?;
+        st.query_map([to_model], |r| {
+            Ok(Referrer {
+                id: r.get(0)?,
+                model: r.get(1)?,
+                key: r.get(2)?,
+                field: r.get(3)?,
+                to_field: r.get(4)?,
+                value: r.get(5)?,
+            })
+        })?
+        .collect()
+    };
+    run().map_err(sql_err(path))
+}
+
+impl ReadOps for SqliteStore {
+    fn get(&self, model: &str, key: &str) -> Result<Option<ObjectRecord>, StoreError> {
+        get(&self.lock(), &self.path, model, key)
+    }
+    fn list(&self, model: Option<&str>) -> Result<Vec<ObjectRecord>, StoreError> {
+        list(&self.lock(), &self.path, model)
+    }
+    fn referrers(&self, to_model: &str) -> Result<Vec<Referrer>, StoreError> {
+        referrers(&self.lock(), &self.path, to_model)
+    }
+}
+
+impl Store for SqliteStore {
+    fn write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError> {
+        let conn = self.lock();
+        // IMMEDIATE takes the write lock up front, so the busy timeout applies and the
+        // transaction can never fail later on a lock upgrade.
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(sql_err(&self.path))?;
+        Ok(Box::new(SqliteTx {
+            conn,
+            path: &self.path,
+            done: false,
+        }))
+    }
+}
+
+struct SqliteTx<'a> {
+    conn: MutexGuard<'a, Connection>,
+    path: &'a Path,
+    done: bool,
+}
+
+impl Drop for SqliteTx<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // Nothing to report to: the caller is already unwinding from its own error.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl SqliteTx<'_> {
+    fn set_refs(&self, id: i64, refs: &[Edge]) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM refs WHERE src = ?1")?
+            .execute([id])?;
+        let mut st = self.conn.prepare_cached(
+            "INSERT INTO refs (src, field, to_model, to_field, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for r in refs {
+            st.execute(params![id, r.field, r.to_model, r.to_field, r.value])?;
+        }
+        Ok(())
+    }
+}
+
+impl ReadOps for SqliteTx<'_> {
+    fn get(&self, model: &str, key: &str) -> Result<Option<ObjectRecord>, StoreError> {
+        get(&self.conn, self.path, model, key)
+    }
+    fn list(&self, model: Option<&str>) -> Result<Vec<ObjectRecord>, StoreError> {
+        list(&self.conn, self.path, model)
+    }
+    fn referrers(&self, to_model: &str) -> Result<Vec<Referrer>, StoreError> {
+        referrers(&self.conn, self.path, to_model)
+    }
+}
+
+impl WriteTx for SqliteTx<'_> {
+    fn insert(
+        &mut self,
+        model: &str,
+        key: &str,
+        fields: &Map<String, Value>,
+        refs: &[Edge],
+        now: Millis,
+    ) -> Result<i64, StoreError> {
+        let run =
+            || -> rusqlite::Result<i64> {
+                self.conn
+                .prepare_cached(
+                    "INSERT INTO objects (model, key, fields, generation, status, created, updated)
+                     VALUES (?1, ?2, ?3, 1, 'pending', ?4, ?4)",
+                )?
+                .execute(params![model, key, Value::Object(fields.clone()).to_string(), now.0])?;
+                let id = self.conn.last_insert_rowid();
+                self.set_refs(id, refs)?;
+                Ok(id)
+            };
+        run().map_err(sql_err(self.path))
+    }
+
+    fn update_fields(
+        &mut self,
+        id: i64,
+        fields: &Map<String, Value>,
+        refs: &[Edge],
+        now: Millis,
+    ) -> Result<i64, StoreError> {
+        let run = || -> rusqlite::Result<i64> {
+            let generation = self
+                .conn
+                .prepare_cached(
+                    "UPDATE objects SET fields = ?2, generation = generation + 1, status = 'pending',
+                       message = '', failures = 0, next_retry_at = NULL, deleted = 0, updated = ?3
+                     WHERE id = ?1 RETURNING generation",
+                )?
+                .query_row(params![id, Value::Object(fields.clone()).to_string(), now.0], |r| r.get(0))?;
+            self.set_refs(id, refs)?;
+            Ok(generation)
+        };
+        run().map_err(sql_err(self.path))
+    }
+
+    fn mark_deleted(&mut self, id: i64, now: Millis) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE objects SET deleted = 1, status = 'deleting', message = '', failures = 0,
+                   next_retry_at = NULL, updated = ?2 WHERE id = ?1",
+            )
+            .and_then(|mut st| st.execute(params![id, now.0]))
+            .map(drop)
+            .map_err(sql_err(self.path))
+    }
+
+    fn purge(&mut self, id: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM objects WHERE id = ?1")
+            .and_then(|mut st| st.execute([id]))
+            .map(drop)
+            .map_err(sql_err(self.path))
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.done = true;
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(sql_err(self.path)(e));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("stepsync-sqlite-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d.join("state.db")
+    }
+
+    #[test]
+    fn insert_update_and_rollback() {
+        let path = tmp("basic");
+        let store = SqliteStore::open(&path).unwrap();
+        let mut fields = Map::new();
+        fields.insert("name".into(), Value::from("a"));
+        let mut tx = store.write().unwrap();
+        let id = tx.insert("Site", "a", &fields, &[], Millis(1000)).unwrap();
+        tx.commit().unwrap();
+        let rec = store.get("Site", "a").unwrap().unwrap();
+        assert_eq!(
+            (rec.id, rec.book.generation, rec.book.status),
+            (id, 1, Status::Pending)
+        );
+
+        // Dropped without commit: nothing changes.
+        let mut tx = store.write().unwrap();
+        tx.update_fields(id, &fields, &[], Millis(2000)).unwrap();
+        drop(tx);
+        assert_eq!(store.get("Site", "a").unwrap().unwrap().book.generation, 1);
+
+        let mut tx = store.write().unwrap();
+        assert_eq!(tx.update_fields(id, &fields, &[], Millis(2000)).unwrap(), 2);
+        tx.commit().unwrap();
+        assert_eq!(
+            store.get("Site", "a").unwrap().unwrap().book.updated,
+            Millis(2000)
+        );
+        std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_refuses_newer_schema() {
+        let path = tmp("reopen");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            let mut tx = store.write().unwrap();
+            tx.insert("Site", "a", &Map::new(), &[], Millis(1)).unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.list(None).unwrap().len(), 1);
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path).err().unwrap();
+        assert!(err.to_string().contains("newer stepsync"), "{err}");
+        std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    }
+
+    #[test]
+    fn millis_format_rfc3339() {
+        assert_eq!(Millis(0).rfc3339(), "1970-01-01T00:00:00Z");
+        assert_eq!(Millis(1_767_225_600_000).rfc3339(), "2026-01-01T00:00:00Z");
+    }
+}
