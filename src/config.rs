@@ -257,7 +257,7 @@ pub enum LogFormat {
 impl Config {
     /// Reads and checks `stepsync.yaml` in `dir`.
     pub fn load(dir: &Path) -> Result<Config, Diagnostic> {
-        let path = dir.join(CONFIG_FILE);
+        let path = in_dir(dir, Path::new(CONFIG_FILE));
         if !path.exists() {
             return Err(Diagnostic::in_file(
                 format!("no {CONFIG_FILE} in {}", dir.display()),
@@ -277,13 +277,19 @@ impl Config {
         Ok(cfg)
     }
 
-    /// The SQLite file, relative paths resolved against the service directory.
+    /// A path from the config, relative paths resolved against the service directory.
     pub fn resolve(&self, dir: &Path, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            dir.join(p)
-        }
+        in_dir(dir, p)
+    }
+}
+
+/// `p` inside the service directory `dir`, written without a `./` prefix when `dir` is the
+/// current directory, so messages show the paths users wrote.
+pub fn in_dir(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() || dir == Path::new(".") || dir.as_os_str().is_empty() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
     }
 }
 

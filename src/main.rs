@@ -44,7 +44,8 @@ enum Command {
     /// Scaffold a service directory
     Init {
         /// Where to create it (default: the service directory)
-        dir: Option<PathBuf>,
+        #[arg(value_name = "DIR")]
+        path: Option<PathBuf>,
     },
     /// Upsert the objects of the files, all or nothing
     Apply {
@@ -97,12 +98,24 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-fn run(cli: Cli) -> stepsync::Result<()> {
+fn run(mut cli: Cli) -> stepsync::Result<()> {
+    // Like `git -C` and `make -C`: every relative path, `-f` files included, is then
+    // relative to the service directory.
+    if cli.dir != std::path::Path::new(".") {
+        if matches!(cli.command, Command::Init { .. }) {
+            std::fs::create_dir_all(&cli.dir)
+                .map_err(|e| stepsync::Error::failed(format!("{}: {e}", cli.dir.display())))?;
+        }
+        std::env::set_current_dir(&cli.dir).map_err(|e| {
+            stepsync::Error::failed(format!("cannot enter {}: {e}", cli.dir.display()))
+        })?;
+        cli.dir = PathBuf::from(".");
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cli.command {
-        Command::Init { dir } => {
-            let dir = dir.map_or_else(|| cli.dir.clone(), |d| cli.dir.join(d));
+        Command::Init { path } => {
+            let dir = path.unwrap_or_else(|| cli.dir.clone());
             std::fs::create_dir_all(&dir)
                 .map_err(|e| stepsync::Error::failed(format!("{}: {e}", dir.display())))?;
             commands::init(&dir, &mut out)

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, StoreUrl};
+use crate::config::{Config, StoreUrl, in_dir};
 use crate::diag::{Diagnostic, Diagnostics, expected_hint};
 use crate::error::{Error, Result};
 use crate::model::deps::load_model_deps;
@@ -34,7 +34,7 @@ impl Service {
                 None
             }
         };
-        let schema = match Schema::load_dir(&dir.join(SCHEMAS_DIR)) {
+        let schema = match Schema::load_dir(&in_dir(dir, Path::new(SCHEMAS_DIR))) {
             Ok(s) => Some(s),
             Err(mut d) => {
                 diags.0.append(&mut d.0);
@@ -46,7 +46,7 @@ impl Service {
         };
         let deps_file = match &config.dependency_graph {
             Some(p) => Some(config.resolve(dir, p)),
-            None => Some(dir.join(MODEL_DEPS_FILE)).filter(|p| p.exists()),
+            None => Some(in_dir(dir, Path::new(MODEL_DEPS_FILE))).filter(|p| p.exists()),
         };
         let explicit = match deps_file {
             Some(path) => load_model_deps(&path, &schema)?,
