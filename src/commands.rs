@@ -139,11 +139,13 @@ pub fn get(
         .iter()
         .map(|o| ObjectView::new(&svc.schema, o))
         .collect();
-    let text = match (format, key) {
+    // `get MODEL KEY` prints the object itself, not a one-element list.
+    let single = if key.is_some() { views.first() } else { None };
+    let text = match (format, single) {
         (OutputFormat::Table, _) => objects_table(&objs),
-        (OutputFormat::Json, Some(_)) => json(&views[0])?,
+        (OutputFormat::Json, Some(v)) => json(v)?,
         (OutputFormat::Json, None) => json(&views)?,
-        (OutputFormat::Yaml, Some(_)) => yaml(&views[0])?,
+        (OutputFormat::Yaml, Some(v)) => yaml(v)?,
         (OutputFormat::Yaml, None) => yaml(&views)?,
     };
     out.write_all(text.as_bytes())

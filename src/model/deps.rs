@@ -106,8 +106,12 @@ impl ModelGraph {
             .collect();
         for (from, list) in &deps {
             for d in list {
-                if d.to != *from {
-                    graph.update_edge(index[from], index[&d.to], ());
+                // Every dep was checked to name schema models; `get` keeps that an
+                // invariant rather than a panic.
+                if let (Some(a), Some(b)) = (index.get(from), index.get(&d.to))
+                    && a != b
+                {
+                    graph.update_edge(*a, *b, ());
                 }
             }
         }
