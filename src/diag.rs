@@ -97,13 +97,14 @@ impl fmt::Display for Diagnostic {
         if let (Some(line), Some(pos)) = (&self.source_line, self.pos) {
             let num = pos.line.to_string();
             let pad = " ".repeat(num.len());
+            let (shown, caret_at) = window(line, pos.col.saturating_sub(1) as usize);
             // Carets line up with the column, counting characters, not bytes.
-            let lead: String = line
+            let lead: String = shown
                 .chars()
-                .take(pos.col.saturating_sub(1) as usize)
+                .take(caret_at)
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
-            write!(f, "\n{pad} |\n{num} | {line}\n{pad} | {lead}^")?;
+            write!(f, "\n{pad} |\n{num} | {shown}\n{pad} | {lead}^")?;
         }
         if let Some(hint) = &self.hint {
             write!(f, "\n  = hint: {hint}")?;
@@ -138,6 +139,32 @@ impl Origin {
             None => self.file.display().to_string(),
         }
     }
+}
+
+/// At most `QUOTE_WIDTH` characters of `line` around character `col` (0-based), marked with
+/// `…` where cut, and where `col` falls in the result: a minified or hostile file must not
+/// flood the terminal.
+fn window(line: &str, col: usize) -> (String, usize) {
+    const QUOTE_WIDTH: usize = 100;
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= QUOTE_WIDTH {
+        return (line.to_owned(), col);
+    }
+    let start = col
+        .saturating_sub(QUOTE_WIDTH / 2)
+        .min(chars.len().saturating_sub(QUOTE_WIDTH));
+    let end = (start + QUOTE_WIDTH).min(chars.len());
+    let mut out = String::new();
+    let mut caret = col - start;
+    if start > 0 {
+        out.push('…');
+        caret += 1;
+    }
+    out.extend(&chars[start..end]);
+    if end < chars.len() {
+        out.push('…');
+    }
+    (out, caret)
 }
 
 /// Every problem found in one pass; the error type of anything that reads user files.
@@ -195,5 +222,32 @@ pub fn expected_hint(word: &str, candidates: &[&str]) -> String {
         Some(s) => format!("did you mean `{s}`?"),
         None if candidates.is_empty() => "nothing is defined here".to_owned(),
         None => format!("expected one of: {}", candidates.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_quoted_as_a_window_with_the_caret_in_place() {
+        let line = format!("{}X{}", "a".repeat(5000), "b".repeat(5000));
+        let d = Diagnostic {
+            pos: Some(Pos { line: 1, col: 5001 }),
+            source_line: Some(line),
+            ..Diagnostic::error("bad")
+        };
+        let text = d.to_string();
+        let quoted = text.lines().nth(2).unwrap();
+        let caret = text.lines().nth(3).unwrap();
+        assert!(quoted.chars().count() < 120, "{quoted}");
+        let x = quoted.chars().position(|c| c == 'X').unwrap();
+        assert_eq!(caret.chars().position(|c| c == '^'), Some(x));
+    }
+
+    #[test]
+    fn suggestions_need_a_close_match() {
+        assert_eq!(suggest("strng", ["string", "int"]), Some("string"));
+        assert_eq!(suggest("zzz", ["string", "int"]), None);
     }
 }
