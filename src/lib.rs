@@ -13,8 +13,11 @@ pub mod duration;
 pub mod error;
 pub mod model;
 pub mod output;
+pub mod secrets;
 pub mod service;
+pub mod snapshot;
 pub mod store;
+pub mod template;
 pub mod yaml;
 
 pub use error::{Error, Result};

@@ -1,0 +1,169 @@
+//! Secrets (SPEC §3, §6.1): read from the environment or a file, carried through rendering,
+//! and masked as `********` in everything stepsync writes or prints.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::config::{Config, SecretSource, in_dir};
+
+pub const MASK: &str = "********";
+
+/// Every declared secret, resolved once. A secret whose source is missing is kept as the
+/// reason, reported only when a template actually asks for it.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    values: BTreeMap<String, Result<String, String>>,
+}
+
+impl Secrets {
+    pub fn load(config: &Config, dir: &Path) -> Secrets {
+        let values = config
+            .secrets
+            .iter()
+            .map(|(name, src)| {
+                let v = match src {
+                    SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+                        format!("secret `{name}`: environment variable {var} is not set")
+                    }),
+                    SecretSource::File(p) => std::fs::read_to_string(in_dir(dir, p))
+                        .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+                        .map_err(|e| format!("secret `{name}`: cannot read {}: {e}", p.display())),
+                };
+                (name.clone(), v)
+            })
+            .collect();
+        Secrets { values }
+    }
+
+    /// The value of `name`, or why there is none.
+    pub fn get(&self, name: &str) -> Result<&str, String> {
+        match self.values.get(name) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!(
+                "secret `{name}` is not declared under `secrets:` in stepsync.yaml"
+            )),
+        }
+    }
+
+    /// The name of the environment variable a rendered recipe reads a secret from.
+    pub fn env_var(name: &str) -> String {
+        let upper: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("STEPSYNC_SECRET_{upper}")
+    }
+
+    /// The known secret values with their names, longest first so a secret that contains
+    /// another is replaced whole.
+    pub fn known(&self) -> Vec<(&str, &str)> {
+        let mut v: Vec<(&str, &str)> = self
+            .values
+            .iter()
+            .filter_map(|(n, v)| v.as_ref().ok().map(|v| (n.as_str(), v.as_str())))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        v.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+        v
+    }
+
+    /// `text` with every secret value replaced by `********`.
+    pub fn mask(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for (_, v) in self.known() {
+            if out.contains(v) {
+                out = out.replace(v, MASK);
+            }
+        }
+        out
+    }
+
+    /// `text` cut into literal pieces and secret references, for recipes that read secrets
+    /// from the environment instead of holding them.
+    pub fn split<'a>(&'a self, text: &'a str) -> Vec<Piece<'a>> {
+        let known = self.known();
+        let mut out = Vec::new();
+        let mut rest = text;
+        'outer: while !rest.is_empty() {
+            // The earliest secret occurrence wins; at equal positions the longest.
+            let mut best: Option<(usize, &str, &str)> = None;
+            for (name, v) in &known {
+                if let Some(i) = rest.find(v)
+                    && best.is_none_or(|(bi, _, bv)| i < bi || (i == bi && v.len() > bv.len()))
+                {
+                    best = Some((i, name, v));
+                }
+            }
+            match best {
+                Some((i, name, v)) => {
+                    if i > 0 {
+                        out.push(Piece::Text(&rest[..i]));
+                    }
+                    out.push(Piece::Secret(name));
+                    rest = &rest[i + v.len()..];
+                }
+                None => {
+                    out.push(Piece::Text(rest));
+                    break 'outer;
+                }
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Text(&'a str),
+    Secret(&'a str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets() -> Secrets {
+        let mut values = BTreeMap::new();
+        values.insert("tok".to_owned(), Ok("s3cr3t".to_owned()));
+        values.insert("long".to_owned(), Ok("s3cr3t-and-more".to_owned()));
+        values.insert("gone".to_owned(), Err("missing".to_owned()));
+        Secrets { values }
+    }
+
+    #[test]
+    fn masks_every_occurrence_longest_first() {
+        let s = secrets();
+        assert_eq!(
+            s.mask("a s3cr3t b s3cr3t-and-more"),
+            "a ******** b ********"
+        );
+    }
+
+    #[test]
+    fn splits_into_text_and_references() {
+        let s = secrets();
+        assert_eq!(
+            s.split("Bearer s3cr3t!"),
+            vec![
+                Piece::Text("Bearer "),
+                Piece::Secret("tok"),
+                Piece::Text("!")
+            ]
+        );
+        assert_eq!(Secrets::env_var("onos-token"), "STEPSYNC_SECRET_ONOS_TOKEN");
+    }
+
+    #[test]
+    fn missing_secret_is_reported_when_asked_for() {
+        let s = secrets();
+        assert_eq!(s.get("gone"), Err("missing".to_owned()));
+        assert!(s.get("nope").unwrap_err().contains("not declared"));
+    }
+}

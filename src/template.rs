@@ -1,0 +1,543 @@
+//! Templates (SPEC §6.1): Jinja2 through minijinja with Ansible-flavoured filters, strict
+//! undefined, native values for single-expression templates, lazy refs on `object`, and
+//! `secret()`. Every template is compiled once, when its stepdef is loaded.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+
+use crate::diag::{Diagnostic, Origin};
+use crate::model::FieldType;
+use crate::secrets::Secrets;
+use crate::snapshot::Snapshot;
+use crate::store::ObjectRecord;
+use crate::yaml::{Node, Source, Spanned};
+
+/// Names a template may not use for an attribute: they are the context's own.
+pub const RESERVED: &[&str] = &["object", "vars", "result", "secret"];
+
+/// A compiled template string and where it was written.
+#[derive(Debug, Clone)]
+pub struct Tmpl {
+    kind: Kind,
+    pub text: String,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    /// No template syntax: the string as it is.
+    Literal,
+    /// A single `{{ expr }}`: yields the expression's native value.
+    Native(String),
+    /// Anything else: yields a string.
+    Text(String),
+}
+
+/// A YAML value whose strings are templates (a REST body, payload `vars`).
+#[derive(Debug, Clone)]
+pub enum TValue {
+    Lit(serde_json::Value),
+    Tmpl(Tmpl),
+    Seq(Vec<TValue>),
+    Map(Vec<(String, TValue)>),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct RenderError {
+    pub location: String,
+    pub message: String,
+}
+
+pub struct Templates {
+    env: Environment<'static>,
+    count: usize,
+}
+
+impl Templates {
+    pub fn new(secrets: Arc<Secrets>) -> Templates {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_recursion_limit(64);
+        env.add_function(
+            "secret",
+            move |name: &str| -> Result<String, minijinja::Error> {
+                secrets
+                    .get(name)
+                    .map(str::to_owned)
+                    .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e))
+            },
+        );
+        add_filters(&mut env);
+        Templates { env, count: 0 }
+    }
+
+    /// Compiles `text`; syntax errors point at where the string was written.
+    pub fn compile(&mut self, text: &str, origin: Origin) -> Result<Tmpl, Diagnostic> {
+        let kind = if !text.contains("{{") && !text.contains("{%") && !text.contains("{#") {
+            Kind::Literal
+        } else {
+            self.count += 1;
+            let name = format!("{}#{}", origin.short(), self.count);
+            let (source, kind) = match single_expression(text) {
+                Some(expr) => (
+                    format!("{{% set __native = ({expr}) %}}"),
+                    Kind::Native(name.clone()),
+                ),
+                None => (text.to_owned(), Kind::Text(name.clone())),
+            };
+            self.env.add_template_owned(name, source).map_err(|e| {
+                origin.diag(format!(
+                    "template syntax error: {}",
+                    e.detail().unwrap_or(&e.to_string())
+                ))
+            })?;
+            kind
+        };
+        Ok(Tmpl {
+            kind,
+            text: text.to_owned(),
+            origin,
+        })
+    }
+
+    /// Compiles a YAML string value.
+    pub fn compile_spanned(
+        &mut self,
+        src: &Source,
+        s: &Spanned<String>,
+    ) -> Result<Tmpl, Diagnostic> {
+        self.compile(&s.value, src.origin(s))
+    }
+
+    /// Compiles every string of a YAML tree.
+    pub fn compile_value(
+        &mut self,
+        src: &Source,
+        node: &Spanned<Node>,
+    ) -> Result<TValue, Diagnostic> {
+        Ok(match &node.value {
+            Node::Str(s) => match self.compile(s, src.origin(node))? {
+                t if matches!(t.kind, Kind::Literal) => {
+                    TValue::Lit(serde_json::Value::String(t.text))
+                }
+                t => TValue::Tmpl(t),
+            },
+            Node::Seq(items) => TValue::Seq(
+                items
+                    .iter()
+                    .map(|i| self.compile_value(src, i))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Node::Map(entries) => TValue::Map(
+                entries
+                    .iter()
+                    .map(|(k, v)| Ok((k.value.clone(), self.compile_value(src, v)?)))
+                    .collect::<Result<_, Diagnostic>>()?,
+            ),
+            other => TValue::Lit(other.to_json()),
+        })
+    }
+
+    /// Renders `t` in `ctx`: the native value for a single expression, else a string.
+    pub fn render(&self, t: &Tmpl, ctx: &Value) -> Result<serde_json::Value, RenderError> {
+        let err = |e: minijinja::Error| RenderError {
+            location: t.origin.short(),
+            message: describe(&e),
+        };
+        match &t.kind {
+            Kind::Literal => Ok(serde_json::Value::String(t.text.clone())),
+            Kind::Text(name) => {
+                let tmpl = self.env.get_template(name).map_err(err)?;
+                tmpl.render(ctx).map(serde_json::Value::String).map_err(err)
+            }
+            Kind::Native(name) => {
+                let tmpl = self.env.get_template(name).map_err(err)?;
+                let captured = tmpl.render_captured(ctx).map_err(err)?;
+                let value = captured
+                    .state()
+                    .lookup("__native")
+                    .unwrap_or(Value::UNDEFINED);
+                to_json(&value).map_err(|message| RenderError {
+                    location: t.origin.short(),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// Renders `t` and insists on a string (URLs, headers).
+    pub fn render_string(&self, t: &Tmpl, ctx: &Value) -> Result<String, RenderError> {
+        match self.render(t, ctx)? {
+            serde_json::Value::String(s) => Ok(s),
+            other => Ok(other.to_string()),
+        }
+    }
+
+    pub fn render_value(&self, v: &TValue, ctx: &Value) -> Result<serde_json::Value, RenderError> {
+        Ok(match v {
+            TValue::Lit(l) => l.clone(),
+            TValue::Tmpl(t) => self.render(t, ctx)?,
+            TValue::Seq(items) => serde_json::Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.render_value(i, ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
+            TValue::Map(entries) => serde_json::Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.render_value(v, ctx)?)))
+                    .collect::<Result<_, RenderError>>()?,
+            ),
+        })
+    }
+}
+
+/// The expression inside `{{ ... }}` when that is the whole template.
+fn single_expression(text: &str) -> Option<&str> {
+    let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    let inner = inner.strip_prefix('-').unwrap_or(inner);
+    let inner = inner.strip_suffix('-').unwrap_or(inner);
+    (!inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%"))
+        .then_some(inner.trim())
+}
+
+fn describe(e: &minijinja::Error) -> String {
+    let mut msg = match e.detail() {
+        Some(d) => format!("{}: {d}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    if let Some(src) = std::error::Error::source(e) {
+        msg.push_str(&format!(": {src}"));
+    }
+    msg
+}
+
+/// A template value as JSON. Undefined is an error: strict undefined applies to native
+/// values too.
+fn to_json(v: &Value) -> Result<serde_json::Value, String> {
+    if v.is_undefined() {
+        return Err("the expression is undefined".to_owned());
+    }
+    serde_json::to_value(v).map_err(|e| format!("value cannot be represented as JSON: {e}"))
+}
+
+/// Any serializable value as a template value.
+pub fn from_serde<T: serde::Serialize>(v: T) -> Value {
+    Value::from(minijinja::value::Serde(v))
+}
+
+// ---- the object view ------------------------------------------------------------------------
+
+/// `object` in templates: fields by name, `ref` fields followed lazily, `refs` as lists.
+pub struct ObjectView {
+    pub rec: Arc<ObjectRecord>,
+    pub world: Arc<Snapshot>,
+}
+
+impl ObjectView {
+    pub fn value(rec: Arc<ObjectRecord>, world: Arc<Snapshot>) -> Value {
+        Value::from_object(ObjectView { rec, world })
+    }
+
+    fn field_names(&self) -> Vec<String> {
+        match self.world.schema.model(&self.rec.model) {
+            Some(m) => m
+                .fields
+                .keys()
+                .filter(|f| self.rec.fields.contains_key(*f) || self.rec.feedback.contains_key(*f))
+                .cloned()
+                .collect(),
+            None => self.rec.fields.keys().cloned().collect(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ObjectView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.rec.name())
+    }
+}
+
+impl Object for ObjectView {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let name = key.as_str()?;
+        let raw = self
+            .rec
+            .fields
+            .get(name)
+            .or_else(|| self.rec.feedback.get(name));
+        let field = self
+            .world
+            .schema
+            .model(&self.rec.model)
+            .and_then(|m| m.fields.get(name));
+        match (field.map(|f| &f.ty), raw) {
+            (Some(FieldType::Ref(to)), Some(serde_json::Value::String(k))) => self
+                .world
+                .get(to, k)
+                .map(|r| ObjectView::value(r.clone(), self.world.clone())),
+            (Some(FieldType::Refs(to)), Some(serde_json::Value::Array(keys))) => Some(Value::from(
+                keys.iter()
+                    .filter_map(|k| k.as_str())
+                    .filter_map(|k| self.world.get(to, k))
+                    .map(|r| ObjectView::value(r.clone(), self.world.clone()))
+                    .collect::<Vec<_>>(),
+            )),
+            (_, Some(v)) => Some(from_serde(v)),
+            (None, None) => match name {
+                "key" => Some(Value::from(self.rec.key.clone())),
+                "model" => Some(Value::from(self.rec.model.clone())),
+                _ => None,
+            },
+            (Some(_), None) => Some(Value::from(())),
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Iter(Box::new(self.field_names().into_iter().map(Value::from)))
+    }
+}
+
+// ---- filters ------------------------------------------------------------------------------
+
+fn add_filters(env: &mut Environment<'static>) {
+    env.add_filter("to_json", |v: Value| -> Result<String, minijinja::Error> {
+        serde_json::to_string(&v)
+            .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))
+    });
+    env.add_filter(
+        "to_nice_json",
+        |v: Value| -> Result<String, minijinja::Error> {
+            serde_json::to_string_pretty(&v)
+                .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))
+        },
+    );
+    env.add_filter("to_yaml", |v: Value| -> Result<String, minijinja::Error> {
+        serde_yaml::to_string(&v)
+            .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))
+    });
+    env.add_filter("from_json", |s: &str| -> Result<Value, minijinja::Error> {
+        serde_json::from_str::<serde_json::Value>(s)
+            .map(|v| from_serde(&v))
+            .map_err(|e| {
+                minijinja::Error::new(ErrorKind::InvalidOperation, format!("from_json: {e}"))
+            })
+    });
+    env.add_filter("from_yaml", |s: &str| -> Result<Value, minijinja::Error> {
+        serde_saphyr::from_str::<Node>(s)
+            .map(|n| from_serde(n.to_json()))
+            .map_err(|e| {
+                minijinja::Error::new(ErrorKind::InvalidOperation, format!("from_yaml: {e}"))
+            })
+    });
+    env.add_filter("b64encode", |s: &str| {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    });
+    env.add_filter("b64decode", |s: &str| -> Result<String, minijinja::Error> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|e| {
+                minijinja::Error::new(ErrorKind::InvalidOperation, format!("b64decode: {e}"))
+            })?;
+        String::from_utf8(bytes).map_err(|_| {
+            minijinja::Error::new(ErrorKind::InvalidOperation, "b64decode: not UTF-8 text")
+        })
+    });
+    env.add_filter(
+        "regex_replace",
+        |s: &str, pattern: &str, replacement: Option<&str>| -> Result<String, minijinja::Error> {
+            let re = compile_regex(pattern)?;
+            Ok(re
+                .replace_all(s, python_backrefs(replacement.unwrap_or("")))
+                .into_owned())
+        },
+    );
+    env.add_filter(
+        "regex_search",
+        |s: &str, pattern: &str| -> Result<Value, minijinja::Error> {
+            let re = compile_regex(pattern)?;
+            Ok(re
+                .find(s)
+                .map_or(Value::from(()), |m| Value::from(m.as_str())))
+        },
+    );
+    env.add_filter("quote", |s: &str| shell_quote(s));
+    env.add_filter("bool", |v: Value| -> bool {
+        match v.as_str() {
+            Some(s) => matches!(
+                s.trim().to_ascii_lowercase().as_str(),
+                "yes" | "true" | "1" | "on" | "y"
+            ),
+            None => v.is_true(),
+        }
+    });
+    env.add_filter("mandatory", |v: Value| -> Result<Value, minijinja::Error> {
+        if v.is_undefined() {
+            Err(minijinja::Error::new(
+                ErrorKind::UndefinedError,
+                "mandatory variable is not defined",
+            ))
+        } else {
+            Ok(v)
+        }
+    });
+    env.add_filter("basename", |s: &str| {
+        s.rsplit('/').next().unwrap_or("").to_owned()
+    });
+    env.add_filter("dirname", |s: &str| match s.rfind('/') {
+        Some(0) => "/".to_owned(),
+        Some(i) => s[..i].to_owned(),
+        None => String::new(),
+    });
+}
+
+fn compile_regex(pattern: &str) -> Result<regex::Regex, minijinja::Error> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("bad regex: {e}")))
+}
+
+/// Ansible writes back-references Python's way (`\1`); the regex crate wants `${1}`.
+fn python_backrefs(r: &str) -> String {
+    let mut out = String::new();
+    let mut chars = r.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let mut n = String::new();
+                while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                    n.push(d);
+                    chars.next();
+                }
+                out.push_str(&format!("${{{n}}}"));
+            }
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// POSIX shell single-quoting: safe to paste into any `sh` command line.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
+    {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minijinja::context;
+    use std::path::PathBuf;
+
+    fn origin() -> Origin {
+        Origin {
+            file: PathBuf::from("stepdefs/x.yaml"),
+            pos: Some(crate::diag::Pos { line: 3, col: 5 }),
+            line: None,
+        }
+    }
+
+    fn render(text: &str, ctx: Value) -> Result<serde_json::Value, RenderError> {
+        let mut t = Templates::new(Arc::new(Secrets::default()));
+        let tmpl = t.compile(text, origin()).unwrap();
+        t.render(&tmpl, &ctx)
+    }
+
+    #[test]
+    fn single_expression_yields_native_values() {
+        let ctx = context! { n => 8080, xs => vec![1, 2] };
+        assert_eq!(
+            render("{{ n }}", ctx.clone()).unwrap(),
+            serde_json::json!(8080)
+        );
+        assert_eq!(
+            render(" {{ xs }} ", ctx.clone()).unwrap(),
+            serde_json::json!([1, 2])
+        );
+        assert_eq!(
+            render("port {{ n }}", ctx.clone()).unwrap(),
+            serde_json::json!("port 8080")
+        );
+        assert_eq!(render("plain", ctx).unwrap(), serde_json::json!("plain"));
+    }
+
+    #[test]
+    fn undefined_is_an_error_naming_the_stepdef() {
+        let e = render("{{ nope }}", context! {}).unwrap_err();
+        assert_eq!(e.location, "stepdefs/x.yaml:3:5");
+        assert!(e.message.contains("undefined"), "{}", e.message);
+        let e = render("a {{ nope.x }}", context! {}).unwrap_err();
+        assert!(e.message.contains("undefined"));
+    }
+
+    #[test]
+    fn values_are_never_rendered_twice() {
+        let v = render("{{ x }}", context! { x => "{{ 7 * 7 }}" }).unwrap();
+        assert_eq!(v, serde_json::json!("{{ 7 * 7 }}"));
+    }
+
+    #[test]
+    fn ansible_filters() {
+        let ctx = context! { s => "a b", m => context!{ k => 1 } };
+        assert_eq!(
+            render("{{ s | quote }}", ctx.clone()).unwrap(),
+            serde_json::json!("'a b'")
+        );
+        assert_eq!(
+            render("{{ m | to_json }}", ctx.clone()).unwrap(),
+            serde_json::json!("{\"k\":1}")
+        );
+        assert_eq!(
+            render(
+                "{{ 'x1y22' | regex_replace('(\\\\d+)', '<\\\\1>') }}",
+                ctx.clone()
+            )
+            .unwrap(),
+            serde_json::json!("x<1>y<22>")
+        );
+        assert_eq!(
+            render("{{ 'hi' | b64encode }}", ctx.clone()).unwrap(),
+            serde_json::json!("aGk=")
+        );
+        assert_eq!(
+            render("{{ '{\"a\": 2}' | from_json }}", ctx.clone()).unwrap(),
+            serde_json::json!({"a": 2})
+        );
+        assert_eq!(
+            render("{{ missing | default('d') }}", ctx).unwrap(),
+            serde_json::json!("d")
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_located() {
+        let mut t = Templates::new(Arc::new(Secrets::default()));
+        let d = t.compile("{{ a + }}", origin()).unwrap_err();
+        assert_eq!(d.pos, origin().pos);
+        assert!(d.message.contains("syntax"), "{}", d.message);
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("abc"), "abc");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}
