@@ -8,10 +8,16 @@ use crate::apply::{ApplyOptions, apply};
 use crate::config::CONFIG_FILE;
 use crate::deletion::delete;
 use crate::diag::Diagnostic;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::schema::yaml_files;
 use crate::output::{ObjectView, objects_table, status_report};
+use crate::payload::{rest, rest_recipe};
+use crate::plan::{Plan, plan, to_text as plan_text};
+use crate::secrets::Secrets;
 use crate::service::Service;
+use crate::store::Status;
+use crate::sysdir::Phase;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -182,4 +188,166 @@ pub fn status(svc: &Service, out: &mut dyn Write) -> Result<()> {
     let objs = store.list(None)?;
     out.write_all(status_report(&svc.schema, &objs).as_bytes())
         .map_err(io_err(Path::new("stdout")))
+}
+
+/// `run --once [--pretend] [-f FILE]...`.
+pub fn run_once(
+    svc: Service,
+    files: &[PathBuf],
+    pretend: bool,
+    out: &mut dyn Write,
+) -> Result<bool> {
+    if !files.is_empty() {
+        apply_cmd(&svc, files, ApplyOptions::default(), out)?;
+    }
+    if svc.config.disabled {
+        writeln!(out, "run: disabled in stepsync.yaml; nothing run")
+            .map_err(io_err(Path::new("stdout")))?;
+        return Ok(true);
+    }
+    let pretend = pretend || svc.config.pretend;
+    let engine = Engine::open(svc, None)?;
+    if pretend {
+        let p = plan(&engine, false)?;
+        out.write_all(plan_text(&p).as_bytes())
+            .map_err(io_err(Path::new("stdout")))?;
+        report_plan_errors(&p);
+        return Ok(p.errors.is_empty());
+    }
+    let summary = engine.run_once()?;
+    let counts: Vec<String> = summary
+        .counts
+        .iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    writeln!(
+        out,
+        "run: {} after {} pass{}",
+        if counts.is_empty() {
+            "no objects".to_owned()
+        } else {
+            counts.join(", ")
+        },
+        summary.passes,
+        if summary.passes == 1 { "" } else { "es" }
+    )
+    .map_err(io_err(Path::new("stdout")))?;
+    if !summary.all_ok {
+        let objs = engine.store.list(None)?;
+        for o in objs.iter().filter(|o| o.book.status != Status::Ok) {
+            writeln!(out, "  {} {}: {}", o.name(), o.book.status, o.book.message)
+                .map_err(io_err(Path::new("stdout")))?;
+        }
+    }
+    Ok(summary.all_ok)
+}
+
+fn report_plan_errors(p: &Plan) {
+    for e in &p.errors {
+        eprintln!("error: {e}");
+    }
+}
+
+/// `plan`: returns the exit code (with `--detailed-exitcode`: 0 nothing, 1 error, 2 changes).
+pub fn plan_cmd(
+    svc: Service,
+    json_out: bool,
+    detailed: bool,
+    refresh: bool,
+    sys_dir: Option<PathBuf>,
+    out: &mut dyn Write,
+) -> Result<i32> {
+    let engine = Engine::open(svc, sys_dir)?;
+    let p = plan(&engine, refresh)?;
+    let text = if json_out { json(&p)? } else { plan_text(&p) };
+    out.write_all(text.as_bytes())
+        .map_err(io_err(Path::new("stdout")))?;
+    report_plan_errors(&p);
+    Ok(
+        match (p.errors.is_empty(), detailed, p.changes.is_empty()) {
+            (false, _, _) => 1,
+            (true, true, false) => 2,
+            _ => 0,
+        },
+    )
+}
+
+/// `render MODEL KEY [--delete]`: renders one recipe and prints its path.
+pub fn render_cmd(
+    svc: Service,
+    model: &str,
+    key: &str,
+    delete: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let model = svc.model(model)?.name.clone();
+    let engine = Engine::open(svc, None)?;
+    let world = engine.snapshot()?;
+    let obj = world
+        .get(&model, key)
+        .ok_or_else(|| Error::failed(format!("{model}/{key} not found")))?;
+    let phase = if delete { Phase::Delete } else { Phase::Sync };
+    let p = engine
+        .prepare(&world, &obj, phase)
+        .map_err(|e| Error::failed(engine.clean_message(&e)))?
+        .ok_or_else(|| {
+            Error::failed(format!(
+                "{model} has no {} payload to render",
+                phase.as_str()
+            ))
+        })?;
+    let written = engine.write_recipe(&p)?;
+    if let Some(main) = written.first() {
+        writeln!(out, "{}", main.path.display()).map_err(io_err(Path::new("stdout")))?;
+    }
+    Ok(())
+}
+
+/// `replay PATH`: runs a rendered REST recipe as the engine would, without the data model.
+pub fn replay_cmd(svc: Option<&Service>, path: &Path, out: &mut dyn Write) -> Result<bool> {
+    let file = if path.is_dir() {
+        path.join("sync.http")
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&file).map_err(io_err(&file))?;
+    let lookup = |var: &str| -> std::result::Result<String, String> {
+        if let Ok(v) = std::env::var(var) {
+            return Ok(v);
+        }
+        let configured = svc.and_then(|s| {
+            s.config
+                .secrets
+                .keys()
+                .find(|n| Secrets::env_var(n) == var)
+                .map(|n| s.secrets.get(n).map(str::to_owned))
+        });
+        configured.unwrap_or_else(|| Err(format!("{var} is not set")))
+    };
+    let plan = rest_recipe::parse_http(&text, &lookup)
+        .map_err(|e| Error::failed(format!("{}: {e}", file.display())))?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::failed(e.to_string()))?;
+    let client = reqwest::Client::new();
+    let is_delete = file.file_name().is_some_and(|n| n == "delete.http");
+    let ex = rt.block_on(rest::execute(&client, &plan, is_delete));
+    let mask = |s: &str| svc.map_or_else(|| s.to_owned(), |sv| sv.secrets.mask(s));
+    for (req, status, _) in &ex.log {
+        let st = status.map_or_else(|| "no response".to_owned(), |s| s.to_string());
+        writeln!(out, "{} {} -> {st}", req.method, mask(&req.url))
+            .map_err(io_err(Path::new("stdout")))?;
+    }
+    match &ex.failure {
+        Some(f) => {
+            writeln!(out, "failed: {}", mask(f)).map_err(io_err(Path::new("stdout")))?;
+            Ok(false)
+        }
+        None => {
+            writeln!(out, "ok").map_err(io_err(Path::new("stdout")))?;
+            Ok(true)
+        }
+    }
 }

@@ -5,18 +5,24 @@
 //! the commands ([`apply`], [`deletion`], [`commands`]).
 
 pub mod apply;
+pub mod backoff;
 pub mod commands;
 pub mod config;
 pub mod deletion;
 pub mod diag;
 pub mod duration;
+pub mod engine;
 pub mod error;
 pub mod model;
 pub mod output;
+pub mod payload;
+pub mod plan;
 pub mod secrets;
 pub mod service;
 pub mod snapshot;
+pub mod stepdef;
 pub mod store;
+pub mod sysdir;
 pub mod template;
 pub mod yaml;
 

@@ -76,6 +76,48 @@ enum Command {
     },
     /// Per-model counts by status, then the objects in error
     Status,
+    /// Drive pending objects to their backends
+    Run {
+        /// Pass until nothing more can progress, then exit (0 when every object is ok)
+        #[arg(long)]
+        once: bool,
+        /// Render and plan only: no backend call, nothing written to the data model
+        #[arg(long)]
+        pretend: bool,
+        /// Apply these objects files first
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Show what a run would do, with the diff of every recipe
+    Plan {
+        #[arg(short, long, value_enum, default_value_t = PlanFormat::Text)]
+        output: PlanFormat,
+        /// Exit 0 when there is nothing to do, 1 on error, 2 when there are changes
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Send the read-only observe requests of delta REST payloads
+        #[arg(long)]
+        refresh: bool,
+        /// Render into this directory instead of the configured sys dir
+        #[arg(long, value_name = "DIR")]
+        sys_dir: Option<PathBuf>,
+    },
+    /// Render one object's recipe into the sys dir and print its path
+    Render {
+        model: String,
+        key: String,
+        /// The delete recipe instead of the sync one
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Run a rendered REST recipe (a .http file or an object's sys dir folder)
+    Replay { path: PathBuf },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PlanFormat {
+    Text,
+    Json,
 }
 
 fn init_logging(cli: &Cli) {
@@ -98,7 +140,7 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-fn run(mut cli: Cli) -> stepsync::Result<()> {
+fn run(mut cli: Cli) -> stepsync::Result<ExitCode> {
     // Like `git -C` and `make -C`: every relative path, `-f` files included, is then
     // relative to the service directory.
     if cli.dir != std::path::Path::new(".") {
@@ -118,7 +160,7 @@ fn run(mut cli: Cli) -> stepsync::Result<()> {
             let dir = path.unwrap_or_else(|| cli.dir.clone());
             std::fs::create_dir_all(&dir)
                 .map_err(|e| stepsync::Error::failed(format!("{}: {e}", dir.display())))?;
-            commands::init(&dir, &mut out)
+            commands::init(&dir, &mut out)?;
         }
         Command::Apply {
             files,
@@ -126,11 +168,11 @@ fn run(mut cli: Cli) -> stepsync::Result<()> {
             dry_run,
         } => {
             let svc = Service::load(&cli.dir)?;
-            commands::apply_cmd(&svc, &files, ApplyOptions { prune, dry_run }, &mut out)
+            commands::apply_cmd(&svc, &files, ApplyOptions { prune, dry_run }, &mut out)?;
         }
         Command::Get { model, key, output } => {
             let svc = Service::load(&cli.dir)?;
-            commands::get(&svc, &model, key.as_deref(), output, &mut out)
+            commands::get(&svc, &model, key.as_deref(), output, &mut out)?;
         }
         Command::Delete {
             model,
@@ -138,20 +180,68 @@ fn run(mut cli: Cli) -> stepsync::Result<()> {
             cascade,
         } => {
             let svc = Service::load(&cli.dir)?;
-            commands::delete_cmd(&svc, &model, &key, cascade, &mut out)
+            commands::delete_cmd(&svc, &model, &key, cascade, &mut out)?;
         }
         Command::Status => {
             let svc = Service::load(&cli.dir)?;
-            commands::status(&svc, &mut out)
+            commands::status(&svc, &mut out)?;
+        }
+        Command::Run {
+            once,
+            pretend,
+            files,
+        } => {
+            if !once && !pretend {
+                return Err(stepsync::Error::from(
+                    stepsync::diag::Diagnostic::error(
+                        "`run` without `--once` (the daemon) is not built yet",
+                    )
+                    .with_hint("use `stepsync run --once`"),
+                ));
+            }
+            let svc = Service::load(&cli.dir)?;
+            let ok = commands::run_once(svc, &files, pretend, &mut out)?;
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+        Command::Plan {
+            output,
+            detailed_exitcode,
+            refresh,
+            sys_dir,
+        } => {
+            let svc = Service::load(&cli.dir)?;
+            let json = matches!(output, PlanFormat::Json);
+            let code =
+                commands::plan_cmd(svc, json, detailed_exitcode, refresh, sys_dir, &mut out)?;
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        }
+        Command::Render { model, key, delete } => {
+            let svc = Service::load(&cli.dir)?;
+            commands::render_cmd(svc, &model, &key, delete, &mut out)?;
+        }
+        Command::Replay { path } => {
+            // A recipe can be replayed outside its service; secrets then come from the env.
+            let svc = Service::load(&cli.dir).ok();
+            let ok = commands::replay_cmd(svc.as_ref(), &path, &mut out)?;
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             let _ = std::io::stdout().flush();
             eprintln!("{e}");

@@ -74,12 +74,17 @@ impl Secrets {
         v
     }
 
-    /// `text` with every secret value replaced by `********`.
+    /// `text` with every secret value replaced by `********`, including the escaped form a
+    /// secret takes inside a JSON string.
     pub fn mask(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for (_, v) in self.known() {
-            if out.contains(v) {
-                out = out.replace(v, MASK);
+            let escaped = serde_json::to_string(v).unwrap_or_default();
+            let escaped = escaped.trim_matches('"');
+            for form in [v, escaped] {
+                if !form.is_empty() && out.contains(form) {
+                    out = out.replace(form, MASK);
+                }
             }
         }
         out

@@ -1,14 +1,17 @@
 //! A service directory (SPEC §2): its config, data model and store, loaded once per command.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::{Config, StoreUrl, in_dir};
 use crate::diag::{Diagnostic, Diagnostics, expected_hint};
 use crate::error::{Error, Result};
 use crate::model::deps::load_model_deps;
 use crate::model::{Model, ModelGraph, Schema};
+use crate::secrets::Secrets;
+use crate::stepdef::Stepdefs;
 use crate::store::{SqliteStore, Store};
+use crate::template::Templates;
 
 pub const SCHEMAS_DIR: &str = "schemas";
 pub const MODEL_DEPS_FILE: &str = "model-deps.json";
@@ -16,11 +19,10 @@ pub const MODEL_DEPS_FILE: &str = "model-deps.json";
 pub struct Service {
     pub dir: PathBuf,
     pub config: Config,
-    pub schema: Schema,
+    pub schema: Arc<Schema>,
     pub graph: ModelGraph,
-    /// Models that have an actuator. Objects of other models are purged as soon as nothing
-    /// depends on them. Filled from the stepdefs once actuators exist.
-    pub actuated: HashSet<String>,
+    pub secrets: Arc<Secrets>,
+    pub stepdefs: Stepdefs,
 }
 
 impl Service {
@@ -53,12 +55,15 @@ impl Service {
             None => Vec::new(),
         };
         let graph = ModelGraph::build(&schema, explicit)?;
+        let secrets = Arc::new(Secrets::load(&config, dir));
+        let stepdefs = Stepdefs::load(dir, &schema, Templates::new(secrets.clone()))?;
         Ok(Service {
             dir: dir.to_path_buf(),
             config,
-            schema,
+            schema: Arc::new(schema),
             graph,
-            actuated: HashSet::new(),
+            secrets,
+            stepdefs,
         })
     }
 
@@ -83,7 +88,9 @@ impl Service {
         }
     }
 
+    /// Objects of models without an actuator have nothing to dispatch: they are in sync as
+    /// soon as they are written, and purged as soon as nothing depends on them.
     pub fn is_actuated(&self, model: &str) -> bool {
-        self.actuated.contains(model)
+        self.stepdefs.actuator(model).is_some()
     }
 }

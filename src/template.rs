@@ -284,12 +284,12 @@ impl Object for ObjectView {
             (Some(FieldType::Ref(to)), Some(serde_json::Value::String(k))) => self
                 .world
                 .get(to, k)
-                .map(|r| ObjectView::value(r.clone(), self.world.clone())),
+                .map(|r| ObjectView::value(r, self.world.clone())),
             (Some(FieldType::Refs(to)), Some(serde_json::Value::Array(keys))) => Some(Value::from(
                 keys.iter()
                     .filter_map(|k| k.as_str())
                     .filter_map(|k| self.world.get(to, k))
-                    .map(|r| ObjectView::value(r.clone(), self.world.clone()))
+                    .map(|r| ObjectView::value(r, self.world.clone()))
                     .collect::<Vec<_>>(),
             )),
             (_, Some(v)) => Some(from_serde(v)),
@@ -298,7 +298,8 @@ impl Object for ObjectView {
                 "model" => Some(Value::from(self.rec.model.clone())),
                 _ => None,
             },
-            (Some(_), None) => Some(Value::from(())),
+            // A field the object does not set is undefined, so `default()` applies.
+            (Some(_), None) => None,
         }
     }
 

@@ -158,6 +158,27 @@ pub struct Referrer {
     pub value: String,
 }
 
+/// What a run (or a pass's check of an object) leaves in the bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunRecord {
+    /// Synced: `generation` is the one read when the run started, so a change made while
+    /// it ran keeps the object pending. `feedback` replaces the feedback fields.
+    Success {
+        generation: i64,
+        feedback: Map<String, Value>,
+    },
+    Failure {
+        message: String,
+        next_retry_at: Option<Millis>,
+    },
+    Deferred {
+        message: String,
+    },
+    Blocked {
+        message: String,
+    },
+}
+
 /// Reads, available both outside and inside a write transaction.
 pub trait ReadOps {
     fn get(&self, model: &str, key: &str) -> Result<Option<ObjectRecord>, StoreError>;
@@ -189,6 +210,8 @@ pub trait WriteTx: ReadOps {
     ) -> Result<i64, StoreError>;
     /// Marks the object deleted; the engine runs its delete payload and purges it.
     fn mark_deleted(&mut self, id: i64, now: Millis) -> Result<(), StoreError>;
+    /// Records the outcome of a run; feedback never moves the generation.
+    fn record_run(&mut self, id: i64, run: &RunRecord, now: Millis) -> Result<(), StoreError>;
     /// Removes the object and its edges for good.
     fn purge(&mut self, id: i64) -> Result<(), StoreError>;
     fn commit(self: Box<Self>) -> Result<(), StoreError>;

@@ -9,7 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
 use super::{
-    Bookkeeping, Edge, Millis, ObjectRecord, ReadOps, Referrer, Status, Store, StoreError, WriteTx,
+    Bookkeeping, Edge, Millis, ObjectRecord, ReadOps, Referrer, RunRecord, Status, Store,
+    StoreError, WriteTx,
 };
 
 /// The schema version this build writes. Each entry of `MIGRATIONS` moves one version up.
@@ -355,6 +356,42 @@ impl WriteTx for SqliteTx<'_> {
             .and_then(|mut st| st.execute(params![id, now.0]))
             .map(drop)
             .map_err(sql_err(self.path))
+    }
+
+    fn record_run(&mut self, id: i64, run: &RunRecord, now: Millis) -> Result<(), StoreError> {
+        // A deleted object keeps `deleting` while it waits or is blocked: that is its state.
+        let result = match run {
+            RunRecord::Success { generation, feedback } => self
+                .conn
+                .prepare_cached(
+                    "UPDATE objects SET status = 'ok', message = 'OK', failures = 0, next_retry_at = NULL,
+                       synced_generation = MAX(synced_generation, ?2), feedback = ?3,
+                       enacted = ?4, last_success_at = ?4 WHERE id = ?1",
+                )
+                .and_then(|mut st| st.execute(params![id, generation, Value::Object(feedback.clone()).to_string(), now.0])),
+            RunRecord::Failure { message, next_retry_at } => self
+                .conn
+                .prepare_cached(
+                    "UPDATE objects SET status = 'error', message = ?2, failures = failures + 1,
+                       next_retry_at = ?3, last_error_at = ?4 WHERE id = ?1",
+                )
+                .and_then(|mut st| st.execute(params![id, message, next_retry_at.map(|m| m.0), now.0])),
+            RunRecord::Deferred { message } => self
+                .conn
+                .prepare_cached(
+                    "UPDATE objects SET status = CASE WHEN deleted THEN 'deleting' ELSE 'deferred' END,
+                       message = ?2, next_retry_at = NULL WHERE id = ?1",
+                )
+                .and_then(|mut st| st.execute(params![id, message])),
+            RunRecord::Blocked { message } => self
+                .conn
+                .prepare_cached(
+                    "UPDATE objects SET status = CASE WHEN deleted THEN 'deleting' ELSE 'blocked' END,
+                       message = ?2 WHERE id = ?1",
+                )
+                .and_then(|mut st| st.execute(params![id, message])),
+        };
+        result.map(drop).map_err(sql_err(self.path))
     }
 
     fn purge(&mut self, id: i64) -> Result<(), StoreError> {

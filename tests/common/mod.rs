@@ -2,6 +2,8 @@
 //! command, and what it printed.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

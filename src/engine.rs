@@ -1,0 +1,631 @@
+//! The engine: finds what is pending, checks dependencies, actuates objects and records the
+//! outcome. This is the sequential pass (dependencies first, one object at a time); the
+//! concurrent scheduler replaces `pass` without changing `prepare`/`actuate`.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use minijinja::Value;
+use serde_json::{Map, Value as Json};
+use tracing::{info, info_span, warn};
+
+use crate::backoff;
+use crate::config::in_dir;
+use crate::deletion::referrers_of;
+use crate::error::{Error, Result};
+use crate::model::deps::scalar_text;
+use crate::output::ObjectView as JsonView;
+use crate::payload::rest::{self, Exchange, RestPlan};
+use crate::payload::rest_recipe;
+use crate::service::Service;
+use crate::snapshot::Snapshot;
+use crate::stepdef::{Actuator, Feedback, PayloadKind};
+use crate::store::{Millis, ObjectRecord, RunRecord, Status, Store};
+use crate::sysdir::{Phase, SysDir, Written};
+use crate::template::{ObjectView, from_serde};
+
+/// The bookkeeping message limit of SPEC §5.1.
+const MESSAGE_LIMIT: usize = 1024;
+
+/// A rendered payload, ready to write to the sys dir and to execute.
+pub struct Prepared {
+    pub obj: Arc<ObjectRecord>,
+    pub phase: Phase,
+    /// The attributes (and payload vars), as `vars.json` shows them.
+    pub attributes: Map<String, Json>,
+    pub recipe: Recipe,
+    /// The payload's template context; feedback and `defer_when` add `result` to it.
+    ctx: Map<String, Json>,
+    world: Arc<Snapshot>,
+}
+
+pub enum Recipe {
+    Rest(RestPlan),
+}
+
+impl Recipe {
+    pub fn payload_name(&self) -> &'static str {
+        match self {
+            Recipe::Rest(_) => "rest",
+        }
+    }
+}
+
+/// How one run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Ok { feedback: Map<String, Json> },
+    Error(String),
+    Deferred(String),
+}
+
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub passes: usize,
+    pub counts: Vec<(Status, usize)>,
+    pub all_ok: bool,
+}
+
+pub struct Engine {
+    pub svc: Service,
+    pub store: Box<dyn Store>,
+    pub sys: SysDir,
+    client: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Engine {
+    /// Opens the store and the sys dir (`sys_dir` overrides the configured one).
+    pub fn open(svc: Service, sys_dir: Option<PathBuf>) -> Result<Engine> {
+        // reqwest is built without a default TLS provider; ring is the one we ship.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let store = svc.open_store()?;
+        let root = sys_dir.unwrap_or_else(|| in_dir(&svc.dir, &svc.config.sys_dir));
+        let sys = SysDir::new(root, usize::try_from(svc.config.sys_keep_runs).unwrap_or(5));
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("stepsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::failed(format!("cannot create the HTTP client: {e}")))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::failed(format!("cannot start the runtime: {e}")))?;
+        Ok(Engine {
+            svc,
+            store,
+            sys,
+            client,
+            rt,
+        })
+    }
+
+    pub fn snapshot(&self) -> Result<Arc<Snapshot>> {
+        Ok(Arc::new(Snapshot::load(
+            self.svc.schema.clone(),
+            &*self.store,
+        )?))
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Secrets masked, cut to the bookkeeping limit.
+    pub fn clean_message(&self, msg: &str) -> String {
+        let masked = self.svc.secrets.mask(msg);
+        if masked.chars().count() <= MESSAGE_LIMIT {
+            masked
+        } else {
+            let mut s: String = masked.chars().take(MESSAGE_LIMIT - 1).collect();
+            s.push('…');
+            s
+        }
+    }
+
+    /// Renders the attributes and the payload of `obj` for `phase`. `None` when the model
+    /// has no actuator or the actuator no payload for that phase: nothing to dispatch.
+    pub fn prepare(
+        &self,
+        world: &Arc<Snapshot>,
+        obj: &Arc<ObjectRecord>,
+        phase: Phase,
+    ) -> Result<Option<Prepared>, String> {
+        let Some(act) = self.svc.stepdefs.actuator(&obj.model) else {
+            return Ok(None);
+        };
+        let payload = match phase {
+            Phase::Sync => act.sync.as_ref(),
+            Phase::Delete => act.delete.as_ref(),
+        };
+        let Some(payload) = payload else {
+            return Ok(None);
+        };
+        let t = &self.svc.stepdefs.templates;
+        let object = ObjectView::value(obj.clone(), world.clone());
+        let vars = from_serde(&self.svc.config.vars);
+        let attr_ctx = Value::from(std::collections::BTreeMap::from([
+            ("object", object.clone()),
+            ("vars", vars),
+        ]));
+        let mut attributes = Map::new();
+        for (name, tv) in act.attributes.iter().chain(&payload.vars) {
+            let v = t.render_value(tv, &attr_ctx).map_err(|e| e.to_string())?;
+            attributes.insert(name.clone(), v);
+        }
+        let mut ctx = attributes.clone();
+        ctx.insert(
+            "vars".into(),
+            serde_json::to_value(&self.svc.config.vars).unwrap_or(Json::Null),
+        );
+        let payload_ctx = payload_value(&ctx, object);
+        let recipe = match &payload.kind {
+            PayloadKind::Rest(r) => Recipe::Rest(
+                rest::render(t, r, &payload_ctx, rest::DEFAULT_TIMEOUT)
+                    .map_err(|e| e.to_string())?,
+            ),
+            PayloadKind::Playbook(_) => {
+                return Err(format!(
+                    "{}: playbook payloads are not supported by this build yet",
+                    act.file.display()
+                ));
+            }
+        };
+        Ok(Some(Prepared {
+            obj: obj.clone(),
+            phase,
+            attributes,
+            recipe,
+            ctx,
+            world: world.clone(),
+        }))
+    }
+
+    /// Writes the recipe files of `p`; the first one returned is the main recipe.
+    pub fn write_recipe(&self, p: &Prepared) -> Result<Vec<Written>> {
+        let secrets = &self.svc.secrets;
+        let title = format!("{} ({})", p.obj.name(), p.phase.as_str());
+        let vars = secrets.mask(
+            &serde_json::to_string_pretty(&Json::Object(p.attributes.clone())).unwrap_or_default(),
+        );
+        let files = match &p.recipe {
+            Recipe::Rest(plan) => vec![
+                (
+                    format!("{}.http", p.phase.as_str()),
+                    rest_recipe::to_http(plan, secrets, &title),
+                ),
+                (
+                    format!("{}.sh", p.phase.as_str()),
+                    rest_recipe::to_sh(plan, secrets, &title),
+                ),
+                ("vars.json".to_owned(), vars + "\n"),
+            ],
+        };
+        self.sys
+            .write_files(&p.obj.model, &p.obj.key, &files)
+            .map_err(|e| Error::failed(format!("sys dir {}: {e}", self.sys.root().display())))
+    }
+
+    /// Sends the payload and classifies what came back.
+    pub async fn actuate(&self, p: &Prepared) -> (Outcome, String) {
+        let Some(act) = self.svc.stepdefs.actuator(&p.obj.model) else {
+            return (
+                Outcome::Ok {
+                    feedback: Map::new(),
+                },
+                String::new(),
+            );
+        };
+        match &p.recipe {
+            Recipe::Rest(plan) => {
+                let ex = rest::execute(&self.client, plan, p.phase == Phase::Delete).await;
+                let log = self.svc.secrets.mask(&rest_log(&ex));
+                (self.classify_rest(act, p, &ex), log)
+            }
+        }
+    }
+
+    fn classify_rest(&self, act: &Actuator, p: &Prepared, ex: &Exchange) -> Outcome {
+        let Some(result) = &ex.result else {
+            // No response at all: connection errors and timeouts are errors, with backoff.
+            return Outcome::Error(
+                ex.failure
+                    .clone()
+                    .unwrap_or_else(|| "no response".to_owned()),
+            );
+        };
+        let result_json = serde_json::to_value(result).unwrap_or(Json::Null);
+        let mut ctx = p.ctx.clone();
+        ctx.insert("result".into(), result_json);
+        let ctx_value = payload_value(&ctx, ObjectView::value(p.obj.clone(), p.world.clone()));
+        let t = &self.svc.stepdefs.templates;
+        let deferred = match &act.defer_when {
+            Some(tmpl) => match t.render(tmpl, &ctx_value) {
+                Ok(v) => truthy(&v),
+                Err(e) => return Outcome::Error(format!("defer_when: {e}")),
+            },
+            None => matches!(result.status, 429 | 503),
+        };
+        if deferred {
+            return Outcome::Deferred(format!(
+                "deferred: {}",
+                ex.failure
+                    .clone()
+                    .unwrap_or_else(|| format!("status {}", result.status))
+            ));
+        }
+        if let Some(f) = &ex.failure {
+            return Outcome::Error(f.clone());
+        }
+        if p.phase == Phase::Delete {
+            return Outcome::Ok {
+                feedback: Map::new(),
+            };
+        }
+        let mut feedback = p.obj.feedback.clone();
+        for (field, rule) in &act.feedback {
+            let v = match rule {
+                Feedback::Template(tmpl) => match t.render(tmpl, &ctx_value) {
+                    Ok(v) => v,
+                    Err(e) => return Outcome::Error(format!("feedback `{field}`: {e}")),
+                },
+                Feedback::JsonPath(path) => {
+                    use jsonpath_rust::JsonPath;
+                    match result.body.query(path) {
+                        Ok(found) if !found.is_empty() => found[0].clone(),
+                        _ => {
+                            return Outcome::Error(format!(
+                                "feedback `{field}`: {path} matched nothing in the response"
+                            ));
+                        }
+                    }
+                }
+            };
+            feedback.insert(field.clone(), v);
+        }
+        Outcome::Ok { feedback }
+    }
+
+    /// Writes an outcome to the store, the sys dir and the logs; returns the new record.
+    fn record(
+        &self,
+        obj: &ObjectRecord,
+        phase: Phase,
+        outcome: &Outcome,
+        log: &str,
+    ) -> Result<Option<ObjectRecord>> {
+        let now = Millis::now();
+        let run = match outcome {
+            Outcome::Ok { feedback } => {
+                let masked = self
+                    .svc
+                    .secrets
+                    .mask(&Json::Object(feedback.clone()).to_string());
+                let feedback = serde_json::from_str(&masked).unwrap_or_default();
+                RunRecord::Success {
+                    generation: obj.book.generation,
+                    feedback,
+                }
+            }
+            Outcome::Error(msg) => {
+                let b = &self.svc.config.backoff;
+                let next = (!b.disabled).then(|| {
+                    let d = backoff::delay(b, obj.book.failures + 1);
+                    Millis(now.0 + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2))
+                });
+                RunRecord::Failure {
+                    message: self.clean_message(msg),
+                    next_retry_at: next,
+                }
+            }
+            Outcome::Deferred(msg) => RunRecord::Deferred {
+                message: self.clean_message(msg),
+            },
+        };
+        let purge = phase == Phase::Delete && matches!(outcome, Outcome::Ok { .. });
+        let mut tx = self.store.write()?;
+        if purge {
+            tx.purge(obj.id)?;
+        } else {
+            tx.record_run(obj.id, &run, now)?;
+        }
+        let rec = tx.get(&obj.model, &obj.key)?;
+        tx.commit()?;
+        match outcome {
+            Outcome::Ok { .. } => info!(object = %obj.name(), phase = phase.as_str(), "ok"),
+            Outcome::Error(m) => {
+                warn!(object = %obj.name(), phase = phase.as_str(), error = %self.clean_message(m), "failed")
+            }
+            Outcome::Deferred(m) => {
+                info!(object = %obj.name(), phase = phase.as_str(), reason = %self.clean_message(m), "deferred")
+            }
+        }
+        let io = |e: std::io::Error| {
+            Error::failed(format!("sys dir {}: {e}", self.sys.root().display()))
+        };
+        if !log.is_empty() {
+            let stamp = run_stamp(now);
+            self.sys
+                .write_run_log(&obj.model, &obj.key, phase, &stamp, log)
+                .map_err(io)?;
+        }
+        match &rec {
+            Some(r) => {
+                let status = serde_json::to_string_pretty(&JsonView::new(&self.svc.schema, r))
+                    .unwrap_or_default();
+                self.sys
+                    .write_files(
+                        &r.model,
+                        &r.key,
+                        &[(
+                            "status.json".to_owned(),
+                            self.svc.secrets.mask(&status) + "\n",
+                        )],
+                    )
+                    .map_err(io)?;
+            }
+            None => self.sys.retire(&obj.model, &obj.key).map_err(io)?,
+        }
+        Ok(rec)
+    }
+
+    fn record_simple(&self, obj: &ObjectRecord, run: RunRecord) -> Result<Option<ObjectRecord>> {
+        let mut tx = self.store.write()?;
+        tx.record_run(obj.id, &run, Millis::now())?;
+        let rec = tx.get(&obj.model, &obj.key)?;
+        tx.commit()?;
+        Ok(rec)
+    }
+
+    fn purge(&self, obj: &ObjectRecord) -> Result<()> {
+        let mut tx = self.store.write()?;
+        tx.purge(obj.id)?;
+        tx.commit()?;
+        self.sys
+            .retire(&obj.model, &obj.key)
+            .map_err(|e| Error::failed(format!("sys dir {}: {e}", self.sys.root().display())))
+    }
+
+    /// Whether `obj` is due for a sync now.
+    pub fn sync_due(&self, obj: &ObjectRecord, now: Millis) -> bool {
+        if obj.book.synced_generation < obj.book.generation {
+            return true;
+        }
+        let resync = self
+            .svc
+            .stepdefs
+            .actuator(&obj.model)
+            .and_then(|a| a.resync)
+            .unwrap_or(self.svc.config.resync);
+        !resync.0.is_zero()
+            && obj.book.last_success_at.is_some_and(|t| {
+                t.0 + i64::try_from(resync.0.as_millis()).unwrap_or(i64::MAX / 2) <= now.0
+            })
+    }
+
+    fn waiting_on_backoff(&self, obj: &ObjectRecord, now: Millis) -> bool {
+        !self.svc.config.backoff.disabled
+            && obj.book.status == Status::Error
+            && obj.book.next_retry_at.is_some_and(|t| t > now)
+    }
+
+    /// The first dependency of `obj` that is not in sync, with why.
+    pub fn blocker(&self, world: &Snapshot, obj: &ObjectRecord) -> Option<String> {
+        for edge in self.svc.graph.edges(&obj.model, &obj.fields) {
+            let target = match self.svc.schema.model(&edge.to_model) {
+                Some(m) if m.key == edge.to_field => world.get(&edge.to_model, &edge.value),
+                _ => world.of_model(&edge.to_model).into_iter().find(|o| {
+                    o.fields
+                        .get(&edge.to_field)
+                        .and_then(scalar_text)
+                        .as_deref()
+                        == Some(edge.value.as_str())
+                }),
+            };
+            let name = format!("{}/{}", edge.to_model, edge.value);
+            match target {
+                None => return Some(format!("blocked by {name}: missing")),
+                Some(t) if t.id == obj.id => {}
+                Some(t) if t.book.deleted => {
+                    return Some(format!("blocked by {name}: being deleted"));
+                }
+                Some(t)
+                    if t.book.status != Status::Ok
+                        || t.book.synced_generation < t.book.generation =>
+                {
+                    let why = if t.book.message.is_empty() {
+                        t.book.status.to_string()
+                    } else {
+                        t.book.message.clone()
+                    };
+                    return Some(format!("blocked by {}: {why}", t.name()));
+                }
+                Some(_) => {}
+            }
+        }
+        None
+    }
+
+    /// One pass over every object; returns how many became ok or were purged.
+    pub fn pass(&self, done: &mut HashSet<(i64, i64)>) -> Result<usize> {
+        let world = self.snapshot()?;
+        let now = Millis::now();
+        let mut progress = 0;
+        let order: Vec<String> = self.svc.graph.order().to_vec();
+
+        // Deletions first, dependents before what they depend on.
+        for model in order.iter().rev() {
+            for obj in world.of_model(model).into_iter().filter(|o| o.book.deleted) {
+                if self.waiting_on_backoff(&obj, now) {
+                    continue;
+                }
+                let waiting: Vec<String> = referrers_of(&*self.store, &obj, false)?
+                    .iter()
+                    .map(ObjectRecord::name)
+                    .collect();
+                if !waiting.is_empty() {
+                    let message = format!("waiting for {} to be deleted", waiting.join(", "));
+                    if obj.book.message != message {
+                        self.record_simple(&obj, RunRecord::Blocked { message })?;
+                    }
+                    continue;
+                }
+                let _span = info_span!("object", object = %obj.name(), generation = obj.book.generation, action = "delete").entered();
+                match self.prepare(&world, &obj, Phase::Delete) {
+                    Ok(None) => {
+                        self.purge(&obj)?;
+                        world.remove(&obj.model, &obj.key);
+                        progress += 1;
+                    }
+                    Ok(Some(p)) => {
+                        self.write_recipe(&p)?;
+                        let (outcome, log) = self.block_on(self.actuate(&p));
+                        match self.record(&obj, Phase::Delete, &outcome, &log)? {
+                            Some(r) => world.put(r),
+                            None => {
+                                world.remove(&obj.model, &obj.key);
+                                progress += 1;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let rec = self.record(&obj, Phase::Delete, &Outcome::Error(e), "")?;
+                        if let Some(r) = rec {
+                            world.put(r);
+                        }
+                    }
+                }
+            }
+        }
+
+        // Then syncs, dependencies first.
+        for model in &order {
+            for obj in world.of_model(model) {
+                if obj.book.deleted
+                    || !self.sync_due(&obj, now)
+                    || done.contains(&(obj.id, obj.book.generation))
+                {
+                    continue;
+                }
+                if self.waiting_on_backoff(&obj, now) {
+                    continue;
+                }
+                if let Some(message) = self.blocker(&world, &obj) {
+                    if (obj.book.status != Status::Blocked || obj.book.message != message)
+                        && let Some(r) = self.record_simple(&obj, RunRecord::Blocked { message })?
+                    {
+                        world.put(r);
+                    }
+                    continue;
+                }
+                let _span = info_span!("object", object = %obj.name(), generation = obj.book.generation, action = "sync").entered();
+                let outcome_rec = match self.prepare(&world, &obj, Phase::Sync) {
+                    Ok(None) => self.record_simple(
+                        &obj,
+                        RunRecord::Success {
+                            generation: obj.book.generation,
+                            feedback: obj.feedback.clone(),
+                        },
+                    )?,
+                    Ok(Some(p)) => {
+                        self.write_recipe(&p)?;
+                        let (outcome, log) = self.block_on(self.actuate(&p));
+                        self.record(&obj, Phase::Sync, &outcome, &log)?
+                    }
+                    Err(e) => self.record(&obj, Phase::Sync, &Outcome::Error(e), "")?,
+                };
+                if let Some(r) = outcome_rec {
+                    if r.book.status == Status::Ok {
+                        done.insert((obj.id, obj.book.generation));
+                        progress += 1;
+                    }
+                    world.put(r);
+                }
+            }
+        }
+        Ok(progress)
+    }
+
+    /// `run --once`: passes until one makes no progress.
+    pub fn run_once(&self) -> Result<Summary> {
+        let mut done = HashSet::new();
+        let mut summary = Summary::default();
+        loop {
+            summary.passes += 1;
+            let progress = self.pass(&mut done)?;
+            info!(pass = summary.passes, progress, "pass done");
+            if progress == 0 {
+                break;
+            }
+        }
+        let objs = self.store.list(None)?;
+        for st in Status::ALL {
+            let n = objs.iter().filter(|o| o.book.status == st).count();
+            if n > 0 {
+                summary.counts.push((st, n));
+            }
+        }
+        summary.all_ok = objs.iter().all(|o| o.book.status == Status::Ok);
+        Ok(summary)
+    }
+}
+
+/// The payload context: attributes as top-level variables, plus `object` and `vars`.
+fn payload_value(ctx: &Map<String, Json>, object: Value) -> Value {
+    let mut map: std::collections::BTreeMap<String, Value> = ctx
+        .iter()
+        .map(|(k, v)| (k.clone(), from_serde(v)))
+        .collect();
+    map.insert("object".to_owned(), object);
+    Value::from(map)
+}
+
+fn truthy(v: &Json) -> bool {
+    match v {
+        Json::Bool(b) => *b,
+        Json::String(s) => matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "true" | "yes" | "1" | "on"
+        ),
+        Json::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Json::Null => false,
+        Json::Array(a) => !a.is_empty(),
+        Json::Object(o) => !o.is_empty(),
+    }
+}
+
+/// `20261122T032411.123Z`: sortable and safe in a file name.
+pub fn run_stamp(t: Millis) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(t.0).unwrap_or(0));
+    humantime::format_rfc3339_millis(t)
+        .to_string()
+        .replace(['-', ':'], "")
+}
+
+/// The run log of a REST run: every request sent and what came back.
+fn rest_log(ex: &Exchange) -> String {
+    let mut out = String::new();
+    for (req, status, text) in &ex.log {
+        out.push_str(&format!("> {} {}\n", req.method, req.url));
+        for (k, v) in &req.headers {
+            out.push_str(&format!("> {k}: {v}\n"));
+        }
+        if let Some(b) = &req.body {
+            out.push_str(&format!(">\n> {b}\n"));
+        }
+        match status {
+            Some(s) => out.push_str(&format!("< {s}\n< {}\n\n", text.trim_end())),
+            None => out.push_str(&format!("! {text}\n\n")),
+        }
+    }
+    match &ex.failure {
+        Some(f) => out.push_str(&format!("FAILED: {f}\n")),
+        None => out.push_str("OK\n"),
+    }
+    out
+}

@@ -1,0 +1,203 @@
+//! The sys dir (SPEC §8): one folder per backend object holding its rendered recipe, its
+//! attributes, its last status and its recent run logs. Folder names are made safe, so no
+//! object name can place a file outside the sys dir.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Which recipe of an object: the one that creates/updates it, or the one that deletes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Sync,
+    Delete,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Sync => "sync",
+            Phase::Delete => "delete",
+        }
+    }
+}
+
+/// A file name for any string: characters outside `[A-Za-z0-9._-]` are percent-encoded, a
+/// leading `.` too (so `.` and `..` cannot occur), and the empty string becomes `%`, which no
+/// encoded name can be.
+pub fn safe_name(s: &str) -> String {
+    if s.is_empty() {
+        return "%".to_owned();
+    }
+    let mut out = String::with_capacity(s.len());
+    for (i, b) in s.bytes().enumerate() {
+        let plain = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0);
+        if plain {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub struct SysDir {
+    root: PathBuf,
+    keep_runs: usize,
+}
+
+/// A file the engine wrote, with what it held before (for plan diffs).
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub path: PathBuf,
+    pub old: Option<String>,
+    pub new: String,
+}
+
+impl SysDir {
+    pub fn new(root: PathBuf, keep_runs: usize) -> SysDir {
+        SysDir { root, keep_runs }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn object_dir(&self, model: &str, key: &str) -> PathBuf {
+        self.root.join(safe_name(model)).join(safe_name(key))
+    }
+
+    /// Writes `files` (name, content) into the object's folder; returns each with its
+    /// previous content. Unchanged files are not rewritten, so mtimes stay meaningful.
+    pub fn write_files(
+        &self,
+        model: &str,
+        key: &str,
+        files: &[(String, String)],
+    ) -> io::Result<Vec<Written>> {
+        let dir = self.object_dir(model, key);
+        std::fs::create_dir_all(&dir)?;
+        let mut out = Vec::new();
+        for (name, content) in files {
+            let path = dir.join(name);
+            let old = std::fs::read_to_string(&path).ok();
+            if old.as_deref() != Some(content.as_str()) {
+                write_atomic(&path, content)?;
+                #[cfg(unix)]
+                if name.ends_with(".sh") {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+                }
+            }
+            out.push(Written {
+                path,
+                old,
+                new: content.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds a run log and keeps only the newest `keep_runs`.
+    pub fn write_run_log(
+        &self,
+        model: &str,
+        key: &str,
+        phase: Phase,
+        stamp: &str,
+        text: &str,
+    ) -> io::Result<PathBuf> {
+        let runs = self.object_dir(model, key).join("runs");
+        std::fs::create_dir_all(&runs)?;
+        let mut path = runs.join(format!("{stamp}-{}.log", phase.as_str()));
+        let mut n = 1;
+        while path.exists() {
+            n += 1;
+            path = runs.join(format!("{stamp}.{n}-{}.log", phase.as_str()));
+        }
+        write_atomic(&path, text)?;
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(&runs)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        let excess = logs.len().saturating_sub(self.keep_runs.max(1));
+        for old in &logs[..excess] {
+            std::fs::remove_file(old)?;
+        }
+        Ok(path)
+    }
+
+    /// Moves a purged object's folder to `.deleted/<Model>/<key>/`, replacing an older one.
+    pub fn retire(&self, model: &str, key: &str) -> io::Result<()> {
+        let from = self.object_dir(model, key);
+        if !from.exists() {
+            return Ok(());
+        }
+        let to = self
+            .root
+            .join(".deleted")
+            .join(safe_name(model))
+            .join(safe_name(key));
+        if to.exists() {
+            std::fs::remove_dir_all(&to)?;
+        }
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(&from, &to)
+    }
+}
+
+/// Write to a temporary file and rename, so a reader never sees half a recipe.
+fn write_atomic(path: &Path, content: &str) -> io::Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp{}",
+        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_escape() {
+        assert_eq!(safe_name("site-a"), "site-a");
+        assert_eq!(safe_name("../../etc"), "%2E.%2F..%2Fetc");
+        assert_eq!(safe_name("a/b"), "a%2Fb");
+        assert_eq!(safe_name(".."), "%2E.");
+        assert_eq!(safe_name("."), "%2E");
+        assert_eq!(safe_name(""), "%");
+        assert_eq!(safe_name("é"), "%C3%A9");
+        assert_eq!(safe_name("a%b"), "a%25b");
+        for k in ["../../etc", "a/b", "..", ".", "", "é", "x\0y", "/abs"] {
+            let n = safe_name(k);
+            assert!(
+                !n.contains('/') && n != "." && n != ".." && !n.is_empty(),
+                "{k:?} -> {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn run_logs_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = SysDir::new(dir.path().to_path_buf(), 2);
+        for i in 0..4 {
+            sys.write_run_log("M", "k", Phase::Sync, &format!("2026010{i}T000000Z"), "x")
+                .unwrap();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(sys.object_dir("M", "k").join("runs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["20260102T000000Z-sync.log", "20260103T000000Z-sync.log"]
+        );
+    }
+}
