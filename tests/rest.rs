@@ -600,3 +600,67 @@ fn stepdef_errors_are_located() {
         out.stderr
     );
 }
+
+#[test]
+fn basic_auth_secret_file_timeout_custom_defer_and_gone_deletes() {
+    let server = TestServer::start();
+    let svc =
+        Service::new("models:\n  Port:\n    fields:\n      name: {type: string, required: true}\n");
+    svc.file("pw.txt", "pw-from-file\n");
+    svc.file(
+        "stepsync.yaml",
+        &format!(
+            "name: t\nvars: {{base: \"{}\"}}\nsecrets:\n  pw: {{file: pw.txt}}\n",
+            server.url
+        ),
+    );
+    svc.file(
+        "stepdefs/port.yaml",
+        r#"kind: Actuator
+model: Port
+attributes: {n: "{{ object.name }}"}
+sync:
+  rest:
+    method: POST
+    url: "{{ vars.base }}/ports/{{ n }}"
+    auth: {basic: {user: admin, password: "{{ secret('pw') }}"}}
+    body: {n: "{{ n }}"}
+    timeout: 500ms
+delete:
+  rest: {method: DELETE, url: "{{ vars.base }}/ports/{{ n }}"}
+defer_when: "{{ result.status == 409 }}"
+"#,
+    );
+    svc.file("o.yaml", "Port:\n  - {name: p1}\n  - {name: p2}\n");
+    svc.ok(&["apply", "-f", "o.yaml"]);
+    server.respond("POST", "/ports/p2", 409, "later");
+    svc.expect(&["run", "--once"], 1);
+    let reqs = server.requests();
+    assert_eq!(
+        reqs[0].header("authorization"),
+        Some("Basic YWRtaW46cHctZnJvbS1maWxl")
+    );
+    assert_eq!(svc.object("Port", "p1")["status"]["status"], "ok");
+    assert_eq!(svc.object("Port", "p2")["status"]["status"], "deferred");
+
+    // A backend slower than `timeout` is an error that says so.
+    server.forget("POST", "/ports/p2");
+    server.set_delay(std::time::Duration::from_secs(2));
+    svc.expect(&["run", "--once"], 1);
+    let p2 = svc.object("Port", "p2");
+    assert_eq!(p2["status"]["status"], "error");
+    assert!(
+        p2["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 500 ms"),
+        "{p2}"
+    );
+    server.set_delay(std::time::Duration::ZERO);
+
+    // Deleting what the backend no longer has (404) counts as deleted.
+    server.respond("DELETE", "/ports/p1", 404, "");
+    svc.ok(&["delete", "Port", "p1"]);
+    svc.expect(&["run", "--once"], 1);
+    assert_eq!(svc.keys("Port"), ["p2"]);
+}

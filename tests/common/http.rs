@@ -102,6 +102,11 @@ impl TestServer {
             .insert(path.to_owned(), body.to_owned());
     }
 
+    /// Hold every response this long (after recording the request).
+    pub fn set_delay(&self, d: Duration) {
+        self.lock().delay = d;
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.lock().requests.clone()
     }
