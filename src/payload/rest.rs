@@ -264,28 +264,32 @@ async fn exchange_one(
     }
 }
 
+/// Sends the request that decides the outcome: a status outside `expect` is a failure.
+async fn act(
+    client: &reqwest::Client,
+    req: &HttpRequest,
+    action: Action,
+    mut log: Vec<(HttpRequest, Option<u16>, String)>,
+) -> Exchange {
+    match exchange_one(client, req, action, &mut log).await {
+        Ok(r) => Exchange {
+            failure: (!req.accepts(r.status)).then(|| unexpected(req, &r)),
+            result: Some(r),
+            log,
+        },
+        Err(e) => Exchange {
+            result: None,
+            failure: Some(e),
+            log,
+        },
+    }
+}
+
 /// Runs a rendered recipe. `is_delete` marks the outcome's action.
 pub async fn execute(client: &reqwest::Client, plan: &RestPlan, is_delete: bool) -> Exchange {
-    let mut log = Vec::new();
     let single = |action: Action| if is_delete { Action::Delete } else { action };
     match plan {
-        RestPlan::Simple(req) => {
-            match exchange_one(client, req, single(Action::Update), &mut log).await {
-                Ok(r) => {
-                    let failure = (!req.accepts(r.status)).then(|| unexpected(req, &r));
-                    Exchange {
-                        result: Some(r),
-                        failure,
-                        log,
-                    }
-                }
-                Err(e) => Exchange {
-                    result: None,
-                    failure: Some(e),
-                    log,
-                },
-            }
-        }
+        RestPlan::Simple(req) => act(client, req, single(Action::Update), Vec::new()).await,
         RestPlan::Delta {
             observe,
             absent,
@@ -293,55 +297,28 @@ pub async fn execute(client: &reqwest::Client, plan: &RestPlan, is_delete: bool)
             update,
             compare,
         } => {
-            let observed = match exchange_one(client, observe, Action::None, &mut log).await {
-                Ok(r) => r,
-                Err(e) => {
-                    return Exchange {
-                        result: None,
-                        failure: Some(e),
-                        log,
-                    };
-                }
-            };
-            let next = match decide(
-                observe,
-                &observed,
-                absent,
-                create.as_ref(),
-                update,
-                compare.as_deref(),
-            ) {
-                Ok(Some(next)) => next,
-                Ok(None) => {
-                    return Exchange {
-                        result: Some(observed),
-                        failure: None,
-                        log,
-                    };
-                }
-                Err(failure) => {
-                    return Exchange {
-                        result: Some(observed),
-                        failure: Some(failure),
-                        log,
-                    };
-                }
-            };
-            let (req, action) = next;
-            match exchange_one(client, req, single(action), &mut log).await {
-                Ok(r) => {
-                    let failure = (!req.accepts(r.status)).then(|| unexpected(req, &r));
-                    Exchange {
-                        result: Some(r),
-                        failure,
-                        log,
-                    }
-                }
-                Err(e) => Exchange {
-                    result: None,
-                    failure: Some(e),
-                    log,
+            let mut log = Vec::new();
+            let (result, failure) = match exchange_one(client, observe, Action::None, &mut log)
+                .await
+            {
+                Err(e) => (None, Some(e)),
+                Ok(observed) => match decide(
+                    observe,
+                    &observed,
+                    absent,
+                    create.as_ref(),
+                    update,
+                    compare.as_deref(),
+                ) {
+                    Ok(Some((req, action))) => return act(client, req, single(action), log).await,
+                    Ok(None) => (Some(observed), None),
+                    Err(e) => (Some(observed), Some(e)),
                 },
+            };
+            Exchange {
+                result,
+                failure,
+                log,
             }
         }
     }
