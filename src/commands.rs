@@ -8,7 +8,11 @@ use crate::apply::{ApplyOptions, apply};
 use crate::config::CONFIG_FILE;
 use crate::deletion::delete;
 use crate::diag::Diagnostic;
+use std::sync::Arc;
+
 use crate::engine::Engine;
+use crate::engine::daemon::runtime;
+use crate::engine::graph::{Dep, ObjectGraph};
 use crate::error::{Error, Result};
 use crate::model::schema::yaml_files;
 use crate::output::{ObjectView, objects_table, status_report};
@@ -16,6 +20,7 @@ use crate::payload::{rest, rest_recipe};
 use crate::plan::{Plan, plan, to_text as plan_text};
 use crate::secrets::Secrets;
 use crate::service::Service;
+use crate::snapshot::Snapshot;
 use crate::store::Status;
 use crate::sysdir::Phase;
 
@@ -206,15 +211,16 @@ pub fn run_once(
         return Ok(true);
     }
     let pretend = pretend || svc.config.pretend;
-    let engine = Engine::open(svc, None)?;
+    let engine = Arc::new(Engine::open(svc, None)?);
+    let rt = runtime()?;
     if pretend {
-        let p = plan(&engine, false)?;
+        let p = rt.block_on(plan(&engine, false))?;
         out.write_all(plan_text(&p).as_bytes())
             .map_err(io_err(Path::new("stdout")))?;
         report_plan_errors(&p);
         return Ok(p.errors.is_empty());
     }
-    let summary = engine.run_once()?;
+    let summary = rt.block_on(engine.run_once())?;
     let counts: Vec<String> = summary
         .counts
         .iter()
@@ -258,7 +264,7 @@ pub fn plan_cmd(
     out: &mut dyn Write,
 ) -> Result<i32> {
     let engine = Engine::open(svc, sys_dir)?;
-    let p = plan(&engine, refresh)?;
+    let p = runtime()?.block_on(plan(&engine, refresh))?;
     let text = if json_out { json(&p)? } else { plan_text(&p) };
     out.write_all(text.as_bytes())
         .map_err(io_err(Path::new("stdout")))?;
@@ -327,10 +333,7 @@ pub fn replay_cmd(svc: Option<&Service>, path: &Path, out: &mut dyn Write) -> Re
     let plan = rest_recipe::parse_http(&text, &lookup)
         .map_err(|e| Error::failed(format!("{}: {e}", file.display())))?;
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::failed(e.to_string()))?;
+    let rt = runtime()?;
     let client = reqwest::Client::new();
     let is_delete = file.file_name().is_some_and(|n| n == "delete.http");
     let ex = rt.block_on(rest::execute(&client, &plan, is_delete));
@@ -350,4 +353,113 @@ pub fn replay_cmd(svc: Option<&Service>, path: &Path, out: &mut dyn Write) -> Re
             Ok(true)
         }
     }
+}
+
+/// `run` without `--once`: the daemon, until SIGINT/SIGTERM.
+pub fn run_daemon(svc: Service, files: &[PathBuf], out: &mut dyn Write) -> Result<bool> {
+    if !files.is_empty() {
+        apply_cmd(&svc, files, ApplyOptions::default(), out)?;
+    }
+    out.flush().map_err(io_err(Path::new("stdout")))?;
+    if svc.config.disabled {
+        writeln!(out, "run: disabled in stepsync.yaml; nothing run")
+            .map_err(io_err(Path::new("stdout")))?;
+        return Ok(true);
+    }
+    let engine = Arc::new(Engine::open(svc, None)?);
+    runtime()?.block_on(engine.run_daemon())?;
+    Ok(true)
+}
+
+/// `retry MODEL [KEY]`: clears the backoff of the objects in error.
+pub fn retry(svc: &Service, model: &str, key: Option<&str>, out: &mut dyn Write) -> Result<()> {
+    let m = svc.model(model)?;
+    let store = svc.open_store()?;
+    let mut tx = store.write()?;
+    let targets = match key {
+        Some(k) => vec![
+            tx.get(&m.name, k)?
+                .ok_or_else(|| Error::failed(format!("{}/{k} not found", m.name)))?,
+        ],
+        None => tx.list(Some(&m.name))?,
+    };
+    let mut lines = Vec::new();
+    for o in targets.iter().filter(|o| o.book.next_retry_at.is_some()) {
+        tx.clear_backoff(o.id)?;
+        lines.push(format!("{}: backoff cleared", o.name()));
+    }
+    tx.commit()?;
+    if lines.is_empty() {
+        lines.push(format!("no {} object is waiting on a backoff", m.name));
+    }
+    for l in lines {
+        writeln!(out, "{l}").map_err(io_err(Path::new("stdout")))?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    Text,
+    Dot,
+}
+
+/// `graph [--objects] [--format dot|text]`: what depends on what (the original `dmdot`).
+pub fn graph(svc: &Service, objects: bool, format: GraphFormat, out: &mut dyn Write) -> Result<()> {
+    let (nodes, mut edges): (Vec<String>, Vec<(String, String)>) = if objects {
+        let store = svc.open_store()?;
+        let world = Snapshot::load(svc.schema.clone(), &*store)?;
+        let g = ObjectGraph::build(&svc.graph, &world);
+        let mut all = world.all();
+        all.sort_by(|a, b| (&a.model, &a.key).cmp(&(&b.model, &b.key)));
+        let name = |id: i64| world.by_id(id).map(|o| o.name()).unwrap_or_default();
+        let edges = g
+            .edges()
+            .map(|(id, dep)| match dep {
+                Dep::Object(t) => (name(id), name(*t)),
+                Dep::Missing(n) => (name(id), format!("{n} (missing)")),
+            })
+            .collect();
+        (all.iter().map(|o| o.name()).collect(), edges)
+    } else {
+        let edges = svc
+            .graph
+            .model_edges()
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+        (svc.graph.order().to_vec(), edges)
+    };
+    edges.sort();
+    edges.dedup();
+    let mut t = String::new();
+    match format {
+        GraphFormat::Text => {
+            for n in &nodes {
+                let deps: Vec<&str> = edges
+                    .iter()
+                    .filter(|(a, _)| a == n)
+                    .map(|(_, b)| b.as_str())
+                    .collect();
+                if deps.is_empty() {
+                    t.push_str(&format!("{n}\n"));
+                } else {
+                    t.push_str(&format!("{n} -> {}\n", deps.join(", ")));
+                }
+            }
+        }
+        GraphFormat::Dot => {
+            let q = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
+            t.push_str("digraph stepsync {\n  rankdir=BT;\n");
+            for n in &nodes {
+                t.push_str(&format!("  {};\n", q(n)));
+            }
+            for (a, b) in &edges {
+                t.push_str(&format!("  {} -> {};\n", q(a), q(b)));
+            }
+            t.push_str("}\n");
+        }
+    }
+    out.write_all(t.as_bytes())
+        .map_err(io_err(Path::new("stdout")))
 }

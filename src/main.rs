@@ -87,6 +87,19 @@ enum Command {
         /// Apply these objects files first
         #[arg(short = 'f', long = "filename", value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Runs in flight at once, all models together (overrides `concurrency:`)
+        #[arg(long, value_name = "N")]
+        concurrency: Option<std::num::NonZeroU32>,
+    },
+    /// Clear the backoff of objects in error so the next pass retries them
+    Retry { model: String, key: Option<String> },
+    /// Print the dependency graph of the models (or of the objects)
+    Graph {
+        /// The object graph instead of the model graph
+        #[arg(long)]
+        objects: bool,
+        #[arg(long, value_enum, default_value_t = commands::GraphFormat::Text)]
+        format: commands::GraphFormat,
     },
     /// Show what a run would do, with the diff of every recipe
     Plan {
@@ -190,22 +203,30 @@ fn run(mut cli: Cli) -> stepsync::Result<ExitCode> {
             once,
             pretend,
             files,
+            concurrency,
         } => {
-            if !once && !pretend {
-                return Err(stepsync::Error::from(
-                    stepsync::diag::Diagnostic::error(
-                        "`run` without `--once` (the daemon) is not built yet",
-                    )
-                    .with_hint("use `stepsync run --once`"),
-                ));
+            let mut svc = Service::load(&cli.dir)?;
+            if let Some(n) = concurrency {
+                svc.config.concurrency = n;
             }
-            let svc = Service::load(&cli.dir)?;
-            let ok = commands::run_once(svc, &files, pretend, &mut out)?;
+            let ok = if once || pretend {
+                commands::run_once(svc, &files, pretend, &mut out)?
+            } else {
+                commands::run_daemon(svc, &files, &mut out)?
+            };
             return Ok(if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
             });
+        }
+        Command::Retry { model, key } => {
+            let svc = Service::load(&cli.dir)?;
+            commands::retry(&svc, &model, key.as_deref(), &mut out)?;
+        }
+        Command::Graph { objects, format } => {
+            let svc = Service::load(&cli.dir)?;
+            commands::graph(&svc, objects, format, &mut out)?;
         }
         Command::Plan {
             output,

@@ -1,13 +1,15 @@
 //! Pretend mode and `plan` (SPEC §9): the whole pipeline — pending detection, ordering,
 //! attributes, rendering — without a backend call and without writing the data model.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::engine::Recipe;
 use crate::error::Result;
 use crate::payload::rest::{self, Action};
-use crate::store::Millis;
+use crate::store::{Millis, ObjectRecord};
 use crate::sysdir::Phase;
 
 #[derive(Debug, Clone, Serialize)]
@@ -30,77 +32,80 @@ pub struct Plan {
 
 /// Renders every pending object's recipe into the sys dir, in the order the engine would
 /// run them. With `refresh`, delta REST recipes send their read-only observe request.
-pub fn plan(engine: &Engine, refresh: bool) -> Result<Plan> {
+pub async fn plan(engine: &Engine, refresh: bool) -> Result<Plan> {
     let world = engine.snapshot()?;
     let now = Millis::now();
     let order: Vec<String> = engine.svc.graph.order().to_vec();
-    let mut out = Plan::default();
-    let mut visit =
-        |obj: &std::sync::Arc<crate::store::ObjectRecord>, phase: Phase| -> Result<()> {
-            let p = match engine.prepare(&world, obj, phase) {
-                Ok(Some(p)) => p,
-                Ok(None) => return Ok(()),
-                Err(e) => {
-                    out.errors
-                        .push(engine.clean_message(&format!("{}: {e}", obj.name())));
-                    return Ok(());
-                }
-            };
-            let mut action = match phase {
-                Phase::Delete => "delete",
-                Phase::Sync if obj.book.last_success_at.is_none() => "create",
-                Phase::Sync => "update",
-            };
-            if refresh && phase == Phase::Sync {
-                let Recipe::Rest(plan) = &p.recipe;
-                match engine.block_on(rest::refresh(engine.client(), plan)) {
-                    Ok(None) => return Ok(()),
-                    Ok(Some(Action::Create)) => action = "create",
-                    Ok(Some(_)) => action = "update",
-                    Err(e) => out
-                        .errors
-                        .push(engine.clean_message(&format!("{}: refresh: {e}", obj.name()))),
-                }
-            }
-            let written = engine.write_recipe(&p)?;
-            let Some(main) = written.first() else {
-                return Ok(());
-            };
-            let rel = main
-                .path
-                .strip_prefix(engine.sys.root())
-                .unwrap_or(&main.path)
-                .display()
-                .to_string();
-            let old = main.old.clone().unwrap_or_default();
-            let diff = similar::TextDiff::from_lines(&old, &main.new)
-                .unified_diff()
-                .context_radius(3)
-                .header(&format!("a/{rel}"), &format!("b/{rel}"))
-                .to_string();
-            out.changes.push(Change {
-                action,
-                model: obj.model.clone(),
-                key: obj.key.clone(),
-                payload: p.recipe.payload_name(),
-                recipe: main.path.display().to_string(),
-                diff,
-            });
-            Ok(())
-        };
+    let mut todo: Vec<(Arc<ObjectRecord>, Phase)> = Vec::new();
     for model in order.iter().rev() {
-        for obj in world.of_model(model).iter().filter(|o| o.book.deleted) {
-            visit(obj, Phase::Delete)?;
-        }
+        todo.extend(
+            world
+                .of_model(model)
+                .into_iter()
+                .filter(|o| o.book.deleted)
+                .map(|o| (o, Phase::Delete)),
+        );
     }
     for model in &order {
-        for obj in world
-            .of_model(model)
-            .iter()
-            .filter(|o| !o.book.deleted && engine.sync_due(o, now))
-        {
-            visit(obj, Phase::Sync)?;
+        todo.extend(
+            world
+                .of_model(model)
+                .into_iter()
+                .filter(|o| !o.book.deleted && engine.sync_due(o, now))
+                .map(|o| (o, Phase::Sync)),
+        );
+    }
+    let mut out = Plan::default();
+    for (obj, phase) in todo {
+        let p = match engine.prepare(&world, &obj, phase) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(e) => {
+                out.errors
+                    .push(engine.clean_message(&format!("{}: {e}", obj.name())));
+                continue;
+            }
+        };
+        let mut action = match phase {
+            Phase::Delete => "delete",
+            Phase::Sync if obj.book.last_success_at.is_none() => "create",
+            Phase::Sync => "update",
+        };
+        if refresh && phase == Phase::Sync {
+            let Recipe::Rest(plan) = &p.recipe;
+            match rest::refresh(engine.client(), plan).await {
+                Ok(None) => continue,
+                Ok(Some(Action::Create)) => action = "create",
+                Ok(Some(_)) => action = "update",
+                Err(e) => out
+                    .errors
+                    .push(engine.clean_message(&format!("{}: refresh: {e}", obj.name()))),
+            }
         }
+        let written = engine.write_recipe(&p)?;
+        let Some(main) = written.first() else {
+            continue;
+        };
+        let rel = main
+            .path
+            .strip_prefix(engine.sys.root())
+            .unwrap_or(&main.path)
+            .display()
+            .to_string();
+        let old = main.old.clone().unwrap_or_default();
+        let diff = similar::TextDiff::from_lines(&old, &main.new)
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("a/{rel}"), &format!("b/{rel}"))
+            .to_string();
+        out.changes.push(Change {
+            action,
+            model: obj.model.clone(),
+            key: obj.key.clone(),
+            payload: p.recipe.payload_name(),
+            recipe: main.path.display().to_string(),
+            diff,
+        });
     }
     Ok(out)
 }

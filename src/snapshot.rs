@@ -1,59 +1,75 @@
-//! The objects of the data model as one pass sees them, indexed by `Model/key`. Runs update
-//! it as they record outcomes, so later objects of the same pass see their dependencies'
-//! new state.
+//! The objects of the data model as one pass sees them, by id and by `Model/key`. Runs
+//! update it as they record outcomes, so later decisions of the same pass see them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::model::Schema;
 use crate::store::{ObjectRecord, ReadOps, StoreError};
 
-type Key = (String, String);
+#[derive(Default)]
+struct Maps {
+    by_id: HashMap<i64, Arc<ObjectRecord>>,
+    by_key: HashMap<(String, String), i64>,
+}
 
 pub struct Snapshot {
     pub schema: Arc<Schema>,
-    objects: RwLock<HashMap<Key, Arc<ObjectRecord>>>,
+    maps: RwLock<Maps>,
 }
 
 impl Snapshot {
     pub fn load(schema: Arc<Schema>, store: &dyn ReadOps) -> Result<Snapshot, StoreError> {
-        let objects = store
-            .list(None)?
-            .into_iter()
-            .map(|o| ((o.model.clone(), o.key.clone()), Arc::new(o)))
-            .collect();
+        let mut maps = Maps::default();
+        for o in store.list(None)? {
+            maps.by_key.insert((o.model.clone(), o.key.clone()), o.id);
+            maps.by_id.insert(o.id, Arc::new(o));
+        }
         Ok(Snapshot {
             schema,
-            objects: RwLock::new(objects),
+            maps: RwLock::new(maps),
         })
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Arc<ObjectRecord>>> {
-        // Writers only insert or remove whole entries, so a poisoned map is still consistent.
-        self.objects.read().unwrap_or_else(|p| p.into_inner())
+    // Writers replace whole entries, so a map left by a panicking writer is still consistent.
+    fn read(&self) -> RwLockReadGuard<'_, Maps> {
+        self.maps.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Maps> {
+        self.maps.write().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn get(&self, model: &str, key: &str) -> Option<Arc<ObjectRecord>> {
-        self.read()
-            .get(&(model.to_owned(), key.to_owned()))
-            .cloned()
+        let m = self.read();
+        let id = m.by_key.get(&(model.to_owned(), key.to_owned()))?;
+        m.by_id.get(id).cloned()
+    }
+
+    pub fn by_id(&self, id: i64) -> Option<Arc<ObjectRecord>> {
+        self.read().by_id.get(&id).cloned()
     }
 
     /// Replaces one object after a run changed it.
     pub fn put(&self, rec: ObjectRecord) {
-        let mut map = self.objects.write().unwrap_or_else(|p| p.into_inner());
-        map.insert((rec.model.clone(), rec.key.clone()), Arc::new(rec));
+        let mut m = self.write();
+        m.by_key
+            .insert((rec.model.clone(), rec.key.clone()), rec.id);
+        m.by_id.insert(rec.id, Arc::new(rec));
     }
 
-    pub fn remove(&self, model: &str, key: &str) {
-        let mut map = self.objects.write().unwrap_or_else(|p| p.into_inner());
-        map.remove(&(model.to_owned(), key.to_owned()));
+    pub fn remove(&self, id: i64) {
+        let mut m = self.write();
+        if let Some(o) = m.by_id.remove(&id) {
+            m.by_key.remove(&(o.model.clone(), o.key.clone()));
+        }
     }
 
     /// Every object of `model`, sorted by key.
     pub fn of_model(&self, model: &str) -> Vec<Arc<ObjectRecord>> {
         let mut v: Vec<Arc<ObjectRecord>> = self
             .read()
+            .by_id
             .values()
             .filter(|o| o.model == model)
             .cloned()
@@ -63,6 +79,14 @@ impl Snapshot {
     }
 
     pub fn all(&self) -> Vec<Arc<ObjectRecord>> {
-        self.read().values().cloned().collect()
+        self.read().by_id.values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

@@ -119,18 +119,28 @@ fn requests_are_exactly_what_the_stepdefs_describe_and_feedback_lands() {
     let out = f.apply_and_run();
     assert!(out.stdout.contains("3 ok"), "{}", out.stdout);
     let reqs = f.server.requests();
-    let lines: Vec<String> = reqs.iter().map(|r| r.line()).collect();
+    let mut lines: Vec<String> = reqs.iter().map(|r| r.line()).collect();
+    // Sites run concurrently; the slice waits for its site.
+    let pos = |l: &str| lines.iter().position(|x| x == l).unwrap();
+    assert!(pos("GET /slices/s1") > pos("PUT /sites/a"), "{lines:?}");
+    assert_eq!(
+        pos("POST /slices/s1"),
+        pos("GET /slices/s1") + 1,
+        "{lines:?}"
+    );
+    lines.sort();
     assert_eq!(
         lines,
         [
-            "PUT /sites/a",
-            "PUT /sites/b",
             "GET /slices/s1",
-            "POST /slices/s1"
+            "POST /slices/s1",
+            "PUT /sites/a",
+            "PUT /sites/b"
         ]
     );
+    let find = |line: &str| reqs.iter().find(|r| r.line() == line).unwrap();
 
-    let a = &reqs[0];
+    let a = find("PUT /sites/a");
     assert_eq!(a.body, r#"{"name":"a","login":"la"}"#);
     assert_eq!(
         a.header("authorization"),
@@ -138,9 +148,12 @@ fn requests_are_exactly_what_the_stepdefs_describe_and_feedback_lands() {
     );
     assert_eq!(a.header("accept"), Some("application/json"));
     assert_eq!(a.header("content-type"), Some("application/json"));
-    assert_eq!(reqs[1].body, r#"{"name":"b","login":"none"}"#);
+    assert_eq!(find("PUT /sites/b").body, r#"{"name":"b","login":"none"}"#);
     // Refs are followed (object.site.name) and single expressions keep their type.
-    assert_eq!(reqs[3].body, r#"{"name":"s1","site":"a","size":3}"#);
+    assert_eq!(
+        find("POST /slices/s1").body,
+        r#"{"name":"s1","site":"a","size":3}"#
+    );
 
     let a = f.status("Site", "a");
     assert_eq!(a["fields"]["site_id"], "id-a");
@@ -257,7 +270,13 @@ fn status_503_defers_and_500_is_an_error_that_blocks_dependents() {
 fn rendered_sync_sh_sends_the_same_bytes_as_the_engine() {
     let f = fixture();
     f.apply_and_run();
-    let engine_body = f.server.requests()[0].body.clone();
+    let engine_body = f
+        .server
+        .requests()
+        .into_iter()
+        .find(|r| r.line() == "PUT /sites/a")
+        .unwrap()
+        .body;
     f.server.clear();
     let dir = f.svc.path().join(".stepsync/sys/Site/a");
     let out = std::process::Command::new("sh")

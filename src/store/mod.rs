@@ -210,6 +210,8 @@ pub trait WriteTx: ReadOps {
     ) -> Result<i64, StoreError>;
     /// Marks the object deleted; the engine runs its delete payload and purges it.
     fn mark_deleted(&mut self, id: i64, now: Millis) -> Result<(), StoreError>;
+    /// Clears an object's backoff so it is retried on the next pass.
+    fn clear_backoff(&mut self, id: i64) -> Result<(), StoreError>;
     /// Records the outcome of a run; feedback never moves the generation.
     fn record_run(&mut self, id: i64, run: &RunRecord, now: Millis) -> Result<(), StoreError>;
     /// Removes the object and its edges for good.
@@ -220,4 +222,9 @@ pub trait WriteTx: ReadOps {
 pub trait Store: ReadOps + Send + Sync {
     /// Starts a write transaction that excludes other writers until it ends.
     fn write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError>;
+    /// A number that changes when another process commits a change.
+    fn change_marker(&self) -> Result<i64, StoreError>;
+    /// A file whose directory sees a write whenever the store changes, for waking on changes
+    /// without polling; `None` when the store has no such file.
+    fn watch_path(&self) -> Option<&std::path::Path>;
 }

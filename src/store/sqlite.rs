@@ -245,6 +245,17 @@ impl ReadOps for SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn change_marker(&self) -> Result<i64, StoreError> {
+        // data_version moves when another connection commits; our own writes leave it alone.
+        self.lock()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(sql_err(&self.path))
+    }
+
+    fn watch_path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+
     fn write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError> {
         let conn = self.lock();
         // IMMEDIATE takes the write lock up front, so the busy timeout applies and the
@@ -354,6 +365,14 @@ impl WriteTx for SqliteTx<'_> {
                    next_retry_at = NULL, updated = ?2 WHERE id = ?1",
             )
             .and_then(|mut st| st.execute(params![id, now.0]))
+            .map(drop)
+            .map_err(sql_err(self.path))
+    }
+
+    fn clear_backoff(&mut self, id: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE objects SET next_retry_at = NULL WHERE id = ?1")
+            .and_then(|mut st| st.execute([id]))
             .map(drop)
             .map_err(sql_err(self.path))
     }

@@ -1,21 +1,22 @@
-//! The engine: finds what is pending, checks dependencies, actuates objects and records the
-//! outcome. This is the sequential pass (dependencies first, one object at a time); the
-//! concurrent scheduler replaces `pass` without changing `prepare`/`actuate`.
+//! The engine: how one object is actuated (render, write its recipe, dispatch, classify,
+//! record). What is pending and when it runs is the scheduler's business (`scheduler.rs`),
+//! the long-running loop the daemon's (`daemon.rs`); the object graph is in `graph.rs`.
 
-use std::collections::HashSet;
+pub mod daemon;
+pub mod graph;
+pub mod scheduler;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use minijinja::Value;
 use serde_json::{Map, Value as Json};
-use tracing::{info, info_span, warn};
+use tracing::{info, warn};
 
 use crate::backoff;
 use crate::config::in_dir;
-use crate::deletion::referrers_of;
 use crate::error::{Error, Result};
-use crate::model::deps::scalar_text;
 use crate::output::ObjectView as JsonView;
 use crate::payload::rest::{self, Exchange, RestPlan};
 use crate::payload::rest_recipe;
@@ -73,7 +74,6 @@ pub struct Engine {
     pub store: Box<dyn Store>,
     pub sys: SysDir,
     client: reqwest::Client,
-    rt: tokio::runtime::Runtime,
 }
 
 impl Engine {
@@ -88,16 +88,11 @@ impl Engine {
             .user_agent(concat!("stepsync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::failed(format!("cannot create the HTTP client: {e}")))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::failed(format!("cannot start the runtime: {e}")))?;
         Ok(Engine {
             svc,
             store,
             sys,
             client,
-            rt,
         })
     }
 
@@ -106,10 +101,6 @@ impl Engine {
             self.svc.schema.clone(),
             &*self.store,
         )?))
-    }
-
-    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -374,7 +365,11 @@ impl Engine {
         Ok(rec)
     }
 
-    fn record_simple(&self, obj: &ObjectRecord, run: RunRecord) -> Result<Option<ObjectRecord>> {
+    pub(crate) fn record_simple(
+        &self,
+        obj: &ObjectRecord,
+        run: RunRecord,
+    ) -> Result<Option<ObjectRecord>> {
         let mut tx = self.store.write()?;
         tx.record_run(obj.id, &run, Millis::now())?;
         let rec = tx.get(&obj.model, &obj.key)?;
@@ -382,7 +377,7 @@ impl Engine {
         Ok(rec)
     }
 
-    fn purge(&self, obj: &ObjectRecord) -> Result<()> {
+    pub(crate) fn purge(&self, obj: &ObjectRecord) -> Result<()> {
         let mut tx = self.store.write()?;
         tx.purge(obj.id)?;
         tx.commit()?;
@@ -408,170 +403,10 @@ impl Engine {
             })
     }
 
-    fn waiting_on_backoff(&self, obj: &ObjectRecord, now: Millis) -> bool {
+    pub(crate) fn waiting_on_backoff(&self, obj: &ObjectRecord, now: Millis) -> bool {
         !self.svc.config.backoff.disabled
             && obj.book.status == Status::Error
             && obj.book.next_retry_at.is_some_and(|t| t > now)
-    }
-
-    /// The first dependency of `obj` that is not in sync, with why.
-    pub fn blocker(&self, world: &Snapshot, obj: &ObjectRecord) -> Option<String> {
-        for edge in self.svc.graph.edges(&obj.model, &obj.fields) {
-            let target = match self.svc.schema.model(&edge.to_model) {
-                Some(m) if m.key == edge.to_field => world.get(&edge.to_model, &edge.value),
-                _ => world.of_model(&edge.to_model).into_iter().find(|o| {
-                    o.fields
-                        .get(&edge.to_field)
-                        .and_then(scalar_text)
-                        .as_deref()
-                        == Some(edge.value.as_str())
-                }),
-            };
-            let name = format!("{}/{}", edge.to_model, edge.value);
-            match target {
-                None => return Some(format!("blocked by {name}: missing")),
-                Some(t) if t.id == obj.id => {}
-                Some(t) if t.book.deleted => {
-                    return Some(format!("blocked by {name}: being deleted"));
-                }
-                Some(t)
-                    if t.book.status != Status::Ok
-                        || t.book.synced_generation < t.book.generation =>
-                {
-                    let why = if t.book.message.is_empty() {
-                        t.book.status.to_string()
-                    } else {
-                        t.book.message.clone()
-                    };
-                    return Some(format!("blocked by {}: {why}", t.name()));
-                }
-                Some(_) => {}
-            }
-        }
-        None
-    }
-
-    /// One pass over every object; returns how many became ok or were purged.
-    pub fn pass(&self, done: &mut HashSet<(i64, i64)>) -> Result<usize> {
-        let world = self.snapshot()?;
-        let now = Millis::now();
-        let mut progress = 0;
-        let order: Vec<String> = self.svc.graph.order().to_vec();
-
-        // Deletions first, dependents before what they depend on.
-        for model in order.iter().rev() {
-            for obj in world.of_model(model).into_iter().filter(|o| o.book.deleted) {
-                if self.waiting_on_backoff(&obj, now) {
-                    continue;
-                }
-                let waiting: Vec<String> = referrers_of(&*self.store, &obj, false)?
-                    .iter()
-                    .map(ObjectRecord::name)
-                    .collect();
-                if !waiting.is_empty() {
-                    let message = format!("waiting for {} to be deleted", waiting.join(", "));
-                    if obj.book.message != message {
-                        self.record_simple(&obj, RunRecord::Blocked { message })?;
-                    }
-                    continue;
-                }
-                let _span = info_span!("object", object = %obj.name(), generation = obj.book.generation, action = "delete").entered();
-                match self.prepare(&world, &obj, Phase::Delete) {
-                    Ok(None) => {
-                        self.purge(&obj)?;
-                        world.remove(&obj.model, &obj.key);
-                        progress += 1;
-                    }
-                    Ok(Some(p)) => {
-                        self.write_recipe(&p)?;
-                        let (outcome, log) = self.block_on(self.actuate(&p));
-                        match self.record(&obj, Phase::Delete, &outcome, &log)? {
-                            Some(r) => world.put(r),
-                            None => {
-                                world.remove(&obj.model, &obj.key);
-                                progress += 1;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let rec = self.record(&obj, Phase::Delete, &Outcome::Error(e), "")?;
-                        if let Some(r) = rec {
-                            world.put(r);
-                        }
-                    }
-                }
-            }
-        }
-
-        // Then syncs, dependencies first.
-        for model in &order {
-            for obj in world.of_model(model) {
-                if obj.book.deleted
-                    || !self.sync_due(&obj, now)
-                    || done.contains(&(obj.id, obj.book.generation))
-                {
-                    continue;
-                }
-                if self.waiting_on_backoff(&obj, now) {
-                    continue;
-                }
-                if let Some(message) = self.blocker(&world, &obj) {
-                    if (obj.book.status != Status::Blocked || obj.book.message != message)
-                        && let Some(r) = self.record_simple(&obj, RunRecord::Blocked { message })?
-                    {
-                        world.put(r);
-                    }
-                    continue;
-                }
-                let _span = info_span!("object", object = %obj.name(), generation = obj.book.generation, action = "sync").entered();
-                let outcome_rec = match self.prepare(&world, &obj, Phase::Sync) {
-                    Ok(None) => self.record_simple(
-                        &obj,
-                        RunRecord::Success {
-                            generation: obj.book.generation,
-                            feedback: obj.feedback.clone(),
-                        },
-                    )?,
-                    Ok(Some(p)) => {
-                        self.write_recipe(&p)?;
-                        let (outcome, log) = self.block_on(self.actuate(&p));
-                        self.record(&obj, Phase::Sync, &outcome, &log)?
-                    }
-                    Err(e) => self.record(&obj, Phase::Sync, &Outcome::Error(e), "")?,
-                };
-                if let Some(r) = outcome_rec {
-                    if r.book.status == Status::Ok {
-                        done.insert((obj.id, obj.book.generation));
-                        progress += 1;
-                    }
-                    world.put(r);
-                }
-            }
-        }
-        Ok(progress)
-    }
-
-    /// `run --once`: passes until one makes no progress.
-    pub fn run_once(&self) -> Result<Summary> {
-        let mut done = HashSet::new();
-        let mut summary = Summary::default();
-        loop {
-            summary.passes += 1;
-            let progress = self.pass(&mut done)?;
-            info!(pass = summary.passes, progress, "pass done");
-            if progress == 0 {
-                break;
-            }
-        }
-        let objs = self.store.list(None)?;
-        for st in Status::ALL {
-            let n = objs.iter().filter(|o| o.book.status == st).count();
-            if n > 0 {
-                summary.counts.push((st, n));
-            }
-        }
-        summary.all_ok = objs.iter().all(|o| o.book.status == Status::Ok);
-        Ok(summary)
     }
 }
 

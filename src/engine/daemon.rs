@@ -1,0 +1,161 @@
+//! `stepsync run` (SPEC §5.5): passes whenever something may have changed — a write by
+//! another process (noticed through file events, not polling), a retry or resync time, a
+//! deferred object's next try — and a graceful stop on SIGINT/SIGTERM.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::store::{Millis, Status};
+
+/// How often to look at the store when file events are unavailable.
+const FALLBACK_POLL: Duration = Duration::from_millis(500);
+/// The longest sleep with nothing scheduled; a safety net, not the change detector.
+const IDLE_WAKE: Duration = Duration::from_secs(60);
+
+impl Engine {
+    /// Runs until SIGINT or SIGTERM; runs in flight then finish and are recorded.
+    pub async fn run_daemon(self: &Arc<Self>) -> Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("stopping: no new runs; waiting for runs in flight");
+            let _ = stop_tx.send(true);
+        });
+        let (change_tx, mut changes) = mpsc::channel::<()>(1);
+        // Kept alive for the life of the loop: dropping it stops the events.
+        let _watcher = self.watch_store(change_tx);
+        if _watcher.is_none() {
+            warn!(
+                "file events unavailable; checking the store every {} ms",
+                FALLBACK_POLL.as_millis()
+            );
+        }
+        let mut marker = self.store.change_marker()?;
+        let mut stop = stop_rx.clone();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let mut done = HashSet::new();
+            self.pass(&mut done, &stop_rx).await?;
+            if *stop.borrow() {
+                break;
+            }
+            let wake = self.next_wake()?;
+            let poll = if _watcher.is_some() {
+                IDLE_WAKE
+            } else {
+                FALLBACK_POLL
+            };
+            let sleep = tokio::time::sleep(wake.min(poll));
+            tokio::pin!(sleep);
+            // Wait for a change by another process, the next scheduled time, or a stop.
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    _ = stop.changed() => break,
+                    Some(()) = changes.recv() => {
+                        if self.store.change_marker()? != marker {
+                            break;
+                        }
+                    }
+                }
+            }
+            // Polling without events: only a changed marker or a due time warrants a pass.
+            marker = self.store.change_marker()?;
+        }
+        info!("stopped");
+        Ok(())
+    }
+
+    /// How long until something is due: a retry, a resync, or a deferred object's next try.
+    fn next_wake(&self) -> Result<Duration> {
+        let now = Millis::now();
+        let mut next = IDLE_WAKE;
+        let at =
+            |t: Millis| Duration::from_millis(u64::try_from((t.0 - now.0).max(0)).unwrap_or(0));
+        for o in self.store.list(None)? {
+            match o.book.status {
+                Status::Deferred => next = next.min(self.svc.config.defer_retry.0),
+                Status::Error => {
+                    if let Some(t) = o.book.next_retry_at {
+                        next = next.min(at(t));
+                    }
+                }
+                Status::Ok => {
+                    let resync = self
+                        .svc
+                        .stepdefs
+                        .actuator(&o.model)
+                        .and_then(|a| a.resync)
+                        .unwrap_or(self.svc.config.resync);
+                    if !resync.0.is_zero()
+                        && let Some(t) = o.book.last_success_at
+                    {
+                        next = next.min(at(Millis(
+                            t.0 + i64::try_from(resync.0.as_millis()).unwrap_or(i64::MAX / 2),
+                        )));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(next.max(Duration::from_millis(10)))
+    }
+
+    fn watch_store(&self, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher;
+        let dir = self.store.watch_path()?.parent()?.to_path_buf();
+        let dir = if dir.as_os_str().is_empty() {
+            std::path::PathBuf::from(".")
+        } else {
+            dir
+        };
+        let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if ev.is_ok() {
+                // A full channel already holds a wake-up; dropping this one loses nothing.
+                let _ = tx.try_send(());
+            }
+        })
+        .ok()?;
+        w.watch(&dir, notify::RecursiveMode::NonRecursive).ok()?;
+        Some(w)
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A runtime for the engine's commands.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::failed(format!("cannot start the runtime: {e}")))
+}
