@@ -192,12 +192,13 @@ impl Source {
 
     /// Deserializes the single document of this file into a typed structure.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Diagnostic> {
-        serde_saphyr::from_str(&self.text).map_err(|e| self.convert(&e))
+        serde_saphyr::from_str_with_options(&self.text, options()).map_err(|e| self.convert(&e))
     }
 
     /// Every document of this file, positions kept. An empty file has no documents.
     pub fn documents(&self) -> Result<Vec<Spanned<Node>>, Diagnostic> {
-        serde_saphyr::from_multiple(&self.text).map_err(|e| self.convert(&e))
+        serde_saphyr::from_multiple_with_options(&self.text, options())
+            .map_err(|e| self.convert(&e))
     }
 
     fn convert(&self, e: &serde_saphyr::Error) -> Diagnostic {
@@ -210,6 +211,14 @@ impl Source {
         });
         self.diag(clean_message(&plain), pos)
     }
+}
+
+/// YAML 1.2 core booleans only: `true`/`false`. With YAML 1.1's `y`, `yes`, `on`, a key
+/// named `y` or a country code `no` would silently turn into a bool.
+fn options() -> serde_saphyr::Options {
+    let mut o = serde_saphyr::Options::default();
+    o.strict_booleans = true;
+    o
 }
 
 /// The parser's message without its own location prefix/suffix and without advice that
@@ -286,6 +295,17 @@ mod tests {
         assert_eq!(inner[0].1.value, Node::Str("1".into()));
         assert_eq!(inner[1].1.value, Node::Int(2));
         assert_eq!(pos(&inner[1].0), Some(Pos { line: 2, col: 14 }));
+    }
+
+    #[test]
+    fn only_yaml_1_2_booleans() {
+        let src = Source::from_text("b.yaml", "a: y\nb: yes\nc: true\nd: no\n");
+        let docs = src.documents().unwrap();
+        let Node::Map(m) = &docs[0].value else {
+            panic!("map")
+        };
+        let kinds: Vec<&str> = m.iter().map(|(_, v)| v.value.kind()).collect();
+        assert_eq!(kinds, ["string", "string", "bool", "string"]);
     }
 
     #[test]

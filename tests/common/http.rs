@@ -3,8 +3,9 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -17,6 +18,9 @@ pub struct Recorded {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// When the request arrived and when its response was sent.
+    pub start: Instant,
+    pub end: Option<Instant>,
 }
 
 impl Recorded {
@@ -41,19 +45,30 @@ struct Inner {
     /// path -> stored JSON body, for GET/PUT/POST/DELETE as a REST resource.
     resources: HashMap<String, String>,
     delay: Duration,
+    /// path -> how long to hold responses to it.
+    holds: HashMap<String, Duration>,
 }
 
 #[derive(Clone)]
 pub struct TestServer {
     pub url: String,
     inner: Arc<Mutex<Inner>>,
+    flight: Arc<Flight>,
+}
+
+/// Requests being handled now, and the most ever at once.
+#[derive(Default)]
+struct Flight {
+    now: AtomicUsize,
+    max: AtomicUsize,
 }
 
 impl TestServer {
     pub fn start() -> TestServer {
         let inner = Arc::new(Mutex::new(Inner::default()));
+        let flight = Arc::new(Flight::default());
         let (tx, rx) = std::sync::mpsc::channel();
-        let state = inner.clone();
+        let state = (inner.clone(), flight.clone());
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -74,6 +89,7 @@ impl TestServer {
         TestServer {
             url: format!("http://{addr}"),
             inner,
+            flight,
         }
     }
 
@@ -102,6 +118,28 @@ impl TestServer {
             .insert(path.to_owned(), body.to_owned());
     }
 
+    /// Hold responses to `path` this long (after recording the request).
+    pub fn hold(&self, path: &str, d: Duration) {
+        self.lock().holds.insert(path.to_owned(), d);
+    }
+
+    /// The most requests ever handled at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.flight.max.load(Ordering::SeqCst)
+    }
+
+    /// Waits until a request for `line` (`METHOD /path`) has arrived, up to `timeout`.
+    pub fn wait_for(&self, line: &str, timeout: Duration) -> Option<Recorded> {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if let Some(r) = self.requests().into_iter().find(|r| r.line() == line) {
+                return Some(r);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
     /// Hold every response this long (after recording the request).
     pub fn set_delay(&self, d: Duration) {
         self.lock().delay = d;
@@ -121,7 +159,21 @@ impl TestServer {
 }
 
 async fn handle(
-    State(st): State<Arc<Mutex<Inner>>>,
+    State((st, flight)): State<(Arc<Mutex<Inner>>, Arc<Flight>)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = flight.now.fetch_add(1, Ordering::SeqCst) + 1;
+    flight.max.fetch_max(now, Ordering::SeqCst);
+    let response = respond(&st, method, uri, headers, body).await;
+    flight.now.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+async fn respond(
+    st: &Arc<Mutex<Inner>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -140,9 +192,13 @@ async fn handle(
             })
             .collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
+        start: Instant::now(),
+        end: None,
     };
+    let index;
     let (status, text) = {
         let mut s = st.lock().expect("server state");
+        index = s.requests.len();
         s.requests.push(rec.clone());
         if let Some((code, b)) = s.rules.get(&(rec.method.clone(), rec.path.clone())) {
             (*code, b.clone())
@@ -176,9 +232,15 @@ async fn handle(
             }
         }
     };
-    let delay = st.lock().expect("server state").delay;
+    let delay = {
+        let s = st.lock().expect("server state");
+        s.holds.get(&rec.path).copied().unwrap_or(s.delay)
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
+    }
+    if let Some(r) = st.lock().expect("server state").requests.get_mut(index) {
+        r.end = Some(Instant::now());
     }
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (code, [("content-type", "application/json")], text).into_response()
