@@ -89,18 +89,8 @@ impl Engine {
                     }
                 }
                 Status::Ok => {
-                    let resync = self
-                        .svc
-                        .stepdefs
-                        .actuator(&o.model)
-                        .and_then(|a| a.resync)
-                        .unwrap_or(self.svc.config.resync);
-                    if !resync.0.is_zero()
-                        && let Some(t) = o.book.last_success_at
-                    {
-                        next = next.min(at(Millis(
-                            t.0 + i64::try_from(resync.0.as_millis()).unwrap_or(i64::MAX / 2),
-                        )));
+                    if let Some(t) = self.resync_at(&o) {
+                        next = next.min(at(t));
                     }
                 }
                 _ => {}

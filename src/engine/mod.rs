@@ -386,21 +386,28 @@ impl Engine {
             .map_err(|e| Error::failed(format!("sys dir {}: {e}", self.sys.root().display())))
     }
 
-    /// Whether `obj` is due for a sync now.
-    pub fn sync_due(&self, obj: &ObjectRecord, now: Millis) -> bool {
-        if obj.book.synced_generation < obj.book.generation {
-            return true;
-        }
-        let resync = self
+    /// When an in-sync object is next due for a resync, if its actuator (or the service)
+    /// asks for resyncs.
+    pub fn resync_at(&self, obj: &ObjectRecord) -> Option<Millis> {
+        let period = self
             .svc
             .stepdefs
             .actuator(&obj.model)
             .and_then(|a| a.resync)
             .unwrap_or(self.svc.config.resync);
-        !resync.0.is_zero()
-            && obj.book.last_success_at.is_some_and(|t| {
-                t.0 + i64::try_from(resync.0.as_millis()).unwrap_or(i64::MAX / 2) <= now.0
-            })
+        let last = obj.book.last_success_at?;
+        (!period.0.is_zero()).then(|| {
+            Millis(
+                last.0
+                    .saturating_add(i64::try_from(period.0.as_millis()).unwrap_or(i64::MAX)),
+            )
+        })
+    }
+
+    /// Whether `obj` is due for a sync now.
+    pub fn sync_due(&self, obj: &ObjectRecord, now: Millis) -> bool {
+        obj.book.synced_generation < obj.book.generation
+            || self.resync_at(obj).is_some_and(|t| t <= now)
     }
 
     pub(crate) fn waiting_on_backoff(&self, obj: &ObjectRecord, now: Millis) -> bool {
