@@ -114,21 +114,24 @@ impl fmt::Display for Diagnostic {
 }
 
 /// Where something was defined, kept so a later check (a cycle, a dangling ref) can point
-/// back at it after the file is gone from memory.
+/// back at it. The file's text is shared, and the line is found only when a diagnostic is
+/// made: origins are taken for every object of a large file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     pub file: PathBuf,
     pub pos: Option<Pos>,
-    pub line: Option<String>,
+    pub text: Option<std::sync::Arc<str>>,
 }
 
 impl Origin {
     pub fn diag(&self, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            file: Some(self.file.clone()),
-            pos: self.pos,
-            source_line: self.line.clone(),
-            ..Diagnostic::error(message)
+        match &self.text {
+            Some(text) => Diagnostic::at(message, &self.file, text, self.pos),
+            None => Diagnostic {
+                file: Some(self.file.clone()),
+                pos: self.pos,
+                ..Diagnostic::error(message)
+            },
         }
     }
 

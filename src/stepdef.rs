@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use crate::config::in_dir;
-use crate::diag::{Diagnostic, Diagnostics, Origin, expected_hint};
+use crate::diag::{Diagnostic, Diagnostics, expected_hint};
 use crate::duration::Dur;
 use crate::model::Schema;
 use crate::model::schema::yaml_files;
@@ -663,9 +663,4 @@ impl Cx<'_> {
             }),
         }
     }
-}
-
-/// Where a stepdef item was written, for messages made while running it.
-pub fn origin_of(t: &Tmpl) -> &Origin {
-    &t.origin
 }

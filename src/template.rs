@@ -450,7 +450,7 @@ mod tests {
         Origin {
             file: PathBuf::from("stepdefs/x.yaml"),
             pos: Some(crate::diag::Pos { line: 3, col: 5 }),
-            line: None,
+            text: None,
         }
     }
 

@@ -132,7 +132,8 @@ pub fn pos<T>(s: &Spanned<T>) -> Option<Pos> {
 #[derive(Debug, Clone)]
 pub struct Source {
     pub path: PathBuf,
-    pub text: String,
+    /// Shared with every [`Origin`] taken from this file.
+    pub text: std::sync::Arc<str>,
 }
 
 impl Source {
@@ -143,7 +144,7 @@ impl Source {
         match String::from_utf8(bytes) {
             Ok(text) => Ok(Source {
                 path: path.to_path_buf(),
-                text,
+                text: text.into(),
             }),
             Err(e) => {
                 let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
@@ -166,7 +167,7 @@ impl Source {
     pub fn from_text(path: impl Into<PathBuf>, text: impl Into<String>) -> Source {
         Source {
             path: path.into(),
-            text: text.into(),
+            text: text.into().into(),
         }
     }
 
@@ -182,11 +183,10 @@ impl Source {
 
     /// Remembers where `value` is, for diagnostics made later.
     pub fn origin<T>(&self, value: &Spanned<T>) -> Origin {
-        let d = self.diag_at("", value);
         Origin {
             file: self.path.clone(),
-            pos: d.pos,
-            line: d.source_line,
+            pos: pos(value),
+            text: Some(self.text.clone()),
         }
     }
 
@@ -215,9 +215,20 @@ impl Source {
 
 /// YAML 1.2 core booleans only: `true`/`false`. With YAML 1.1's `y`, `yes`, `on`, a key
 /// named `y` or a country code `no` would silently turn into a bool.
+///
+/// The parser's default budget (250,000 nodes) is sized for config files; objects files of
+/// 100,000 objects need more. Anchors, aliases, depth and documents keep their defaults, which
+/// is what bounds alias bombs and deep nesting.
 fn options() -> serde_saphyr::Options {
     let mut o = serde_saphyr::Options::default();
     o.strict_booleans = true;
+    o.emit_comments = false;
+    let mut b = serde_saphyr::Budget::default();
+    b.max_nodes = 20_000_000;
+    b.max_events = 40_000_000;
+    b.max_total_scalar_bytes = 512 * 1024 * 1024;
+    b.max_reader_input_bytes = Some(1024 * 1024 * 1024);
+    o.budget = Some(b);
     o
 }
 

@@ -441,12 +441,19 @@ fn the_daemon_notices_applies_within_a_second_and_stops_gracefully() {
 #[test]
 fn resync_re_actuates_in_sync_objects_after_the_period() {
     let (svc, server) = setup("", "Site:\n  - {name: a}\n");
-    svc.file("stepdefs/site.yaml", &stepdef("Site", "sites", "resync: 1s\n"));
+    svc.file(
+        "stepdefs/site.yaml",
+        &stepdef("Site", "sites", "resync: 1s\n"),
+    );
     svc.ok(&["run", "--once"]);
     server.clear();
     svc.ok(&["run", "--once"]);
     assert!(server.requests().is_empty(), "not before the period");
     std::thread::sleep(Duration::from_millis(1100));
     svc.ok(&["run", "--once"]);
-    assert_eq!(server.lines(), ["PUT /sites/a"], "once per run, not in a loop");
+    assert_eq!(
+        server.lines(),
+        ["PUT /sites/a"],
+        "once per run, not in a loop"
+    );
 }

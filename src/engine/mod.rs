@@ -320,12 +320,12 @@ impl Engine {
         };
         let purge = phase == Phase::Delete && matches!(outcome, Outcome::Ok { .. });
         let mut tx = self.store.write()?;
-        if purge {
+        let rec = if purge {
             tx.purge(obj.id)?;
+            None
         } else {
-            tx.record_run(obj.id, &run, now)?;
-        }
-        let rec = tx.get(&obj.model, &obj.key)?;
+            tx.record_run(obj.id, &run, now)?
+        };
         tx.commit()?;
         match outcome {
             Outcome::Ok { .. } => info!(object = %obj.name(), phase = phase.as_str(), "ok"),
@@ -365,25 +365,36 @@ impl Engine {
         Ok(rec)
     }
 
-    pub(crate) fn record_simple(
+    /// Writes many bookkeeping-only outcomes (no run log, no recipe) in one transaction:
+    /// objects without a payload, and blocked ones. `None` in `run` purges the object.
+    pub(crate) fn record_batch(
         &self,
-        obj: &ObjectRecord,
-        run: RunRecord,
-    ) -> Result<Option<ObjectRecord>> {
+        writes: &[(Arc<ObjectRecord>, Option<RunRecord>)],
+    ) -> Result<Vec<Option<ObjectRecord>>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Millis::now();
         let mut tx = self.store.write()?;
-        tx.record_run(obj.id, &run, Millis::now())?;
-        let rec = tx.get(&obj.model, &obj.key)?;
+        let mut out = Vec::with_capacity(writes.len());
+        for (obj, run) in writes {
+            out.push(match run {
+                Some(run) => tx.record_run(obj.id, run, now)?,
+                None => {
+                    tx.purge(obj.id)?;
+                    None
+                }
+            });
+        }
         tx.commit()?;
-        Ok(rec)
-    }
-
-    pub(crate) fn purge(&self, obj: &ObjectRecord) -> Result<()> {
-        let mut tx = self.store.write()?;
-        tx.purge(obj.id)?;
-        tx.commit()?;
-        self.sys
-            .retire(&obj.model, &obj.key)
-            .map_err(|e| Error::failed(format!("sys dir {}: {e}", self.sys.root().display())))
+        for (obj, run) in writes {
+            if run.is_none() {
+                self.sys.retire(&obj.model, &obj.key).map_err(|e| {
+                    Error::failed(format!("sys dir {}: {e}", self.sys.root().display()))
+                })?;
+            }
+        }
+        Ok(out)
     }
 
     /// When an in-sync object is next due for a resync, if its actuator (or the service)

@@ -3,7 +3,7 @@
 //! stepdef's own `concurrency`, never the same object twice — and blocks only the dependents
 //! of what failed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,18 +32,42 @@ pub struct PassStats {
     pub blocked: usize,
 }
 
-enum Readiness {
-    Ready,
-    Wait,
-    Blocked(String),
-}
-
 /// What a finished task hands back to the pass.
 struct Finished {
     id: i64,
     phase: Phase,
-    /// `None`: the actuator has no payload for this phase.
-    outcome: Option<(Outcome, String)>,
+    outcome: (Outcome, String),
+}
+
+/// Ordering key of pending work: deletes (dependents first) before syncs (dependencies first).
+type OrderKey = (usize, String, i64);
+
+struct Job {
+    phase: Phase,
+    /// Dependencies (for a sync) or dependents (for a delete) still pending in this pass.
+    unresolved: usize,
+    key: OrderKey,
+    /// Whether the actuator has a payload to dispatch; if not, the job completes inline.
+    dispatch: bool,
+}
+
+/// The state of one pass: what is pending, what is ready, what runs.
+struct Pass<'a> {
+    engine: &'a Arc<Engine>,
+    world: Arc<Snapshot>,
+    graph: ObjectGraph,
+    jobs: HashMap<i64, Job>,
+    ready: BTreeSet<OrderKey>,
+    inline: Vec<i64>,
+    in_flight: HashSet<i64>,
+    per_model: HashMap<String, usize>,
+    stats: PassStats,
+    /// Bookkeeping writes that need no run log, flushed in one transaction.
+    writes: Vec<(Arc<ObjectRecord>, Option<RunRecord>)>,
+}
+
+fn in_sync(o: &ObjectRecord) -> bool {
+    o.book.status == Status::Ok && o.book.synced_generation >= o.book.generation && !o.book.deleted
 }
 
 impl Engine {
@@ -57,122 +81,33 @@ impl Engine {
         let started = Instant::now();
         let world = Arc::new(Snapshot::load(self.svc.schema.clone(), &*self.store)?);
         let graph = ObjectGraph::build(&self.svc.graph, &world);
-        let now = Millis::now();
-        let mut stats = PassStats::default();
-
-        let mut cyclic = HashSet::new();
-        for cycle in graph.cycles() {
-            let mut names: Vec<String> = cycle
-                .iter()
-                .filter_map(|id| world.by_id(*id))
-                .map(|o| o.name())
-                .collect();
-            names.sort();
-            let msg = format!("dependency cycle between objects: {}", names.join(", "));
-            for id in cycle {
-                cyclic.insert(id);
-                if let Some(o) = world.by_id(id)
-                    && o.book.message != msg
-                    && !self.waiting_on_backoff(&o, now)
-                    && let Some(r) =
-                        self.record(&o, Phase::Sync, &Outcome::Error(msg.clone()), "")?
-                {
-                    world.put(r);
-                }
-            }
-        }
-
-        // Pending work in the order runs start: deletes dependents first, syncs dependencies first.
-        let rank: HashMap<&str, usize> = self
-            .svc
-            .graph
-            .order()
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.as_str(), i))
-            .collect();
-        let models = rank.len();
-        let mut pending: BTreeMap<(usize, String, i64), Phase> = BTreeMap::new();
-        for o in world.all() {
-            if cyclic.contains(&o.id) || self.waiting_on_backoff(&o, now) {
-                continue;
-            }
-            let r = rank.get(o.model.as_str()).copied().unwrap_or(0);
-            if o.book.deleted {
-                pending.insert((models - r, o.key.clone(), o.id), Phase::Delete);
-            } else if self.sync_due(&o, now) && !done.contains(&(o.id, o.book.generation)) {
-                pending.insert((models + 1 + r, o.key.clone(), o.id), Phase::Sync);
-            }
-        }
-        let pending_ids = |p: &BTreeMap<(usize, String, i64), Phase>| -> HashSet<i64> {
-            p.keys().map(|k| k.2).collect()
+        let mut pass = Pass {
+            engine: self,
+            world,
+            graph,
+            jobs: HashMap::new(),
+            ready: BTreeSet::new(),
+            inline: Vec::new(),
+            in_flight: HashSet::new(),
+            per_model: HashMap::new(),
+            stats: PassStats::default(),
+            writes: Vec::new(),
         };
-        let bar = progress_bar(pending.len());
-
+        pass.collect(done)?;
+        let bar = progress_bar(pass.jobs.len());
         let limit = usize::try_from(self.svc.config.concurrency.get()).unwrap_or(usize::MAX);
-        let mut in_flight: HashSet<i64> = HashSet::new();
-        let mut per_model: HashMap<String, usize> = HashMap::new();
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         let mut deadline: Option<tokio::time::Instant> = None;
-
         loop {
+            pass.run_inline(done)?;
             if *shutdown.borrow() {
                 deadline.get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);
             } else {
-                let waiting = pending_ids(&pending);
-                let keys: Vec<(usize, String, i64)> = pending.keys().cloned().collect();
-                for k in keys {
-                    let id = k.2;
-                    let Some(phase) = pending.get(&k).copied() else {
-                        continue;
-                    };
-                    let Some(obj) = world.by_id(id) else {
-                        pending.remove(&k);
-                        continue;
-                    };
-                    let readiness = match phase {
-                        Phase::Sync => {
-                            self.sync_readiness(&world, &graph, &obj, &waiting, &in_flight)
-                        }
-                        Phase::Delete => {
-                            delete_readiness(&world, &graph, &obj, &waiting, &in_flight)
-                        }
-                    };
-                    match readiness {
-                        Readiness::Wait => {}
-                        Readiness::Blocked(message) => {
-                            pending.remove(&k);
-                            stats.blocked += 1;
-                            bar.inc(1);
-                            if obj.book.message != message
-                                && let Some(r) =
-                                    self.record_simple(&obj, RunRecord::Blocked { message })?
-                            {
-                                world.put(r);
-                            }
-                        }
-                        Readiness::Ready => {
-                            let model_limit = self
-                                .svc
-                                .stepdefs
-                                .actuator(&obj.model)
-                                .and_then(|a| a.concurrency)
-                                .map_or(usize::MAX, |c| {
-                                    usize::try_from(c.get()).unwrap_or(usize::MAX)
-                                });
-                            let running_here = per_model.get(&obj.model).copied().unwrap_or(0);
-                            if in_flight.len() >= limit || running_here >= model_limit {
-                                continue;
-                            }
-                            pending.remove(&k);
-                            in_flight.insert(id);
-                            *per_model.entry(obj.model.clone()).or_default() += 1;
-                            self.spawn_run(&mut tasks, &world, obj, phase);
-                        }
-                    }
+                for id in pass.startable(limit) {
+                    pass.start(id, &mut tasks);
                 }
             }
-            if in_flight.is_empty() {
+            if pass.in_flight.is_empty() {
                 break;
             }
             let next = match deadline {
@@ -180,7 +115,7 @@ impl Engine {
                     Ok(n) => n,
                     Err(_) => {
                         tracing::warn!(
-                            in_flight = in_flight.len(),
+                            in_flight = pass.in_flight.len(),
                             "shutdown grace period over; abandoning runs in flight"
                         );
                         tasks.abort_all();
@@ -190,56 +125,18 @@ impl Engine {
                 None => tasks.join_next().await,
             };
             let Some(joined) = next else { break };
-            let finished = match joined {
-                Ok(f) => f,
+            match joined {
+                Ok(f) => {
+                    bar.inc(1);
+                    pass.finish(f, done)?;
+                }
                 // A run task panicked or was aborted: there is no outcome to record.
-                Err(e) => {
-                    tracing::error!(error = %e, "a run task failed");
-                    continue;
-                }
-            };
-            in_flight.remove(&finished.id);
-            bar.inc(1);
-            let Some(obj) = world.by_id(finished.id) else {
-                continue;
-            };
-            if let Some(n) = per_model.get_mut(&obj.model) {
-                *n = n.saturating_sub(1);
-            }
-            stats.ran += 1;
-            let rec = match (&finished.outcome, finished.phase) {
-                (None, Phase::Delete) => {
-                    self.purge(&obj)?;
-                    None
-                }
-                (None, Phase::Sync) => self.record_simple(
-                    &obj,
-                    RunRecord::Success {
-                        generation: obj.book.generation,
-                        feedback: obj.feedback.clone(),
-                    },
-                )?,
-                (Some((outcome, log)), phase) => self.record(&obj, phase, outcome, log)?,
-            };
-            match rec {
-                None => {
-                    world.remove(obj.id);
-                    stats.progress += 1;
-                }
-                Some(r) => {
-                    match r.book.status {
-                        Status::Ok => {
-                            done.insert((obj.id, obj.book.generation));
-                            stats.progress += 1;
-                        }
-                        Status::Deferred => stats.deferred += 1,
-                        _ => stats.failed += 1,
-                    }
-                    world.put(r);
-                }
+                Err(e) => tracing::error!(error = %e, "a run task failed"),
             }
         }
+        pass.flush()?;
         bar.finish_and_clear();
+        let stats = pass.stats;
         info!(
             ran = stats.ran,
             ok = stats.progress,
@@ -252,76 +149,14 @@ impl Engine {
         Ok(stats)
     }
 
-    fn spawn_run(
-        self: &Arc<Self>,
-        tasks: &mut JoinSet<Finished>,
-        world: &Arc<Snapshot>,
-        obj: Arc<ObjectRecord>,
-        phase: Phase,
-    ) {
-        let engine = self.clone();
-        let world = world.clone();
-        let span = info_span!("run", model = %obj.model, key = %obj.key, generation = obj.book.generation, action = phase.as_str());
-        tasks.spawn(
-            async move {
-                let id = obj.id;
-                let outcome = match engine.prepare(&world, &obj, phase) {
-                    Ok(None) => None,
-                    Ok(Some(p)) => match engine.write_recipe(&p) {
-                        Ok(_) => Some(engine.actuate(&p).await),
-                        Err(e) => Some((Outcome::Error(e.to_string()), String::new())),
-                    },
-                    Err(e) => Some((Outcome::Error(e), String::new())),
-                };
-                Finished { id, phase, outcome }
-            }
-            .instrument(span),
-        );
-    }
-
-    fn sync_readiness(
-        &self,
-        world: &Snapshot,
-        graph: &ObjectGraph,
-        obj: &ObjectRecord,
-        waiting: &HashSet<i64>,
-        in_flight: &HashSet<i64>,
-    ) -> Readiness {
-        let mut wait = false;
-        for dep in graph.deps(obj.id) {
-            let t = match dep {
-                Dep::Missing(name) => {
-                    return Readiness::Blocked(format!("blocked by {name}: missing"));
-                }
-                Dep::Object(id) => match world.by_id(*id) {
-                    Some(t) => t,
-                    None => {
-                        return Readiness::Blocked(format!("blocked by a purged object (id {id})"));
-                    }
-                },
-            };
-            if t.book.deleted {
-                return Readiness::Blocked(format!("blocked by {}: being deleted", t.name()));
-            }
-            if t.book.status == Status::Ok && t.book.synced_generation >= t.book.generation {
-                continue;
-            }
-            if waiting.contains(&t.id) || in_flight.contains(&t.id) {
-                wait = true;
-                continue;
-            }
-            let why = if t.book.message.is_empty() {
-                t.book.status.to_string()
-            } else {
-                t.book.message.clone()
-            };
-            return Readiness::Blocked(format!("blocked by {}: {why}", t.name()));
-        }
-        if wait {
-            Readiness::Wait
-        } else {
-            Readiness::Ready
-        }
+    fn has_payload(&self, model: &str, phase: Phase) -> bool {
+        self.svc
+            .stepdefs
+            .actuator(model)
+            .is_some_and(|a| match phase {
+                Phase::Sync => a.sync.is_some(),
+                Phase::Delete => a.delete.is_some(),
+            })
     }
 
     /// `run --once`: passes until one makes no progress.
@@ -348,31 +183,392 @@ impl Engine {
     }
 }
 
-/// A delete runs once every object that depends on it is gone.
-fn delete_readiness(
-    world: &Snapshot,
-    graph: &ObjectGraph,
-    obj: &ObjectRecord,
-    waiting: &HashSet<i64>,
-    in_flight: &HashSet<i64>,
-) -> Readiness {
-    let mut blockers = Vec::new();
-    let mut wait = false;
-    for r in graph.referrers(obj.id) {
-        let Some(rec) = world.by_id(*r) else { continue };
-        if waiting.contains(r) || in_flight.contains(r) {
-            wait = true;
-        } else {
-            blockers.push(rec.name());
+impl Pass<'_> {
+    /// Finds the pending work and what each job waits for; blocks what cannot run.
+    fn collect(&mut self, done: &HashSet<(i64, i64)>) -> Result<()> {
+        let e = self.engine;
+        let now = Millis::now();
+        let cyclic = self.record_cycles(now)?;
+        let rank: HashMap<&str, usize> = e
+            .svc
+            .graph
+            .order()
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.as_str(), i))
+            .collect();
+        let models = rank.len();
+        for o in self.world.all() {
+            if cyclic.contains(&o.id) || e.waiting_on_backoff(&o, now) {
+                continue;
+            }
+            let r = rank.get(o.model.as_str()).copied().unwrap_or(0);
+            let (phase, key) = if o.book.deleted {
+                (Phase::Delete, (models - r, o.key.clone(), o.id))
+            } else if e.sync_due(&o, now) && !done.contains(&(o.id, o.book.generation)) {
+                (Phase::Sync, (models + 1 + r, o.key.clone(), o.id))
+            } else {
+                continue;
+            };
+            let dispatch = e.has_payload(&o.model, phase);
+            self.jobs.insert(
+                o.id,
+                Job {
+                    phase,
+                    unresolved: 0,
+                    key,
+                    dispatch,
+                },
+            );
+        }
+        let mut blocked = Vec::new();
+        let ids: Vec<i64> = self.jobs.keys().copied().collect();
+        for id in ids {
+            match self.initial_wait(id) {
+                Err(message) => blocked.push((id, message)),
+                Ok(0) => self.make_ready(id),
+                Ok(n) => {
+                    if let Some(j) = self.jobs.get_mut(&id) {
+                        j.unresolved = n;
+                    }
+                }
+            }
+        }
+        for (id, message) in blocked {
+            // An earlier block in this loop may have resolved it already.
+            if self.jobs.contains_key(&id) {
+                self.block(id, message);
+            }
+        }
+        Ok(())
+    }
+
+    /// Objects on a dependency cycle: an error on each of them (SPEC §4.2).
+    fn record_cycles(&mut self, now: Millis) -> Result<HashSet<i64>> {
+        let mut cyclic = HashSet::new();
+        for cycle in self.graph.cycles() {
+            let mut names: Vec<String> = cycle
+                .iter()
+                .filter_map(|id| self.world.by_id(*id))
+                .map(|o| o.name())
+                .collect();
+            names.sort();
+            let msg = format!("dependency cycle between objects: {}", names.join(", "));
+            for id in cycle {
+                cyclic.insert(id);
+                if let Some(o) = self.world.by_id(id)
+                    && o.book.message != msg
+                    && !self.engine.waiting_on_backoff(&o, now)
+                    && let Some(r) =
+                        self.engine
+                            .record(&o, Phase::Sync, &Outcome::Error(msg.clone()), "")?
+                {
+                    self.world.put(r);
+                }
+            }
+        }
+        Ok(cyclic)
+    }
+
+    /// How many pending jobs `id` waits for, or why it cannot run in this pass.
+    fn initial_wait(&self, id: i64) -> Result<usize, String> {
+        let Some(job) = self.jobs.get(&id) else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        match job.phase {
+            Phase::Sync => {
+                for dep in self.graph.deps(id) {
+                    let t = match dep {
+                        Dep::Missing(name) => return Err(format!("blocked by {name}: missing")),
+                        Dep::Object(d) => match self.world.by_id(*d) {
+                            Some(t) => t,
+                            None => return Err(format!("blocked by a purged object (id {d})")),
+                        },
+                    };
+                    if t.book.deleted {
+                        return Err(format!("blocked by {}: being deleted", t.name()));
+                    }
+                    if in_sync(&t) {
+                        continue;
+                    }
+                    match self.jobs.get(&t.id) {
+                        Some(j) if j.phase == Phase::Sync => n += 1,
+                        _ => return Err(blocked_by(&t)),
+                    }
+                }
+            }
+            Phase::Delete => {
+                for r in self.graph.referrers(id) {
+                    let Some(rec) = self.world.by_id(*r) else {
+                        continue;
+                    };
+                    match self.jobs.get(r) {
+                        Some(j) if j.phase == Phase::Delete => n += 1,
+                        _ => return Err(format!("waiting for {} to be deleted", rec.name())),
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn make_ready(&mut self, id: i64) {
+        if let Some(j) = self.jobs.get(&id) {
+            if j.dispatch {
+                self.ready.insert(j.key.clone());
+            } else {
+                self.inline.push(id);
+            }
         }
     }
-    if !blockers.is_empty() {
-        Readiness::Blocked(format!("waiting for {} to be deleted", blockers.join(", ")))
-    } else if wait {
-        Readiness::Wait
-    } else {
-        Readiness::Ready
+
+    /// Records `id` as blocked and blocks, in turn, everything in this pass waiting on it.
+    fn block(&mut self, id: i64, message: String) {
+        let mut work = vec![(id, message)];
+        while let Some((id, message)) = work.pop() {
+            let Some(job) = self.jobs.remove(&id) else {
+                continue;
+            };
+            self.ready.remove(&job.key);
+            self.stats.blocked += 1;
+            let Some(obj) = self.world.by_id(id) else {
+                continue;
+            };
+            if obj.book.message != message
+                || (!obj.book.deleted && obj.book.status != Status::Blocked)
+            {
+                self.writes.push((
+                    obj.clone(),
+                    Some(RunRecord::Blocked {
+                        message: message.clone(),
+                    }),
+                ));
+            }
+            let next = match job.phase {
+                Phase::Sync => blocked_by_message(&obj, &message),
+                Phase::Delete => format!("waiting for {} to be deleted", obj.name()),
+            };
+            for w in self.waiters(id, job.phase) {
+                work.push((w, next.clone()));
+            }
+        }
     }
+
+    /// The pending jobs that wait on `id` finishing its `phase`.
+    fn waiters(&self, id: i64, phase: Phase) -> Vec<i64> {
+        let candidates: Vec<i64> = match phase {
+            Phase::Sync => self.graph.referrers(id).to_vec(),
+            Phase::Delete => self
+                .graph
+                .deps(id)
+                .iter()
+                .filter_map(|d| {
+                    if let Dep::Object(t) = d {
+                        Some(*t)
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+        };
+        candidates
+            .into_iter()
+            .filter(|w| self.jobs.get(w).is_some_and(|j| j.phase == phase))
+            .collect()
+    }
+
+    /// `id` completed its phase successfully: its waiters may now be ready.
+    fn release(&mut self, id: i64, phase: Phase) {
+        for w in self.waiters(id, phase) {
+            let now_ready = self.jobs.get_mut(&w).is_some_and(|j| {
+                j.unresolved = j.unresolved.saturating_sub(1);
+                j.unresolved == 0
+            });
+            if now_ready {
+                self.make_ready(w);
+            }
+        }
+    }
+
+    /// Completes the jobs that have nothing to dispatch, in one transaction per wave.
+    fn run_inline(&mut self, done: &mut HashSet<(i64, i64)>) -> Result<()> {
+        while !self.inline.is_empty() {
+            let wave = std::mem::take(&mut self.inline);
+            let mut finished = Vec::new();
+            for id in wave {
+                let Some(job) = self.jobs.remove(&id) else {
+                    continue;
+                };
+                let Some(obj) = self.world.by_id(id) else {
+                    continue;
+                };
+                let run = match job.phase {
+                    Phase::Sync => Some(RunRecord::Success {
+                        generation: obj.book.generation,
+                        feedback: obj.feedback.clone(),
+                    }),
+                    Phase::Delete => None,
+                };
+                self.writes.push((obj.clone(), run));
+                finished.push((obj, job.phase));
+            }
+            self.flush()?;
+            for (obj, phase) in finished {
+                self.stats.progress += 1;
+                if phase == Phase::Sync {
+                    done.insert((obj.id, obj.book.generation));
+                }
+                self.release(obj.id, phase);
+            }
+        }
+        self.flush()
+    }
+
+    /// Writes the queued bookkeeping and updates the world with the result.
+    fn flush(&mut self) -> Result<()> {
+        let writes = std::mem::take(&mut self.writes);
+        let recs = self.engine.record_batch(&writes)?;
+        for ((obj, _), rec) in writes.iter().zip(recs) {
+            match rec {
+                Some(r) => self.world.put(r),
+                None => self.world.remove(obj.id),
+            }
+        }
+        Ok(())
+    }
+
+    /// The ready jobs to start now, within the overall and per-model limits.
+    fn startable(&self, limit: usize) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut extra: HashMap<&str, usize> = HashMap::new();
+        for key in &self.ready {
+            if self.in_flight.len() + out.len() >= limit {
+                break;
+            }
+            let Some(obj) = self.world.by_id(key.2) else {
+                continue;
+            };
+            let model_limit = self
+                .engine
+                .svc
+                .stepdefs
+                .actuator(&obj.model)
+                .and_then(|a| a.concurrency)
+                .map_or(usize::MAX, |c| {
+                    usize::try_from(c.get()).unwrap_or(usize::MAX)
+                });
+            let running = self.per_model.get(&obj.model).copied().unwrap_or(0);
+            let mine = extra.get(obj.model.as_str()).copied().unwrap_or(0);
+            if running + mine >= model_limit {
+                continue;
+            }
+            if let Some(m) = self.engine.svc.schema.model(&obj.model) {
+                *extra.entry(m.name.as_str()).or_default() += 1;
+            }
+            out.push(key.2);
+        }
+        out
+    }
+
+    fn start(&mut self, id: i64, tasks: &mut JoinSet<Finished>) {
+        let (Some(job), Some(obj)) = (self.jobs.get(&id), self.world.by_id(id)) else {
+            return;
+        };
+        let phase = job.phase;
+        self.ready.remove(&job.key);
+        self.in_flight.insert(id);
+        *self.per_model.entry(obj.model.clone()).or_default() += 1;
+        let engine = self.engine.clone();
+        let world = self.world.clone();
+        let span = info_span!("run", model = %obj.model, key = %obj.key, generation = obj.book.generation, action = phase.as_str());
+        tasks.spawn(
+            async move {
+                let outcome = match engine.prepare(&world, &obj, phase) {
+                    Ok(Some(p)) => match engine.write_recipe(&p) {
+                        Ok(_) => engine.actuate(&p).await,
+                        Err(e) => (Outcome::Error(e.to_string()), String::new()),
+                    },
+                    // The payload was checked when the job was made; only a race with a
+                    // reload could get here, and then there is nothing to send.
+                    Ok(None) => (
+                        Outcome::Ok {
+                            feedback: obj.feedback.clone(),
+                        },
+                        String::new(),
+                    ),
+                    Err(e) => (Outcome::Error(e), String::new()),
+                };
+                Finished {
+                    id: obj.id,
+                    phase,
+                    outcome,
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Records a finished run and lets its waiters go, or blocks them.
+    fn finish(&mut self, f: Finished, done: &mut HashSet<(i64, i64)>) -> Result<()> {
+        self.in_flight.remove(&f.id);
+        self.jobs.remove(&f.id);
+        let Some(obj) = self.world.by_id(f.id) else {
+            return Ok(());
+        };
+        if let Some(n) = self.per_model.get_mut(&obj.model) {
+            *n = n.saturating_sub(1);
+        }
+        self.stats.ran += 1;
+        self.flush()?;
+        let (outcome, log) = &f.outcome;
+        match self.engine.record(&obj, f.phase, outcome, log)? {
+            None => {
+                self.world.remove(obj.id);
+                self.stats.progress += 1;
+                self.release(obj.id, f.phase);
+            }
+            Some(r) => {
+                let ok = r.book.status == Status::Ok;
+                match r.book.status {
+                    Status::Ok => {
+                        done.insert((obj.id, obj.book.generation));
+                        self.stats.progress += 1;
+                    }
+                    Status::Deferred => self.stats.deferred += 1,
+                    _ => self.stats.failed += 1,
+                }
+                let message = match f.phase {
+                    Phase::Sync => blocked_by(&r),
+                    Phase::Delete => format!("waiting for {} to be deleted", r.name()),
+                };
+                self.world.put(r);
+                if ok {
+                    self.release(obj.id, f.phase);
+                } else {
+                    for w in self.waiters(obj.id, f.phase) {
+                        self.block(w, message.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `blocked by Model/key: <its message>`.
+fn blocked_by(t: &ObjectRecord) -> String {
+    let why = if t.book.message.is_empty() {
+        t.book.status.to_string()
+    } else {
+        t.book.message.clone()
+    };
+    format!("blocked by {}: {why}", t.name())
+}
+
+/// The message for the dependents of `obj`, which was just blocked with `message`.
+fn blocked_by_message(obj: &ObjectRecord, message: &str) -> String {
+    format!("blocked by {}: {message}", obj.name())
 }
 
 /// A progress bar on a terminal, for passes long enough to want one; hidden otherwise.

@@ -212,8 +212,14 @@ pub trait WriteTx: ReadOps {
     fn mark_deleted(&mut self, id: i64, now: Millis) -> Result<(), StoreError>;
     /// Clears an object's backoff so it is retried on the next pass.
     fn clear_backoff(&mut self, id: i64) -> Result<(), StoreError>;
-    /// Records the outcome of a run; feedback never moves the generation.
-    fn record_run(&mut self, id: i64, run: &RunRecord, now: Millis) -> Result<(), StoreError>;
+    /// Records the outcome of a run (feedback never moves the generation) and returns the
+    /// object as it now stands, or `None` if it is gone.
+    fn record_run(
+        &mut self,
+        id: i64,
+        run: &RunRecord,
+        now: Millis,
+    ) -> Result<Option<ObjectRecord>, StoreError>;
     /// Removes the object and its edges for good.
     fn purge(&mut self, id: i64) -> Result<(), StoreError>;
     fn commit(self: Box<Self>) -> Result<(), StoreError>;

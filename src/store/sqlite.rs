@@ -377,40 +377,59 @@ impl WriteTx for SqliteTx<'_> {
             .map_err(sql_err(self.path))
     }
 
-    fn record_run(&mut self, id: i64, run: &RunRecord, now: Millis) -> Result<(), StoreError> {
+    fn record_run(
+        &mut self,
+        id: i64,
+        run: &RunRecord,
+        now: Millis,
+    ) -> Result<Option<ObjectRecord>, StoreError> {
         // A deleted object keeps `deleting` while it waits or is blocked: that is its state.
-        let result = match run {
-            RunRecord::Success { generation, feedback } => self
-                .conn
-                .prepare_cached(
-                    "UPDATE objects SET status = 'ok', message = 'OK', failures = 0, next_retry_at = NULL,
-                       synced_generation = MAX(synced_generation, ?2), feedback = ?3,
-                       enacted = ?4, last_success_at = ?4 WHERE id = ?1",
-                )
-                .and_then(|mut st| st.execute(params![id, generation, Value::Object(feedback.clone()).to_string(), now.0])),
-            RunRecord::Failure { message, next_retry_at } => self
-                .conn
-                .prepare_cached(
-                    "UPDATE objects SET status = 'error', message = ?2, failures = failures + 1,
-                       next_retry_at = ?3, last_error_at = ?4 WHERE id = ?1",
-                )
-                .and_then(|mut st| st.execute(params![id, message, next_retry_at.map(|m| m.0), now.0])),
-            RunRecord::Deferred { message } => self
-                .conn
-                .prepare_cached(
-                    "UPDATE objects SET status = CASE WHEN deleted THEN 'deleting' ELSE 'deferred' END,
-                       message = ?2, next_retry_at = NULL WHERE id = ?1",
-                )
-                .and_then(|mut st| st.execute(params![id, message])),
-            RunRecord::Blocked { message } => self
-                .conn
-                .prepare_cached(
-                    "UPDATE objects SET status = CASE WHEN deleted THEN 'deleting' ELSE 'blocked' END,
-                       message = ?2 WHERE id = ?1",
-                )
-                .and_then(|mut st| st.execute(params![id, message])),
+        let (set, args): (&str, Vec<rusqlite::types::Value>) = match run {
+            RunRecord::Success {
+                generation,
+                feedback,
+            } => (
+                "status = 'ok', message = 'OK', failures = 0, next_retry_at = NULL,
+                 synced_generation = MAX(synced_generation, ?2), feedback = ?3,
+                 enacted = ?4, last_success_at = ?4",
+                vec![
+                    (*generation).into(),
+                    Value::Object(feedback.clone()).to_string().into(),
+                    now.0.into(),
+                ],
+            ),
+            RunRecord::Failure {
+                message,
+                next_retry_at,
+            } => (
+                "status = 'error', message = ?2, failures = failures + 1, next_retry_at = ?3,
+                 last_error_at = ?4",
+                vec![
+                    message.clone().into(),
+                    next_retry_at.map(|m| m.0).into(),
+                    now.0.into(),
+                ],
+            ),
+            RunRecord::Deferred { message } => (
+                "status = CASE WHEN deleted THEN 'deleting' ELSE 'deferred' END, message = ?2,
+                 next_retry_at = NULL",
+                vec![message.clone().into()],
+            ),
+            RunRecord::Blocked { message } => (
+                "status = CASE WHEN deleted THEN 'deleting' ELSE 'blocked' END, message = ?2",
+                vec![message.clone().into()],
+            ),
         };
-        result.map(drop).map_err(sql_err(self.path))
+        let sql = format!("UPDATE objects SET {set} WHERE id = ?1 RETURNING {COLUMNS}");
+        let mut params: Vec<rusqlite::types::Value> = vec![id.into()];
+        params.extend(args);
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut st| {
+                st.query_row(rusqlite::params_from_iter(params), row_to_record)
+                    .optional()
+            })
+            .map_err(sql_err(self.path))
     }
 
     fn purge(&mut self, id: i64) -> Result<(), StoreError> {
