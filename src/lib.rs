@@ -13,6 +13,7 @@ pub mod diag;
 pub mod duration;
 pub mod engine;
 pub mod error;
+pub mod inventory;
 pub mod model;
 pub mod output;
 pub mod payload;

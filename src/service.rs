@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::config::{Config, StoreUrl, in_dir};
 use crate::diag::{Diagnostic, Diagnostics, expected_hint};
 use crate::error::{Error, Result};
+use crate::inventory::Inventory;
 use crate::model::deps::load_model_deps;
 use crate::model::{Model, ModelGraph, Schema};
 use crate::secrets::Secrets;
@@ -15,6 +16,7 @@ use crate::template::Templates;
 
 pub const SCHEMAS_DIR: &str = "schemas";
 pub const MODEL_DEPS_FILE: &str = "model-deps.json";
+pub const INVENTORY_FILE: &str = "inventory.yaml";
 
 pub struct Service {
     pub dir: PathBuf,
@@ -23,6 +25,7 @@ pub struct Service {
     pub graph: ModelGraph,
     pub secrets: Arc<Secrets>,
     pub stepdefs: Stepdefs,
+    pub inventory: Inventory,
 }
 
 impl Service {
@@ -55,6 +58,14 @@ impl Service {
             None => Vec::new(),
         };
         let graph = ModelGraph::build(&schema, explicit)?;
+        let inventory_file = match &config.inventory {
+            Some(p) => Some(config.resolve(dir, p)),
+            None => Some(in_dir(dir, Path::new(INVENTORY_FILE))).filter(|p| p.exists()),
+        };
+        let inventory = match inventory_file {
+            Some(p) => Inventory::load(&p)?,
+            None => Inventory::default(),
+        };
         let secrets = Arc::new(Secrets::load(&config, dir));
         let stepdefs = Stepdefs::load(dir, &schema, Templates::new(secrets.clone()))?;
         Ok(Service {
@@ -64,6 +75,7 @@ impl Service {
             graph,
             secrets,
             stepdefs,
+            inventory,
         })
     }
 

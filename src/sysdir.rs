@@ -97,6 +97,20 @@ impl SysDir {
         Ok(out)
     }
 
+    /// Writes files that belong to the sys dir as a whole (`ansible.cfg`), when changed.
+    pub fn write_root_files(&self, files: &[(&str, String)]) -> io::Result<()> {
+        for (rel, content) in files {
+            let path = self.root.join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
+                write_atomic(&path, content)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Adds a run log and keeps only the newest `keep_runs`.
     pub fn write_run_log(
         &self,

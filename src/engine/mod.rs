@@ -6,7 +6,7 @@ pub mod daemon;
 pub mod graph;
 pub mod scheduler;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +15,11 @@ use serde_json::{Map, Value as Json};
 use tracing::{info, warn};
 
 use crate::backoff;
+use crate::config::Runner;
 use crate::config::in_dir;
 use crate::error::{Error, Result};
 use crate::output::ObjectView as JsonView;
+use crate::payload::playbook::{self, PlaybookPlan};
 use crate::payload::rest::{self, Exchange, RestPlan};
 use crate::payload::rest_recipe;
 use crate::service::Service;
@@ -44,12 +46,14 @@ pub struct Prepared {
 
 pub enum Recipe {
     Rest(RestPlan),
+    Playbook(PlaybookPlan),
 }
 
 impl Recipe {
     pub fn payload_name(&self) -> &'static str {
         match self {
             Recipe::Rest(_) => "rest",
+            Recipe::Playbook(_) => "playbook",
         }
     }
 }
@@ -84,6 +88,26 @@ impl Engine {
         let store = svc.open_store()?;
         let root = sys_dir.unwrap_or_else(|| in_dir(&svc.dir, &svc.config.sys_dir));
         let sys = SysDir::new(root, usize::try_from(svc.config.sys_keep_runs).unwrap_or(5));
+        let uses_playbooks = svc.stepdefs.actuators.values().any(|a| {
+            [&a.sync, &a.delete]
+                .into_iter()
+                .flatten()
+                .any(|p| matches!(p.kind, PayloadKind::Playbook(_)))
+        });
+        if uses_playbooks {
+            let cfg = playbook::ansible_cfg(
+                &in_dir(&svc.dir, Path::new(playbook::PLAYBOOKS_DIR)),
+                &svc.config.ssh,
+            );
+            sys.write_root_files(&[
+                ("ansible.cfg", cfg),
+                (
+                    "callback_plugins/stepsync_result.py",
+                    playbook::RESULT_CALLBACK.to_owned(),
+                ),
+            ])
+            .map_err(|e| Error::failed(format!("sys dir {}: {e}", sys.root().display())))?;
+        }
         let client = reqwest::Client::builder()
             .user_agent(concat!("stepsync/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -160,11 +184,26 @@ impl Engine {
                 rest::render(t, r, &payload_ctx, rest::DEFAULT_TIMEOUT)
                     .map_err(|e| e.to_string())?,
             ),
-            PayloadKind::Playbook(_) => {
-                return Err(format!(
-                    "{}: playbook payloads are not supported by this build yet",
-                    act.file.display()
-                ));
+            PayloadKind::Playbook(pb) => {
+                let hosts = match &pb.hosts {
+                    Some(h) => Some(
+                        t.render_string(h, &payload_ctx)
+                            .map_err(|e| e.to_string())?,
+                    ),
+                    None => None,
+                };
+                let cx = playbook::Context {
+                    playbooks_dir: &in_dir(&self.svc.dir, Path::new(playbook::PLAYBOOKS_DIR)),
+                    inventory: &self.svc.inventory,
+                    ssh: &self.svc.config.ssh,
+                    secrets: &self.svc.secrets,
+                };
+                Recipe::Playbook(playbook::render(
+                    &cx,
+                    &pb.playbook,
+                    &attributes,
+                    hosts.as_deref(),
+                )?)
             }
         };
         Ok(Some(Prepared {
@@ -196,6 +235,11 @@ impl Engine {
                 ),
                 ("vars.json".to_owned(), vars + "\n"),
             ],
+            Recipe::Playbook(plan) => vec![
+                (format!("{}.yml", p.phase.as_str()), plan.playbook.clone()),
+                ("inventory.yml".to_owned(), plan.inventory.clone()),
+                ("vars.json".to_owned(), vars + "\n"),
+            ],
         };
         self.sys
             .write_files(&p.obj.model, &p.obj.key, &files)
@@ -216,23 +260,72 @@ impl Engine {
             Recipe::Rest(plan) => {
                 let ex = rest::execute(&self.client, plan, p.phase == Phase::Delete).await;
                 let log = self.svc.secrets.mask(&rest_log(&ex));
-                (self.classify_rest(act, p, &ex), log)
+                let Some(result) = &ex.result else {
+                    // No response at all: connection errors and timeouts are errors, with backoff.
+                    let why = ex
+                        .failure
+                        .clone()
+                        .unwrap_or_else(|| "no response".to_owned());
+                    return (Outcome::Error(why), log);
+                };
+                let json = serde_json::to_value(result).unwrap_or(Json::Null);
+                let default_defer = matches!(result.status, 429 | 503);
+                let failure = ex.failure.clone();
+                let described = failure
+                    .clone()
+                    .unwrap_or_else(|| format!("status {}", result.status));
+                (
+                    self.classify(
+                        act,
+                        p,
+                        json,
+                        &result.body,
+                        failure,
+                        default_defer,
+                        described,
+                    ),
+                    log,
+                )
+            }
+            Recipe::Playbook(_) => {
+                if self.svc.config.runner == Runner::Builtin {
+                    let msg = "the built-in playbook runner is not available in this build yet; set `runner: ansible` in stepsync.yaml to run playbooks with ansible-playbook";
+                    return (Outcome::Error(msg.to_owned()), String::new());
+                }
+                let dir = self.sys.object_dir(&p.obj.model, &p.obj.key);
+                let recipe = format!("{}.yml", p.phase.as_str());
+                let (res, log) =
+                    playbook::run_ansible(&dir, self.sys.root(), &recipe, &self.svc.secrets).await;
+                let log = self.svc.secrets.mask(&log);
+                match res {
+                    Ok(r) => {
+                        let json = serde_json::to_value(&r).unwrap_or(Json::Null);
+                        (
+                            self.classify(act, p, json.clone(), &json, None, false, String::new()),
+                            log,
+                        )
+                    }
+                    Err(e) => (Outcome::Error(e), log),
+                }
             }
         }
     }
 
-    fn classify_rest(&self, act: &Actuator, p: &Prepared, ex: &Exchange) -> Outcome {
-        let Some(result) = &ex.result else {
-            // No response at all: connection errors and timeouts are errors, with backoff.
-            return Outcome::Error(
-                ex.failure
-                    .clone()
-                    .unwrap_or_else(|| "no response".to_owned()),
-            );
-        };
-        let result_json = serde_json::to_value(result).unwrap_or(Json::Null);
+    /// Deferred, failed or ok with its feedback, from a run's `result` (SPEC §6.4).
+    /// `jsonpath_root` is what `{jsonpath: ...}` feedback reads: a REST body, a playbook result.
+    #[allow(clippy::too_many_arguments)]
+    fn classify(
+        &self,
+        act: &Actuator,
+        p: &Prepared,
+        result: Json,
+        jsonpath_root: &Json,
+        failure: Option<String>,
+        default_defer: bool,
+        described: String,
+    ) -> Outcome {
         let mut ctx = p.ctx.clone();
-        ctx.insert("result".into(), result_json);
+        ctx.insert("result".into(), result);
         let ctx_value = payload_value(&ctx, ObjectView::value(p.obj.clone(), p.world.clone()));
         let t = &self.svc.stepdefs.templates;
         let deferred = match &act.defer_when {
@@ -240,18 +333,13 @@ impl Engine {
                 Ok(v) => truthy(&v),
                 Err(e) => return Outcome::Error(format!("defer_when: {e}")),
             },
-            None => matches!(result.status, 429 | 503),
+            None => default_defer,
         };
         if deferred {
-            return Outcome::Deferred(format!(
-                "deferred: {}",
-                ex.failure
-                    .clone()
-                    .unwrap_or_else(|| format!("status {}", result.status))
-            ));
+            return Outcome::Deferred(format!("deferred: {described}"));
         }
-        if let Some(f) = &ex.failure {
-            return Outcome::Error(f.clone());
+        if let Some(f) = failure {
+            return Outcome::Error(f);
         }
         if p.phase == Phase::Delete {
             return Outcome::Ok {
@@ -267,11 +355,11 @@ impl Engine {
                 },
                 Feedback::JsonPath(path) => {
                     use jsonpath_rust::JsonPath;
-                    match result.body.query(path) {
+                    match jsonpath_root.query(path) {
                         Ok(found) if !found.is_empty() => found[0].clone(),
                         _ => {
                             return Outcome::Error(format!(
-                                "feedback `{field}`: {path} matched nothing in the response"
+                                "feedback `{field}`: {path} matched nothing in the result"
                             ));
                         }
                     }

@@ -1,0 +1,217 @@
+//! Playbook payloads with `runner: ansible`, over a real sshd started by the test: the
+//! rendered recipe in the sys dir, the run, feedback from `set_stats`, a recipe run by hand,
+//! and deletion (SPEC §6.3, §6.4, §7, §8).
+
+mod common;
+
+use common::Service;
+use common::sshd::TestSshd;
+
+const TOKEN: &str = "pb-secret-9Qw";
+
+const PLAYBOOK: &str = r#"- hosts: all
+  gather_facts: false
+  vars:
+    state: present
+  tasks:
+    - name: write the greeting
+      copy:
+        dest: "{{ target_dir }}/{{ greeter_name }}.txt"
+        content: "{{ greeting }}\n"
+        mode: "0644"
+      when: state == 'present'
+    - name: remove the greeting
+      file:
+        path: "{{ target_dir }}/{{ greeter_name }}.txt"
+        state: absent
+      when: state == 'absent'
+    - name: say where
+      set_stats:
+        data:
+          path: "{{ target_dir }}/{{ greeter_name }}.txt"
+          token_length: "{{ token | length }}"
+"#;
+
+const STEPDEF: &str = r#"kind: Actuator
+model: Greeter
+attributes:
+  greeter_name: "{{ object.name }}"
+  greeting: "{{ object.greeting }}"
+  target_dir: "{{ object.dir }}"
+  token: "{{ secret('tok') }}"
+sync:
+  playbook: greet.yml
+  hosts: target
+delete:
+  playbook: greet.yml
+  hosts: target
+  vars: {state: absent}
+feedback:
+  greeting_file: "{{ result.stats.path }}"
+  token_length: {jsonpath: "$.stats.token_length"}
+"#;
+
+fn service(sshd: &TestSshd, target: &std::path::Path, runner: &str) -> Service {
+    let svc = Service::new(
+        "models:\n  Greeter:\n    fields:\n      name: {type: string, required: true}\n      greeting: string\n      dir: string\n      greeting_file: {type: string, feedback: true}\n      token_length: {type: json, feedback: true}\n",
+    );
+    svc.file(
+        "stepsync.yaml",
+        &format!(
+            "name: pb\nrunner: {runner}\nsecrets:\n  tok: {{env: PB_TOKEN}}\n{}",
+            sshd.ssh_config()
+        ),
+    );
+    // pyenv shims on the target would win interpreter discovery; Debian's python3 is certain.
+    svc.file(
+        "inventory.yaml",
+        "all:\n  vars: {ansible_python_interpreter: /usr/bin/python3}\n  hosts:\n    target: {ansible_host: 127.0.0.1}\n",
+    );
+    svc.file("playbooks/greet.yml", PLAYBOOK);
+    svc.file("stepdefs/greeter.yaml", STEPDEF);
+    svc.file(
+        "objects.yaml",
+        &format!(
+            "Greeter:\n  - {{name: hello, greeting: 'Hello, {{{{ 7 * 7 }}}}', dir: {}}}\n",
+            target.display()
+        ),
+    );
+    svc
+}
+
+fn run(svc: &Service, args: &[&str]) -> common::Out {
+    let o = svc
+        .command(args)
+        .env("PB_TOKEN", TOKEN)
+        .output()
+        .expect("run");
+    common::Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn ansible_runner_syncs_over_ssh_and_the_recipe_reruns_by_hand() {
+    let sshd = TestSshd::start();
+    let target = sshd.scratch("target");
+    let svc = service(&sshd, &target, "ansible");
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let out = run(&svc, &["run", "--once"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+
+    // The data-model value reached the host as data, not as a template.
+    let written =
+        std::fs::read_to_string(target.join("hello.txt")).expect("greeting written over ssh");
+    assert_eq!(written, "Hello, {{ 7 * 7 }}\n");
+    let obj = svc.object("Greeter", "hello");
+    assert_eq!(
+        obj["fields"]["greeting_file"],
+        target.join("hello.txt").display().to_string()
+    );
+    assert_eq!(obj["fields"]["token_length"], TOKEN.len());
+
+    let dir = svc.path().join(".stepsync/sys/Greeter/hello");
+    let recipe = std::fs::read_to_string(dir.join("sync.yml")).unwrap();
+    assert!(recipe.contains("greeting: !unsafe"), "{recipe}");
+    assert!(
+        recipe.contains("STEPSYNC_SECRET_TOK") && recipe.contains("lookup("),
+        "{recipe}"
+    );
+    let inventory = std::fs::read_to_string(dir.join("inventory.yml")).unwrap();
+    assert!(inventory.contains("ansible_port"), "{inventory}");
+    let logs: Vec<_> = std::fs::read_dir(dir.join("runs")).unwrap().collect();
+    assert_eq!(logs.len(), 1);
+    let log = std::fs::read_to_string(logs[0].as_ref().unwrap().path()).unwrap();
+    assert!(
+        log.contains("TASK [write the greeting]") && log.contains("PLAY RECAP"),
+        "{log}"
+    );
+    for f in walk(&svc.path().join(".stepsync")) {
+        let text = std::fs::read(&f).unwrap();
+        assert!(
+            !text.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "secret in {}",
+            f.display()
+        );
+    }
+
+    // Run by hand, as an operator would: nothing left to change.
+    let by_hand = std::process::Command::new("ansible-playbook")
+        .args(["-i", "inventory.yml", "sync.yml"])
+        .current_dir(&dir)
+        .env(
+            "ANSIBLE_CONFIG",
+            svc.path().join(".stepsync/sys/ansible.cfg"),
+        )
+        .env("STEPSYNC_SECRET_TOK", TOKEN)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&by_hand.stdout);
+    assert!(
+        by_hand.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&by_hand.stderr)
+    );
+    assert!(
+        text.contains("changed=0") && text.contains("failed=0"),
+        "{text}"
+    );
+
+    // Deleting runs the delete recipe (state: absent) and purges.
+    svc.ok(&["delete", "Greeter", "hello"]);
+    let out = run(&svc, &["run", "--once"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(!target.join("hello.txt").exists());
+    assert!(svc.keys("Greeter").is_empty());
+}
+
+#[test]
+fn pretend_renders_playbooks_without_running_anything() {
+    let sshd = TestSshd::start();
+    let target = sshd.scratch("target");
+    let svc = service(&sshd, &target, "ansible");
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let out = run(&svc, &["plan"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.starts_with("+ create Greeter/hello (playbook)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        svc.path()
+            .join(".stepsync/sys/Greeter/hello/sync.yml")
+            .exists()
+    );
+    assert!(!target.join("hello.txt").exists(), "nothing ran");
+}
+
+#[test]
+fn the_builtin_runner_says_to_use_ansible_for_now() {
+    let sshd = TestSshd::start();
+    let target = sshd.scratch("target");
+    let svc = service(&sshd, &target, "builtin");
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let out = run(&svc, &["run", "--once"]);
+    assert_eq!(out.code, 1);
+    let msg = svc.object("Greeter", "hello")["status"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(msg.contains("runner: ansible"), "{msg}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
