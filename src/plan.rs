@@ -71,16 +71,17 @@ pub async fn plan(engine: &Engine, refresh: bool) -> Result<Plan> {
             Phase::Sync if obj.book.last_success_at.is_none() => "create",
             Phase::Sync => "update",
         };
-        if refresh && phase == Phase::Sync {
-            if let Recipe::Rest(plan) = &p.recipe {
-                match rest::refresh(engine.client(), plan).await {
-                    Ok(None) => continue,
-                    Ok(Some(Action::Create)) => action = "create",
-                    Ok(Some(_)) => action = "update",
-                    Err(e) => out
-                        .errors
-                        .push(engine.clean_message(&format!("{}: refresh: {e}", obj.name()))),
-                }
+        if refresh
+            && phase == Phase::Sync
+            && let Recipe::Rest(plan) = &p.recipe
+        {
+            match rest::refresh(engine.client(), plan).await {
+                Ok(None) => continue,
+                Ok(Some(Action::Create)) => action = "create",
+                Ok(Some(_)) => action = "update",
+                Err(e) => out
+                    .errors
+                    .push(engine.clean_message(&format!("{}: refresh: {e}", obj.name()))),
             }
         }
         let written = engine.write_recipe(&p)?;

@@ -44,6 +44,8 @@ pub struct Prepared {
     world: Arc<Snapshot>,
 }
 
+// One per object run, never held in bulk: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Recipe {
     Rest(RestPlan),
     Playbook(PlaybookPlan),
