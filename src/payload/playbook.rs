@@ -186,6 +186,9 @@ fn inventory_yaml(cx: &Context, targets: &[String]) -> Result<String, String> {
         if implicit_local {
             vars.entry("ansible_connection")
                 .or_insert_with(|| "local".into());
+            // As Ansible's own implicit localhost: run modules with the controller's Python.
+            vars.entry("ansible_python_interpreter")
+                .or_insert_with(|| "{{ ansible_playbook_python }}".into());
         } else {
             if let Some(u) = &cx.ssh.user {
                 vars.entry("ansible_user")
