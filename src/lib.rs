@@ -18,6 +18,7 @@ pub mod model;
 pub mod output;
 pub mod payload;
 pub mod plan;
+pub mod playbook;
 pub mod secrets;
 pub mod service;
 pub mod snapshot;

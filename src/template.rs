@@ -198,7 +198,7 @@ impl Templates {
 }
 
 /// The expression inside `{{ ... }}` when that is the whole template.
-fn single_expression(text: &str) -> Option<&str> {
+pub(crate) fn single_expression(text: &str) -> Option<&str> {
     let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
     let inner = inner.strip_prefix('-').unwrap_or(inner);
     let inner = inner.strip_suffix('-').unwrap_or(inner);
@@ -206,7 +206,7 @@ fn single_expression(text: &str) -> Option<&str> {
         .then_some(inner.trim())
 }
 
-fn describe(e: &minijinja::Error) -> String {
+pub(crate) fn describe(e: &minijinja::Error) -> String {
     let mut msg = match e.detail() {
         Some(d) => format!("{}: {d}", e.kind()),
         None => e.kind().to_string(),
@@ -310,7 +310,7 @@ impl Object for ObjectView {
 
 // ---- filters ------------------------------------------------------------------------------
 
-fn add_filters(env: &mut Environment<'static>) {
+pub(crate) fn add_filters(env: &mut Environment<'static>) {
     env.add_filter("to_json", |v: Value| -> Result<String, minijinja::Error> {
         serde_json::to_string(&v)
             .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))

@@ -1,6 +1,7 @@
-//! The hello service at the repository root, end to end on this machine with
-//! `runner: ansible`: servers start and answer with their greeting, a second run changes
-//! nothing, a changed greeting restarts one server only, delete stops it and removes its files.
+//! The hello service at the repository root, end to end on this machine with the built-in
+//! runner and with `ansible-playbook`: servers start and answer with their greeting, the
+//! recipe run by hand with `ansible-playbook` changes nothing, a changed greeting restarts one
+//! server only, delete stops it and removes its files.
 
 mod common;
 
@@ -46,14 +47,23 @@ fn pid(dir: &Path, server: &str) -> String {
 }
 
 #[test]
-fn hello_servers_start_restart_on_change_and_stop_on_delete() {
+fn hello_with_the_builtin_runner() {
+    hello_servers_start_restart_on_change_and_stop_on_delete("builtin");
+}
+
+#[test]
+fn hello_with_ansible_playbook() {
+    hello_servers_start_restart_on_change_and_stop_on_delete("ansible");
+}
+
+fn hello_servers_start_restart_on_change_and_stop_on_delete(runner: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let svc = Service::empty();
     for d in ["schemas", "stepdefs", "playbooks"] {
         copy_dir(&root.join(d), &svc.path().join(d));
     }
     let cfg = std::fs::read_to_string(root.join("stepsync.yaml")).unwrap();
-    svc.file("stepsync.yaml", &format!("{cfg}runner: ansible\n"));
+    svc.file("stepsync.yaml", &format!("{cfg}runner: {runner}\n"));
     let packages = svc.path().join("packages");
     let (p1, p2) = (free_port(), free_port());
     let objects = |greeting: &str| {

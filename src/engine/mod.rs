@@ -289,10 +289,55 @@ impl Engine {
                     log,
                 )
             }
-            Recipe::Playbook(_) => {
+            Recipe::Playbook(plan) => {
                 if self.svc.config.runner == Runner::Builtin {
-                    let msg = "the built-in playbook runner is not available in this build yet; set `runner: ansible` in stepsync.yaml to run playbooks with ansible-playbook";
-                    return (Outcome::Error(msg.to_owned()), String::new());
+                    let source = plan.source.clone();
+                    let hosts = plan.hosts.clone();
+                    let attributes = p.attributes.clone();
+                    let playbooks_dir = in_dir(&self.svc.dir, Path::new(playbook::PLAYBOOKS_DIR));
+                    let inventory = self.svc.inventory.clone();
+                    // The built-in runner is synchronous (processes and files): keep it off
+                    // the scheduler's threads.
+                    let joined = tokio::task::spawn_blocking(move || {
+                        let opts = crate::playbook::run::Options {
+                            playbooks_dir: &playbooks_dir,
+                            inventory: &inventory,
+                            attributes: &attributes,
+                            hosts: hosts.as_deref(),
+                        };
+                        crate::playbook::run::run(&source, &opts)
+                    })
+                    .await;
+                    return match joined {
+                        Ok(Ok((r, log))) => {
+                            let log = self.svc.secrets.mask(&log);
+                            if r.failed > 0 || r.unreachable > 0 {
+                                let msg = r
+                                    .message
+                                    .clone()
+                                    .unwrap_or_else(|| "the playbook failed".to_owned());
+                                return (Outcome::Error(msg), log);
+                            }
+                            let json = serde_json::to_value(&r).unwrap_or(Json::Null);
+                            (
+                                self.classify(
+                                    act,
+                                    p,
+                                    json.clone(),
+                                    &json,
+                                    None,
+                                    false,
+                                    String::new(),
+                                ),
+                                log,
+                            )
+                        }
+                        Ok(Err(e)) => (Outcome::Error(e), String::new()),
+                        Err(e) => (
+                            Outcome::Error(format!("the playbook run panicked: {e}")),
+                            String::new(),
+                        ),
+                    };
                 }
                 let dir = self.sys.object_dir(&p.obj.model, &p.obj.key);
                 let recipe = format!("{}.yml", p.phase.as_str());

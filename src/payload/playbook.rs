@@ -25,6 +25,9 @@ pub struct PlaybookPlan {
     pub playbook: String,
     /// `inventory.yml`: the hosts the recipe targets.
     pub inventory: String,
+    /// The service's playbook and the hosts override, for the built-in runner.
+    pub source: PathBuf,
+    pub hosts: Option<String>,
 }
 
 /// `result` of a playbook run (SPEC §6.4).
@@ -135,6 +138,8 @@ pub fn render(
     Ok(PlaybookPlan {
         playbook,
         inventory: inventory_yaml(cx, &targets)?,
+        source: file,
+        hosts: hosts.map(str::to_owned),
     })
 }
 

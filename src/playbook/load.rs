@@ -1,0 +1,504 @@
+//! Reading playbooks and roles into typed plays and tasks, positions kept.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+
+use crate::diag::{Diagnostic, Origin};
+use crate::yaml::{Node, Source, Spanned};
+
+/// The modules the built-in runner executes (short names; `ansible.builtin.` is accepted).
+pub const MODULES: &[&str] = &[
+    "command",
+    "shell",
+    "raw",
+    "copy",
+    "template",
+    "file",
+    "lineinfile",
+    "blockinfile",
+    "stat",
+    "slurp",
+    "wait_for",
+    "debug",
+    "set_fact",
+    "set_stats",
+    "assert",
+    "fail",
+    "pause",
+    "service",
+    "systemd",
+    "package",
+    "apt",
+    "meta",
+];
+
+const TASK_KEYWORDS: &[&str] = &[
+    "name",
+    "when",
+    "loop",
+    "with_items",
+    "loop_control",
+    "register",
+    "changed_when",
+    "failed_when",
+    "ignore_errors",
+    "notify",
+    "listen",
+    "no_log",
+    "become",
+    "become_user",
+    "block",
+    "rescue",
+    "always",
+    "include_tasks",
+    "import_tasks",
+    "include_role",
+    "import_role",
+    "delegate_to",
+    "run_once",
+    "vars",
+    "args",
+    "tags",
+    "environment",
+];
+
+#[derive(Debug, Clone)]
+pub struct Play {
+    pub name: Option<String>,
+    pub hosts: String,
+    pub connection: Option<String>,
+    pub gather_facts: bool,
+    pub vars: Vec<(String, Json)>,
+    pub vars_files: Vec<String>,
+    pub roles: Vec<RoleRef>,
+    pub pre_tasks: Vec<Task>,
+    pub tasks: Vec<Task>,
+    pub post_tasks: Vec<Task>,
+    pub handlers: Vec<Task>,
+    pub become_: Option<bool>,
+    pub become_user: Option<String>,
+    pub remote_user: Option<String>,
+    pub environment: Vec<(String, Json)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoleRef {
+    pub name: String,
+    pub when: Vec<String>,
+    pub vars: Vec<(String, Json)>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// A module call; `args` is a map, or a string for free-form modules.
+    Module {
+        name: String,
+        args: Json,
+    },
+    Block {
+        block: Vec<Task>,
+        rescue: Vec<Task>,
+        always: Vec<Task>,
+    },
+    /// `include_tasks`/`import_tasks` of a file, relative to where the including file lives.
+    IncludeTasks {
+        file: String,
+        base: PathBuf,
+    },
+    IncludeRole {
+        role: String,
+    },
+    Meta(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub name: Option<String>,
+    pub action: Action,
+    pub when: Vec<String>,
+    pub loop_items: Option<Json>,
+    pub loop_var: String,
+    pub register: Option<String>,
+    pub changed_when: Option<Vec<String>>,
+    pub failed_when: Option<Vec<String>>,
+    pub ignore_errors: bool,
+    pub notify: Vec<String>,
+    pub listen: Vec<String>,
+    pub no_log: bool,
+    pub become_: Option<bool>,
+    pub become_user: Option<String>,
+    pub delegate_to: Option<String>,
+    pub run_once: bool,
+    pub vars: Vec<(String, Json)>,
+    /// The role the task came from, for `TASK [role : name]` and file lookups.
+    pub role: Option<String>,
+    pub origin: Origin,
+}
+
+/// Where role parts live.
+pub struct Roles {
+    pub dir: PathBuf,
+}
+
+impl Roles {
+    pub fn path(&self, role: &str, part: &str) -> PathBuf {
+        self.dir.join(role).join(part)
+    }
+
+    /// `tasks/main.yml` (or `.yaml`) of a role part, if present.
+    pub fn main(&self, role: &str, part: &str) -> Option<PathBuf> {
+        ["main.yml", "main.yaml"]
+            .iter()
+            .map(|m| self.path(role, part).join(m))
+            .find(|p| p.exists())
+    }
+}
+
+type Map = Vec<(Spanned<String>, Spanned<Node>)>;
+
+fn as_map<'a>(src: &Source, n: &'a Spanned<Node>, what: &str) -> Result<&'a Map, Diagnostic> {
+    match &n.value {
+        Node::Map(m) => Ok(m),
+        other => Err(src.diag_at(format!("{what} must be a map, not a {}", other.kind()), n)),
+    }
+}
+
+fn string_of(src: &Source, n: &Spanned<Node>, what: &str) -> Result<String, Diagnostic> {
+    match &n.value {
+        Node::Str(s) => Ok(s.clone()),
+        Node::Int(i) => Ok(i.to_string()),
+        Node::Float(f) => Ok(f.to_string()),
+        Node::Bool(b) => Ok(b.to_string()),
+        other => Err(src.diag_at(
+            format!("{what} must be a string, not a {}", other.kind()),
+            n,
+        )),
+    }
+}
+
+fn strings(src: &Source, n: &Spanned<Node>, what: &str) -> Result<Vec<String>, Diagnostic> {
+    match &n.value {
+        Node::Seq(items) => items.iter().map(|i| string_of(src, i, what)).collect(),
+        Node::Null => Ok(Vec::new()),
+        _ => Ok(vec![string_of(src, n, what)?]),
+    }
+}
+
+fn boolean(src: &Source, n: &Spanned<Node>, what: &str) -> Result<bool, Diagnostic> {
+    match &n.value {
+        Node::Bool(b) => Ok(*b),
+        Node::Str(s) if matches!(s.as_str(), "yes" | "true" | "True") => Ok(true),
+        Node::Str(s) if matches!(s.as_str(), "no" | "false" | "False") => Ok(false),
+        other => Err(src.diag_at(
+            format!("{what} must be true or false, not a {}", other.kind()),
+            n,
+        )),
+    }
+}
+
+fn var_map(src: &Source, n: &Spanned<Node>, what: &str) -> Result<Vec<(String, Json)>, Diagnostic> {
+    match &n.value {
+        Node::Null => Ok(Vec::new()),
+        _ => Ok(as_map(src, n, what)?
+            .iter()
+            .map(|(k, v)| (k.value.clone(), v.value.to_json()))
+            .collect()),
+    }
+}
+
+/// Reads a playbook: a list of plays.
+pub fn load_playbook(path: &Path, roles: &Roles) -> Result<Vec<Play>, Diagnostic> {
+    let src = Source::read(path)?;
+    let docs = src.documents()?;
+    let Some(doc) = docs.first() else {
+        return Ok(Vec::new());
+    };
+    let Node::Seq(plays) = &doc.value else {
+        return Err(src.diag_at("a playbook is a list of plays", doc));
+    };
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    plays
+        .iter()
+        .map(|p| load_play(&src, p, &base, roles))
+        .collect()
+}
+
+fn load_play(
+    src: &Source,
+    n: &Spanned<Node>,
+    base: &Path,
+    roles: &Roles,
+) -> Result<Play, Diagnostic> {
+    let m = as_map(src, n, "a play")?;
+    let mut play = Play {
+        name: None,
+        hosts: String::new(),
+        connection: None,
+        gather_facts: true,
+        vars: Vec::new(),
+        vars_files: Vec::new(),
+        roles: Vec::new(),
+        pre_tasks: Vec::new(),
+        tasks: Vec::new(),
+        post_tasks: Vec::new(),
+        handlers: Vec::new(),
+        become_: None,
+        become_user: None,
+        remote_user: None,
+        environment: Vec::new(),
+    };
+    let mut has_hosts = false;
+    for (k, v) in m {
+        match k.value.as_str() {
+            "name" => play.name = Some(string_of(src, v, "name")?),
+            "hosts" => {
+                play.hosts = strings(src, v, "hosts")?.join(",");
+                has_hosts = true;
+            }
+            "connection" => play.connection = Some(string_of(src, v, "connection")?),
+            "gather_facts" => play.gather_facts = boolean(src, v, "gather_facts")?,
+            "vars" => play.vars = var_map(src, v, "vars")?,
+            "vars_files" => play.vars_files = strings(src, v, "vars_files")?,
+            "roles" => {
+                let Node::Seq(items) = &v.value else {
+                    return Err(src.diag_at("roles must be a list", v));
+                };
+                for r in items {
+                    play.roles.push(load_role_ref(src, r)?);
+                }
+            }
+            "pre_tasks" => play.pre_tasks = load_tasks(src, v, base, None)?,
+            "tasks" => play.tasks = load_tasks(src, v, base, None)?,
+            "post_tasks" => play.post_tasks = load_tasks(src, v, base, None)?,
+            "handlers" => play.handlers = load_tasks(src, v, base, None)?,
+            "become" => play.become_ = Some(boolean(src, v, "become")?),
+            "become_user" => play.become_user = Some(string_of(src, v, "become_user")?),
+            "remote_user" => play.remote_user = Some(string_of(src, v, "remote_user")?),
+            "environment" => play.environment = var_map(src, v, "environment")?,
+            "tags" => {}
+            other => {
+                return Err(src
+                    .diag_at(format!("play keyword `{other}` is not in the built-in subset"), k)
+                    .with_hint("set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook"));
+            }
+        }
+    }
+    if !has_hosts {
+        return Err(src.diag_at("a play needs `hosts:`", n));
+    }
+    // Role handlers belong to the play.
+    for r in &play.roles {
+        if let Some(h) = roles.main(&r.name, "handlers") {
+            let hsrc = Source::read(&h)?;
+            let docs = hsrc.documents()?;
+            if let Some(doc) = docs.first() {
+                let hbase = h.parent().unwrap_or(Path::new(".")).to_path_buf();
+                play.handlers
+                    .extend(load_tasks(&hsrc, doc, &hbase, Some(&r.name))?);
+            }
+        }
+    }
+    Ok(play)
+}
+
+fn load_role_ref(src: &Source, n: &Spanned<Node>) -> Result<RoleRef, Diagnostic> {
+    match &n.value {
+        Node::Str(s) => Ok(RoleRef {
+            name: s.clone(),
+            when: Vec::new(),
+            vars: Vec::new(),
+            origin: src.origin(n),
+        }),
+        Node::Map(m) => {
+            let mut r = RoleRef {
+                name: String::new(),
+                when: Vec::new(),
+                vars: Vec::new(),
+                origin: src.origin(n),
+            };
+            for (k, v) in m {
+                match k.value.as_str() {
+                    "role" | "name" => r.name = string_of(src, v, "role")?,
+                    "when" => r.when = strings(src, v, "when")?,
+                    "vars" => r.vars = var_map(src, v, "vars")?,
+                    "tags" => {}
+                    // Anything else is a role parameter, as in Ansible.
+                    other => r.vars.push((other.to_owned(), v.value.to_json())),
+                }
+            }
+            if r.name.is_empty() {
+                return Err(src.diag_at("a role entry needs `role:`", n));
+            }
+            Ok(r)
+        }
+        other => Err(src.diag_at(
+            format!("a role is a name or a map, not a {}", other.kind()),
+            n,
+        )),
+    }
+}
+
+/// Reads a task file (a list of tasks).
+pub fn load_task_file(path: &Path, role: Option<&str>) -> Result<Vec<Task>, Diagnostic> {
+    let src = Source::read(path)?;
+    let docs = src.documents()?;
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    match docs.first() {
+        Some(doc) => load_tasks(&src, doc, &base, role),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn load_tasks(
+    src: &Source,
+    n: &Spanned<Node>,
+    base: &Path,
+    role: Option<&str>,
+) -> Result<Vec<Task>, Diagnostic> {
+    match &n.value {
+        Node::Null => Ok(Vec::new()),
+        Node::Seq(items) => items
+            .iter()
+            .map(|t| load_task(src, t, base, role))
+            .collect(),
+        other => Err(src.diag_at(format!("tasks must be a list, not a {}", other.kind()), n)),
+    }
+}
+
+fn load_task(
+    src: &Source,
+    n: &Spanned<Node>,
+    base: &Path,
+    role: Option<&str>,
+) -> Result<Task, Diagnostic> {
+    let m = as_map(src, n, "a task")?;
+    let mut t = Task {
+        name: None,
+        action: Action::Meta("noop".into()),
+        when: Vec::new(),
+        loop_items: None,
+        loop_var: "item".into(),
+        register: None,
+        changed_when: None,
+        failed_when: None,
+        ignore_errors: false,
+        notify: Vec::new(),
+        listen: Vec::new(),
+        no_log: false,
+        become_: None,
+        become_user: None,
+        delegate_to: None,
+        run_once: false,
+        vars: Vec::new(),
+        role: role.map(str::to_owned),
+        origin: src.origin(n),
+    };
+    let mut module: Option<(String, Json)> = None;
+    let mut extra_args: Option<Json> = None;
+    let (mut block, mut rescue, mut always) = (None, Vec::new(), Vec::new());
+    let mut include: Option<Action> = None;
+    for (k, v) in m {
+        let key = k.value.strip_prefix("ansible.builtin.").unwrap_or(&k.value);
+        match key {
+            "name" => t.name = Some(string_of(src, v, "name")?),
+            "when" => t.when = strings(src, v, "when")?,
+            "loop" | "with_items" => t.loop_items = Some(v.value.to_json()),
+            "loop_control" => {
+                for (lk, lv) in as_map(src, v, "loop_control")? {
+                    if lk.value == "loop_var" {
+                        t.loop_var = string_of(src, lv, "loop_var")?;
+                    }
+                }
+            }
+            "register" => t.register = Some(string_of(src, v, "register")?),
+            "changed_when" => t.changed_when = Some(strings(src, v, "changed_when")?),
+            "failed_when" => t.failed_when = Some(strings(src, v, "failed_when")?),
+            "ignore_errors" => t.ignore_errors = boolean(src, v, "ignore_errors")?,
+            "notify" => t.notify = strings(src, v, "notify")?,
+            "listen" => t.listen = strings(src, v, "listen")?,
+            "no_log" => t.no_log = boolean(src, v, "no_log")?,
+            "become" => t.become_ = Some(boolean(src, v, "become")?),
+            "become_user" => t.become_user = Some(string_of(src, v, "become_user")?),
+            "delegate_to" => t.delegate_to = Some(string_of(src, v, "delegate_to")?),
+            "run_once" => t.run_once = boolean(src, v, "run_once")?,
+            "vars" => t.vars = var_map(src, v, "vars")?,
+            "args" => extra_args = Some(v.value.to_json()),
+            "tags" | "environment" => {}
+            "block" => block = Some(load_tasks(src, v, base, role)?),
+            "rescue" => rescue = load_tasks(src, v, base, role)?,
+            "always" => always = load_tasks(src, v, base, role)?,
+            "include_tasks" | "import_tasks" => {
+                let file = match &v.value {
+                    Node::Map(mm) => match mm.iter().find(|(kk, _)| kk.value == "file") {
+                        Some((_, f)) => string_of(src, f, "file")?,
+                        None => return Err(src.diag_at("include_tasks needs `file:`", v)),
+                    },
+                    _ => string_of(src, v, key)?,
+                };
+                include = Some(Action::IncludeTasks {
+                    file,
+                    base: base.to_path_buf(),
+                });
+            }
+            "include_role" | "import_role" => {
+                let role = match &v.value {
+                    Node::Map(mm) => match mm.iter().find(|(kk, _)| kk.value == "name") {
+                        Some((_, r)) => string_of(src, r, "name")?,
+                        None => return Err(src.diag_at(format!("{key} needs `name:`"), v)),
+                    },
+                    _ => string_of(src, v, key)?,
+                };
+                include = Some(Action::IncludeRole { role });
+            }
+            "meta" => include = Some(Action::Meta(string_of(src, v, "meta")?)),
+            m if MODULES.contains(&m) => {
+                if let Some((prev, _)) = &module {
+                    return Err(src.diag_at(
+                        format!("a task calls one module; this one has `{prev}` and `{m}`"),
+                        k,
+                    ));
+                }
+                module = Some((m.to_owned(), v.value.to_json()));
+            }
+            other => {
+                let what = if TASK_KEYWORDS.contains(&other) {
+                    "task keyword"
+                } else {
+                    "module"
+                };
+                return Err(src
+                    .diag_at(format!("{what} `{other}` is not in the built-in subset"), k)
+                    .with_hint("set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook"));
+            }
+        }
+    }
+    t.action = match (block, include, module) {
+        (Some(block), None, None) => Action::Block {
+            block,
+            rescue,
+            always,
+        },
+        (None, Some(a), None) => a,
+        (None, None, Some((name, mut args))) => {
+            if let Some(Json::Object(extra)) = extra_args {
+                match &mut args {
+                    Json::Object(a) => a.extend(extra),
+                    Json::String(raw) => {
+                        let mut a = extra;
+                        a.insert("_raw_params".into(), Json::String(raw.clone()));
+                        args = Json::Object(a);
+                    }
+                    _ => args = Json::Object(extra),
+                }
+            }
+            Action::Module { name, args }
+        }
+        (None, None, None) => {
+            return Err(src.diag_at("a task needs a module (or block/include)", n));
+        }
+        _ => return Err(src.diag_at("a task has one action: a module, a block or an include", n)),
+    };
+    Ok(t)
+}

@@ -1,0 +1,9 @@
+//! The built-in playbook runner (SPEC §7): a typed loader for plays, roles and tasks that
+//! keeps file:line for every task, and a native executor for a subset of Ansible's modules
+//! and keywords. `runner: ansible` delegates everything else to `ansible-playbook`.
+
+pub mod load;
+pub mod modules;
+pub mod run;
+pub mod target;
+pub mod vars;

@@ -1,0 +1,265 @@
+//! Variables and templating for the built-in runner: layered scopes with Ansible's
+//! precedence (role defaults < play vars < role vars < attributes < set_fact/register), play
+//! and role vars rendered lazily when used, attributes and facts kept as data.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use serde_json::Value as Json;
+
+use crate::template::{add_filters, describe, from_serde, single_expression};
+
+/// A variable: a template (from a playbook or role) or data (attributes, facts, results).
+#[derive(Debug, Clone)]
+pub enum Val {
+    Tmpl(Json),
+    Data(Json),
+}
+
+/// Variables in precedence order, lowest first.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    layers: Vec<Arc<BTreeMap<String, Val>>>,
+}
+
+impl Scope {
+    pub fn push(&mut self, layer: BTreeMap<String, Val>) {
+        self.layers.push(Arc::new(layer));
+    }
+
+    pub fn with(&self, layer: BTreeMap<String, Val>) -> Scope {
+        let mut s = self.clone();
+        s.push(layer);
+        s
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Val> {
+        self.layers.iter().rev().find_map(|l| l.get(name))
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.layers.iter().flat_map(|l| l.keys().cloned()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+pub fn tmpl_layer(vars: &[(String, Json)]) -> BTreeMap<String, Val> {
+    vars.iter()
+        .map(|(k, v)| (k.clone(), Val::Tmpl(v.clone())))
+        .collect()
+}
+
+pub fn data_layer(vars: impl IntoIterator<Item = (String, Json)>) -> BTreeMap<String, Val> {
+    vars.into_iter().map(|(k, v)| (k, Val::Data(v))).collect()
+}
+
+/// The template engine of the built-in runner.
+pub struct Templar {
+    env: Environment<'static>,
+}
+
+thread_local! {
+    // Lazily rendered vars may refer to each other; a cycle must end in an error.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+const MAX_DEPTH: u32 = 64;
+
+impl Default for Templar {
+    fn default() -> Self {
+        Templar::new()
+    }
+}
+
+impl Templar {
+    pub fn new() -> Templar {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_recursion_limit(64);
+        // Ansible's Jinja settings: a block tag's newline is dropped, a file's last one kept.
+        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .keep_trailing_newline(true)
+            .build()
+        {
+            env.set_syntax(syntax);
+        }
+        add_filters(&mut env);
+        env.add_function(
+            "lookup",
+            |kind: &str, arg: &str| -> Result<Value, minijinja::Error> {
+                match kind {
+                    "env" => Ok(Value::from(std::env::var(arg).unwrap_or_default())),
+                    "file" => std::fs::read_to_string(arg)
+                        .map(|s| Value::from(s.trim_end_matches('\n').to_owned()))
+                        .map_err(|e| {
+                            minijinja::Error::new(
+                                ErrorKind::InvalidOperation,
+                                format!("lookup('file', {arg}): {e}"),
+                            )
+                        }),
+                    other => Err(minijinja::Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("lookup `{other}` is not in the built-in subset"),
+                    )),
+                }
+            },
+        );
+        Templar { env }
+    }
+
+    pub fn context(self: &Arc<Self>, scope: &Scope) -> Value {
+        Value::from_object(Ctx {
+            scope: scope.clone(),
+            templar: self.clone(),
+        })
+    }
+
+    /// Renders every string of `v` (a single `{{ expr }}` keeps its type).
+    pub fn render(&self, v: &Json, ctx: &Value) -> Result<Json, String> {
+        Ok(match v {
+            Json::String(s) => self.render_str(s, ctx)?,
+            Json::Array(items) => Json::Array(
+                items
+                    .iter()
+                    .map(|i| self.render(i, ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Json::Object(m) => Json::Object(
+                m.iter()
+                    .map(|(k, v)| Ok((k.clone(), self.render(v, ctx)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    pub fn render_str(&self, s: &str, ctx: &Value) -> Result<Json, String> {
+        if !s.contains("{{") && !s.contains("{%") {
+            return Ok(Json::String(s.to_owned()));
+        }
+        if let Some(expr) = single_expression(s) {
+            let v = self.eval(expr, ctx)?;
+            if v.is_undefined() {
+                return Err(format!("`{expr}` is undefined"));
+            }
+            return serde_json::to_value(&v).map_err(|e| e.to_string());
+        }
+        self.env
+            .render_str(s, ctx)
+            .map(Json::String)
+            .map_err(|e| describe(&e))
+    }
+
+    /// Renders a template file's text (the `template` module).
+    pub fn render_template(&self, text: &str, ctx: &Value) -> Result<String, String> {
+        self.env.render_str(text, ctx).map_err(|e| describe(&e))
+    }
+
+    pub fn eval(&self, expr: &str, ctx: &Value) -> Result<Value, String> {
+        let e = self
+            .env
+            .compile_expression(expr)
+            .map_err(|e| format!("`{expr}`: {}", describe(&e)))?;
+        e.eval(ctx)
+            .map_err(|e| format!("`{expr}`: {}", describe(&e)))
+    }
+
+    /// A `when`/`changed_when`/`failed_when` condition: a bare expression (braces tolerated).
+    pub fn condition(&self, expr: &str, ctx: &Value) -> Result<bool, String> {
+        let e = single_expression(expr).unwrap_or(expr);
+        Ok(self.eval(e, ctx)?.is_true())
+    }
+}
+
+struct Ctx {
+    scope: Scope,
+    templar: Arc<Templar>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("vars")
+    }
+}
+
+impl Object for Ctx {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let name = key.as_str()?;
+        match self.scope.get(name)? {
+            Val::Data(v) => Some(from_serde(v)),
+            Val::Tmpl(v) => {
+                let depth = DEPTH.with(|d| {
+                    d.set(d.get() + 1);
+                    d.get()
+                });
+                let out = if depth > MAX_DEPTH {
+                    None
+                } else {
+                    let ctx = Value::from_dyn_object(self.clone());
+                    self.templar.render(v, &ctx).ok().map(from_serde)
+                };
+                DEPTH.with(|d| d.set(d.get() - 1));
+                out
+            }
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Iter(Box::new(self.scope.names().into_iter().map(Value::from)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn precedence_and_lazy_templates() {
+        let t = Arc::new(Templar::new());
+        let mut s = Scope::default();
+        s.push(tmpl_layer(&[
+            ("dir".into(), json!("{{ base }}/x")),
+            ("port".into(), json!(1)),
+        ]));
+        s.push(data_layer([
+            ("base".to_owned(), json!("/srv")),
+            ("port".to_owned(), json!(8080)),
+        ]));
+        let ctx = t.context(&s);
+        assert_eq!(t.render_str("{{ dir }}", &ctx).unwrap(), json!("/srv/x"));
+        assert_eq!(t.render_str("{{ port }}", &ctx).unwrap(), json!(8080));
+        assert!(t.condition("port > 8000", &ctx).unwrap());
+    }
+
+    #[test]
+    fn data_is_never_rendered() {
+        let t = Arc::new(Templar::new());
+        let mut s = Scope::default();
+        s.push(data_layer([("g".to_owned(), json!("{{ 7 * 7 }}"))]));
+        let ctx = t.context(&s);
+        assert_eq!(t.render_str("{{ g }}", &ctx).unwrap(), json!("{{ 7 * 7 }}"));
+        assert_eq!(
+            t.render_str("say {{ g }}", &ctx).unwrap(),
+            json!("say {{ 7 * 7 }}")
+        );
+    }
+
+    #[test]
+    fn self_reference_is_an_error_not_a_hang() {
+        let t = Arc::new(Templar::new());
+        let mut s = Scope::default();
+        s.push(tmpl_layer(&[("a".into(), json!("{{ a }}"))]));
+        assert!(t.render_str("{{ a }}", &t.context(&s)).is_err());
+    }
+}
