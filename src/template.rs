@@ -198,8 +198,10 @@ impl Templates {
 }
 
 /// The expression inside `{{ ... }}` when that is the whole template.
+/// Exactly `{{ expr }}`, nothing around it: text around the braces (even a newline) makes the
+/// result a string, as in Ansible.
 pub(crate) fn single_expression(text: &str) -> Option<&str> {
-    let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    let inner = text.strip_prefix("{{")?.strip_suffix("}}")?;
     let inner = inner.strip_prefix('-').unwrap_or(inner);
     let inner = inner.strip_suffix('-').unwrap_or(inner);
     (!inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%"))

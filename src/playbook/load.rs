@@ -103,12 +103,15 @@ pub enum Action {
         always: Vec<Task>,
     },
     /// `include_tasks`/`import_tasks` of a file, relative to where the including file lives.
+    /// A dynamic include counts as a task of its own (ok or skipped); an import does not.
     IncludeTasks {
         file: String,
         base: PathBuf,
+        dynamic: bool,
     },
     IncludeRole {
         role: String,
+        dynamic: bool,
     },
     Meta(String),
 }
@@ -288,8 +291,13 @@ fn load_play(
     if !has_hosts {
         return Err(src.diag_at("a play needs `hosts:`", n));
     }
-    // Role handlers belong to the play.
+    // Role handlers belong to the play, once per role however often it is listed.
+    let mut seen: Vec<&str> = Vec::new();
     for r in &play.roles {
+        if seen.contains(&r.name.as_str()) {
+            continue;
+        }
+        seen.push(&r.name);
         if let Some(h) = roles.main(&r.name, "handlers") {
             let hsrc = Source::read(&h)?;
             let docs = hsrc.documents()?;
@@ -440,6 +448,7 @@ fn load_task(
                 include = Some(Action::IncludeTasks {
                     file,
                     base: base.to_path_buf(),
+                    dynamic: key == "include_tasks",
                 });
             }
             "include_role" | "import_role" => {
@@ -450,7 +459,10 @@ fn load_task(
                     },
                     _ => string_of(src, v, key)?,
                 };
-                include = Some(Action::IncludeRole { role });
+                include = Some(Action::IncludeRole {
+                    role,
+                    dynamic: key == "include_role",
+                });
             }
             "meta" => include = Some(Action::Meta(string_of(src, v, "meta")?)),
             m if MODULES.contains(&m) => {

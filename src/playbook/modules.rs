@@ -310,10 +310,7 @@ fn copy(args: &Json, mc: &ModCtx, rendered: Option<Vec<u8>>) -> ModResult {
     };
     let content: Vec<u8> = match (rendered, args.get("content"), arg_str(args, &["src"])) {
         (Some(c), _, _) => c,
-        (None, Some(c), _) => match c {
-            Json::String(s) => s.clone().into_bytes(),
-            other => other.to_string().into_bytes(),
-        },
+        (None, Some(c), _) => python_str(c).into_bytes(),
         (None, None, Some(src)) => {
             let Some(path) = find(&mc.files, &src) else {
                 return ModResult::fail(format!("Could not find or access '{src}'"));
@@ -391,8 +388,31 @@ fn file(args: &Json, mc: &ModCtx) -> ModResult {
             Some(s) if s.is_dir => {}
             Some(_) => return ModResult::fail(format!("{path} exists and is not a directory")),
             None => {
+                // Like Ansible, give every directory this creates the requested mode.
+                let mut missing = Vec::new();
+                let mut p = Path::new(&path);
+                while mc
+                    .target
+                    .stat(&p.display().to_string())
+                    .ok()
+                    .flatten()
+                    .is_none()
+                {
+                    missing.push(p.display().to_string());
+                    match p.parent() {
+                        Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+                        _ => break,
+                    }
+                }
                 if let Err(e) = mc.target.mkdir_p(&path) {
                     return io("cannot create", &path, e);
+                }
+                if let Some(m) = mode {
+                    for d in missing.iter().rev() {
+                        if let Err(e) = mc.target.chmod(d, m) {
+                            return io("cannot chmod", d, e);
+                        }
+                    }
                 }
                 changed = true;
             }
@@ -443,6 +463,18 @@ fn stat(args: &Json, mc: &ModCtx) -> ModResult {
     };
     r.data.insert("stat".into(), st);
     r
+}
+
+/// A value as Python's `str()` writes it, which is what Ansible puts in a file: `True`,
+/// `None`, `42`; lists and maps as JSON.
+fn python_str(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        Json::Bool(true) => "True".to_owned(),
+        Json::Bool(false) => "False".to_owned(),
+        Json::Null => "None".to_owned(),
+        other => other.to_string(),
+    }
 }
 
 /// `true` for the values Ansible's `bool` filter accepts as true.

@@ -335,7 +335,7 @@ impl Exec {
         let name = task.name.clone().unwrap_or_else(|| match &task.action {
             Action::Module { name, .. } => name.clone(),
             Action::IncludeTasks { file, .. } => format!("include_tasks: {file}"),
-            Action::IncludeRole { role } => format!("include_role: {role}"),
+            Action::IncludeRole { role, .. } => format!("include_role: {role}"),
             Action::Meta(m) => format!("meta: {m}"),
             Action::Block { .. } => "block".to_owned(),
         });
@@ -372,15 +372,20 @@ impl Exec {
                 "end_play" => Flow::EndPlay,
                 _ => Flow::Continue,
             },
-            Action::IncludeTasks { file, base: dir } => {
-                match self.when_holds(&conds, &scope) {
-                    Ok(true) => {}
-                    Ok(false) => return Flow::Continue,
-                    Err(e) => {
-                        self.header(task, "TASK");
-                        self.fail_host(&e);
-                        return Flow::HostFailed;
-                    }
+            Action::IncludeTasks {
+                file,
+                base: dir,
+                dynamic,
+            } => {
+                // A dynamic include is a task of its own: its `when` decides whether it runs.
+                // An import is static: its `when` goes down to every imported task.
+                let inner_when: &[String] = if *dynamic { inherited_when } else { &conds };
+                if *dynamic && !self.include_runs(task, &conds, &scope) {
+                    return if self.message.is_some() {
+                        Flow::HostFailed
+                    } else {
+                        Flow::Continue
+                    };
                 }
                 let ctx = self.templar.context(&scope);
                 let file = match self.templar.render_str(file, &ctx) {
@@ -392,22 +397,21 @@ impl Exec {
                     }
                 };
                 match load_task_file(&dir.join(&file), task.role.as_deref()) {
-                    Ok(tasks) => self.run_tasks(&tasks, base, &conds),
+                    Ok(tasks) => self.run_tasks(&tasks, base, inner_when),
                     Err(d) => {
-                        self.header(task, "TASK");
                         self.fail_host(&d.to_string());
                         Flow::HostFailed
                     }
                 }
             }
-            Action::IncludeRole { role } => {
-                match self.when_holds(&conds, &scope) {
-                    Ok(true) => {}
-                    Ok(false) => return Flow::Continue,
-                    Err(e) => {
-                        self.fail_host(&e);
-                        return Flow::HostFailed;
-                    }
+            Action::IncludeRole { role, dynamic } => {
+                let inner_when: &[String] = if *dynamic { inherited_when } else { &conds };
+                if *dynamic && !self.include_runs(task, &conds, &scope) {
+                    return if self.message.is_some() {
+                        Flow::HostFailed
+                    } else {
+                        Flow::Continue
+                    };
                 }
                 let mut s = base.clone();
                 for part in ["defaults", "vars"] {
@@ -418,14 +422,22 @@ impl Exec {
                 if let Some(h) = self.roles.main(role, "handlers")
                     && let Ok(hs) = load_task_file(&h, Some(role))
                 {
-                    self.handlers.extend(hs);
+                    for handler in hs {
+                        let known = self
+                            .handlers
+                            .iter()
+                            .any(|x| x.name == handler.name && x.role == handler.role);
+                        if !known {
+                            self.handlers.push(handler);
+                        }
+                    }
                 }
                 match self
                     .roles
                     .main(role, "tasks")
                     .map(|p| load_task_file(&p, Some(role)))
                 {
-                    Some(Ok(tasks)) => self.run_tasks(&tasks, &s, &conds),
+                    Some(Ok(tasks)) => self.run_tasks(&tasks, &s, inner_when),
                     Some(Err(d)) => {
                         self.fail_host(&d.to_string());
                         Flow::HostFailed
@@ -438,6 +450,28 @@ impl Exec {
             }
             Action::Module { name, args } => {
                 self.run_module_task(task, name, args, &scope, &conds, "TASK")
+            }
+        }
+    }
+
+    /// Evaluates a dynamic include's `when`, logging and counting it as Ansible does.
+    fn include_runs(&mut self, task: &Task, conds: &[String], scope: &Scope) -> bool {
+        self.header(task, "TASK");
+        let host = self.target.name().to_owned();
+        match self.when_holds(conds, scope) {
+            Ok(true) => {
+                self.counts.ok += 1;
+                self.log.push_str(&format!("included: [{host}]\n"));
+                true
+            }
+            Ok(false) => {
+                self.counts.skipped += 1;
+                self.log.push_str(&format!("skipping: [{host}]\n"));
+                false
+            }
+            Err(e) => {
+                self.fail_host(&e);
+                false
             }
         }
     }
@@ -643,7 +677,12 @@ impl Exec {
                 ));
             }
             if task.ignore_errors {
+                // Ansible counts an ignored failure as ok (and changed, if it changed).
                 self.counts.ignored += 1;
+                self.counts.ok += 1;
+                if any_changed {
+                    self.counts.changed += 1;
+                }
                 self.log.push_str("...ignoring\n");
             } else {
                 self.counts.failed += 1;

@@ -90,6 +90,27 @@ impl Templar {
             env.set_syntax(syntax);
         }
         add_filters(&mut env);
+        // Jinja's result tests on registered results: `x is changed`, `x is failed`, ...
+        fn attr(v: &Value, name: &str) -> bool {
+            v.get_attr(name).map(|a| a.is_true()).unwrap_or(false)
+        }
+        env.add_test("changed", |v: Value| attr(&v, "changed"));
+        env.add_test("failed", |v: Value| attr(&v, "failed"));
+        env.add_test("skipped", |v: Value| attr(&v, "skipped"));
+        env.add_test("success", |v: Value| !attr(&v, "failed"));
+        env.add_test("succeeded", |v: Value| !attr(&v, "failed"));
+        // Python's spelling when a value is printed into text: True, False, None.
+        env.set_formatter(|out, state, value| {
+            if value.kind() == minijinja::value::ValueKind::Bool {
+                return out
+                    .write_str(if value.is_true() { "True" } else { "False" })
+                    .map_err(minijinja::Error::from);
+            }
+            if value.is_none() {
+                return out.write_str("None").map_err(minijinja::Error::from);
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
         env.add_function(
             "lookup",
             |kind: &str, arg: &str| -> Result<Value, minijinja::Error> {
@@ -150,10 +171,8 @@ impl Templar {
             }
             return serde_json::to_value(&v).map_err(|e| e.to_string());
         }
-        self.env
-            .render_str(s, ctx)
-            .map(Json::String)
-            .map_err(|e| describe(&e))
+        let out = self.env.render_str(s, ctx).map_err(|e| describe(&e))?;
+        Ok(literal(&out).unwrap_or(Json::String(out)))
     }
 
     /// Renders a template file's text (the `template` module).
@@ -175,6 +194,38 @@ impl Templar {
         let e = single_expression(expr).unwrap_or(expr);
         Ok(self.eval(e, ctx)?.is_true())
     }
+}
+
+/// Ansible turns a rendered template that reads as a Python literal into that value (its
+/// "native" templating): `"{{ n }}\n"` with `n = 3` is the integer 3, `"{{ ok }}"` a bool.
+/// Numbers, `True`/`False`/`None` and JSON-shaped lists and maps are recognised.
+fn literal(text: &str) -> Option<Json> {
+    let t = text.trim();
+    match t {
+        "True" => return Some(Json::Bool(true)),
+        "False" => return Some(Json::Bool(false)),
+        "None" => return Some(Json::Null),
+        _ => {}
+    }
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    let leading_zero = digits.len() > 1 && digits.starts_with('0') && !digits.starts_with("0.");
+    if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) && !leading_zero {
+        return t.parse::<i64>().ok().map(Json::from);
+    }
+    if digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && digits.matches('.').count() == 1
+        && !leading_zero
+    {
+        return t
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Json::Number);
+    }
+    if (t.starts_with('[') && t.ends_with(']')) || (t.starts_with('{') && t.ends_with('}')) {
+        return serde_json::from_str(t).ok();
+    }
+    None
 }
 
 struct Ctx {
