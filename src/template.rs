@@ -62,6 +62,13 @@ impl Templates {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_recursion_limit(64);
+        // A template's last newline is part of the value, as written in the stepdef.
+        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+        {
+            env.set_syntax(syntax);
+        }
         env.add_function(
             "secret",
             move |name: &str| -> Result<String, minijinja::Error> {
@@ -470,8 +477,17 @@ mod tests {
             serde_json::json!(8080)
         );
         assert_eq!(
-            render(" {{ xs }} ", ctx.clone()).unwrap(),
+            render("{{ xs }}", ctx.clone()).unwrap(),
             serde_json::json!([1, 2])
+        );
+        // Text around the braces, even a newline, makes it a string, as in Ansible.
+        assert_eq!(
+            render(" {{ xs }} ", ctx.clone()).unwrap(),
+            serde_json::json!(" [1, 2] ")
+        );
+        assert_eq!(
+            render("{{ n }}\n", ctx.clone()).unwrap(),
+            serde_json::json!("8080\n")
         );
         assert_eq!(
             render("port {{ n }}", ctx.clone()).unwrap(),

@@ -476,16 +476,3 @@ fn python_str(v: &Json) -> String {
         other => other.to_string(),
     }
 }
-
-/// `true` for the values Ansible's `bool` filter accepts as true.
-pub fn yes(v: &Json) -> bool {
-    match v {
-        Json::Bool(b) => *b,
-        Json::String(s) => matches!(
-            s.to_ascii_lowercase().as_str(),
-            "yes" | "true" | "1" | "on" | "y"
-        ),
-        Json::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        _ => false,
-    }
-}
