@@ -128,7 +128,7 @@ fn ansible_runner_syncs_over_ssh_and_the_recipe_reruns_by_hand() {
         log.contains("TASK [write the greeting]") && log.contains("PLAY RECAP"),
         "{log}"
     );
-    for f in walk(&svc.path().join(".stepsync")) {
+    for f in common::walk(&svc.path().join(".stepsync")) {
         let text = std::fs::read(&f).unwrap();
         assert!(
             !text.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
@@ -201,17 +201,4 @@ fn the_builtin_runner_says_to_use_ansible_for_now() {
         .unwrap()
         .to_owned();
     assert!(msg.contains("runner: ansible"), "{msg}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

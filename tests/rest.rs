@@ -339,7 +339,7 @@ fn the_secret_is_written_nowhere() {
     }
     assert!(failed.stdout.contains("********"), "{}", failed.stdout);
     let mut files = 0;
-    for entry in walk(&f.svc.path().join(".stepsync")) {
+    for entry in common::walk(&f.svc.path().join(".stepsync")) {
         let bytes = std::fs::read(&entry).unwrap();
         files += 1;
         assert!(
@@ -352,19 +352,6 @@ fn the_secret_is_written_nowhere() {
         files >= 8,
         "the sys dir and the store were checked ({files} files)"
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

@@ -122,3 +122,17 @@ pub struct Out {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_stepsync"))
 }
+
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
