@@ -213,6 +213,9 @@ struct PayloadSpec {
 }
 
 /// Both forms in one map: the simple form's request fields, or the delta form's parts.
+/// The request fields are spelled out here and in `RequestSpec` rather than shared through
+/// `#[serde(flatten)]`: flattening buffers the map and loses every value's position, and
+/// with it the file:line:col of errors in requests.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RestSpec {
