@@ -108,7 +108,7 @@ impl Engine {
                     playbook::RESULT_CALLBACK.to_owned(),
                 ),
             ])
-            .map_err(|e| Error::failed(format!("sys dir {}: {e}", sys.root().display())))?;
+            .map_err(|e| sys_error(&sys, e))?;
         }
         let client = reqwest::Client::builder()
             .user_agent(concat!("stepsync/", env!("CARGO_PKG_VERSION")))
@@ -245,7 +245,7 @@ impl Engine {
         };
         self.sys
             .write_files(&p.obj.model, &p.obj.key, &files)
-            .map_err(|e| Error::failed(format!("sys dir {}: {e}", self.sys.root().display())))
+            .map_err(|e| sys_error(&self.sys, e))
     }
 
     /// Sends the payload and classifies what came back.
@@ -471,9 +471,7 @@ impl Engine {
                 info!(object = %obj.name(), phase = phase.as_str(), reason = %self.clean_message(m), "deferred")
             }
         }
-        let io = |e: std::io::Error| {
-            Error::failed(format!("sys dir {}: {e}", self.sys.root().display()))
-        };
+        let io = |e: std::io::Error| sys_error(&self.sys, e);
         if !log.is_empty() {
             let stamp = run_stamp(now);
             self.sys
@@ -524,9 +522,9 @@ impl Engine {
         tx.commit()?;
         for (obj, run) in writes {
             if run.is_none() {
-                self.sys.retire(&obj.model, &obj.key).map_err(|e| {
-                    Error::failed(format!("sys dir {}: {e}", self.sys.root().display()))
-                })?;
+                self.sys
+                    .retire(&obj.model, &obj.key)
+                    .map_err(|e| sys_error(&self.sys, e))?;
             }
         }
         Ok(out)
@@ -561,6 +559,11 @@ impl Engine {
             && obj.book.status == Status::Error
             && obj.book.next_retry_at.is_some_and(|t| t > now)
     }
+}
+
+/// An I/O failure in the sys dir, named by its root.
+fn sys_error(sys: &SysDir, e: std::io::Error) -> Error {
+    Error::failed(format!("sys dir {}: {e}", sys.root().display()))
 }
 
 /// The payload context: attributes as top-level variables, plus `object` and `vars`.
