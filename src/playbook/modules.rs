@@ -22,7 +22,7 @@ pub struct ModResult {
 }
 
 impl ModResult {
-    fn fail(msg: impl Into<String>) -> ModResult {
+    pub(super) fn fail(msg: impl Into<String>) -> ModResult {
         ModResult {
             failed: true,
             msg: Some(msg.into()),
@@ -30,7 +30,7 @@ impl ModResult {
         }
     }
 
-    fn ok(changed: bool) -> ModResult {
+    pub(super) fn ok(changed: bool) -> ModResult {
         ModResult {
             changed,
             ..ModResult::default()
@@ -63,11 +63,11 @@ pub struct ModCtx<'a> {
     pub templates: Vec<PathBuf>,
 }
 
-fn arg<'a>(args: &'a Json, names: &[&str]) -> Option<&'a Json> {
+pub(super) fn arg<'a>(args: &'a Json, names: &[&str]) -> Option<&'a Json> {
     names.iter().find_map(|n| args.get(n))
 }
 
-fn arg_str(args: &Json, names: &[&str]) -> Option<String> {
+pub(super) fn arg_str(args: &Json, names: &[&str]) -> Option<String> {
     arg(args, names).map(|v| match v {
         Json::String(s) => s.clone(),
         other => other.to_string(),
@@ -75,7 +75,7 @@ fn arg_str(args: &Json, names: &[&str]) -> Option<String> {
 }
 
 /// A file mode as Ansible reads it: `"0644"`, `"644"`, or an integer written like 0644.
-fn mode_of(args: &Json) -> Result<Option<u32>, String> {
+pub(super) fn mode_of(args: &Json) -> Result<Option<u32>, String> {
     let Some(v) = args.get("mode") else {
         return Ok(None);
     };
@@ -90,7 +90,7 @@ fn mode_of(args: &Json) -> Result<Option<u32>, String> {
         .map_err(|_| format!("invalid mode {v}"))
 }
 
-fn io(what: &str, path: &str, e: std::io::Error) -> ModResult {
+pub(super) fn io(what: &str, path: &str, e: std::io::Error) -> ModResult {
     ModResult::fail(format!("{what} {path}: {e}"))
 }
 
@@ -101,6 +101,13 @@ pub fn run_module(name: &str, args: &Json, mc: &ModCtx) -> ModResult {
         "template" => template(args, mc),
         "file" => file(args, mc),
         "stat" => stat(args, mc),
+        "lineinfile" => super::lines::lineinfile(args, mc),
+        "blockinfile" => super::lines::blockinfile(args, mc),
+        "slurp" => super::system::slurp(args, mc),
+        "wait_for" => super::system::wait_for(args, mc),
+        "pause" => super::system::pause(args, mc),
+        "service" | "systemd" => super::system::service(name, args, mc),
+        "package" | "apt" => super::system::package(name, args, mc),
         "set_fact" => {
             let mut r = ModResult::ok(false);
             if let Json::Object(m) = args {
@@ -265,7 +272,7 @@ fn find(dirs: &[PathBuf], src: &str) -> Option<PathBuf> {
 }
 
 /// Writes `content` to `dest` when it differs, then sets `mode` when it differs.
-fn put(mc: &ModCtx, dest: &str, content: &[u8], mode: Option<u32>) -> ModResult {
+pub(super) fn put(mc: &ModCtx, dest: &str, content: &[u8], mode: Option<u32>) -> ModResult {
     let parent = Path::new(dest)
         .parent()
         .map(|p| p.display().to_string())
