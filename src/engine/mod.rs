@@ -80,6 +80,8 @@ pub struct Engine {
     pub store: Box<dyn Store>,
     pub sys: SysDir,
     client: reqwest::Client,
+    /// The built-in runner's SSH masters, opened on first use and kept for the engine's life.
+    ssh_pool: std::sync::OnceLock<Arc<crate::playbook::ssh::SshPool>>,
 }
 
 impl Engine {
@@ -115,6 +117,7 @@ impl Engine {
             .build()
             .map_err(|e| Error::failed(format!("cannot create the HTTP client: {e}")))?;
         Ok(Engine {
+            ssh_pool: std::sync::OnceLock::new(),
             svc,
             store,
             sys,
@@ -296,6 +299,18 @@ impl Engine {
                     let attributes = p.attributes.clone();
                     let playbooks_dir = in_dir(&self.svc.dir, Path::new(playbook::PLAYBOOKS_DIR));
                     let inventory = self.svc.inventory.clone();
+                    let pool = self
+                        .ssh_pool
+                        .get_or_init(|| {
+                            Arc::new(crate::playbook::ssh::SshPool::new(
+                                tokio::runtime::Handle::current(),
+                            ))
+                        })
+                        .clone();
+                    let mut ssh = self.svc.config.ssh.clone();
+                    ssh.private_key = ssh.private_key.map(|k| in_dir(&self.svc.dir, &k));
+                    ssh.known_hosts_file =
+                        ssh.known_hosts_file.map(|k| in_dir(&self.svc.dir, &k));
                     // The built-in runner is synchronous (processes and files): keep it off
                     // the scheduler's threads.
                     let joined = tokio::task::spawn_blocking(move || {
@@ -304,6 +319,8 @@ impl Engine {
                             inventory: &inventory,
                             attributes: &attributes,
                             hosts: hosts.as_deref(),
+                            ssh_pool: Some(&pool),
+                            ssh: &ssh,
                         };
                         crate::playbook::run::run(&source, &opts)
                     })

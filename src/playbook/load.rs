@@ -135,6 +135,7 @@ pub struct Task {
     pub delegate_to: Option<String>,
     pub run_once: bool,
     pub vars: Vec<(String, Json)>,
+    pub environment: Vec<(String, Json)>,
     /// The role the task came from, for `TASK [role : name]` and file lookups.
     pub role: Option<String>,
     pub origin: Origin,
@@ -399,6 +400,7 @@ fn load_task(
         become_user: None,
         delegate_to: None,
         run_once: false,
+        environment: Vec::new(),
         vars: Vec::new(),
         role: role.map(str::to_owned),
         origin: src.origin(n),
@@ -433,7 +435,9 @@ fn load_task(
             "run_once" => t.run_once = boolean(src, v, "run_once")?,
             "vars" => t.vars = var_map(src, v, "vars")?,
             "args" => extra_args = Some(v.value.to_json()),
-            "tags" | "environment" => {}
+            "environment" => t.environment = var_map(src, v, "environment")?,
+            // Tags select tasks on ansible-playbook's command line; a stepdef run has none.
+            "tags" => {}
             "block" => block = Some(load_tasks(src, v, base, role)?),
             "rescue" => rescue = load_tasks(src, v, base, role)?,
             "always" => always = load_tasks(src, v, base, role)?,

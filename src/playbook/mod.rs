@@ -6,6 +6,7 @@ pub mod lines;
 pub mod load;
 pub mod modules;
 pub mod run;
+pub mod ssh;
 pub mod system;
 pub mod target;
 pub mod vars;

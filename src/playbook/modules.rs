@@ -61,6 +61,8 @@ pub struct ModCtx<'a> {
     /// Where `src:` of `copy` and `template` is looked up, in order.
     pub files: Vec<PathBuf>,
     pub templates: Vec<PathBuf>,
+    /// The play's and task's `environment`, for the commands a module runs.
+    pub env: Vec<(String, String)>,
 }
 
 pub(super) fn arg<'a>(args: &'a Json, names: &[&str]) -> Option<&'a Json> {
@@ -231,13 +233,13 @@ fn command(name: &str, args: &Json, mc: &ModCtx) -> ModResult {
             (None, None) => return ModResult::fail("no command given"),
         };
         let shown = shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_default();
-        (mc.target.run(&argv, None, chdir.as_deref(), &[]), shown)
+        (mc.target.run(&argv, None, chdir.as_deref(), &mc.env), shown)
     } else {
         let Some(script) = raw else {
             return ModResult::fail("no command given");
         };
         (
-            mc.target.run(&[], Some(&script), chdir.as_deref(), &[]),
+            mc.target.run(&[], Some(&script), chdir.as_deref(), &mc.env),
             script,
         )
     };

@@ -9,7 +9,8 @@ use serde_json::{Map, Value as Json};
 
 use super::load::{Action, Play, Roles, Task, load_playbook, load_task_file};
 use super::modules::{ModCtx, run_module};
-use super::target::{Local, Target};
+use super::ssh::{Dest, SshPool};
+use super::target::{Local, LocalShell, Shell, ShellTarget, Target};
 use super::vars::{Scope, Templar, Val, data_layer, tmpl_layer};
 use crate::inventory::Inventory;
 use crate::payload::playbook::PlaybookResult;
@@ -20,6 +21,10 @@ pub struct Options<'a> {
     pub inventory: &'a Inventory,
     pub attributes: &'a Map<String, Json>,
     pub hosts: Option<&'a str>,
+    /// Open SSH masters; `None` makes every host that is not local unreachable.
+    pub ssh_pool: Option<&'a SshPool>,
+    /// The `ssh:` defaults of stepsync.yaml, under the inventory's `ansible_*` vars.
+    pub ssh: &'a crate::config::Ssh,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -36,8 +41,15 @@ struct Counts {
 enum Flow {
     Continue,
     HostFailed,
+    Unreachable,
     EndPlay,
 }
+
+/// Results of `run_once` tasks, by task and occurrence, for the hosts after the first.
+type OnceResults = BTreeMap<(String, usize), (super::modules::ModResult, Json)>;
+
+/// `become` as set by an enclosing block or include: (become, become_user).
+type Become = (Option<bool>, Option<String>);
 
 struct Exec {
     templar: Arc<Templar>,
@@ -48,7 +60,18 @@ struct Exec {
     stats: Map<String, Json>,
     facts: Map<String, Json>,
     message: Option<String>,
-    target: Box<dyn Target>,
+    host: String,
+    /// How tasks reach the host; `None`: the engine's own host.
+    shell: Option<Arc<dyn Shell>>,
+    /// Play-level (and host var) `become`, and what enclosing blocks set.
+    play_become: Become,
+    host_become: Become,
+    inherited_become: Become,
+    environment: Vec<(String, Json)>,
+    once: OnceResults,
+    first_host: bool,
+    seen: BTreeMap<String, usize>,
+    unreachable: Option<String>,
     notified: Vec<String>,
     handlers: Vec<Task>,
     /// set_fact and register: the highest precedence.
@@ -71,24 +94,52 @@ pub fn run(playbook: &Path, opts: &Options) -> Result<(PlaybookResult, String), 
             play.name.clone().unwrap_or(pattern)
         )));
         let mut recap = String::new();
-        for host in hosts {
-            let hvars = opts.inventory.hosts.get(&host).cloned().unwrap_or_default();
+        let mut once = OnceResults::new();
+        for (i, host) in hosts.iter().enumerate() {
+            let hvars = opts.inventory.hosts.get(host).cloned().unwrap_or_default();
             let local = play.connection.as_deref() == Some("local")
                 || hvars.get("ansible_connection").and_then(Json::as_str) == Some("local")
-                || (!opts.inventory.hosts.contains_key(&host)
+                || (!opts.inventory.hosts.contains_key(host)
                     && matches!(host.as_str(), "localhost" | "127.0.0.1"));
-            if !local {
-                let msg = format!(
-                    "{host}: SSH targets are not supported by the built-in runner yet; set `runner: ansible`"
-                );
-                log.push_str(&format!(
-                    "fatal: [{host}]: UNREACHABLE! => {{\"msg\": \"{msg}\"}}\n"
-                ));
-                recap.push_str(&recap_line(&host, Counts::default(), 1));
-                total.unreachable += 1;
-                total.message.get_or_insert(msg);
-                continue;
-            }
+            let shell = if local {
+                Ok(None)
+            } else {
+                match opts.ssh_pool {
+                    None => Err(format!("{host}: no SSH connection is configured")),
+                    Some(pool) => pool
+                        .shell(&Dest::for_host(
+                            host,
+                            &hvars,
+                            play.remote_user.as_deref(),
+                            opts.ssh,
+                        ))
+                        .map(Some),
+                }
+            };
+            let shell = match shell {
+                Ok(s) => s,
+                Err(msg) => {
+                    log.push_str(&format!(
+                        "fatal: [{host}]: UNREACHABLE! => {}\n",
+                        serde_json::json!({"changed": false, "msg": msg, "unreachable": true})
+                    ));
+                    recap.push_str(&recap_line(host, Counts::default(), 1));
+                    total.unreachable += 1;
+                    total.message.get_or_insert(msg);
+                    continue;
+                }
+            };
+            let host_become = (
+                hvars.get("ansible_become").and_then(|v| match v {
+                    Json::Bool(b) => Some(*b),
+                    Json::String(s) => Some(matches!(s.as_str(), "true" | "True" | "yes")),
+                    _ => None,
+                }),
+                hvars
+                    .get("ansible_become_user")
+                    .and_then(Json::as_str)
+                    .map(str::to_owned),
+            );
             let mut ex = Exec {
                 templar: Arc::new(Templar::new()),
                 roles: Roles {
@@ -100,14 +151,29 @@ pub fn run(playbook: &Path, opts: &Options) -> Result<(PlaybookResult, String), 
                 stats: Map::new(),
                 facts: Map::new(),
                 message: None,
-                target: Box::new(Local { name: host.clone() }),
+                host: host.clone(),
+                shell,
+                play_become: (play.become_, play.become_user.clone()),
+                host_become,
+                inherited_become: (None, None),
+                environment: play.environment.clone(),
+                once: std::mem::take(&mut once),
+                first_host: i == 0,
+                seen: BTreeMap::new(),
+                unreachable: None,
                 notified: Vec::new(),
                 handlers: play.handlers.clone(),
                 facts_layer: BTreeMap::new(),
             };
             ex.run_play(&play, opts, &hvars);
+            once = std::mem::take(&mut ex.once);
             log.push_str(&ex.log);
-            recap.push_str(&recap_line(&host, ex.counts, 0));
+            let lost = u64::from(ex.unreachable.is_some());
+            recap.push_str(&recap_line(host, ex.counts, lost));
+            total.unreachable += lost;
+            if let Some(why) = ex.unreachable.take() {
+                total.message.get_or_insert(why);
+            }
             total.ok += ex.counts.ok;
             total.changed += ex.counts.changed;
             total.failed += ex.counts.failed;
@@ -169,7 +235,7 @@ impl Exec {
         scope.push(data_layer([
             (
                 "inventory_hostname".to_owned(),
-                Json::String(self.target.name().to_owned()),
+                Json::String(self.host.clone()),
             ),
             (
                 "playbook_dir".to_owned(),
@@ -193,10 +259,14 @@ impl Exec {
         scope.push(data_layer(
             opts.attributes.iter().map(|(k, v)| (k.clone(), v.clone())),
         ));
-        if play.gather_facts {
-            self.gather_facts();
+        let mut flow = if play.gather_facts {
+            self.gather_facts()
+        } else {
+            Flow::Continue
+        };
+        if flow == Flow::Continue {
+            flow = self.run_tasks(&play.pre_tasks, &scope, &[]);
         }
-        let mut flow = self.run_tasks(&play.pre_tasks, &scope, &[]);
         if flow == Flow::Continue {
             flow = self.flush_handlers(&scope);
         }
@@ -235,33 +305,39 @@ impl Exec {
     }
 
     /// The minimal fact set of SPEC §7.1.
-    fn gather_facts(&mut self) {
+    fn gather_facts(&mut self) -> Flow {
         self.log.push_str(&banner("TASK [Gathering Facts]"));
-        let run = |argv: &[&str]| -> String {
-            let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
-            self.target
-                .run(&argv, None, None, &[])
-                .map(|o| o.stdout.trim().to_owned())
-                .unwrap_or_default()
+        // One round trip: the sections are separated by NULs, and `env -0` comes last since
+        // its own separators are NULs too.
+        let script = "hostname; printf '\\0'; hostname -f 2>/dev/null || hostname; printf '\\0'; \
+                      uname -m; printf '\\0'; cat /etc/os-release 2>/dev/null; printf '\\0'; env -0";
+        let out = match self.target_for(None).run(&[], Some(script), None, &[]) {
+            Ok(o) if o.rc == 0 => o.stdout,
+            Ok(o) => {
+                self.fail_host(&format!("gathering facts failed: {}", o.stderr.trim()));
+                return Flow::HostFailed;
+            }
+            Err(e) => return self.lost_or_failed(&format!("gathering facts failed: {e}")),
         };
-        let hostname = run(&["hostname"]);
-        let fqdn = run(&["hostname", "-f"]);
-        let arch = run(&["uname", "-m"]);
-        let os = self
-            .target
-            .read("/etc/os-release")
-            .ok()
-            .flatten()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
+        let mut parts = out.splitn(5, '\0');
+        let mut next = || parts.next().unwrap_or("").to_owned();
+        let (hostname, fqdn, arch, os, env_text) = (
+            next().trim().to_owned(),
+            next().trim().to_owned(),
+            next().trim().to_owned(),
+            next(),
+            next(),
+        );
         let field = |k: &str| {
             os.lines()
                 .find_map(|l| l.strip_prefix(&format!("{k}=")))
                 .map(|v| v.trim_matches('"').to_owned())
                 .unwrap_or_default()
         };
-        let env: Map<String, Json> = std::env::vars()
-            .map(|(k, v)| (k, Json::String(v)))
+        let env: Map<String, Json> = env_text
+            .split('\0')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), Json::String(v.to_owned())))
             .collect();
         let facts = [
             ("ansible_hostname", Json::String(hostname)),
@@ -288,18 +364,94 @@ impl Exec {
         }
         self.counts.ok += 1;
         self.log
-            .push_str(&format!("ok: [{}]\n", self.target.name()));
+            .push_str(&format!("ok: [{}]\n", self.host));
+        Flow::Continue
     }
 
     fn fail_host(&mut self, msg: &str) {
         self.counts.failed += 1;
         self.message
-            .get_or_insert_with(|| format!("{}: {msg}", self.target.name()));
+            .get_or_insert_with(|| format!("{}: {msg}", self.host));
         self.log.push_str(&format!(
             "fatal: [{}]: FAILED! => {}\n",
-            self.target.name(),
+            self.host,
             serde_json::json!({ "msg": msg })
         ));
+    }
+
+    /// A broken connection makes the host unreachable (not failed), as in Ansible.
+    fn lost_or_failed(&mut self, msg: &str) -> Flow {
+        let lost = self.shell.as_ref().and_then(|s| s.lost());
+        match lost {
+            Some(why) => {
+                self.log.push_str(&format!(
+                    "fatal: [{}]: UNREACHABLE! => {}\n",
+                    self.host,
+                    serde_json::json!({"changed": false, "msg": msg, "unreachable": true})
+                ));
+                self.unreachable = Some(format!("{}: {why}", self.host));
+                Flow::Unreachable
+            }
+            None => {
+                self.fail_host(msg);
+                Flow::HostFailed
+            }
+        }
+    }
+
+    /// Where a task acts: the host (or the engine's host for `delegate_to: localhost`), as
+    /// the `become_user` when `become` is on. Host vars outrank keywords, as in Ansible.
+    fn target_for(&self, task: Option<&Task>) -> Box<dyn Target> {
+        let pick = |f: fn(&Become) -> Option<bool>, t: Option<bool>| {
+            f(&self.host_become)
+                .or(t)
+                .or(f(&self.inherited_become))
+                .or(f(&self.play_become))
+                .unwrap_or(false)
+        };
+        let become_on = pick(|b| b.0, task.and_then(|t| t.become_));
+        let become_user = become_on.then(|| {
+            self.host_become
+                .1
+                .clone()
+                .or_else(|| task.and_then(|t| t.become_user.clone()))
+                .or_else(|| self.inherited_become.1.clone())
+                .or_else(|| self.play_become.1.clone())
+                .unwrap_or_else(|| "root".to_owned())
+        });
+        let delegated = task
+            .and_then(|t| t.delegate_to.as_deref())
+            .is_some_and(|d| matches!(d, "localhost" | "127.0.0.1"));
+        let shell = if delegated { None } else { self.shell.clone() };
+        match (shell, become_user) {
+            (None, None) => Box::new(Local {
+                name: self.host.clone(),
+            }),
+            (None, Some(u)) => Box::new(ShellTarget {
+                name: self.host.clone(),
+                shell: Arc::new(LocalShell),
+                become_user: Some(u),
+            }),
+            (Some(shell), become_user) => Box::new(ShellTarget {
+                name: self.host.clone(),
+                shell,
+                become_user,
+            }),
+        }
+    }
+
+    /// Runs `f` with the `become` of an enclosing block or include in force.
+    fn with_become<T>(&mut self, task: &Task, f: impl FnOnce(&mut Self) -> T) -> T {
+        let saved = self.inherited_become.clone();
+        if task.become_.is_some() {
+            self.inherited_become.0 = task.become_;
+        }
+        if task.become_user.is_some() {
+            self.inherited_become.1 = task.become_user.clone();
+        }
+        let out = f(self);
+        self.inherited_become = saved;
+        out
     }
 
     fn scope_for(&self, base: &Scope, task: &Task) -> Scope {
@@ -347,6 +499,14 @@ impl Exec {
     }
 
     fn run_task(&mut self, task: &Task, base: &Scope, inherited_when: &[String]) -> Flow {
+        if matches!(task.action, Action::Module { .. }) {
+            self.run_task_inner(task, base, inherited_when)
+        } else {
+            self.with_become(task, |me| me.run_task_inner(task, base, inherited_when))
+        }
+    }
+
+    fn run_task_inner(&mut self, task: &Task, base: &Scope, inherited_when: &[String]) -> Flow {
         let scope = self.scope_for(base, task);
         let mut conds: Vec<String> = inherited_when.to_vec();
         conds.extend(task.when.iter().cloned());
@@ -357,12 +517,18 @@ impl Exec {
                 always,
             } => {
                 let mut flow = self.run_tasks(block, base, &conds);
+                if flow == Flow::Unreachable {
+                    return flow;
+                }
                 if flow == Flow::HostFailed && !rescue.is_empty() {
                     // A rescued failure is not a failed host.
                     self.counts.failed = self.counts.failed.saturating_sub(1);
                     self.counts.rescued += 1;
                     self.message = None;
                     flow = self.run_tasks(rescue, base, &conds);
+                    if flow == Flow::Unreachable {
+                        return flow;
+                    }
                 }
                 let after = self.run_tasks(always, base, &conds);
                 if flow == Flow::Continue { after } else { flow }
@@ -457,7 +623,7 @@ impl Exec {
     /// Evaluates a dynamic include's `when`, logging and counting it as Ansible does.
     fn include_runs(&mut self, task: &Task, conds: &[String], scope: &Scope) -> bool {
         self.header(task, "TASK");
-        let host = self.target.name().to_owned();
+        let host = self.host.clone();
         match self.when_holds(conds, scope) {
             Ok(true) => {
                 self.counts.ok += 1;
@@ -486,7 +652,36 @@ impl Exec {
         kind: &str,
     ) -> Flow {
         self.header(task, kind);
-        let host = self.target.name().to_owned();
+        let delegated = task
+            .delegate_to
+            .as_deref()
+            .is_some_and(|d| matches!(d, "localhost" | "127.0.0.1"));
+        let host = if delegated {
+            format!("{} -> localhost", self.host)
+        } else {
+            self.host.clone()
+        };
+        let once_key = task.run_once.then(|| {
+            let site = format!("{}:{:?}", task.origin.file.display(), task.origin.pos);
+            let n = self.seen.entry(site.clone()).or_default();
+            *n += 1;
+            (site, *n)
+        });
+        if let Some(key) = &once_key
+            && !self.first_host
+        {
+            // run_once: the first host ran it; the others take its result, as in Ansible.
+            if let Some((r, registered)) = self.once.get(key).cloned() {
+                for (k, v) in &r.facts {
+                    self.facts_layer.insert(k.clone(), Val::Data(v.clone()));
+                    self.facts.insert(k.clone(), v.clone());
+                }
+                if let Some(reg) = &task.register {
+                    self.facts_layer.insert(reg.clone(), Val::Data(registered));
+                }
+            }
+            return Flow::Continue;
+        }
         match self.when_holds(conds, scope) {
             Ok(true) => {}
             Ok(false) => {
@@ -543,16 +738,26 @@ impl Exec {
         };
         let mut results = Vec::new();
         let (mut any_changed, mut any_failed) = (false, false);
+        let mut all_facts = Map::new();
+        let target = self.target_for(Some(task));
         for item in runs {
             let item_scope = match &item {
                 Some(i) => scope.with(data_layer([(task.loop_var.clone(), i.clone())])),
                 None => scope.clone(),
             };
             let ictx = self.templar.context(&item_scope);
+            let env = match self.environment_for(task, &ictx) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.fail_host(&e);
+                    return Flow::HostFailed;
+                }
+            };
             let mut r = match self.templar.render(args, &ictx) {
                 Ok(rendered) => {
                     let mc = ModCtx {
-                        target: self.target.as_ref(),
+                        target: target.as_ref(),
+                        env,
                         templar: &self.templar,
                         vars: &ictx,
                         files: files.clone(),
@@ -591,9 +796,16 @@ impl Exec {
                     }
                 }
             }
+            if r.failed
+                && let Some(why) = target.lost()
+            {
+                let msg = r.msg.clone().unwrap_or(why);
+                return self.lost_or_failed(&msg);
+            }
             for (k, v) in &r.facts {
                 self.facts_layer.insert(k.clone(), Val::Data(v.clone()));
                 self.facts.insert(k.clone(), v.clone());
+                all_facts.insert(k.clone(), v.clone());
             }
             for (k, v) in &r.stats {
                 self.stats.insert(k.clone(), v.clone());
@@ -661,6 +873,13 @@ impl Exec {
                 "msg": if any_failed { "One or more items failed" } else { "All items completed" },
             }),
         };
+        if let Some(key) = once_key {
+            let r = super::modules::ModResult {
+                facts: all_facts,
+                ..Default::default()
+            };
+            self.once.insert(key, (r, registered.clone()));
+        }
         if let Some(reg) = &task.register {
             self.facts_layer.insert(reg.clone(), Val::Data(registered));
         }
@@ -702,6 +921,25 @@ impl Exec {
             }
         }
         Flow::Continue
+    }
+
+    /// The play's `environment` under the task's, rendered for one run of the task.
+    fn environment_for(
+        &self,
+        task: &Task,
+        ctx: &minijinja::Value,
+    ) -> Result<Vec<(String, String)>, String> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (k, v) in self.environment.iter().chain(task.environment.iter()) {
+            let v = match self.templar.render(v, ctx)? {
+                Json::String(s) => s,
+                Json::Null => String::new(),
+                other => other.to_string(),
+            };
+            out.retain(|(old, _)| old != k);
+            out.push((k.clone(), v));
+        }
+        Ok(out)
     }
 
     fn flush_handlers(&mut self, base: &Scope) -> Flow {

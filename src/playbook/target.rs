@@ -1,5 +1,7 @@
-//! Where modules act: a host reached locally (`connection: local`, the implicit localhost).
-//! Modules see only this interface, so an SSH target can be added without touching them.
+//! Where modules act. Modules see only the `Target` interface: `Local` works on the engine's
+//! own host with the standard library; `ShellTarget` does the same through short POSIX shell
+//! scripts run by a `Shell` (a local `/bin/sh`, or an SSH session), which is also how
+//! `become` (sudo) works on either.
 
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -36,6 +38,10 @@ pub trait Target: Send + Sync {
     fn mkdir_p(&self, path: &str) -> io::Result<()>;
     /// Removes a file or a whole directory tree.
     fn remove(&self, path: &str) -> io::Result<()>;
+    /// Why the host became unreachable during the run (a broken connection), if it did.
+    fn lost(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The engine's own host.
@@ -136,5 +142,290 @@ impl Target for Local {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// What a `Shell` returns: the exit code and raw output of a script.
+pub struct RawOut {
+    pub rc: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Runs a POSIX shell script on a host, feeding `stdin` when given.
+pub trait Shell: Send + Sync {
+    fn exec(&self, script: &str, stdin: Option<&[u8]>) -> io::Result<RawOut>;
+    /// Set once the connection broke: later tasks on this host are unreachable.
+    fn lost(&self) -> Option<String> {
+        None
+    }
+}
+
+/// `/bin/sh` on the engine's host: `become` and `delegate_to: localhost` with become.
+pub struct LocalShell;
+
+impl Shell for LocalShell {
+    fn exec(&self, script: &str, stdin: Option<&[u8]>) -> io::Result<RawOut> {
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
+            w.write_all(data)?;
+        }
+        let out = child.wait_with_output()?;
+        Ok(RawOut {
+            rc: out.status.code().unwrap_or(-1),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+}
+
+/// Quotes one word for a POSIX shell. Every path and argument that reaches a script goes
+/// through here: values from the data model are never spliced in unquoted.
+pub fn quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// Exit code the scripts below use for "no such path", distinct from real failures.
+const ABSENT: i32 = 3;
+/// Exit code (and marker) for a command that does not exist on the target.
+const NO_COMMAND: i32 = 127;
+const NO_COMMAND_MARK: &str = "stepsync: command not found";
+
+/// A host reached through a `Shell`, optionally as another user through `sudo`.
+pub struct ShellTarget {
+    pub name: String,
+    pub shell: std::sync::Arc<dyn Shell>,
+    pub become_user: Option<String>,
+}
+
+impl ShellTarget {
+    fn exec(&self, script: &str, stdin: Option<&[u8]>) -> io::Result<RawOut> {
+        match &self.become_user {
+            None => self.shell.exec(script, stdin),
+            // -n: never prompt (no password on stdin, which may carry file content);
+            // -H: the target user's HOME, as Ansible's sudo does.
+            Some(user) => self.shell.exec(
+                &format!(
+                    "exec sudo -H -n -u {} -- /bin/sh -c {}",
+                    quote(user),
+                    quote(script)
+                ),
+                stdin,
+            ),
+        }
+    }
+
+    /// Runs a script whose only expected failure is "absent" (exit 3).
+    fn checked(&self, what: &str, path: &str, script: &str, stdin: Option<&[u8]>) -> io::Result<Option<Vec<u8>>> {
+        let out = self.exec(script, stdin)?;
+        match out.rc {
+            0 => Ok(Some(out.stdout)),
+            ABSENT => Ok(None),
+            rc => Err(io::Error::other(format!(
+                "{what} {path} failed (exit {rc}): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))),
+        }
+    }
+
+    fn must(&self, what: &str, path: &str, script: &str, stdin: Option<&[u8]>) -> io::Result<()> {
+        match self.checked(what, path, script, stdin)? {
+            Some(_) => Ok(()),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{what} {path}: no such file or directory"),
+            )),
+        }
+    }
+}
+
+impl Target for ShellTarget {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(
+        &self,
+        argv: &[String],
+        shell: Option<&str>,
+        chdir: Option<&str>,
+        env: &[(String, String)],
+    ) -> io::Result<CmdOut> {
+        let mut script = String::new();
+        if let Some(d) = chdir {
+            script.push_str(&format!("cd {} || exit 1\n", quote(d)));
+        }
+        for (k, v) in env {
+            if !is_env_name(k) {
+                return Err(io::Error::other(format!(
+                    "invalid environment variable name {k:?}"
+                )));
+            }
+            script.push_str(&format!("export {k}={}\n", quote(v)));
+        }
+        match shell {
+            Some(s) => script.push_str(s),
+            None => {
+                let (first, _) = argv
+                    .split_first()
+                    .ok_or_else(|| io::Error::other("empty command"))?;
+                // The command module does not go through a shell: a missing program is an
+                // error of its own, as it is for a local exec.
+                script.push_str(&format!(
+                    "command -v {} >/dev/null 2>&1 || {{ echo '{NO_COMMAND_MARK}' >&2; exit {NO_COMMAND}; }}\nexec",
+                    quote(first)
+                ));
+                for a in argv {
+                    script.push(' ');
+                    script.push_str(&quote(a));
+                }
+            }
+        }
+        let out = self.exec(&script, None)?;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if shell.is_none() && out.rc == NO_COMMAND && stderr.contains(NO_COMMAND_MARK) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "command not found"));
+        }
+        Ok(CmdOut {
+            rc: out.rc,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        })
+    }
+
+    fn read(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
+        let p = quote(path);
+        self.checked(
+            "read",
+            path,
+            &format!("[ -e {p} ] || exit {ABSENT}\nexec cat -- {p}"),
+            None,
+        )
+    }
+
+    fn write(&self, path: &str, data: &[u8]) -> io::Result<()> {
+        // A temporary file beside the destination and a rename, as Ansible's modules do; a new
+        // file gets the shell's umask, an existing one keeps its mode.
+        let p = quote(path);
+        let script = format!(
+            "t={p}.stepsync-tmp.$$\nrm -f \"$t\"\ncat > \"$t\" || {{ rm -f \"$t\"; exit 1; }}\n\
+             if [ -e {p} ]; then chmod --reference={p} \"$t\" || {{ rm -f \"$t\"; exit 1; }}; fi\n\
+             mv -f \"$t\" {p}"
+        );
+        self.must("write", path, &script, Some(data))
+    }
+
+    fn stat(&self, path: &str) -> io::Result<Option<Stat>> {
+        let p = quote(path);
+        let out = self.checked(
+            "stat",
+            path,
+            &format!("[ -e {p} ] || exit {ABSENT}\nexec stat -L -c '%f %s' -- {p}"),
+            None,
+        )?;
+        let Some(out) = out else { return Ok(None) };
+        let text = String::from_utf8_lossy(&out);
+        let mut parts = text.split_whitespace();
+        let raw = parts
+            .next()
+            .and_then(|m| u32::from_str_radix(m, 16).ok())
+            .ok_or_else(|| io::Error::other(format!("stat {path}: unexpected output {text:?}")))?;
+        let size = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let kind = raw & 0o170_000;
+        Ok(Some(Stat {
+            is_dir: kind == 0o040_000,
+            is_file: kind == 0o100_000,
+            mode: raw & 0o7777,
+            size,
+        }))
+    }
+
+    fn chmod(&self, path: &str, mode: u32) -> io::Result<()> {
+        self.must(
+            "chmod",
+            path,
+            &format!("exec chmod {mode:o} -- {}", quote(path)),
+            None,
+        )
+    }
+
+    fn mkdir_p(&self, path: &str) -> io::Result<()> {
+        self.must("mkdir", path, &format!("exec mkdir -p -- {}", quote(path)), None)
+    }
+
+    fn remove(&self, path: &str) -> io::Result<()> {
+        self.must("remove", path, &format!("exec rm -rf -- {}", quote(path)), None)
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.shell.lost()
+    }
+}
+
+fn is_env_name(k: &str) -> bool {
+    let mut chars = k.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_survives_the_shell() {
+        for word in ["plain", "it's", "a b", "$(touch /tmp/x)", "`x`", "\"q\"", "new\nline", ""] {
+            let out = LocalShell
+                .exec(&format!("printf %s {}", quote(word)), None)
+                .expect("sh");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), word);
+        }
+    }
+
+    #[test]
+    fn shell_target_does_what_local_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path().display().to_string();
+        let t = ShellTarget {
+            name: "localhost".into(),
+            shell: std::sync::Arc::new(LocalShell),
+            become_user: None,
+        };
+        let f = format!("{base}/d/it's a file");
+        assert!(t.stat(&f).expect("stat").is_none());
+        assert!(t.read(&f).expect("read").is_none());
+        t.mkdir_p(&format!("{base}/d")).expect("mkdir");
+        t.write(&f, b"one\n\0two").expect("write");
+        assert_eq!(t.read(&f).expect("read").as_deref(), Some(&b"one\n\0two"[..]));
+        t.chmod(&f, 0o640).expect("chmod");
+        t.write(&f, b"three").expect("rewrite");
+        let st = t.stat(&f).expect("stat").expect("exists");
+        assert!(st.is_file && !st.is_dir);
+        assert_eq!((st.mode, st.size), (0o640, 5), "a rewrite keeps the mode");
+        let out = t
+            .run(
+                &["sh".into(), "-c".into(), "echo \"$X:$(pwd)\"".into()],
+                None,
+                Some(&base),
+                &[("X".into(), "x y".into())],
+            )
+            .expect("run");
+        assert_eq!(out.stdout.trim(), format!("x y:{base}"));
+        let missing = t.run(&["no-such-program-here".into()], None, None, &[]);
+        assert_eq!(missing.err().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
+        t.remove(&format!("{base}/d")).expect("remove");
+        assert!(t.stat(&f).expect("stat").is_none());
     }
 }

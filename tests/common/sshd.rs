@@ -56,7 +56,7 @@ impl TestSshd {
                     "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                      PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPidFile {}\n\
-                     Subsystem sftp /usr/lib/openssh/sftp-server\nMaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n",
+                     Subsystem sftp /usr/lib/openssh/sftp-server\nMaxStartups 100\nMaxSessions 100\nLogLevel VERBOSE\n",
                     host_key.display(),
                     authorized.display(),
                     dir.path().join("sshd.pid").display()
@@ -65,12 +65,13 @@ impl TestSshd {
             .expect("sshd_config");
             let mut child = Command::new("/usr/sbin/sshd")
                 .arg("-D")
-                .arg("-e")
+                .arg("-E")
+                .arg(dir.path().join("sshd.log"))
                 .arg("-f")
                 .arg(&config)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::piped())
+                .stderr(Stdio::null())
                 .spawn()
                 .expect("start /usr/sbin/sshd (install openssh-server)");
             let until = Instant::now() + Duration::from_secs(10);
@@ -96,12 +97,44 @@ impl TestSshd {
                 std::thread::sleep(Duration::from_millis(20));
             }
             let _ = child.kill();
-            let out = child.wait_with_output().ok();
-            last = out
-                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-                .unwrap_or_default();
+            let _ = child.wait();
+            last = std::fs::read_to_string(dir.path().join("sshd.log")).unwrap_or_default();
         }
         panic!("sshd did not start: {last}");
+    }
+
+    /// How many logins (SSH connections that authenticated) the server has accepted.
+    pub fn logins(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("sshd.log"))
+            .unwrap_or_default()
+            .matches("Accepted publickey")
+            .count()
+    }
+
+    /// An Ansible YAML inventory with `hosts` as aliases of this server, each with the
+    /// extra vars given, and Debian's python for the modules.
+    pub fn inventory(&self, hosts: &[(&str, &str)]) -> String {
+        let mut s = String::from(
+            "all:\n  vars:\n    ansible_python_interpreter: /usr/bin/python3\n  children:\n    targets:\n      hosts:\n",
+        );
+        for (h, extra) in hosts {
+            s.push_str(&format!(
+                "        {h}: {{ansible_host: 127.0.0.1, ansible_port: {}, ansible_user: {}, ansible_ssh_private_key_file: {}{}{extra}}}\n",
+                self.port,
+                self.user,
+                self.user_key.display(),
+                if extra.is_empty() { "" } else { ", " },
+            ));
+        }
+        s
+    }
+
+    /// `ANSIBLE_SSH_ARGS` that trust this server's host key only.
+    pub fn ansible_ssh_args(&self) -> String {
+        format!(
+            "-o ControlMaster=auto -o ControlPersist=60s -o StrictHostKeyChecking=yes -o UserKnownHostsFile={}",
+            self.known_hosts.display()
+        )
     }
 
     /// A directory on the "target" for a test to write into.
