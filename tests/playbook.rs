@@ -1,6 +1,7 @@
-//! Playbook payloads with `runner: ansible`, over a real sshd started by the test: the
-//! rendered recipe in the sys dir, the run, feedback from `set_stats`, a recipe run by hand,
-//! and deletion (SPEC §6.3, §6.4, §7, §8).
+//! Playbook payloads with either runner, over a real sshd started by the test: the rendered
+//! recipe in the sys dir, the run, feedback from `set_stats`, a recipe run by hand, deletion,
+//! one SSH master per host, host key policies, unreachable hosts, and several hosts at once
+//! (SPEC §6.3, §6.4, §7, §8).
 
 mod common;
 
@@ -94,12 +95,24 @@ fn run(svc: &Service, args: &[&str]) -> common::Out {
 
 #[test]
 fn ansible_runner_syncs_over_ssh_and_the_recipe_reruns_by_hand() {
+    syncs_over_ssh_and_the_recipe_reruns_by_hand("ansible");
+}
+
+#[test]
+fn builtin_runner_syncs_over_ssh_and_the_recipe_reruns_by_hand() {
+    syncs_over_ssh_and_the_recipe_reruns_by_hand("builtin");
+}
+
+fn syncs_over_ssh_and_the_recipe_reruns_by_hand(runner: &str) {
     let sshd = TestSshd::start();
     let target = sshd.scratch("target");
-    let svc = service(&sshd, &target, "ansible");
+    let svc = service(&sshd, &target, runner);
     svc.ok(&["apply", "-f", "objects.yaml"]);
     let out = run(&svc, &["run", "--once"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    if runner == "builtin" {
+        assert_eq!(sshd.logins(), 1, "one master connection for the run");
+    }
 
     // The data-model value reached the host as data, not as a template.
     let written =
@@ -188,17 +201,183 @@ fn pretend_renders_playbooks_without_running_anything() {
     assert!(!target.join("hello.txt").exists(), "nothing ran");
 }
 
+/// A service whose `target` host is `127.0.0.1:port` with the given `ssh:` block.
+fn builtin_service(ssh: &str, port: u16, target: &std::path::Path) -> Service {
+    let svc = service_with(ssh, target);
+    svc.file(
+        "inventory.yaml",
+        &format!("all:\n  hosts:\n    target: {{ansible_host: 127.0.0.1, ansible_port: {port}}}\n"),
+    );
+    svc
+}
+
+fn service_with(ssh: &str, target: &std::path::Path) -> Service {
+    let svc = Service::new(
+        "models:\n  Greeter:\n    fields:\n      name: {type: string, required: true}\n      greeting: string\n      dir: string\n      greeting_file: {type: string, feedback: true}\n      token_length: {type: json, feedback: true}\n",
+    );
+    svc.file(
+        "stepsync.yaml",
+        &format!("name: pb\nsecrets:\n  tok: {{env: PB_TOKEN}}\n{ssh}"),
+    );
+    svc.file("playbooks/greet.yml", PLAYBOOK);
+    svc.file("stepdefs/greeter.yaml", STEPDEF);
+    svc.file(
+        "objects.yaml",
+        &format!(
+            "Greeter:\n  - {{name: hello, greeting: hi, dir: {}}}\n",
+            target.display()
+        ),
+    );
+    svc
+}
+
+fn status_message(svc: &Service) -> String {
+    svc.object("Greeter", "hello")["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 #[test]
-fn the_builtin_runner_says_to_use_ansible_for_now() {
+fn unreachable_hosts_are_reported_as_such() {
     let sshd = TestSshd::start();
     let target = sshd.scratch("target");
-    let svc = service(&sshd, &target, "builtin");
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let svc = builtin_service(&sshd.ssh_config(), closed, &target);
     svc.ok(&["apply", "-f", "objects.yaml"]);
     let out = run(&svc, &["run", "--once"]);
-    assert_eq!(out.code, 1);
-    let msg = svc.object("Greeter", "hello")["status"]["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(msg.contains("runner: ansible"), "{msg}");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let msg = status_message(&svc);
+    assert!(msg.contains("unreachable"), "{msg}");
+    assert!(msg.contains("Connection refused"), "{msg}");
+    let log_dir = svc.path().join(".stepsync/sys/Greeter/hello/runs");
+    let log = common::walk(&log_dir)
+        .into_iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect::<String>();
+    assert!(
+        log.contains("UNREACHABLE!") && log.contains("unreachable=1"),
+        "{log}"
+    );
+}
+
+#[test]
+fn host_keys_are_checked_strictly_unless_configured_otherwise() {
+    let sshd = TestSshd::start();
+    let target = sshd.scratch("target");
+    let empty = sshd.scratch("keys").join("known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    let ssh = |policy: &str| {
+        format!(
+            "ssh: {{user: {}, private_key: {}, known_hosts: {policy}, known_hosts_file: {}}}\n",
+            sshd.user,
+            sshd.user_key.display(),
+            empty.display()
+        )
+    };
+
+    // strict (the default when unset): an unknown host key is refused.
+    let svc = builtin_service(
+        &format!(
+            "ssh: {{user: {}, private_key: {}, known_hosts_file: {}}}\n",
+            sshd.user,
+            sshd.user_key.display(),
+            empty.display()
+        ),
+        sshd.port,
+        &target,
+    );
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    assert_eq!(run(&svc, &["run", "--once"]).code, 1);
+    let msg = status_message(&svc);
+    assert!(
+        msg.contains("unreachable") && msg.contains("Host key verification failed"),
+        "{msg}"
+    );
+    assert!(!target.join("hello.txt").exists());
+    assert_eq!(std::fs::read_to_string(&empty).unwrap(), "");
+
+    // off: connects, and remembers nothing.
+    let svc = builtin_service(&ssh("off"), sshd.port, &target);
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let out = run(&svc, &["run", "--once"]);
+    assert_eq!(out.code, 0, "{}\n{}", status_message(&svc), out.stderr);
+    assert!(target.join("hello.txt").exists());
+    assert_eq!(std::fs::read_to_string(&empty).unwrap(), "");
+
+    // accept-new: connects and records the key, which strict then accepts.
+    std::fs::remove_file(target.join("hello.txt")).unwrap();
+    let svc = builtin_service(&ssh("accept-new"), sshd.port, &target);
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let out = run(&svc, &["run", "--once"]);
+    assert_eq!(out.code, 0, "{}\n{}", status_message(&svc), out.stderr);
+    let learned = std::fs::read_to_string(&empty).unwrap();
+    let trusted = std::fs::read_to_string(&sshd.known_hosts).unwrap();
+    let host_key = trusted.split_whitespace().nth(2).unwrap();
+    assert!(learned.contains(host_key), "{learned}");
+    std::fs::remove_file(target.join("hello.txt")).unwrap();
+    let svc = builtin_service(&ssh("strict"), sshd.port, &target);
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let out = run(&svc, &["run", "--once"]);
+    assert_eq!(out.code, 0, "{}\n{}", status_message(&svc), out.stderr);
+    assert!(target.join("hello.txt").exists());
+}
+
+#[test]
+fn objects_on_several_hosts_run_at_once() {
+    let (a, b) = (TestSshd::start(), TestSshd::start());
+    let target = a.scratch("target");
+    let svc = Service::new(
+        "models:\n  Job:\n    fields:\n      name: {type: string, required: true}\n      host: string\n",
+    );
+    svc.file(
+        "stepsync.yaml",
+        &format!("name: hosts\nssh: {{user: {}, known_hosts: off}}\n", a.user),
+    );
+    svc.file(
+        "inventory.yaml",
+        &format!(
+            "all:\n  hosts:\n    a: {{ansible_host: 127.0.0.1, ansible_port: {}, ansible_ssh_private_key_file: {}}}\n    b: {{ansible_host: 127.0.0.1, ansible_port: {}, ansible_ssh_private_key_file: {}}}\n",
+            a.port,
+            a.user_key.display(),
+            b.port,
+            b.user_key.display()
+        ),
+    );
+    svc.file(
+        "playbooks/job.yml",
+        &format!(
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - shell: 'date +%s.%N > {d}/{{{{ job }}}}.start; sleep 1; date +%s.%N > {d}/{{{{ job }}}}.end'\n",
+            d = target.display()
+        ),
+    );
+    svc.file(
+        "stepdefs/job.yaml",
+        "kind: Actuator\nmodel: Job\nattributes:\n  job: \"{{ object.name }}\"\nsync:\n  playbook: job.yml\n  hosts: \"{{ object.host }}\"\n",
+    );
+    svc.file(
+        "objects.yaml",
+        "Job:\n  - {name: one, host: a}\n  - {name: two, host: b}\n",
+    );
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let out = run(&svc, &["run", "--once"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let t = |f: &str| -> f64 {
+        std::fs::read_to_string(target.join(f))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (s1, e1, s2, e2) = (t("one.start"), t("one.end"), t("two.start"), t("two.end"));
+    assert!(
+        s1 < e2 && s2 < e1,
+        "the two runs overlap: one {s1}..{e1}, two {s2}..{e2}"
+    );
+    assert_eq!((a.logins(), b.logins()), (1, 1));
 }

@@ -105,7 +105,7 @@ pub fn run(playbook: &Path, opts: &Options) -> Result<(PlaybookResult, String), 
                 Ok(None)
             } else {
                 match opts.ssh_pool {
-                    None => Err(format!("{host}: no SSH connection is configured")),
+                    None => Err("no SSH connection is configured".to_owned()),
                     Some(pool) => pool
                         .shell(&Dest::for_host(
                             host,
@@ -125,7 +125,9 @@ pub fn run(playbook: &Path, opts: &Options) -> Result<(PlaybookResult, String), 
                     ));
                     recap.push_str(&recap_line(host, Counts::default(), 1));
                     total.unreachable += 1;
-                    total.message.get_or_insert(msg);
+                    total
+                        .message
+                        .get_or_insert(format!("{host}: unreachable: {msg}"));
                     continue;
                 }
             };
@@ -363,8 +365,7 @@ impl Exec {
             self.facts_layer.insert(k.to_owned(), Val::Data(v));
         }
         self.counts.ok += 1;
-        self.log
-            .push_str(&format!("ok: [{}]\n", self.host));
+        self.log.push_str(&format!("ok: [{}]\n", self.host));
         Flow::Continue
     }
 
@@ -389,7 +390,7 @@ impl Exec {
                     self.host,
                     serde_json::json!({"changed": false, "msg": msg, "unreachable": true})
                 ));
-                self.unreachable = Some(format!("{}: {why}", self.host));
+                self.unreachable = Some(format!("{}: unreachable: {why}", self.host));
                 Flow::Unreachable
             }
             None => {
