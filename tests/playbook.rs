@@ -381,3 +381,30 @@ fn objects_on_several_hosts_run_at_once() {
     );
     assert_eq!((a.logins(), b.logins()), (1, 1));
 }
+
+#[test]
+fn a_host_that_never_answers_times_out() {
+    let sshd = TestSshd::start();
+    let target = sshd.scratch("target");
+    // The kernel completes the TCP handshake for a listener that never accepts, so the
+    // client waits for an SSH banner that never comes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let ssh = format!(
+        "ssh: {{user: {}, private_key: {}, known_hosts: off, connect_timeout: 1s}}\n",
+        sshd.user,
+        sshd.user_key.display()
+    );
+    let svc = builtin_service(&ssh, port, &target);
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let started = std::time::Instant::now();
+    assert_eq!(run(&svc, &["run", "--once"]).code, 1);
+    let msg = status_message(&svc);
+    assert!(
+        msg.contains("unreachable") && msg.contains("timed out"),
+        "{msg}"
+    );
+    // Bounded by the timeout, not by the test harness: 1 s for ssh, 5 s of grace.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    drop(silent);
+}
