@@ -29,7 +29,10 @@ struct Recap {
 /// Every host's recap, from a `PLAY RECAP` section (both runners print the same format).
 fn recaps(log: &str) -> BTreeMap<String, Recap> {
     let mut out = BTreeMap::new();
-    for line in log.lines().filter(|l| l.contains(" ok=") && l.contains(':')) {
+    for line in log
+        .lines()
+        .filter(|l| l.contains(" ok=") && l.contains(':'))
+    {
         let Some((host, counts)) = line.split_once(':') else {
             continue;
         };
@@ -161,7 +164,11 @@ impl Harness {
             String::from_utf8_lossy(&out.stderr)
         );
         let r = recaps(&text);
-        assert!(!r.is_empty(), "no recap for {}:\n{text}", playbook.display());
+        assert!(
+            !r.is_empty(),
+            "no recap for {}:\n{text}",
+            playbook.display()
+        );
         (r, text)
     }
 }

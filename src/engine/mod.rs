@@ -309,8 +309,7 @@ impl Engine {
                         .clone();
                     let mut ssh = self.svc.config.ssh.clone();
                     ssh.private_key = ssh.private_key.map(|k| in_dir(&self.svc.dir, &k));
-                    ssh.known_hosts_file =
-                        ssh.known_hosts_file.map(|k| in_dir(&self.svc.dir, &k));
+                    ssh.known_hosts_file = ssh.known_hosts_file.map(|k| in_dir(&self.svc.dir, &k));
                     // The built-in runner is synchronous (processes and files): keep it off
                     // the scheduler's threads.
                     let joined = tokio::task::spawn_blocking(move || {

@@ -226,7 +226,13 @@ impl ShellTarget {
     }
 
     /// Runs a script whose only expected failure is "absent" (exit 3).
-    fn checked(&self, what: &str, path: &str, script: &str, stdin: Option<&[u8]>) -> io::Result<Option<Vec<u8>>> {
+    fn checked(
+        &self,
+        what: &str,
+        path: &str,
+        script: &str,
+        stdin: Option<&[u8]>,
+    ) -> io::Result<Option<Vec<u8>>> {
         let out = self.exec(script, stdin)?;
         match out.rc {
             0 => Ok(Some(out.stdout)),
@@ -360,11 +366,21 @@ impl Target for ShellTarget {
     }
 
     fn mkdir_p(&self, path: &str) -> io::Result<()> {
-        self.must("mkdir", path, &format!("exec mkdir -p -- {}", quote(path)), None)
+        self.must(
+            "mkdir",
+            path,
+            &format!("exec mkdir -p -- {}", quote(path)),
+            None,
+        )
     }
 
     fn remove(&self, path: &str) -> io::Result<()> {
-        self.must("remove", path, &format!("exec rm -rf -- {}", quote(path)), None)
+        self.must(
+            "remove",
+            path,
+            &format!("exec rm -rf -- {}", quote(path)),
+            None,
+        )
     }
 
     fn lost(&self) -> Option<String> {
@@ -386,7 +402,16 @@ mod tests {
 
     #[test]
     fn quote_survives_the_shell() {
-        for word in ["plain", "it's", "a b", "$(touch /tmp/x)", "`x`", "\"q\"", "new\nline", ""] {
+        for word in [
+            "plain",
+            "it's",
+            "a b",
+            "$(touch /tmp/x)",
+            "`x`",
+            "\"q\"",
+            "new\nline",
+            "",
+        ] {
             let out = LocalShell
                 .exec(&format!("printf %s {}", quote(word)), None)
                 .expect("sh");
@@ -408,7 +433,10 @@ mod tests {
         assert!(t.read(&f).expect("read").is_none());
         t.mkdir_p(&format!("{base}/d")).expect("mkdir");
         t.write(&f, b"one\n\0two").expect("write");
-        assert_eq!(t.read(&f).expect("read").as_deref(), Some(&b"one\n\0two"[..]));
+        assert_eq!(
+            t.read(&f).expect("read").as_deref(),
+            Some(&b"one\n\0two"[..])
+        );
         t.chmod(&f, 0o640).expect("chmod");
         t.write(&f, b"three").expect("rewrite");
         let st = t.stat(&f).expect("stat").expect("exists");
@@ -424,7 +452,10 @@ mod tests {
             .expect("run");
         assert_eq!(out.stdout.trim(), format!("x y:{base}"));
         let missing = t.run(&["no-such-program-here".into()], None, None, &[]);
-        assert_eq!(missing.err().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
+        assert_eq!(
+            missing.err().map(|e| e.kind()),
+            Some(io::ErrorKind::NotFound)
+        );
         t.remove(&format!("{base}/d")).expect("remove");
         assert!(t.stat(&f).expect("stat").is_none());
     }
