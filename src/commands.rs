@@ -463,3 +463,43 @@ pub fn graph(svc: &Service, objects: bool, format: GraphFormat, out: &mut dyn Wr
     out.write_all(t.as_bytes())
         .map_err(io_err(Path::new("stdout")))
 }
+
+/// `validate`: every problem on stderr (errors and warnings), a summary on stdout; exit 2
+/// when there is an error.
+pub fn validate_cmd(
+    dir: &Path,
+    files: &[PathBuf],
+    out: &mut dyn Write,
+) -> Result<std::process::ExitCode> {
+    let files = expand_files(files)?;
+    let diags = crate::validate::validate(dir, &files);
+    let text = diags.to_string();
+    if !text.is_empty() {
+        if crate::diag::colour_stderr() {
+            eprintln!("{}\n", crate::diag::colourize(&text));
+        } else {
+            eprintln!("{text}\n");
+        }
+    }
+    let errors = diags
+        .0
+        .iter()
+        .filter(|d| d.severity == crate::diag::Severity::Error)
+        .count();
+    let warnings = diags.0.len() - errors;
+    let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+    if errors > 0 {
+        writeln!(
+            out,
+            "invalid: {}, {}",
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        )
+        .map_err(io_err(Path::new("stdout")))?;
+        Ok(std::process::ExitCode::from(2))
+    } else {
+        writeln!(out, "valid ({})", plural(warnings, "warning"))
+            .map_err(io_err(Path::new("stdout")))?;
+        Ok(std::process::ExitCode::SUCCESS)
+    }
+}

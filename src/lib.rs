@@ -14,6 +14,7 @@ pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod inventory;
+pub mod json_schema;
 pub mod model;
 pub mod output;
 pub mod payload;
@@ -26,6 +27,7 @@ pub mod stepdef;
 pub mod store;
 pub mod sysdir;
 pub mod template;
+pub mod validate;
 pub mod yaml;
 
 pub use error::{Error, Result};

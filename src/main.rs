@@ -47,6 +47,12 @@ enum Command {
         #[arg(value_name = "DIR")]
         path: Option<PathBuf>,
     },
+    /// Check the whole service directory (and objects files) and report every problem
+    Validate {
+        /// Objects files or directories of them to check against the schema as well
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
     /// Upsert the objects of the files, all or nothing
     Apply {
         /// Objects files or directories of them
@@ -125,6 +131,14 @@ enum Command {
     },
     /// Run a rendered REST recipe (a .http file or an object's sys dir folder)
     Replay { path: PathBuf },
+    /// Print the JSON Schema of a file format, for editors (no NAME: list the names)
+    Schema {
+        /// config, model, stepdef or objects
+        name: Option<String>,
+        /// With `objects`: the schema of this service's models instead of the generic one
+        #[arg(long)]
+        service: bool,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -174,6 +188,9 @@ fn run(mut cli: Cli) -> stepsync::Result<ExitCode> {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| stepsync::Error::failed(format!("{}: {e}", dir.display())))?;
             commands::init(&dir, &mut out)?;
+        }
+        Command::Validate { files } => {
+            return commands::validate_cmd(&cli.dir, &files, &mut out);
         }
         Command::Apply {
             files,
@@ -254,6 +271,9 @@ fn run(mut cli: Cli) -> stepsync::Result<ExitCode> {
                 ExitCode::from(1)
             });
         }
+        Command::Schema { name, service } => {
+            stepsync::json_schema::schema_cmd(&cli.dir, name.as_deref(), service, &mut out)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -265,7 +285,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let _ = std::io::stdout().flush();
-            eprintln!("{e}");
+            let text = e.to_string();
+            if stepsync::diag::colour_stderr() {
+                eprintln!("{}", stepsync::diag::colourize(&text));
+            } else {
+                eprintln!("{text}");
+            }
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
         }
     }

@@ -31,44 +31,52 @@ pub struct Service {
 impl Service {
     /// Loads config, schema and dependencies, reporting every problem found.
     pub fn load(dir: &Path) -> Result<Service> {
+        let (svc, diags) = Service::check(dir);
+        match svc {
+            Some(svc) if !diags.has_errors() => Ok(svc),
+            _ => Err(Error::Invalid(diags)),
+        }
+    }
+
+    /// Loads as far as the files allow, collecting every problem (and warning) on the way:
+    /// `validate` reports them all, every other command stops at the first error.
+    pub fn check(dir: &Path) -> (Option<Service>, Diagnostics) {
         let mut diags = Diagnostics::default();
-        let config = match Config::load(dir) {
-            Ok(c) => Some(c),
-            Err(d) => {
-                diags.push(d);
-                None
-            }
-        };
-        let schema = match Schema::load_dir(&in_dir(dir, Path::new(SCHEMAS_DIR))) {
-            Ok(s) => Some(s),
-            Err(mut d) => {
-                diags.0.append(&mut d.0);
-                None
-            }
-        };
+        let mut take = |d: Diagnostics| diags.0.extend(d.0);
+        let config = Config::load(dir).map_err(|d| take(d.into())).ok();
+        let schema = Schema::load_dir(&in_dir(dir, Path::new(SCHEMAS_DIR)))
+            .map_err(&mut take)
+            .ok();
         let (Some(config), Some(schema)) = (config, schema) else {
-            return Err(Error::Invalid(diags));
+            return (None, diags);
         };
         let deps_file = match &config.dependency_graph {
             Some(p) => Some(config.resolve(dir, p)),
             None => Some(in_dir(dir, Path::new(MODEL_DEPS_FILE))).filter(|p| p.exists()),
         };
         let explicit = match deps_file {
-            Some(path) => load_model_deps(&path, &schema)?,
+            Some(path) => load_model_deps(&path, &schema)
+                .map_err(&mut take)
+                .unwrap_or_default(),
             None => Vec::new(),
         };
-        let graph = ModelGraph::build(&schema, explicit)?;
+        let graph = ModelGraph::build(&schema, explicit).map_err(&mut take);
         let inventory_file = match &config.inventory {
             Some(p) => Some(config.resolve(dir, p)),
             None => Some(in_dir(dir, Path::new(INVENTORY_FILE))).filter(|p| p.exists()),
         };
         let inventory = match inventory_file {
-            Some(p) => Inventory::load(&p)?,
+            Some(p) => Inventory::load(&p).map_err(&mut take).unwrap_or_default(),
             None => Inventory::default(),
         };
         let secrets = Arc::new(Secrets::load(&config, dir));
-        let stepdefs = Stepdefs::load(dir, &schema, Templates::new(secrets.clone()))?;
-        Ok(Service {
+        let stepdefs = Stepdefs::load(dir, &schema, Templates::new(secrets.clone()))
+            .map_err(&mut take)
+            .ok();
+        let (Ok(graph), Some(stepdefs)) = (graph, stepdefs) else {
+            return (None, diags);
+        };
+        let svc = Service {
             dir: dir.to_path_buf(),
             config,
             schema: Arc::new(schema),
@@ -76,7 +84,8 @@ impl Service {
             secrets,
             stepdefs,
             inventory,
-        })
+        };
+        (Some(svc), diags)
     }
 
     /// The model named on the command line, or an error suggesting the closest one.

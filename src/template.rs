@@ -2,6 +2,7 @@
 //! undefined, native values for single-expression templates, lazy refs on `object`, and
 //! `secret()`. Every template is compiled once, when its stepdef is loaded.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -109,6 +110,24 @@ impl Templates {
             text: text.to_owned(),
             origin,
         })
+    }
+
+    /// The variables `t` reads without setting them, with trivial attribute paths spelled
+    /// out (`object.site.name`); what `validate` checks against the schema and attributes.
+    pub fn free_variables(&self, t: &Tmpl) -> BTreeSet<String> {
+        let name = match &t.kind {
+            Kind::Literal => return BTreeSet::new(),
+            Kind::Native(n) | Kind::Text(n) => n,
+        };
+        self.env
+            .get_template(name)
+            .map(|tmpl| tmpl.undeclared_variables(true).into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// A function or value every template has (`range`, `lookup`, `secret`, ...).
+    pub fn is_global(&self, name: &str) -> bool {
+        self.env.globals().any(|(k, _)| k == name)
     }
 
     /// Compiles a YAML string value.

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 
-use crate::diag::{Diagnostic, Origin};
+use crate::diag::{Diagnostic, Diagnostics, Origin};
 use crate::yaml::{Node, Source, Spanned};
 
 /// The modules the built-in runner executes (short names; `ansible.builtin.` is accepted).
@@ -213,28 +213,87 @@ fn var_map(src: &Source, n: &Spanned<Node>, what: &str) -> Result<Vec<(String, J
 }
 
 /// Reads a playbook: a list of plays.
-pub fn load_playbook(path: &Path, roles: &Roles) -> Result<Vec<Play>, Diagnostic> {
+/// How strictly to load: at run time every problem is an error; `validate` also wants the
+/// structure around a bad task (its roles, includes, files) to check them too.
+#[derive(Default)]
+struct Cx {
+    partial: bool,
+    skipped: std::cell::RefCell<Diagnostics>,
+}
+
+pub fn load_playbook(path: &Path, roles: &Roles) -> Result<Vec<Play>, Diagnostics> {
+    load_playbook_with(&Cx::default(), path, roles)
+}
+
+/// The plays with the tasks that load, and the problems of those that do not.
+pub fn load_playbook_partial(path: &Path, roles: &Roles) -> (Vec<Play>, Diagnostics) {
+    let cx = Cx {
+        partial: true,
+        ..Cx::default()
+    };
+    let plays = load_playbook_with(&cx, path, roles);
+    let mut diags = cx.skipped.take();
+    match plays {
+        Ok(p) => (p, diags),
+        Err(d) => {
+            diags.0.extend(d.0);
+            (Vec::new(), diags)
+        }
+    }
+}
+
+/// A task file's tasks that load, and the problems of those that do not.
+pub fn load_task_file_partial(path: &Path, role: Option<&str>) -> (Vec<Task>, Diagnostics) {
+    let cx = Cx {
+        partial: true,
+        ..Cx::default()
+    };
+    let tasks = load_task_file_with(&cx, path, role);
+    let mut diags = cx.skipped.take();
+    match tasks {
+        Ok(t) => (t, diags),
+        Err(d) => {
+            diags.0.extend(d.0);
+            (Vec::new(), diags)
+        }
+    }
+}
+
+fn load_playbook_with(cx: &Cx, path: &Path, roles: &Roles) -> Result<Vec<Play>, Diagnostics> {
     let src = Source::read(path)?;
     let docs = src.documents()?;
     let Some(doc) = docs.first() else {
         return Ok(Vec::new());
     };
     let Node::Seq(plays) = &doc.value else {
-        return Err(src.diag_at("a playbook is a list of plays", doc));
+        return Err(src.diag_at("a playbook is a list of plays", doc).into());
     };
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    plays
-        .iter()
-        .map(|p| load_play(&src, p, &base, roles))
-        .collect()
+    collect_all(plays.iter().map(|p| load_play(&cx, &src, p, &base, roles)))
+}
+
+/// Every item's value, or every item's problems: one bad task does not hide the next.
+fn collect_all<T>(
+    items: impl Iterator<Item = Result<T, Diagnostics>>,
+) -> Result<Vec<T>, Diagnostics> {
+    let mut out = Vec::new();
+    let mut diags = Diagnostics::default();
+    for item in items {
+        match item {
+            Ok(v) => out.push(v),
+            Err(mut d) => diags.0.append(&mut d.0),
+        }
+    }
+    diags.into_result().map(|()| out)
 }
 
 fn load_play(
+    cx: &Cx,
     src: &Source,
     n: &Spanned<Node>,
     base: &Path,
     roles: &Roles,
-) -> Result<Play, Diagnostic> {
+) -> Result<Play, Diagnostics> {
     let m = as_map(src, n, "a play")?;
     let mut play = Play {
         name: None,
@@ -267,16 +326,16 @@ fn load_play(
             "vars_files" => play.vars_files = strings(src, v, "vars_files")?,
             "roles" => {
                 let Node::Seq(items) = &v.value else {
-                    return Err(src.diag_at("roles must be a list", v));
+                    return Err(src.diag_at("roles must be a list", v).into());
                 };
                 for r in items {
                     play.roles.push(load_role_ref(src, r)?);
                 }
             }
-            "pre_tasks" => play.pre_tasks = load_tasks(src, v, base, None)?,
-            "tasks" => play.tasks = load_tasks(src, v, base, None)?,
-            "post_tasks" => play.post_tasks = load_tasks(src, v, base, None)?,
-            "handlers" => play.handlers = load_tasks(src, v, base, None)?,
+            "pre_tasks" => play.pre_tasks = load_tasks(cx, src, v, base, None)?,
+            "tasks" => play.tasks = load_tasks(cx, src, v, base, None)?,
+            "post_tasks" => play.post_tasks = load_tasks(cx, src, v, base, None)?,
+            "handlers" => play.handlers = load_tasks(cx, src, v, base, None)?,
             "become" => play.become_ = Some(boolean(src, v, "become")?),
             "become_user" => play.become_user = Some(string_of(src, v, "become_user")?),
             "remote_user" => play.remote_user = Some(string_of(src, v, "remote_user")?),
@@ -285,12 +344,12 @@ fn load_play(
             other => {
                 return Err(src
                     .diag_at(format!("play keyword `{other}` is not in the built-in subset"), k)
-                    .with_hint("set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook"));
+                    .with_hint("set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook").into());
             }
         }
     }
     if !has_hosts {
-        return Err(src.diag_at("a play needs `hosts:`", n));
+        return Err(src.diag_at("a play needs `hosts:`", n).into());
     }
     // Role handlers belong to the play, once per role however often it is listed.
     let mut seen: Vec<&str> = Vec::new();
@@ -305,14 +364,14 @@ fn load_play(
             if let Some(doc) = docs.first() {
                 let hbase = h.parent().unwrap_or(Path::new(".")).to_path_buf();
                 play.handlers
-                    .extend(load_tasks(&hsrc, doc, &hbase, Some(&r.name))?);
+                    .extend(load_tasks(cx, &hsrc, doc, &hbase, Some(&r.name))?);
             }
         }
     }
     Ok(play)
 }
 
-fn load_role_ref(src: &Source, n: &Spanned<Node>) -> Result<RoleRef, Diagnostic> {
+fn load_role_ref(src: &Source, n: &Spanned<Node>) -> Result<RoleRef, Diagnostics> {
     match &n.value {
         Node::Str(s) => Ok(RoleRef {
             name: s.clone(),
@@ -338,50 +397,67 @@ fn load_role_ref(src: &Source, n: &Spanned<Node>) -> Result<RoleRef, Diagnostic>
                 }
             }
             if r.name.is_empty() {
-                return Err(src.diag_at("a role entry needs `role:`", n));
+                return Err(src.diag_at("a role entry needs `role:`", n).into());
             }
             Ok(r)
         }
-        other => Err(src.diag_at(
-            format!("a role is a name or a map, not a {}", other.kind()),
-            n,
-        )),
+        other => Err(src
+            .diag_at(
+                format!("a role is a name or a map, not a {}", other.kind()),
+                n,
+            )
+            .into()),
     }
 }
 
 /// Reads a task file (a list of tasks).
-pub fn load_task_file(path: &Path, role: Option<&str>) -> Result<Vec<Task>, Diagnostic> {
+pub fn load_task_file(path: &Path, role: Option<&str>) -> Result<Vec<Task>, Diagnostics> {
+    load_task_file_with(&Cx::default(), path, role)
+}
+
+fn load_task_file_with(cx: &Cx, path: &Path, role: Option<&str>) -> Result<Vec<Task>, Diagnostics> {
     let src = Source::read(path)?;
     let docs = src.documents()?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     match docs.first() {
-        Some(doc) => load_tasks(&src, doc, &base, role),
+        Some(doc) => load_tasks(cx, &src, doc, &base, role),
         None => Ok(Vec::new()),
     }
 }
 
 fn load_tasks(
+    cx: &Cx,
     src: &Source,
     n: &Spanned<Node>,
     base: &Path,
     role: Option<&str>,
-) -> Result<Vec<Task>, Diagnostic> {
+) -> Result<Vec<Task>, Diagnostics> {
     match &n.value {
         Node::Null => Ok(Vec::new()),
-        Node::Seq(items) => items
-            .iter()
-            .map(|t| load_task(src, t, base, role))
-            .collect(),
-        other => Err(src.diag_at(format!("tasks must be a list, not a {}", other.kind()), n)),
+        Node::Seq(items) if cx.partial => {
+            let mut out = Vec::new();
+            for t in items {
+                match load_task(cx, src, t, base, role) {
+                    Ok(t) => out.push(t),
+                    Err(d) => cx.skipped.borrow_mut().0.extend(d.0),
+                }
+            }
+            Ok(out)
+        }
+        Node::Seq(items) => collect_all(items.iter().map(|t| load_task(cx, src, t, base, role))),
+        other => Err(src
+            .diag_at(format!("tasks must be a list, not a {}", other.kind()), n)
+            .into()),
     }
 }
 
 fn load_task(
+    cx: &Cx,
     src: &Source,
     n: &Spanned<Node>,
     base: &Path,
     role: Option<&str>,
-) -> Result<Task, Diagnostic> {
+) -> Result<Task, Diagnostics> {
     let m = as_map(src, n, "a task")?;
     let mut t = Task {
         name: None,
@@ -438,14 +514,14 @@ fn load_task(
             "environment" => t.environment = var_map(src, v, "environment")?,
             // Tags select tasks on ansible-playbook's command line; a stepdef run has none.
             "tags" => {}
-            "block" => block = Some(load_tasks(src, v, base, role)?),
-            "rescue" => rescue = load_tasks(src, v, base, role)?,
-            "always" => always = load_tasks(src, v, base, role)?,
+            "block" => block = Some(load_tasks(cx, src, v, base, role)?),
+            "rescue" => rescue = load_tasks(cx, src, v, base, role)?,
+            "always" => always = load_tasks(cx, src, v, base, role)?,
             "include_tasks" | "import_tasks" => {
                 let file = match &v.value {
                     Node::Map(mm) => match mm.iter().find(|(kk, _)| kk.value == "file") {
                         Some((_, f)) => string_of(src, f, "file")?,
-                        None => return Err(src.diag_at("include_tasks needs `file:`", v)),
+                        None => return Err(src.diag_at("include_tasks needs `file:`", v).into()),
                     },
                     _ => string_of(src, v, key)?,
                 };
@@ -459,7 +535,7 @@ fn load_task(
                 let role = match &v.value {
                     Node::Map(mm) => match mm.iter().find(|(kk, _)| kk.value == "name") {
                         Some((_, r)) => string_of(src, r, "name")?,
-                        None => return Err(src.diag_at(format!("{key} needs `name:`"), v)),
+                        None => return Err(src.diag_at(format!("{key} needs `name:`"), v).into()),
                     },
                     _ => string_of(src, v, key)?,
                 };
@@ -471,22 +547,29 @@ fn load_task(
             "meta" => include = Some(Action::Meta(string_of(src, v, "meta")?)),
             m if MODULES.contains(&m) => {
                 if let Some((prev, _)) = &module {
-                    return Err(src.diag_at(
-                        format!("a task calls one module; this one has `{prev}` and `{m}`"),
-                        k,
-                    ));
+                    return Err(src
+                        .diag_at(
+                            format!("a task calls one module; this one has `{prev}` and `{m}`"),
+                            k,
+                        )
+                        .into());
                 }
                 module = Some((m.to_owned(), v.value.to_json()));
             }
             other => {
-                let what = if TASK_KEYWORDS.contains(&other) {
-                    "task keyword"
-                } else {
-                    "module"
+                // A near miss of a known keyword or module is a typo; anything else is a
+                // real Ansible module or keyword that only ansible-playbook runs.
+                let close =
+                    crate::diag::suggest(other, TASK_KEYWORDS.iter().chain(MODULES).copied());
+                let d = match close {
+                    Some(s) => src
+                        .diag_at(format!("unknown task keyword or module `{other}`"), k)
+                        .with_hint(format!("did you mean `{s}`?")),
+                    None => src
+                        .diag_at(format!("module `{other}` is not in the built-in subset"), k)
+                        .with_hint("set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook"),
                 };
-                return Err(src
-                    .diag_at(format!("{what} `{other}` is not in the built-in subset"), k)
-                    .with_hint("set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook"));
+                return Err(d.into());
             }
         }
     }
@@ -512,9 +595,15 @@ fn load_task(
             Action::Module { name, args }
         }
         (None, None, None) => {
-            return Err(src.diag_at("a task needs a module (or block/include)", n));
+            return Err(src
+                .diag_at("a task needs a module (or block/include)", n)
+                .into());
         }
-        _ => return Err(src.diag_at("a task has one action: a module, a block or an include", n)),
+        _ => {
+            return Err(src
+                .diag_at("a task has one action: a module, a block or an include", n)
+                .into());
+        }
     };
     Ok(t)
 }

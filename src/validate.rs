@@ -1,0 +1,418 @@
+//! `stepsync validate`: every check of a service directory in one pass, every problem
+//! reported with its place (SPEC §10). Loading already checks each file's own shape; this
+//! adds what needs several files at once: templates against the model schema, payload
+//! templates against the attributes, playbooks against the built-in subset, objects files.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Runner, in_dir};
+use crate::diag::{Diagnostic, Diagnostics, expected_hint};
+use crate::model::objects::load_objects;
+use crate::model::schema::FieldType;
+use crate::model::{Model, Schema};
+use crate::payload::playbook::PLAYBOOKS_DIR;
+use crate::playbook::load::{Action, Roles, Task, load_playbook_partial, load_task_file_partial};
+use crate::service::Service;
+use crate::stepdef::{Actuator, Auth, Feedback, Payload, PayloadKind, Request, Rest};
+use crate::template::{TValue, Templates, Tmpl};
+use crate::yaml::Source;
+
+/// Names every template may use besides its own: the reserved ones.
+const COMMON: &[&str] = &["object", "vars", "secret"];
+
+/// Checks the service in `dir` and the objects files given; returns errors and warnings.
+pub fn validate(dir: &Path, objects: &[PathBuf]) -> Diagnostics {
+    let (svc, mut diags) = Service::check(dir);
+    let Some(svc) = svc else {
+        // Without a schema and stepdefs the checks below have nothing to stand on; what
+        // stopped loading is already reported.
+        for f in objects {
+            check_objects_syntax(f, &mut diags);
+        }
+        return diags;
+    };
+    for act in svc.stepdefs.actuators.values() {
+        check_actuator(&svc, act, &mut diags);
+    }
+    let mut seen = BTreeSet::new();
+    for act in svc.stepdefs.actuators.values() {
+        for p in [&act.sync, &act.delete].into_iter().flatten() {
+            if let PayloadKind::Playbook(pb) = &p.kind
+                && seen.insert(pb.playbook.clone())
+            {
+                check_playbook(&svc, &pb.playbook, &act.file, &mut diags);
+            }
+        }
+    }
+    for f in objects {
+        match Source::read(f) {
+            Ok(src) => {
+                load_objects(&src, &svc.schema, &mut diags);
+            }
+            Err(d) => diags.push(d),
+        }
+    }
+    diags
+}
+
+fn check_objects_syntax(f: &Path, diags: &mut Diagnostics) {
+    match Source::read(f).and_then(|s| s.documents().map(|_| ())) {
+        Ok(()) => {}
+        Err(d) => diags.push(d),
+    }
+}
+
+fn check_actuator(svc: &Service, act: &Actuator, diags: &mut Diagnostics) {
+    let templates = &svc.stepdefs.templates;
+    let Some(model) = svc.schema.model(&act.model) else {
+        return;
+    };
+    // Attributes see the object, vars and secrets; `object.<path>` must exist in the schema.
+    for (_, v) in &act.attributes {
+        for t in tmpls_of(v) {
+            check_names(templates, t, COMMON, "an attribute", diags);
+            check_object_paths(templates, &svc.schema, model, t, diags);
+        }
+    }
+    let attrs: Vec<&str> = act.attributes.iter().map(|(k, _)| k.as_str()).collect();
+    for (label, payload) in [("sync", &act.sync), ("delete", &act.delete)] {
+        let Some(p) = payload else { continue };
+        let mut names: Vec<&str> = attrs.clone();
+        names.extend(p.vars.iter().map(|(k, _)| k.as_str()));
+        names.extend(COMMON);
+        for t in payload_tmpls(p) {
+            check_names(templates, t, &names, &format!("the {label} payload"), diags);
+            check_object_paths(templates, &svc.schema, model, t, diags);
+        }
+    }
+    let mut with_result = attrs.clone();
+    with_result.extend(COMMON);
+    with_result.push("result");
+    for (_, rule) in &act.feedback {
+        if let Feedback::Template(t) = rule {
+            check_names(templates, t, &with_result, "feedback", diags);
+        }
+    }
+    if let Some(t) = &act.defer_when {
+        check_names(templates, t, &with_result, "defer_when", diags);
+    }
+
+    // Legal, but probably not meant.
+    if act.delete.is_none() && act.sync.is_some() {
+        diags.push(
+            Diagnostic::in_file(
+                format!(
+                    "the actuator of {} has no `delete` payload: deleted objects are purged without touching the backend",
+                    act.model
+                ),
+                &act.file,
+            )
+            .with_hint("add `delete:` if the backend keeps something for each object")
+            .warning(),
+        );
+    }
+    let written: BTreeSet<&str> = act.feedback.iter().map(|(f, _)| f.as_str()).collect();
+    for f in model.fields.values().filter(|f| f.feedback) {
+        if !written.contains(f.name.as_str()) {
+            diags.push(
+                f.origin
+                    .diag(format!(
+                        "feedback field `{}` of {} is never written by its actuator ({})",
+                        f.name,
+                        model.name,
+                        act.file.display()
+                    ))
+                    .with_hint("map it under `feedback:` in the stepdef, or drop `feedback: true`")
+                    .warning(),
+            );
+        }
+    }
+}
+
+/// Every template of a payload: the request parts of a REST call, a playbook's hosts, vars.
+fn payload_tmpls(p: &Payload) -> Vec<&Tmpl> {
+    let mut out: Vec<&Tmpl> = p.vars.iter().flat_map(|(_, v)| tmpls_of(v)).collect();
+    match &p.kind {
+        PayloadKind::Playbook(pb) => out.extend(pb.hosts.as_ref()),
+        PayloadKind::Rest(Rest::Simple(r)) => request_tmpls(r, &mut out),
+        PayloadKind::Rest(Rest::Delta {
+            observe,
+            create,
+            update,
+            ..
+        }) => {
+            for r in [Some(observe), create.as_ref(), Some(update)]
+                .into_iter()
+                .flatten()
+            {
+                request_tmpls(r, &mut out);
+            }
+        }
+    }
+    out
+}
+
+fn request_tmpls<'a>(r: &'a Request, out: &mut Vec<&'a Tmpl>) {
+    out.push(&r.url);
+    out.extend(r.headers.iter().map(|(_, t)| t));
+    match &r.auth {
+        Some(Auth::Bearer(t)) => out.push(t),
+        Some(Auth::Basic { user, password }) => out.extend([user, password]),
+        None => {}
+    }
+    if let Some(b) = &r.body {
+        out.extend(tmpls_of(b));
+    }
+}
+
+fn tmpls_of(v: &TValue) -> Vec<&Tmpl> {
+    match v {
+        TValue::Lit(_) => Vec::new(),
+        TValue::Tmpl(t) => vec![t],
+        TValue::Seq(items) => items.iter().flat_map(tmpls_of).collect(),
+        TValue::Map(entries) => entries.iter().flat_map(|(_, v)| tmpls_of(v)).collect(),
+    }
+}
+
+/// Names a template reads must be defined where it is rendered.
+fn check_names(
+    templates: &Templates,
+    t: &Tmpl,
+    defined: &[&str],
+    place: &str,
+    diags: &mut Diagnostics,
+) {
+    for path in templates.free_variables(t) {
+        let root = path.split('.').next().unwrap_or(&path);
+        if defined.contains(&root) || templates.is_global(root) {
+            continue;
+        }
+        diags.push(
+            t.origin
+                .diag(format!(
+                    "`{root}` is not defined in {place}: `{}`",
+                    t.text.trim()
+                ))
+                .with_hint(expected_hint(root, defined)),
+        );
+    }
+}
+
+/// `object.a.b` must name fields of the model, following `ref` fields to their models.
+fn check_object_paths(
+    templates: &Templates,
+    schema: &Schema,
+    model: &Model,
+    t: &Tmpl,
+    diags: &mut Diagnostics,
+) {
+    for path in templates.free_variables(t) {
+        let mut parts = path.split('.');
+        if parts.next() != Some("object") {
+            continue;
+        }
+        let mut current = model;
+        for name in parts {
+            if matches!(name, "key" | "model") && !current.fields.contains_key(name) {
+                break;
+            }
+            let Some(field) = current.fields.get(name) else {
+                diags.push(
+                    t.origin
+                        .diag(format!(
+                            "{} has no field `{name}` (in `{path}`)",
+                            current.name
+                        ))
+                        .with_hint(expected_hint(name, &current.field_names())),
+                );
+                break;
+            };
+            match &field.ty {
+                FieldType::Ref(to) => match schema.model(to) {
+                    Some(m) => current = m,
+                    None => break,
+                },
+                // A list or free-form data: what lies inside is not in the schema.
+                _ => break,
+            }
+        }
+    }
+}
+
+/// A playbook must exist; with the built-in runner it must also stay inside the subset, and
+/// its roles and static includes must load.
+fn check_playbook(svc: &Service, rel: &Path, stepdef: &Path, diags: &mut Diagnostics) {
+    let dir = in_dir(&svc.dir, Path::new(PLAYBOOKS_DIR));
+    let path = dir.join(rel);
+    if !path.is_file() {
+        diags.push(Diagnostic::in_file(
+            format!("playbook {} does not exist", path.display()),
+            stepdef,
+        ));
+        return;
+    }
+    let roles = Roles {
+        dir: dir.join("roles"),
+    };
+    if svc.config.runner != Runner::Builtin {
+        // ansible-playbook decides what is valid; the YAML must still read.
+        if let Err(d) = Source::read(&path).and_then(|s| s.documents().map(|_| ())) {
+            diags.push(d);
+        }
+        return;
+    }
+    let (plays, problems) = load_playbook_partial(&path, &roles);
+    diags.0.extend(problems.0);
+    let mut files = BTreeSet::new();
+    for play in &plays {
+        for r in &play.roles {
+            check_role(&roles, &r.name, &r.origin, &mut files, diags);
+        }
+        for t in play
+            .pre_tasks
+            .iter()
+            .chain(&play.tasks)
+            .chain(&play.post_tasks)
+            .chain(&play.handlers)
+        {
+            check_task(&roles, t, &mut files, diags);
+        }
+    }
+}
+
+fn check_role(
+    roles: &Roles,
+    name: &str,
+    at: &crate::diag::Origin,
+    files: &mut BTreeSet<PathBuf>,
+    diags: &mut Diagnostics,
+) {
+    if !roles.path(name, "").is_dir() {
+        let known: Vec<String> = std::fs::read_dir(&roles.dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let known: Vec<&str> = known.iter().map(String::as_str).collect();
+        diags.push(
+            at.diag(format!(
+                "role `{name}` not found in {}",
+                roles.dir.display()
+            ))
+            .with_hint(expected_hint(name, &known)),
+        );
+        return;
+    }
+    for part in ["tasks", "handlers"] {
+        if let Some(main) = roles.main(name, part) {
+            check_task_file(roles, &main, Some(name), files, diags);
+        }
+    }
+    for part in ["defaults", "vars"] {
+        if let Some(f) = roles.main(name, part)
+            && let Err(d) = Source::read(&f).and_then(|s| s.documents().map(|_| ()))
+        {
+            diags.push(d);
+        }
+    }
+}
+
+fn check_task_file(
+    roles: &Roles,
+    path: &Path,
+    role: Option<&str>,
+    files: &mut BTreeSet<PathBuf>,
+    diags: &mut Diagnostics,
+) {
+    // A file included from several places (or from itself) is checked once.
+    if !files.insert(path.to_path_buf()) {
+        return;
+    }
+    let (tasks, problems) = load_task_file_partial(path, role);
+    diags.0.extend(problems.0);
+    for t in &tasks {
+        check_task(roles, t, files, diags);
+    }
+}
+
+fn check_task(roles: &Roles, t: &Task, files: &mut BTreeSet<PathBuf>, diags: &mut Diagnostics) {
+    match &t.action {
+        Action::Block {
+            block,
+            rescue,
+            always,
+        } => {
+            for inner in block.iter().chain(rescue).chain(always) {
+                check_task(roles, inner, files, diags);
+            }
+        }
+        // A templated file name is known only at run time.
+        Action::IncludeTasks { file, base, .. } if !file.contains("{{") => {
+            let path = base.join(file);
+            if path.is_file() {
+                check_task_file(roles, &path, t.role.as_deref(), files, diags);
+            } else {
+                diags.push(t.origin.diag(format!(
+                    "included task file {} does not exist",
+                    path.display()
+                )));
+            }
+        }
+        Action::IncludeRole { role, .. } if !role.contains("{{") => {
+            check_role(roles, role, &t.origin, files, diags);
+        }
+        Action::Module { name, args } if matches!(name.as_str(), "copy" | "template") => {
+            check_src(roles, t, name, args, diags);
+        }
+        _ => {}
+    }
+}
+
+/// A static `src:` of copy/template must be found where the runner looks for it.
+fn check_src(
+    roles: &Roles,
+    t: &Task,
+    module: &str,
+    args: &serde_json::Value,
+    diags: &mut Diagnostics,
+) {
+    let Some(src) = args.get("src").and_then(|v| v.as_str()) else {
+        return;
+    };
+    if src.contains("{{") || Path::new(src).is_absolute() {
+        return;
+    }
+    let sub = if module == "template" {
+        "templates"
+    } else {
+        "files"
+    };
+    let task_dir = t.origin.file.parent().unwrap_or(Path::new("."));
+    let mut candidates = Vec::new();
+    if let Some(r) = &t.role {
+        candidates.push(roles.path(r, sub).join(src));
+    }
+    candidates.push(task_dir.join(sub).join(src));
+    candidates.push(task_dir.join(src));
+    if let Some(playbooks) = roles.dir.parent() {
+        candidates.push(playbooks.join(sub).join(src));
+        candidates.push(playbooks.join(src));
+    }
+    if !candidates.iter().any(|c| c.exists()) {
+        diags.push(
+            t.origin
+                .diag(format!("{module} source `{src}` not found"))
+                .with_hint(format!(
+                    "looked in {}",
+                    candidates
+                        .iter()
+                        .map(|c| c.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+        );
+    }
+}

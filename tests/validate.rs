@@ -1,0 +1,196 @@
+//! `stepsync validate`: the whole service directory in one pass, every problem with its
+//! place, warnings for what is legal but suspicious, exit 2 on any error (SPEC §10).
+
+mod common;
+
+use common::Service;
+
+const SCHEMA: &str = "models:
+  Site:
+    fields:
+      name: {type: string, required: true}
+      address: string
+  Server:
+    fields:
+      name: {type: string, required: true}
+      port: int
+      site: {type: ref, to: Site}
+      url: {type: string, feedback: true}
+      pid: {type: int, feedback: true}
+";
+
+fn broken() -> Service {
+    let svc = Service::new(SCHEMA);
+    svc.file(
+        "stepdefs/server.yaml",
+        r#"kind: Actuator
+model: Server
+attributes:
+  server_name: "{{ object.name }}"
+  site_addr: "{{ object.site.adress }}"
+  port: "{{ object.prot }}"
+sync:
+  playbook: server.yml
+  hosts: "{{ site_adr }}"
+feedback:
+  url: "{{ result.stats.url }}"
+"#,
+    );
+    svc.file(
+        "playbooks/server.yml",
+        r#"- hosts: all
+  gather_facts: false
+  roles:
+    - serve
+    - servr
+  tasks:
+    - name: a module outside the subset
+      community.general.ufw:
+        rule: allow
+    - name: a template that is not there
+      template:
+        src: missing.j2
+        dest: /tmp/x
+"#,
+    );
+    svc.file(
+        "playbooks/roles/serve/tasks/main.yml",
+        "- name: fine\n  debug: {msg: hi}\n- name: misspelt keyword\n  debug: {msg: hi}\n  whenn: true\n",
+    );
+    svc.file(
+        "objects.yaml",
+        "Server:\n  - {name: a, port: not-a-number}\n",
+    );
+    svc
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_place() {
+    let svc = broken();
+    let out = svc.expect(&["validate", "-f", "objects.yaml"], 2);
+    let err = &out.stderr;
+    let expect = [
+        // object paths are checked through refs, with suggestions
+        ("Site has no field `adress`", "stepdefs/server.yaml:5:"),
+        ("Server has no field `prot`", "stepdefs/server.yaml:6:"),
+        // payload templates may use only what is defined
+        (
+            "`site_adr` is not defined in the sync payload",
+            "stepdefs/server.yaml:9:",
+        ),
+        // playbooks: modules, keywords, roles, files
+        (
+            "module `community.general.ufw` is not in the built-in subset",
+            "playbooks/server.yml:8:",
+        ),
+        ("role `servr` not found", "playbooks/server.yml:5:"),
+        (
+            "template source `missing.j2` not found",
+            "playbooks/server.yml:10:",
+        ),
+        (
+            "unknown task keyword or module `whenn`",
+            "playbooks/roles/serve/tasks/main.yml:5:",
+        ),
+        // objects files are checked against the schema
+        ("objects.yaml", "objects.yaml:2:"),
+    ];
+    for (what, place) in expect {
+        assert!(err.contains(what), "missing `{what}` in:\n{err}");
+        assert!(err.contains(place), "missing `{place}` in:\n{err}");
+    }
+    assert!(err.contains("did you mean `address`?"), "{err}");
+    assert!(err.contains("did you mean `port`?"), "{err}");
+    assert!(err.contains("did you mean `site_addr`?"), "{err}");
+    assert!(err.contains("runner: ansible"), "{err}");
+    assert!(err.contains("did you mean `when`?"), "{err}");
+    // warnings too: no delete payload, a feedback field never written
+    assert!(
+        err.contains("warning: the actuator of Server has no `delete`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("feedback field `pid` of Server is never written"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.starts_with("invalid: 8 errors, 2 warnings"),
+        "{}",
+        out.stdout
+    );
+    // nothing is written by a check
+    assert!(!svc.path().join(".stepsync").exists());
+}
+
+#[test]
+fn the_same_playbook_is_fine_for_ansible_playbook() {
+    let svc = broken();
+    svc.file("stepsync.yaml", "name: test\nrunner: ansible\n");
+    let out = svc.expect(&["validate"], 2);
+    assert!(!out.stderr.contains("built-in subset"), "{}", out.stderr);
+    assert!(!out.stderr.contains("missing.j2"), "{}", out.stderr);
+}
+
+#[test]
+fn a_clean_service_is_valid_and_says_so() {
+    let svc = Service::new(SCHEMA);
+    svc.file(
+        "stepdefs/server.yaml",
+        r#"kind: Actuator
+model: Server
+attributes:
+  server_name: "{{ object.name }}"
+  site_addr: "{{ object.site.address }}"
+sync:
+  playbook: server.yml
+  hosts: "{{ site_addr }}"
+delete:
+  playbook: server.yml
+  hosts: "{{ site_addr }}"
+  vars: {state: absent}
+feedback:
+  url: "{{ result.stats.url }}"
+  pid: {jsonpath: "$.stats.pid"}
+"#,
+    );
+    svc.file(
+        "playbooks/server.yml",
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - debug: {msg: \"{{ server_name }}\"}\n",
+    );
+    let out = svc.ok(&["validate"]);
+    assert_eq!(out.stdout.trim(), "valid (0 warnings)");
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn the_shipped_services_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = vec![root.to_path_buf()];
+    for e in std::fs::read_dir(root.join("examples")).unwrap() {
+        let p = e.unwrap().path();
+        if p.join("stepsync.yaml").exists() {
+            dirs.push(p);
+        }
+    }
+    assert!(dirs.len() >= 2, "{dirs:?}");
+    for d in dirs {
+        let mut args = vec!["-C".to_owned(), d.display().to_string(), "validate".into()];
+        for objs in ["objects", "objects.yaml"] {
+            if d.join(objs).exists() {
+                args.extend(["-f".into(), objs.into()]);
+            }
+        }
+        let out = std::process::Command::new(common::bin())
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{}: {}{stderr}",
+            d.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(!stderr.contains("warning"), "{}: {stderr}", d.display());
+    }
+}
