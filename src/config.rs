@@ -4,6 +4,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::diag::Diagnostic;
@@ -12,40 +13,62 @@ use crate::yaml::Source;
 
 pub const CONFIG_FILE: &str = "stepsync.yaml";
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// The service configuration of a stepsync service directory. Paths are relative to the
+/// service directory; durations are written like `500ms`, `10s`, `5m`, `1h`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "stepsync service config (stepsync.yaml)")]
 pub struct Config {
+    /// The synchronizer's name (required, not blank).
+    #[schemars(extend("pattern" = "\\S", "patternErrorMessage" = "the name must not be blank"))]
     pub name: String,
+    /// Where the data model lives: `sqlite:PATH` (embedded) or `postgres://...` (planned).
     #[serde(default = "default_store")]
     pub store: StoreUrl,
+    /// The sys dir: one folder per backend object holding its rendered recipes.
     #[serde(default = "default_sys_dir")]
     pub sys_dir: PathBuf,
+    /// Run logs kept per object in the sys dir.
     #[serde(default = "default_keep_runs")]
     pub sys_keep_runs: u32,
+    /// Explicit model dependencies in the original framework's format (default:
+    /// `model-deps.json` when it exists).
     #[serde(default)]
     pub dependency_graph: Option<PathBuf>,
+    /// An Ansible YAML inventory for playbook runs (default: `inventory.yaml` when it exists).
     #[serde(default)]
     pub inventory: Option<PathBuf>,
+    /// Always run in pretend mode, as with `--pretend`: render and plan, touch no backend.
     #[serde(default)]
     pub pretend: bool,
+    /// Run nothing and write no bookkeeping.
     #[serde(default)]
     pub disabled: bool,
+    /// Actuator runs in flight at once, all models together.
     #[serde(default = "default_concurrency")]
     pub concurrency: NonZeroU32,
+    /// Retry intervals of objects in error.
     #[serde(default)]
     pub backoff: Backoff,
+    /// Re-actuate in-sync objects this often (`0s` = never).
     #[serde(default)]
     pub resync: Dur,
+    /// The daemon's pass interval while deferred objects exist.
     #[serde(default = "default_defer_retry")]
     pub defer_retry: Dur,
+    /// Who runs playbooks: the built-in runner or `ansible-playbook`.
     #[serde(default)]
     pub runner: Runner,
+    /// Service-level template variables, available as `vars` in every template.
     #[serde(default)]
     pub vars: IndexMap<String, serde_json::Value>,
+    /// Secret name -> where its value comes from; values are never written anywhere.
     #[serde(default)]
     pub secrets: IndexMap<String, SecretSource>,
+    /// Defaults for playbook runs over SSH.
     #[serde(default)]
     pub ssh: Ssh,
+    /// Log level, format and file.
     #[serde(default)]
     pub logging: Logging,
 }
@@ -66,9 +89,14 @@ fn default_defer_retry() -> Dur {
     Dur::secs(5)
 }
 
-/// Where the data model lives.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// Where the data model lives: `sqlite:PATH` or `postgres://...` (planned).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(try_from = "String", into = "String")]
+// The same two prefixes `TryFrom<String>` accepts, so editors flag what loading would refuse.
+#[schemars(extend(
+    "pattern" = "^(sqlite:.+|postgres(ql)?://.*)$",
+    "patternErrorMessage" = "expected `sqlite:PATH` or `postgres://...`"
+))]
 pub enum StoreUrl {
     Sqlite(PathBuf),
     /// Planned (SPEC §11); accepted in the file so configs can be written ahead of time.
@@ -102,13 +130,19 @@ impl From<StoreUrl> for String {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// The retry intervals of objects in error: `initial`, then multiplied by `factor` up to `max`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Backoff {
+    /// The first retry interval.
     pub initial: Dur,
+    /// Each interval is the previous one times this (at least 1).
     pub factor: Factor,
+    /// The longest interval.
     pub max: Dur,
+    /// The random spread applied to each interval, as a fraction (0 to 1).
     pub jitter: Jitter,
+    /// Retry objects in error on every pass, without waiting.
     pub disabled: bool,
 }
 
@@ -125,8 +159,9 @@ impl Default for Backoff {
 }
 
 /// The backoff growth factor, at least 1 so intervals never shrink.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(try_from = "f64", into = "f64")]
+#[schemars(extend("minimum" = 1))]
 pub struct Factor(pub f64);
 
 impl TryFrom<f64> for Factor {
@@ -147,8 +182,9 @@ impl From<Factor> for f64 {
 }
 
 /// The random spread applied to each backoff interval, as a fraction (0 to 1).
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(try_from = "f64", into = "f64")]
+#[schemars(extend("minimum" = 0, "maximum" = 1))]
 pub struct Jitter(pub f64);
 
 impl TryFrom<f64> for Jitter {
@@ -168,29 +204,39 @@ impl From<Jitter> for f64 {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+/// Who runs playbooks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Runner {
+    /// stepsync's own playbook runner.
     #[default]
     Builtin,
+    /// Delegate to `ansible-playbook`.
     Ansible,
 }
 
 /// Where a secret's value comes from; the value itself is never stored.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum SecretSource {
+    /// The value of this environment variable.
     Env(String),
+    /// The content of this file.
     File(PathBuf),
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// Defaults for playbook runs over SSH.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ssh {
+    /// The remote user (null: the ssh client's default).
     pub user: Option<String>,
     pub port: u16,
+    /// A private key file (null: the ssh client's defaults).
     pub private_key: Option<PathBuf>,
+    /// How host keys are checked.
     pub known_hosts: KnownHosts,
+    /// The known hosts file (null: `~/.ssh/known_hosts`).
     pub known_hosts_file: Option<PathBuf>,
     pub connect_timeout: Dur,
 }
@@ -208,20 +254,26 @@ impl Default for Ssh {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+/// How SSH host keys are checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum KnownHosts {
+    /// Only hosts whose key is already known.
     #[default]
     Strict,
+    /// Record the key of a new host; refuse a changed one.
     AcceptNew,
+    /// No host key checking.
     Off,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// Log level, format and file.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Logging {
     pub level: LogLevel,
     pub format: LogFormat,
+    /// Also write the log to this file.
     pub file: Option<PathBuf>,
 }
 
@@ -235,7 +287,7 @@ impl Default for Logging {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Error,
@@ -246,7 +298,9 @@ pub enum LogLevel {
     Trace,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]

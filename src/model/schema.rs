@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::Path;
 
 use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
@@ -140,28 +141,59 @@ impl Model {
 
 // ---- the file format ----------------------------------------------------------------------
 
-#[derive(Deserialize)]
+// The derived JSON Schemas (`stepsync schema model`, see `crate::json_schema`) describe the
+// values inside the `Spanned` wrappers, which carry positions only.
+
+/// A stepsync data model file: typed models (like tables) whose objects (rows) the
+/// actuators keep in step with their backends.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SchemaFile {
+#[schemars(title = "stepsync data model (schemas/*.yaml)")]
+pub(crate) struct SchemaFile {
+    /// Model name -> model. A name starts with a letter and holds letters, digits and `_`.
+    #[schemars(
+        with = "IndexMap<String, ModelSpec>",
+        extend("propertyNames" = {
+            "pattern": "^[A-Za-z][A-Za-z0-9_]*$",
+            "patternErrorMessage": "a model name starts with a letter and holds only letters, digits and `_`"
+        })
+    )]
     models: IndexMap<Spanned<String>, Spanned<ModelSpec>>,
 }
 
-#[derive(Deserialize)]
+/// A model: its fields and explicit dependencies.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Model")]
 struct ModelSpec {
+    /// The field that names an object (a declarative string or int field); default `name`.
     #[serde(default)]
+    #[schemars(with = "Option<String>", extend("default" = "name"))]
     key: Option<Spanned<String>>,
+    /// Field name -> a type name (`login_base: string`) or `{type: ..., required, default,
+    /// enum, feedback, to}`.
     #[serde(default)]
+    #[schemars(with = "IndexMap<String, crate::json_schema::FieldSpecSchema>")]
     fields: IndexMap<Spanned<String>, Spanned<FieldSpec>>,
+    /// Explicit dependencies (xos_links): this model's `via` field equals `to`'s `field`.
     #[serde(default)]
+    #[schemars(with = "Vec<LinkSpec>")]
     links: Vec<Spanned<LinkSpec>>,
 }
 
-#[derive(Deserialize)]
+/// An explicit dependency: `self.via == to.field`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Link")]
 struct LinkSpec {
+    /// The model depended on.
+    #[schemars(with = "String")]
     to: Spanned<String>,
+    /// The field of this model holding the value.
+    #[schemars(with = "String")]
     via: Spanned<String>,
+    /// The field of `to` it must equal.
+    #[schemars(with = "String")]
     field: Spanned<String>,
 }
 
@@ -175,19 +207,53 @@ struct FieldSpec {
     feedback: bool,
 }
 
-#[derive(Deserialize)]
+/// A field in its long form: `type` and options.
+// Beyond the types, the JSON Schema states the checks of `check_model` that a schema can
+// express, so editors flag them while typing: `to` with (and only with) `ref`/`refs`, `enum`
+// on scalars only, and a feedback field that is not required.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct FieldSpecLong {
+#[schemars(
+    rename = "Field",
+    extend("allOf" = [
+        {
+            "if": {"properties": {"type": {"enum": ["ref", "refs"]}}, "required": ["type"]},
+            "then": {"required": ["to"]},
+            "else": {"properties": {"to": false}}
+        },
+        {
+            "if": {"properties": {"type": {"enum": ["list", "map", "json", "ref", "refs"]}}, "required": ["type"]},
+            "then": {"properties": {"enum": false}}
+        },
+        {
+            "if": {"properties": {"feedback": {"const": true}}, "required": ["feedback"]},
+            "then": {"properties": {"required": {
+                "const": false,
+                "errorMessage": "a feedback field cannot be required: only the actuator writes it"
+            }}}
+        }
+    ])
+)]
+pub(crate) struct FieldSpecLong {
     #[serde(rename = "type")]
+    #[schemars(schema_with = "crate::json_schema::field_type_long")]
     ty: Spanned<String>,
+    /// The model a `ref`/`refs` field points at.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     to: Option<Spanned<String>>,
+    /// Every object must give a value (unless there is a `default`).
     #[serde(default)]
     required: bool,
+    /// The value of objects that leave the field out; it must fit the type.
     #[serde(default)]
+    #[schemars(with = "serde_json::Value")]
     default: Option<Spanned<Node>>,
+    /// The allowed values (scalar fields only).
     #[serde(default, rename = "enum")]
+    #[schemars(with = "Option<Vec<serde_json::Value>>")]
     allowed: Option<Vec<Spanned<Node>>>,
+    /// Feedback state: written only by the model's actuator, never by objects files.
     #[serde(default)]
     feedback: bool,
 }

@@ -269,7 +269,7 @@ fn load_playbook_with(cx: &Cx, path: &Path, roles: &Roles) -> Result<Vec<Play>, 
         return Err(src.diag_at("a playbook is a list of plays", doc).into());
     };
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    collect_all(plays.iter().map(|p| load_play(&cx, &src, p, &base, roles)))
+    collect_all(plays.iter().map(|p| load_play(cx, &src, p, &base, roles)))
 }
 
 /// Every item's value, or every item's problems: one bad task does not hide the next.

@@ -1,0 +1,485 @@
+//! The JSON Schemas of `schemas/json/` (issue #6): generated from the Rust types and checked
+//! in, so they must be up to date; they must accept every shipped file and refuse what the
+//! loaders refuse; and every shipped file must point editors at its schema.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use serde_json::Value;
+use stepsync::config::Config;
+use stepsync::diag::Diagnostics;
+use stepsync::json_schema::{self, SCHEMAS};
+use stepsync::model::Schema;
+use stepsync::model::objects::load_objects;
+use stepsync::secrets::Secrets;
+use stepsync::stepdef::Stepdefs;
+use stepsync::template::Templates;
+use stepsync::yaml::Source;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn schema(name: &str) -> Value {
+    json_schema::generate(name).unwrap()
+}
+
+/// The schema's complaints about `doc` (none: valid).
+fn complaints(schema: &Value, doc: &Value) -> Vec<String> {
+    // Building the validator also checks the schema against the draft-07 meta-schema.
+    let v = jsonschema::validator_for(schema).expect("a valid draft-07 schema");
+    v.iter_errors(doc)
+        .map(|e| {
+            format!(
+                "{e} (at `/{}`)",
+                e.instance_path().as_str().trim_start_matches('/')
+            )
+        })
+        .collect()
+}
+
+/// The documents of a YAML file as JSON, read the way stepsync reads it.
+fn yaml_docs(src: &Source) -> Vec<Value> {
+    src.documents()
+        .unwrap_or_else(|d| panic!("{d}"))
+        .iter()
+        .map(|d| d.value.to_json())
+        .collect()
+}
+
+fn one_doc(text: &str) -> Value {
+    let docs = yaml_docs(&Source::from_text("t.yaml", text));
+    assert_eq!(docs.len(), 1, "{text}");
+    docs.into_iter().next().unwrap()
+}
+
+#[test]
+fn checked_in_schemas_are_up_to_date() {
+    let bless = std::env::var_os("STEPSYNC_BLESS").is_some();
+    let mut stale = Vec::new();
+    for s in SCHEMAS {
+        let want = json_schema::to_text(&schema(s.name));
+        let path = repo().join(s.json_file);
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        if have != want {
+            if bless {
+                std::fs::write(&path, &want).unwrap();
+            } else {
+                stale.push(s.json_file);
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "out of date with the Rust types: {stale:?}\nregenerate them all with \
+         `STEPSYNC_BLESS=1 cargo test --test json_schemas`, or one with \
+         `cargo run -- schema NAME > schemas/json/NAME.json`"
+    );
+}
+
+// ---- the shipped files --------------------------------------------------------------------
+
+/// Every shipped file of the four formats, with its schema's name: the repository root
+/// service and each `examples/*/` service.
+fn shipped_files() -> Vec<(PathBuf, &'static str)> {
+    let mut services = vec![repo().to_path_buf()];
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(repo().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("stepsync.yaml").is_file())
+        .collect();
+    examples.sort();
+    assert!(!examples.is_empty(), "no example services found");
+    services.extend(examples);
+    let mut out = Vec::new();
+    for dir in services {
+        out.push((dir.join("stepsync.yaml"), "config"));
+        for (sub, name) in [
+            ("schemas", "model"),
+            ("stepdefs", "stepdef"),
+            ("objects", "objects"),
+        ] {
+            let sub = dir.join(sub);
+            if sub.is_dir() {
+                let files = stepsync::model::schema::yaml_files(&sub).unwrap();
+                out.extend(files.into_iter().map(|f| (f, name)));
+            }
+        }
+    }
+    out
+}
+
+fn rel(path: &Path) -> String {
+    path.strip_prefix(repo()).unwrap().display().to_string()
+}
+
+#[test]
+fn every_shipped_file_validates_against_its_schema() {
+    let files = shipped_files();
+    assert!(files.len() >= 9, "{files:?}");
+    let mut problems = Vec::new();
+    for (path, name) in &files {
+        let schema = schema(name);
+        let src = Source::read(path).unwrap();
+        for doc in yaml_docs(&src) {
+            for c in complaints(&schema, &doc) {
+                problems.push(format!("{}: {c}", rel(path)));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn every_shipped_file_names_its_schema_on_its_first_line() {
+    let mut problems = Vec::new();
+    for (path, name) in shipped_files() {
+        // The path is relative to the file, as yaml-language-server resolves it.
+        let depth = rel(&path).matches('/').count();
+        let want = format!(
+            "# yaml-language-server: $schema={}schemas/json/{name}.json",
+            "../".repeat(depth)
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first = text.lines().next().unwrap_or_default();
+        if first != want {
+            problems.push(format!(
+                "{}: first line `{first}`, expected `{want}`",
+                rel(&path)
+            ));
+        }
+        let target = path
+            .parent()
+            .unwrap()
+            .join(want.rsplit('=').next().unwrap());
+        assert!(target.is_file(), "{} points at a missing file", rel(&path));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+// ---- the schemas and the loaders agree ----------------------------------------------------
+
+/// Checks that the schema `name` and the loader agree with `valid` on every case.
+fn agree(name: &str, cases: &[(&str, bool)], loader_ok: impl Fn(&str) -> bool) {
+    let schema = schema(name);
+    let mut problems = Vec::new();
+    for (text, valid) in cases {
+        let said = complaints(&schema, &one_doc(text));
+        if said.is_empty() != *valid {
+            problems.push(format!(
+                "schema {name}, expected valid={valid}: {text:?} {said:?}"
+            ));
+        }
+        if loader_ok(text) != *valid {
+            problems.push(format!("loader, expected valid={valid}: {text:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn config_schema_refuses_what_loading_refuses() {
+    let spec_example = "name: hello
+store: sqlite:.stepsync/state.db
+sys_dir: .stepsync/sys
+sys_keep_runs: 5
+dependency_graph: model-deps.json
+inventory: inventory.yaml
+pretend: false
+disabled: false
+concurrency: 16
+backoff: {initial: 10s, factor: 2, max: 30m, jitter: 0.1, disabled: false}
+resync: 0s
+defer_retry: 5s
+runner: builtin
+vars: {}
+secrets:
+  onos_token: {env: ONOS_TOKEN}
+  other: {file: /run/secrets/onos_token}
+ssh:
+  user: root
+  port: 22
+  private_key: null
+  known_hosts: strict
+  known_hosts_file: null
+  connect_timeout: 10s
+logging: {level: info, format: text}
+";
+    let cases = [
+        (spec_example, true),
+        ("name: x\n", true),
+        (
+            "name: x\nresync: 0\nbackoff: {initial: 1h 30m, max: 1.5h}\n",
+            true,
+        ),
+        (
+            "name: x\nstore: postgres://u@h/db\nssh: {known_hosts: accept-new}\n",
+            true,
+        ),
+        ("name: x\nconcurency: 4\n", false),
+        ("name: x\nbackoff: {initial: 1s, factr: 2}\n", false),
+        ("name: x\nsys_keep_runs: five\n", false),
+        ("name: x\nresync: soon\n", false),
+        ("name: x\nresync: 10\n", false),
+        ("store: sqlite:x\n", false),
+        ("name: ' '\n", false),
+        ("name: x\nstore: mysql://x\n", false),
+        ("name: x\nconcurrency: 0\n", false),
+        ("name: x\nbackoff: {factor: 0.5}\n", false),
+        ("name: x\nbackoff: {jitter: 3}\n", false),
+        ("name: x\nssh: {known_hosts: maybe}\n", false),
+        ("name: x\nsecrets: {t: {vault: x}}\n", false),
+        ("name: x\nrunner: docker\n", false),
+    ];
+    agree("config", &cases, |text| {
+        Config::parse(&Source::from_text("stepsync.yaml", text)).is_ok()
+    });
+}
+
+#[test]
+fn model_schema_refuses_what_loading_refuses() {
+    let good = "models:
+  Site:
+    key: name
+    fields:
+      name: {type: string, required: true}
+      login_base: string
+  Slice:
+    fields:
+      name: string
+      site: {type: ref, to: Site, required: true}
+      max_instances: {type: int, default: 10}
+      flavor: {type: string, enum: [small, large]}
+      ports: {type: refs, to: Site}
+      labels: {type: map}
+      out: {type: string, feedback: true}
+      node_name: string
+    links:
+      - {to: Site, via: node_name, field: name}
+";
+    let cases = [
+        (good, true),
+        ("models: {A: {fields: {name: string}, keys: name}}\n", false),
+        ("models: {A: {fields: {name: strng}}}\n", false),
+        ("models: {A: {fields: {name: ref}}}\n", false),
+        (
+            "models: {A: {fields: {name: string, b: {type: ref}}}}\n",
+            false,
+        ),
+        (
+            "models: {A: {fields: {name: {type: string, to: A}}}}\n",
+            false,
+        ),
+        (
+            "models: {A: {fields: {name: string, l: {type: list, enum: [a]}}}}\n",
+            false,
+        ),
+        (
+            "models: {A: {fields: {name: string, o: {type: string, required: true, feedback: true}}}}\n",
+            false,
+        ),
+        (
+            "models: {A: {fields: {name: {type: string, required: maybe}}}}\n",
+            false,
+        ),
+        (
+            "models: {A: {fields: {name: {type: string, options: 1}}}}\n",
+            false,
+        ),
+        (
+            "models: {A: {fields: {name: string}, links: [{to: A, via: name}]}}\n",
+            false,
+        ),
+        ("models: {1A: {fields: {name: string}}}\n", false),
+        ("models: []\n", false),
+        ("model: {}\n", false),
+    ];
+    agree("model", &cases, |text| {
+        Schema::from_sources(&[Source::from_text("m.yaml", text)]).is_ok()
+    });
+}
+
+#[test]
+fn stepdef_schema_refuses_what_loading_refuses() {
+    let model = Schema::from_sources(&[Source::from_text(
+        "m.yaml",
+        "models: {Device: {fields: {name: string, device_id: {type: string, feedback: true}}}}\n",
+    )])
+    .unwrap();
+    let config = Config::parse(&Source::from_text("stepsync.yaml", "name: t\n")).unwrap();
+    let head = "kind: Actuator\nmodel: Device\n";
+    let cases: Vec<(String, bool)> = [
+        ("attributes: {n: '{{ object.name }}', cfg: {a: [1, 2]}}\nsync: {playbook: x.yml, hosts: h, vars: {state: present}}\nconcurrency: 2\nresync: 1h\n", true),
+        ("sync:\n  rest:\n    method: put\n    url: http://x/{{ object.name }}\n    headers: {Accept: application/json}\n    auth: {basic: {user: u, password: p}}\n    body: {name: '{{ object.name }}'}\n    timeout: 10s\n    expect: [200, 201]\nfeedback: {device_id: {jsonpath: $.id}}\n", true),
+        ("sync:\n  rest:\n    observe: {url: http://x, method: HEAD, absent: [404, 410]}\n    create: {method: POST, url: http://x, body: {a: 1}}\n    update: {method: PUT, url: http://x, auth: {bearer: t}}\n    compare: {observed: {jsonpath: $.config}}\ndelete: {rest: {method: DELETE, url: http://x}}\nfeedback: {device_id: '{{ result.body.id }}'}\ndefer_when: '{{ result.status == 409 }}'\n", true),
+        ("snyc: {playbook: x.yml}\n", false),
+        ("sync: {playbook: x.yml, rest: {url: http://x}}\n", false),
+        ("sync: {vars: {a: 1}}\n", false),
+        ("sync: {rest: {url: http://x}, hosts: h}\n", false),
+        ("sync: {rest: {url: http://x, observe: {url: http://x}, update: {url: http://x}}}\n", false),
+        ("sync: {rest: {observe: {url: http://x}}}\n", false),
+        ("sync: {rest: {observe: {url: http://x}, update: {method: PUT}}}\n", false),
+        ("sync: {rest: {method: PUT}}\n", false),
+        ("sync: {rest: {url: http://x, compare: {observed: {jsonpath: $.a}}}}\n", false),
+        ("sync: {rest: {observe: {url: http://x, method: POST}, update: {url: http://x}}}\n", false),
+        ("sync: {rest: {url: http://x, method: 'P T'}}\n", false),
+        ("sync: {rest: {url: http://x, timeout: soon}}\n", false),
+        ("sync: {rest: {url: http://x, expect: [ok]}}\n", false),
+        ("sync: {rest: {url: http://x, auth: {token: t}}}\n", false),
+        ("sync: {rest: {url: http://x, headers: {'bad header': v}}}\n", false),
+        ("feedback: {device_id: {jsonpth: $.id}}\n", false),
+        ("feedback: {device_id: {jsonpath: id}}\n", false),
+        ("attributes: {object: x}\n", false),
+        ("sync: {playbook: x.yml, vars: {vars: 1}}\n", false),
+        ("concurrency: 0\n", false),
+        ("resync: 10\n", false),
+    ]
+    .iter()
+    .map(|(body, valid)| (format!("{head}{body}"), *valid))
+    .chain([("kind: Actuatr\nmodel: Device\n".to_owned(), false)])
+    .chain([("model: Device\n".to_owned(), false)])
+    .collect();
+    let cases: Vec<(&str, bool)> = cases.iter().map(|(t, v)| (t.as_str(), *v)).collect();
+    agree("stepdef", &cases, |text| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("stepdefs")).unwrap();
+        std::fs::write(dir.path().join("stepdefs/s.yaml"), text).unwrap();
+        let templates = Templates::new(Arc::new(Secrets::load(&config, dir.path())));
+        Stepdefs::load(dir.path(), &model, templates).is_ok()
+    });
+}
+
+#[test]
+fn objects_schemas_refuse_what_loading_refuses() {
+    let dir = repo().join("examples/rest-devices");
+    let model = Schema::load_dir(&dir.join("schemas")).unwrap();
+    let loads = |text: &str| {
+        let mut d = Diagnostics::default();
+        load_objects(&Source::from_text("o.yaml", text), &model, &mut d);
+        !d.has_errors()
+    };
+    // What the generic schema can see: the shape.
+    let generic = [
+        (
+            "Network:\n  - {name: lab, cidr: 10.0.0.0/24}\nDevice: []\n",
+            true,
+        ),
+        ("Network:\n", true),
+        ("- a\n", false),
+        ("Network: {name: lab, cidr: 10.0.0.0/24}\n", false),
+        ("Network: [lab]\n", false),
+        ("1Network: []\n", false),
+    ];
+    agree("objects", &generic, loads);
+    // The service's own schema sees the fields.
+    let specific = json_schema::objects_for("rest-devices", model.models.values());
+    let cases = [
+        (
+            "Network:\n  - {name: lab, cidr: 10.0.0.0/24}\nDevice:\n  - {name: d, network: lab, model: core, ports: [1]}\n  - {name: d2, network: 8, model: null}\n",
+            true,
+        ),
+        ("Device:\n  - {name: 7, network: lab}\n", false),
+        (
+            "Device:\n  - {name: d, network: lab, device_id: null}\n",
+            false,
+        ),
+        (
+            "Device:\n  - {name: d, network: lab, device_id: x}\n",
+            false,
+        ),
+        ("Device:\n  - {name: d, network: lab, colour: red}\n", false),
+        ("Device:\n  - {name: d, network: lab, ports: 5}\n", false),
+        ("Device:\n  - {name: d, network: lab, model: huge}\n", false),
+        ("Device:\n  - {name: d, network: [lab]}\n", false),
+        ("Device:\n  - {name: d}\n", false),
+        ("Device:\n  - {name: null, network: lab}\n", false),
+        ("Network:\n  - {name: lab}\n", false),
+        ("Switch: []\n", false),
+    ];
+    let mut problems = Vec::new();
+    for (text, valid) in cases {
+        let said = complaints(&specific, &one_doc(text));
+        if said.is_empty() != valid {
+            problems.push(format!("schema, expected valid={valid}: {text:?} {said:?}"));
+        }
+        if loads(text) != valid {
+            problems.push(format!("loader, expected valid={valid}: {text:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // And the example's own objects file fits its service's schema.
+    let src = Source::read(&dir.join("objects/devices.yaml")).unwrap();
+    for doc in yaml_docs(&src) {
+        assert_eq!(complaints(&specific, &doc), Vec::<String>::new());
+    }
+}
+
+// ---- the command --------------------------------------------------------------------------
+
+fn stepsync(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_stepsync"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn schema_command_prints_lists_and_refuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    for s in SCHEMAS {
+        let (code, out, err) = stepsync(tmp.path(), &["schema", s.name]);
+        assert_eq!(code, 0, "{err}");
+        let file = std::fs::read_to_string(repo().join(s.json_file)).unwrap();
+        assert_eq!(
+            out, file,
+            "`stepsync schema {}` differs from {}",
+            s.name, s.json_file
+        );
+    }
+    let (code, out, _) = stepsync(tmp.path(), &["schema"]);
+    assert_eq!(code, 0);
+    let names: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["config", "model", "stepdef", "objects"]);
+
+    let (code, _, err) = stepsync(tmp.path(), &["schema", "stepdefs"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown schema `stepdefs`"), "{err}");
+    assert!(err.contains("did you mean `stepdef`?"), "{err}");
+
+    let (code, _, err) = stepsync(tmp.path(), &["schema", "config", "--service"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = stepsync(tmp.path(), &["schema", "objects", "--service"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no stepsync.yaml"), "{err}");
+}
+
+#[test]
+fn schema_objects_service_describes_the_service_models() {
+    let (code, out, err) = stepsync(
+        repo(),
+        &[
+            "-C",
+            "examples/rest-devices",
+            "schema",
+            "objects",
+            "--service",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let printed: Value = serde_json::from_str(&out).unwrap();
+    let device = &printed["definitions"]["Device"];
+    assert_eq!(device["required"], serde_json::json!(["name", "network"]));
+    assert_eq!(device["properties"]["model"]["default"], "edge");
+    assert!(device["properties"].get("device_id").is_none());
+    assert_eq!(printed["additionalProperties"], false);
+}
