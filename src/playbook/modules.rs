@@ -204,7 +204,11 @@ fn command(name: &str, args: &Json, mc: &ModCtx) -> ModResult {
         ),
         _ => None,
     };
-    if let Some(creates) = arg_str(args, &["creates"])
+    // raw is a bare command line: Ansible ignores creates/removes for it and reports a change
+    // every time.
+    let guarded = name != "raw";
+    if guarded
+        && let Some(creates) = arg_str(args, &["creates"])
         && mc.target.stat(&creates).ok().flatten().is_some()
     {
         let mut r = ModResult::ok(false);
@@ -212,7 +216,8 @@ fn command(name: &str, args: &Json, mc: &ModCtx) -> ModResult {
         r.data.insert("rc".into(), json!(0));
         return r;
     }
-    if let Some(removes) = arg_str(args, &["removes"])
+    if guarded
+        && let Some(removes) = arg_str(args, &["removes"])
         && mc.target.stat(&removes).ok().flatten().is_none()
     {
         let mut r = ModResult::ok(false);

@@ -586,6 +586,10 @@ impl Exec {
                         s.push(tmpl_layer(&load_vars_file(&p)));
                     }
                 }
+                // The include's own vars are role parameters: above the role's vars.
+                if !task.vars.is_empty() {
+                    s.push(tmpl_layer(&task.vars));
+                }
                 if let Some(h) = self.roles.main(role, "handlers")
                     && let Ok(hs) = load_task_file(&h, Some(role))
                 {
