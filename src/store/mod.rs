@@ -225,7 +225,19 @@ pub trait WriteTx: ReadOps {
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 
+/// Totals over every object, without loading them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Objects per status, in `Status::ALL` order, zero counts left out.
+    pub by_status: Vec<(Status, usize)>,
+    /// Objects with work on them whatever the clock says: a generation not yet synced, or a
+    /// deletion not yet carried out.
+    pub pending: usize,
+}
+
 pub trait Store: ReadOps + Send + Sync {
+    /// Per-status totals and the pending count, as one aggregate query.
+    fn counts(&self) -> Result<Counts, StoreError>;
     /// Starts a write transaction that excludes other writers until it ends.
     fn write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError>;
     /// A number that changes when another process commits a change.

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
 use super::{
-    Bookkeeping, Edge, Millis, ObjectRecord, ReadOps, Referrer, RunRecord, Status, Store,
+    Bookkeeping, Counts, Edge, Millis, ObjectRecord, ReadOps, Referrer, RunRecord, Status, Store,
     StoreError, WriteTx,
 };
 
@@ -245,6 +245,35 @@ impl ReadOps for SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn counts(&self) -> Result<Counts, StoreError> {
+        let conn = self.lock();
+        let run = || -> rusqlite::Result<Vec<(String, i64, i64)>> {
+            let mut st = conn.prepare_cached(
+                "SELECT status, COUNT(*), SUM(deleted != 0 OR synced_generation < generation)
+                 FROM objects GROUP BY status",
+            )?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        };
+        let rows = run().map_err(sql_err(&self.path))?;
+        let mut counts = Counts::default();
+        for st in Status::ALL {
+            let n: i64 = rows
+                .iter()
+                .filter(|(s, _, _)| Status::parse(s) == Some(st))
+                .map(|(_, n, _)| n)
+                .sum();
+            if n > 0 {
+                counts.by_status.push((st, usize::try_from(n).unwrap_or(0)));
+            }
+        }
+        counts.pending = rows
+            .iter()
+            .map(|(_, _, p)| usize::try_from(*p).unwrap_or(0))
+            .sum();
+        Ok(counts)
+    }
+
     fn change_marker(&self) -> Result<i64, StoreError> {
         // data_version moves when another connection commits; our own writes leave it alone.
         self.lock()
