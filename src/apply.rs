@@ -1,13 +1,13 @@
 //! `stepsync apply` (SPEC §4.4): upsert objects by key in one transaction, all or nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 
 use crate::deletion::{Removal, referrers_of, remove};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::error::{Error, Result};
-use crate::model::objects::{ObjectSpec, load_objects};
+use crate::model::objects::{ObjectSpec, check_duplicates, load_objects};
 use crate::service::Service;
 use crate::store::{Millis, ObjectRecord, Store};
 use crate::yaml::Source;
@@ -58,20 +58,7 @@ pub fn apply(
             Err(d) => diags.push(d),
         }
     }
-    // The same object twice in one apply is ambiguous: which one wins?
-    let mut seen: HashMap<(String, String), usize> = HashMap::new();
-    for (i, s) in specs.iter().enumerate() {
-        if let Some(&first) = seen.get(&(s.model.clone(), s.key.clone())) {
-            diags.push(s.origin.diag(format!(
-                "{}/{} is listed twice (first at {})",
-                s.model,
-                s.key,
-                specs[first].origin.short()
-            )));
-        } else {
-            seen.insert((s.model.clone(), s.key.clone()), i);
-        }
-    }
+    let seen = check_duplicates(&specs, &mut diags);
     if diags.has_errors() {
         return Err(Error::Invalid(diags));
     }

@@ -295,7 +295,7 @@ pub fn render_cmd(
     let phase = if delete { Phase::Delete } else { Phase::Sync };
     let p = engine
         .prepare(&world, &obj, phase)
-        .map_err(|e| Error::failed(engine.clean_message(&e)))?
+        .map_err(|e| render_error(&engine.clean_message(&e)))?
         .ok_or_else(|| {
             Error::failed(format!(
                 "{model} has no {} payload to render",
@@ -307,6 +307,25 @@ pub fn render_cmd(
         writeln!(out, "{}", main.path.display()).map_err(io_err(Path::new("stdout")))?;
     }
     Ok(())
+}
+
+/// A recipe that cannot be rendered is a problem of the stepdef (or of the object it is
+/// rendered for): invalid input, shown at the template when the message starts with its
+/// `file:line:col`.
+fn render_error(msg: &str) -> Error {
+    let located = regex::Regex::new(r"(?s)^([^\s:][^:]*):(\d+):(\d+): (.*)$")
+        .ok()
+        .and_then(|re| {
+            let c = re.captures(msg)?;
+            let pos = crate::diag::Pos {
+                line: c[2].parse().ok()?,
+                col: c[3].parse().ok()?,
+            };
+            let file = Path::new(&c[1]);
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            Some(Diagnostic::at(&c[4], file, &text, Some(pos)))
+        });
+    Error::Invalid(located.unwrap_or_else(|| Diagnostic::error(msg)).into())
 }
 
 /// `replay PATH`: runs a rendered REST recipe as the engine would, without the data model.

@@ -45,7 +45,10 @@ pub struct Config {
     #[serde(default)]
     pub disabled: bool,
     /// Actuator runs in flight at once, all models together.
-    #[serde(default = "default_concurrency")]
+    #[serde(
+        default = "default_concurrency",
+        deserialize_with = "crate::config::nonzero"
+    )]
     pub concurrency: NonZeroU32,
     /// Retry intervals of objects in error.
     #[serde(default)]
@@ -85,6 +88,19 @@ fn default_keep_runs() -> u32 {
 fn default_concurrency() -> NonZeroU32 {
     NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN)
 }
+/// A count of at least 1, said in words a user knows ("nonzero u32" is Rust's).
+pub(crate) fn nonzero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NonZeroU32, D::Error> {
+    let n = u32::deserialize(d)?;
+    NonZeroU32::new(n).ok_or_else(|| serde::de::Error::custom("must be at least 1"))
+}
+
+/// [`nonzero`] for an optional field.
+pub(crate) fn opt_nonzero<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<NonZeroU32>, D::Error> {
+    nonzero(d).map(Some)
+}
+
 fn default_defer_retry() -> Dur {
     Dur::secs(5)
 }
@@ -324,9 +340,26 @@ impl Config {
     }
 
     pub fn parse(src: &Source) -> Result<Config, Diagnostic> {
-        let cfg: Config = src.parse()?;
+        let cfg: Config = src.parse().map_err(|d| {
+            if d.message == "the file is empty" {
+                d.with_hint("a service needs at least `name: <service name>`")
+            } else {
+                d
+            }
+        })?;
         if cfg.name.trim().is_empty() {
-            return Err(src.diag("`name` must not be empty", None));
+            // The typed config keeps no positions; find the value in the document.
+            let at = src
+                .documents()
+                .ok()
+                .and_then(|docs| match &docs.first()?.value {
+                    crate::yaml::Node::Map(m) => m
+                        .iter()
+                        .find(|(k, _)| k.value == "name")
+                        .and_then(|(_, v)| crate::yaml::pos(v)),
+                    _ => None,
+                });
+            return Err(src.diag("`name` must not be empty", at));
         }
         Ok(cfg)
     }

@@ -90,14 +90,15 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{label}: {}", self.message)?;
+        write!(f, "{label}: {}", printable(&shorten(&self.message), true))?;
         if let Some(loc) = self.location() {
             write!(f, "\n  --> {loc}")?;
         }
         if let (Some(line), Some(pos)) = (&self.source_line, self.pos) {
             let num = pos.line.to_string();
             let pad = " ".repeat(num.len());
-            let (shown, caret_at) = window(line, pos.col.saturating_sub(1) as usize);
+            let line = printable(line, false);
+            let (shown, caret_at) = window(&line, pos.col.saturating_sub(1) as usize);
             // Carets line up with the column, counting characters, not bytes.
             let lead: String = shown
                 .chars()
@@ -107,7 +108,7 @@ impl fmt::Display for Diagnostic {
             write!(f, "\n{pad} |\n{num} | {shown}\n{pad} | {lead}^")?;
         }
         if let Some(hint) = &self.hint {
-            write!(f, "\n  = hint: {hint}")?;
+            write!(f, "\n  = hint: {}", printable(hint, true))?;
         }
         Ok(())
     }
@@ -142,6 +143,35 @@ impl Origin {
             None => self.file.display().to_string(),
         }
     }
+}
+
+/// `s` with control characters (an escape sequence in a hostile file would drive the
+/// terminal) shown as `�`, one for one so carets stay in place. Tabs stay; newlines too where
+/// a message spans lines.
+fn printable(s: &str, newlines: bool) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && c != '\t' && !(newlines && c == '\n');
+    if s.chars().any(bad) {
+        s.chars()
+            .map(|c| if bad(c) { '\u{FFFD}' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
+    }
+}
+
+/// A message that echoes a huge value (a 20 MB scalar) keeps its start and its end, so it
+/// still says what is wrong without flooding the terminal.
+fn shorten(message: &str) -> std::borrow::Cow<'_, str> {
+    const HEAD: usize = 300;
+    const TAIL: usize = 200;
+    let count = message.chars().count();
+    if count <= HEAD + TAIL + 50 {
+        return message.into();
+    }
+    let head: String = message.chars().take(HEAD).collect();
+    let tail: String = message.chars().skip(count - TAIL).collect();
+    format!("{head}…[{} characters cut]…{tail}", count - HEAD - TAIL).into()
 }
 
 /// At most `QUOTE_WIDTH` characters of `line` around character `col` (0-based), marked with

@@ -111,7 +111,12 @@ impl Inventory {
                 },
                 other => diags.push(
                     src.diag_at(format!("unknown key `{other}` in group `{name}`"), k)
-                        .with_hint("a group holds `hosts`, `vars` and `children`"),
+                        .with_hint(
+                            match crate::diag::suggest(other, ["hosts", "vars", "children"]) {
+                                Some(s) => format!("did you mean `{s}`?"),
+                                None => "a group holds `hosts`, `vars` and `children`".to_owned(),
+                            },
+                        ),
                 ),
             }
         }

@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::config::in_dir;
-use crate::diag::{Diagnostic, Diagnostics, expected_hint};
+use crate::diag::{Diagnostic, Diagnostics, Origin, expected_hint};
 use crate::duration::Dur;
 use crate::model::Schema;
 use crate::model::schema::yaml_files;
@@ -94,6 +94,8 @@ pub struct PlaybookRef {
     /// Relative to `playbooks/`.
     pub playbook: PathBuf,
     pub hosts: Option<Tmpl>,
+    /// Where the stepdef names the playbook, for "does not exist".
+    pub origin: Origin,
 }
 
 #[derive(Debug)]
@@ -136,7 +138,7 @@ impl Stepdefs {
                     continue;
                 }
             };
-            if src.text.trim().is_empty() {
+            if src.is_blank() {
                 continue;
             }
             let spec: StepdefSpec = match src.parse() {
@@ -151,18 +153,17 @@ impl Stepdefs {
                 templates: &mut templates,
                 diags: &mut diags,
             };
+            let model_at = src.origin(&spec.model);
             if let Some(a) = cx.actuator(spec, schema) {
                 if let Some(prev) = actuators.get(&a.model) {
                     diags.push(
-                        Diagnostic::in_file(
-                            format!(
+                        model_at
+                            .diag(format!(
                                 "a second actuator for model `{}` (the first is in {})",
                                 a.model,
                                 prev.file.display()
-                            ),
-                            &file,
-                        )
-                        .with_hint("each model has exactly one actuator"),
+                            ))
+                            .with_hint("each model has exactly one actuator"),
                     );
                 } else {
                     actuators.insert(a.model.clone(), a);
@@ -224,7 +225,7 @@ pub(crate) struct StepdefSpec {
     #[schemars(with = "Option<String>")]
     defer_when: Option<Spanned<String>>,
     /// Runs of this actuator in flight at once.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::config::opt_nonzero")]
     concurrency: Option<NonZeroU32>,
     /// Re-actuate in-sync objects of this model this often.
     #[serde(default)]
@@ -332,7 +333,8 @@ struct RestSpec {
     /// Delta form: the part of the observed body compared with the desired body (default:
     /// the whole body).
     #[serde(default)]
-    compare: Option<CompareSpec>,
+    #[schemars(with = "Option<CompareSpec>")]
+    compare: Option<Spanned<CompareSpec>>,
 }
 
 /// One HTTP request.
@@ -593,7 +595,17 @@ impl Cx<'_> {
                     let s = Spanned::new(t.clone(), rule.referenced, rule.defined);
                     self.tmpl(&s).map(Feedback::Template)
                 }
-                FeedbackSpec::JsonPath(j) => self.jsonpath(&j.jsonpath).map(Feedback::JsonPath),
+                FeedbackSpec::JsonPath(j) => {
+                    // An untagged enum reads its value from a buffer that keeps no
+                    // positions: the rule's own place stands in for the path's.
+                    let path = match crate::yaml::pos(&j.jsonpath) {
+                        Some(_) => j.jsonpath.clone(),
+                        None => {
+                            Spanned::new(j.jsonpath.value.clone(), rule.referenced, rule.defined)
+                        }
+                    };
+                    self.jsonpath(&path).map(Feedback::JsonPath)
+                }
             };
             if let Some(r) = rule {
                 feedback.push((field.value.clone(), r));
@@ -620,10 +632,14 @@ impl Cx<'_> {
         match jsonpath_rust::parser::parse_json_path(&s.value) {
             Ok(_) => Some(s.value.clone()),
             Err(e) => {
-                self.error(
-                    self.src
-                        .diag_at(format!("invalid JSONPath `{}`: {e}", s.value), s),
-                );
+                self.error(self.src.diag_at(
+                    format!(
+                        "invalid JSONPath `{}`: {}",
+                        s.value,
+                        one_line(&e.to_string())
+                    ),
+                    s,
+                ));
                 None
             }
         }
@@ -645,6 +661,7 @@ impl Cx<'_> {
             (None, Some(pb)) => PayloadKind::Playbook(PlaybookRef {
                 playbook: PathBuf::from(&pb.value),
                 hosts: spec.hosts.as_ref().and_then(|h| self.tmpl(h)),
+                origin: self.src.origin(pb),
             }),
             (Some(_), Some(pb)) => {
                 self.error(
@@ -693,10 +710,10 @@ impl Cx<'_> {
                     expect: spec.expect.clone(),
                 };
                 let req = self.request(&fields, r, default_expect)?;
-                if spec.compare.is_some() {
+                if let Some(c) = &spec.compare {
                     self.error(
                         self.src
-                            .diag_at("`compare` applies to the delta form only", r),
+                            .diag_at("`compare` applies to the delta form only", c),
                     );
                 }
                 Some(Rest::Simple(req))
@@ -738,7 +755,7 @@ impl Cx<'_> {
                 let compare = spec
                     .compare
                     .as_ref()
-                    .and_then(|c| self.jsonpath(&c.observed.jsonpath));
+                    .and_then(|c| self.jsonpath(&c.value.observed.jsonpath));
                 Some(Rest::Delta {
                     observe: obs?,
                     absent: observe.value.absent.clone().unwrap_or_else(|| vec![404]),
@@ -815,5 +832,23 @@ impl Cx<'_> {
                 password: self.tmpl(&b.password)?,
             }),
         }
+    }
+}
+
+/// A parser's multi-line report (a quoted line, a caret, `= expected ...`) as one line: the
+/// diagnostic quotes the line itself.
+fn one_line(report: &str) -> String {
+    let expected = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("= "))
+        .map(str::to_owned);
+    let at = report.lines().find_map(|l| {
+        let (_, loc) = l.split_once("--> ")?;
+        loc.trim().split(':').nth(1).map(str::to_owned)
+    });
+    match (expected, at) {
+        (Some(e), Some(c)) => format!("{e} at character {c}"),
+        (Some(e), None) => e,
+        _ => report.lines().next().unwrap_or(report).trim().to_owned(),
     }
 }

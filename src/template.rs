@@ -16,6 +16,52 @@ use crate::snapshot::Snapshot;
 use crate::store::ObjectRecord;
 use crate::yaml::{Node, Source, Spanned};
 
+/// The steps (minijinja instructions) one render may take: a loop that runs away ends in an
+/// error saying so instead of a hang. Far above what a real template needs.
+pub const FUEL: u64 = 20_000_000;
+
+/// The text one render may produce: a loop printing a big value ends in an error instead of
+/// exhausting memory.
+pub const MAX_OUTPUT: usize = 16 * 1024 * 1024;
+
+/// How deep macros, includes and lazily rendered variables may recurse.
+pub const RECURSION_LIMIT: usize = 64;
+
+/// The bounds every template environment of stepsync runs with.
+pub(crate) fn set_bounds(env: &mut Environment<'_>) {
+    env.set_recursion_limit(RECURSION_LIMIT);
+    env.set_fuel(Some(FUEL));
+}
+
+/// Renders `tmpl` into a string of at most [`MAX_OUTPUT`] bytes.
+pub(crate) fn render_bounded<V: Into<Value>>(
+    tmpl: &minijinja::Template<'_, '_>,
+    ctx: V,
+) -> Result<String, minijinja::Error> {
+    struct Capped(Vec<u8>);
+    impl std::io::Write for Capped {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.0.len() + buf.len() > MAX_OUTPUT {
+                return Err(std::io::Error::other("output limit"));
+            }
+            self.0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = Capped(Vec::new());
+    tmpl.render_captured_to(ctx, &mut out)?;
+    // minijinja writes only what it has as `str`.
+    String::from_utf8(out.0).map_err(|e| {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("output is not UTF-8: {e}"),
+        )
+    })
+}
+
 /// Names a template may not use for an attribute: they are the context's own.
 pub const RESERVED: &[&str] = &["object", "vars", "result", "secret"];
 
@@ -62,7 +108,7 @@ impl Templates {
     pub fn new(secrets: Arc<Secrets>) -> Templates {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_recursion_limit(64);
+        set_bounds(&mut env);
         // A template's last newline is part of the value, as written in the stepdef.
         if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
             .keep_trailing_newline(true)
@@ -125,6 +171,25 @@ impl Templates {
             .unwrap_or_default()
     }
 
+    /// Whether a filter of that name exists. minijinja looks filters up only when it renders,
+    /// so this applies one to `none`: what is missing fails as unknown, whatever else happens.
+    pub fn has_filter(&self, name: &str) -> bool {
+        let result = self
+            .env
+            .compile_expression_owned(format!("none | {name}"))
+            .and_then(|e| e.eval(()));
+        !matches!(result, Err(e) if e.kind() == ErrorKind::UnknownFilter)
+    }
+
+    /// Whether a test (`x is defined`) of that name exists; see [`Templates::has_filter`].
+    pub fn has_test(&self, name: &str) -> bool {
+        let result = self
+            .env
+            .compile_expression_owned(format!("none is {name}"))
+            .and_then(|e| e.eval(()));
+        !matches!(result, Err(e) if e.kind() == ErrorKind::UnknownTest)
+    }
+
     /// A function or value every template has (`range`, `lookup`, `secret`, ...).
     pub fn is_global(&self, name: &str) -> bool {
         self.env.globals().any(|(k, _)| k == name)
@@ -178,7 +243,9 @@ impl Templates {
             Kind::Literal => Ok(serde_json::Value::String(t.text.clone())),
             Kind::Text(name) => {
                 let tmpl = self.env.get_template(name).map_err(err)?;
-                tmpl.render(ctx).map(serde_json::Value::String).map_err(err)
+                render_bounded(&tmpl, ctx)
+                    .map(serde_json::Value::String)
+                    .map_err(err)
             }
             Kind::Native(name) => {
                 let tmpl = self.env.get_template(name).map_err(err)?;
@@ -189,7 +256,11 @@ impl Templates {
                     .unwrap_or(Value::UNDEFINED);
                 to_json(&value).map_err(|message| RenderError {
                     location: t.origin.short(),
-                    message,
+                    // Say which expression: the location points at the string only.
+                    message: match single_expression(&t.text) {
+                        Some(expr) if value.is_undefined() => format!("`{expr}` is undefined"),
+                        _ => message,
+                    },
                 })
             }
         }
@@ -223,6 +294,84 @@ impl Templates {
     }
 }
 
+/// The filters (`x | name`) and tests (`x is name`) a template's tags use, read off its
+/// text: strings and comments skipped. What `validate` checks exist.
+pub fn filters_and_tests(text: &str) -> (Vec<String>, Vec<String>) {
+    let (mut filters, mut tests) = (Vec::new(), Vec::new());
+    let chars: Vec<char> = text.chars().collect();
+    let ident = |i: &mut usize| -> String {
+        while chars.get(*i).is_some_and(|c| c.is_whitespace()) {
+            *i += 1;
+        }
+        let start = *i;
+        while chars
+            .get(*i)
+            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_')
+        {
+            *i += 1;
+        }
+        chars[start..*i].iter().collect()
+    };
+    let mut i = 0;
+    let mut in_tag = false;
+    while i < chars.len() {
+        let two = (chars[i], chars.get(i + 1).copied().unwrap_or(' '));
+        if !in_tag {
+            match two {
+                ('{', '{') | ('{', '%') => {
+                    in_tag = true;
+                    i += 2;
+                }
+                ('{', '#') => {
+                    // A comment ends at `#}`.
+                    i += 2;
+                    while i < chars.len() && !(chars[i] == '#' && chars.get(i + 1) == Some(&'}')) {
+                        i += 1;
+                    }
+                    i += 2;
+                }
+                _ => i += 1,
+            }
+            continue;
+        }
+        match two {
+            ('}', '}') | ('%', '}') => {
+                in_tag = false;
+                i += 2;
+            }
+            (q @ ('\'' | '"'), _) => {
+                i += 1;
+                while i < chars.len() && chars[i] != q {
+                    i += if chars[i] == '\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            ('|', _) => {
+                i += 1;
+                let name = ident(&mut i);
+                if !name.is_empty() {
+                    filters.push(name);
+                }
+            }
+            (c, _) if c.is_ascii_alphabetic() || c == '_' => {
+                let after_dot = i > 0 && chars[i - 1] == '.';
+                let word = ident(&mut i);
+                if word == "is" && !after_dot {
+                    let mut name = ident(&mut i);
+                    if name == "not" {
+                        name = ident(&mut i);
+                    }
+                    if !name.is_empty() {
+                        tests.push(name);
+                    }
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    (filters, tests)
+}
+
 /// The expression inside `{{ ... }}` when that is the whole template.
 /// Exactly `{{ expr }}`, nothing around it: text around the braces (even a newline) makes the
 /// result a string, as in Ansible.
@@ -235,6 +384,28 @@ pub(crate) fn single_expression(text: &str) -> Option<&str> {
 }
 
 pub(crate) fn describe(e: &minijinja::Error) -> String {
+    // The bounds of `set_bounds` and `render_bounded`, said with their values.
+    match e.kind() {
+        ErrorKind::OutOfFuel => {
+            return format!(
+                "the template ran out of fuel: more than {FUEL} steps in one render (a loop \
+                 that is too long or never ends?)"
+            );
+        }
+        ErrorKind::WriteFailure => {
+            return format!(
+                "the template's output exceeds {} MB, the most one render may produce",
+                MAX_OUTPUT / (1024 * 1024)
+            );
+        }
+        _ if e.detail() == Some("recursion limit exceeded") => {
+            return format!(
+                "recursion limit exceeded: more than {RECURSION_LIMIT} levels (a macro or \
+                 include that calls itself?)"
+            );
+        }
+        _ => {}
+    }
     let mut msg = match e.detail() {
         Some(d) => format!("{}: {d}", e.kind()),
         None => e.kind().to_string(),

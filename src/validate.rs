@@ -3,19 +3,19 @@
 //! adds what needs several files at once: templates against the model schema, payload
 //! templates against the attributes, playbooks against the built-in subset, objects files.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::config::{Runner, in_dir};
-use crate::diag::{Diagnostic, Diagnostics, expected_hint};
-use crate::model::objects::load_objects;
-use crate::model::schema::FieldType;
+use crate::config::{Runner, StoreUrl, in_dir};
+use crate::diag::{Diagnostic, Diagnostics, Origin, expected_hint};
+use crate::model::objects::{ObjectSpec, check_duplicates, load_objects};
+use crate::model::schema::{FieldType, yaml_files as schema_yaml_files};
 use crate::model::{Model, Schema};
 use crate::payload::playbook::PLAYBOOKS_DIR;
 use crate::playbook::load::{Action, Roles, Task, load_playbook_partial, load_task_file_partial};
 use crate::service::Service;
 use crate::stepdef::{Actuator, Auth, Feedback, Payload, PayloadKind, Request, Rest};
-use crate::template::{TValue, Templates, Tmpl};
+use crate::template::{TValue, Templates, Tmpl, filters_and_tests};
 use crate::yaml::Source;
 
 /// Names every template may use besides its own: the reserved ones.
@@ -41,19 +41,63 @@ pub fn validate(dir: &Path, objects: &[PathBuf]) -> Diagnostics {
             if let PayloadKind::Playbook(pb) = &p.kind
                 && seen.insert(pb.playbook.clone())
             {
-                check_playbook(&svc, &pb.playbook, &act.file, &mut diags);
+                check_playbook(&svc, &pb.playbook, &pb.origin, &mut diags);
             }
         }
     }
+    // As `apply` reads them: all files together, so an object listed in two is caught.
+    let mut specs = Vec::new();
     for f in objects {
         match Source::read(f) {
-            Ok(src) => {
-                load_objects(&src, &svc.schema, &mut diags);
-            }
+            Ok(src) => specs.extend(load_objects(&src, &svc.schema, &mut diags)),
             Err(d) => diags.push(d),
         }
     }
+    let seen = check_duplicates(&specs, &mut diags);
+    check_refs(&svc, &specs, &seen, &mut diags);
     diags
+}
+
+/// Refs must name an object of these files or a live one of the store, as `apply` insists.
+/// A service with no store yet has nothing stored; `validate` never creates one.
+fn check_refs(
+    svc: &Service,
+    specs: &[ObjectSpec],
+    listed: &HashMap<(String, String), usize>,
+    diags: &mut Diagnostics,
+) {
+    let store = match &svc.config.store {
+        StoreUrl::Sqlite(p) if svc.config.resolve(&svc.dir, p).exists() => match svc.open_store() {
+            Ok(s) => Some(s),
+            // A store that cannot be read says nothing either way; `apply` will tell.
+            Err(_) => return,
+        },
+        // Unknown (a remote store): only what the files say can be checked.
+        StoreUrl::Postgres(_) => return,
+        StoreUrl::Sqlite(_) => None,
+    };
+    for r in specs.iter().flat_map(|s| &s.refs) {
+        if listed.contains_key(&(r.to.clone(), r.key.clone())) {
+            continue;
+        }
+        let stored = store
+            .as_ref()
+            .and_then(|st| st.get(&r.to, &r.key).ok().flatten())
+            .is_some_and(|o| !o.book.deleted);
+        if !stored {
+            diags.push(
+                r.origin
+                    .diag(format!(
+                        "field `{}` refers to {}/{}, which does not exist",
+                        r.field, r.to, r.key
+                    ))
+                    .with_hint(format!(
+                        "list the {} in these files or apply it first",
+                        r.to
+                    )),
+            );
+        }
+    }
 }
 
 fn check_objects_syntax(f: &Path, diags: &mut Diagnostics) {
@@ -72,6 +116,7 @@ fn check_actuator(svc: &Service, act: &Actuator, diags: &mut Diagnostics) {
     for (_, v) in &act.attributes {
         for t in tmpls_of(v) {
             check_names(templates, t, COMMON, "an attribute", diags);
+            check_secrets(svc, t, diags);
             check_object_paths(templates, &svc.schema, model, t, diags);
         }
     }
@@ -83,6 +128,7 @@ fn check_actuator(svc: &Service, act: &Actuator, diags: &mut Diagnostics) {
         names.extend(COMMON);
         for t in payload_tmpls(p) {
             check_names(templates, t, &names, &format!("the {label} payload"), diags);
+            check_secrets(svc, t, diags);
             check_object_paths(templates, &svc.schema, model, t, diags);
         }
     }
@@ -92,10 +138,12 @@ fn check_actuator(svc: &Service, act: &Actuator, diags: &mut Diagnostics) {
     for (_, rule) in &act.feedback {
         if let Feedback::Template(t) = rule {
             check_names(templates, t, &with_result, "feedback", diags);
+            check_secrets(svc, t, diags);
         }
     }
     if let Some(t) = &act.defer_when {
         check_names(templates, t, &with_result, "defer_when", diags);
+        check_secrets(svc, t, diags);
     }
 
     // Legal, but probably not meant.
@@ -175,6 +223,46 @@ fn tmpls_of(v: &TValue) -> Vec<&Tmpl> {
     }
 }
 
+/// Filters and tests are looked up only when a template renders: a misspelt one would
+/// fail every run, so it is caught here.
+fn check_filters(templates: &Templates, t: &Tmpl, diags: &mut Diagnostics) {
+    let (filters, tests) = filters_and_tests(&t.text);
+    for f in filters.iter().filter(|f| !templates.has_filter(f)) {
+        diags.push(
+            t.origin
+                .diag(format!("unknown filter `{f}`: `{}`", t.text.trim())),
+        );
+    }
+    for x in tests.iter().filter(|x| !templates.has_test(x)) {
+        diags.push(
+            t.origin
+                .diag(format!("unknown test `{x}`: `{}`", t.text.trim())),
+        );
+    }
+}
+
+/// `secret('name')` must name a secret of stepsync.yaml: rendering would fail on every run.
+fn check_secrets(svc: &Service, t: &Tmpl, diags: &mut Diagnostics) {
+    let Ok(re) = regex::Regex::new(r#"\bsecret\(\s*(?:'([^']*)'|"([^"]*)")\s*\)"#) else {
+        return;
+    };
+    let declared: Vec<&str> = svc.config.secrets.keys().map(String::as_str).collect();
+    for c in re.captures_iter(&t.text) {
+        let Some(name) = c.get(1).or_else(|| c.get(2)).map(|m| m.as_str()) else {
+            continue;
+        };
+        if !declared.contains(&name) {
+            diags.push(
+                t.origin
+                    .diag(format!(
+                        "secret `{name}` is not declared under `secrets:` in stepsync.yaml"
+                    ))
+                    .with_hint(expected_hint(name, &declared)),
+            );
+        }
+    }
+}
+
 /// Names a template reads must be defined where it is rendered.
 fn check_names(
     templates: &Templates,
@@ -183,6 +271,7 @@ fn check_names(
     place: &str,
     diags: &mut Diagnostics,
 ) {
+    check_filters(templates, t, diags);
     for path in templates.free_variables(t) {
         let root = path.split('.').next().unwrap_or(&path);
         if defined.contains(&root) || templates.is_global(root) {
@@ -242,14 +331,22 @@ fn check_object_paths(
 
 /// A playbook must exist; with the built-in runner it must also stay inside the subset, and
 /// its roles and static includes must load.
-fn check_playbook(svc: &Service, rel: &Path, stepdef: &Path, diags: &mut Diagnostics) {
+fn check_playbook(svc: &Service, rel: &Path, named_at: &Origin, diags: &mut Diagnostics) {
     let dir = in_dir(&svc.dir, Path::new(PLAYBOOKS_DIR));
     let path = dir.join(rel);
     if !path.is_file() {
-        diags.push(Diagnostic::in_file(
-            format!("playbook {} does not exist", path.display()),
-            stepdef,
-        ));
+        let known: Vec<String> = schema_yaml_files(&dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        let known: Vec<&str> = known.iter().map(String::as_str).collect();
+        diags.push(
+            named_at
+                .diag(format!("playbook {} does not exist", path.display()))
+                .with_hint(expected_hint(&rel.display().to_string(), &known)),
+        );
         return;
     }
     let roles = Roles {
@@ -401,6 +498,9 @@ fn check_src(
         candidates.push(playbooks.join(sub).join(src));
         candidates.push(playbooks.join(src));
     }
+    // The task's folder may be the playbooks folder itself: name each place once.
+    let mut seen = BTreeSet::new();
+    candidates.retain(|c| seen.insert(c.clone()));
     if !candidates.iter().any(|c| c.exists()) {
         diags.push(
             t.origin

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserialize, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 pub use serde_saphyr::Spanned;
 
-use crate::diag::{Diagnostic, Origin, Pos};
+use crate::diag::{Diagnostic, Origin, Pos, expected_hint};
 
 /// A YAML value that remembers where each of its parts came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,7 +151,7 @@ impl Source {
                 let line = good.iter().filter(|b| **b == b'\n').count() + 1;
                 let col = good.iter().rev().take_while(|b| **b != b'\n').count() + 1;
                 let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
-                Err(Diagnostic::at(
+                let d = Diagnostic::at(
                     "file is not valid UTF-8",
                     path,
                     &text,
@@ -159,7 +159,16 @@ impl Source {
                         line: u32::try_from(line).unwrap_or(u32::MAX),
                         col: u32::try_from(col).unwrap_or(u32::MAX),
                     }),
-                ))
+                );
+                // A byte-order mark says which encoding it is.
+                let bytes = e.as_bytes();
+                Err(
+                    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+                        d.with_hint("the file is UTF-16; save it as UTF-8")
+                    } else {
+                        d
+                    },
+                )
             }
         }
     }
@@ -192,7 +201,24 @@ impl Source {
 
     /// Deserializes the single document of this file into a typed structure.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Diagnostic> {
+        // Syntax first, as a compiler does: the typed pass reads as it goes and would report
+        // a type error met before a syntax error further on (an unclosed `{` then shows as a
+        // strange value). These files are small; reading them twice costs nothing.
+        let docs: Vec<de::IgnoredAny> =
+            serde_saphyr::from_multiple_with_options(&self.text, options())
+                .map_err(|e| self.convert(&e))?;
+        if docs.is_empty() {
+            return Err(self.diag("the file is empty", Some(Pos { line: 1, col: 1 })));
+        }
         serde_saphyr::from_str_with_options(&self.text, options()).map_err(|e| self.convert(&e))
+    }
+
+    /// Whether the file holds no YAML at all (nothing, or only comments and null documents).
+    pub fn is_blank(&self) -> bool {
+        self.text.trim().is_empty()
+            || self
+                .documents()
+                .is_ok_and(|d| d.iter().all(|d| d.value == Node::Null))
     }
 
     /// Every document of this file, positions kept. An empty file has no documents.
@@ -202,14 +228,244 @@ impl Source {
     }
 
     fn convert(&self, e: &serde_saphyr::Error) -> Diagnostic {
+        use serde_saphyr::Error as E;
         let plain = e.render_with_options(serde_saphyr::render_options! {
             snippets: serde_saphyr::SnippetMode::Off,
         });
-        let pos = e.location().filter(|l| l.line() > 0).map(|l| Pos {
+        let mut pos = e.location().filter(|l| l.line() > 0).map(|l| Pos {
             line: u32::try_from(l.line()).unwrap_or(u32::MAX),
             col: u32::try_from(l.column()).unwrap_or(u32::MAX),
         });
-        self.diag(clean_message(&plain), pos)
+        let mut message = clean_message(&plain);
+        let mut hint = None;
+        let mut inner = e;
+        while let E::WithSnippet { error, .. } | E::AliasError { error, .. } = inner {
+            inner = error;
+        }
+        match inner {
+            E::SerdeUnknownField {
+                field, expected, ..
+            } => {
+                message = format!("unknown field `{field}`");
+                hint = Some(expected_hint(field, expected));
+            }
+            E::SerdeUnknownVariant {
+                variant, expected, ..
+            } => {
+                message = format!("unknown value `{variant}`");
+                hint = Some(expected_hint(variant, expected));
+            }
+            // The parser places these at the key of the field being read (its fallback);
+            // the offending token is the value after it.
+            E::SerdeInvalidType { .. } | E::SerdeInvalidValue { .. } => {
+                pos = pos.map(|p| value_after_key(&self.text, p).unwrap_or(p));
+            }
+            // Placed at the last key read; the map the field is missing from starts earlier.
+            E::SerdeMissingField { .. } => {
+                pos = pos.map(|p| map_start(&self.text, p));
+            }
+            E::Budget { breach, .. } => message = budget_message(breach),
+            _ => {}
+        }
+        if let Some(found) = pos.and_then(|p| found_at(&self.text, p)) {
+            for (from, what) in [
+                ("expected mapping start", "expected a map"),
+                ("expected sequence start", "expected a list"),
+                ("expected string scalar", "expected a string"),
+            ] {
+                if message == from {
+                    message = format!("{what}, found {found}");
+                }
+            }
+        }
+        if message.starts_with("tabs disallowed") {
+            // Point at the tab itself, not at what follows it.
+            pos = pos.map(|p| back_over_tabs(&self.text, p));
+            hint = Some("indent YAML with spaces".to_owned());
+        } else if message == "recursion limit exceeded" {
+            message = format!("nested too deeply: more than {MAX_DEPTH} levels");
+            hint = Some(format!(
+                "stepsync reads at most {MAX_DEPTH} levels of nesting"
+            ));
+        } else if message.contains("multiline quoted scalar") {
+            hint = Some("is a quote left open on an earlier line?".to_owned());
+        } else if message.starts_with("invalid trailing content") {
+            hint = Some("a `,` or `:` missing before this?".to_owned());
+        } else if message == "mapping values are not allowed in this context" {
+            hint = Some(
+                "is this line indented deeper than the key before it, or is a `: ` inside a \
+                 value that needs quotes?"
+                    .to_owned(),
+            );
+        } else if message.contains("simple key") {
+            hint = Some(
+                "a plain key must fit on one line of at most 1024 characters; quote long keys"
+                    .to_owned(),
+            );
+        }
+        let mut d = self.diag(message, pos);
+        d.hint = hint;
+        d
+    }
+}
+
+/// How deep YAML may nest: the parser's budget, which protects the stack.
+const MAX_DEPTH: usize = 64;
+
+/// The parser's resource limits, said in words, with the limit that was hit.
+fn budget_message(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    match breach {
+        B::Depth { .. } => format!("nested too deeply: more than {MAX_DEPTH} levels"),
+        B::Aliases { .. }
+        | B::Anchors { .. }
+        | B::RecordedAnchorEvents { .. }
+        | B::RecordedAnchorBytes { .. }
+        | B::AliasAnchorRatio { .. } => {
+            "aliases expand beyond stepsync's limit (1,000,000 nodes replayed through \
+             anchors): an alias bomb?"
+                .to_owned()
+        }
+        B::Events { .. } | B::Nodes { .. } => {
+            "the file is too large: more than 20,000,000 YAML nodes".to_owned()
+        }
+        B::ScalarBytes { .. } | B::InputBytes { .. } => {
+            "the file is too large: more than 512 MB of text".to_owned()
+        }
+        B::Documents { .. } => "more than 1,024 YAML documents in one file".to_owned(),
+        other => format!("the file exceeds a parser limit ({other:?})"),
+    }
+}
+
+/// What the text at `p` starts: a list, a map, a string, ... for "expected X, found Y".
+fn found_at(text: &str, p: Pos) -> Option<&'static str> {
+    let line = text.lines().nth(p.line.checked_sub(1)? as usize)?;
+    let rest: String = line.chars().skip(p.col.checked_sub(1)? as usize).collect();
+    let rest = rest.trim_end();
+    Some(match rest.chars().next() {
+        None | Some('#') => "nothing (null)",
+        Some('[') => "a list",
+        Some('-') if rest.len() == 1 || rest.starts_with("- ") => "a list",
+        Some('{') => "a map",
+        Some('~') => "null",
+        _ if rest == "null" => "null",
+        _ if rest.parse::<f64>().is_ok() => "a number",
+        _ if rest == "true" || rest == "false" => "a bool",
+        _ if rest.contains(": ") || rest.ends_with(':') => "a map",
+        _ => "a string",
+    })
+}
+
+/// The position of the value of the key at `p`, when it is written on the same line.
+fn value_after_key(text: &str, p: Pos) -> Option<Pos> {
+    let line = text.lines().nth(p.line.checked_sub(1)? as usize)?;
+    let chars: Vec<char> = line.chars().collect();
+    let mut i = p.col.checked_sub(1)? as usize;
+    match chars.get(i)? {
+        q @ ('"' | '\'') => {
+            i += 1;
+            while *chars.get(i)? != *q {
+                i += 1;
+            }
+            i += 1;
+        }
+        // Not a key: a value or a collection already.
+        '{' | '[' | '-' | '&' | '*' | '!' | '|' | '>' => return None,
+        _ => {
+            while !(chars.get(i)? == &':' && chars.get(i + 1).is_none_or(|c| c.is_whitespace())) {
+                i += 1;
+            }
+        }
+    }
+    if chars.get(i)? != &':' {
+        return None;
+    }
+    i += 1;
+    while chars.get(i).is_some_and(|c| c.is_whitespace()) {
+        i += 1;
+    }
+    match chars.get(i) {
+        None | Some('#') => None,
+        Some(_) => Some(Pos {
+            line: p.line,
+            col: u32::try_from(i + 1).ok()?,
+        }),
+    }
+}
+
+/// The first key of the block or flow map whose key is at `p`.
+fn map_start(text: &str, p: Pos) -> Pos {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(line) = lines.get(p.line.saturating_sub(1) as usize) else {
+        return p;
+    };
+    let col = p.col.saturating_sub(1) as usize;
+    let before: String = line.chars().take(col).collect();
+    // In a flow map: its `{` on the same line.
+    if !before.trim_start_matches([' ', '-']).is_empty() {
+        let mut depth = 0i32;
+        for (i, c) in before.char_indices().rev() {
+            match c {
+                '}' | ']' => depth += 1,
+                '[' => depth -= 1,
+                '{' if depth == 0 => {
+                    let col = before[..i].chars().count() + 2;
+                    let after = &before[i + 1..];
+                    let skip = after.len() - after.trim_start().len();
+                    return Pos {
+                        line: p.line,
+                        col: u32::try_from(col + skip).unwrap_or(p.col),
+                    };
+                }
+                '{' => depth -= 1,
+                _ => {}
+            }
+        }
+        return p;
+    }
+    // In a block map: go up while lines hold keys of the same indentation.
+    let mut first = p;
+    for n in (0..p.line.saturating_sub(1) as usize).rev() {
+        let l = lines[n];
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let indent = l.len() - t.len();
+        if indent > col {
+            continue;
+        }
+        // `- key:` starts the map at the key's column.
+        let item = l[indent..].starts_with("- ")
+            && l[indent..].trim_start_matches(['-', ' ']).len() + col == l.len();
+        if indent == col || item {
+            first = Pos {
+                line: u32::try_from(n + 1).unwrap_or(p.line),
+                col: p.col,
+            };
+            if item {
+                break;
+            }
+            continue;
+        }
+        break;
+    }
+    first
+}
+
+/// The first of the tabs just before `p`.
+fn back_over_tabs(text: &str, p: Pos) -> Pos {
+    let Some(line) = text.lines().nth(p.line.saturating_sub(1) as usize) else {
+        return p;
+    };
+    let chars: Vec<char> = line.chars().collect();
+    let mut col = p.col as usize;
+    while col > 1 && chars.get(col - 2) == Some(&'\t') {
+        col -= 1;
+    }
+    Pos {
+        line: p.line,
+        col: u32::try_from(col).unwrap_or(p.col),
     }
 }
 
@@ -250,6 +506,21 @@ fn clean_message(raw: &str) -> String {
         Some(i) => &msg[..i],
         None => msg,
     };
+    // Advice to a Rust caller, not to the user.
+    let msg = msg.trim_end_matches("; use Option<String>");
+    if msg == "cannot deserialize null into string" {
+        return "expected a string, found null".to_owned();
+    }
+    for (ty, max) in [
+        ("u8", "255"),
+        ("u16", "65535"),
+        ("u32", "4294967295"),
+        ("u64", "18446744073709551615"),
+    ] {
+        if msg == format!("invalid {ty}") {
+            return format!("expected a whole number from 0 to {max}");
+        }
+    }
     msg.to_owned()
 }
 
@@ -279,6 +550,40 @@ mod tests {
         );
         assert!(!d.message.contains("line 3"), "{}", d.message);
         assert_eq!(d.source_line.as_deref(), Some("bogus: 1"));
+    }
+
+    #[test]
+    fn messages_name_the_token_and_suggest() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Outer {
+            inner: Cfg,
+            n: Option<std::num::NonZeroU32>,
+            extra: Option<u8>,
+        }
+        // An unknown key: a suggestion instead of the whole list.
+        let d = Source::from_text("c.yaml", "innr: {name: x}\n")
+            .parse::<Outer>()
+            .unwrap_err();
+        assert_eq!(d.message, "unknown field `innr`");
+        assert_eq!(d.hint.as_deref(), Some("did you mean `inner`?"));
+        // A missing field: at the start of the map it is missing from, not its last key.
+        let d = Source::from_text("c.yaml", "# c\nn: 1\nextra: 2\n")
+            .parse::<Outer>()
+            .unwrap_err();
+        assert!(d.message.contains("missing field `inner`"), "{}", d.message);
+        assert_eq!(d.pos, Some(Pos { line: 2, col: 1 }));
+        // A type error: at the value, not at its key.
+        let d = Source::from_text("c.yaml", "inner: {name: x}\nn: 0\n")
+            .parse::<Outer>()
+            .unwrap_err();
+        assert_eq!(d.pos, Some(Pos { line: 2, col: 4 }));
+        // What was found instead of a map.
+        let d = Source::from_text("c.yaml", "inner: [a]\n")
+            .parse::<Outer>()
+            .unwrap_err();
+        assert_eq!(d.message, "expected a map, found a list");
     }
 
     #[test]

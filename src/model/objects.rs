@@ -1,6 +1,8 @@
 //! Objects files (`apply -f`, SPEC §4.4): desired state checked against the schema, every
 //! problem reported with its file, line and column.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 use crate::diag::{Diagnostics, Origin, expected_hint};
@@ -84,6 +86,28 @@ pub fn load_objects(src: &Source, schema: &Schema, diags: &mut Diagnostics) -> V
         }
     }
     out
+}
+
+/// Reports every object listed twice (the same model and key) across `specs`, which is
+/// ambiguous in one apply: which one wins? Returns each object's first index.
+pub fn check_duplicates(
+    specs: &[ObjectSpec],
+    diags: &mut Diagnostics,
+) -> HashMap<(String, String), usize> {
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for (i, s) in specs.iter().enumerate() {
+        if let Some(&first) = seen.get(&(s.model.clone(), s.key.clone())) {
+            diags.push(s.origin.diag(format!(
+                "{}/{} is listed twice (first at {})",
+                s.model,
+                s.key,
+                specs[first].origin.short()
+            )));
+        } else {
+            seen.insert((s.model.clone(), s.key.clone()), i);
+        }
+    }
+    seen
 }
 
 fn check_object(

@@ -69,6 +69,10 @@ impl FieldType {
         match (self, node) {
             (FieldType::String, Node::Str(s)) => Ok(Value::String(s.clone())),
             (FieldType::Int, Node::Int(i)) => Ok(Value::from(*i)),
+            // The parser reads an integer beyond 64 bits as a float.
+            (FieldType::Int, Node::Float(f)) if f.fract() == 0.0 && f.abs() >= 9.2e18 => {
+                Err("integer out of range (64-bit signed)".to_owned())
+            }
             (FieldType::Float, Node::Int(i)) => Ok(Value::from(*i as f64)),
             (FieldType::Float, Node::Float(f)) => serde_json::Number::from_f64(*f)
                 .map(Value::Number)
@@ -345,7 +349,7 @@ impl Schema {
         let mut diags = Diagnostics::default();
         let mut parsed = Vec::new();
         for src in sources {
-            if src.text.trim().is_empty() {
+            if src.is_blank() {
                 continue;
             }
             match src.parse::<SchemaFile>() {
@@ -532,6 +536,8 @@ fn check_model(
                     format!("`enum` only applies to scalar fields, not {}", ty.name()),
                     fname,
                 ));
+                // Its values cannot fit such a field either; one error says it.
+                return Vec::new();
             }
             values
                 .iter()

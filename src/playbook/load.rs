@@ -63,6 +63,26 @@ const TASK_KEYWORDS: &[&str] = &[
     "environment",
 ];
 
+/// The play keywords the built-in runner reads, for suggestions.
+const PLAY_KEYWORDS: &[&str] = &[
+    "name",
+    "hosts",
+    "connection",
+    "gather_facts",
+    "vars",
+    "vars_files",
+    "roles",
+    "pre_tasks",
+    "tasks",
+    "post_tasks",
+    "handlers",
+    "become",
+    "become_user",
+    "remote_user",
+    "environment",
+    "tags",
+];
+
 #[derive(Debug, Clone)]
 pub struct Play {
     pub name: Option<String>,
@@ -262,8 +282,15 @@ pub fn load_task_file_partial(path: &Path, role: Option<&str>) -> (Vec<Task>, Di
 fn load_playbook_with(cx: &Cx, path: &Path, roles: &Roles) -> Result<Vec<Play>, Diagnostics> {
     let src = Source::read(path)?;
     let docs = src.documents()?;
-    let Some(doc) = docs.first() else {
-        return Ok(Vec::new());
+    // Ansible refuses an empty playbook too: it is a file someone forgot to write.
+    let Some(doc) = docs.first().filter(|d| d.value != Node::Null) else {
+        return Err(src
+            .diag(
+                "the playbook is empty",
+                Some(crate::diag::Pos { line: 1, col: 1 }),
+            )
+            .with_hint("a playbook is a list of plays, each with `hosts:` and `tasks:`")
+            .into());
     };
     let Node::Seq(plays) = &doc.value else {
         return Err(src.diag_at("a playbook is a list of plays", doc).into());
@@ -342,9 +369,15 @@ fn load_play(
             "environment" => play.environment = var_map(src, v, "environment")?,
             "tags" => {}
             other => {
-                return Err(src
-                    .diag_at(format!("play keyword `{other}` is not in the built-in subset"), k)
-                    .with_hint("set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook").into());
+                let d = match crate::diag::suggest(other, PLAY_KEYWORDS.iter().copied()) {
+                    Some(s) => src
+                        .diag_at(format!("unknown play keyword `{other}`"), k)
+                        .with_hint(format!("did you mean `{s}`?")),
+                    None => src
+                        .diag_at(format!("play keyword `{other}` is not in the built-in subset"), k)
+                        .with_hint("set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook"),
+                };
+                return Err(d.into());
             }
         }
     }

@@ -10,7 +10,9 @@ use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value as Json;
 
-use crate::template::{add_filters, describe, from_serde, single_expression};
+use crate::template::{
+    add_filters, describe, from_serde, render_bounded, set_bounds, single_expression,
+};
 
 /// A variable: a template (from a playbook or role) or data (attributes, facts, results).
 #[derive(Debug, Clone)]
@@ -80,7 +82,7 @@ impl Templar {
     pub fn new() -> Templar {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_recursion_limit(64);
+        set_bounds(&mut env);
         // Ansible's Jinja settings: a block tag's newline is dropped, a file's last one kept.
         if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
@@ -171,13 +173,17 @@ impl Templar {
             }
             return serde_json::to_value(&v).map_err(|e| e.to_string());
         }
-        let out = self.env.render_str(s, ctx).map_err(|e| describe(&e))?;
+        let out = self.render_template(s, ctx)?;
         Ok(literal(&out).unwrap_or(Json::String(out)))
     }
 
-    /// Renders a template file's text (the `template` module).
+    /// Renders a template file's text (the `template` module), within the bounds of
+    /// [`render_bounded`].
     pub fn render_template(&self, text: &str, ctx: &Value) -> Result<String, String> {
-        self.env.render_str(text, ctx).map_err(|e| describe(&e))
+        self.env
+            .template_from_str(text)
+            .and_then(|t| render_bounded(&t, ctx))
+            .map_err(|e| describe(&e))
     }
 
     pub fn eval(&self, expr: &str, ctx: &Value) -> Result<Value, String> {
