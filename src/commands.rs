@@ -51,18 +51,41 @@ pub fn init(dir: &Path, out: &mut dyn Write) -> Result<()> {
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "service".to_owned());
-    let files: [(&str, String); 5] = [
+    // Each file names its JSON Schema, written beside the service, so editors complete and
+    // check it from the first keystroke.
+    let header = |schema: &str, up: &str| {
+        format!("# yaml-language-server: $schema={up}schemas/json/{schema}.json\n")
+    };
+    let mut files: Vec<(String, String)> = vec![
         (
-            CONFIG_FILE,
-            format!("name: {}\n", serde_json::Value::String(name)),
+            CONFIG_FILE.to_owned(),
+            format!(
+                "{}name: {}\n",
+                header("config", ""),
+                serde_json::Value::String(name)
+            ),
         ),
-        ("schemas/models.yaml", INIT_SCHEMA.to_owned()),
-        ("objects/example.yaml", INIT_OBJECTS.to_owned()),
-        ("stepdefs/.gitkeep", String::new()),
-        ("playbooks/.gitkeep", String::new()),
+        (
+            "schemas/models.yaml".into(),
+            format!("{}{INIT_SCHEMA}", header("model", "../")),
+        ),
+        (
+            "objects/example.yaml".into(),
+            format!("{}{INIT_OBJECTS}", header("objects", "../")),
+        ),
+        ("stepdefs/.gitkeep".into(), String::new()),
+        ("playbooks/.gitkeep".into(), String::new()),
     ];
+    for n in crate::json_schema::names() {
+        if let Some(schema) = crate::json_schema::generate(n) {
+            files.push((
+                format!("schemas/json/{n}.json"),
+                crate::json_schema::to_text(&schema),
+            ));
+        }
+    }
     for (rel, text) in files {
-        let path = dir.join(rel);
+        let path = dir.join(&rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io_err(parent))?;
         }

@@ -179,6 +179,18 @@ fn init_scaffolds_a_working_service() {
     ] {
         assert!(dir.join(f).exists(), "{f} missing");
     }
+    // Editors find each file's schema, written beside the service.
+    for (f, schema) in [
+        ("stepsync.yaml", "schemas/json/config.json"),
+        ("schemas/models.yaml", "../schemas/json/model.json"),
+        ("objects/example.yaml", "../schemas/json/objects.json"),
+    ] {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap();
+        let first = text.lines().next().unwrap();
+        assert_eq!(first, format!("# yaml-language-server: $schema={schema}"));
+        let target = dir.join(f).parent().unwrap().join(schema);
+        assert!(target.is_file(), "{}", target.display());
+    }
     let run = |args: &[&str]| {
         let o = std::process::Command::new(common::bin())
             .arg("-C")
@@ -191,6 +203,10 @@ fn init_scaffolds_a_working_service() {
             String::from_utf8_lossy(&o.stdout).into_owned(),
         )
     };
+    assert_eq!(
+        run(&["validate", "-f", "objects/"]),
+        (Some(0), "valid (0 warnings)\n".into())
+    );
     assert_eq!(run(&["apply", "-f", "objects/"]).0, Some(0));
     assert!(run(&["get", "Slice"]).1.contains("s1"));
     // A second init refuses to overwrite.
