@@ -1,0 +1,150 @@
+//! The benchmarks' backend: an HTTP server on 127.0.0.1 (a free port unless `--port`) that
+//! answers every request with `200 {}` after a fixed delay (`--delay-ms`, default 2), and
+//! records when each request arrived.
+//!
+//! It prints its port on stdout, then serves until killed. Control endpoints, which are not
+//! delayed and not recorded:
+//!   GET  /_bench/first?path=/sites/a&after=NS  the first arrival (Unix ns) at `path` at or
+//!                                               after `after`; 404 when there is none yet
+//!   GET  /_bench/stats                         {"requests": N, "max_inflight": M}
+//!   POST /_bench/reset                         forget everything recorded
+//!
+//! `--threads N` picks the runtime's worker threads (default 1: the server stays out of the
+//! way of what it measures on a small machine).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+#[derive(Default)]
+struct Recorder {
+    /// path -> arrival times (Unix ns), in arrival order.
+    arrivals: Mutex<HashMap<String, Vec<u64>>>,
+    requests: AtomicU64,
+    inflight: AtomicU64,
+    max_inflight: AtomicU64,
+}
+
+#[derive(Clone)]
+struct App {
+    rec: Arc<Recorder>,
+    delay: Duration,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+async fn backend(State(app): State<App>, uri: Uri) -> Response {
+    let t = now_ns();
+    let rec = &app.rec;
+    rec.requests.fetch_add(1, Ordering::Relaxed);
+    let now = rec.inflight.fetch_add(1, Ordering::Relaxed) + 1;
+    rec.max_inflight.fetch_max(now, Ordering::Relaxed);
+    rec.arrivals
+        .lock()
+        .unwrap()
+        .entry(uri.path().to_owned())
+        .or_default()
+        .push(t);
+    if !app.delay.is_zero() {
+        tokio::time::sleep(app.delay).await;
+    }
+    rec.inflight.fetch_sub(1, Ordering::Relaxed);
+    ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct FirstQuery {
+    path: String,
+    #[serde(default)]
+    after: u64,
+}
+
+async fn first(State(app): State<App>, Query(q): Query<FirstQuery>) -> Response {
+    let arrivals = app.rec.arrivals.lock().unwrap();
+    match arrivals
+        .get(&q.path)
+        .and_then(|v| v.iter().find(|&&t| t >= q.after))
+    {
+        Some(t) => t.to_string().into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn stats(State(app): State<App>) -> Response {
+    let r = &app.rec;
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(
+            "{{\"requests\":{},\"max_inflight\":{}}}",
+            r.requests.load(Ordering::Relaxed),
+            r.max_inflight.load(Ordering::Relaxed)
+        ),
+    )
+        .into_response()
+}
+
+async fn reset(State(app): State<App>) -> Response {
+    let r = &app.rec;
+    r.arrivals.lock().unwrap().clear();
+    r.requests.store(0, Ordering::Relaxed);
+    r.max_inflight.store(0, Ordering::Relaxed);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn main() {
+    let mut delay_ms = 2.0f64;
+    let mut port = 0u16;
+    let mut threads = 1usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
+        match a.as_str() {
+            "--delay-ms" => delay_ms = val().parse().unwrap_or_else(|_| usage("bad --delay-ms")),
+            "--port" => port = val().parse().unwrap_or_else(|_| usage("bad --port")),
+            "--threads" => threads = val().parse().unwrap_or_else(|_| usage("bad --threads")),
+            _ => usage(&format!("unknown argument {a}")),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        let app = App {
+            rec: Arc::new(Recorder::default()),
+            delay: Duration::from_secs_f64(delay_ms / 1000.0),
+        };
+        let router = Router::new()
+            .route("/_bench/first", get(first))
+            .route("/_bench/stats", get(stats))
+            .route("/_bench/reset", post(reset))
+            .fallback(backend)
+            .with_state(app);
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind 127.0.0.1");
+        let port = listener.local_addr().expect("local addr").port();
+        let mut out = std::io::stdout();
+        writeln!(out, "{port}").and_then(|_| out.flush()).ok();
+        axum::serve(listener, router).await.expect("serve");
+    });
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("server: {msg}\nusage: server [--delay-ms MS] [--port PORT] [--threads N]");
+    std::process::exit(2);
+}

@@ -1,0 +1,632 @@
+#!/usr/bin/env bash
+# The benchmarks of issue #7 (see BENCHMARKS.md): builds in release mode, runs B1-B4 side by
+# side, and prints one table (median, min and max over BENCH_RUNS runs, default 5).
+#
+#   bash scripts/bench.sh                   everything (about 15-25 minutes on 2 cores)
+#   bash scripts/bench.sh --only B1,B3      some of them (or BENCH_ONLY=B1,B3)
+#   bash scripts/bench.sh --runs 7          more runs (or BENCH_RUNS=7; at least 5 for the record)
+#   bash scripts/bench.sh --quick           a smoke test: 1 run, smaller B2 and B3 (not for the record)
+#
+# Everything runs on 127.0.0.1, every command under `timeout`, in one temp dir that is removed
+# at the end (BENCH_KEEP=1 keeps it); servers, sshd, the daemon and the hello servers started
+# here are stopped on exit, also on failure or Ctrl-C. Installs what it needs when missing
+# (openssh-server, curl, time, ansible-core), like scripts/test.sh. The table also goes to
+# target/bench/results.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+RUNS=${BENCH_RUNS:-5}
+ONLY=${BENCH_ONLY:-B1,B2,B3,B4}
+QUICK=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --only) ONLY=$2; shift 2 ;;
+    --only=*) ONLY=${1#--only=}; shift ;;
+    --runs) RUNS=$2; shift 2 ;;
+    --runs=*) RUNS=${1#--runs=}; shift ;;
+    --quick) QUICK=1; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+ONLY=$(echo "$ONLY" | tr 'a-z' 'A-Z')
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+# Sizes. --quick shrinks what takes long; its numbers are not comparable with the targets.
+B1_SITES=100 B1_SLICES=1000 B1_INSTANCES=8900
+B2_OBJECTS=${BENCH_B2_OBJECTS:-20}
+B3_SITES=1000 B3_SLICES=10000 B3_INSTANCES=89000
+B4_CHANGES=50
+DELAY_MS=2
+CONCURRENCY=16
+if [ "$QUICK" = 1 ]; then
+  RUNS=${BENCH_RUNS:-1}
+  B2_OBJECTS=${BENCH_B2_OBJECTS:-4}
+  B3_SITES=100 B3_SLICES=1000 B3_INSTANCES=8900
+  B4_CHANGES=10
+fi
+B1_TOTAL=$((B1_SITES + B1_SLICES + B1_INSTANCES))
+B3_TOTAL=$((B3_SITES + B3_SLICES + B3_INSTANCES))
+
+log() { echo "bench: $*" >&2; }
+die() { echo "bench: error: $*" >&2; exit 1; }
+
+# --- What it needs -----------------------------------------------------------------------------
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+missing=()
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+[ -x /usr/bin/time ] || missing+=(time)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+command -v timeout >/dev/null 2>&1 || missing+=(coreutils)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if want B2 && ! command -v ansible-playbook >/dev/null 2>&1; then
+  log "installing ansible-core"
+  python3 -m pip install --quiet ansible-core 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages ansible-core
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+  PATH="$PATH:$(python3 -m site --user-base)/bin"
+  export PATH
+  command -v ansible-playbook >/dev/null 2>&1 || die "ansible-playbook not on PATH after install"
+fi
+
+# --- Build --------------------------------------------------------------------------------------
+log "building stepsync and the bench tools in release mode (several minutes on a cold cache)"
+cargo build --release --locked --quiet
+cargo build --release --locked --quiet --manifest-path bench/Cargo.toml
+STEPSYNC=$ROOT/target/release/stepsync
+BB=$ROOT/bench/target/release
+[ -x "$STEPSYNC" ] && [ -x "$BB/server" ] || die "build outputs missing"
+
+# --- Work dir, processes, clean-up ----------------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/stepsync-bench.XXXXXX")
+RES=$WORK/results
+mkdir -p "$RES"
+# B1 also runs once per run with its service directory on tmpfs, when /dev/shm is one.
+SHM=""
+if want B1 && [ "$(df -T /dev/shm 2>/dev/null | awk 'NR == 2 { print $2 }')" = tmpfs ]; then
+  SHM=$(mktemp -d /dev/shm/stepsync-bench.XXXXXX)
+fi
+PIDFILE=$WORK/pids
+: >"$PIDFILE"
+track() { echo "$1" >>"$PIDFILE"; }
+
+# Stop every process this script started (by pid, never by name), and the hello servers it
+# started on the "target" (by their pid files under $WORK).
+stop_tracked() {
+  local pid
+  while read -r pid; do
+    [ -n "$pid" ] || continue
+    kill -TERM "$pid" 2>/dev/null || true
+  done <"$PIDFILE"
+  local until=$((SECONDS + 10))
+  while read -r pid; do
+    [ -n "$pid" ] || continue
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $until ]; do sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done <"$PIDFILE"
+  : >"$PIDFILE"
+  stop_hello_servers "$WORK"
+  close_ssh_masters
+}
+# Ansible's persistent SSH masters (ControlPersist) of B2, which outlive ansible-playbook.
+close_ssh_masters() {
+  local s
+  for s in "$WORK"/b2/cp/*; do
+    [ -S "$s" ] && timeout 10 ssh -o ControlPath="$s" -O exit bench-target >/dev/null 2>&1 || true
+  done
+}
+stop_hello_servers() {
+  local f pid
+  while IFS= read -r f; do
+    pid=$(cat "$f" 2>/dev/null || true)
+    case "$pid" in '' | *[!0-9]*) continue ;; esac
+    kill -TERM "$pid" 2>/dev/null || true
+  done < <(find "$1" -name server.pid -path '*/pkg/*' 2>/dev/null)
+}
+cleanup() {
+  local rc=$?
+  set +e
+  stop_tracked
+  if [ -s "$WORK/created_user" ]; then
+    as_root userdel "$(cat "$WORK/created_user")" 2>/dev/null || {
+      sleep 2
+      as_root userdel -f "$(cat "$WORK/created_user")" 2>/dev/null || log "could not remove user $(cat "$WORK/created_user")"
+    }
+  fi
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then
+    log "kept $WORK"
+  else
+    log "removing $WORK"
+    rm -rf "$WORK"
+  fi
+  [ -z "$SHM" ] || rm -rf "$SHM"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Starts a bench server with the given delay; sets SERVER_URL and SERVER_PID.
+start_server() {
+  local delay=$1 out=$WORK/server.$RANDOM
+  "$BB/server" --delay-ms "$delay" >"$out" 2>"$out.err" &
+  SERVER_PID=$!
+  track "$SERVER_PID"
+  local i
+  for i in $(seq 100); do
+    [ -s "$out" ] && break
+    sleep 0.05
+  done
+  [ -s "$out" ] || die "the bench server did not start: $(cat "$out.err")"
+  SERVER_URL="http://127.0.0.1:$(head -1 "$out")"
+}
+server_reset() { curl -fsS -m 5 -X POST "$SERVER_URL/_bench/reset" >/dev/null; }
+server_stat() { # requests | max_inflight
+  curl -fsS -m 5 "$SERVER_URL/_bench/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"
+}
+
+# measure LIMIT_S OUT CMD...: runs CMD under timeout with stdout to OUT (stderr to OUT.err),
+# sets WALL (seconds) and RSS (peak KiB). Fails, showing stderr, when CMD does.
+measure() {
+  local limit=$1 out=$2
+  shift 2
+  local t0 t1 rc=0
+  t0=$(date +%s%N)
+  /usr/bin/time -f %M -o "$WORK/rss" timeout -k 5 "$limit" "$@" >"$out" 2>"$out.err" || rc=$?
+  t1=$(date +%s%N)
+  WALL=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+  RSS=$(tail -1 "$WORK/rss")
+  if [ $rc -ne 0 ]; then
+    [ $rc -eq 124 ] && log "timed out after ${limit}s: $*"
+    log "failed ($rc): $*"
+    tail -20 "$out.err" >&2 || true
+    tail -5 "$out" >&2 || true
+    return 1
+  fi
+}
+record() { echo "$2" >>"$RES/$1"; } # record METRIC VALUE
+# Before a measurement that writes many files: flush what earlier ones left dirty, so one
+# run does not pay for the write-back of the previous one (not timed).
+settle() { sync; }
+calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
+
+# --- B1: REST throughput ----------------------------------------------------------------------
+b1() {
+  log "B1: $B1_TOTAL objects over REST (server delay ${DELAY_MS} ms, concurrency $CONCURRENCY), $RUNS runs"
+  local d=$WORK/b1
+  mkdir -p "$d"
+  start_server "$DELAY_MS"
+  "$BB/gen" --dir "$d/svc" --url "$SERVER_URL" --sites $B1_SITES --slices $B1_SLICES \
+    --instances $B1_INSTANCES --concurrency $CONCURRENCY --requests "$d/requests.jsonl" 2>/dev/null
+  "$STEPSYNC" -C "$d/svc" -q validate >/dev/null
+  local r n s raw svc
+  for r in $(seq "$RUNS"); do
+    # A fresh copy per run: nothing is deleted until the end (see "Deleting files" in
+    # BENCHMARKS.md: on this machine's ext4, creating files right after deleting many is slow).
+    svc=$d/svc-r$r
+    cp -r "$d/svc" "$svc"
+    timeout 300 "$STEPSYNC" -C "$svc" -q apply -f objects/ >/dev/null
+    server_reset
+    settle
+    measure 600 "$d/run.out" "$STEPSYNC" -C "$svc" run --once
+    s=$WALL
+    grep -q "^run: $B1_TOTAL ok" "$d/run.out" || die "B1: not every object ok: $(head -3 "$d/run.out")"
+    n=$(server_stat requests)
+    [ "$n" = "$B1_TOTAL" ] || die "B1: stepsync sent $n requests, expected $B1_TOTAL"
+    record b1_stepsync "$s"
+    record b1_stepsync_rss "$(calc "$RSS / 1024" 1)"
+    record b1_stepsync_inflight "$(server_stat max_inflight)"
+
+    # The same with the whole service directory (store and sys dir) on tmpfs: what the
+    # engine costs without the disk file system's.
+    local tm=""
+    if [ -n "$SHM" ]; then
+      cp -r "$d/svc" "$SHM/svc-r$r"
+      timeout 300 "$STEPSYNC" -C "$SHM/svc-r$r" -q apply -f objects/ >/dev/null
+      server_reset
+      settle
+      measure 600 "$d/run-tmpfs.out" "$STEPSYNC" -C "$SHM/svc-r$r" run --once
+      tm=$WALL
+      grep -q "^run: $B1_TOTAL ok" "$d/run-tmpfs.out" || die "B1 (tmpfs): not every object ok"
+      record b1_stepsync_tmpfs "$tm"
+    fi
+
+    server_reset
+    measure 600 "$d/raw.out" "$BB/raw_client" --requests "$d/requests.jsonl" --concurrency $CONCURRENCY
+    raw=$WALL
+    n=$(server_stat requests)
+    [ "$n" = "$B1_TOTAL" ] || die "B1: the raw client sent $n requests, expected $B1_TOTAL"
+    record b1_raw "$raw"
+    record b1_ratio "$(calc "$s / $raw")"
+    [ -z "$tm" ] || record b1_ratio_tmpfs "$(calc "$tm / $raw")"
+    log "  run $r: stepsync ${s}s (tmpfs: ${tm:-n/a}s), raw ${raw}s, ratio $(calc "$s / $raw" 2)"
+  done
+}
+
+# --- B2: playbook over SSH --------------------------------------------------------------------
+free_ports() { # N distinct free 127.0.0.1 ports
+  python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+# A throw-away sshd (the logic of tests/common/sshd.rs): 127.0.0.1 on a free port, ed25519
+# host and user keys in $1, public-key login only; writes $1/known_hosts. Sets SSHD_PORT.
+start_sshd() {
+  local k=$1 user port i
+  mkdir -p "$k"
+  ssh-keygen -q -t ed25519 -N '' -f "$k/host_key" </dev/null
+  ssh-keygen -q -t ed25519 -N '' -f "$k/user_key" </dev/null
+  cp "$k/user_key.pub" "$k/authorized_keys"
+  mkdir -p /run/sshd 2>/dev/null || true
+  for _ in 1 2 3 4 5; do
+    port=$(free_ports 1)
+    cat >"$k/sshd_config" <<EOF
+Port $port
+ListenAddress 127.0.0.1
+HostKey $k/host_key
+AuthorizedKeysFile $k/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+PidFile $k/sshd.pid
+Subsystem sftp /usr/lib/openssh/sftp-server
+MaxStartups 100
+MaxSessions 100
+LogLevel VERBOSE
+EOF
+    # Under a child subreaper, so that stopped hello servers are reaped at once, as on a host
+    # with a real init (see bench/src/bin/reaper.rs).
+    "$BB/reaper" /usr/sbin/sshd -D -E "$k/sshd.log" -f "$k/sshd_config" </dev/null >/dev/null 2>&1 &
+    local pid=$!
+    track "$pid"
+    for i in $(seq 200); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "[127.0.0.1]:$port $(cat "$k/host_key.pub")" >"$k/known_hosts"
+        SSHD_PORT=$port
+        return 0
+      fi
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.05
+    done
+    kill "$pid" 2>/dev/null || true
+  done
+  die "sshd did not start: $(tail -5 "$k/sshd.log" 2>/dev/null)"
+}
+
+# The account B2 logs in as. By default a throw-away system user, `stepsync-bench`, with
+# /bin/sh as its shell and a home under $WORK: a clean target, where a command over SSH costs
+# what sh costs. (Logging in as root here would run root's ~/.bashrc -- pyenv init on this
+# machine, ~0.1 s -- for every remote command, of which the built-in runner sends one per
+# module step.) BENCH_B2_USER=current logs in as the current user instead, as the test sshd
+# does. The user is removed at the end if this script created it.
+b2_user() {
+  local home=$WORK/b2/home
+  if [ "${BENCH_B2_USER:-stepsync-bench}" = current ]; then
+    B2_USER=$(id -un)
+    return
+  fi
+  B2_USER=${BENCH_B2_USER:-stepsync-bench}
+  mkdir -p "$home"
+  if ! getent passwd "$B2_USER" >/dev/null; then
+    as_root useradd --system --user-group --no-create-home --home-dir "$home" --shell /bin/sh "$B2_USER"
+    echo "$B2_USER" >"$WORK/created_user"
+  else
+    as_root usermod --home "$home" "$B2_USER"
+  fi
+  # Not locked (sshd refuses locked accounts without PAM), but no password either.
+  as_root usermod -p '*' "$B2_USER"
+  as_root chown "$B2_USER" "$home"
+  chmod 755 "$WORK" "$WORK/b2"
+}
+
+# b2_service DIR RUNNER PKG: the hello service (schemas, stepdefs, playbooks of the repository
+# root) whose Node is the test sshd, with B2_OBJECTS servers on fresh ports under PKG.
+b2_service() {
+  local svc=$1 runner=$2 pkg=$3 i
+  rm -rf "$svc"
+  mkdir -p "$svc" "$pkg"
+  [ "$B2_USER" = "$(id -un)" ] || as_root chown "$B2_USER" "$pkg"
+  cp -r "$ROOT/schemas" "$ROOT/stepdefs" "$ROOT/playbooks" "$svc/"
+  cat >"$svc/stepsync.yaml" <<EOF
+name: hello-bench
+runner: $runner
+concurrency: $CONCURRENCY
+ssh: {user: $B2_USER, port: $SSHD_PORT, private_key: $WORK/b2/keys/user_key, known_hosts: strict, known_hosts_file: $WORK/b2/keys/known_hosts}
+logging: {level: warn}
+EOF
+  # Debian's python3 for Ansible's modules: pyenv shims would fool interpreter discovery.
+  cat >"$svc/inventory.yaml" <<EOF
+all:
+  vars: {ansible_python_interpreter: /usr/bin/python3}
+  hosts:
+    target: {ansible_host: 127.0.0.1}
+EOF
+  B2_PORTS=($(free_ports "$B2_OBJECTS"))
+  {
+    echo "Node:"
+    echo "  - {name: target, address: target}"
+    echo "HelloServer:"
+    for i in $(seq "$B2_OBJECTS"); do
+      echo "  - {name: hello-$i, node: target, server_port: ${B2_PORTS[$((i - 1))]}, package_location: $pkg, greeting: 'Hello $i'}"
+    done
+  } >"$svc/objects.yaml"
+}
+
+b2_check_servers() { # every server answers its greeting
+  local i
+  for i in $(seq "$B2_OBJECTS"); do
+    curl -fsS -m 5 "http://127.0.0.1:${B2_PORTS[$((i - 1))]}/" | grep -qx "Hello $i" \
+      || die "B2: hello-$i does not answer on port ${B2_PORTS[$((i - 1))]}"
+  done
+}
+
+# Deletes what a run made: the engine's delete (stops the servers, removes their files), then
+# anything left over.
+b2_delete() {
+  local svc=$1 pkg=$2
+  timeout 300 "$STEPSYNC" -C "$svc" -q delete Node target --cascade >/dev/null 2>&1 || true
+  timeout 600 "$STEPSYNC" -C "$svc" run --once >"$svc/delete.out" 2>&1 || log "B2: the delete run failed: $(tail -3 "$svc/delete.out")"
+  b2_stop_by_hand "$pkg"
+}
+b2_stop_by_hand() {
+  local pkg=$1 d
+  for d in "$pkg"/hello-*; do
+    [ -d "$d" ] || continue
+    timeout 30 python3 "$pkg/bin/hello_server.py" stop --dir "$d" >/dev/null 2>&1 || true
+  done
+  stop_hello_servers "$pkg"
+}
+
+b2() {
+  log "B2: the hello playbook for $B2_OBJECTS objects over SSH (first sync), $RUNS runs"
+  local d=$WORK/b2 r svc pkg dir per builtin ansible hand
+  mkdir -p "$d"
+  b2_user
+  # Ansible's ControlPersist masters go under $WORK, to be closed at the end.
+  mkdir -p "$d/cp"
+  export ANSIBLE_SSH_CONTROL_PATH_DIR=$d/cp
+  start_sshd "$d/keys"
+  log "  target: $B2_USER@127.0.0.1:$SSHD_PORT"
+  for r in $(seq "$RUNS"); do
+    # Built-in runner.
+    svc=$d/r$r-builtin pkg=$d/r$r-builtin/pkg
+    b2_service "$svc" builtin "$pkg"
+    timeout 60 "$STEPSYNC" -C "$svc" -q apply -f objects.yaml >/dev/null
+    measure 600 "$svc/run.out" "$STEPSYNC" -C "$svc" run --once
+    builtin=$(calc "$WALL / $B2_OBJECTS" 4)
+    b2_check_servers
+    b2_delete "$svc" "$pkg"
+    record b2_builtin "$builtin"
+
+    # runner: ansible (stepsync runs ansible-playbook on each rendered recipe).
+    svc=$d/r$r-ansible pkg=$d/r$r-ansible/pkg
+    b2_service "$svc" ansible "$pkg"
+    timeout 60 "$STEPSYNC" -C "$svc" -q apply -f objects.yaml >/dev/null
+    measure 1200 "$svc/run.out" "$STEPSYNC" -C "$svc" run --once
+    ansible=$(calc "$WALL / $B2_OBJECTS" 4)
+    b2_check_servers
+    b2_delete "$svc" "$pkg"
+    record b2_ansible "$ansible"
+
+    # ansible-playbook by hand on each rendered recipe, one after the other, as a user's
+    # script would (the recipes are rendered by `plan`, not timed).
+    svc=$d/r$r-hand pkg=$d/r$r-hand/pkg
+    b2_service "$svc" ansible "$pkg"
+    timeout 60 "$STEPSYNC" -C "$svc" -q apply -f objects.yaml >/dev/null
+    timeout 120 "$STEPSYNC" -C "$svc" plan >/dev/null
+    [ -f "$svc/.stepsync/sys/ansible.cfg" ] || die "B2: plan wrote no ansible.cfg"
+    cat >"$svc/by-hand.sh" <<'EOF'
+set -e
+for dir in "$1"/HelloServer/*/; do
+  (cd "$dir" && ANSIBLE_CONFIG=../../ansible.cfg ansible-playbook -i inventory.yml sync.yml)
+done
+EOF
+    measure 1800 "$svc/run.out" bash "$svc/by-hand.sh" "$svc/.stepsync/sys"
+    hand=$(calc "$WALL / $B2_OBJECTS" 4)
+    b2_check_servers
+    b2_stop_by_hand "$pkg"
+    record b2_hand "$hand"
+
+    record b2_speedup_hand "$(calc "$hand / $builtin" 1)"
+    record b2_speedup_runner "$(calc "$ansible / $builtin" 1)"
+    log "  run $r: per object built-in ${builtin}s, runner: ansible ${ansible}s, by hand ${hand}s"
+  done
+  record b2_logins_total "$(grep -c 'Accepted publickey' "$d/keys/sshd.log" || true)"
+}
+
+# --- B3: scale --------------------------------------------------------------------------------
+b3() {
+  log "B3: $B3_TOTAL objects: apply, plan, first sync, idle run --once; $RUNS runs"
+  local d=$WORK/b3 r n svc
+  mkdir -p "$d"
+  start_server 0
+  "$BB/gen" --dir "$d/svc" --url "$SERVER_URL" --sites $B3_SITES --slices $B3_SLICES \
+    --instances $B3_INSTANCES --concurrency $CONCURRENCY 2>/dev/null
+  # Fresh directories per run, nothing deleted until the end (as in B1).
+  for r in $(seq "$RUNS"); do
+    svc=$d/svc-r$r
+    cp -r "$d/svc" "$svc"
+    settle
+    measure 900 "$d/apply.out" "$STEPSYNC" -C "$svc" apply -f objects/
+    [ "$(grep -c ' created$' "$d/apply.out")" = "$B3_TOTAL" ] || die "B3: apply did not create $B3_TOTAL objects"
+    record b3_apply_s "$WALL"
+    record b3_apply_rate "$(calc "$B3_TOTAL / $WALL" 0)"
+    record b3_apply_rss "$(calc "$RSS / 1024" 1)"
+    log "  apply run $r: ${WALL}s"
+  done
+  for r in $(seq "$RUNS"); do
+    settle
+    measure 900 "$d/plan.out" "$STEPSYNC" -C "$svc" plan --sys-dir "$d/plan-sys-r$r"
+    grep -q "^Plan: $B3_TOTAL to create" "$d/plan.out" || die "B3: unexpected plan: $(tail -1 "$d/plan.out")"
+    record b3_plan_s "$WALL"
+    record b3_plan_rss "$(calc "$RSS / 1024" 1)"
+    log "  plan run $r: ${WALL}s, peak RSS $(calc "$RSS / 1024" 0) MiB"
+    # Again into the same sys dir: every recipe is already there (nothing is rewritten).
+    settle
+    measure 900 "$d/plan.out" "$STEPSYNC" -C "$svc" plan --sys-dir "$d/plan-sys-r$r"
+    record b3_replan_s "$WALL"
+    log "  plan again: ${WALL}s"
+    rm -f "$d/plan.out"
+  done
+  server_reset
+  settle
+  measure 1800 "$d/sync.out" "$STEPSYNC" -C "$svc" run --once
+  grep -q "^run: $B3_TOTAL ok" "$d/sync.out" || die "B3: the first sync left objects not ok: $(head -3 "$d/sync.out")"
+  record b3_sync_s "$WALL"
+  record b3_sync_rss "$(calc "$RSS / 1024" 1)"
+  log "  first sync: ${WALL}s"
+  for r in $(seq "$RUNS"); do
+    server_reset
+    measure 600 "$d/idle.out" "$STEPSYNC" -C "$svc" run --once
+    n=$(server_stat requests)
+    [ "$n" = 0 ] || die "B3: the idle pass sent $n requests"
+    record b3_idle_s "$WALL"
+    record b3_idle_rss "$(calc "$RSS / 1024" 1)"
+    log "  idle run $r: ${WALL}s"
+  done
+}
+
+# --- B4: latency ------------------------------------------------------------------------------
+b4() {
+  log "B4: apply -> first backend request with \`stepsync run\` running, $B4_CHANGES changes x $RUNS runs"
+  local d=$WORK/b4 r pid line
+  mkdir -p "$d"
+  start_server "$DELAY_MS"
+  "$BB/gen" --dir "$d/svc" --url "$SERVER_URL" --sites $B1_SITES --slices $B1_SLICES \
+    --instances $B1_INSTANCES --concurrency $CONCURRENCY 2>/dev/null
+  timeout 300 "$STEPSYNC" -C "$d/svc" -q apply -f objects/ >/dev/null
+  timeout 600 "$STEPSYNC" -C "$d/svc" run --once >"$d/sync.out" 2>&1 || die "B4: the initial sync failed: $(tail -3 "$d/sync.out")"
+  for r in $(seq "$RUNS"); do
+    "$STEPSYNC" -C "$d/svc" run >"$d/daemon.out" 2>&1 &
+    pid=$!
+    track "$pid"
+    if ! timeout 300 "$BB/latency" --stepsync "$STEPSYNC" --dir "$d/svc" --server "$SERVER_URL" \
+      --changes "$B4_CHANGES" --sites $B1_SITES --tag "r$r" --samples "$d/samples.$r" >"$d/lat.out" 2>"$d/lat.err"; then
+      cat "$d/lat.err" >&2
+      die "B4: run $r failed (daemon log: $(tail -3 "$d/daemon.out"))"
+    fi
+    line=$(cat "$d/lat.out")
+    kill -TERM "$pid" 2>/dev/null || true
+    timeout 60 tail --pid="$pid" -f /dev/null || kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for kv in $line; do
+      case "$kv" in
+        p50_ms=*) record b4_p50 "${kv#*=}" ;;
+        p99_ms=*) record b4_p99 "${kv#*=}" ;;
+        commit_p50_ms=*) record b4_commit_p50 "${kv#*=}" ;;
+        apply_p50_ms=*) record b4_apply_p50 "${kv#*=}" ;;
+      esac
+    done
+    log "  run $r: $line"
+  done
+}
+
+# --- Run, then the table ----------------------------------------------------------------------
+run_bench() { # NAME FUNCTION: a failure is reported in the table, the others still run
+  local name=$1 fn=$2
+  want "$name" || return 0
+  local rc
+  # Not `if ! (...)`: errexit would be off inside the subshell.
+  set +e
+  (
+    set -e
+    "$fn"
+  )
+  rc=$?
+  set -e
+  if [ $rc -ne 0 ]; then
+    log "$name FAILED (see above)"
+    echo "$name" >>"$RES/failed"
+  fi
+  stop_tracked
+}
+START=$(date -u +%Y-%m-%dT%H:%MZ)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+run_bench B1 b1
+run_bench B2 b2
+run_bench B3 b3
+run_bench B4 b4
+
+# stats METRIC -> "n median min max" (median of an even count: the mean of the middle two)
+stats() {
+  [ -s "$RES/$1" ] || { echo "0 - - -"; return; }
+  sort -g "$RES/$1" | awk '{ v[NR] = $1 } END {
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "%d %s %s %s\n", NR, m, v[1], v[NR] }'
+}
+fmt() { case "$1" in -) echo "-" ;; *) awk -v v="$1" -v p="$2" 'BEGIN { printf "%.*f", p, v }' ;; esac; }
+# row LABEL METRIC DECIMALS [OP TARGET]: OP is <= or >=, checked against the median
+row() {
+  local label=$1 metric=$2 prec=$3 op=${4:-} target=${5:-} n med min max verdict=""
+  read -r n med min max <<<"$(stats "$metric")"
+  if [ "$n" = 0 ]; then return; fi
+  if [ -n "$op" ]; then
+    if awk -v m="$med" -v t="$target" -v op="$op" 'BEGIN { exit !((op == "<=") ? m <= t : m >= t) }'; then
+      verdict="met"
+    else
+      verdict="**missed**"
+    fi
+  fi
+  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$n" "$(fmt "$med" "$prec")" \
+    "$(fmt "$min" "$prec")" "$(fmt "$max" "$prec")" "${op:+$op $target}" "$verdict"
+}
+
+{
+  echo "stepsync benchmarks, $START ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+changes'))"
+  echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/^Mem:/ { print $2 " GiB RAM" }'), $(uname -sr)"
+  echo "work dir: $(df -T "$WORK" | awk 'NR == 2 { print $2 }') ($WORK); load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "runs: $RUNS per measure (median, min, max)$([ "$QUICK" = 1 ] && echo ' -- QUICK MODE: smaller sizes, not comparable with the targets')"
+  echo
+  echo "| benchmark | n | median | min | max | target | |"
+  echo "|---|---:|---:|---:|---:|---|---|"
+  row "B1 stepsync \`run --once\`, $B1_TOTAL objects (s)" b1_stepsync 2
+  row "B1 raw reqwest client, same requests (s)" b1_raw 2
+  row "B1 ratio stepsync / raw (per run)" b1_ratio 2 "<=" 1.3
+  row "B1 stepsync, service dir on tmpfs (s)" b1_stepsync_tmpfs 2
+  row "B1 ratio stepsync on tmpfs / raw (per run)" b1_ratio_tmpfs 2
+  row "B1 stepsync peak RSS (MiB)" b1_stepsync_rss 0
+  row "B1 stepsync requests in flight, max" b1_stepsync_inflight 0
+  row "B2 built-in runner, per object (s)" b2_builtin 3
+  row "B2 \`runner: ansible\`, per object (s)" b2_ansible 3
+  row "B2 \`ansible-playbook\` by hand, per object (s)" b2_hand 3
+  row "B2 speedup built-in vs \`ansible-playbook\` by hand (x)" b2_speedup_hand 1 ">=" 20
+  row "B2 speedup built-in vs \`runner: ansible\` (x)" b2_speedup_runner 1
+  row "B3 \`apply\` of $B3_TOTAL objects (s)" b3_apply_s 2
+  row "B3 \`apply\` rate (objects/s)" b3_apply_rate 0
+  row "B3 \`apply\` peak RSS (MiB)" b3_apply_rss 0
+  row "B3 \`plan\`, $B3_TOTAL pending (s)" b3_plan_s 2 "<=" 10
+  row "B3 \`plan\` peak RSS (MiB)" b3_plan_rss 0 "<=" 1024
+  row "B3 \`plan\` again, recipes already in the sys dir (s)" b3_replan_s 2
+  row "B3 first sync \`run --once\`, 0 ms server (s)" b3_sync_s 1
+  row "B3 first sync peak RSS (MiB)" b3_sync_rss 0
+  row "B3 idle \`run --once\`, all in sync (s)" b3_idle_s 2 "<=" 1
+  row "B3 idle \`run --once\` peak RSS (MiB)" b3_idle_rss 0
+  row "B4 apply -> first request, p50 (ms)" b4_p50 0 "<=" 250
+  row "B4 apply -> first request, p99 (ms)" b4_p99 0 "<=" 1000
+  row "B4 apply process alone, p50 (ms)" b4_apply_p50 0
+  row "B4 apply exit -> first request, p50 (ms)" b4_commit_p50 0
+  if [ -s "$RES/failed" ]; then
+    echo
+    echo "FAILED: $(tr '\n' ' ' <"$RES/failed")"
+  fi
+} | tee "$WORK/table.md"
+mkdir -p "$ROOT/target/bench"
+cp "$WORK/table.md" "$ROOT/target/bench/results.md"
+for f in "$RES"/*; do [ "$(basename "$f")" = failed ] || cp "$f" "$ROOT/target/bench/$(basename "$f").txt"; done
+[ ! -s "$RES/failed" ]
