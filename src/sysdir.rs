@@ -75,18 +75,18 @@ impl SysDir {
         files: &[(String, String)],
     ) -> io::Result<Vec<Written>> {
         let dir = self.object_dir(model, key);
-        std::fs::create_dir_all(&dir)?;
-        let mut out = Vec::new();
+        // In a folder made just now there is nothing to read back.
+        let fresh = make_dir(&dir)?;
+        let mut out = Vec::with_capacity(files.len());
         for (name, content) in files {
             let path = dir.join(name);
-            let old = std::fs::read_to_string(&path).ok();
+            let old = if fresh {
+                None
+            } else {
+                std::fs::read_to_string(&path).ok()
+            };
             if old.as_deref() != Some(content.as_str()) {
-                write_atomic(&path, content)?;
-                #[cfg(unix)]
-                if name.ends_with(".sh") {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-                }
+                write_atomic(&path, content, name.ends_with(".sh"))?;
             }
             out.push(Written {
                 path,
@@ -105,7 +105,7 @@ impl SysDir {
                 std::fs::create_dir_all(parent)?;
             }
             if std::fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
-                write_atomic(&path, content)?;
+                write_atomic(&path, content, false)?;
             }
         }
         Ok(())
@@ -121,14 +121,17 @@ impl SysDir {
         text: &str,
     ) -> io::Result<PathBuf> {
         let runs = self.object_dir(model, key).join("runs");
-        std::fs::create_dir_all(&runs)?;
+        let fresh = make_dir(&runs)?;
         let mut path = runs.join(format!("{stamp}-{}.log", phase.as_str()));
         let mut n = 1;
-        while path.exists() {
+        while !fresh && path.exists() {
             n += 1;
             path = runs.join(format!("{stamp}.{n}-{}.log", phase.as_str()));
         }
-        write_atomic(&path, text)?;
+        write_atomic(&path, text, false)?;
+        if fresh {
+            return Ok(path);
+        }
         let mut logs: Vec<PathBuf> = std::fs::read_dir(&runs)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "log"))
@@ -162,14 +165,47 @@ impl SysDir {
     }
 }
 
-/// Write to a temporary file and rename, so a reader never sees half a recipe.
-fn write_atomic(path: &Path, content: &str) -> io::Result<()> {
+/// Makes `dir` (and its parents); whether it was made now rather than there already.
+fn make_dir(dir: &Path) -> io::Result<bool> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            match std::fs::create_dir(dir) {
+                Ok(()) => Ok(true),
+                // Another writer made it in between.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Write to a temporary file and rename, so a reader never sees half a recipe. Scripts are
+/// created executable (as far as the umask allows).
+fn write_atomic(path: &Path, content: &str, executable: bool) -> io::Result<()> {
+    use std::io::Write as _;
     let tmp = path.with_extension(format!(
         "{}.tmp{}",
         path.extension().and_then(|e| e.to_str()).unwrap_or(""),
         std::process::id()
     ));
-    std::fs::write(&tmp, content)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(if executable { 0o777 } else { 0o666 });
+    }
+    #[cfg(not(unix))]
+    let _ = executable;
+    let mut f = opts.open(&tmp)?;
+    f.write_all(content.as_bytes())?;
+    drop(f);
     std::fs::rename(&tmp, path)
 }
 
@@ -194,6 +230,33 @@ mod tests {
                 "{k:?} -> {n}"
             );
         }
+    }
+
+    #[test]
+    fn scripts_are_executable_and_rewrites_report_the_old_content() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sys = SysDir::new(dir.path().join("sys"), 2);
+        let files = |sh: &str| {
+            vec![
+                ("sync.sh".to_owned(), sh.to_owned()),
+                ("vars.json".to_owned(), "{}".to_owned()),
+            ]
+        };
+        let first = sys.write_files("M", "k", &files("echo 1")).unwrap();
+        assert!(first.iter().all(|w| w.old.is_none()));
+        let sh = sys.object_dir("M", "k").join("sync.sh");
+        let mode = std::fs::metadata(&sh).unwrap().permissions().mode();
+        assert_ne!(mode & 0o100, 0, "sync.sh is not executable: {mode:o}");
+        assert_eq!(mode & 0o002, 0, "sync.sh is world-writable: {mode:o}");
+        let second = sys.write_files("M", "k", &files("echo 2")).unwrap();
+        assert_eq!(second[0].old.as_deref(), Some("echo 1"));
+        assert_eq!(second[1].old.as_deref(), Some("{}"));
+        assert_eq!(std::fs::read_to_string(&sh).unwrap(), "echo 2");
+        assert_ne!(
+            std::fs::metadata(&sh).unwrap().permissions().mode() & 0o100,
+            0
+        );
     }
 
     #[test]

@@ -441,8 +441,14 @@ impl Engine {
         outcome: &Outcome,
         log: &str,
     ) -> Result<Option<ObjectRecord>> {
-        let now = Millis::now();
-        let run = match outcome {
+        let (mut recs, writes) = self.record_runs(&[(obj, phase, outcome, log)])?;
+        writes.apply(&self.sys)?;
+        Ok(recs.pop().flatten())
+    }
+
+    /// The store's record of one outcome.
+    fn run_record(&self, obj: &ObjectRecord, outcome: &Outcome, now: Millis) -> RunRecord {
+        match outcome {
             Outcome::Ok { feedback } => {
                 let masked = self
                     .svc
@@ -468,50 +474,70 @@ impl Engine {
             Outcome::Deferred(msg) => RunRecord::Deferred {
                 message: self.clean_message(msg),
             },
-        };
-        let purge = phase == Phase::Delete && matches!(outcome, Outcome::Ok { .. });
-        let mut tx = self.store.write()?;
-        let rec = if purge {
-            tx.purge(obj.id)?;
-            None
-        } else {
-            tx.record_run(obj.id, &run, now)?
-        };
-        tx.commit()?;
-        match outcome {
-            Outcome::Ok { .. } => info!(object = %obj.name(), phase = phase.as_str(), "ok"),
-            Outcome::Error(m) => {
-                warn!(object = %obj.name(), phase = phase.as_str(), error = %self.clean_message(m), "failed")
-            }
-            Outcome::Deferred(m) => {
-                info!(object = %obj.name(), phase = phase.as_str(), reason = %self.clean_message(m), "deferred")
-            }
         }
-        let io = |e: std::io::Error| sys_error(&self.sys, e);
-        if !log.is_empty() {
-            let stamp = run_stamp(now);
-            self.sys
-                .write_run_log(&obj.model, &obj.key, phase, &stamp, log)
-                .map_err(io)?;
-        }
-        match &rec {
-            Some(r) => {
-                let status = serde_json::to_string_pretty(&JsonView::new(&self.svc.schema, r))
-                    .unwrap_or_default();
-                self.sys
-                    .write_files(
-                        &r.model,
-                        &r.key,
-                        &[(
-                            "status.json".to_owned(),
-                            self.svc.secrets.mask(&status) + "\n",
-                        )],
-                    )
-                    .map_err(io)?;
+    }
+
+    /// Writes finished runs to the store in one transaction and returns each new record
+    /// (`None`: purged), in order, with the sys dir files that follow from them (run logs,
+    /// `status.json`, retired folders). The caller applies those, possibly on another thread,
+    /// before it runs any of these objects again.
+    pub(crate) fn record_runs(
+        &self,
+        runs: &[(&ObjectRecord, Phase, &Outcome, &str)],
+    ) -> Result<(Vec<Option<ObjectRecord>>, SysWrites)> {
+        let now = Millis::now();
+        let mut recs = Vec::with_capacity(runs.len());
+        {
+            let mut tx = self.store.write()?;
+            for (obj, phase, outcome, _) in runs {
+                let purge = *phase == Phase::Delete && matches!(outcome, Outcome::Ok { .. });
+                recs.push(if purge {
+                    tx.purge(obj.id)?;
+                    None
+                } else {
+                    tx.record_run(obj.id, &self.run_record(obj, outcome, now), now)?
+                });
             }
-            None => self.sys.retire(&obj.model, &obj.key).map_err(io)?,
+            tx.commit()?;
         }
-        Ok(rec)
+        let stamp = run_stamp(now);
+        let mut writes = SysWrites::default();
+        for ((obj, phase, outcome, log), rec) in runs.iter().zip(&recs) {
+            match outcome {
+                Outcome::Ok { .. } => info!(object = %obj.name(), phase = phase.as_str(), "ok"),
+                Outcome::Error(m) => {
+                    warn!(object = %obj.name(), phase = phase.as_str(), error = %self.clean_message(m), "failed")
+                }
+                Outcome::Deferred(m) => {
+                    info!(object = %obj.name(), phase = phase.as_str(), reason = %self.clean_message(m), "deferred")
+                }
+            }
+            if !log.is_empty() {
+                writes.0.push(SysWrite::RunLog {
+                    model: obj.model.clone(),
+                    key: obj.key.clone(),
+                    phase: *phase,
+                    stamp: stamp.clone(),
+                    text: (*log).to_owned(),
+                });
+            }
+            writes.0.push(match rec {
+                Some(r) => {
+                    let status = serde_json::to_string_pretty(&JsonView::new(&self.svc.schema, r))
+                        .unwrap_or_default();
+                    SysWrite::Status {
+                        model: r.model.clone(),
+                        key: r.key.clone(),
+                        text: self.svc.secrets.mask(&status) + "\n",
+                    }
+                }
+                None => SysWrite::Retire {
+                    model: obj.model.clone(),
+                    key: obj.key.clone(),
+                },
+            });
+        }
+        Ok((recs, writes))
     }
 
     /// Writes many bookkeeping-only outcomes (no run log, no recipe) in one transaction:
@@ -574,6 +600,55 @@ impl Engine {
         !self.svc.config.backoff.disabled
             && obj.book.status == Status::Error
             && obj.book.next_retry_at.is_some_and(|t| t > now)
+    }
+}
+
+/// Sys dir files that follow from recorded runs, in the order they must be written.
+#[derive(Default)]
+pub(crate) struct SysWrites(Vec<SysWrite>);
+
+enum SysWrite {
+    RunLog {
+        model: String,
+        key: String,
+        phase: Phase,
+        stamp: String,
+        text: String,
+    },
+    Status {
+        model: String,
+        key: String,
+        text: String,
+    },
+    Retire {
+        model: String,
+        key: String,
+    },
+}
+
+impl SysWrites {
+    pub(crate) fn apply(self, sys: &SysDir) -> Result<()> {
+        let io = |e: std::io::Error| sys_error(sys, e);
+        for w in self.0 {
+            match w {
+                SysWrite::RunLog {
+                    model,
+                    key,
+                    phase,
+                    stamp,
+                    text,
+                } => {
+                    sys.write_run_log(&model, &key, phase, &stamp, &text)
+                        .map_err(io)?;
+                }
+                SysWrite::Status { model, key, text } => {
+                    sys.write_files(&model, &key, &[("status.json".to_owned(), text)])
+                        .map_err(io)?;
+                }
+                SysWrite::Retire { model, key } => sys.retire(&model, &key).map_err(io)?,
+            }
+        }
+        Ok(())
     }
 }
 

@@ -64,6 +64,9 @@ struct Pass<'a> {
     stats: PassStats,
     /// Bookkeeping writes that need no run log, flushed in one transaction.
     writes: Vec<(Arc<ObjectRecord>, Option<RunRecord>)>,
+    /// Sys dir files of recorded runs, being written off the scheduler's thread; all are
+    /// awaited before the pass ends, so no object runs again before its files are there.
+    sys_writes: JoinSet<Result<()>>,
 }
 
 fn in_sync(o: &ObjectRecord) -> bool {
@@ -99,6 +102,7 @@ impl Engine {
             per_model: HashMap::new(),
             stats: PassStats::default(),
             writes: Vec::new(),
+            sys_writes: JoinSet::new(),
         };
         pass.collect(done)?;
         let bar = progress_bar(pass.jobs.len());
@@ -132,16 +136,27 @@ impl Engine {
                 None => tasks.join_next().await,
             };
             let Some(joined) = next else { break };
-            match joined {
-                Ok(f) => {
-                    bar.inc(1);
-                    pass.finish(f, done)?;
+            // Every run that has finished by now is recorded in one transaction.
+            let mut batch = Vec::new();
+            for joined in
+                std::iter::once(joined).chain(std::iter::from_fn(|| tasks.try_join_next()))
+            {
+                match joined {
+                    Ok(f) => batch.push(f),
+                    // A run task panicked or was aborted: there is no outcome to record.
+                    Err(e) => tracing::error!(error = %e, "a run task failed"),
                 }
-                // A run task panicked or was aborted: there is no outcome to record.
-                Err(e) => tracing::error!(error = %e, "a run task failed"),
             }
+            bar.inc(u64::try_from(batch.len()).unwrap_or(0));
+            pass.finish(batch, done)?;
         }
         pass.flush()?;
+        while let Some(joined) = pass.sys_writes.join_next().await {
+            match joined {
+                Ok(r) => r?,
+                Err(e) => tracing::error!(error = %e, "a sys dir write failed"),
+            }
+        }
         bar.finish_and_clear();
         let stats = pass.stats;
         info!(
@@ -497,11 +512,22 @@ impl Pass<'_> {
         let span = info_span!("run", model = %obj.model, key = %obj.key, generation = obj.book.generation, action = phase.as_str());
         tasks.spawn(
             async move {
-                let outcome = match engine.prepare(&world, &obj, phase) {
-                    Ok(Some(p)) => match engine.write_recipe(&p) {
-                        Ok(_) => engine.actuate(&p).await,
-                        Err(e) => (Outcome::Error(e.to_string()), String::new()),
-                    },
+                // Rendering and the recipe files are CPU and file system work: off the
+                // threads that drive the requests in flight.
+                let prepared = {
+                    let (engine, obj) = (engine.clone(), obj.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let p = engine.prepare(&world, &obj, phase)?;
+                        if let Some(p) = &p {
+                            engine.write_recipe(p).map_err(|e| e.to_string())?;
+                        }
+                        Ok::<_, String>(p)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("rendering the payload panicked: {e}")))
+                };
+                let outcome = match prepared {
+                    Ok(Some(p)) => engine.actuate(&p).await,
                     // The payload was checked when the job was made; only a race with a
                     // reload could get here, and then there is nothing to send.
                     Ok(None) => (
@@ -522,45 +548,58 @@ impl Pass<'_> {
         );
     }
 
-    /// Records a finished run and lets its waiters go, or blocks them.
-    fn finish(&mut self, f: Finished, done: &mut HashSet<(i64, i64)>) -> Result<()> {
-        self.in_flight.remove(&f.id);
-        self.jobs.remove(&f.id);
-        let Some(obj) = self.world.by_id(f.id) else {
-            return Ok(());
-        };
-        if let Some(n) = self.per_model.get_mut(&obj.model) {
-            *n = n.saturating_sub(1);
-        }
-        self.stats.ran += 1;
+    /// Records finished runs (one store transaction) and lets their waiters go, or blocks them.
+    fn finish(&mut self, batch: Vec<Finished>, done: &mut HashSet<(i64, i64)>) -> Result<()> {
         self.flush()?;
-        let (outcome, log) = &f.outcome;
-        match self.engine.record(&obj, f.phase, outcome, log)? {
-            None => {
-                self.world.remove(obj.id);
-                self.stats.progress += 1;
-                self.release(obj.id, f.phase);
+        let mut runs = Vec::with_capacity(batch.len());
+        for f in &batch {
+            self.in_flight.remove(&f.id);
+            self.jobs.remove(&f.id);
+            let Some(obj) = self.world.by_id(f.id) else {
+                continue;
+            };
+            if let Some(n) = self.per_model.get_mut(&obj.model) {
+                *n = n.saturating_sub(1);
             }
-            Some(r) => {
-                let ok = r.book.status == Status::Ok;
-                match r.book.status {
-                    Status::Ok => {
-                        done.insert((obj.id, obj.book.generation));
-                        self.stats.progress += 1;
-                    }
-                    Status::Deferred => self.stats.deferred += 1,
-                    _ => self.stats.failed += 1,
-                }
-                let message = match f.phase {
-                    Phase::Sync => blocked_by(&r),
-                    Phase::Delete => format!("waiting for {} to be deleted", r.name()),
-                };
-                self.world.put(r);
-                if ok {
+            self.stats.ran += 1;
+            runs.push((obj, f));
+        }
+        let args: Vec<_> = runs
+            .iter()
+            .map(|(obj, f)| (&**obj, f.phase, &f.outcome.0, f.outcome.1.as_str()))
+            .collect();
+        let (recs, writes) = self.engine.record_runs(&args)?;
+        let engine = self.engine.clone();
+        self.sys_writes
+            .spawn_blocking(move || writes.apply(&engine.sys));
+        for ((obj, f), rec) in runs.iter().zip(recs) {
+            match rec {
+                None => {
+                    self.world.remove(obj.id);
+                    self.stats.progress += 1;
                     self.release(obj.id, f.phase);
-                } else {
-                    for w in self.waiters(obj.id, f.phase) {
-                        self.block(w, message.clone());
+                }
+                Some(r) => {
+                    let ok = r.book.status == Status::Ok;
+                    match r.book.status {
+                        Status::Ok => {
+                            done.insert((obj.id, obj.book.generation));
+                            self.stats.progress += 1;
+                        }
+                        Status::Deferred => self.stats.deferred += 1,
+                        _ => self.stats.failed += 1,
+                    }
+                    let message = match f.phase {
+                        Phase::Sync => blocked_by(&r),
+                        Phase::Delete => format!("waiting for {} to be deleted", r.name()),
+                    };
+                    self.world.put(r);
+                    if ok {
+                        self.release(obj.id, f.phase);
+                    } else {
+                        for w in self.waiters(obj.id, f.phase) {
+                            self.block(w, message.clone());
+                        }
                     }
                 }
             }
