@@ -6,9 +6,10 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::engine::Engine;
-use crate::engine::Recipe;
+use crate::engine::{Prepared, Recipe};
 use crate::error::Result;
 use crate::payload::rest::{self, Action};
+use crate::snapshot::Snapshot;
 use crate::store::{Millis, ObjectRecord};
 use crate::sysdir::Phase;
 
@@ -56,60 +57,128 @@ pub async fn plan(engine: &Engine, refresh: bool) -> Result<Plan> {
         );
     }
     let mut out = Plan::default();
-    for (obj, phase) in todo {
-        let p = match engine.prepare(&world, &obj, phase) {
-            Ok(Some(p)) => p,
-            Ok(None) => continue,
-            Err(e) => {
-                out.errors
-                    .push(engine.clean_message(&format!("{}: {e}", obj.name())));
-                continue;
-            }
-        };
-        let mut action = match phase {
-            Phase::Delete => "delete",
-            Phase::Sync if obj.book.last_success_at.is_none() => "create",
-            Phase::Sync => "update",
-        };
-        if refresh
-            && phase == Phase::Sync
-            && let Recipe::Rest(plan) = &p.recipe
-        {
-            match rest::refresh(engine.client(), plan).await {
+    if refresh {
+        // Refreshing asks the backend, one object after the other.
+        for (obj, phase) in todo {
+            let p = match engine.prepare(&world, &obj, phase) {
+                Ok(Some(p)) => p,
                 Ok(None) => continue,
-                Ok(Some(Action::Create)) => action = "create",
-                Ok(Some(_)) => action = "update",
-                Err(e) => out
-                    .errors
-                    .push(engine.clean_message(&format!("{}: refresh: {e}", obj.name()))),
+                Err(e) => {
+                    out.errors
+                        .push(engine.clean_message(&format!("{}: {e}", obj.name())));
+                    continue;
+                }
+            };
+            let mut action = action_of(&obj, phase);
+            if phase == Phase::Sync
+                && let Recipe::Rest(plan) = &p.recipe
+            {
+                match rest::refresh(engine.client(), plan).await {
+                    Ok(None) => continue,
+                    Ok(Some(Action::Create)) => action = "create",
+                    Ok(Some(_)) => action = "update",
+                    Err(e) => out
+                        .errors
+                        .push(engine.clean_message(&format!("{}: refresh: {e}", obj.name()))),
+                }
+            }
+            out.changes.extend(change(engine, &p, action)?);
+        }
+        return Ok(out);
+    }
+    // Rendering and writing the recipes is CPU and file system work with no order between
+    // objects: spread over the cores in contiguous chunks, gathered back in plan order.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = todo.len().div_ceil(threads).max(1);
+    let world = &world;
+    let results: Vec<std::thread::Result<Vec<Rendered>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = todo
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|(obj, phase)| render(engine, world, obj, *phase))
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    for part in results {
+        let part = part.map_err(|_| crate::error::Error::failed("rendering the plan panicked"))?;
+        for r in part {
+            match r {
+                Rendered::Skip => {}
+                Rendered::Invalid(e) => out.errors.push(e),
+                Rendered::Change(c) => out.changes.push(c),
+                Rendered::Failed(e) => return Err(e),
             }
         }
-        let written = engine.write_recipe(&p)?;
-        let Some(main) = written.first() else {
-            continue;
-        };
-        let rel = main
-            .path
-            .strip_prefix(engine.sys.root())
-            .unwrap_or(&main.path)
-            .display()
-            .to_string();
-        let old = main.old.clone().unwrap_or_default();
-        let diff = similar::TextDiff::from_lines(&old, &main.new)
-            .unified_diff()
-            .context_radius(3)
-            .header(&format!("a/{rel}"), &format!("b/{rel}"))
-            .to_string();
-        out.changes.push(Change {
-            action,
-            model: obj.model.clone(),
-            key: obj.key.clone(),
-            payload: p.recipe.payload_name(),
-            recipe: main.path.display().to_string(),
-            diff,
-        });
     }
     Ok(out)
+}
+
+/// One object's part of a plan.
+enum Rendered {
+    Skip,
+    /// Its recipe could not be rendered: reported, the plan goes on.
+    Invalid(String),
+    Change(Change),
+    /// The sys dir could not be written: the plan stops.
+    Failed(crate::error::Error),
+}
+
+fn render(
+    engine: &Engine,
+    world: &Arc<Snapshot>,
+    obj: &Arc<ObjectRecord>,
+    phase: Phase,
+) -> Rendered {
+    match engine.prepare(world, obj, phase) {
+        Ok(Some(p)) => match change(engine, &p, action_of(obj, phase)) {
+            Ok(Some(c)) => Rendered::Change(c),
+            Ok(None) => Rendered::Skip,
+            Err(e) => Rendered::Failed(e),
+        },
+        Ok(None) => Rendered::Skip,
+        Err(e) => Rendered::Invalid(engine.clean_message(&format!("{}: {e}", obj.name()))),
+    }
+}
+
+fn action_of(obj: &ObjectRecord, phase: Phase) -> &'static str {
+    match phase {
+        Phase::Delete => "delete",
+        Phase::Sync if obj.book.last_success_at.is_none() => "create",
+        Phase::Sync => "update",
+    }
+}
+
+/// Writes the recipe of `p` and diffs its main file against what was there.
+fn change(engine: &Engine, p: &Prepared, action: &'static str) -> Result<Option<Change>> {
+    let written = engine.write_recipe(p)?;
+    let Some(main) = written.first() else {
+        return Ok(None);
+    };
+    let rel = main
+        .path
+        .strip_prefix(engine.sys.root())
+        .unwrap_or(&main.path)
+        .display()
+        .to_string();
+    let old = main.old.clone().unwrap_or_default();
+    let diff = similar::TextDiff::from_lines(&old, &main.new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a/{rel}"), &format!("b/{rel}"))
+        .to_string();
+    Ok(Some(Change {
+        action,
+        model: p.obj.model.clone(),
+        key: p.obj.key.clone(),
+        payload: p.recipe.payload_name(),
+        recipe: main.path.display().to_string(),
+        diff,
+    }))
 }
 
 /// The text form: one `+`/`~`/`-` line per object, its diff, and a count.

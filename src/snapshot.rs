@@ -10,7 +10,8 @@ use crate::store::{ObjectRecord, ReadOps, StoreError};
 #[derive(Default)]
 struct Maps {
     by_id: HashMap<i64, Arc<ObjectRecord>>,
-    by_key: HashMap<(String, String), i64>,
+    /// model -> key -> id: nested so a lookup borrows its strings instead of building a key.
+    by_key: HashMap<String, HashMap<String, i64>>,
 }
 
 pub struct Snapshot {
@@ -22,7 +23,10 @@ impl Snapshot {
     pub fn load(schema: Arc<Schema>, store: &dyn ReadOps) -> Result<Snapshot, StoreError> {
         let mut maps = Maps::default();
         for o in store.list(None)? {
-            maps.by_key.insert((o.model.clone(), o.key.clone()), o.id);
+            maps.by_key
+                .entry(o.model.clone())
+                .or_default()
+                .insert(o.key.clone(), o.id);
             maps.by_id.insert(o.id, Arc::new(o));
         }
         Ok(Snapshot {
@@ -42,7 +46,7 @@ impl Snapshot {
 
     pub fn get(&self, model: &str, key: &str) -> Option<Arc<ObjectRecord>> {
         let m = self.read();
-        let id = m.by_key.get(&(model.to_owned(), key.to_owned()))?;
+        let id = m.by_key.get(model)?.get(key)?;
         m.by_id.get(id).cloned()
     }
 
@@ -54,14 +58,18 @@ impl Snapshot {
     pub fn put(&self, rec: ObjectRecord) {
         let mut m = self.write();
         m.by_key
-            .insert((rec.model.clone(), rec.key.clone()), rec.id);
+            .entry(rec.model.clone())
+            .or_default()
+            .insert(rec.key.clone(), rec.id);
         m.by_id.insert(rec.id, Arc::new(rec));
     }
 
     pub fn remove(&self, id: i64) {
         let mut m = self.write();
         if let Some(o) = m.by_id.remove(&id) {
-            m.by_key.remove(&(o.model.clone(), o.key.clone()));
+            if let Some(keys) = m.by_key.get_mut(&o.model) {
+                keys.remove(&o.key);
+            }
         }
     }
 
