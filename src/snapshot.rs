@@ -66,10 +66,10 @@ impl Snapshot {
 
     pub fn remove(&self, id: i64) {
         let mut m = self.write();
-        if let Some(o) = m.by_id.remove(&id) {
-            if let Some(keys) = m.by_key.get_mut(&o.model) {
-                keys.remove(&o.key);
-            }
+        if let Some(o) = m.by_id.remove(&id)
+            && let Some(keys) = m.by_key.get_mut(&o.model)
+        {
+            keys.remove(&o.key);
         }
     }
 
