@@ -6,6 +6,9 @@
 #   bash scripts/bench.sh --only B1,B3      some of them (or BENCH_ONLY=B1,B3)
 #   bash scripts/bench.sh --runs 7          more runs (or BENCH_RUNS=7; at least 5 for the record)
 #   bash scripts/bench.sh --quick           a smoke test: 1 run, smaller B2 and B3 (not for the record)
+#   BENCH_BASELINE=/path/to/stepsync bash scripts/bench.sh --only B1,B3
+#                                           also times another build (say, of an earlier commit)
+#                                           in B1 and B3's plan, side by side: before/after figures
 #
 # Everything runs on 127.0.0.1, every command under `timeout`, in one temp dir that is removed
 # at the end (BENCH_KEEP=1 keeps it); servers, sshd, the daemon and the hello servers started
@@ -82,6 +85,8 @@ log "building stepsync and the bench tools in release mode (several minutes on a
 cargo build --release --locked --quiet
 cargo build --release --locked --quiet --manifest-path bench/Cargo.toml
 STEPSYNC=$ROOT/target/release/stepsync
+BASELINE=${BENCH_BASELINE:-}
+[ -z "$BASELINE" ] || [ -x "$BASELINE" ] || die "BENCH_BASELINE=$BASELINE is not an executable"
 BB=$ROOT/bench/target/release
 [ -x "$STEPSYNC" ] && [ -x "$BB/server" ] || die "build outputs missing"
 
@@ -239,6 +244,18 @@ b1() {
       record b1_stepsync_tmpfs "$tm"
     fi
 
+    # The baseline build, when one is given, on the disk like the first.
+    if [ -n "$BASELINE" ]; then
+      cp -r "$d/svc" "$svc-baseline"
+      timeout 300 "$BASELINE" -C "$svc-baseline" -q apply -f objects/ >/dev/null
+      server_reset
+      settle
+      measure 600 "$d/run-baseline.out" "$BASELINE" -C "$svc-baseline" run --once
+      grep -q "^run: $B1_TOTAL ok" "$d/run-baseline.out" || die "B1 (baseline): not every object ok"
+      record b1_baseline "$WALL"
+      log "  run $r: baseline build ${WALL}s"
+    fi
+
     server_reset
     measure 600 "$d/raw.out" "$BB/raw_client" --requests "$d/requests.jsonl" --concurrency $CONCURRENCY
     raw=$WALL
@@ -246,6 +263,7 @@ b1() {
     [ "$n" = "$B1_TOTAL" ] || die "B1: the raw client sent $n requests, expected $B1_TOTAL"
     record b1_raw "$raw"
     record b1_ratio "$(calc "$s / $raw")"
+    [ -z "$BASELINE" ] || record b1_ratio_baseline "$(calc "$(tail -1 "$RES/b1_baseline") / $raw")"
     [ -z "$tm" ] || record b1_ratio_tmpfs "$(calc "$tm / $raw")"
     log "  run $r: stepsync ${s}s (tmpfs: ${tm:-n/a}s), raw ${raw}s, ratio $(calc "$s / $raw" 2)"
   done
@@ -483,6 +501,14 @@ b3() {
     record b3_replan_s "$WALL"
     log "  plan again: ${WALL}s"
     rm -f "$d/plan.out"
+    if [ -n "$BASELINE" ]; then
+      settle
+      measure 900 "$d/plan.out" "$BASELINE" -C "$svc" plan --sys-dir "$d/plan-sys-baseline-r$r"
+      grep -q "^Plan: $B3_TOTAL to create" "$d/plan.out" || die "B3 (baseline): unexpected plan"
+      record b3_plan_baseline_s "$WALL"
+      log "  plan, baseline build: ${WALL}s"
+      rm -f "$d/plan.out"
+    fi
   done
   server_reset
   settle
@@ -591,6 +617,7 @@ row() {
   echo "stepsync benchmarks, $START ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+changes'))"
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/^Mem:/ { print $2 " GiB RAM" }'), $(uname -sr)"
   echo "work dir: $(df -T "$WORK" | awk 'NR == 2 { print $2 }') ($WORK); load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
+  [ -z "$BASELINE" ] || echo "baseline build: $BASELINE"
   echo "runs: $RUNS per measure (median, min, max)$([ "$QUICK" = 1 ] && echo ' -- QUICK MODE: smaller sizes, not comparable with the targets')"
   echo
   echo "| benchmark | n | median | min | max | target | |"
@@ -600,6 +627,8 @@ row() {
   row "B1 ratio stepsync / raw (per run)" b1_ratio 2 "<=" 1.3
   row "B1 stepsync, service dir on tmpfs (s)" b1_stepsync_tmpfs 2
   row "B1 ratio stepsync on tmpfs / raw (per run)" b1_ratio_tmpfs 2
+  row "B1 baseline build \`run --once\` (s)" b1_baseline 2
+  row "B1 ratio baseline build / raw (per run)" b1_ratio_baseline 2
   row "B1 stepsync peak RSS (MiB)" b1_stepsync_rss 0
   row "B1 stepsync requests in flight, max" b1_stepsync_inflight 0
   row "B2 built-in runner, per object (s)" b2_builtin 3
@@ -611,6 +640,7 @@ row() {
   row "B3 \`apply\` rate (objects/s)" b3_apply_rate 0
   row "B3 \`apply\` peak RSS (MiB)" b3_apply_rss 0
   row "B3 \`plan\`, $B3_TOTAL pending (s)" b3_plan_s 2 "<=" 10
+  row "B3 \`plan\`, baseline build (s)" b3_plan_baseline_s 2
   row "B3 \`plan\` peak RSS (MiB)" b3_plan_rss 0 "<=" 1024
   row "B3 \`plan\` again, recipes already in the sys dir (s)" b3_replan_s 2
   row "B3 first sync \`run --once\`, 0 ms server (s)" b3_sync_s 1
