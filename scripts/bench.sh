@@ -94,9 +94,10 @@ BB=$ROOT/bench/target/release
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/stepsync-bench.XXXXXX")
 RES=$WORK/results
 mkdir -p "$RES"
-# B1 also runs once per run with its service directory on tmpfs, when /dev/shm is one.
+# B1 also runs once per run with its service directory on tmpfs, and B3's plan with its sys
+# dir on tmpfs, when /dev/shm is one.
 SHM=""
-if want B1 && [ "$(df -T /dev/shm 2>/dev/null | awk 'NR == 2 { print $2 }')" = tmpfs ]; then
+if { want B1 || want B3; } && [ "$(df -T /dev/shm 2>/dev/null | awk 'NR == 2 { print $2 }')" = tmpfs ]; then
   SHM=$(mktemp -d /dev/shm/stepsync-bench.XXXXXX)
 fi
 PIDFILE=$WORK/pids
@@ -199,8 +200,15 @@ measure() {
 }
 record() { echo "$2" >>"$RES/$1"; } # record METRIC VALUE
 # Before a measurement that writes many files: flush what earlier ones left dirty, so one
-# run does not pay for the write-back of the previous one (not timed).
-settle() { sync; }
+# run does not pay for the write-back of the previous one, and, as root, drop the page,
+# dentry and inode caches, so the inodes earlier runs created or freed do not slow this one
+# (see "The file system" in BENCHMARKS.md). Not timed.
+settle() {
+  sync
+  if [ "$(id -u)" -eq 0 ] && [ -w /proc/sys/vm/drop_caches ]; then
+    echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+  fi
+}
 calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
 
 # --- B1: REST throughput ----------------------------------------------------------------------
@@ -257,6 +265,7 @@ b1() {
     fi
 
     server_reset
+    settle # as before the runs above, so both start with cold caches
     measure 600 "$d/raw.out" "$BB/raw_client" --requests "$d/requests.jsonl" --concurrency $CONCURRENCY
     raw=$WALL
     n=$(server_stat requests)
@@ -501,6 +510,15 @@ b3() {
     record b3_replan_s "$WALL"
     log "  plan again: ${WALL}s"
     rm -f "$d/plan.out"
+    # The same into a sys dir on tmpfs: what plan costs without the disk file system's part.
+    if [ -n "$SHM" ]; then
+      settle
+      measure 900 "$d/plan.out" "$STEPSYNC" -C "$svc" plan --sys-dir "$SHM/plan-sys-r$r"
+      grep -q "^Plan: $B3_TOTAL to create" "$d/plan.out" || die "B3 (tmpfs): unexpected plan"
+      record b3_plan_tmpfs_s "$WALL"
+      log "  plan into tmpfs: ${WALL}s"
+      rm -rf "$SHM/plan-sys-r$r" "$d/plan.out"
+    fi
     if [ -n "$BASELINE" ]; then
       settle
       measure 900 "$d/plan.out" "$BASELINE" -C "$svc" plan --sys-dir "$d/plan-sys-baseline-r$r"
@@ -640,6 +658,7 @@ row() {
   row "B3 \`apply\` rate (objects/s)" b3_apply_rate 0
   row "B3 \`apply\` peak RSS (MiB)" b3_apply_rss 0
   row "B3 \`plan\`, $B3_TOTAL pending (s)" b3_plan_s 2 "<=" 10
+  row "B3 \`plan\`, sys dir on tmpfs (s)" b3_plan_tmpfs_s 2
   row "B3 \`plan\`, baseline build (s)" b3_plan_baseline_s 2
   row "B3 \`plan\` peak RSS (MiB)" b3_plan_rss 0 "<=" 1024
   row "B3 \`plan\` again, recipes already in the sys dir (s)" b3_replan_s 2
