@@ -99,8 +99,13 @@ fn parse() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        let v = it.next().unwrap_or_else(|| usage(&format!("{k} needs a value")));
-        let num = |v: &str| v.parse::<usize>().unwrap_or_else(|_| usage(&format!("bad {k}")));
+        let v = it
+            .next()
+            .unwrap_or_else(|| usage(&format!("{k} needs a value")));
+        let num = |v: &str| {
+            v.parse::<usize>()
+                .unwrap_or_else(|_| usage(&format!("bad {k}")))
+        };
         match k.as_str() {
             "--dir" => a.dir = v.into(),
             "--url" => a.url = v.trim_end_matches('/').to_owned(),
@@ -136,7 +141,11 @@ fn write(path: PathBuf, text: &str) {
 }
 
 fn flavor(i: usize) -> &'static str {
-    if i % 3 == 0 { "large" } else { "small" }
+    if i.is_multiple_of(3) {
+        "large"
+    } else {
+        "small"
+    }
 }
 
 fn main() {
@@ -200,7 +209,11 @@ fn main() {
         let site = slice % a.sites;
         let f = flavor(i);
         line.clear();
-        writeln!(line, "  - {{name: inst-{i}, slice: slice-{slice}, flavor: {f}}}").unwrap();
+        writeln!(
+            line,
+            "  - {{name: inst-{i}, slice: slice-{slice}, flavor: {f}}}"
+        )
+        .unwrap();
         o.write_all(line.as_bytes()).unwrap();
         req(
             2,

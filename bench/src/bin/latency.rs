@@ -48,7 +48,12 @@ struct Probe {
 
 impl Probe {
     /// Applies the change and returns (latency, commit-to-request, apply duration) in ms.
-    async fn change(&self, site: usize, value: &str, timeout: Duration) -> Result<(f64, f64, f64), String> {
+    async fn change(
+        &self,
+        site: usize,
+        value: &str,
+        timeout: Duration,
+    ) -> Result<(f64, f64, f64), String> {
         let file = self.dir.join(".bench-change.yaml");
         std::fs::write(
             &file,
@@ -75,7 +80,12 @@ impl Probe {
         );
         let until = Instant::now() + timeout;
         loop {
-            let resp = self.client.get(&url).send().await.map_err(|e| e.to_string())?;
+            let resp = self
+                .client
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
             if resp.status().is_success() {
                 let t2: u64 = resp
                     .text()
@@ -105,8 +115,13 @@ async fn main() {
     let mut samples = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let v = args.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
-        let num = |v: &str| v.parse::<u64>().unwrap_or_else(|_| usage(&format!("bad {a}")));
+        let v = args
+            .next()
+            .unwrap_or_else(|| usage(&format!("{a} needs a value")));
+        let num = |v: &str| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| usage(&format!("bad {a}")))
+        };
         match a.as_str() {
             "--stepsync" => bin = Some(PathBuf::from(v)),
             "--dir" => dir = Some(PathBuf::from(v)),

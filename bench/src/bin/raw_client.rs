@@ -28,10 +28,14 @@ async fn main() {
     let mut concurrency = 16usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let v = args.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
+        let v = args
+            .next()
+            .unwrap_or_else(|| usage(&format!("{a} needs a value")));
         match a.as_str() {
             "--requests" => file = Some(v),
-            "--concurrency" => concurrency = v.parse().unwrap_or_else(|_| usage("bad --concurrency")),
+            "--concurrency" => {
+                concurrency = v.parse().unwrap_or_else(|_| usage("bad --concurrency"))
+            }
             _ => usage(&format!("unknown argument {a}")),
         }
     }

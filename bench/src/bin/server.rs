@@ -110,7 +110,10 @@ fn main() {
     let mut threads = 1usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut val = || args.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
+        let mut val = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{a} needs a value")))
+        };
         match a.as_str() {
             "--delay-ms" => delay_ms = val().parse().unwrap_or_else(|_| usage("bad --delay-ms")),
             "--port" => port = val().parse().unwrap_or_else(|_| usage("bad --port")),
