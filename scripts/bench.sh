@@ -56,7 +56,8 @@ log() { echo "bench: $*" >&2; }
 die() { echo "bench: error: $*" >&2; exit 1; }
 
 # --- What it needs -----------------------------------------------------------------------------
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+. scripts/lib/install.sh
+INSTALL_BY=bench
 missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
@@ -65,20 +66,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 [ -x /usr/bin/time ] || missing+=(time)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 command -v timeout >/dev/null 2>&1 || missing+=(coreutils)
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]}"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-if want B2 && ! command -v ansible-playbook >/dev/null 2>&1; then
-  log "installing ansible-core"
-  python3 -m pip install --quiet ansible-core 2>/dev/null \
-    || python3 -m pip install --quiet --break-system-packages ansible-core
-  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
-  PATH="$PATH:$(python3 -m site --user-base)/bin"
-  export PATH
-  command -v ansible-playbook >/dev/null 2>&1 || die "ansible-playbook not on PATH after install"
-fi
+apt_install "${missing[@]}"
+if want B2; then ensure_ansible; fi
 
 # --- Build --------------------------------------------------------------------------------------
 log "building stepsync and the bench tools in release mode (several minutes on a cold cache)"
