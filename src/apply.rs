@@ -150,12 +150,12 @@ fn upsert(
     let edges = svc.graph.edges(&s.model, &s.fields);
     match tx.get(&s.model, &s.key)? {
         None => {
-            tx.insert(&s.model, &s.key, &s.fields, &edges, now)?;
+            crate::store::create(tx, &s.model, &s.key, &s.fields, &edges, now)?;
             Ok(Outcome::Created)
         }
         Some(old) if old.fields == s.fields && !old.book.deleted => Ok(Outcome::Unchanged),
         Some(old) => {
-            tx.update_fields(old.id, &s.fields, &edges, now)?;
+            crate::store::change(tx, old.id, &s.fields, &edges, now)?;
             Ok(Outcome::Configured)
         }
     }

@@ -7,18 +7,23 @@ use crate::config::Backoff;
 
 /// The wait before retry number `failures` (1 for the first failure).
 pub fn delay(cfg: &Backoff, failures: u32) -> Duration {
+    delay_with(cfg, failures, unit_random())
+}
+
+/// [`delay`] with the jitter's random sample `unit` in [0, 1) given (0.5: no spread).
+pub fn delay_with(cfg: &Backoff, failures: u32, unit: f64) -> Duration {
     let base = cfg.initial.0.as_secs_f64()
         * cfg
             .factor
             .0
             .powi(i32::try_from(failures.saturating_sub(1)).unwrap_or(i32::MAX));
     let capped = base.min(cfg.max.0.as_secs_f64());
-    let spread = cfg.jitter.0 * (2.0 * unit_random() - 1.0);
+    let spread = cfg.jitter.0 * (2.0 * unit - 1.0);
     Duration::from_secs_f64((capped * (1.0 + spread)).max(0.0))
 }
 
 /// A number in [0, 1) that differs between calls; jitter needs spread, not cryptography.
-fn unit_random() -> f64 {
+pub(crate) fn unit_random() -> f64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
         std::time::SystemTime::now()

@@ -16,6 +16,7 @@ use crate::engine::graph::{Dep, ObjectGraph};
 use crate::error::{Error, Result};
 use crate::model::schema::yaml_files;
 use crate::output::{ObjectView, objects_table, status_report};
+use crate::payload::RenderFailure;
 use crate::payload::{rest, rest_recipe};
 use crate::plan::{Plan, plan, to_text as plan_text};
 use crate::secrets::Secrets;
@@ -318,7 +319,7 @@ pub fn render_cmd(
     let phase = if delete { Phase::Delete } else { Phase::Sync };
     let p = engine
         .prepare(&world, &obj, phase)
-        .map_err(|e| render_error(&engine.clean_message(&e)))?
+        .map_err(|e| render_error(&engine, &e))?
         .ok_or_else(|| {
             Error::failed(format!(
                 "{model} has no {} payload to render",
@@ -333,22 +334,16 @@ pub fn render_cmd(
 }
 
 /// A recipe that cannot be rendered is a problem of the stepdef (or of the object it is
-/// rendered for): invalid input, shown at the template when the message starts with its
-/// `file:line:col`.
-fn render_error(msg: &str) -> Error {
-    let located = regex::Regex::new(r"(?s)^([^\s:][^:]*):(\d+):(\d+): (.*)$")
-        .ok()
-        .and_then(|re| {
-            let c = re.captures(msg)?;
-            let pos = crate::diag::Pos {
-                line: c[2].parse().ok()?,
-                col: c[3].parse().ok()?,
-            };
-            let file = Path::new(&c[1]);
-            let text = std::fs::read_to_string(file).unwrap_or_default();
-            Some(Diagnostic::at(&c[4], file, &text, Some(pos)))
-        });
-    Error::Invalid(located.unwrap_or_else(|| Diagnostic::error(msg)).into())
+/// rendered for): invalid input, shown at the template when it has a place.
+fn render_error(engine: &Engine, e: &RenderFailure) -> Error {
+    let clean = |m: &str| engine.clean_message(m);
+    Error::Invalid(
+        match e {
+            RenderFailure::Template(t) => t.diagnostic(clean),
+            RenderFailure::Playbook(m) => Diagnostic::error(clean(m)),
+        }
+        .into(),
+    )
 }
 
 /// `replay PATH`: runs a rendered REST recipe as the engine would, without the data model.
@@ -427,7 +422,7 @@ pub fn retry(svc: &Service, model: &str, key: Option<&str>, out: &mut dyn Write)
     };
     let mut lines = Vec::new();
     for o in targets.iter().filter(|o| o.book.next_retry_at.is_some()) {
-        tx.clear_backoff(o.id)?;
+        crate::store::clear_backoff(&mut *tx, o.id)?;
         lines.push(format!("{}: backoff cleared", o.name()));
     }
     tx.commit()?;

@@ -94,7 +94,7 @@ pub fn remove(
         } else if obj.book.deleted {
             out.push((obj.name(), Removal::AlreadyDeleting));
         } else {
-            tx.mark_deleted(obj.id, now)?;
+            crate::store::mark_deleted(tx, obj.id, now)?;
             out.push((obj.name(), Removal::Deleting));
         }
     }

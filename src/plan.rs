@@ -6,9 +6,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::engine::Engine;
-use crate::engine::{Prepared, Recipe};
+use crate::engine::Prepared;
 use crate::error::Result;
-use crate::payload::rest::{self, Action};
+use crate::payload::rest::Action;
 use crate::snapshot::Snapshot;
 use crate::store::{Millis, ObjectRecord};
 use crate::sysdir::Phase;
@@ -52,7 +52,11 @@ pub async fn plan(engine: &Engine, refresh: bool) -> Result<Plan> {
             world
                 .of_model(model)
                 .into_iter()
-                .filter(|o| !o.book.deleted && engine.sync_due(o, now))
+                .filter(|o| {
+                    !o.book.deleted
+                        && crate::bookkeeping::pending(&o.book, now, &engine.rules(&o.model))
+                            .is_some()
+                })
                 .map(|o| (o, Phase::Sync)),
         );
     }
@@ -71,9 +75,9 @@ pub async fn plan(engine: &Engine, refresh: bool) -> Result<Plan> {
             };
             let mut action = action_of(&obj, phase);
             if phase == Phase::Sync
-                && let Recipe::Rest(plan) = &p.recipe
+                && let Some(refreshed) = engine.payloads.refresh(&p.recipe).await
             {
-                match rest::refresh(engine.client(), plan).await {
+                match refreshed {
                     Ok(None) => continue,
                     Ok(Some(Action::Create)) => action = "create",
                     Ok(Some(_)) => action = "update",

@@ -92,11 +92,34 @@ pub enum TValue {
     Map(Vec<(String, TValue)>),
 }
 
+/// A template that failed to render, with where it was written (as data: the CLI shows
+/// the source line from it, nothing parses it back out of the message).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{location}: {message}")]
 pub struct RenderError {
-    pub location: String,
+    /// The template's place in its file; `None` for a failure of the rendered value as a
+    /// whole (a body that is not JSON), whose message says what.
+    pub origin: Option<Origin>,
     pub message: String,
+}
+
+impl std::fmt::Display for RenderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.origin {
+            Some(o) => write!(f, "{}: {}", o.short(), self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl RenderError {
+    /// A diagnostic at the template, its message passed through `clean` (secret masking).
+    pub fn diagnostic(&self, clean: impl Fn(&str) -> String) -> Diagnostic {
+        let message = clean(&self.message);
+        match &self.origin {
+            Some(o) => o.diag(message),
+            None => Diagnostic::error(message),
+        }
+    }
 }
 
 pub struct Templates {
@@ -236,7 +259,7 @@ impl Templates {
     /// Renders `t` in `ctx`: the native value for a single expression, else a string.
     pub fn render(&self, t: &Tmpl, ctx: &Value) -> Result<serde_json::Value, RenderError> {
         let err = |e: minijinja::Error| RenderError {
-            location: t.origin.short(),
+            origin: Some(t.origin.clone()),
             message: describe(&e),
         };
         match &t.kind {
@@ -255,7 +278,7 @@ impl Templates {
                     .lookup("__native")
                     .unwrap_or(Value::UNDEFINED);
                 to_json(&value).map_err(|message| RenderError {
-                    location: t.origin.short(),
+                    origin: Some(t.origin.clone()),
                     // Say which expression: the location points at the string only.
                     message: match single_expression(&t.text) {
                         Some(expr) if value.is_undefined() => format!("`{expr}` is undefined"),
@@ -689,7 +712,10 @@ mod tests {
     #[test]
     fn undefined_is_an_error_naming_the_stepdef() {
         let e = render("{{ nope }}", context! {}).unwrap_err();
-        assert_eq!(e.location, "stepdefs/x.yaml:3:5");
+        assert_eq!(
+            e.origin.map(|o| o.short()).as_deref(),
+            Some("stepdefs/x.yaml:3:5")
+        );
         assert!(e.message.contains("undefined"), "{}", e.message);
         let e = render("a {{ nope.x }}", context! {}).unwrap_err();
         assert!(e.message.contains("undefined"));

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::Engine;
 use crate::error::{Error, Result};
-use crate::store::{Millis, Status};
+use crate::store::Millis;
 
 /// How often to look at the store when file events are unavailable.
 const FALLBACK_POLL: Duration = Duration::from_millis(500);
@@ -81,19 +81,8 @@ impl Engine {
         let at =
             |t: Millis| Duration::from_millis(u64::try_from((t.0 - now.0).max(0)).unwrap_or(0));
         for o in self.store.list(None)? {
-            match o.book.status {
-                Status::Deferred => next = next.min(self.svc.config.defer_retry.0),
-                Status::Error => {
-                    if let Some(t) = o.book.next_retry_at {
-                        next = next.min(at(t));
-                    }
-                }
-                Status::Ok => {
-                    if let Some(t) = self.resync_at(&o) {
-                        next = next.min(at(t));
-                    }
-                }
-                _ => {}
+            if let Some(t) = crate::bookkeeping::wake_at(&o.book, now, &self.rules(&o.model)) {
+                next = next.min(at(t));
             }
         }
         Ok(next.max(Duration::from_millis(10)))

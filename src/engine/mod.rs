@@ -6,7 +6,7 @@ pub mod daemon;
 pub mod graph;
 pub mod scheduler;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,19 +15,18 @@ use serde_json::{Map, Value as Json};
 use tracing::{info, warn};
 
 use crate::backoff;
-use crate::config::Runner;
+use crate::bookkeeping::Rules;
 use crate::config::in_dir;
 use crate::error::{Error, Result};
 use crate::output::ObjectView as JsonView;
-use crate::payload::playbook::{self, PlaybookPlan};
-use crate::payload::rest::{self, Exchange, RestPlan};
-use crate::payload::rest_recipe;
+pub use crate::payload::Recipe;
+use crate::payload::{Dispatcher, RenderFailure, Response};
 use crate::service::Service;
 use crate::snapshot::Snapshot;
-use crate::stepdef::{Actuator, Feedback, PayloadKind};
-use crate::store::{Millis, ObjectRecord, RunRecord, Status, Store};
+use crate::stepdef::{Actuator, Feedback};
+use crate::store::{self, Millis, ObjectRecord, RunRecord, Status, Store};
 use crate::sysdir::{Phase, SysDir, Written};
-use crate::template::{ObjectView, from_serde};
+use crate::template::{ObjectView, RenderError, from_serde};
 
 /// The bookkeeping message limit of SPEC §5.1.
 const MESSAGE_LIMIT: usize = 1024;
@@ -44,27 +43,34 @@ pub struct Prepared {
     world: Arc<Snapshot>,
 }
 
-// One per object run, never held in bulk: the size difference costs nothing.
-#[allow(clippy::large_enum_variant)]
-pub enum Recipe {
-    Rest(RestPlan),
-    Playbook(PlaybookPlan),
-}
-
-impl Recipe {
-    pub fn payload_name(&self) -> &'static str {
-        match self {
-            Recipe::Rest(_) => "rest",
-            Recipe::Playbook(_) => "playbook",
-        }
-    }
+/// Why a run failed. Kept typed until the message is written to the bookkeeping.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The attributes or the payload could not be rendered.
+    #[error(transparent)]
+    Render(#[from] RenderFailure),
+    /// The recipe could not be written to the sys dir.
+    #[error("{0}")]
+    SysDir(String),
+    /// The backend said no, or could not be reached.
+    #[error("{0}")]
+    Backend(String),
+    #[error("defer_when: {0}")]
+    DeferWhen(RenderError),
+    #[error("feedback `{field}`: {source}")]
+    Feedback { field: String, source: RenderError },
+    #[error("feedback `{field}`: {path} matched nothing in the result")]
+    FeedbackPath { field: String, path: String },
+    /// Found by the engine itself: a dependency cycle, a run task that died.
+    #[error("{0}")]
+    Engine(String),
 }
 
 /// How one run ended.
 #[derive(Debug)]
 pub enum Outcome {
     Ok { feedback: Map<String, Json> },
-    Error(String),
+    Error(RunError),
     Deferred(String),
 }
 
@@ -79,49 +85,27 @@ pub struct Engine {
     pub svc: Service,
     pub store: Box<dyn Store>,
     pub sys: SysDir,
-    client: reqwest::Client,
-    /// The built-in runner's SSH masters, opened on first use and kept for the engine's life.
-    ssh_pool: std::sync::OnceLock<Arc<crate::playbook::ssh::SshPool>>,
+    /// Everything about backends: rendering payloads into recipes and running them.
+    pub payloads: Dispatcher,
 }
 
 impl Engine {
     /// Opens the store and the sys dir (`sys_dir` overrides the configured one).
     pub fn open(svc: Service, sys_dir: Option<PathBuf>) -> Result<Engine> {
-        // reqwest is built without a default TLS provider; ring is the one we ship.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = svc.open_store()?;
         let root = sys_dir.unwrap_or_else(|| in_dir(&svc.dir, &svc.config.sys_dir));
         let sys = SysDir::new(root, usize::try_from(svc.config.sys_keep_runs).unwrap_or(5));
-        let uses_playbooks = svc.stepdefs.actuators.values().any(|a| {
-            [&a.sync, &a.delete]
-                .into_iter()
-                .flatten()
-                .any(|p| matches!(p.kind, PayloadKind::Playbook(_)))
-        });
-        if uses_playbooks {
-            let cfg = playbook::ansible_cfg(
-                &in_dir(&svc.dir, Path::new(playbook::PLAYBOOKS_DIR)),
-                &svc.config.ssh,
-            );
-            sys.write_root_files(&[
-                ("ansible.cfg", cfg),
-                (
-                    "callback_plugins/stepsync_result.py",
-                    playbook::RESULT_CALLBACK.to_owned(),
-                ),
-            ])
-            .map_err(|e| sys_error(&sys, e))?;
+        let payloads = Dispatcher::new(&svc, sys.root()).map_err(Error::failed)?;
+        let root_files = payloads.root_files(&svc);
+        if !root_files.is_empty() {
+            sys.write_root_files(&root_files)
+                .map_err(|e| sys_error(&sys, e))?;
         }
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("stepsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::failed(format!("cannot create the HTTP client: {e}")))?;
         Ok(Engine {
-            ssh_pool: std::sync::OnceLock::new(),
             svc,
             store,
             sys,
-            client,
+            payloads,
         })
     }
 
@@ -130,10 +114,6 @@ impl Engine {
             self.svc.schema.clone(),
             &*self.store,
         )?))
-    }
-
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
     }
 
     /// Secrets masked, cut to the bookkeeping limit.
@@ -155,7 +135,7 @@ impl Engine {
         world: &Arc<Snapshot>,
         obj: &Arc<ObjectRecord>,
         phase: Phase,
-    ) -> Result<Option<Prepared>, String> {
+    ) -> Result<Option<Prepared>, RenderFailure> {
         let Some(act) = self.svc.stepdefs.actuator(&obj.model) else {
             return Ok(None);
         };
@@ -175,7 +155,7 @@ impl Engine {
         ]));
         let mut attributes = Map::new();
         for (name, tv) in act.attributes.iter().chain(&payload.vars) {
-            let v = t.render_value(tv, &attr_ctx).map_err(|e| e.to_string())?;
+            let v = t.render_value(tv, &attr_ctx)?;
             attributes.insert(name.clone(), v);
         }
         let mut ctx = attributes.clone();
@@ -184,33 +164,9 @@ impl Engine {
             serde_json::to_value(&self.svc.config.vars).unwrap_or(Json::Null),
         );
         let payload_ctx = payload_value(&ctx, object);
-        let recipe = match &payload.kind {
-            PayloadKind::Rest(r) => Recipe::Rest(
-                rest::render(t, r, &payload_ctx, rest::DEFAULT_TIMEOUT)
-                    .map_err(|e| e.to_string())?,
-            ),
-            PayloadKind::Playbook(pb) => {
-                let hosts = match &pb.hosts {
-                    Some(h) => Some(
-                        t.render_string(h, &payload_ctx)
-                            .map_err(|e| e.to_string())?,
-                    ),
-                    None => None,
-                };
-                let cx = playbook::Context {
-                    playbooks_dir: &in_dir(&self.svc.dir, Path::new(playbook::PLAYBOOKS_DIR)),
-                    inventory: &self.svc.inventory,
-                    ssh: &self.svc.config.ssh,
-                    secrets: &self.svc.secrets,
-                };
-                Recipe::Playbook(playbook::render(
-                    &cx,
-                    &pb.playbook,
-                    &attributes,
-                    hosts.as_deref(),
-                )?)
-            }
-        };
+        let recipe = self
+            .payloads
+            .render(t, &payload.kind, &payload_ctx, &attributes)?;
         Ok(Some(Prepared {
             obj: obj.clone(),
             phase,
@@ -228,30 +184,13 @@ impl Engine {
         let vars = secrets.mask(
             &serde_json::to_string_pretty(&Json::Object(p.attributes.clone())).unwrap_or_default(),
         );
-        let files = match &p.recipe {
-            Recipe::Rest(plan) => vec![
-                (
-                    format!("{}.http", p.phase.as_str()),
-                    rest_recipe::to_http(plan, secrets, &title),
-                ),
-                (
-                    format!("{}.sh", p.phase.as_str()),
-                    rest_recipe::to_sh(plan, secrets, &title),
-                ),
-                ("vars.json".to_owned(), vars + "\n"),
-            ],
-            Recipe::Playbook(plan) => vec![
-                (format!("{}.yml", p.phase.as_str()), plan.playbook.clone()),
-                ("inventory.yml".to_owned(), plan.inventory.clone()),
-                ("vars.json".to_owned(), vars + "\n"),
-            ],
-        };
+        let files = p.recipe.files(p.phase, secrets, &title, vars + "\n");
         self.sys
             .write_files(&p.obj.model, &p.obj.key, &files)
             .map_err(|e| sys_error(&self.sys, e))
     }
 
-    /// Sends the payload and classifies what came back.
+    /// Sends the payload and classifies what came back; returns the outcome and the run log.
     pub async fn actuate(&self, p: &Prepared) -> (Outcome, String) {
         let Some(act) = self.svc.stepdefs.actuator(&p.obj.model) else {
             return (
@@ -261,148 +200,37 @@ impl Engine {
                 String::new(),
             );
         };
-        match &p.recipe {
-            Recipe::Rest(plan) => {
-                let ex = rest::execute(&self.client, plan, p.phase == Phase::Delete).await;
-                let log = self.svc.secrets.mask(&rest_log(&ex));
-                let Some(result) = &ex.result else {
-                    // No response at all: connection errors and timeouts are errors, with backoff.
-                    let why = ex
-                        .failure
-                        .clone()
-                        .unwrap_or_else(|| "no response".to_owned());
-                    return (Outcome::Error(why), log);
-                };
-                let json = serde_json::to_value(result).unwrap_or(Json::Null);
-                let default_defer = matches!(result.status, 429 | 503);
-                let failure = ex.failure.clone();
-                let described = failure
-                    .clone()
-                    .unwrap_or_else(|| format!("status {}", result.status));
-                (
-                    self.classify(
-                        act,
-                        p,
-                        json,
-                        &result.body,
-                        failure,
-                        default_defer,
-                        described,
-                    ),
-                    log,
-                )
-            }
-            Recipe::Playbook(plan) => {
-                if self.svc.config.runner == Runner::Builtin {
-                    let source = plan.source.clone();
-                    let hosts = plan.hosts.clone();
-                    let attributes = p.attributes.clone();
-                    let playbooks_dir = in_dir(&self.svc.dir, Path::new(playbook::PLAYBOOKS_DIR));
-                    let inventory = self.svc.inventory.clone();
-                    let pool = self
-                        .ssh_pool
-                        .get_or_init(|| {
-                            Arc::new(crate::playbook::ssh::SshPool::new(
-                                tokio::runtime::Handle::current(),
-                            ))
-                        })
-                        .clone();
-                    let mut ssh = self.svc.config.ssh.clone();
-                    ssh.private_key = ssh.private_key.map(|k| in_dir(&self.svc.dir, &k));
-                    ssh.known_hosts_file = ssh.known_hosts_file.map(|k| in_dir(&self.svc.dir, &k));
-                    // The built-in runner is synchronous (processes and files): keep it off
-                    // the scheduler's threads.
-                    let joined = tokio::task::spawn_blocking(move || {
-                        let opts = crate::playbook::run::Options {
-                            playbooks_dir: &playbooks_dir,
-                            inventory: &inventory,
-                            attributes: &attributes,
-                            hosts: hosts.as_deref(),
-                            ssh_pool: Some(&pool),
-                            ssh: &ssh,
-                        };
-                        crate::playbook::run::run(&source, &opts)
-                    })
-                    .await;
-                    return match joined {
-                        Ok(Ok((r, log))) => {
-                            let log = self.svc.secrets.mask(&log);
-                            if r.failed > 0 || r.unreachable > 0 {
-                                let msg = r
-                                    .message
-                                    .clone()
-                                    .unwrap_or_else(|| "the playbook failed".to_owned());
-                                return (Outcome::Error(msg), log);
-                            }
-                            let json = serde_json::to_value(&r).unwrap_or(Json::Null);
-                            (
-                                self.classify(
-                                    act,
-                                    p,
-                                    json.clone(),
-                                    &json,
-                                    None,
-                                    false,
-                                    String::new(),
-                                ),
-                                log,
-                            )
-                        }
-                        Ok(Err(e)) => (Outcome::Error(e), String::new()),
-                        Err(e) => (
-                            Outcome::Error(format!("the playbook run panicked: {e}")),
-                            String::new(),
-                        ),
-                    };
-                }
-                let dir = self.sys.object_dir(&p.obj.model, &p.obj.key);
-                let recipe = format!("{}.yml", p.phase.as_str());
-                let (res, log) =
-                    playbook::run_ansible(&dir, self.sys.root(), &recipe, &self.svc.secrets).await;
-                let log = self.svc.secrets.mask(&log);
-                match res {
-                    Ok(r) => {
-                        let json = serde_json::to_value(&r).unwrap_or(Json::Null);
-                        (
-                            self.classify(act, p, json.clone(), &json, None, false, String::new()),
-                            log,
-                        )
-                    }
-                    Err(e) => (Outcome::Error(e), log),
-                }
-            }
-        }
+        let dir = self.sys.object_dir(&p.obj.model, &p.obj.key);
+        let ex = self
+            .payloads
+            .execute(&p.recipe, p.phase, &dir, &p.attributes)
+            .await;
+        let log = self.svc.secrets.mask(&ex.log);
+        let outcome = match ex.response {
+            Ok(r) => self.classify(act, p, r),
+            Err(e) => Outcome::Error(RunError::Backend(e)),
+        };
+        (outcome, log)
     }
 
-    /// Deferred, failed or ok with its feedback, from a run's `result` (SPEC §6.4).
-    /// `jsonpath_root` is what `{jsonpath: ...}` feedback reads: a REST body, a playbook result.
-    #[allow(clippy::too_many_arguments)]
-    fn classify(
-        &self,
-        act: &Actuator,
-        p: &Prepared,
-        result: Json,
-        jsonpath_root: &Json,
-        failure: Option<String>,
-        default_defer: bool,
-        described: String,
-    ) -> Outcome {
+    /// Deferred, failed or ok with its feedback, from a backend's response (SPEC §6.4).
+    fn classify(&self, act: &Actuator, p: &Prepared, r: Response) -> Outcome {
         let mut ctx = p.ctx.clone();
-        ctx.insert("result".into(), result);
+        ctx.insert("result".into(), r.result);
         let ctx_value = payload_value(&ctx, ObjectView::value(p.obj.clone(), p.world.clone()));
         let t = &self.svc.stepdefs.templates;
         let deferred = match &act.defer_when {
             Some(tmpl) => match t.render(tmpl, &ctx_value) {
                 Ok(v) => truthy(&v),
-                Err(e) => return Outcome::Error(format!("defer_when: {e}")),
+                Err(e) => return Outcome::Error(RunError::DeferWhen(e)),
             },
-            None => default_defer,
+            None => r.default_defer,
         };
         if deferred {
-            return Outcome::Deferred(format!("deferred: {described}"));
+            return Outcome::Deferred(format!("deferred: {}", r.described));
         }
-        if let Some(f) = failure {
-            return Outcome::Error(f);
+        if let Some(f) = r.failure {
+            return Outcome::Error(RunError::Backend(f));
         }
         if p.phase == Phase::Delete {
             return Outcome::Ok {
@@ -414,16 +242,22 @@ impl Engine {
             let v = match rule {
                 Feedback::Template(tmpl) => match t.render(tmpl, &ctx_value) {
                     Ok(v) => v,
-                    Err(e) => return Outcome::Error(format!("feedback `{field}`: {e}")),
+                    Err(source) => {
+                        return Outcome::Error(RunError::Feedback {
+                            field: field.clone(),
+                            source,
+                        });
+                    }
                 },
                 Feedback::JsonPath(path) => {
                     use jsonpath_rust::JsonPath;
-                    match jsonpath_root.query(path) {
+                    match r.jsonpath_root.query(path) {
                         Ok(found) if !found.is_empty() => found[0].clone(),
                         _ => {
-                            return Outcome::Error(format!(
-                                "feedback `{field}`: {path} matched nothing in the result"
-                            ));
+                            return Outcome::Error(RunError::FeedbackPath {
+                                field: field.clone(),
+                                path: path.clone(),
+                            });
                         }
                     }
                 }
@@ -447,7 +281,7 @@ impl Engine {
     }
 
     /// The store's record of one outcome.
-    fn run_record(&self, obj: &ObjectRecord, outcome: &Outcome, now: Millis) -> RunRecord {
+    fn run_record(&self, obj: &ObjectRecord, outcome: &Outcome) -> RunRecord {
         match outcome {
             Outcome::Ok { feedback } => {
                 let masked = self
@@ -460,17 +294,9 @@ impl Engine {
                     feedback,
                 }
             }
-            Outcome::Error(msg) => {
-                let b = &self.svc.config.backoff;
-                let next = (!b.disabled).then(|| {
-                    let d = backoff::delay(b, obj.book.failures + 1);
-                    Millis(now.0 + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2))
-                });
-                RunRecord::Failure {
-                    message: self.clean_message(msg),
-                    next_retry_at: next,
-                }
-            }
+            Outcome::Error(e) => RunRecord::Failure {
+                message: self.clean_message(&e.to_string()),
+            },
             Outcome::Deferred(msg) => RunRecord::Deferred {
                 message: self.clean_message(msg),
             },
@@ -495,7 +321,9 @@ impl Engine {
                     tx.purge(obj.id)?;
                     None
                 } else {
-                    tx.record_run(obj.id, &self.run_record(obj, outcome, now), now)?
+                    let run = self.run_record(obj, outcome);
+                    let rules = self.rules(&obj.model);
+                    store::record_run(&mut *tx, obj.id, &run, now, &rules, backoff::unit_random())?
                 });
             }
             tx.commit()?;
@@ -505,8 +333,8 @@ impl Engine {
         for ((obj, phase, outcome, log), rec) in runs.iter().zip(&recs) {
             match outcome {
                 Outcome::Ok { .. } => info!(object = %obj.name(), phase = phase.as_str(), "ok"),
-                Outcome::Error(m) => {
-                    warn!(object = %obj.name(), phase = phase.as_str(), error = %self.clean_message(m), "failed")
+                Outcome::Error(e) => {
+                    warn!(object = %obj.name(), phase = phase.as_str(), error = %self.clean_message(&e.to_string()), "failed")
                 }
                 Outcome::Deferred(m) => {
                     info!(object = %obj.name(), phase = phase.as_str(), reason = %self.clean_message(m), "deferred")
@@ -554,7 +382,10 @@ impl Engine {
         let mut out = Vec::with_capacity(writes.len());
         for (obj, run) in writes {
             out.push(match run {
-                Some(run) => tx.record_run(obj.id, run, now)?,
+                Some(run) => {
+                    let rules = self.rules(&obj.model);
+                    store::record_run(&mut *tx, obj.id, run, now, &rules, backoff::unit_random())?
+                }
                 None => {
                     tx.purge(obj.id)?;
                     None
@@ -572,34 +403,20 @@ impl Engine {
         Ok(out)
     }
 
-    /// When an in-sync object is next due for a resync, if its actuator (or the service)
-    /// asks for resyncs.
-    pub fn resync_at(&self, obj: &ObjectRecord) -> Option<Millis> {
-        let period = self
+    /// What decides when objects of `model` are due and what their failures cost.
+    pub fn rules(&self, model: &str) -> Rules<'_> {
+        let c = &self.svc.config;
+        let resync = self
             .svc
             .stepdefs
-            .actuator(&obj.model)
+            .actuator(model)
             .and_then(|a| a.resync)
-            .unwrap_or(self.svc.config.resync);
-        let last = obj.book.last_success_at?;
-        (!period.0.is_zero()).then(|| {
-            Millis(
-                last.0
-                    .saturating_add(i64::try_from(period.0.as_millis()).unwrap_or(i64::MAX)),
-            )
-        })
-    }
-
-    /// Whether `obj` is due for a sync now.
-    pub fn sync_due(&self, obj: &ObjectRecord, now: Millis) -> bool {
-        obj.book.synced_generation < obj.book.generation
-            || self.resync_at(obj).is_some_and(|t| t <= now)
-    }
-
-    pub(crate) fn waiting_on_backoff(&self, obj: &ObjectRecord, now: Millis) -> bool {
-        !self.svc.config.backoff.disabled
-            && obj.book.status == Status::Error
-            && obj.book.next_retry_at.is_some_and(|t| t > now)
+            .unwrap_or(c.resync);
+        Rules {
+            backoff: &c.backoff,
+            resync: resync.0,
+            defer_retry: c.defer_retry.0,
+        }
     }
 }
 
@@ -687,27 +504,4 @@ pub fn run_stamp(t: Millis) -> String {
     humantime::format_rfc3339_millis(t)
         .to_string()
         .replace(['-', ':'], "")
-}
-
-/// The run log of a REST run: every request sent and what came back.
-fn rest_log(ex: &Exchange) -> String {
-    let mut out = String::new();
-    for (req, status, text) in &ex.log {
-        out.push_str(&format!("> {} {}\n", req.method, req.url));
-        for (k, v) in &req.headers {
-            out.push_str(&format!("> {k}: {v}\n"));
-        }
-        if let Some(b) = &req.body {
-            out.push_str(&format!(">\n> {b}\n"));
-        }
-        match status {
-            Some(s) => out.push_str(&format!("< {s}\n< {}\n\n", text.trim_end())),
-            None => out.push_str(&format!("! {text}\n\n")),
-        }
-    }
-    match &ex.failure {
-        Some(f) => out.push_str(&format!("FAILED: {f}\n")),
-        None => out.push_str("OK\n"),
-    }
-    out
 }

@@ -13,7 +13,8 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, info, info_span};
 
 use super::graph::{Dep, ObjectGraph};
-use super::{Engine, Outcome, Summary};
+use super::{Engine, Outcome, RunError, Summary};
+use crate::bookkeeping;
 use crate::error::Result;
 use crate::snapshot::Snapshot;
 use crate::store::{Millis, ObjectRecord, RunRecord, Status};
@@ -67,10 +68,6 @@ struct Pass<'a> {
     /// Sys dir files of recorded runs, being written off the scheduler's thread; all are
     /// awaited before the pass ends, so no object runs again before its files are there.
     sys_writes: JoinSet<Result<()>>,
-}
-
-fn in_sync(o: &ObjectRecord) -> bool {
-    o.book.status == Status::Ok && o.book.synced_generation >= o.book.generation && !o.book.deleted
 }
 
 impl Engine {
@@ -227,13 +224,16 @@ impl Pass<'_> {
             .collect();
         let models = rank.len();
         for o in self.world.all() {
-            if cyclic.contains(&o.id) || e.waiting_on_backoff(&o, now) {
+            if cyclic.contains(&o.id) {
                 continue;
             }
+            let Some(due) = bookkeeping::due(&o.book, now, &e.rules(&o.model)) else {
+                continue;
+            };
             let r = rank.get(o.model.as_str()).copied().unwrap_or(0);
-            let (phase, key) = if o.book.deleted {
+            let (phase, key) = if due.is_delete() {
                 (Phase::Delete, (models - r, o.key.clone(), o.id))
-            } else if e.sync_due(&o, now) && !done.contains(&(o.id, o.book.generation)) {
+            } else if !done.contains(&(o.id, o.book.generation)) {
                 (Phase::Sync, (models + 1 + r, o.key.clone(), o.id))
             } else {
                 continue;
@@ -286,10 +286,14 @@ impl Pass<'_> {
                 cyclic.insert(id);
                 if let Some(o) = self.world.by_id(id)
                     && o.book.message != msg
-                    && !self.engine.waiting_on_backoff(&o, now)
-                    && let Some(r) =
-                        self.engine
-                            .record(&o, Phase::Sync, &Outcome::Error(msg.clone()), "")?
+                    && bookkeeping::waiting_until(&o.book, now, &self.engine.rules(&o.model))
+                        .is_none()
+                    && let Some(r) = self.engine.record(
+                        &o,
+                        Phase::Sync,
+                        &Outcome::Error(RunError::Engine(msg.clone())),
+                        "",
+                    )?
                 {
                     self.world.put(r);
                 }
@@ -317,7 +321,7 @@ impl Pass<'_> {
                     if t.book.deleted {
                         return Err(format!("blocked by {}: being deleted", t.name()));
                     }
-                    if in_sync(&t) {
+                    if bookkeeping::in_sync(&t.book) {
                         continue;
                     }
                     match self.jobs.get(&t.id) {
@@ -519,12 +523,18 @@ impl Pass<'_> {
                     tokio::task::spawn_blocking(move || {
                         let p = engine.prepare(&world, &obj, phase)?;
                         if let Some(p) = &p {
-                            engine.write_recipe(p).map_err(|e| e.to_string())?;
+                            engine
+                                .write_recipe(p)
+                                .map_err(|e| RunError::SysDir(e.to_string()))?;
                         }
-                        Ok::<_, String>(p)
+                        Ok::<_, RunError>(p)
                     })
                     .await
-                    .unwrap_or_else(|e| Err(format!("rendering the payload panicked: {e}")))
+                    .unwrap_or_else(|e| {
+                        Err(RunError::Engine(format!(
+                            "rendering the payload panicked: {e}"
+                        )))
+                    })
                 };
                 let outcome = match prepared {
                     Ok(Some(p)) => engine.actuate(&p).await,

@@ -135,8 +135,8 @@ fn render_request(
                 headers.push(("Content-Type".into(), "application/json".into()));
             }
             Some(serde_json::to_string(&v).map_err(|e| RenderError {
-                location: "body".into(),
-                message: e.to_string(),
+                origin: None,
+                message: format!("body: {e}"),
             })?)
         }
         None => None,
@@ -399,6 +399,29 @@ pub fn is_subset(desired: &Json, observed: &Json) -> bool {
         (Json::Number(a), Json::Number(b)) => a.as_f64() == b.as_f64(),
         (a, b) => a == b,
     }
+}
+
+/// The run log of a REST run: every request sent and what came back.
+pub fn log(ex: &Exchange) -> String {
+    let mut out = String::new();
+    for (req, status, text) in &ex.log {
+        out.push_str(&format!("> {} {}\n", req.method, req.url));
+        for (k, v) in &req.headers {
+            out.push_str(&format!("> {k}: {v}\n"));
+        }
+        if let Some(b) = &req.body {
+            out.push_str(&format!(">\n> {b}\n"));
+        }
+        match status {
+            Some(s) => out.push_str(&format!("< {s}\n< {}\n\n", text.trim_end())),
+            None => out.push_str(&format!("! {text}\n\n")),
+        }
+    }
+    match &ex.failure {
+        Some(f) => out.push_str(&format!("FAILED: {f}\n")),
+        None => out.push_str("OK\n"),
+    }
+    out
 }
 
 #[cfg(test)]

@@ -4,14 +4,14 @@
 
 pub mod sqlite;
 
-use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use sqlite::SqliteStore;
 
+// The bookkeeping types are the state machine's; the store persists them.
+pub use crate::bookkeeping::{Bookkeeping, Millis, RunRecord, Status};
+
+use crate::bookkeeping;
 use crate::model::deps::Edge;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,101 +30,6 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Milliseconds since the Unix epoch, UTC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Millis(pub i64);
-
-impl Millis {
-    pub fn now() -> Millis {
-        let d = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        Millis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    }
-
-    /// RFC 3339, UTC, whole seconds (`2026-01-01T00:00:00Z`).
-    pub fn rfc3339(self) -> String {
-        let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(self.0).unwrap_or(0));
-        humantime::format_rfc3339_seconds(t).to_string()
-    }
-}
-
-impl Serialize for Millis {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.rfc3339())
-    }
-}
-
-/// The engine's view of an object (SPEC §5.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Pending,
-    Ok,
-    Error,
-    Deferred,
-    Blocked,
-    Deleting,
-}
-
-impl Status {
-    pub const ALL: [Status; 6] = [
-        Status::Pending,
-        Status::Ok,
-        Status::Error,
-        Status::Deferred,
-        Status::Blocked,
-        Status::Deleting,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Ok => "ok",
-            Status::Error => "error",
-            Status::Deferred => "deferred",
-            Status::Blocked => "blocked",
-            Status::Deleting => "deleting",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    /// The original framework's `backend_code`: 0 pending/deferred, 1 ok, 2 error/blocked.
-    pub fn backend_code(self) -> u8 {
-        match self {
-            Status::Ok => 1,
-            Status::Error | Status::Blocked => 2,
-            Status::Pending | Status::Deferred | Status::Deleting => 0,
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Bookkeeping owned by the engine.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Bookkeeping {
-    pub status: Status,
-    pub message: String,
-    pub generation: i64,
-    pub synced_generation: i64,
-    pub failures: u32,
-    pub next_retry_at: Option<Millis>,
-    pub deleted: bool,
-    pub created: Millis,
-    pub updated: Millis,
-    pub enacted: Option<Millis>,
-    pub last_success_at: Option<Millis>,
-    pub last_error_at: Option<Millis>,
 }
 
 /// One stored object.
@@ -158,27 +63,6 @@ pub struct Referrer {
     pub value: String,
 }
 
-/// What a run (or a pass's check of an object) leaves in the bookkeeping.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunRecord {
-    /// Synced: `generation` is the one read when the run started, so a change made while
-    /// it ran keeps the object pending. `feedback` replaces the feedback fields.
-    Success {
-        generation: i64,
-        feedback: Map<String, Value>,
-    },
-    Failure {
-        message: String,
-        next_retry_at: Option<Millis>,
-    },
-    Deferred {
-        message: String,
-    },
-    Blocked {
-        message: String,
-    },
-}
-
 /// Reads, available both outside and inside a write transaction.
 pub trait ReadOps {
     fn get(&self, model: &str, key: &str) -> Result<Option<ObjectRecord>, StoreError>;
@@ -188,38 +72,34 @@ pub trait ReadOps {
     fn referrers(&self, to_model: &str) -> Result<Vec<Referrer>, StoreError>;
 }
 
-/// One write transaction; dropped without [`WriteTx::commit`] it rolls back.
+/// One write transaction; dropped without [`WriteTx::commit`] it rolls back. It persists
+/// what the bookkeeping state machine ([`crate::bookkeeping`]) decided and decides nothing
+/// itself; callers go through the functions at the end of this file.
 pub trait WriteTx: ReadOps {
-    /// Creates an object at generation 1, pending.
+    fn get_by_id(&self, id: i64) -> Result<Option<ObjectRecord>, StoreError>;
+    /// Creates an object with the given bookkeeping; returns its id.
     fn insert(
         &mut self,
         model: &str,
         key: &str,
         fields: &Map<String, Value>,
         refs: &[Edge],
-        now: Millis,
+        book: &Bookkeeping,
     ) -> Result<i64, StoreError>;
-    /// Replaces the declarative fields, bumps the generation, clears backoff and any
-    /// pending delete; returns the new generation.
-    fn update_fields(
+    /// Replaces the declarative fields and their dependency edges.
+    fn put_fields(
         &mut self,
         id: i64,
         fields: &Map<String, Value>,
         refs: &[Edge],
-        now: Millis,
-    ) -> Result<i64, StoreError>;
-    /// Marks the object deleted; the engine runs its delete payload and purges it.
-    fn mark_deleted(&mut self, id: i64, now: Millis) -> Result<(), StoreError>;
-    /// Clears an object's backoff so it is retried on the next pass.
-    fn clear_backoff(&mut self, id: i64) -> Result<(), StoreError>;
-    /// Records the outcome of a run (feedback never moves the generation) and returns the
-    /// object as it now stands, or `None` if it is gone.
-    fn record_run(
+    ) -> Result<(), StoreError>;
+    /// Replaces the bookkeeping, and the feedback fields when given.
+    fn put_book(
         &mut self,
         id: i64,
-        run: &RunRecord,
-        now: Millis,
-    ) -> Result<Option<ObjectRecord>, StoreError>;
+        book: &Bookkeeping,
+        feedback: Option<&Map<String, Value>>,
+    ) -> Result<(), StoreError>;
     /// Removes the object and its edges for good.
     fn purge(&mut self, id: i64) -> Result<(), StoreError>;
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
@@ -230,8 +110,7 @@ pub trait WriteTx: ReadOps {
 pub struct Counts {
     /// Objects per status, in `Status::ALL` order, zero counts left out.
     pub by_status: Vec<(Status, usize)>,
-    /// Objects with work on them whatever the clock says: a generation not yet synced, or a
-    /// deletion not yet carried out.
+    /// Objects with work on them whatever the clock says ([`crate::bookkeeping::work`]).
     pub pending: usize,
 }
 
@@ -245,4 +124,76 @@ pub trait Store: ReadOps + Send + Sync {
     /// A file whose directory sees a write whenever the store changes, for waking on changes
     /// without polling; `None` when the store has no such file.
     fn watch_path(&self) -> Option<&std::path::Path>;
+}
+
+/// Creates an object, pending at generation 1.
+pub fn create(
+    tx: &mut dyn WriteTx,
+    model: &str,
+    key: &str,
+    fields: &Map<String, Value>,
+    refs: &[Edge],
+    now: Millis,
+) -> Result<i64, StoreError> {
+    tx.insert(model, key, fields, refs, &bookkeeping::created(now))
+}
+
+/// Replaces an object's declarative fields: a new generation (SPEC §5.1).
+pub fn change(
+    tx: &mut dyn WriteTx,
+    id: i64,
+    fields: &Map<String, Value>,
+    refs: &[Edge],
+    now: Millis,
+) -> Result<(), StoreError> {
+    tx.put_fields(id, fields, refs)?;
+    update(tx, id, |b| bookkeeping::on_change(b, now)).map(drop)
+}
+
+/// Marks an object deleted (SPEC §5.4).
+pub fn mark_deleted(tx: &mut dyn WriteTx, id: i64, now: Millis) -> Result<(), StoreError> {
+    update(tx, id, |b| bookkeeping::on_delete(b, now)).map(drop)
+}
+
+/// Clears an object's backoff so it is tried on the next pass.
+pub fn clear_backoff(tx: &mut dyn WriteTx, id: i64) -> Result<(), StoreError> {
+    update(tx, id, bookkeeping::on_retry).map(drop)
+}
+
+/// Records a run's outcome (feedback never moves the generation) and returns the object as
+/// it now stands, or `None` if it is gone.
+pub fn record_run(
+    tx: &mut dyn WriteTx,
+    id: i64,
+    run: &RunRecord,
+    now: Millis,
+    rules: &bookkeeping::Rules<'_>,
+    jitter: f64,
+) -> Result<Option<ObjectRecord>, StoreError> {
+    let Some(mut cur) = tx.get_by_id(id)? else {
+        return Ok(None);
+    };
+    bookkeeping::on_run(&mut cur.book, run, now, rules, jitter);
+    let feedback = match run {
+        RunRecord::Success { feedback, .. } => {
+            cur.feedback.clone_from(feedback);
+            Some(feedback)
+        }
+        _ => None,
+    };
+    tx.put_book(id, &cur.book, feedback)?;
+    Ok(Some(cur))
+}
+
+fn update(
+    tx: &mut dyn WriteTx,
+    id: i64,
+    f: impl FnOnce(&mut Bookkeeping),
+) -> Result<Option<ObjectRecord>, StoreError> {
+    let Some(mut cur) = tx.get_by_id(id)? else {
+        return Ok(None);
+    };
+    f(&mut cur.book);
+    tx.put_book(id, &cur.book, None)?;
+    Ok(Some(cur))
 }

@@ -9,12 +9,13 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
 use super::{
-    Bookkeeping, Counts, Edge, Millis, ObjectRecord, ReadOps, Referrer, RunRecord, Status, Store,
-    StoreError, WriteTx,
+    Bookkeeping, Counts, Edge, Millis, ObjectRecord, ReadOps, Referrer, Status, Store, StoreError,
+    WriteTx,
 };
+use crate::bookkeeping;
 
 /// The schema version this build writes. Each entry of `MIGRATIONS` moves one version up.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -47,6 +48,9 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX refs_to ON refs(to_model, value);
     CREATE INDEX refs_src ON refs(src);",
+    // 1 -> 2: the state machine's `work` mark, so counting pending objects needs no rules in
+    // SQL; `backfill_pending` fills it for rows written by version 1.
+    "ALTER TABLE objects ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// How long a writer waits for another process's transaction before giving up.
@@ -112,6 +116,9 @@ impl SqliteStore {
                 )
                 .map_err(&err)?;
             }
+            if version < 2 {
+                backfill_pending(&conn).map_err(&err)?;
+            }
             Ok(())
         })();
         let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
@@ -128,6 +135,19 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Sets the `pending` mark of every row from its bookkeeping.
+fn backfill_pending(conn: &Connection) -> rusqlite::Result<()> {
+    let rows: Vec<ObjectRecord> = conn
+        .prepare(&format!("SELECT {COLUMNS} FROM objects"))?
+        .query_map([], row_to_record)?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut st = conn.prepare("UPDATE objects SET pending = ?2 WHERE id = ?1")?;
+    for r in rows {
+        st.execute(params![r.id, bookkeeping::work(&r.book).is_some()])?;
+    }
+    Ok(())
 }
 
 fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -249,8 +269,7 @@ impl Store for SqliteStore {
         let conn = self.lock();
         let run = || -> rusqlite::Result<Vec<(String, i64, i64)>> {
             let mut st = conn.prepare_cached(
-                "SELECT status, COUNT(*), SUM(deleted != 0 OR synced_generation < generation)
-                 FROM objects GROUP BY status",
+                "SELECT status, COUNT(*), SUM(pending) FROM objects GROUP BY status",
             )?;
             st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect()
@@ -315,6 +334,51 @@ impl Drop for SqliteTx<'_> {
 }
 
 impl SqliteTx<'_> {
+    fn save_book(
+        &self,
+        id: i64,
+        b: &Bookkeeping,
+        feedback: Option<&Map<String, Value>>,
+    ) -> rusqlite::Result<()> {
+        let pending = bookkeeping::work(b).is_some();
+        let book = params![
+            id,
+            b.generation,
+            b.synced_generation,
+            b.status.as_str(),
+            b.message,
+            b.failures,
+            b.next_retry_at.map(|m| m.0),
+            b.deleted,
+            b.created.0,
+            b.updated.0,
+            b.enacted.map(|m| m.0),
+            b.last_success_at.map(|m| m.0),
+            b.last_error_at.map(|m| m.0),
+            pending,
+        ];
+        const SET: &str = "generation = ?2, synced_generation = ?3, status = ?4, message = ?5,
+            failures = ?6, next_retry_at = ?7, deleted = ?8, created = ?9, updated = ?10,
+            enacted = ?11, last_success_at = ?12, last_error_at = ?13, pending = ?14";
+        match feedback {
+            None => self
+                .conn
+                .prepare_cached(&format!("UPDATE objects SET {SET} WHERE id = ?1"))?
+                .execute(book)?,
+            Some(f) => {
+                let text = Value::Object(f.clone()).to_string();
+                let mut all: Vec<&dyn rusqlite::ToSql> = book.to_vec();
+                all.push(&text);
+                self.conn
+                    .prepare_cached(&format!(
+                        "UPDATE objects SET {SET}, feedback = ?15 WHERE id = ?1"
+                    ))?
+                    .execute(all.as_slice())?
+            }
+        };
+        Ok(())
+    }
+
     fn set_refs(&self, id: i64, refs: &[Edge]) -> rusqlite::Result<()> {
         self.conn
             .prepare_cached("DELETE FROM refs WHERE src = ?1")?
@@ -342,122 +406,62 @@ impl ReadOps for SqliteTx<'_> {
 }
 
 impl WriteTx for SqliteTx<'_> {
+    fn get_by_id(&self, id: i64) -> Result<Option<ObjectRecord>, StoreError> {
+        self.conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM objects WHERE id = ?1"))
+            .and_then(|mut st| st.query_row([id], row_to_record).optional())
+            .map_err(sql_err(self.path))
+    }
+
     fn insert(
         &mut self,
         model: &str,
         key: &str,
         fields: &Map<String, Value>,
         refs: &[Edge],
-        now: Millis,
+        book: &Bookkeeping,
     ) -> Result<i64, StoreError> {
-        let run =
-            || -> rusqlite::Result<i64> {
-                self.conn
+        let run = || -> rusqlite::Result<i64> {
+            self.conn
                 .prepare_cached(
                     "INSERT INTO objects (model, key, fields, generation, status, created, updated)
-                     VALUES (?1, ?2, ?3, 1, 'pending', ?4, ?4)",
+                     VALUES (?1, ?2, ?3, 0, '', 0, 0)",
                 )?
-                .execute(params![model, key, Value::Object(fields.clone()).to_string(), now.0])?;
-                let id = self.conn.last_insert_rowid();
-                self.set_refs(id, refs)?;
-                Ok(id)
-            };
+                .execute(params![
+                    model,
+                    key,
+                    Value::Object(fields.clone()).to_string()
+                ])?;
+            let id = self.conn.last_insert_rowid();
+            self.save_book(id, book, None)?;
+            self.set_refs(id, refs)?;
+            Ok(id)
+        };
         run().map_err(sql_err(self.path))
     }
 
-    fn update_fields(
+    fn put_fields(
         &mut self,
         id: i64,
         fields: &Map<String, Value>,
         refs: &[Edge],
-        now: Millis,
-    ) -> Result<i64, StoreError> {
-        let run = || -> rusqlite::Result<i64> {
-            let generation = self
-                .conn
-                .prepare_cached(
-                    "UPDATE objects SET fields = ?2, generation = generation + 1, status = 'pending',
-                       message = '', failures = 0, next_retry_at = NULL, deleted = 0, updated = ?3
-                     WHERE id = ?1 RETURNING generation",
-                )?
-                .query_row(params![id, Value::Object(fields.clone()).to_string(), now.0], |r| r.get(0))?;
-            self.set_refs(id, refs)?;
-            Ok(generation)
+    ) -> Result<(), StoreError> {
+        let run = || -> rusqlite::Result<()> {
+            self.conn
+                .prepare_cached("UPDATE objects SET fields = ?2 WHERE id = ?1")?
+                .execute(params![id, Value::Object(fields.clone()).to_string()])?;
+            self.set_refs(id, refs)
         };
         run().map_err(sql_err(self.path))
     }
 
-    fn mark_deleted(&mut self, id: i64, now: Millis) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "UPDATE objects SET deleted = 1, status = 'deleting', message = '', failures = 0,
-                   next_retry_at = NULL, updated = ?2 WHERE id = ?1",
-            )
-            .and_then(|mut st| st.execute(params![id, now.0]))
-            .map(drop)
-            .map_err(sql_err(self.path))
-    }
-
-    fn clear_backoff(&mut self, id: i64) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("UPDATE objects SET next_retry_at = NULL WHERE id = ?1")
-            .and_then(|mut st| st.execute([id]))
-            .map(drop)
-            .map_err(sql_err(self.path))
-    }
-
-    fn record_run(
+    fn put_book(
         &mut self,
         id: i64,
-        run: &RunRecord,
-        now: Millis,
-    ) -> Result<Option<ObjectRecord>, StoreError> {
-        // A deleted object keeps `deleting` while it waits or is blocked: that is its state.
-        let (set, args): (&str, Vec<rusqlite::types::Value>) = match run {
-            RunRecord::Success {
-                generation,
-                feedback,
-            } => (
-                "status = 'ok', message = 'OK', failures = 0, next_retry_at = NULL,
-                 synced_generation = MAX(synced_generation, ?2), feedback = ?3,
-                 enacted = ?4, last_success_at = ?4",
-                vec![
-                    (*generation).into(),
-                    Value::Object(feedback.clone()).to_string().into(),
-                    now.0.into(),
-                ],
-            ),
-            RunRecord::Failure {
-                message,
-                next_retry_at,
-            } => (
-                "status = 'error', message = ?2, failures = failures + 1, next_retry_at = ?3,
-                 last_error_at = ?4",
-                vec![
-                    message.clone().into(),
-                    next_retry_at.map(|m| m.0).into(),
-                    now.0.into(),
-                ],
-            ),
-            RunRecord::Deferred { message } => (
-                "status = CASE WHEN deleted THEN 'deleting' ELSE 'deferred' END, message = ?2,
-                 next_retry_at = NULL",
-                vec![message.clone().into()],
-            ),
-            RunRecord::Blocked { message } => (
-                "status = CASE WHEN deleted THEN 'deleting' ELSE 'blocked' END, message = ?2",
-                vec![message.clone().into()],
-            ),
-        };
-        let sql = format!("UPDATE objects SET {set} WHERE id = ?1 RETURNING {COLUMNS}");
-        let mut params: Vec<rusqlite::types::Value> = vec![id.into()];
-        params.extend(args);
-        self.conn
-            .prepare_cached(&sql)
-            .and_then(|mut st| {
-                st.query_row(rusqlite::params_from_iter(params), row_to_record)
-                    .optional()
-            })
+        book: &Bookkeeping,
+        feedback: Option<&Map<String, Value>>,
+    ) -> Result<(), StoreError> {
+        self.save_book(id, book, feedback)
             .map_err(sql_err(self.path))
     }
 
@@ -496,7 +500,7 @@ mod tests {
         let mut fields = Map::new();
         fields.insert("name".into(), Value::from("a"));
         let mut tx = store.write().unwrap();
-        let id = tx.insert("Site", "a", &fields, &[], Millis(1000)).unwrap();
+        let id = crate::store::create(&mut *tx, "Site", "a", &fields, &[], Millis(1000)).unwrap();
         tx.commit().unwrap();
         let rec = store.get("Site", "a").unwrap().unwrap();
         assert_eq!(
@@ -506,17 +510,39 @@ mod tests {
 
         // Dropped without commit: nothing changes.
         let mut tx = store.write().unwrap();
-        tx.update_fields(id, &fields, &[], Millis(2000)).unwrap();
+        crate::store::change(&mut *tx, id, &fields, &[], Millis(2000)).unwrap();
         drop(tx);
         assert_eq!(store.get("Site", "a").unwrap().unwrap().book.generation, 1);
 
         let mut tx = store.write().unwrap();
-        assert_eq!(tx.update_fields(id, &fields, &[], Millis(2000)).unwrap(), 2);
+        crate::store::change(&mut *tx, id, &fields, &[], Millis(2000)).unwrap();
         tx.commit().unwrap();
+        assert_eq!(store.get("Site", "a").unwrap().unwrap().book.generation, 2);
         assert_eq!(
             store.get("Site", "a").unwrap().unwrap().book.updated,
             Millis(2000)
         );
+        std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    }
+
+    #[test]
+    fn version_1_stores_get_their_pending_marks() {
+        let path = tmp("v1");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "INSERT INTO objects (model, key, fields, generation, synced_generation, status,
+                   created, updated) VALUES
+                   ('Site', 'new', '{}', 1, 0, 'pending', 1, 1),
+                   ('Site', 'done', '{}', 1, 1, 'ok', 1, 1);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.counts().unwrap().pending, 1);
         std::fs::remove_dir_all(path.parent().unwrap()).ok();
     }
 
@@ -526,7 +552,7 @@ mod tests {
         {
             let store = SqliteStore::open(&path).unwrap();
             let mut tx = store.write().unwrap();
-            tx.insert("Site", "a", &Map::new(), &[], Millis(1)).unwrap();
+            crate::store::create(&mut *tx, "Site", "a", &Map::new(), &[], Millis(1)).unwrap();
             tx.commit().unwrap();
         }
         let store = SqliteStore::open(&path).unwrap();
