@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod graph;
+mod queue;
 pub mod scheduler;
 
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! stepdef's own `concurrency`, never the same object twice — and blocks only the dependents
 //! of what failed.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, info, info_span};
 
 use super::graph::{Dep, ObjectGraph};
+use super::queue::ReadyQueue;
 use super::{Engine, Outcome, RunError, Summary};
 use crate::bookkeeping;
 use crate::error::Result;
@@ -43,25 +44,15 @@ struct Finished {
 /// Ordering key of pending work: deletes (dependents first) before syncs (dependencies first).
 type OrderKey = (usize, String, i64);
 
-struct Job {
-    phase: Phase,
-    /// Dependencies (for a sync) or dependents (for a delete) still pending in this pass.
-    unresolved: usize,
-    key: OrderKey,
-    /// Whether the actuator has a payload to dispatch; if not, the job completes inline.
-    dispatch: bool,
-}
-
-/// The state of one pass: what is pending, what is ready, what runs.
+/// The state of one pass: the objects, what is pending and what runs.
 struct Pass<'a> {
     engine: &'a Arc<Engine>,
     world: Arc<Snapshot>,
     graph: ObjectGraph,
-    jobs: HashMap<i64, Job>,
-    ready: BTreeSet<OrderKey>,
-    inline: Vec<i64>,
-    in_flight: HashSet<i64>,
-    per_model: HashMap<String, usize>,
+    /// The pending jobs, grouped by model for the stepdefs' `concurrency`.
+    queue: ReadyQueue<i64, OrderKey, String>,
+    /// Each job's phase, for as long as it is in the queue.
+    phases: HashMap<i64, Phase>,
     stats: PassStats,
     /// Bookkeeping writes that need no run log, flushed in one transaction.
     writes: Vec<(Arc<ObjectRecord>, Option<RunRecord>)>,
@@ -92,17 +83,14 @@ impl Engine {
             engine: self,
             world,
             graph,
-            jobs: HashMap::new(),
-            ready: BTreeSet::new(),
-            inline: Vec::new(),
-            in_flight: HashSet::new(),
-            per_model: HashMap::new(),
+            queue: ReadyQueue::default(),
+            phases: HashMap::new(),
             stats: PassStats::default(),
             writes: Vec::new(),
             sys_writes: JoinSet::new(),
         };
         pass.collect(done)?;
-        let bar = progress_bar(pass.jobs.len());
+        let bar = progress_bar(pass.queue.len());
         let limit = usize::try_from(self.svc.config.concurrency.get()).unwrap_or(usize::MAX);
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         let mut deadline: Option<tokio::time::Instant> = None;
@@ -111,11 +99,12 @@ impl Engine {
             if *shutdown.borrow() {
                 deadline.get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);
             } else {
-                for id in pass.startable(limit) {
+                let engine = &self.engine_limits();
+                for id in pass.queue.take(limit, |model| engine(model)) {
                     pass.start(id, &mut tasks);
                 }
             }
-            if pass.in_flight.is_empty() {
+            if pass.queue.in_flight() == 0 {
                 break;
             }
             let next = match deadline {
@@ -123,7 +112,7 @@ impl Engine {
                     Ok(n) => n,
                     Err(_) => {
                         tracing::warn!(
-                            in_flight = pass.in_flight.len(),
+                            in_flight = pass.queue.in_flight(),
                             "shutdown grace period over; abandoning runs in flight"
                         );
                         tasks.abort_all();
@@ -179,6 +168,19 @@ impl Engine {
                 .any(|a| a.resync.is_some_and(|d| !d.0.is_zero()))
     }
 
+    /// A model's own run limit (its stepdef's `concurrency`), by model name.
+    fn engine_limits(&self) -> impl Fn(&String) -> usize + '_ {
+        move |model| {
+            self.svc
+                .stepdefs
+                .actuator(model)
+                .and_then(|a| a.concurrency)
+                .map_or(usize::MAX, |c| {
+                    usize::try_from(c.get()).unwrap_or(usize::MAX)
+                })
+        }
+    }
+
     fn has_payload(&self, model: &str, phase: Phase) -> bool {
         self.svc
             .stepdefs
@@ -223,6 +225,7 @@ impl Pass<'_> {
             .map(|(i, m)| (m.as_str(), i))
             .collect();
         let models = rank.len();
+        let mut jobs: Vec<(Arc<ObjectRecord>, OrderKey)> = Vec::new();
         for o in self.world.all() {
             if cyclic.contains(&o.id) {
                 continue;
@@ -238,33 +241,27 @@ impl Pass<'_> {
             } else {
                 continue;
             };
-            let dispatch = e.has_payload(&o.model, phase);
-            self.jobs.insert(
-                o.id,
-                Job {
-                    phase,
-                    unresolved: 0,
-                    key,
-                    dispatch,
-                },
-            );
+            self.phases.insert(o.id, phase);
+            jobs.push((o, key));
         }
         let mut blocked = Vec::new();
-        let ids: Vec<i64> = self.jobs.keys().copied().collect();
-        for id in ids {
-            match self.initial_wait(id) {
-                Err(message) => blocked.push((id, message)),
-                Ok(0) => self.make_ready(id),
-                Ok(n) => {
-                    if let Some(j) = self.jobs.get_mut(&id) {
-                        j.unresolved = n;
-                    }
+        for (o, key) in jobs {
+            let phase = self.phases.get(&o.id).copied().unwrap_or(Phase::Sync);
+            let dispatch = e.has_payload(&o.model, phase);
+            match self.waits_on(o.id, phase) {
+                Ok(waits) => self
+                    .queue
+                    .add(o.id, key, o.model.clone(), !dispatch, &waits),
+                Err(message) => {
+                    // Added with nothing to wait on, so blocking it below blocks its waiters.
+                    self.queue.add(o.id, key, o.model.clone(), !dispatch, &[]);
+                    blocked.push((o.id, message));
                 }
             }
         }
         for (id, message) in blocked {
-            // An earlier block in this loop may have resolved it already.
-            if self.jobs.contains_key(&id) {
+            // An earlier block in this loop may have removed it already.
+            if self.queue.contains(id) {
                 self.block(id, message);
             }
         }
@@ -302,13 +299,12 @@ impl Pass<'_> {
         Ok(cyclic)
     }
 
-    /// How many pending jobs `id` waits for, or why it cannot run in this pass.
-    fn initial_wait(&self, id: i64) -> Result<usize, String> {
-        let Some(job) = self.jobs.get(&id) else {
-            return Ok(0);
-        };
-        let mut n = 0;
-        match job.phase {
+    /// The pending jobs `id` waits for in its `phase`, or why it cannot run in this pass: a
+    /// sync waits for every dependency that is a pending sync and needs the others in sync; a
+    /// delete waits for every referrer's delete.
+    fn waits_on(&self, id: i64, phase: Phase) -> Result<Vec<i64>, String> {
+        let mut waits = Vec::new();
+        match phase {
             Phase::Sync => {
                 for dep in self.graph.deps(id) {
                     let t = match dep {
@@ -321,11 +317,9 @@ impl Pass<'_> {
                     if t.book.deleted {
                         return Err(format!("blocked by {}: being deleted", t.name()));
                     }
-                    if bookkeeping::in_sync(&t.book) {
-                        continue;
-                    }
-                    match self.jobs.get(&t.id) {
-                        Some(j) if j.phase == Phase::Sync => n += 1,
+                    match self.phases.get(&t.id) {
+                        Some(Phase::Sync) => waits.push(t.id),
+                        _ if bookkeeping::in_sync(&t.book) => {}
                         _ => return Err(blocked_by(&t)),
                     }
                 }
@@ -335,107 +329,61 @@ impl Pass<'_> {
                     let Some(rec) = self.world.by_id(*r) else {
                         continue;
                     };
-                    match self.jobs.get(r) {
-                        Some(j) if j.phase == Phase::Delete => n += 1,
+                    match self.phases.get(r) {
+                        Some(Phase::Delete) => waits.push(*r),
                         _ => return Err(format!("waiting for {} to be deleted", rec.name())),
                     }
                 }
             }
         }
-        Ok(n)
-    }
-
-    fn make_ready(&mut self, id: i64) {
-        if let Some(j) = self.jobs.get(&id) {
-            if j.dispatch {
-                self.ready.insert(j.key.clone());
-            } else {
-                self.inline.push(id);
-            }
-        }
+        Ok(waits)
     }
 
     /// Records `id` as blocked and blocks, in turn, everything in this pass waiting on it.
     fn block(&mut self, id: i64, message: String) {
-        let mut work = vec![(id, message)];
-        while let Some((id, message)) = work.pop() {
-            let Some(job) = self.jobs.remove(&id) else {
-                continue;
-            };
-            self.ready.remove(&job.key);
-            self.stats.blocked += 1;
-            let Some(obj) = self.world.by_id(id) else {
-                continue;
-            };
-            if obj.book.message != message
-                || (!obj.book.deleted && obj.book.status != Status::Blocked)
-            {
-                self.writes.push((
-                    obj.clone(),
-                    Some(RunRecord::Blocked {
-                        message: message.clone(),
-                    }),
-                ));
-            }
-            let next = match job.phase {
-                Phase::Sync => blocked_by_message(&obj, &message),
-                Phase::Delete => format!("waiting for {} to be deleted", obj.name()),
-            };
-            for w in self.waiters(id, job.phase) {
-                work.push((w, next.clone()));
-            }
-        }
-    }
-
-    /// The pending jobs that wait on `id` finishing its `phase`.
-    fn waiters(&self, id: i64, phase: Phase) -> Vec<i64> {
-        let candidates: Vec<i64> = match phase {
-            Phase::Sync => self.graph.referrers(id).to_vec(),
-            Phase::Delete => self
-                .graph
-                .deps(id)
-                .iter()
-                .filter_map(|d| {
-                    if let Dep::Object(t) = d {
-                        Some(*t)
-                    } else {
-                        None
-                    }
-                })
-                .collect(),
+        let phase = self.phases.get(&id).copied();
+        let next = match self.world.by_id(id) {
+            Some(obj) => self.blocked(&obj, phase, message),
+            None => return,
         };
-        candidates
-            .into_iter()
-            .filter(|w| self.jobs.get(w).is_some_and(|j| j.phase == phase))
-            .collect()
+        self.fail(id, next);
     }
 
-    /// `id` completed its phase successfully: its waiters may now be ready.
-    fn release(&mut self, id: i64, phase: Phase) {
-        for w in self.waiters(id, phase) {
-            let now_ready = self.jobs.get_mut(&w).is_some_and(|j| {
-                j.unresolved = j.unresolved.saturating_sub(1);
-                j.unresolved == 0
-            });
-            if now_ready {
-                self.make_ready(w);
-            }
+    /// Queues `obj`'s blocked record; returns the message for what waits on it.
+    fn blocked(
+        &mut self,
+        obj: &Arc<ObjectRecord>,
+        phase: Option<Phase>,
+        message: String,
+    ) -> String {
+        self.stats.blocked += 1;
+        let next = match phase {
+            Some(Phase::Delete) => format!("waiting for {} to be deleted", obj.name()),
+            _ => blocked_by_message(obj, &message),
+        };
+        if obj.book.message != message || (!obj.book.deleted && obj.book.status != Status::Blocked)
+        {
+            self.writes
+                .push((obj.clone(), Some(RunRecord::Blocked { message })));
         }
+        next
     }
 
     /// Completes the jobs that have nothing to dispatch, in one transaction per wave.
     fn run_inline(&mut self, done: &mut HashSet<(i64, i64)>) -> Result<()> {
-        while !self.inline.is_empty() {
-            let wave = std::mem::take(&mut self.inline);
+        loop {
+            let wave = self.queue.take_inline();
+            if wave.is_empty() {
+                break;
+            }
             let mut finished = Vec::new();
             for id in wave {
-                let Some(job) = self.jobs.remove(&id) else {
+                let (Some(phase), Some(obj)) = (self.phases.remove(&id), self.world.by_id(id))
+                else {
+                    self.queue.complete(id);
                     continue;
                 };
-                let Some(obj) = self.world.by_id(id) else {
-                    continue;
-                };
-                let run = match job.phase {
+                let run = match phase {
                     Phase::Sync => Some(RunRecord::Success {
                         generation: obj.book.generation,
                         feedback: obj.feedback.clone(),
@@ -443,7 +391,7 @@ impl Pass<'_> {
                     Phase::Delete => None,
                 };
                 self.writes.push((obj.clone(), run));
-                finished.push((obj, job.phase));
+                finished.push((obj, phase));
             }
             self.flush()?;
             for (obj, phase) in finished {
@@ -451,7 +399,7 @@ impl Pass<'_> {
                 if phase == Phase::Sync {
                     done.insert((obj.id, obj.book.generation));
                 }
-                self.release(obj.id, phase);
+                self.queue.complete(obj.id);
             }
         }
         self.flush()
@@ -470,47 +418,11 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// The ready jobs to start now, within the overall and per-model limits.
-    fn startable(&self, limit: usize) -> Vec<i64> {
-        let mut out = Vec::new();
-        let mut extra: HashMap<&str, usize> = HashMap::new();
-        for key in &self.ready {
-            if self.in_flight.len() + out.len() >= limit {
-                break;
-            }
-            let Some(obj) = self.world.by_id(key.2) else {
-                continue;
-            };
-            let model_limit = self
-                .engine
-                .svc
-                .stepdefs
-                .actuator(&obj.model)
-                .and_then(|a| a.concurrency)
-                .map_or(usize::MAX, |c| {
-                    usize::try_from(c.get()).unwrap_or(usize::MAX)
-                });
-            let running = self.per_model.get(&obj.model).copied().unwrap_or(0);
-            let mine = extra.get(obj.model.as_str()).copied().unwrap_or(0);
-            if running + mine >= model_limit {
-                continue;
-            }
-            if let Some(m) = self.engine.svc.schema.model(&obj.model) {
-                *extra.entry(m.name.as_str()).or_default() += 1;
-            }
-            out.push(key.2);
-        }
-        out
-    }
-
     fn start(&mut self, id: i64, tasks: &mut JoinSet<Finished>) {
-        let (Some(job), Some(obj)) = (self.jobs.get(&id), self.world.by_id(id)) else {
+        let (Some(phase), Some(obj)) = (self.phases.get(&id).copied(), self.world.by_id(id)) else {
+            self.queue.complete(id);
             return;
         };
-        let phase = job.phase;
-        self.ready.remove(&job.key);
-        self.in_flight.insert(id);
-        *self.per_model.entry(obj.model.clone()).or_default() += 1;
         let engine = self.engine.clone();
         let world = self.world.clone();
         let span = info_span!("run", model = %obj.model, key = %obj.key, generation = obj.book.generation, action = phase.as_str());
@@ -563,14 +475,10 @@ impl Pass<'_> {
         self.flush()?;
         let mut runs = Vec::with_capacity(batch.len());
         for f in &batch {
-            self.in_flight.remove(&f.id);
-            self.jobs.remove(&f.id);
             let Some(obj) = self.world.by_id(f.id) else {
+                self.queue.complete(f.id);
                 continue;
             };
-            if let Some(n) = self.per_model.get_mut(&obj.model) {
-                *n = n.saturating_sub(1);
-            }
             self.stats.ran += 1;
             runs.push((obj, f));
         }
@@ -587,7 +495,8 @@ impl Pass<'_> {
                 None => {
                     self.world.remove(obj.id);
                     self.stats.progress += 1;
-                    self.release(obj.id, f.phase);
+                    self.phases.remove(&obj.id);
+                    self.queue.complete(obj.id);
                 }
                 Some(r) => {
                     let ok = r.book.status == Status::Ok;
@@ -605,16 +514,30 @@ impl Pass<'_> {
                     };
                     self.world.put(r);
                     if ok {
-                        self.release(obj.id, f.phase);
+                        self.phases.remove(&obj.id);
+                        self.queue.complete(obj.id);
                     } else {
-                        for w in self.waiters(obj.id, f.phase) {
-                            self.block(w, message.clone());
-                        }
+                        self.fail(obj.id, message);
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// `id` did not succeed (or was blocked): it leaves the queue, and every job waiting on
+    /// it is blocked with `message` (and their own waiters with theirs).
+    fn fail(&mut self, id: i64, message: String) {
+        self.phases.remove(&id);
+        let mut messages = HashMap::from([(id, message)]);
+        for (w, by) in self.queue.block(id) {
+            let phase = self.phases.remove(&w);
+            let (Some(why), Some(obj)) = (messages.get(&by).cloned(), self.world.by_id(w)) else {
+                continue;
+            };
+            let next = self.blocked(&obj, phase, why);
+            messages.insert(w, next);
+        }
     }
 }
 
