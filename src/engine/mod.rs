@@ -182,9 +182,9 @@ impl Engine {
     pub fn write_recipe(&self, p: &Prepared) -> Result<Vec<Written>> {
         let secrets = &self.svc.secrets;
         let title = format!("{} ({})", p.obj.name(), p.phase.as_str());
-        let vars = secrets.mask(
-            &serde_json::to_string_pretty(&Json::Object(p.attributes.clone())).unwrap_or_default(),
-        );
+        let vars =
+            serde_json::to_string_pretty(&secrets.mask_json(&Json::Object(p.attributes.clone())))
+                .unwrap_or_default();
         let files = p.recipe.files(p.phase, secrets, &title, vars + "\n");
         self.sys
             .write_files(&p.obj.model, &p.obj.key, &files)
@@ -285,11 +285,10 @@ impl Engine {
     fn run_record(&self, obj: &ObjectRecord, outcome: &Outcome) -> RunRecord {
         match outcome {
             Outcome::Ok { feedback } => {
-                let masked = self
-                    .svc
-                    .secrets
-                    .mask(&Json::Object(feedback.clone()).to_string());
-                let feedback = serde_json::from_str(&masked).unwrap_or_default();
+                let feedback = feedback
+                    .iter()
+                    .map(|(k, v)| (k.clone(), self.svc.secrets.mask_json(v)))
+                    .collect();
                 RunRecord::Success {
                     generation: obj.book.generation,
                     feedback,
@@ -352,12 +351,14 @@ impl Engine {
             }
             writes.0.push(match rec {
                 Some(r) => {
-                    let status = serde_json::to_string_pretty(&JsonView::new(&self.svc.schema, r))
+                    let view = serde_json::to_value(JsonView::new(&self.svc.schema, r))
+                        .unwrap_or_default();
+                    let status = serde_json::to_string_pretty(&self.svc.secrets.mask_json(&view))
                         .unwrap_or_default();
                     SysWrite::Status {
                         model: r.model.clone(),
                         key: r.key.clone(),
-                        text: self.svc.secrets.mask(&status) + "\n",
+                        text: status + "\n",
                     }
                 }
                 None => SysWrite::Retire {
