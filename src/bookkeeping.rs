@@ -113,27 +113,67 @@ pub struct Bookkeeping {
     pub enacted: Option<Millis>,
     pub last_success_at: Option<Millis>,
     pub last_error_at: Option<Millis>,
+    /// A sync payload was ever sent for it: the backend may hold it, so deleting it runs
+    /// the delete payload. One never sent is purged without a backend call (SPEC §5.4).
+    pub attempted: bool,
+}
+
+/// The intent a run acted on: what it read of the object when it started. An outcome is
+/// weighed against the intent the object holds when the outcome arrives, so a run never
+/// overwrites a newer one (SPEC §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intent {
+    pub generation: i64,
+    /// Whether the run was the object's delete.
+    pub deleted: bool,
+}
+
+impl Intent {
+    pub fn of(b: &Bookkeeping) -> Intent {
+        Intent {
+            generation: b.generation,
+            deleted: b.deleted,
+        }
+    }
+
+    /// Whether `b` holds a newer intent than this one: a change or a delete (or a revival)
+    /// arrived while the run was in flight.
+    fn superseded_in(self, b: &Bookkeeping) -> bool {
+        b.generation > self.generation || b.deleted != self.deleted
+    }
 }
 
 /// What a run (or a pass's check of an object) leaves in the bookkeeping.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunRecord {
-    /// Synced: `generation` is the one read when the run started, so a change made while
-    /// it ran keeps the object pending. `feedback` replaces the feedback fields.
+    /// The sync or delete completed. A sync's `feedback` replaces the feedback fields.
     Success {
-        generation: i64,
-        feedback: Map<String, Value>,
+        intent: Intent,
+        feedback: Option<Map<String, Value>>,
     },
     /// Failed: retried after the backoff that [`on_run`] computes from the failure count.
+    /// `dispatched`: the payload reached the backend (it was rendered and sent), so the
+    /// backend may hold the object.
     Failure {
+        intent: Intent,
         message: String,
+        dispatched: bool,
     },
     Deferred {
+        intent: Intent,
         message: String,
     },
     Blocked {
         message: String,
     },
+}
+
+/// What becomes of the object after an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    Keep,
+    /// Its delete completed and nothing newer wants it: remove it from the store.
+    Purge,
 }
 
 /// Why an object is due (the `status.reason` of SPEC §5.1).
@@ -199,6 +239,7 @@ pub fn created(now: Millis) -> Bookkeeping {
         enacted: None,
         last_success_at: None,
         last_error_at: None,
+        attempted: false,
     }
 }
 
@@ -262,6 +303,18 @@ pub fn due(b: &Bookkeeping, now: Millis, rules: &Rules<'_>) -> Option<Due> {
     pending(b, now, rules)
 }
 
+/// Whether deleting `b` runs its delete payload: only when a sync was ever sent, since one
+/// never sent left nothing in the backend (SPEC §5.4).
+pub fn delete_needs_payload(b: &Bookkeeping) -> bool {
+    b.attempted
+}
+
+/// Bookkeeping read from a store written before `attempted` was kept: an object with any
+/// recorded outcome may be in the backend.
+pub fn upgrade_v1(b: &mut Bookkeeping) {
+    b.attempted = b.last_success_at.is_some() || b.last_error_at.is_some() || b.deleted;
+}
+
 /// Whether `b` is in sync: ok at its current generation and not being deleted. Only such
 /// objects let their dependents run.
 pub fn in_sync(b: &Bookkeeping) -> bool {
@@ -296,33 +349,74 @@ pub fn on_retry(b: &mut Bookkeeping) {
 }
 
 /// A run's outcome. `jitter` is a sample in [0, 1) for the backoff's spread (0.5: none),
-/// passed in so the transition stays a function of its inputs.
-pub fn on_run(b: &mut Bookkeeping, run: &RunRecord, now: Millis, rules: &Rules<'_>, jitter: f64) {
+/// passed in so the transition stays a function of its inputs. An outcome whose intent was
+/// superseded while it ran records what happened but leaves the newer intent in charge: no
+/// backoff, no purge, no `ok` for an object now being deleted.
+pub fn on_run(
+    b: &mut Bookkeeping,
+    run: &RunRecord,
+    now: Millis,
+    rules: &Rules<'_>,
+    jitter: f64,
+) -> Disposition {
     match run {
-        RunRecord::Success { generation, .. } => {
-            b.status = Status::Ok;
-            b.message = "OK".to_owned();
-            b.failures = 0;
-            b.next_retry_at = None;
-            b.synced_generation = b.synced_generation.max(*generation);
+        RunRecord::Success { intent, .. } if intent.deleted => {
+            if b.deleted {
+                return Disposition::Purge;
+            }
+            // Re-applied while its delete ran: the backend no longer has it, so it is
+            // created again from the newer intent.
+            b.synced_generation = 0;
+            b.attempted = false;
+            b.status = Status::Pending;
+            b.message = "deleted from the backend while re-applied; re-creating".to_owned();
+        }
+        RunRecord::Success { intent, .. } => {
+            b.attempted = true;
+            b.synced_generation = b.synced_generation.max(intent.generation);
             b.enacted = Some(now);
             b.last_success_at = Some(now);
+            b.failures = 0;
+            b.next_retry_at = None;
+            if b.deleted {
+                // Deleted while this sync ran: the delete runs next.
+                b.status = Status::Deleting;
+            } else {
+                b.status = Status::Ok;
+                b.message = "OK".to_owned();
+            }
         }
-        RunRecord::Failure { message } => {
-            b.status = Status::Error;
+        RunRecord::Failure {
+            intent,
+            message,
+            dispatched,
+        } => {
+            b.attempted |= *dispatched;
             b.message.clone_from(message);
-            b.failures = b.failures.saturating_add(1);
-            b.next_retry_at = (!rules.backoff.disabled).then(|| {
-                now.after(crate::backoff::delay_with(
-                    rules.backoff,
-                    b.failures,
-                    jitter,
-                ))
-            });
             b.last_error_at = Some(now);
+            if intent.superseded_in(b) {
+                // The failure was of an older intent: the newer one is tried at once.
+                b.status = if b.deleted {
+                    Status::Deleting
+                } else {
+                    Status::Pending
+                };
+                b.next_retry_at = None;
+            } else {
+                b.status = Status::Error;
+                b.failures = b.failures.saturating_add(1);
+                b.next_retry_at = (!rules.backoff.disabled).then(|| {
+                    now.after(crate::backoff::delay_with(
+                        rules.backoff,
+                        b.failures,
+                        jitter,
+                    ))
+                });
+            }
         }
         // A deleted object keeps `deleting` while it waits or is blocked: that is its state.
-        RunRecord::Deferred { message } => {
+        RunRecord::Deferred { message, .. } => {
+            b.attempted = true;
             b.status = if b.deleted {
                 Status::Deleting
             } else {
@@ -340,6 +434,7 @@ pub fn on_run(b: &mut Bookkeeping, run: &RunRecord, now: Millis, rules: &Rules<'
             b.message.clone_from(message);
         }
     }
+    Disposition::Keep
 }
 
 #[cfg(test)]
@@ -357,6 +452,17 @@ mod tests {
             max: Dur::secs(60),
             jitter: Jitter(0.0),
             disabled,
+        }
+    }
+
+    fn failure(generation: i64) -> RunRecord {
+        RunRecord::Failure {
+            intent: Intent {
+                generation,
+                deleted: false,
+            },
+            message: "x".into(),
+            dispatched: true,
         }
     }
 
@@ -508,15 +614,7 @@ mod tests {
             defer_retry: Duration::ZERO,
         };
         let mut b = created(T0);
-        on_run(
-            &mut b,
-            &RunRecord::Failure {
-                message: "x".into(),
-            },
-            T0,
-            &rules,
-            0.5,
-        );
+        on_run(&mut b, &failure(1), T0, &rules, 0.5);
         assert_eq!(b.next_retry_at, None);
         assert_eq!(due(&b, T0, &rules), Some(Due::Retry));
     }
@@ -530,12 +628,18 @@ mod tests {
             defer_retry: Duration::ZERO,
         };
         let t1 = T0.after(Duration::from_secs(1));
+        let intent = |generation| Intent {
+            generation,
+            deleted: false,
+        };
         let fail = RunRecord::Failure {
+            intent: intent(1),
             message: "boom".into(),
+            dispatched: true,
         };
         let success = |generation| RunRecord::Success {
-            generation,
-            feedback: Map::new(),
+            intent: intent(generation),
+            feedback: Some(Map::new()),
         };
         // A first failure waits `initial`, the next ones grow by `factor` up to `max`.
         let mut b = created(T0);
@@ -573,6 +677,7 @@ mod tests {
             b.next_retry_at = Some(T0);
         });
         let deferred = RunRecord::Deferred {
+            intent: intent(1),
             message: "deferred: status 503".into(),
         };
         on_run(&mut b, &deferred, t1, &rules, 0.5);
@@ -610,15 +715,7 @@ mod tests {
         };
         let t1 = T0.after(Duration::from_secs(1));
         let mut b = created(T0);
-        on_run(
-            &mut b,
-            &RunRecord::Failure {
-                message: "x".into(),
-            },
-            T0,
-            &rules,
-            0.5,
-        );
+        on_run(&mut b, &failure(1), T0, &rules, 0.5);
         // A change clears the backoff and the failures and moves the generation.
         on_change(&mut b, t1);
         assert_eq!(
@@ -635,19 +732,91 @@ mod tests {
         assert!(!b.deleted);
 
         // Retry clears the backoff only.
-        on_run(
-            &mut b,
-            &RunRecord::Failure {
-                message: "x".into(),
-            },
-            T0,
-            &rules,
-            0.5,
-        );
+        let now_failing = failure(b.generation);
+        on_run(&mut b, &now_failing, T0, &rules, 0.5);
         assert!(waiting_until(&b, T0, &rules).is_some());
         on_retry(&mut b);
         assert_eq!(waiting_until(&b, T0, &rules), None);
         assert_eq!(b.failures, 1);
+    }
+
+    #[test]
+    fn outcomes_never_overwrite_a_newer_intent() {
+        let off = backoff(false);
+        let rules = Rules {
+            backoff: &off,
+            resync: Duration::ZERO,
+            defer_retry: Duration::ZERO,
+        };
+        let t1 = T0.after(Duration::from_secs(1));
+        let sync = Intent {
+            generation: 1,
+            deleted: false,
+        };
+        let delete = Intent {
+            generation: 1,
+            deleted: true,
+        };
+        // A change applied while a failing run was in flight: no backoff, tried at once.
+        let mut b = created(T0);
+        on_change(&mut b, T0);
+        let failed = RunRecord::Failure {
+            intent: sync,
+            message: "boom".into(),
+            dispatched: true,
+        };
+        assert_eq!(on_run(&mut b, &failed, t1, &rules, 0.5), Disposition::Keep);
+        assert_eq!(
+            (b.status, b.failures, b.next_retry_at),
+            (Status::Pending, 0, None)
+        );
+        assert_eq!(due(&b, t1, &rules), Some(Due::Created));
+        assert!(b.attempted);
+
+        // Deleted while its sync was in flight: the sync's success leaves it deleting.
+        let mut b = created(T0);
+        on_delete(&mut b, T0);
+        let ok = RunRecord::Success {
+            intent: sync,
+            feedback: Some(Map::new()),
+        };
+        on_run(&mut b, &ok, t1, &rules, 0.5);
+        assert_eq!(b.status, Status::Deleting);
+        assert_eq!(due(&b, t1, &rules), Some(Due::Deleted));
+        assert!(delete_needs_payload(&b));
+
+        // Re-applied while its delete was in flight: kept, and created again.
+        let mut b = book(synced);
+        b.attempted = true;
+        on_delete(&mut b, T0);
+        on_change(&mut b, T0);
+        let gone = RunRecord::Success {
+            intent: delete,
+            feedback: None,
+        };
+        assert_eq!(on_run(&mut b, &gone, t1, &rules, 0.5), Disposition::Keep);
+        assert_eq!(
+            (b.status, b.synced_generation, b.deleted),
+            (Status::Pending, 0, false)
+        );
+        assert!(!b.attempted);
+        assert_eq!(due(&b, t1, &rules), Some(Due::Changed));
+
+        // A completed delete with nothing newer purges.
+        let mut b = book(synced);
+        on_delete(&mut b, T0);
+        assert_eq!(on_run(&mut b, &gone, t1, &rules, 0.5), Disposition::Purge);
+
+        // A failure before anything was sent leaves nothing to delete in the backend.
+        let mut b = created(T0);
+        let unrendered = RunRecord::Failure {
+            intent: sync,
+            message: "`object.x` is undefined".into(),
+            dispatched: false,
+        };
+        on_run(&mut b, &unrendered, t1, &rules, 0.5);
+        on_delete(&mut b, t1);
+        assert!(!delete_needs_payload(&b));
     }
 
     #[test]

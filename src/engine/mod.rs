@@ -25,7 +25,7 @@ use crate::payload::{Dispatcher, RenderFailure, Response};
 use crate::service::Service;
 use crate::snapshot::Snapshot;
 use crate::stepdef::{Actuator, Feedback};
-use crate::store::{self, Millis, ObjectRecord, RunRecord, Status, Store};
+use crate::store::{self, Intent, Millis, ObjectRecord, RunRecord, Status, Store};
 use crate::sysdir::{Phase, SysDir, Written};
 use crate::template::{ObjectView, RenderError, from_serde};
 
@@ -65,6 +65,19 @@ pub enum RunError {
     /// Found by the engine itself: a dependency cycle, a run task that died.
     #[error("{0}")]
     Engine(String),
+}
+
+impl RunError {
+    /// Whether the payload had reached the backend when the run failed.
+    pub fn dispatched(&self) -> bool {
+        match self {
+            RunError::Render(_) | RunError::SysDir(_) | RunError::Engine(_) => false,
+            RunError::Backend(_)
+            | RunError::DeferWhen(_)
+            | RunError::Feedback { .. }
+            | RunError::FeedbackPath { .. } => true,
+        }
+    }
 }
 
 /// How one run ended.
@@ -281,23 +294,26 @@ impl Engine {
         Ok(recs.pop().flatten())
     }
 
-    /// The store's record of one outcome.
-    fn run_record(&self, obj: &ObjectRecord, outcome: &Outcome) -> RunRecord {
+    /// The store's record of one outcome of a run that read `obj` when it started.
+    fn run_record(&self, obj: &ObjectRecord, phase: Phase, outcome: &Outcome) -> RunRecord {
+        let intent = Intent::of(&obj.book);
         match outcome {
-            Outcome::Ok { feedback } => {
-                let feedback = feedback
-                    .iter()
-                    .map(|(k, v)| (k.clone(), self.svc.secrets.mask_json(v)))
-                    .collect();
-                RunRecord::Success {
-                    generation: obj.book.generation,
-                    feedback,
-                }
-            }
+            Outcome::Ok { feedback } => RunRecord::Success {
+                intent,
+                feedback: (phase == Phase::Sync).then(|| {
+                    feedback
+                        .iter()
+                        .map(|(k, v)| (k.clone(), self.svc.secrets.mask_json(v)))
+                        .collect()
+                }),
+            },
             Outcome::Error(e) => RunRecord::Failure {
+                intent,
                 message: self.clean_message(&e.to_string()),
+                dispatched: e.dispatched(),
             },
             Outcome::Deferred(msg) => RunRecord::Deferred {
+                intent,
                 message: self.clean_message(msg),
             },
         }
@@ -316,15 +332,16 @@ impl Engine {
         {
             let mut tx = self.store.write()?;
             for (obj, phase, outcome, _) in runs {
-                let purge = *phase == Phase::Delete && matches!(outcome, Outcome::Ok { .. });
-                recs.push(if purge {
-                    tx.purge(obj.id)?;
-                    None
-                } else {
-                    let run = self.run_record(obj, outcome);
-                    let rules = self.rules(&obj.model);
-                    store::record_run(&mut *tx, obj.id, &run, now, &rules, backoff::unit_random())?
-                });
+                let run = self.run_record(obj, *phase, outcome);
+                let rules = self.rules(&obj.model);
+                recs.push(store::record_run(
+                    &mut *tx,
+                    obj.id,
+                    &run,
+                    now,
+                    &rules,
+                    backoff::unit_random(),
+                )?);
             }
             tx.commit()?;
         }
@@ -371,10 +388,10 @@ impl Engine {
     }
 
     /// Writes many bookkeeping-only outcomes (no run log, no recipe) in one transaction:
-    /// objects without a payload, and blocked ones. `None` in `run` purges the object.
+    /// objects without a payload, and blocked ones.
     pub(crate) fn record_batch(
         &self,
-        writes: &[(Arc<ObjectRecord>, Option<RunRecord>)],
+        writes: &[(Arc<ObjectRecord>, RunRecord)],
     ) -> Result<Vec<Option<ObjectRecord>>> {
         if writes.is_empty() {
             return Ok(Vec::new());
@@ -383,20 +400,19 @@ impl Engine {
         let mut tx = self.store.write()?;
         let mut out = Vec::with_capacity(writes.len());
         for (obj, run) in writes {
-            out.push(match run {
-                Some(run) => {
-                    let rules = self.rules(&obj.model);
-                    store::record_run(&mut *tx, obj.id, run, now, &rules, backoff::unit_random())?
-                }
-                None => {
-                    tx.purge(obj.id)?;
-                    None
-                }
-            });
+            let rules = self.rules(&obj.model);
+            out.push(store::record_run(
+                &mut *tx,
+                obj.id,
+                run,
+                now,
+                &rules,
+                backoff::unit_random(),
+            )?);
         }
         tx.commit()?;
-        for (obj, run) in writes {
-            if run.is_none() {
+        for ((obj, _), rec) in writes.iter().zip(&out) {
+            if rec.is_none() {
                 self.sys
                     .retire(&obj.model, &obj.key)
                     .map_err(|e| sys_error(&self.sys, e))?;

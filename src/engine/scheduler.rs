@@ -18,7 +18,7 @@ use super::{Engine, Outcome, RunError, Summary};
 use crate::bookkeeping;
 use crate::error::Result;
 use crate::snapshot::Snapshot;
-use crate::store::{Millis, ObjectRecord, RunRecord, Status};
+use crate::store::{Intent, Millis, ObjectRecord, RunRecord, Status};
 use crate::sysdir::Phase;
 
 /// How long a stopping daemon waits for runs in flight before abandoning them.
@@ -55,7 +55,7 @@ struct Pass<'a> {
     phases: HashMap<i64, Phase>,
     stats: PassStats,
     /// Bookkeeping writes that need no run log, flushed in one transaction.
-    writes: Vec<(Arc<ObjectRecord>, Option<RunRecord>)>,
+    writes: Vec<(Arc<ObjectRecord>, RunRecord)>,
     /// Sys dir files of recorded runs, being written off the scheduler's thread; all are
     /// awaited before the pass ends, so no object runs again before its files are there.
     sys_writes: JoinSet<Result<()>>,
@@ -247,7 +247,9 @@ impl Pass<'_> {
         let mut blocked = Vec::new();
         for (o, key) in jobs {
             let phase = self.phases.get(&o.id).copied().unwrap_or(Phase::Sync);
-            let dispatch = e.has_payload(&o.model, phase);
+            // A delete dispatches only what a sync may have put in the backend.
+            let dispatch = e.has_payload(&o.model, phase)
+                && (phase == Phase::Sync || bookkeeping::delete_needs_payload(&o.book));
             match self.waits_on(o.id, phase) {
                 Ok(waits) => self
                     .queue
@@ -364,7 +366,7 @@ impl Pass<'_> {
         if obj.book.message != message || (!obj.book.deleted && obj.book.status != Status::Blocked)
         {
             self.writes
-                .push((obj.clone(), Some(RunRecord::Blocked { message })));
+                .push((obj.clone(), RunRecord::Blocked { message }));
         }
         next
     }
@@ -383,12 +385,9 @@ impl Pass<'_> {
                     self.queue.complete(id);
                     continue;
                 };
-                let run = match phase {
-                    Phase::Sync => Some(RunRecord::Success {
-                        generation: obj.book.generation,
-                        feedback: obj.feedback.clone(),
-                    }),
-                    Phase::Delete => None,
+                let run = RunRecord::Success {
+                    intent: Intent::of(&obj.book),
+                    feedback: (phase == Phase::Sync).then(|| obj.feedback.clone()),
                 };
                 self.writes.push((obj.clone(), run));
                 finished.push((obj, phase));
@@ -500,13 +499,16 @@ impl Pass<'_> {
                 }
                 Some(r) => {
                     let ok = r.book.status == Status::Ok;
-                    match r.book.status {
-                        Status::Ok => {
-                            done.insert((obj.id, obj.book.generation));
-                            self.stats.progress += 1;
-                        }
-                        Status::Deferred => self.stats.deferred += 1,
-                        _ => self.stats.failed += 1,
+                    if ok {
+                        done.insert((obj.id, obj.book.generation));
+                    }
+                    match (&f.outcome.0, r.book.status) {
+                        (Outcome::Deferred(_), _) => self.stats.deferred += 1,
+                        (Outcome::Error(_), Status::Error) => self.stats.failed += 1,
+                        // Succeeded, or failed for an intent a newer one replaced while it
+                        // ran (the object is pending or deleting again): either way the
+                        // next pass has something new to do.
+                        _ => self.stats.progress += 1,
                     }
                     let message = match f.phase {
                         Phase::Sync => blocked_by(&r),

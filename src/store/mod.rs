@@ -9,9 +9,9 @@ use serde_json::{Map, Value};
 pub use sqlite::SqliteStore;
 
 // The bookkeeping types are the state machine's; the store persists them.
-pub use crate::bookkeeping::{Bookkeeping, Millis, RunRecord, Status};
+pub use crate::bookkeeping::{Bookkeeping, Intent, Millis, RunRecord, Status};
 
-use crate::bookkeeping;
+use crate::bookkeeping::{self, Disposition};
 use crate::model::deps::Edge;
 
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +161,7 @@ pub fn clear_backoff(tx: &mut dyn WriteTx, id: i64) -> Result<(), StoreError> {
 }
 
 /// Records a run's outcome (feedback never moves the generation) and returns the object as
-/// it now stands, or `None` if it is gone.
+/// it now stands, or `None` if it is gone (a completed delete purges it).
 pub fn record_run(
     tx: &mut dyn WriteTx,
     id: i64,
@@ -173,11 +173,16 @@ pub fn record_run(
     let Some(mut cur) = tx.get_by_id(id)? else {
         return Ok(None);
     };
-    bookkeeping::on_run(&mut cur.book, run, now, rules, jitter);
+    if bookkeeping::on_run(&mut cur.book, run, now, rules, jitter) == Disposition::Purge {
+        tx.purge(id)?;
+        return Ok(None);
+    }
     let feedback = match run {
-        RunRecord::Success { feedback, .. } => {
-            cur.feedback.clone_from(feedback);
-            Some(feedback)
+        RunRecord::Success {
+            feedback: Some(f), ..
+        } => {
+            cur.feedback.clone_from(f);
+            Some(f)
         }
         _ => None,
     };

@@ -50,7 +50,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX refs_src ON refs(src);",
     // 1 -> 2: the state machine's `work` mark, so counting pending objects needs no rules in
     // SQL; `backfill_pending` fills it for rows written by version 1.
-    "ALTER TABLE objects ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;",
+    "ALTER TABLE objects ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE objects ADD COLUMN attempted INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// How long a writer waits for another process's transaction before giving up.
@@ -137,15 +138,21 @@ impl SqliteStore {
     }
 }
 
-/// Sets the `pending` mark of every row from its bookkeeping.
+/// Fills the columns version 2 added from each row's bookkeeping, by the state machine's
+/// rules.
 fn backfill_pending(conn: &Connection) -> rusqlite::Result<()> {
     let rows: Vec<ObjectRecord> = conn
         .prepare(&format!("SELECT {COLUMNS} FROM objects"))?
         .query_map([], row_to_record)?
         .collect::<rusqlite::Result<_>>()?;
-    let mut st = conn.prepare("UPDATE objects SET pending = ?2 WHERE id = ?1")?;
-    for r in rows {
-        st.execute(params![r.id, bookkeeping::work(&r.book).is_some()])?;
+    let mut st = conn.prepare("UPDATE objects SET pending = ?2, attempted = ?3 WHERE id = ?1")?;
+    for mut r in rows {
+        bookkeeping::upgrade_v1(&mut r.book);
+        st.execute(params![
+            r.id,
+            bookkeeping::work(&r.book).is_some(),
+            r.book.attempted
+        ])?;
     }
     Ok(())
 }
@@ -158,7 +165,8 @@ fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
 }
 
 const COLUMNS: &str = "id, model, key, fields, feedback, generation, synced_generation, status, \
-    message, failures, next_retry_at, deleted, created, updated, enacted, last_success_at, last_error_at";
+    message, failures, next_retry_at, deleted, created, updated, enacted, last_success_at, last_error_at, \
+    attempted";
 
 fn json_map(text: &str) -> Map<String, Value> {
     // The store only ever holds maps it serialized itself.
@@ -189,6 +197,7 @@ fn row_to_record(r: &Row<'_>) -> rusqlite::Result<ObjectRecord> {
             enacted: millis(14)?,
             last_success_at: millis(15)?,
             last_error_at: millis(16)?,
+            attempted: r.get(17)?,
         },
     })
 }
@@ -356,10 +365,12 @@ impl SqliteTx<'_> {
             b.last_success_at.map(|m| m.0),
             b.last_error_at.map(|m| m.0),
             pending,
+            b.attempted,
         ];
         const SET: &str = "generation = ?2, synced_generation = ?3, status = ?4, message = ?5,
             failures = ?6, next_retry_at = ?7, deleted = ?8, created = ?9, updated = ?10,
-            enacted = ?11, last_success_at = ?12, last_error_at = ?13, pending = ?14";
+            enacted = ?11, last_success_at = ?12, last_error_at = ?13, pending = ?14,
+            attempted = ?15";
         match feedback {
             None => self
                 .conn
@@ -371,7 +382,7 @@ impl SqliteTx<'_> {
                 all.push(&text);
                 self.conn
                     .prepare_cached(&format!(
-                        "UPDATE objects SET {SET}, feedback = ?15 WHERE id = ?1"
+                        "UPDATE objects SET {SET}, feedback = ?16 WHERE id = ?1"
                     ))?
                     .execute(all.as_slice())?
             }

@@ -119,8 +119,13 @@ pub struct Out {
     pub stderr: String,
 }
 
+/// The stepsync under test; `STEPSYNC_TEST_BIN` runs the tests against another build (to
+/// show that a test fails on the commit before a fix).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_stepsync"))
+    std::env::var_os("STEPSYNC_TEST_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_stepsync")),
+        PathBuf::from,
+    )
 }
 
 /// Every file under `dir`, recursively.

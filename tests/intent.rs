@@ -1,0 +1,160 @@
+//! Outcomes never overwrite a newer intent (SPEC §5.1, §5.3, §5.4; issue #13 findings 5 and
+//! 6): deletes and changes that arrive while a run is in flight, and objects never synced.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::Service;
+use common::http::TestServer;
+
+const SCHEMA: &str = "models:
+  Site:
+    fields:
+      name: {type: string, required: true}
+      login_base: string
+      site_id: {type: string, feedback: true}
+";
+
+/// A Site actuator whose delete needs the id the backend assigned (a feedback field).
+const STEPDEF: &str = r#"kind: Actuator
+model: Site
+attributes: {n: "{{ object.name }}"}
+sync:
+  rest:
+    method: PUT
+    url: "{{ vars.base }}/sites/{{ n }}"
+    body: {name: "{{ n }}", login: "{{ object.login_base | default('') }}"}
+delete:
+  rest: {method: DELETE, url: "{{ vars.base }}/sites/{{ object.site_id }}"}
+feedback:
+  site_id: {jsonpath: "$.id"}
+"#;
+
+fn setup(config_extra: &str) -> (Service, TestServer) {
+    let server = TestServer::start();
+    let svc = Service::new(SCHEMA);
+    svc.file(
+        "stepsync.yaml",
+        &format!(
+            "name: intent-test\nvars: {{base: \"{}\"}}\n{config_extra}",
+            server.url
+        ),
+    );
+    svc.file("stepdefs/site.yaml", STEPDEF);
+    svc.file("objects.yaml", "Site:\n  - {name: a, login_base: one}\n");
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    (svc, server)
+}
+
+fn run_once_in_background(svc: &Service) -> Child {
+    svc.command(&["run", "--once"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start run --once")
+}
+
+fn status(svc: &Service) -> serde_json::Value {
+    svc.object("Site", "a")["status"].clone()
+}
+
+#[test]
+fn an_object_never_synced_is_purged_without_its_delete_payload() {
+    let (svc, server) = setup("");
+    svc.ok(&["delete", "Site", "a"]);
+    // Its delete URL reads a feedback field that never came: rendering it would fail for
+    // ever. Nothing was ever sent, so nothing is to be deleted.
+    svc.ok(&["run", "--once"]);
+    assert!(server.lines().is_empty(), "{:?}", server.lines());
+    assert!(svc.keys("Site").is_empty());
+}
+
+#[test]
+fn a_re_apply_during_the_delete_is_not_lost() {
+    let (svc, server) = setup("");
+    svc.ok(&["run", "--once"]);
+    assert_eq!(status(&svc)["status"], "ok");
+    server.hold("/sites/id-a", Duration::from_millis(1500));
+    svc.ok(&["delete", "Site", "a"]);
+    let child = run_once_in_background(&svc);
+    server
+        .wait_for("DELETE /sites/id-a", Duration::from_secs(10))
+        .expect("the DELETE");
+    svc.file("objects.yaml", "Site:\n  - {name: a, login_base: two}\n");
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let out = child.wait_with_output().expect("run --once");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The delete's success did not purge the re-applied object; it is created again.
+    svc.ok(&["run", "--once"]);
+    let lines = server.lines();
+    assert_eq!(
+        lines,
+        ["PUT /sites/a", "DELETE /sites/id-a", "PUT /sites/a"],
+        "{lines:?}"
+    );
+    let st = status(&svc);
+    assert_eq!(st["status"], "ok", "{st}");
+    assert_eq!(st["deleted"], false);
+    assert_eq!(server.requests()[2].body, r#"{"name":"a","login":"two"}"#);
+}
+
+#[test]
+fn a_delete_during_the_sync_keeps_the_object_deleting() {
+    let (svc, server) = setup("");
+    server.hold("/sites/a", Duration::from_millis(1000));
+    server.hold("/sites/id-a", Duration::from_millis(3000));
+    let child = run_once_in_background(&svc);
+    server
+        .wait_for("PUT /sites/a", Duration::from_secs(10))
+        .expect("the PUT");
+    svc.ok(&["delete", "Site", "a"]);
+    server
+        .wait_for("DELETE /sites/id-a", Duration::from_secs(10))
+        .expect("the DELETE after the PUT");
+    // While the delete is in flight, the PUT's success has not made the object `ok`.
+    let st = status(&svc);
+    assert_eq!(st["status"], "deleting", "{st}");
+    let out = child.wait_with_output().expect("run --once");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(svc.keys("Site").is_empty());
+}
+
+#[test]
+fn a_change_during_a_failing_run_is_tried_at_once() {
+    let (svc, server) = setup("backoff: {initial: 30s, jitter: 0}\n");
+    server.respond("PUT", "/sites/a", 500, "{\"error\":\"boom\"}");
+    server.hold("/sites/a", Duration::from_millis(1000));
+    let child = run_once_in_background(&svc);
+    server
+        .wait_for("PUT /sites/a", Duration::from_secs(10))
+        .expect("the failing PUT");
+    svc.file("objects.yaml", "Site:\n  - {name: a, login_base: two}\n");
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    // The backend heals as the fix arrives, while the old intent's PUT still fails.
+    server.forget("PUT", "/sites/a");
+    let _ = child.wait_with_output().expect("run --once");
+    // The fix was applied while the old intent failed: no 30 s backoff for it.
+    svc.ok(&["run", "--once"]);
+    let puts: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|r| r.line() == "PUT /sites/a")
+        .map(|r| r.body.clone())
+        .collect();
+    assert_eq!(
+        puts.last().map(String::as_str),
+        Some(r#"{"name":"a","login":"two"}"#),
+        "{puts:?}"
+    );
+    assert_eq!(status(&svc)["status"], "ok");
+}
