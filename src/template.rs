@@ -149,6 +149,17 @@ impl Templates {
             },
         );
         add_filters(&mut env);
+        // Schema fields an object leaves unset are `none` (SPEC §5.1): rendered as nothing in
+        // a string, and replaced by `default(x)` as an undefined value would be.
+        env.set_formatter(|out, state, value| {
+            if value.is_none() {
+                Ok(())
+            } else {
+                minijinja::escape_formatter(out, state, value)
+            }
+        });
+        env.add_filter("default", default_filter);
+        env.add_filter("d", default_filter);
         Templates { env, count: 0 }
     }
 
@@ -520,8 +531,8 @@ impl Object for ObjectView {
                 "model" => Some(Value::from(self.rec.model.clone())),
                 _ => None,
             },
-            // A field the object does not set is undefined, so `default()` applies.
-            (Some(_), None) => None,
+            // A schema field the object leaves unset is `none`; `default()` replaces it.
+            (Some(_), None) => Some(Value::from(())),
         }
     }
 
@@ -532,7 +543,33 @@ impl Object for ObjectView {
 
 // ---- filters ------------------------------------------------------------------------------
 
+/// `default(x[, boolean])`: `x` for an undefined or `none` value (and, with `boolean`, any
+/// false one), as stepdefs read unset fields.
+fn default_filter(v: Value, other: Option<Value>, boolean: Option<bool>) -> Value {
+    let missing = v.is_undefined() || v.is_none() || (boolean == Some(true) && !v.is_true());
+    if missing {
+        other.unwrap_or_else(|| Value::from(""))
+    } else {
+        v
+    }
+}
+
+/// Characters `urlencode` leaves as they are: RFC 3986's unreserved set. Unlike Jinja2's,
+/// it encodes `/` too, so a value is always one path segment (`../admin` cannot climb).
+const URL_SAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 pub(crate) fn add_filters(env: &mut Environment<'static>) {
+    env.add_filter("urlencode", |v: Value| -> String {
+        let text = match v.as_str() {
+            Some(s) => s.to_owned(),
+            None => v.to_string(),
+        };
+        percent_encoding::utf8_percent_encode(&text, URL_SAFE).to_string()
+    });
     env.add_filter("to_json", |v: Value| -> Result<String, minijinja::Error> {
         serde_json::to_string(&v)
             .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))
@@ -719,6 +756,40 @@ mod tests {
         assert!(e.message.contains("undefined"), "{}", e.message);
         let e = render("a {{ nope.x }}", context! {}).unwrap_err();
         assert!(e.message.contains("undefined"));
+    }
+
+    #[test]
+    fn none_renders_as_nothing_and_takes_defaults() {
+        let ctx = context! { x => () };
+        assert_eq!(
+            render("[{{ x }}]", ctx.clone()).unwrap(),
+            serde_json::json!("[]")
+        );
+        assert_eq!(
+            render("{{ x }}", ctx.clone()).unwrap(),
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            render("{{ x | default(5) }}", ctx.clone()).unwrap(),
+            serde_json::json!(5)
+        );
+        assert_eq!(
+            render("{{ y | default('u') }}", ctx.clone()).unwrap(),
+            serde_json::json!("u")
+        );
+        assert_eq!(
+            render("{{ '' | default('e', true) }}", ctx).unwrap(),
+            serde_json::json!("e")
+        );
+    }
+
+    #[test]
+    fn urlencode_keeps_a_value_in_one_path_segment() {
+        let ctx = context! { k => "../admin x&y=é" };
+        assert_eq!(
+            render("/sites/{{ k | urlencode }}", ctx).unwrap(),
+            serde_json::json!("/sites/..%2Fadmin%20x%26y%3D%C3%A9")
+        );
     }
 
     #[test]

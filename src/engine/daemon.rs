@@ -23,9 +23,17 @@ impl Engine {
     pub async fn run_daemon(self: &Arc<Self>) -> Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
-            wait_for_signal().await;
-            info!("stopping: no new runs; waiting for runs in flight");
+            let mut signals = Signals::new();
+            signals.next().await;
+            info!(
+                "stopping: no new runs; waiting for runs in flight (a second signal stops at once)"
+            );
             let _ = stop_tx.send(true);
+            signals.next().await;
+            // As after a crash: what was in flight is not recorded and stays pending, so no
+            // intent is lost; the runs are tried again on the next start.
+            warn!("second signal: stopping at once; runs in flight are abandoned");
+            std::process::exit(SECOND_SIGNAL_EXIT);
         });
         let (change_tx, mut changes) = mpsc::channel::<()>(1);
         // Kept alive for the life of the loop: dropping it stops the events.
@@ -108,24 +116,39 @@ impl Engine {
     }
 }
 
-async fn wait_for_signal() {
+/// The exit code after a second SIGINT/SIGTERM: 128 + SIGINT, as shells report Ctrl-C.
+const SECOND_SIGNAL_EXIT: i32 = 130;
+
+/// SIGINT and SIGTERM, listened to once for the daemon's life so no second signal is lost.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                streams: signal(SignalKind::interrupt())
+                    .and_then(|i| Ok((i, signal(SignalKind::terminate())?)))
+                    .ok(),
             }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((int, term)) = &mut self.streams {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
