@@ -74,16 +74,34 @@ impl Secrets {
         v
     }
 
+    /// What a secret looks like inside any base64 text that encodes it (an `Authorization:
+    /// Basic` header a backend echoes, say): at each of the three byte alignments it can take,
+    /// the characters that only its own bytes decide. No encoding of a secret is less secret.
+    fn base64_cores(v: &str) -> Vec<String> {
+        use base64::Engine as _;
+        let bytes = v.as_bytes();
+        (0..3)
+            .filter_map(|skip| {
+                let rest = bytes.get(skip..)?;
+                let whole = rest.len() / 3 * 3;
+                // Shorter cores would mask unrelated text.
+                (whole >= 6)
+                    .then(|| base64::engine::general_purpose::STANDARD.encode(&rest[..whole]))
+            })
+            .collect()
+    }
+
     /// `text` with every secret value replaced by `********`, including the escaped form a
     /// secret takes inside a JSON string.
     pub fn mask(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for (_, v) in self.known() {
             let escaped = serde_json::to_string(v).unwrap_or_default();
-            let escaped = escaped.trim_matches('"');
-            for form in [v, escaped] {
-                if !form.is_empty() && out.contains(form) {
-                    out = out.replace(form, MASK);
+            let mut forms = vec![v.to_owned(), escaped.trim_matches('"').to_owned()];
+            forms.extend(Self::base64_cores(v));
+            for form in forms {
+                if !form.is_empty() && out.contains(&form) {
+                    out = out.replace(&form, MASK);
                 }
             }
         }
@@ -178,6 +196,20 @@ mod tests {
             s.mask_json(&v),
             serde_json::json!({"a": ["x ******** y", 1], "********": {"b": "********"}})
         );
+    }
+
+    #[test]
+    fn masks_base64_encodings_of_a_secret() {
+        use base64::Engine as _;
+        let s = secrets();
+        for user in ["", "u", "us", "use"] {
+            let header =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:s3cr3t-and-more"));
+            let masked = s.mask(&format!("Basic {header}"));
+            assert!(masked.contains("********"), "{user}: {masked}");
+            // What is left cannot be decoded back to the secret's core.
+            assert!(!masked.contains(&header), "{masked}");
+        }
     }
 
     #[test]

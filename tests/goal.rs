@@ -121,3 +121,179 @@ fn a_second_signal_stops_the_daemon_at_once() {
     // The abandoned run stays pending: nothing was recorded for it.
     assert_eq!(svc.object("Site", "a")["status"]["status"], "pending");
 }
+
+/// Files under `dir` whose name ends with one of `ends`, with their text.
+fn recipe_files(dir: &std::path::Path, ends: &[&str]) -> Vec<(std::path::PathBuf, String)> {
+    common::walk(dir)
+        .into_iter()
+        .filter(|p| ends.iter().any(|e| p.to_string_lossy().ends_with(e)))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            (p, text)
+        })
+        .collect()
+}
+
+#[test]
+fn a_key_with_a_newline_adds_no_line_to_a_recipe() {
+    let server = TestServer::start();
+    let svc = service(
+        &server,
+        "{{ vars.base }}/sites/{{ n }}",
+        r#"{name: "{{ n }}"}"#,
+    );
+    let marker = svc.path().join("pwned");
+    svc.file(
+        "objects.yaml",
+        &format!(
+            "Site:\n  - {{name: \"a\\nGET /admin HTTP/1.1\\ntouch {}\"}}\n",
+            marker.display()
+        ),
+    );
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    svc.ok(&["run", "--once"]);
+    let files = recipe_files(&svc.path().join(".stepsync/sys"), &["sync.sh", "sync.http"]);
+    assert_eq!(files.len(), 2, "{files:?}");
+    for (path, text) in &files {
+        for line in text.lines() {
+            assert!(
+                !line.starts_with("touch") && !line.starts_with("GET /admin"),
+                "{}: {line}",
+                path.display()
+            );
+        }
+    }
+    // Run by hand, the script sends what the engine sent and nothing else.
+    let sh = &files
+        .iter()
+        .find(|(p, _)| p.ends_with("sync.sh"))
+        .expect("sync.sh")
+        .0;
+    let out = std::process::Command::new("sh")
+        .arg(sh)
+        .current_dir(sh.parent().expect("folder"))
+        .output()
+        .expect("sh sync.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!marker.exists(), "sync.sh ran a line the key wrote");
+    let http = &files
+        .iter()
+        .find(|(p, _)| p.ends_with("sync.http"))
+        .expect("sync.http")
+        .0;
+    svc.ok(&["replay", &http.display().to_string()]);
+    let lines = server.lines();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines.iter().all(|l| l == &lines[0]), "{lines:?}");
+    assert!(lines[0].starts_with("PUT /sites/a"), "{lines:?}");
+}
+
+#[test]
+fn basic_auth_credentials_never_reach_a_file() {
+    use base64::Engine as _;
+    let server = TestServer::start();
+    let svc = Service::new(SCHEMA);
+    svc.file(
+        "stepsync.yaml",
+        &format!(
+            "name: goal-test\nvars: {{base: \"{}\"}}\nsecrets: {{pw: {{env: GOAL_TEST_PW}}}}\n",
+            server.url
+        ),
+    );
+    svc.file(
+        "schemas/models.yaml",
+        "models:\n  Site:\n    fields:\n      name: {type: string, required: true}\n      echo: {type: string, feedback: true}\n",
+    );
+    // The feedback stands for a backend that echoes the Authorization header it received.
+    svc.file(
+        "stepdefs/site.yaml",
+        r#"kind: Actuator
+model: Site
+attributes: {n: "{{ object.name }}"}
+sync:
+  rest:
+    method: PUT
+    url: "{{ vars.base }}/sites/{{ n }}"
+    auth: {basic: {user: admin, password: "{{ secret('pw') }}"}}
+    body: {name: "{{ n }}"}
+feedback:
+  echo: "{{ 'Basic ' ~ ('admin:' ~ secret('pw')) | b64encode }}"
+"#,
+    );
+    svc.file("objects.yaml", "Site:\n  - {name: a}\n");
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let password = "correct-horse-battery";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("admin:{password}"));
+    let run = svc
+        .command(&["run", "--once"])
+        .env("GOAL_TEST_PW", password)
+        .output()
+        .expect("run --once");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    let sent = server.requests();
+    assert_eq!(
+        sent[0].header("authorization"),
+        Some(format!("Basic {encoded}").as_str())
+    );
+    let dir = svc.path().join(".stepsync");
+    let mut everything = recipe_files(&dir, &[".http", ".sh", ".log", ".json"]);
+    let db = std::fs::read(dir.join("state.db")).expect("the store");
+    everything.push((
+        dir.join("state.db"),
+        String::from_utf8_lossy(&db).into_owned(),
+    ));
+    assert!(everything.len() >= 5, "{everything:?}");
+    for (path, text) in &everything {
+        assert!(
+            !text.contains(password),
+            "{} holds the password",
+            path.display()
+        );
+        assert!(
+            !text.contains(&encoded),
+            "{} holds its base64",
+            path.display()
+        );
+    }
+    // Run by hand with the secret in the environment, the recipes send the same header.
+    let sh = dir.join("sys/Site/a/sync.sh");
+    let out = std::process::Command::new("sh")
+        .arg(&sh)
+        .env("STEPSYNC_SECRET_PW", password)
+        .output()
+        .expect("sh sync.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replay = svc
+        .command(&[
+            "replay",
+            &dir.join("sys/Site/a/sync.http").display().to_string(),
+        ])
+        .env("GOAL_TEST_PW", password)
+        .output()
+        .expect("replay");
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let sent = server.requests();
+    assert_eq!(sent.len(), 3);
+    for r in &sent {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Basic {encoded}").as_str())
+        );
+    }
+}

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use jsonpath_rust::JsonPath;
 use minijinja::Value;
 use serde::{Deserialize, Serialize};
@@ -20,11 +19,22 @@ pub struct HttpRequest {
     pub method: String,
     pub url: String,
     pub headers: Vec<(String, String)>,
+    /// `auth: {basic: ...}`, kept apart from the headers so no recipe or log ever holds its
+    /// encoding: recipes write the user and password (secrets as environment references),
+    /// the request is encoded only when sent.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuth>,
     /// The exact bytes sent (JSON for YAML bodies).
     pub body: Option<String>,
     pub timeout_ms: u64,
     /// Accepted statuses; `None` accepts any 2xx.
     pub expect: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BasicAuth {
+    pub user: String,
+    pub password: String,
 }
 
 /// A rendered REST recipe.
@@ -114,17 +124,15 @@ fn render_request(
                 format!("Bearer {}", t.render_string(tok, ctx)?),
             ));
         }
-        Some(Auth::Basic { user, password }) => {
-            let pair = format!(
-                "{}:{}",
-                t.render_string(user, ctx)?,
-                t.render_string(password, ctx)?
-            );
-            let enc = base64::engine::general_purpose::STANDARD.encode(pair);
-            headers.push(("Authorization".into(), format!("Basic {enc}")));
-        }
-        None => {}
+        Some(Auth::Basic { .. }) | None => {}
     }
+    let basic_auth = match &req.auth {
+        Some(Auth::Basic { user, password }) => Some(BasicAuth {
+            user: t.render_string(user, ctx)?,
+            password: t.render_string(password, ctx)?,
+        }),
+        _ => None,
+    };
     let body = match &req.body {
         Some(b) => {
             let v = t.render_value(b, ctx)?;
@@ -142,14 +150,35 @@ fn render_request(
         None => None,
     };
     let timeout = req.timeout.map_or(default_timeout, |d| d.0);
+    // A value with a line break or a space (a key, a field) must stay inside the URL:
+    // encoded, it is sent as it is written to the recipes, and cannot start a line there.
+    let url = encode_controls(&t.render_string(&req.url, ctx)?);
     Ok(HttpRequest {
+        basic_auth,
         method: req.method.as_str().to_owned(),
-        url: t.render_string(&req.url, ctx)?,
+        url,
         headers,
         body,
         timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         expect: req.expect.clone(),
     })
+}
+
+/// `s` with control characters and spaces percent-encoded (what the HTTP client would send
+/// for them), everything else as it is.
+fn encode_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || c == ' ' {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl HttpRequest {
@@ -179,6 +208,9 @@ async fn send(
         .timeout(Duration::from_millis(req.timeout_ms));
     for (k, v) in &req.headers {
         rb = rb.header(k, v);
+    }
+    if let Some(a) = &req.basic_auth {
+        rb = rb.basic_auth(&a.user, Some(&a.password));
     }
     if let Some(b) = &req.body {
         rb = rb.body(b.clone());
@@ -409,6 +441,10 @@ pub fn log(ex: &Exchange) -> String {
         for (k, v) in &req.headers {
             out.push_str(&format!("> {k}: {v}\n"));
         }
+        if let Some(a) = &req.basic_auth {
+            // The user only: the password, in any encoding, never reaches a log.
+            out.push_str(&format!("> Authorization: Basic {}:********\n", a.user));
+        }
         if let Some(b) = &req.body {
             out.push_str(&format!(">\n> {b}\n"));
         }
@@ -446,6 +482,7 @@ mod tests {
 
     fn req(body: Option<&str>) -> HttpRequest {
         HttpRequest {
+            basic_auth: None,
             method: "PUT".into(),
             url: "http://x/d".into(),
             headers: vec![],

@@ -2,7 +2,7 @@
 //! and by editors' REST clients) and POSIX `sh` + curl scripts. Secrets never appear in
 //! clear: both read them from `STEPSYNC_SECRET_<NAME>`.
 
-use crate::payload::rest::{HttpRequest, RestPlan};
+use crate::payload::rest::{BasicAuth, HttpRequest, RestPlan};
 use crate::secrets::{Piece, Secrets};
 use crate::template::shell_quote;
 
@@ -22,8 +22,23 @@ fn http_text(secrets: &Secrets, s: &str) -> String {
         .collect()
 }
 
+/// `s` on one line: control characters (a newline in a key) shown escaped, so a value
+/// written into a comment or a header line can never start a line of its own.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 /// The `.http` form of a recipe. `title` says what it is for (`Site/a (sync)`).
 pub fn to_http(plan: &RestPlan, secrets: &Secrets, title: &str) -> String {
+    let title = one_line(title);
     let mut out = format!(
         "# stepsync recipe for {title}.\n# Run it with `stepsync replay <this file>`; secrets come from STEPSYNC_SECRET_<NAME>.\n"
     );
@@ -39,11 +54,23 @@ pub fn to_http(plan: &RestPlan, secrets: &Secrets, title: &str) -> String {
         }
         out.push_str(&format!(
             "{} {}\n",
-            req.method,
-            http_text(secrets, &req.url)
+            one_line(&req.method),
+            one_line(&http_text(secrets, &req.url))
         ));
         for (k, v) in &req.headers {
-            out.push_str(&format!("{k}: {}\n", http_text(secrets, v)));
+            out.push_str(&format!(
+                "{}: {}\n",
+                one_line(k),
+                one_line(&http_text(secrets, v))
+            ));
+        }
+        if let Some(a) = &req.basic_auth {
+            // REST Client's own form: it encodes `user:password` when it sends; so does
+            // `replay`. The recipe never holds the encoding.
+            out.push_str(&format!(
+                "Authorization: Basic {}\n",
+                one_line(&http_text(secrets, &format!("{}:{}", a.user, a.password)))
+            ));
         }
         if let Some(b) = &req.body {
             out.push_str(&format!("\n{}\n", http_text(secrets, b)));
@@ -101,6 +128,7 @@ pub fn parse_http(
             .split_once(' ')
             .ok_or_else(|| format!("bad request line `{request_line}`"))?;
         let mut headers = Vec::new();
+        let mut basic_auth = None;
         let mut body = None;
         let mut in_body = false;
         for line in lines {
@@ -117,7 +145,17 @@ pub fn parse_http(
             let (k, v) = line
                 .split_once(": ")
                 .ok_or_else(|| format!("bad header line `{line}`"))?;
-            headers.push((k.to_owned(), resolve(v, lookup)?));
+            match v.strip_prefix("Basic ").map(|c| resolve(c, lookup)) {
+                Some(pair) if k.eq_ignore_ascii_case("authorization") => {
+                    let pair = pair?;
+                    let (user, password) = pair.split_once(':').unwrap_or((&pair, ""));
+                    basic_auth = Some(BasicAuth {
+                        user: user.to_owned(),
+                        password: password.to_owned(),
+                    });
+                }
+                _ => headers.push((k.to_owned(), resolve(v, lookup)?)),
+            }
         }
         let get = |k: &str| meta.iter().find(|(mk, _)| mk == k).map(|(_, v)| v.clone());
         let codes = |v: String| -> Result<Vec<u16>, String> {
@@ -131,6 +169,7 @@ pub fn parse_http(
                 .collect()
         };
         let req = HttpRequest {
+            basic_auth,
             method: method.to_owned(),
             url: resolve(url, lookup)?,
             headers,
@@ -212,6 +251,13 @@ fn curl(secrets: &Secrets, req: &HttpRequest, extra: &str) -> String {
             sh_word(secrets, &format!("{k}: {v}"))
         ));
     }
+    if let Some(a) = &req.basic_auth {
+        // curl encodes it; the script holds the user and the password's reference only.
+        cmd.push_str(&format!(
+            " \\\n  -u {}",
+            sh_word(secrets, &format!("{}:{}", a.user, a.password))
+        ));
+    }
     if req.body.is_some() {
         cmd.push_str(" \\\n  --data-binary @-");
     }
@@ -265,12 +311,16 @@ pub fn to_sh(plan: &RestPlan, secrets: &Secrets, title: &str) -> String {
         r.headers
             .iter()
             .for_each(|(k, v)| note(&format!("{k}: {v}")));
+        if let Some(a) = &r.basic_auth {
+            note(&format!("{}:{}", a.user, a.password));
+        }
         if let Some(b) = &r.body {
             note(b);
         }
     }
     let mut out = format!(
-        "#!/bin/sh\n# stepsync recipe for {title}: sends what the engine sends.\nset -eu\n"
+        "#!/bin/sh\n# stepsync recipe for {}: sends what the engine sends.\nset -eu\n",
+        one_line(title)
     );
     for v in &used {
         out.push_str(&format!(": \"${{{v}:?set {v} to the secret's value}}\"\n"));
