@@ -74,6 +74,23 @@ pub struct Config {
     /// Log level, format and file.
     #[serde(default)]
     pub logging: Logging,
+    /// The runner's lease on the store: one `stepsync run` drives a store at a time.
+    #[serde(default)]
+    pub lease: LeaseConfig,
+}
+
+/// `lease:` (SPEC §5.5): how long a runner's lease lasts without renewal; it is renewed
+/// every third of that.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseConfig {
+    pub ttl: Dur,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig { ttl: Dur::secs(15) }
+    }
 }
 
 fn default_store() -> StoreUrl {

@@ -297,3 +297,38 @@ feedback:
         );
     }
 }
+
+#[test]
+fn a_second_runner_is_refused_and_a_dead_ones_lease_taken_over() {
+    let server = TestServer::start();
+    let svc = service(
+        &server,
+        "{{ vars.base }}/sites/{{ n }}",
+        r#"{name: "{{ n }}"}"#,
+    );
+    svc.file("objects.yaml", "Site:\n  - {name: a}\n");
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let mut daemon = svc
+        .command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the daemon");
+    server
+        .wait_for("PUT /sites/a", Duration::from_secs(10))
+        .expect("the daemon's run");
+    let second = svc.run(&["run", "--once"]);
+    assert_eq!(second.code, 1, "{}{}", second.stdout, second.stderr);
+    let want = format!(
+        "store is driven by another stepsync run (pid {} on host ",
+        daemon.id()
+    );
+    assert!(second.stderr.contains(&want), "{}", second.stderr);
+    // The holder dies without releasing its lease: the next run takes it over at once.
+    daemon.kill().expect("kill -9");
+    daemon.wait().expect("reap");
+    let started = Instant::now();
+    svc.ok(&["run", "--once"]);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(server.lines(), ["PUT /sites/a"]);
+}

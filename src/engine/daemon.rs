@@ -21,6 +21,7 @@ const IDLE_WAKE: Duration = Duration::from_secs(60);
 impl Engine {
     /// Runs until SIGINT or SIGTERM; runs in flight then finish and are recorded.
     pub async fn run_daemon(self: &Arc<Self>) -> Result<()> {
+        let _lease = self.lease()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             let mut signals = Signals::new();

@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod graph;
+mod lease;
 mod queue;
 pub mod scheduler;
 
@@ -97,7 +98,7 @@ pub struct Summary {
 
 pub struct Engine {
     pub svc: Service,
-    pub store: Box<dyn Store>,
+    pub store: Arc<dyn Store>,
     pub sys: SysDir,
     /// Everything about backends: rendering payloads into recipes and running them.
     pub payloads: Dispatcher,
@@ -106,7 +107,7 @@ pub struct Engine {
 impl Engine {
     /// Opens the store and the sys dir (`sys_dir` overrides the configured one).
     pub fn open(svc: Service, sys_dir: Option<PathBuf>) -> Result<Engine> {
-        let store = svc.open_store()?;
+        let store: Arc<dyn Store> = Arc::from(svc.open_store()?);
         let root = sys_dir.unwrap_or_else(|| in_dir(&svc.dir, &svc.config.sys_dir));
         let sys = SysDir::new(root, usize::try_from(svc.config.sys_keep_runs).unwrap_or(5));
         let payloads = Dispatcher::new(&svc, sys.root()).map_err(Error::failed)?;
@@ -121,6 +122,11 @@ impl Engine {
             sys,
             payloads,
         })
+    }
+
+    /// Takes the store's runner lease for as long as the guard lives (SPEC §5.5).
+    pub(crate) fn lease(&self) -> Result<lease::LeaseGuard> {
+        lease::acquire(self.store.clone(), self.svc.config.lease.ttl.0)
     }
 
     pub fn snapshot(&self) -> Result<Arc<Snapshot>> {

@@ -114,7 +114,24 @@ pub struct Counts {
     pub pending: usize,
 }
 
+/// Who drives a store (SPEC §5.5): one runner at a time holds this lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Unique per runner process: host, pid and start time.
+    pub holder: String,
+    pub pid: u32,
+    pub host: String,
+    pub since: Millis,
+    pub expires: Millis,
+}
+
 pub trait Store: ReadOps + Send + Sync {
+    /// The runner's lease as it stands, if any runner ever took one.
+    fn lease(&self) -> Result<Option<Lease>, StoreError>;
+    /// Writes `new` as the lease if the lease is still `expected` (compare and swap, so two
+    /// runners deciding at once cannot both win); `None` for `new` releases it.
+    fn swap_lease(&self, expected: Option<&Lease>, new: Option<&Lease>)
+    -> Result<bool, StoreError>;
     /// Per-status totals and the pending count, as one aggregate query.
     fn counts(&self) -> Result<Counts, StoreError>;
     /// Starts a write transaction that excludes other writers until it ends.

@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
 use super::{
-    Bookkeeping, Counts, Edge, Millis, ObjectRecord, ReadOps, Referrer, Status, Store, StoreError,
-    WriteTx,
+    Bookkeeping, Counts, Edge, Lease, Millis, ObjectRecord, ReadOps, Referrer, Status, Store,
+    StoreError, WriteTx,
 };
 use crate::bookkeeping;
 
@@ -51,7 +51,15 @@ const MIGRATIONS: &[&str] = &[
     // 1 -> 2: the state machine's `work` mark, so counting pending objects needs no rules in
     // SQL; `backfill_pending` fills it for rows written by version 1.
     "ALTER TABLE objects ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
-     ALTER TABLE objects ADD COLUMN attempted INTEGER NOT NULL DEFAULT 0;",
+     ALTER TABLE objects ADD COLUMN attempted INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE lease (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        holder TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        expires INTEGER NOT NULL
+     );",
 ];
 
 /// How long a writer waits for another process's transaction before giving up.
@@ -273,7 +281,58 @@ impl ReadOps for SqliteStore {
     }
 }
 
+fn read_lease(conn: &Connection) -> rusqlite::Result<Option<Lease>> {
+    conn.prepare_cached("SELECT holder, pid, host, since, expires FROM lease WHERE id = 1")?
+        .query_row([], |r| {
+            Ok(Lease {
+                holder: r.get(0)?,
+                pid: r.get(1)?,
+                host: r.get(2)?,
+                since: Millis(r.get(3)?),
+                expires: Millis(r.get(4)?),
+            })
+        })
+        .optional()
+}
+
 impl Store for SqliteStore {
+    fn lease(&self) -> Result<Option<Lease>, StoreError> {
+        read_lease(&self.lock()).map_err(sql_err(&self.path))
+    }
+
+    fn swap_lease(
+        &self,
+        expected: Option<&Lease>,
+        new: Option<&Lease>,
+    ) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        let run = || -> rusqlite::Result<bool> {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let swapped = (|| {
+                if read_lease(&conn)?.as_ref() != expected {
+                    return Ok(false);
+                }
+                match new {
+                    Some(l) => conn.execute(
+                        "INSERT OR REPLACE INTO lease (id, holder, pid, host, since, expires)
+                         VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+                        params![l.holder, l.pid, l.host, l.since.0, l.expires.0],
+                    )?,
+                    None => conn.execute("DELETE FROM lease", [])?,
+                };
+                Ok(true)
+            })();
+            let end = if swapped.is_ok() {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            conn.execute_batch(end)?;
+            swapped
+        };
+        run().map_err(sql_err(&self.path))
+    }
+
     fn counts(&self) -> Result<Counts, StoreError> {
         let conn = self.lock();
         let run = || -> rusqlite::Result<Vec<(String, i64, i64)>> {
