@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod graph;
+pub mod progress;
 pub mod scheduler;
 
 use std::path::{Path, PathBuf};
@@ -82,6 +83,8 @@ pub struct Engine {
     client: reqwest::Client,
     /// The built-in runner's SSH masters, opened on first use and kept for the engine's life.
     ssh_pool: std::sync::OnceLock<Arc<crate::playbook::ssh::SshPool>>,
+    /// Told how each pass advances; the caller chooses it (`with_progress`), none by default.
+    progress: Arc<dyn progress::Progress>,
 }
 
 impl Engine {
@@ -122,7 +125,14 @@ impl Engine {
             store,
             sys,
             client,
+            progress: Arc::new(progress::NoProgress),
         })
+    }
+
+    /// The engine with `progress` told how its passes advance.
+    pub fn with_progress(mut self, progress: Arc<dyn progress::Progress>) -> Engine {
+        self.progress = progress;
+        self
     }
 
     pub fn snapshot(&self) -> Result<Arc<Snapshot>> {
