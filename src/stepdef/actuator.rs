@@ -9,40 +9,31 @@ use crate::template::{TValue, Tmpl};
 
 /// One actuator: how objects of `model` reach the backend.
 #[derive(Debug)]
-pub struct Actuator {
-    pub model: String,
-    pub attributes: Vec<(String, TValue)>,
-    pub sync: Option<Payload>,
-    pub delete: Option<Payload>,
-    pub feedback: Vec<(String, Feedback)>,
-    pub defer_when: Option<Tmpl>,
-    pub concurrency: Option<NonZeroU32>,
-    pub resync: Option<Dur>,
-    pub file: PathBuf,
+pub(crate) struct Actuator {
+    pub(crate) model: String,
+    pub(crate) attributes: Vec<(String, TValue)>,
+    pub(crate) sync: Option<Payload>,
+    pub(crate) delete: Option<Payload>,
+    pub(crate) feedback: Vec<(String, Feedback)>,
+    pub(crate) defer_when: Option<Tmpl>,
+    pub(crate) concurrency: Option<NonZeroU32>,
+    pub(crate) resync: Option<Dur>,
+    pub(crate) file: PathBuf,
 }
 
 #[derive(Debug)]
-pub struct Payload {
-    pub kind: PayloadKind,
+pub(crate) struct Payload {
+    pub(crate) kind: PayloadKind,
     /// Extra attributes for this payload only.
-    pub vars: Vec<(String, TValue)>,
+    pub(crate) vars: Vec<(String, TValue)>,
 }
 
 // Parsed once per stepdef and never copied, so the variants' size difference costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub enum PayloadKind {
+pub(crate) enum PayloadKind {
     Rest(Rest),
     Playbook(PlaybookRef),
-}
-
-impl PayloadKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            PayloadKind::Rest(_) => "rest",
-            PayloadKind::Playbook(_) => "playbook",
-        }
-    }
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -79,16 +70,16 @@ pub enum Auth {
 }
 
 #[derive(Debug)]
-pub struct PlaybookRef {
+pub(crate) struct PlaybookRef {
     /// Relative to `playbooks/`.
-    pub playbook: PathBuf,
-    pub hosts: Option<Tmpl>,
+    pub(crate) playbook: PathBuf,
+    pub(crate) hosts: Option<Tmpl>,
     /// Where the stepdef names the playbook, for "does not exist".
-    pub origin: Origin,
+    pub(crate) origin: Origin,
 }
 
 #[derive(Debug)]
-pub enum Feedback {
+pub(crate) enum Feedback {
     Template(Tmpl),
     JsonPath(String),
 }

@@ -12,7 +12,9 @@ use std::path::Path;
 
 use indexmap::IndexMap;
 
-pub use actuator::{Actuator, Auth, Feedback, Payload, PayloadKind, PlaybookRef, Request, Rest};
+// `Rest` and its parts are public: `payload::rest::render` takes them.
+pub(crate) use actuator::{Actuator, Feedback, Payload, PayloadKind, PlaybookRef};
+pub use actuator::{Auth, Request, Rest};
 use check::Cx;
 pub(crate) use spec::StepdefSpec;
 
@@ -23,16 +25,16 @@ use crate::model::schema::yaml_files;
 use crate::template::Templates;
 use crate::yaml::Source;
 
-pub const STEPDEFS_DIR: &str = "stepdefs";
+pub(crate) const STEPDEFS_DIR: &str = "stepdefs";
 
 /// Every actuator of a service, with the templates they compiled.
 pub struct Stepdefs {
-    pub actuators: IndexMap<String, Actuator>,
-    pub templates: Templates,
+    pub(crate) actuators: IndexMap<String, Actuator>,
+    pub(crate) templates: Templates,
 }
 
 impl Stepdefs {
-    pub fn actuator(&self, model: &str) -> Option<&Actuator> {
+    pub(crate) fn actuator(&self, model: &str) -> Option<&Actuator> {
         self.actuators.get(model)
     }
 
