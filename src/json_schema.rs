@@ -8,7 +8,6 @@
 //! data model of one service) is written out in this module.
 
 use std::borrow::Cow;
-use std::io::Write;
 use std::path::Path;
 
 use schemars::generate::SchemaSettings;
@@ -16,9 +15,8 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_json::{Map, Value, json};
 
 use crate::config::{Config, in_dir};
-use crate::diag::{Diagnostic, expected_hint};
 use crate::duration::Dur;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::schema::{FieldSpecLong, SchemaFile};
 use crate::model::{FieldType, Model};
 use crate::service::SCHEMAS_DIR;
@@ -77,47 +75,6 @@ pub fn to_text(schema: &Value) -> String {
     let mut text = serde_json::to_string_pretty(schema).unwrap_or_default();
     text.push('\n');
     text
-}
-
-/// `stepsync schema [NAME] [--service]`.
-pub fn schema_cmd(
-    dir: &Path,
-    name: Option<&str>,
-    service: bool,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let io = |e: std::io::Error| Error::failed(format!("cannot write the schema: {e}"));
-    let Some(name) = name else {
-        if service {
-            return Err(Diagnostic::error("`--service` needs a schema name")
-                .with_hint("use `stepsync schema objects --service`")
-                .into());
-        }
-        for s in SCHEMAS {
-            writeln!(out, "{:<8} {}", s.name, s.files).map_err(io)?;
-        }
-        return Ok(());
-    };
-    let unknown = || {
-        Error::from(
-            Diagnostic::error(format!("unknown schema `{name}`"))
-                .with_hint(expected_hint(name, &names())),
-        )
-    };
-    if !names().contains(&name) {
-        return Err(unknown());
-    }
-    let schema = match (name, service) {
-        ("objects", true) => objects_for_service(dir)?,
-        (_, true) => {
-            return Err(Diagnostic::error(format!(
-                "`--service` applies to the `objects` schema only, not `{name}`"
-            ))
-            .into());
-        }
-        (_, false) => generate(name).ok_or_else(unknown)?,
-    };
-    out.write_all(to_text(&schema).as_bytes()).map_err(io)
 }
 
 /// Draft-07 rather than schemars' default 2020-12: it is the draft every YAML editor
@@ -312,7 +269,7 @@ fn objects_generic() -> Value {
 
 /// `stepsync schema objects --service`: the objects files of the service in `dir`, with its
 /// models, their fields, types and required fields.
-fn objects_for_service(dir: &Path) -> Result<Value> {
+pub fn objects_for_service(dir: &Path) -> Result<Value> {
     let config = Config::load(dir)?;
     let schema = crate::model::Schema::load_dir(&in_dir(dir, Path::new(SCHEMAS_DIR)))?;
     Ok(objects_for(&config.name, schema.models.values()))
@@ -454,25 +411,5 @@ mod tests {
             assert!(s.get("$schema").is_some(), "{name}");
         }
         assert!(generate("configg").is_none());
-    }
-
-    #[test]
-    fn unknown_name_suggests_the_closest() {
-        let mut out = Vec::new();
-        let e = schema_cmd(Path::new("."), Some("stepdefs"), false, &mut out).unwrap_err();
-        assert_eq!(e.exit_code(), 2);
-        let text = e.to_string();
-        assert!(text.contains("unknown schema `stepdefs`"), "{text}");
-        assert!(text.contains("did you mean `stepdef`?"), "{text}");
-    }
-
-    #[test]
-    fn no_name_lists_the_names() {
-        let mut out = Vec::new();
-        schema_cmd(Path::new("."), None, false, &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        for name in names() {
-            assert!(text.lines().any(|l| l.starts_with(name)), "{text}");
-        }
     }
 }

@@ -2,12 +2,13 @@
 //! YAML step definitions; the engine keeps every object in step with its backend.
 //!
 //! The path through the code reads in one direction: [`config`] → [`model`] → [`store`] →
-//! the commands ([`apply`], [`deletion`], [`commands`]).
+//! [`engine`] → [`payload`] → [`sysdir`], with the operations on objects ([`apply`],
+//! [`deletion`]) beside the engine. The library never prints: the commands and all they print
+//! are the binary's (`src/cli/`), which reports progress through [`engine::progress`].
 
 pub mod apply;
 pub mod backoff;
 pub mod bookkeeping;
-pub mod commands;
 pub mod config;
 pub mod deletion;
 pub mod diag;

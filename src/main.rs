@@ -1,14 +1,13 @@
-//! The `stepsync` command line: argument parsing and dispatch only.
+//! The `stepsync` command line: argument parsing only. The commands, and everything they
+//! print, are in `cli`.
 
-use std::io::{IsTerminal, Write};
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use stepsync::apply::ApplyOptions;
-use stepsync::commands::{self, OutputFormat};
-use stepsync::config::LogFormat;
-use stepsync::service::Service;
 
 #[derive(Parser)]
 #[command(
@@ -33,8 +32,8 @@ struct Cli {
     #[arg(short, long, global = true)]
     quiet: bool,
     /// Log line format
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[arg(long, global = true, value_enum, default_value_t = cli::LogFormat::Text)]
+    log_format: cli::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,8 +68,8 @@ enum Command {
     Get {
         model: String,
         key: Option<String>,
-        #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
+        #[arg(short, long, value_enum, default_value_t = cli::objects::OutputFormat::Table)]
+        output: cli::objects::OutputFormat,
     },
     /// Delete an object
     Delete {
@@ -104,13 +103,13 @@ enum Command {
         /// The object graph instead of the model graph
         #[arg(long)]
         objects: bool,
-        #[arg(long, value_enum, default_value_t = commands::GraphFormat::Text)]
-        format: commands::GraphFormat,
+        #[arg(long, value_enum, default_value_t = cli::graph::GraphFormat::Text)]
+        format: cli::graph::GraphFormat,
     },
     /// Show what a run would do, with the diff of every recipe
     Plan {
-        #[arg(short, long, value_enum, default_value_t = PlanFormat::Text)]
-        output: PlanFormat,
+        #[arg(short, long, value_enum, default_value_t = cli::plan::PlanFormat::Text)]
+        output: cli::plan::PlanFormat,
         /// Exit 0 when there is nothing to do, 1 on error, 2 when there are changes
         #[arg(long)]
         detailed_exitcode: bool,
@@ -141,157 +140,68 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum PlanFormat {
-    Text,
-    Json,
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    cli::init_logging(args.quiet, args.verbose, args.log_format.into());
+    cli::exit(run(args))
 }
 
-fn init_logging(cli: &Cli) {
-    let level = match (cli.quiet, cli.verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, 2) => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STEPSYNC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match cli.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-fn run(mut cli: Cli) -> stepsync::Result<ExitCode> {
-    // Like `git -C` and `make -C`: every relative path, `-f` files included, is then
-    // relative to the service directory.
-    if cli.dir != std::path::Path::new(".") {
-        if matches!(cli.command, Command::Init { .. }) {
-            std::fs::create_dir_all(&cli.dir)
-                .map_err(|e| stepsync::Error::failed(format!("{}: {e}", cli.dir.display())))?;
-        }
-        std::env::set_current_dir(&cli.dir).map_err(|e| {
-            stepsync::Error::failed(format!("cannot enter {}: {e}", cli.dir.display()))
-        })?;
-        cli.dir = PathBuf::from(".");
-    }
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    match cli.command {
-        Command::Init { path } => {
-            let dir = path.unwrap_or_else(|| cli.dir.clone());
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| stepsync::Error::failed(format!("{}: {e}", dir.display())))?;
-            commands::init(&dir, &mut out)?;
-        }
-        Command::Validate { files } => {
-            return commands::validate_cmd(&cli.dir, &files, &mut out);
-        }
+fn run(args: Cli) -> stepsync::Result<ExitCode> {
+    let dir = cli::enter(&args.dir, matches!(args.command, Command::Init { .. }))?;
+    let out = &mut std::io::stdout().lock();
+    match args.command {
+        Command::Init { path } => cli::init::init(&path.unwrap_or_else(|| dir.clone()), out),
+        Command::Validate { files } => cli::validate::validate_cmd(&dir, &files, out),
         Command::Apply {
             files,
             prune,
             dry_run,
-        } => {
-            let svc = Service::load(&cli.dir)?;
-            commands::apply_cmd(&svc, &files, ApplyOptions { prune, dry_run }, &mut out)?;
-        }
+        } => cli::objects::apply_cmd(&dir, &files, ApplyOptions { prune, dry_run }, out),
         Command::Get { model, key, output } => {
-            let svc = Service::load(&cli.dir)?;
-            commands::get(&svc, &model, key.as_deref(), output, &mut out)?;
+            cli::objects::get(&dir, &model, key.as_deref(), output, out)
         }
         Command::Delete {
             model,
             key,
             cascade,
-        } => {
-            let svc = Service::load(&cli.dir)?;
-            commands::delete_cmd(&svc, &model, &key, cascade, &mut out)?;
-        }
-        Command::Status => {
-            let svc = Service::load(&cli.dir)?;
-            commands::status(&svc, &mut out)?;
-        }
+        } => cli::objects::delete_cmd(&dir, &model, &key, cascade, out),
+        Command::Status => cli::objects::status(&dir, out),
         Command::Run {
             once,
             pretend,
             files,
             concurrency,
         } => {
-            let mut svc = Service::load(&cli.dir)?;
-            if let Some(n) = concurrency {
-                svc.config.concurrency = n;
-            }
-            let ok = if once || pretend {
-                commands::run_once(svc, &files, pretend, &mut out)?
-            } else {
-                commands::run_daemon(svc, &files, &mut out)?
+            let args = cli::run::RunArgs {
+                once,
+                pretend,
+                files,
+                concurrency,
             };
-            return Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            });
+            cli::run::run(&dir, args, out)
         }
-        Command::Retry { model, key } => {
-            let svc = Service::load(&cli.dir)?;
-            commands::retry(&svc, &model, key.as_deref(), &mut out)?;
-        }
-        Command::Graph { objects, format } => {
-            let svc = Service::load(&cli.dir)?;
-            commands::graph(&svc, objects, format, &mut out)?;
-        }
+        Command::Retry { model, key } => cli::objects::retry(&dir, &model, key.as_deref(), out),
+        Command::Graph { objects, format } => cli::graph::graph(&dir, objects, format, out),
         Command::Plan {
             output,
             detailed_exitcode,
             refresh,
             sys_dir,
         } => {
-            let svc = Service::load(&cli.dir)?;
-            let json = matches!(output, PlanFormat::Json);
-            let code =
-                commands::plan_cmd(svc, json, detailed_exitcode, refresh, sys_dir, &mut out)?;
-            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+            let args = cli::plan::PlanArgs {
+                format: output,
+                detailed_exitcode,
+                refresh,
+                sys_dir,
+            };
+            cli::plan::plan_cmd(&dir, args, out)
         }
         Command::Render { model, key, delete } => {
-            let svc = Service::load(&cli.dir)?;
-            commands::render_cmd(svc, &model, &key, delete, &mut out)?;
+            cli::render::render_cmd(&dir, &model, &key, delete, out)
         }
-        Command::Replay { path } => {
-            // A recipe can be replayed outside its service; secrets then come from the env.
-            let svc = Service::load(&cli.dir).ok();
-            let ok = commands::replay_cmd(svc.as_ref(), &path, &mut out)?;
-            return Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            });
-        }
+        Command::Replay { path } => cli::render::replay_cmd(&dir, &path, out),
         Command::Schema { name, service } => {
-            stepsync::json_schema::schema_cmd(&cli.dir, name.as_deref(), service, &mut out)?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(&cli);
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            let _ = std::io::stdout().flush();
-            let text = e.to_string();
-            if stepsync::diag::colour_stderr() {
-                eprintln!("{}", stepsync::diag::colourize(&text));
-            } else {
-                eprintln!("{text}");
-            }
-            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+            cli::schema::schema_cmd(&dir, name.as_deref(), service, out)
         }
     }
 }

@@ -184,30 +184,3 @@ fn change(engine: &Engine, p: &Prepared, action: &'static str) -> Result<Option<
         diff,
     }))
 }
-
-/// The text form: one `+`/`~`/`-` line per object, its diff, and a count.
-pub fn to_text(plan: &Plan) -> String {
-    let mut s = String::new();
-    for c in &plan.changes {
-        let sign = match c.action {
-            "create" => "+",
-            "delete" => "-",
-            _ => "~",
-        };
-        s.push_str(&format!(
-            "{sign} {} {}/{} ({})\n",
-            c.action, c.model, c.key, c.payload
-        ));
-        for line in c.diff.lines() {
-            s.push_str(&format!("    {line}\n"));
-        }
-    }
-    let count = |a: &str| plan.changes.iter().filter(|c| c.action == a).count();
-    s.push_str(&format!(
-        "Plan: {} to create, {} to update, {} to delete.\n",
-        count("create"),
-        count("update"),
-        count("delete")
-    ));
-    s
-}

@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod graph;
 mod lease;
+pub mod progress;
 mod queue;
 pub mod scheduler;
 
@@ -102,6 +103,8 @@ pub struct Engine {
     pub sys: SysDir,
     /// Everything about backends: rendering payloads into recipes and running them.
     pub payloads: Dispatcher,
+    /// Told how each pass advances; the caller chooses it (`with_progress`), none by default.
+    progress: Arc<dyn progress::Progress>,
 }
 
 impl Engine {
@@ -121,7 +124,14 @@ impl Engine {
             store,
             sys,
             payloads,
+            progress: Arc::new(progress::NoProgress),
         })
+    }
+
+    /// The engine with `progress` told how its passes advance.
+    pub fn with_progress(mut self, progress: Arc<dyn progress::Progress>) -> Engine {
+        self.progress = progress;
+        self
     }
 
     /// Takes the store's runner lease for as long as the guard lives (SPEC §5.5).

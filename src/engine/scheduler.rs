@@ -4,7 +4,6 @@
 //! of what failed.
 
 use std::collections::{HashMap, HashSet};
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,7 +89,7 @@ impl Engine {
             sys_writes: JoinSet::new(),
         };
         pass.collect(done)?;
-        let bar = progress_bar(pass.queue.len());
+        self.progress.start(pass.queue.len());
         let limit = usize::try_from(self.svc.config.concurrency.get()).unwrap_or(usize::MAX);
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         let mut deadline: Option<tokio::time::Instant> = None;
@@ -133,7 +132,7 @@ impl Engine {
                     Err(e) => tracing::error!(error = %e, "a run task failed"),
                 }
             }
-            bar.inc(u64::try_from(batch.len()).unwrap_or(0));
+            self.progress.advance(batch.len());
             pass.finish(batch, done)?;
         }
         pass.flush()?;
@@ -143,7 +142,7 @@ impl Engine {
                 Err(e) => tracing::error!(error = %e, "a sys dir write failed"),
             }
         }
-        bar.finish_and_clear();
+        self.progress.finish();
         let stats = pass.stats;
         info!(
             ran = stats.ran,
@@ -557,18 +556,4 @@ fn blocked_by(t: &ObjectRecord) -> String {
 /// The message for the dependents of `obj`, which was just blocked with `message`.
 fn blocked_by_message(obj: &ObjectRecord, message: &str) -> String {
     format!("blocked by {}: {message}", obj.name())
-}
-
-/// A progress bar on a terminal, for passes long enough to want one; hidden otherwise.
-fn progress_bar(len: usize) -> indicatif::ProgressBar {
-    if len < 20 || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(u64::try_from(len).unwrap_or(u64::MAX));
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} {pos}/{len} objects [{elapsed}] {wide_bar}",
-    ) {
-        bar.set_style(style);
-    }
-    bar
 }

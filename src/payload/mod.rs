@@ -168,7 +168,7 @@ impl Dispatcher {
     }
 
     /// Renders `kind` in `ctx` (attributes as top-level variables, `object`, `vars`).
-    pub fn render(
+    pub(crate) fn render(
         &self,
         templates: &Templates,
         kind: &PayloadKind,

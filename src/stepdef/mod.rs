@@ -1,0 +1,102 @@
+//! Actuator step definitions (`stepdefs/*.yaml`, SPEC §6): parsed once into typed
+//! structures whose templates are already compiled.
+//!
+//! `spec.rs` is the file format (and the JSON Schema derived from it), `check.rs` turns it
+//! into the typed [`Actuator`]s of `actuator.rs`.
+
+mod actuator;
+mod check;
+mod spec;
+
+use std::path::Path;
+
+use indexmap::IndexMap;
+
+// `Rest` and its parts are public: `payload::rest::render` takes them.
+pub(crate) use actuator::{Actuator, Feedback, Payload, PayloadKind, PlaybookRef};
+pub use actuator::{Auth, Request, Rest};
+use check::Cx;
+pub(crate) use spec::StepdefSpec;
+
+use crate::config::in_dir;
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::model::Schema;
+use crate::model::schema::yaml_files;
+use crate::template::Templates;
+use crate::yaml::Source;
+
+pub(crate) const STEPDEFS_DIR: &str = "stepdefs";
+
+/// Every actuator of a service, with the templates they compiled.
+pub struct Stepdefs {
+    pub(crate) actuators: IndexMap<String, Actuator>,
+    pub(crate) templates: Templates,
+}
+
+impl Stepdefs {
+    pub(crate) fn actuator(&self, model: &str) -> Option<&Actuator> {
+        self.actuators.get(model)
+    }
+
+    /// Reads every file of `stepdefs/`, reporting every problem found.
+    pub fn load(
+        dir: &Path,
+        schema: &Schema,
+        mut templates: Templates,
+    ) -> Result<Stepdefs, Diagnostics> {
+        let root = in_dir(dir, Path::new(STEPDEFS_DIR));
+        let mut diags = Diagnostics::default();
+        let mut actuators: IndexMap<String, Actuator> = IndexMap::new();
+        let files = if root.is_dir() {
+            yaml_files(&root)
+                .map_err(|e| Diagnostic::in_file(format!("cannot list: {e}"), &root))?
+        } else {
+            Vec::new()
+        };
+        for file in files {
+            let src = match Source::read(&file) {
+                Ok(s) => s,
+                Err(d) => {
+                    diags.push(d);
+                    continue;
+                }
+            };
+            if src.is_blank() {
+                continue;
+            }
+            let spec: StepdefSpec = match src.parse() {
+                Ok(s) => s,
+                Err(d) => {
+                    diags.push(d);
+                    continue;
+                }
+            };
+            let mut cx = Cx {
+                src: &src,
+                templates: &mut templates,
+                diags: &mut diags,
+            };
+            let model_at = src.origin(&spec.model);
+            if let Some(a) = cx.actuator(spec, schema) {
+                if let Some(prev) = actuators.get(&a.model) {
+                    diags.push(
+                        model_at
+                            .diag(format!(
+                                "a second actuator for model `{}` (the first is in {})",
+                                a.model,
+                                prev.file.display()
+                            ))
+                            .with_hint("each model has exactly one actuator"),
+                    );
+                } else {
+                    actuators.insert(a.model.clone(), a);
+                }
+            }
+        }
+        diags.into_result()?;
+        Ok(Stepdefs {
+            actuators,
+            templates,
+        })
+    }
+}

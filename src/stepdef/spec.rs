@@ -1,0 +1,295 @@
+//! The stepdef file format: what serde reads from `stepdefs/*.yaml` and what the JSON
+//! Schema (`stepsync schema stepdef`) is derived from. Checked into typed actuators by
+//! `super::check`.
+
+use std::num::NonZeroU32;
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::duration::Dur;
+use crate::yaml::{Node, Spanned};
+
+// The derived JSON Schemas (`stepsync schema stepdef`, see `crate::json_schema`) describe
+// the values inside the `Spanned` wrappers, which carry positions only. The `extend`s state
+// the checks of `Cx` that a schema can express, so editors flag them while typing.
+
+/// A stepsync step definition: how the objects of one model reach their backend. Strings
+/// in `attributes`, payloads and `feedback` are Jinja2 templates.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "stepsync step definition (stepdefs/*.yaml)")]
+pub(crate) struct StepdefSpec {
+    /// The step kind. Only `Actuator` for now; `Watcher`, `Policy`, `PullStep` and
+    /// `EventStep` are planned.
+    #[schemars(with = "String", extend("enum" = ["Actuator"]))]
+    pub(super) kind: Spanned<String>,
+    /// The model whose objects this actuator synchronizes (one actuator per model).
+    #[schemars(with = "String")]
+    pub(super) model: Spanned<String>,
+    /// Template variables (the `get_extra_attributes` role): name -> template or value, with
+    /// `object`, `vars` and `secret()` in context. The names `object`, `vars`, `result` and
+    /// `secret` are reserved.
+    #[serde(default)]
+    #[schemars(
+        with = "IndexMap<String, serde_json::Value>",
+        transform = crate::json_schema::forbid_reserved
+    )]
+    pub(super) attributes: IndexMap<Spanned<String>, Spanned<Node>>,
+    /// What creates or updates the backend object.
+    #[serde(default)]
+    #[schemars(with = "Option<PayloadSpec>")]
+    pub(super) sync: Option<Spanned<PayloadSpec>>,
+    /// What deletes the backend object.
+    #[serde(default)]
+    #[schemars(with = "Option<PayloadSpec>")]
+    pub(super) delete: Option<Spanned<PayloadSpec>>,
+    /// Feedback field -> a template (with `result` in context) or `{jsonpath: ...}`, applied
+    /// to the REST body or to the playbook result.
+    #[serde(default)]
+    #[schemars(with = "IndexMap<String, FeedbackSpec>")]
+    pub(super) feedback: IndexMap<Spanned<String>, Spanned<FeedbackSpec>>,
+    /// A template that classifies an outcome as deferred (REST default:
+    /// `result.status in [429, 503]`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(super) defer_when: Option<Spanned<String>>,
+    /// Runs of this actuator in flight at once.
+    #[serde(default, deserialize_with = "crate::config::opt_nonzero")]
+    pub(super) concurrency: Option<NonZeroU32>,
+    /// Re-actuate in-sync objects of this model this often.
+    #[serde(default)]
+    pub(super) resync: Option<Dur>,
+}
+
+/// A payload: `rest` or `playbook`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    rename = "Payload",
+    extend(
+        "anyOf" = [{"required": ["rest"]}, {"required": ["playbook"]}],
+        "if" = {"required": ["rest"]},
+        "then" = {"properties": {"playbook": false, "hosts": false}}
+    )
+)]
+pub(super) struct PayloadSpec {
+    /// HTTP requests: the simple form (`method`, `url`, ...) or the delta form (`observe`,
+    /// `create`, `update`).
+    #[serde(default)]
+    #[schemars(with = "Option<RestSpec>")]
+    pub(super) rest: Option<Spanned<RestSpec>>,
+    /// A playbook, relative to `playbooks/`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(super) playbook: Option<Spanned<String>>,
+    /// A template overriding the play's `hosts` (playbooks only).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(super) hosts: Option<Spanned<String>>,
+    /// Extra attributes for this payload only.
+    #[serde(default)]
+    #[schemars(
+        with = "IndexMap<String, serde_json::Value>",
+        transform = crate::json_schema::forbid_reserved
+    )]
+    pub(super) vars: IndexMap<Spanned<String>, Spanned<Node>>,
+}
+
+/// Both forms in one map: the simple form's request fields, or the delta form's parts.
+/// The request fields are spelled out here and in `RequestSpec` rather than shared through
+/// `#[serde(flatten)]`: flattening buffers the map and loses every value's position, and
+/// with it the file:line:col of errors in requests.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    rename = "Rest",
+    description = "HTTP requests: the simple form (`method`, `url`, ...: one request, sent on every \
+                   run) or the delta form (`observe`, then `create`, `update` or nothing).",
+    // The simple form is recognized by `method` or `url`, as `Cx::rest` does.
+    extend(
+        "if" = {"anyOf": [{"required": ["method"]}, {"required": ["url"]}]},
+        "then" = {
+            "required": ["url"],
+            "properties": {"observe": false, "create": false, "update": false, "compare": false}
+        },
+        "else" = {"required": ["observe", "update"]}
+    )
+)]
+pub(super) struct RestSpec {
+    /// Simple form: the HTTP method (default GET).
+    #[serde(default)]
+    #[schemars(with = "Option<String>", extend(
+            "pattern" = crate::json_schema::HTTP_METHOD,
+            "patternErrorMessage" = "not an HTTP method",
+            "examples" = crate::json_schema::HTTP_METHODS
+        ))]
+    pub(super) method: Option<Spanned<String>>,
+    /// Simple form: the URL (a template).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(super) url: Option<Spanned<String>>,
+    /// Header name -> value (a template).
+    #[serde(default)]
+    #[schemars(with = "IndexMap<String, String>", extend("propertyNames" = {
+            "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+            "patternErrorMessage": "not a valid header name"
+        }))]
+    pub(super) headers: IndexMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    #[schemars(with = "Option<AuthSpec>")]
+    pub(super) auth: Option<Spanned<AuthSpec>>,
+    /// The request body, sent as JSON; strings in it are templates.
+    #[serde(default)]
+    #[schemars(with = "serde_json::Value")]
+    pub(super) body: Option<Spanned<Node>>,
+    #[serde(default)]
+    pub(super) timeout: Option<Dur>,
+    /// The statuses that mean success (default: any 2xx; for a delete also 404).
+    #[serde(default)]
+    pub(super) expect: Option<Vec<u16>>,
+    /// Delta form: the read-only request that fetches the backend's current state.
+    #[serde(default)]
+    #[schemars(with = "Option<ObserveSpec>")]
+    pub(super) observe: Option<Spanned<ObserveSpec>>,
+    /// Delta form: sent when the observed object is absent (else `update` is).
+    #[serde(default)]
+    #[schemars(with = "Option<RequestSpec>")]
+    pub(super) create: Option<Spanned<RequestSpec>>,
+    /// Delta form: sent when the observed object differs from the desired body.
+    #[serde(default)]
+    #[schemars(with = "Option<RequestSpec>")]
+    pub(super) update: Option<Spanned<RequestSpec>>,
+    /// Delta form: the part of the observed body compared with the desired body (default:
+    /// the whole body).
+    #[serde(default)]
+    #[schemars(with = "Option<CompareSpec>")]
+    pub(super) compare: Option<Spanned<CompareSpec>>,
+}
+
+/// One HTTP request.
+#[derive(Deserialize, Clone, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Request", extend("required" = ["url"]))]
+pub(super) struct RequestSpec {
+    /// The HTTP method (default GET).
+    #[serde(default)]
+    #[schemars(with = "Option<String>", extend(
+            "pattern" = crate::json_schema::HTTP_METHOD,
+            "patternErrorMessage" = "not an HTTP method",
+            "examples" = crate::json_schema::HTTP_METHODS
+        ))]
+    pub(super) method: Option<Spanned<String>>,
+    /// The URL (a template).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(super) url: Option<Spanned<String>>,
+    /// Header name -> value (a template).
+    #[serde(default)]
+    #[schemars(with = "IndexMap<String, String>", extend("propertyNames" = {
+            "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+            "patternErrorMessage": "not a valid header name"
+        }))]
+    pub(super) headers: IndexMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    #[schemars(with = "Option<AuthSpec>")]
+    pub(super) auth: Option<Spanned<AuthSpec>>,
+    /// The request body, sent as JSON; strings in it are templates.
+    #[serde(default)]
+    #[schemars(with = "serde_json::Value")]
+    pub(super) body: Option<Spanned<Node>>,
+    #[serde(default)]
+    pub(super) timeout: Option<Dur>,
+    /// The statuses that mean success (default: any 2xx).
+    #[serde(default)]
+    pub(super) expect: Option<Vec<u16>>,
+}
+
+/// The delta form's read-only request (GET or HEAD).
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Observe")]
+pub(super) struct ObserveSpec {
+    /// GET (default) or HEAD.
+    #[serde(default)]
+    #[schemars(
+        with = "Option<String>",
+        extend(
+            "pattern" = "^([Gg][Ee][Tt]|[Hh][Ee][Aa][Dd])$",
+            "patternErrorMessage" = "`observe` must be a read-only GET or HEAD request",
+            "examples" = ["GET", "HEAD"]
+        )
+    )]
+    pub(super) method: Option<Spanned<String>>,
+    /// The URL (a template).
+    #[schemars(with = "String")]
+    pub(super) url: Spanned<String>,
+    /// Header name -> value (a template).
+    #[serde(default)]
+    #[schemars(with = "IndexMap<String, String>", extend("propertyNames" = {
+            "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+            "patternErrorMessage": "not a valid header name"
+        }))]
+    pub(super) headers: IndexMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    #[schemars(with = "Option<AuthSpec>")]
+    pub(super) auth: Option<Spanned<AuthSpec>>,
+    #[serde(default)]
+    pub(super) timeout: Option<Dur>,
+    /// The statuses that mean the object does not exist (default: 404).
+    #[serde(default)]
+    pub(super) absent: Option<Vec<u16>>,
+}
+
+/// What part of the observed body to compare.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Compare")]
+pub(super) struct CompareSpec {
+    pub(super) observed: JsonPathSpec,
+}
+
+/// A JSONPath expression such as `$.id`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "JsonPath")]
+pub(super) struct JsonPathSpec {
+    #[schemars(
+        with = "String",
+        extend("pattern" = "^\\$", "patternErrorMessage" = "a JSONPath starts with `$`, e.g. `$.id`")
+    )]
+    pub(super) jsonpath: Spanned<String>,
+}
+
+/// Request authentication.
+#[derive(Deserialize, Clone, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+#[schemars(rename = "Auth")]
+pub(super) enum AuthSpec {
+    /// `Authorization: Bearer <token>` (a template, e.g. `{{ secret('token') }}`).
+    Bearer(#[schemars(with = "String")] Spanned<String>),
+    /// HTTP basic authentication.
+    Basic(BasicSpec),
+}
+
+#[derive(Deserialize, Clone, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "BasicAuth")]
+pub(super) struct BasicSpec {
+    /// The user (a template).
+    #[schemars(with = "String")]
+    pub(super) user: Spanned<String>,
+    /// The password (a template, e.g. `{{ secret('password') }}`).
+    #[schemars(with = "String")]
+    pub(super) password: Spanned<String>,
+}
+
+/// How a feedback field gets its value: a template, or a JSONPath into the result.
+#[derive(Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "Feedback")]
+pub(super) enum FeedbackSpec {
+    Template(String),
+    JsonPath(JsonPathSpec),
+}
