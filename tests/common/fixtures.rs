@@ -1,9 +1,10 @@
 //! The fixture texts several tests share. A test whose fixture differs (other fields, other
 //! models) keeps its own next to it.
 
-/// Site and Slice (a required ref to Site): the smallest schema with a dependency.
-pub const SITE_SLICE: &str = "models:
-  Site:
+/// The Site and Slice models (Slice last, so a larger schema can add fields to it).
+macro_rules! site_slice_models {
+    () => {
+        "  Site:
     fields:
       name: {type: string, required: true}
       login_base: string
@@ -11,7 +12,12 @@ pub const SITE_SLICE: &str = "models:
     fields:
       name: {type: string, required: true}
       site: {type: ref, to: Site, required: true}
-";
+"
+    };
+}
+
+/// Site and Slice (a required ref to Site): the smallest schema with a dependency.
+pub const SITE_SLICE: &str = concat!("models:\n", site_slice_models!());
 
 /// Two sites with two slices each, for `SITE_SLICE`.
 pub const SITE_SLICE_TREE: &str = "Site:
@@ -42,17 +48,12 @@ delete:
     )
 }
 
-/// Site / Slice (ref to Site) / Port / Instance (refs, enum, a feedback field).
-pub const SITE_SLICE_PORT_INSTANCE: &str = "models:
-  Site:
-    fields:
-      name: {type: string, required: true}
-      login_base: string
-  Slice:
-    fields:
-      name: {type: string, required: true}
-      site: {type: ref, to: Site, required: true}
-      max_instances: {type: int, default: 10}
+/// Site / Slice (ref to Site, with a default) / Port / Instance (refs, enum, a feedback
+/// field).
+pub const SITE_SLICE_PORT_INSTANCE: &str = concat!(
+    "models:\n",
+    site_slice_models!(),
+    "      max_instances: {type: int, default: 10}
   Port:
     fields:
       name: string
@@ -64,7 +65,8 @@ pub const SITE_SLICE_PORT_INSTANCE: &str = "models:
       ports: {type: refs, to: Port}
       flavor: {type: string, enum: [small, large]}
       instance_id: {type: string, feedback: true}
-";
+"
+);
 
 /// One object of each model of `SITE_SLICE_PORT_INSTANCE`, every ref resolved.
 pub const INSTANCE_OBJECTS: &str = "Site:
