@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::common::http::TestServer;
-use crate::common::{Out, Service, Test};
+use crate::common::{Out, Service, Test, walk};
 
 const TOKEN: &str = "tok-Zq81-very-secret";
 
@@ -326,7 +326,7 @@ fn the_secret_is_written_nowhere() {
     }
     assert!(failed.stdout.contains("********"), "{}", failed.stdout);
     let mut files = 0;
-    for entry in crate::common::walk(&f.svc.path().join(".stepsync")) {
+    for entry in walk(&f.svc.path().join(".stepsync")) {
         let bytes = std::fs::read(&entry).unwrap();
         files += 1;
         assert!(
