@@ -4,18 +4,17 @@
 //! The recap counts (ok, changed, failed, skipped) of every host and the resulting file trees
 //! (paths, contents, modes, owners) must match, on the first run and on the second.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use common::sshd::TestSshd;
 use serde_json::{Map, Value as Json};
 use stepsync::config::{KnownHosts, Ssh};
 use stepsync::inventory::Inventory;
 use stepsync::playbook::run::{Options, run};
 use stepsync::playbook::ssh::SshPool;
+
+use crate::common::sshd::TestSshd;
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 struct Recap {

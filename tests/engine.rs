@@ -2,44 +2,16 @@
 //! concurrency, blocking, backoff, deferral, deletion, lost updates and the daemon
 //! (SPEC §4.2, §5).
 
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::Service;
-use common::http::TestServer;
-
-const SCHEMA: &str = "models:
-  Site:
-    fields:
-      name: {type: string, required: true}
-      login_base: string
-  Slice:
-    fields:
-      name: {type: string, required: true}
-      site: {type: ref, to: Site, required: true}
-";
-
-fn stepdef(model: &str, path: &str, extra: &str) -> String {
-    format!(
-        r#"kind: Actuator
-model: {model}
-attributes: {{n: "{{{{ object.name }}}}"}}
-sync:
-  rest:
-    method: PUT
-    url: "{{{{ vars.base }}}}/{path}/{{{{ n }}}}"
-    body: {{name: "{{{{ n }}}}", login: "{{{{ object.login_base | default('') }}}}"}}
-delete:
-  rest: {{method: DELETE, url: "{{{{ vars.base }}}}/{path}/{{{{ n }}}}"}}
-{extra}"#
-    )
-}
+use crate::common::Service;
+use crate::common::fixtures::{DIR_SCHEMA, SITE_SLICE, SITE_SLICE_TREE as TREE, rest_stepdef};
+use crate::common::http::TestServer;
 
 fn setup(config_extra: &str, objects: &str) -> (Service, TestServer) {
     let server = TestServer::start();
-    let svc = Service::new(SCHEMA);
+    let svc = Service::new(SITE_SLICE);
     svc.file(
         "stepsync.yaml",
         &format!(
@@ -47,22 +19,12 @@ fn setup(config_extra: &str, objects: &str) -> (Service, TestServer) {
             server.url
         ),
     );
-    svc.file("stepdefs/site.yaml", &stepdef("Site", "sites", ""));
-    svc.file("stepdefs/slice.yaml", &stepdef("Slice", "slices", ""));
+    svc.file("stepdefs/site.yaml", &rest_stepdef("Site", "sites", ""));
+    svc.file("stepdefs/slice.yaml", &rest_stepdef("Slice", "slices", ""));
     svc.file("objects.yaml", objects);
     svc.ok(&["apply", "-f", "objects.yaml"]);
     (svc, server)
 }
-
-const TREE: &str = "Site:
-  - {name: a}
-  - {name: b}
-Slice:
-  - {name: a1, site: a}
-  - {name: a2, site: a}
-  - {name: b1, site: b}
-  - {name: b2, site: b}
-";
 
 fn status(svc: &Service, model: &str, key: &str) -> serde_json::Value {
     svc.object(model, key)["status"].clone()
@@ -112,7 +74,7 @@ fn independent_objects_overlap_up_to_the_concurrency_limit() {
     let (svc, server) = setup("concurrency: 10\n", &format!("Site:\n{many}"));
     svc.file(
         "stepdefs/site.yaml",
-        &stepdef("Site", "sites", "concurrency: 2\n"),
+        &rest_stepdef("Site", "sites", "concurrency: 2\n"),
     );
     server.set_delay(Duration::from_millis(200));
     svc.ok(&["run", "--once"]);
@@ -167,12 +129,10 @@ fn a_failure_blocks_only_its_dependents_and_they_converge_once_it_heals() {
         server.requests().is_empty(),
         "not retried before next_retry_at"
     );
-    let out = svc.ok(&["retry", "Site", "a"]);
-    assert!(
-        out.stdout.contains("Site/a: backoff cleared"),
-        "{}",
-        out.stdout
-    );
+    svc.test()
+        .args(["retry", "Site", "a"])
+        .stdout_contains("Site/a: backoff cleared")
+        .run();
     svc.ok(&["run", "--once"]);
     for (m, k) in [("Site", "a"), ("Slice", "a1"), ("Slice", "a2")] {
         assert_eq!(status(&svc, m, k)["status"], "ok");
@@ -321,13 +281,12 @@ fn an_update_during_a_run_is_not_lost() {
 #[test]
 fn object_cycles_are_errors_on_those_objects() {
     let server = TestServer::start();
-    let svc =
-        Service::new("models:\n  Dir:\n    fields: {name: string, parent: {type: ref, to: Dir}}\n");
+    let svc = Service::new(DIR_SCHEMA);
     svc.file(
         "stepsync.yaml",
         &format!("name: t\nvars: {{base: \"{}\"}}\n", server.url),
     );
-    svc.file("stepdefs/dir.yaml", &stepdef("Dir", "dirs", ""));
+    svc.file("stepdefs/dir.yaml", &rest_stepdef("Dir", "dirs", ""));
     svc.file("o.yaml", "Dir:\n  - {name: x, parent: y}\n  - {name: y, parent: x}\n  - {name: root}\n  - {name: leaf, parent: root}\n");
     svc.ok(&["apply", "-f", "o.yaml"]);
     svc.expect(&["run", "--once"], 1);
@@ -355,22 +314,20 @@ fn object_cycles_are_errors_on_those_objects() {
 #[test]
 fn graph_prints_models_and_objects() {
     let (svc, _server) = setup("", TREE);
-    let out = svc.ok(&["graph"]);
-    assert_eq!(out.stdout, "Site\nSlice -> Site\n");
-    let out = svc.ok(&["graph", "--format", "dot"]);
-    assert!(
-        out.stdout.starts_with("digraph stepsync {"),
-        "{}",
-        out.stdout
-    );
-    assert!(out.stdout.contains("\"Slice\" -> \"Site\";"));
-    let out = svc.ok(&["graph", "--objects"]);
-    assert!(
-        out.stdout.contains("Slice/a1 -> Site/a\n"),
-        "{}",
-        out.stdout
-    );
-    assert!(out.stdout.contains("Site/b\n"));
+    svc.test()
+        .args(["graph"])
+        .stdout("Site\nSlice -> Site\n")
+        .run();
+    svc.test()
+        .args(["graph", "--format", "dot"])
+        .stdout_matches("^digraph stepsync \\{")
+        .stdout_contains("\"Slice\" -> \"Site\";")
+        .run();
+    svc.test()
+        .args(["graph", "--objects"])
+        .stdout_contains("Slice/a1 -> Site/a\n")
+        .stdout_contains("Site/b\n")
+        .run();
 }
 
 #[test]
@@ -443,7 +400,7 @@ fn resync_re_actuates_in_sync_objects_after_the_period() {
     let (svc, server) = setup("", "Site:\n  - {name: a}\n");
     svc.file(
         "stepdefs/site.yaml",
-        &stepdef("Site", "sites", "resync: 1s\n"),
+        &rest_stepdef("Site", "sites", "resync: 1s\n"),
     );
     svc.ok(&["run", "--once"]);
     server.clear();

@@ -1,30 +1,14 @@
 //! The `examples/rest-devices` service, run as shipped against its device controller.
 
-mod common;
-
 #[path = "../examples/rest-devices/server.rs"]
 #[allow(dead_code)]
 mod server;
 
 use std::path::Path;
 
-const TOKEN: &str = "example-token-Vx2";
+use crate::common::{Service, copy_dir};
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap();
-        if name == ".stepsync" {
-            continue;
-        }
-        if p.is_dir() {
-            copy_dir(&p, &to.join(name));
-        } else {
-            std::fs::copy(&p, to.join(name)).unwrap();
-        }
-    }
-}
+const TOKEN: &str = "example-token-Vx2";
 
 #[test]
 fn the_example_service_syncs_its_devices() {
@@ -47,31 +31,16 @@ fn the_example_service_syncs_its_devices() {
     });
     let addr = rx.recv().unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::empty();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rest-devices");
-    copy_dir(&root, dir.path());
-    let cfg = std::fs::read_to_string(dir.path().join("stepsync.yaml")).unwrap();
-    std::fs::write(
-        dir.path().join("stepsync.yaml"),
-        cfg.replace("http://127.0.0.1:8787", &format!("http://{addr}")),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(common::bin())
-            .arg("-C")
-            .arg(dir.path())
-            .args(args)
-            .env("DEVICES_TOKEN", TOKEN)
-            .output()
-            .unwrap()
-    };
-    let out = run(&["run", "--once", "-f", "objects/"]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    copy_dir(&root, svc.path());
+    let cfg = std::fs::read_to_string(svc.path().join("stepsync.yaml")).unwrap();
+    svc.file(
+        "stepsync.yaml",
+        &cfg.replace("http://127.0.0.1:8787", &format!("http://{addr}")),
     );
+    let run = |args: &[&str]| svc.test().env("DEVICES_TOKEN", TOKEN).args(args);
+    run(&["run", "--once", "-f", "objects/"]).run();
     {
         let c = state.lock().unwrap();
         assert_eq!(c.networks["lab"]["cidr"], "10.0.0.0/24");
@@ -81,8 +50,10 @@ fn the_example_service_syncs_its_devices() {
         );
         assert_eq!(c.devices["spine-1"]["config"]["model"], "core");
     }
-    let out = run(&["get", "Device", "leaf-1", "-o", "json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run(&["get", "Device", "leaf-1", "-o", "json"])
+        .any_status()
+        .run();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert!(
         v["fields"]["device_id"]
             .as_str()
@@ -91,16 +62,10 @@ fn the_example_service_syncs_its_devices() {
     );
 
     // Converged: the plan is empty and a refresh agrees with the controller.
-    let out = run(&["plan", "--refresh", "--detailed-exitcode"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    run(&["plan", "--refresh", "--detailed-exitcode"]).run();
 
     // Deleting a device sends its DELETE.
-    assert!(run(&["delete", "Device", "spine-1"]).status.success());
-    assert!(run(&["run", "--once"]).status.success());
+    run(&["delete", "Device", "spine-1"]).run();
+    run(&["run", "--once"]).run();
     assert!(!state.lock().unwrap().devices.contains_key("spine-1"));
 }

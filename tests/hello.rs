@@ -3,35 +3,12 @@
 //! recipe run by hand with `ansible-playbook` changes nothing, a changed greeting restarts one
 //! server only, delete stops it and removes its files.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::Service;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let dest = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &dest);
-        } else {
-            std::fs::copy(&p, &dest).unwrap();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::common::{Service, copy_dir, free_port};
 
 fn get(port: u16) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -73,7 +50,11 @@ fn hello_servers_start_restart_on_change_and_stop_on_delete(runner: &str) {
         )
     };
     svc.file("objects.yaml", &objects("Hello, world"));
-    let out = svc.run(&["run", "--once", "-f", "objects.yaml"]);
+    let out = svc
+        .test()
+        .args(["run", "--once", "-f", "objects.yaml"])
+        .any_status()
+        .run();
     let cleanup = || {
         for s in ["hello-1", "hello-2"] {
             let _ = std::process::Command::new("python3")
@@ -116,7 +97,11 @@ fn hello_servers_start_restart_on_change_and_stop_on_delete(runner: &str) {
 
     // A new greeting restarts that server only (its handler), and it answers with it.
     svc.file("objects.yaml", &objects("Bonjour"));
-    let out = svc.run(&["run", "--once", "-f", "objects.yaml"]);
+    let out = svc
+        .test()
+        .args(["run", "--once", "-f", "objects.yaml"])
+        .any_status()
+        .run();
     if out.code != 0 {
         cleanup();
         panic!("{}\n{}", out.stdout, out.stderr);
@@ -127,7 +112,7 @@ fn hello_servers_start_restart_on_change_and_stop_on_delete(runner: &str) {
 
     // Delete stops the server and removes its files.
     svc.ok(&["delete", "HelloServer", "hello-1"]);
-    let out = svc.run(&["run", "--once"]);
+    let out = svc.test().args(["run", "--once"]).any_status().run();
     let gone = get(p1).is_none() && !packages.join("hello-1").exists();
     cleanup();
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);

@@ -3,7 +3,6 @@
 //! loaders refuse; and every shipped file must point editors at its schema.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -16,6 +15,8 @@ use stepsync::secrets::Secrets;
 use stepsync::stepdef::Stepdefs;
 use stepsync::template::Templates;
 use stepsync::yaml::Source;
+
+use crate::common::Service;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -73,7 +74,7 @@ fn checked_in_schemas_are_up_to_date() {
     assert!(
         stale.is_empty(),
         "out of date with the Rust types: {stale:?}\nregenerate them all with \
-         `STEPSYNC_BLESS=1 cargo test --test json_schemas`, or one with \
+         `STEPSYNC_BLESS=1 cargo test --test integration checked_in_schemas`, or one with \
          `cargo run -- schema NAME > schemas/json/NAME.json`"
     );
 }
@@ -417,65 +418,40 @@ fn objects_schemas_refuse_what_loading_refuses() {
 
 // ---- the command --------------------------------------------------------------------------
 
-fn stepsync(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_stepsync"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
 #[test]
 fn schema_command_prints_lists_and_refuses() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Service::empty();
     for s in SCHEMAS {
-        let (code, out, err) = stepsync(tmp.path(), &["schema", s.name]);
-        assert_eq!(code, 0, "{err}");
         let file = std::fs::read_to_string(repo().join(s.json_file)).unwrap();
-        assert_eq!(
-            out, file,
-            "`stepsync schema {}` differs from {}",
-            s.name, s.json_file
-        );
+        tmp.test().args(["schema", s.name]).stdout(&file).run();
     }
-    let (code, out, _) = stepsync(tmp.path(), &["schema"]);
-    assert_eq!(code, 0);
+    let out = tmp.ok(&["schema"]).stdout;
     let names: Vec<&str> = out
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert_eq!(names, ["config", "model", "stepdef", "objects"]);
 
-    let (code, _, err) = stepsync(tmp.path(), &["schema", "stepdefs"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("unknown schema `stepdefs`"), "{err}");
-    assert!(err.contains("did you mean `stepdef`?"), "{err}");
+    tmp.test()
+        .args(["schema", "stepdefs"])
+        .status(2)
+        .stderr_contains("unknown schema `stepdefs`")
+        .stderr_contains("did you mean `stepdef`?")
+        .run();
 
-    let (code, _, err) = stepsync(tmp.path(), &["schema", "config", "--service"]);
-    assert_eq!(code, 2, "{err}");
-    let (code, _, err) = stepsync(tmp.path(), &["schema", "objects", "--service"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("no stepsync.yaml"), "{err}");
+    tmp.expect(&["schema", "config", "--service"], 2);
+    tmp.test()
+        .args(["schema", "objects", "--service"])
+        .status(2)
+        .stderr_contains("no stepsync.yaml")
+        .run();
 }
 
 #[test]
 fn schema_objects_service_describes_the_service_models() {
-    let (code, out, err) = stepsync(
-        repo(),
-        &[
-            "-C",
-            "examples/rest-devices",
-            "schema",
-            "objects",
-            "--service",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    let out = Service::at(&repo().join("examples/rest-devices"))
+        .ok(&["schema", "objects", "--service"])
+        .stdout;
     let printed: Value = serde_json::from_str(&out).unwrap();
     let device = &printed["definitions"]["Device"];
     assert_eq!(device["required"], serde_json::json!(["name", "network"]));

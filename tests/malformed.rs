@@ -34,11 +34,11 @@
 //! All cases run in one test, in a few threads, and every mismatch is reported at once with
 //! what stepsync actually printed.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::common::{bin, copy_dir};
 
 /// Each format's folder and the file of the base service its cases replace.
 const FORMATS: &[(&str, &str)] = &[
@@ -300,20 +300,6 @@ fn generated() -> Vec<Case> {
     ]
 }
 
-/// Copies the base service into `to`.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read base") {
-        let e = e.expect("entry");
-        let dest = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).expect("copy");
-        }
-    }
-}
-
 struct Ran {
     code: Option<i32>,
     stderr: String,
@@ -326,7 +312,7 @@ fn run(dir: &Path, args: &[String]) -> Ran {
     let out = dir.join(".out");
     let err = dir.join(".err");
     let start = Instant::now();
-    let mut child = Command::new(common::bin())
+    let mut child = Command::new(bin())
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")

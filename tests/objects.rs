@@ -1,21 +1,10 @@
 //! The object commands against the real binary and a real SQLite file: apply, get, delete,
 //! status (SPEC §4.4, §5.1, §10).
 
-mod common;
-
-use common::{SCHEMA, Service};
 use serde_json::Value;
 
-const OBJECTS: &str = "Site:
-  - {name: site-a, login_base: a}
-Slice:
-  - {name: s1, site: site-a}
-Port:
-  - {name: p1, number: 80}
-  - {name: p2, number: 443}
-Instance:
-  - {name: i1, slice: s1, ports: [p1, p2], flavor: small}
-";
+use crate::common::fixtures::{INSTANCE_OBJECTS as OBJECTS, SITE_SLICE_PORT_INSTANCE as SCHEMA};
+use crate::common::{Service, Test};
 
 fn svc() -> Service {
     let s = Service::new(SCHEMA);
@@ -26,9 +15,11 @@ fn svc() -> Service {
 #[test]
 fn walkthrough_apply_get_reapply_change_delete() {
     let s = svc();
-    let out = s.ok(&["apply", "-f", "objects.yaml"]);
-    assert!(out.stdout.contains("Site/site-a created"), "{}", out.stdout);
-    assert!(out.stdout.contains("Instance/i1 created"));
+    s.test()
+        .args(["apply", "-f", "objects.yaml"])
+        .stdout_contains("Site/site-a created")
+        .stdout_contains("Instance/i1 created")
+        .run();
 
     // Table, YAML and JSON all show the object.
     let table = s.ok(&["get", "Instance"]).stdout;
@@ -51,25 +42,21 @@ fn walkthrough_apply_get_reapply_change_delete() {
     assert_eq!(s.object("Slice", "s1")["fields"]["max_instances"], 10);
 
     // Identical content is a no-op.
-    let out = s.ok(&["apply", "-f", "objects.yaml"]);
-    assert!(
-        out.stdout.contains("Instance/i1 unchanged"),
-        "{}",
-        out.stdout
-    );
+    s.test()
+        .args(["apply", "-f", "objects.yaml"])
+        .stdout_contains("Instance/i1 unchanged")
+        .run();
     assert_eq!(s.object("Instance", "i1")["status"]["generation"], 1);
 
     // One field changes: that object moves to generation 2, the others stay.
-    s.file(
-        "objects.yaml",
-        &OBJECTS.replace("flavor: small", "flavor: large"),
-    );
-    let out = s.ok(&["apply", "-f", "objects.yaml"]);
-    assert!(
-        out.stdout.contains("Instance/i1 configured"),
-        "{}",
-        out.stdout
-    );
+    s.test()
+        .file(
+            "objects.yaml",
+            &OBJECTS.replace("flavor: small", "flavor: large"),
+        )
+        .args(["apply", "-f", "objects.yaml"])
+        .stdout_contains("Instance/i1 configured")
+        .run();
     let i1 = s.object("Instance", "i1");
     assert_eq!(i1["status"]["generation"], 2);
     assert_eq!(i1["status"]["synced_generation"], 0);
@@ -78,14 +65,12 @@ fn walkthrough_apply_get_reapply_change_delete() {
     assert_eq!(s.object("Slice", "s1")["status"]["generation"], 1);
 
     // Deleting a referenced object is refused, naming who references it.
-    let out = s.expect(&["delete", "Site", "site-a"], 1);
-    assert!(
-        out.stderr
-            .contains("cannot delete Site/site-a: referenced by Instance/i1, Slice/s1"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("--cascade"));
+    s.test()
+        .args(["delete", "Site", "site-a"])
+        .status(1)
+        .stderr_contains("cannot delete Site/site-a: referenced by Instance/i1, Slice/s1")
+        .stderr_contains("--cascade")
+        .run();
     assert_eq!(s.keys("Site"), ["site-a"]);
 
     // --cascade deletes the dependents first, then the object.
@@ -106,12 +91,15 @@ fn walkthrough_apply_get_reapply_change_delete() {
 
 #[test]
 fn refs_may_point_forward_within_one_apply() {
-    let s = Service::new(SCHEMA);
-    s.file(
-        "o.yaml",
-        "Slice:\n  - {name: s1, site: later}\n---\nSite:\n  - {name: later}\n",
-    );
-    s.ok(&["apply", "-f", "o.yaml"]);
+    let s = Test::new()
+        .schema(SCHEMA)
+        .file(
+            "o.yaml",
+            "Slice:\n  - {name: s1, site: later}\n---\nSite:\n  - {name: later}\n",
+        )
+        .args(["apply", "-f", "o.yaml"])
+        .run()
+        .service;
     assert_eq!(s.object("Slice", "s1")["fields"]["site"], "later");
 }
 
@@ -187,25 +175,21 @@ const BAD: &[(&str, &str, &str)] = &[
 #[test]
 fn every_bad_input_names_file_line_column_and_writes_nothing() {
     for (text, loc, what) in BAD {
-        let s = Service::new(SCHEMA);
         // A valid object before the bad one must not be written either.
-        s.file(
-            "bad.yaml",
-            &format!("{text}---\nPort:\n  - {{name: p1, number: 1}}\n"),
-        );
-        let out = s.expect(&["apply", "-f", "bad.yaml"], 2);
-        assert!(
-            out.stderr.contains(loc),
-            "{text:?}: wanted {loc} in\n{}",
-            out.stderr
-        );
-        assert!(
-            out.stderr.contains(what),
-            "{text:?}: wanted {what:?} in\n{}",
-            out.stderr
-        );
-        assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
-        assert!(!out.stderr.contains("panicked"));
+        let s = Test::new()
+            .schema(SCHEMA)
+            .file(
+                "bad.yaml",
+                &format!("{text}---\nPort:\n  - {{name: p1, number: 1}}\n"),
+            )
+            .args(["apply", "-f", "bad.yaml"])
+            .status(2)
+            .stderr_contains(loc)
+            .stderr_contains(what)
+            .stderr_matches("^error: ")
+            .stderr_lacks("panicked")
+            .run()
+            .service;
         assert!(
             s.keys("Port").is_empty(),
             "{text:?}: nothing may be written"
@@ -237,23 +221,24 @@ fn failed_apply_keeps_earlier_valid_objects_out_of_the_store() {
 
 #[test]
 fn all_errors_of_all_files_are_reported_at_once() {
-    let s = Service::new(SCHEMA);
-    s.file("a.yaml", "Site:\n  - {name: a, x: 1}\n");
-    s.file("b.yaml", "Slice:\n  - {name: s, site: a, y: 2}\n");
-    let out = s.expect(&["apply", "-f", "a.yaml", "-f", "b.yaml"], 2);
-    assert!(out.stderr.contains("a.yaml:2:15"), "{}", out.stderr);
-    assert!(out.stderr.contains("b.yaml:2:24"), "{}", out.stderr);
+    Test::new()
+        .schema(SCHEMA)
+        .file("a.yaml", "Site:\n  - {name: a, x: 1}\n")
+        .file("b.yaml", "Slice:\n  - {name: s, site: a, y: 2}\n")
+        .args(["apply", "-f", "a.yaml", "-f", "b.yaml"])
+        .status(2)
+        .stderr_contains("a.yaml:2:15")
+        .stderr_contains("b.yaml:2:24")
+        .run();
 }
 
 #[test]
 fn dry_run_reports_and_writes_nothing() {
     let s = svc();
-    let out = s.ok(&["apply", "-f", "objects.yaml", "--dry-run"]);
-    assert!(
-        out.stdout.contains("Site/site-a created (dry run)"),
-        "{}",
-        out.stdout
-    );
+    s.test()
+        .args(["apply", "-f", "objects.yaml", "--dry-run"])
+        .stdout_contains("Site/site-a created (dry run)")
+        .run();
     assert!(s.keys("Site").is_empty());
 }
 
@@ -263,13 +248,11 @@ fn prune_removes_unlisted_objects_of_listed_models_only() {
     s.ok(&["apply", "-f", "objects.yaml"]);
     s.file("ports.yaml", "Port:\n  - {name: p1, number: 80}\n");
     // p2 is referenced by Instance/i1, which stays: pruning it is refused.
-    let out = s.expect(&["apply", "-f", "ports.yaml", "--prune"], 1);
-    assert!(
-        out.stderr
-            .contains("cannot prune Port/p2: referenced by Instance/i1"),
-        "{}",
-        out.stderr
-    );
+    s.test()
+        .args(["apply", "-f", "ports.yaml", "--prune"])
+        .status(1)
+        .stderr_contains("cannot prune Port/p2: referenced by Instance/i1")
+        .run();
     assert_eq!(s.keys("Port"), ["p1", "p2"]);
 
     s.file(
@@ -278,8 +261,10 @@ fn prune_removes_unlisted_objects_of_listed_models_only() {
     );
     s.ok(&["apply", "-f", "sites.yaml"]);
     s.file("sites.yaml", "Site:\n  - {name: site-a, login_base: a}\n");
-    let out = s.ok(&["apply", "-f", "sites.yaml", "--prune"]);
-    assert!(out.stdout.contains("Site/extra pruned"), "{}", out.stdout);
+    s.test()
+        .args(["apply", "-f", "sites.yaml", "--prune"])
+        .stdout_contains("Site/extra pruned")
+        .run();
     assert_eq!(s.keys("Site"), ["site-a"]);
     assert_eq!(
         s.keys("Port"),
@@ -292,19 +277,17 @@ fn prune_removes_unlisted_objects_of_listed_models_only() {
 fn get_and_delete_errors_have_exit_codes() {
     let s = svc();
     s.ok(&["apply", "-f", "objects.yaml"]);
-    let out = s.expect(&["get", "Slise"], 2);
-    assert!(
-        out.stderr.contains("unknown model `Slise`"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("did you mean `Slice`?"),
-        "{}",
-        out.stderr
-    );
-    let out = s.expect(&["get", "Slice", "nope"], 1);
-    assert!(out.stderr.contains("Slice/nope not found"));
+    s.test()
+        .args(["get", "Slise"])
+        .status(2)
+        .stderr_contains("unknown model `Slise`")
+        .stderr_contains("did you mean `Slice`?")
+        .run();
+    s.test()
+        .args(["get", "Slice", "nope"])
+        .status(1)
+        .stderr_contains("Slice/nope not found")
+        .run();
     s.expect(&["delete", "Slice", "nope"], 1);
     s.expect(&["frobnicate"], 2);
 }
@@ -328,6 +311,8 @@ fn reapply_after_delete_recreates() {
     s.ok(&["apply", "-f", "objects.yaml"]);
     s.ok(&["delete", "Port", "p1", "--cascade"]);
     assert_eq!(s.keys("Port"), ["p2"]);
-    let out = s.ok(&["apply", "-f", "objects.yaml"]);
-    assert!(out.stdout.contains("Port/p1 created"), "{}", out.stdout);
+    s.test()
+        .args(["apply", "-f", "objects.yaml"])
+        .stdout_contains("Port/p1 created")
+        .run();
 }

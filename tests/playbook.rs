@@ -3,10 +3,8 @@
 //! one SSH master per host, host key policies, unreachable hosts, and several hosts at once
 //! (SPEC §6.3, §6.4, §7, §8).
 
-mod common;
-
-use common::Service;
-use common::sshd::TestSshd;
+use crate::common::sshd::TestSshd;
+use crate::common::{Service, Test, free_port, walk};
 
 const TOKEN: &str = "pb-secret-9Qw";
 
@@ -52,10 +50,10 @@ feedback:
   token_length: {jsonpath: "$.stats.token_length"}
 "#;
 
+const GREETER: &str = "models:\n  Greeter:\n    fields:\n      name: {type: string, required: true}\n      greeting: string\n      dir: string\n      greeting_file: {type: string, feedback: true}\n      token_length: {type: json, feedback: true}\n";
+
 fn service(sshd: &TestSshd, target: &std::path::Path, runner: &str) -> Service {
-    let svc = Service::new(
-        "models:\n  Greeter:\n    fields:\n      name: {type: string, required: true}\n      greeting: string\n      dir: string\n      greeting_file: {type: string, feedback: true}\n      token_length: {type: json, feedback: true}\n",
-    );
+    let svc = Service::new(GREETER);
     svc.file(
         "stepsync.yaml",
         &format!(
@@ -80,17 +78,9 @@ fn service(sshd: &TestSshd, target: &std::path::Path, runner: &str) -> Service {
     svc
 }
 
-fn run(svc: &Service, args: &[&str]) -> common::Out {
-    let o = svc
-        .command(args)
-        .env("PB_TOKEN", TOKEN)
-        .output()
-        .expect("run");
-    common::Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+/// A command with the secret in its environment.
+fn cmd(svc: &Service, args: &[&str]) -> Test {
+    svc.test().env("PB_TOKEN", TOKEN).args(args)
 }
 
 #[test]
@@ -108,8 +98,7 @@ fn syncs_over_ssh_and_the_recipe_reruns_by_hand(runner: &str) {
     let target = sshd.scratch("target");
     let svc = service(&sshd, &target, runner);
     svc.ok(&["apply", "-f", "objects.yaml"]);
-    let out = run(&svc, &["run", "--once"]);
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    cmd(&svc, &["run", "--once"]).run();
     if runner == "builtin" {
         assert_eq!(sshd.logins(), 1, "one master connection for the run");
     }
@@ -141,7 +130,7 @@ fn syncs_over_ssh_and_the_recipe_reruns_by_hand(runner: &str) {
         log.contains("TASK [write the greeting]") && log.contains("PLAY RECAP"),
         "{log}"
     );
-    for f in common::walk(&svc.path().join(".stepsync")) {
+    for f in walk(&svc.path().join(".stepsync")) {
         let text = std::fs::read(&f).unwrap();
         assert!(
             !text.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
@@ -174,8 +163,7 @@ fn syncs_over_ssh_and_the_recipe_reruns_by_hand(runner: &str) {
 
     // Deleting runs the delete recipe (state: absent) and purges.
     svc.ok(&["delete", "Greeter", "hello"]);
-    let out = run(&svc, &["run", "--once"]);
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    cmd(&svc, &["run", "--once"]).run();
     assert!(!target.join("hello.txt").exists());
     assert!(svc.keys("Greeter").is_empty());
 }
@@ -186,8 +174,7 @@ fn pretend_renders_playbooks_without_running_anything() {
     let target = sshd.scratch("target");
     let svc = service(&sshd, &target, "ansible");
     svc.ok(&["apply", "-f", "objects.yaml"]);
-    let out = run(&svc, &["plan"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = cmd(&svc, &["plan"]).run();
     assert!(
         out.stdout.starts_with("+ create Greeter/hello (playbook)"),
         "{}",
@@ -212,9 +199,7 @@ fn builtin_service(ssh: &str, port: u16, target: &std::path::Path) -> Service {
 }
 
 fn service_with(ssh: &str, target: &std::path::Path) -> Service {
-    let svc = Service::new(
-        "models:\n  Greeter:\n    fields:\n      name: {type: string, required: true}\n      greeting: string\n      dir: string\n      greeting_file: {type: string, feedback: true}\n      token_length: {type: json, feedback: true}\n",
-    );
+    let svc = Service::new(GREETER);
     svc.file(
         "stepsync.yaml",
         &format!("name: pb\nsecrets:\n  tok: {{env: PB_TOKEN}}\n{ssh}"),
@@ -243,20 +228,15 @@ fn unreachable_hosts_are_reported_as_such() {
     let sshd = TestSshd::start();
     let target = sshd.scratch("target");
     // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = free_port();
     let svc = builtin_service(&sshd.ssh_config(), closed, &target);
     svc.ok(&["apply", "-f", "objects.yaml"]);
-    let out = run(&svc, &["run", "--once"]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    cmd(&svc, &["run", "--once"]).status(1).run();
     let msg = status_message(&svc);
     assert!(msg.contains("unreachable"), "{msg}");
     assert!(msg.contains("Connection refused"), "{msg}");
     let log_dir = svc.path().join(".stepsync/sys/Greeter/hello/runs");
-    let log = common::walk(&log_dir)
+    let log = walk(&log_dir)
         .into_iter()
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect::<String>();
@@ -293,7 +273,7 @@ fn host_keys_are_checked_strictly_unless_configured_otherwise() {
         &target,
     );
     svc.ok(&["apply", "-f", "objects.yaml"]);
-    assert_eq!(run(&svc, &["run", "--once"]).code, 1);
+    cmd(&svc, &["run", "--once"]).status(1).run();
     let msg = status_message(&svc);
     assert!(
         msg.contains("unreachable") && msg.contains("Host key verification failed"),
@@ -305,8 +285,7 @@ fn host_keys_are_checked_strictly_unless_configured_otherwise() {
     // off: connects, and remembers nothing.
     let svc = builtin_service(&ssh("off"), sshd.port, &target);
     svc.ok(&["apply", "-f", "objects.yaml"]);
-    let out = run(&svc, &["run", "--once"]);
-    assert_eq!(out.code, 0, "{}\n{}", status_message(&svc), out.stderr);
+    cmd(&svc, &["run", "--once"]).run();
     assert!(target.join("hello.txt").exists());
     assert_eq!(std::fs::read_to_string(&empty).unwrap(), "");
 
@@ -314,8 +293,7 @@ fn host_keys_are_checked_strictly_unless_configured_otherwise() {
     std::fs::remove_file(target.join("hello.txt")).unwrap();
     let svc = builtin_service(&ssh("accept-new"), sshd.port, &target);
     svc.ok(&["apply", "-f", "objects.yaml"]);
-    let out = run(&svc, &["run", "--once"]);
-    assert_eq!(out.code, 0, "{}\n{}", status_message(&svc), out.stderr);
+    cmd(&svc, &["run", "--once"]).run();
     let learned = std::fs::read_to_string(&empty).unwrap();
     let trusted = std::fs::read_to_string(&sshd.known_hosts).unwrap();
     let host_key = trusted.split_whitespace().nth(2).unwrap();
@@ -323,8 +301,7 @@ fn host_keys_are_checked_strictly_unless_configured_otherwise() {
     std::fs::remove_file(target.join("hello.txt")).unwrap();
     let svc = builtin_service(&ssh("strict"), sshd.port, &target);
     svc.ok(&["apply", "-f", "objects.yaml"]);
-    let out = run(&svc, &["run", "--once"]);
-    assert_eq!(out.code, 0, "{}\n{}", status_message(&svc), out.stderr);
+    cmd(&svc, &["run", "--once"]).run();
     assert!(target.join("hello.txt").exists());
 }
 
@@ -365,8 +342,7 @@ fn objects_on_several_hosts_run_at_once() {
         "Job:\n  - {name: one, host: a}\n  - {name: two, host: b}\n",
     );
     svc.ok(&["apply", "-f", "objects.yaml"]);
-    let out = run(&svc, &["run", "--once"]);
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    cmd(&svc, &["run", "--once"]).run();
     let t = |f: &str| -> f64 {
         std::fs::read_to_string(target.join(f))
             .unwrap()
@@ -398,7 +374,7 @@ fn a_host_that_never_answers_times_out() {
     let svc = builtin_service(&ssh, port, &target);
     svc.ok(&["apply", "-f", "objects.yaml"]);
     let started = std::time::Instant::now();
-    assert_eq!(run(&svc, &["run", "--once"]).code, 1);
+    cmd(&svc, &["run", "--once"]).status(1).run();
     let msg = status_message(&svc);
     assert!(
         msg.contains("unreachable") && msg.contains("timed out"),

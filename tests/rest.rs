@@ -2,11 +2,10 @@
 //! detection, delta form, deferral and errors, the sys dir, pretend mode and plan
 //! (SPEC §6, §8, §9).
 
-mod common;
-
-use common::Service;
-use common::http::TestServer;
 use serde_json::Value;
+
+use crate::common::http::TestServer;
+use crate::common::{Out, Service, Test, walk};
 
 const TOKEN: &str = "tok-Zq81-very-secret";
 
@@ -86,26 +85,14 @@ fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    fn run(&self, args: &[&str], code: i32) -> common::Out {
-        let mut c = self.svc.command(args);
-        c.env("STEPSYNC_TEST_TOKEN", TOKEN);
-        let o = c.output().expect("run");
-        let out = common::Out {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        };
-        assert_eq!(
-            out.code, code,
-            "{args:?}\nstdout:\n{}\nstderr:\n{}",
-            out.stdout, out.stderr
-        );
-        out
+    /// A command with the token in its environment.
+    fn cmd(&self, args: &[&str]) -> Test {
+        self.svc.test().env("STEPSYNC_TEST_TOKEN", TOKEN).args(args)
     }
 
-    fn apply_and_run(&self) -> common::Out {
+    fn apply_and_run(&self) -> Out {
         self.svc.ok(&["apply", "-f", "objects.yaml"]);
-        self.run(&["run", "--once"], 0)
+        self.cmd(&["run", "--once"]).run()
     }
 
     fn status(&self, model: &str, key: &str) -> Value {
@@ -116,8 +103,8 @@ impl Fixture {
 #[test]
 fn requests_are_exactly_what_the_stepdefs_describe_and_feedback_lands() {
     let f = fixture();
-    let out = f.apply_and_run();
-    assert!(out.stdout.contains("3 ok"), "{}", out.stdout);
+    f.svc.ok(&["apply", "-f", "objects.yaml"]);
+    f.cmd(&["run", "--once"]).stdout_contains("3 ok").run();
     let reqs = f.server.requests();
     let mut lines: Vec<String> = reqs.iter().map(|r| r.line()).collect();
     // Sites run concurrently; the slice waits for its site.
@@ -173,7 +160,7 @@ fn nothing_changed_sends_nothing_and_one_change_resends_one_object() {
     let f = fixture();
     f.apply_and_run();
     f.server.clear();
-    f.run(&["run", "--once"], 0);
+    f.cmd(&["run", "--once"]).run();
     assert!(f.server.requests().is_empty(), "{:?}", f.server.lines());
 
     f.svc.file(
@@ -181,7 +168,7 @@ fn nothing_changed_sends_nothing_and_one_change_resends_one_object() {
         &OBJECTS.replace("login_base: la", "login_base: lb"),
     );
     f.svc.ok(&["apply", "-f", "objects.yaml"]);
-    f.run(&["run", "--once"], 0);
+    f.cmd(&["run", "--once"]).run();
     let reqs = f.server.requests();
     assert_eq!(
         reqs.iter().map(|r| r.line()).collect::<Vec<_>>(),
@@ -216,7 +203,7 @@ fn delta_form_only_observes_when_the_backend_matches() {
     f.svc
         .file("objects.yaml", &OBJECTS.replace("size: 3", "size: 4"));
     f.svc.ok(&["apply", "-f", "objects.yaml"]);
-    f.run(&["run", "--once"], 0);
+    f.cmd(&["run", "--once"]).run();
     assert_eq!(f.server.lines(), ["GET /slices/s1", "PUT /slices/s1"]);
     assert_eq!(
         f.server.requests()[1].body,
@@ -234,7 +221,7 @@ fn status_503_defers_and_500_is_an_error_that_blocks_dependents() {
         &format!("{OBJECTS}  - {{name: s2, site: b}}\n"),
     );
     f.svc.ok(&["apply", "-f", "objects.yaml"]);
-    let out = f.run(&["run", "--once"], 1);
+    let out = f.cmd(&["run", "--once"]).status(1).run();
     let a = f.status("Site", "a");
     assert_eq!(a["status"]["status"], "deferred", "{}", out.stdout);
     assert_eq!(a["status"]["backend_code"], 0);
@@ -312,8 +299,8 @@ fn rendered_sync_sh_sends_the_same_bytes_as_the_engine() {
 fn the_secret_is_written_nowhere() {
     let f = fixture();
     f.svc.ok(&["apply", "-f", "objects.yaml"]);
-    let plan = f.run(&["plan"], 0);
-    let run = f.run(&["-vv", "run", "--once"], 0);
+    let plan = f.cmd(&["plan"]).run();
+    let run = f.cmd(&["-vv", "run", "--once"]).run();
     // A failure message that would echo the request must be masked too.
     f.server
         .respond("PUT", "/sites/a", 500, &format!("bad token {TOKEN}"));
@@ -322,7 +309,7 @@ fn the_secret_is_written_nowhere() {
         &OBJECTS.replace("login_base: la", "login_base: lc"),
     );
     f.svc.ok(&["apply", "-f", "objects.yaml"]);
-    let failed = f.run(&["-vv", "run", "--once"], 1);
+    let failed = f.cmd(&["-vv", "run", "--once"]).status(1).run();
     let json = f.svc.ok(&["get", "Site", "-o", "json"]).stdout;
     for (what, text) in [
         ("plan", &plan.stdout),
@@ -339,7 +326,7 @@ fn the_secret_is_written_nowhere() {
     }
     assert!(failed.stdout.contains("********"), "{}", failed.stdout);
     let mut files = 0;
-    for entry in common::walk(&f.svc.path().join(".stepsync")) {
+    for entry in walk(&f.svc.path().join(".stepsync")) {
         let bytes = std::fs::read(&entry).unwrap();
         files += 1;
         assert!(
@@ -359,7 +346,7 @@ fn pretend_and_plan_send_nothing_and_write_no_state() {
     let f = fixture();
     f.svc.ok(&["apply", "-f", "objects.yaml"]);
     let before = f.svc.ok(&["get", "Site", "-o", "json"]).stdout;
-    let out = f.run(&["plan"], 0);
+    let out = f.cmd(&["plan"]).run();
     let lines: Vec<&str> = out
         .stdout
         .lines()
@@ -379,8 +366,9 @@ fn pretend_and_plan_send_nothing_and_write_no_state() {
         "a diff against nothing: {}",
         out.stdout
     );
-    let pretend = f.run(&["run", "--once", "--pretend"], 0);
-    assert!(pretend.stdout.contains("+ create Slice/s1 (rest)"));
+    f.cmd(&["run", "--once", "--pretend"])
+        .stdout_contains("+ create Slice/s1 (rest)")
+        .run();
     assert!(
         f.server.requests().is_empty(),
         "pretend sent {:?}",
@@ -394,31 +382,21 @@ fn pretend_and_plan_send_nothing_and_write_no_state() {
     assert!(f.svc.path().join(".stepsync/sys/Site/a/sync.http").exists());
 
     // After a real run and a change, the plan shows an update with a diff.
-    f.run(&["run", "--once"], 0);
-    f.run(&["plan", "--detailed-exitcode"], 0);
+    f.cmd(&["run", "--once"]).run();
+    f.cmd(&["plan", "--detailed-exitcode"]).run();
     f.svc.file(
         "objects.yaml",
         &OBJECTS.replace("login_base: la", "login_base: lx"),
     );
     f.svc.ok(&["apply", "-f", "objects.yaml"]);
     f.server.clear();
-    let out = f.run(&["plan", "--detailed-exitcode"], 2);
-    assert!(
-        out.stdout.starts_with("~ update Site/a (rest)\n"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains(r#"-{"name":"a","login":"la"}"#),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains(r#"+{"name":"a","login":"lx"}"#),
-        "{}",
-        out.stdout
-    );
-    let json: Value = serde_json::from_str(&f.run(&["plan", "-o", "json"], 0).stdout).unwrap();
+    f.cmd(&["plan", "--detailed-exitcode"])
+        .status(2)
+        .stdout_matches(r"^~ update Site/a \(rest\)\n")
+        .stdout_contains(r#"-{"name":"a","login":"la"}"#)
+        .stdout_contains(r#"+{"name":"a","login":"lx"}"#)
+        .run();
+    let json: Value = serde_json::from_str(&f.cmd(&["plan", "-o", "json"]).run().stdout).unwrap();
     assert_eq!(json["changes"][0]["action"], "update");
     assert_eq!(json["changes"][0]["payload"], "rest");
     assert!(
@@ -431,15 +409,14 @@ fn pretend_and_plan_send_nothing_and_write_no_state() {
 
     // --sys-dir renders elsewhere; --refresh sends only the read-only observe requests.
     let other = tempfile::tempdir().unwrap();
-    let out = f.run(
-        &[
+    let out = f
+        .cmd(&[
             "plan",
             "--sys-dir",
             other.path().to_str().unwrap(),
             "--refresh",
-        ],
-        0,
-    );
+        ])
+        .run();
     assert!(
         other.path().join("Site/a/sync.http").exists(),
         "{}",
@@ -456,7 +433,7 @@ fn pretend_and_plan_send_nothing_and_write_no_state() {
 fn render_and_replay_a_recipe() {
     let f = fixture();
     f.svc.ok(&["apply", "-f", "objects.yaml"]);
-    let out = f.run(&["render", "Site", "b"], 0);
+    let out = f.cmd(&["render", "Site", "b"]).run();
     let path = out.stdout.trim();
     assert!(path.ends_with("Site/b/sync.http"), "{path}");
     let http = std::fs::read_to_string(f.svc.path().join(path)).unwrap();
@@ -465,8 +442,7 @@ fn render_and_replay_a_recipe() {
         "{http}"
     );
     assert!(f.server.requests().is_empty());
-    let out = f.run(&["replay", path], 0);
-    assert!(out.stdout.contains("PUT"), "{}", out.stdout);
+    f.cmd(&["replay", path]).stdout_contains("PUT").run();
     assert_eq!(f.server.lines(), ["PUT /sites/b"]);
     assert_eq!(
         f.server.requests()[0].header("authorization"),
@@ -477,7 +453,7 @@ fn render_and_replay_a_recipe() {
         "pending",
         "replay leaves the data model alone"
     );
-    let out = f.run(&["render", "Site", "b", "--delete"], 0);
+    let out = f.cmd(&["render", "Site", "b", "--delete"]).run();
     assert!(out.stdout.trim().ends_with("Site/b/delete.http"));
 }
 
@@ -487,7 +463,7 @@ fn deletion_sends_the_delete_and_moves_the_folder_aside() {
     f.apply_and_run();
     f.server.clear();
     f.svc.ok(&["delete", "Site", "a", "--cascade"]);
-    f.run(&["run", "--once"], 0);
+    f.cmd(&["run", "--once"]).run();
     // Slice has no delete payload: purged at once; Site a gets its DELETE.
     assert_eq!(f.server.lines(), ["DELETE /sites/a"]);
     assert_eq!(f.svc.keys("Site"), ["b"]);
@@ -504,7 +480,7 @@ fn sys_dir_folder_names_stay_inside() {
         "Site:\n  - {name: \"../../etc\"}\n  - {name: \"a/b\"}\n  - {name: \"été\"}\n  - {name: \"\"}\n  - {name: \"..\"}\n",
     );
     f.svc.ok(&["apply", "-f", "objects.yaml"]);
-    f.run(&["plan"], 0);
+    f.cmd(&["plan"]).run();
     let site = f.svc.path().join(".stepsync/sys/Site");
     let mut names: Vec<String> = std::fs::read_dir(&site)
         .unwrap()
@@ -541,7 +517,7 @@ fn run_logs_are_kept_to_sys_keep_runs_and_rendering_is_deterministic() {
             &OBJECTS.replace("login_base: la", &format!("login_base: l{i}")),
         );
         f.svc.ok(&["apply", "-f", "objects.yaml"]);
-        f.run(&["run", "--once"], 0);
+        f.cmd(&["run", "--once"]).run();
         if i == 0 {
             first = Some(std::fs::read(sys.join("sync.sh")).unwrap());
         }
@@ -554,7 +530,7 @@ fn run_logs_are_kept_to_sys_keep_runs_and_rendering_is_deterministic() {
         &OBJECTS.replace("login_base: la", "login_base: l0"),
     );
     f.svc.ok(&["apply", "-f", "objects.yaml"]);
-    f.run(&["render", "Site", "a"], 0);
+    f.cmd(&["render", "Site", "a"]).run();
     assert_eq!(std::fs::read(sys.join("sync.sh")).unwrap(), first.unwrap());
 }
 
@@ -566,12 +542,14 @@ fn undefined_template_variable_names_the_stepdef() {
         &SITE.replace("{{ object.name }}", "{{ object.nmae }}"),
     );
     f.svc.ok(&["apply", "-f", "objects.yaml"]);
-    let out = f.run(&["run", "--once"], 1);
+    f.cmd(&["run", "--once"])
+        .status(1)
+        .stdout_contains("Site/a error")
+        .run();
     let a = f.status("Site", "a");
     let msg = a["status"]["message"].as_str().unwrap();
     assert!(msg.contains("stepdefs/site.yaml:4:"), "{msg}");
     assert!(msg.contains("undefined"), "{msg}");
-    assert!(out.stdout.contains("Site/a error"), "{}", out.stdout);
 }
 
 #[test]
@@ -579,32 +557,30 @@ fn stepdef_errors_are_located() {
     let f = fixture();
     f.svc
         .file("stepdefs/site2.yaml", "kind: Actuator\nmodel: Site\n");
-    let out = f.svc.expect(&["status"], 2);
-    assert!(
-        out.stderr.contains("a second actuator for model `Site`"),
-        "{}",
-        out.stderr
-    );
     f.svc
-        .file("stepdefs/site2.yaml", "kind: Actuator\nmodel: Sitte\n");
-    let out = f.svc.expect(&["status"], 2);
-    assert!(
-        out.stderr.contains("stepdefs/site2.yaml:2:8"),
-        "{}",
-        out.stderr
-    );
+        .test()
+        .args(["status"])
+        .status(2)
+        .stderr_contains("a second actuator for model `Site`")
+        .run();
+    f.svc
+        .test()
+        .file("stepdefs/site2.yaml", "kind: Actuator\nmodel: Sitte\n")
+        .args(["status"])
+        .status(2)
+        .stderr_contains("stepdefs/site2.yaml:2:8")
+        .run();
     f.svc.file("stepdefs/site2.yaml", "");
-    f.svc.file(
-        "stepdefs/slice.yaml",
-        &SLICE.replace("slice_id: \"{{ result.body.id }}\"", "name: x"),
-    );
-    let out = f.svc.expect(&["status"], 2);
-    assert!(
-        out.stderr
-            .contains("`name` is a declarative field of Slice"),
-        "{}",
-        out.stderr
-    );
+    f.svc
+        .test()
+        .file(
+            "stepdefs/slice.yaml",
+            &SLICE.replace("slice_id: \"{{ result.body.id }}\"", "name: x"),
+        )
+        .args(["status"])
+        .status(2)
+        .stderr_contains("`name` is a declarative field of Slice")
+        .run();
 }
 
 #[test]

@@ -1,28 +1,23 @@
 //! Loading a service directory: config, schema, dependencies, init, and the store shared by
 //! several processes (SPEC §2, §3, §4.1–4.3).
 
-mod common;
-
 use std::process::Stdio;
 
-use common::{SCHEMA, Service};
+use crate::common::fixtures::{DIR_SCHEMA, SITE_SLICE_PORT_INSTANCE as SCHEMA};
+use crate::common::{Service, Test};
 
 #[test]
 fn unknown_config_key_names_file_line_column() {
-    let s = Service::new(SCHEMA);
-    s.file("stepsync.yaml", "name: test\nconcurency: 4\n");
-    let out = s.expect(&["status"], 2);
-    assert!(out.stderr.contains("stepsync.yaml:2:1"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("unknown field `concurency`"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("2 | concurency: 4"),
-        "quotes the line:\n{}",
-        out.stderr
-    );
+    Test::new()
+        .schema(SCHEMA)
+        .config("name: test\nconcurency: 4\n")
+        .args(["status"])
+        .status(2)
+        .stderr_contains("stepsync.yaml:2:1")
+        .stderr_contains("unknown field `concurency`")
+        // quotes the line
+        .stderr_contains("2 | concurency: 4")
+        .run();
 }
 
 #[test]
@@ -34,78 +29,65 @@ fn bad_config_values_are_located() {
         ("name: t\nconcurrency: 0\n", "stepsync.yaml:2:"),
         ("name: t\nbackoff: {factor: 0.5}\n", "stepsync.yaml:2:19"),
     ] {
-        let s = Service::new(SCHEMA);
-        s.file("stepsync.yaml", text);
-        let out = s.expect(&["status"], 2);
-        assert!(
-            out.stderr.contains(loc),
-            "{text:?}: wanted {loc} in\n{}",
-            out.stderr
-        );
+        Test::new()
+            .schema(SCHEMA)
+            .config(text)
+            .args(["status"])
+            .status(2)
+            .stderr_contains(loc)
+            .run();
     }
 }
 
 #[test]
 fn missing_config_suggests_init() {
-    let s = Service::empty();
-    let out = s.expect(&["status"], 2);
-    assert!(out.stderr.contains("no stepsync.yaml"), "{}", out.stderr);
-    assert!(out.stderr.contains("stepsync init"));
+    Test::empty()
+        .args(["status"])
+        .status(2)
+        .stderr_contains("no stepsync.yaml")
+        .stderr_contains("stepsync init")
+        .run();
 }
 
 #[test]
 fn schema_errors_are_all_reported_with_locations() {
-    let s = Service::new(
-        "models:\n  A:\n    fields:\n      name: strng\n  B:\n    fields:\n      name: string\n      a: {type: ref, to: Aa}\n",
-    );
-    let out = s.expect(&["status"], 2);
-    assert!(
-        out.stderr.contains("schemas/models.yaml:4:7"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("did you mean `string`?"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("schemas/models.yaml:8:26"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("unknown model `Aa`"), "{}", out.stderr);
+    Test::new()
+        .schema("models:\n  A:\n    fields:\n      name: strng\n  B:\n    fields:\n      name: string\n      a: {type: ref, to: Aa}\n")
+        .args(["status"])
+        .status(2)
+        .stderr_contains("schemas/models.yaml:4:7")
+        .stderr_contains("did you mean `string`?")
+        .stderr_contains("schemas/models.yaml:8:26")
+        .stderr_contains("unknown model `Aa`")
+        .run();
 }
 
 #[test]
 fn model_cycle_is_an_error_naming_the_models() {
-    let s = Service::new(
-        "models:\n  A:\n    fields: {name: string, b: {type: ref, to: B}}\n  B:\n    fields: {name: string, c: {type: ref, to: C}}\n  C:\n    fields: {name: string, a: {type: ref, to: A}}\n",
-    );
-    let out = s.expect(&["status"], 2);
-    assert!(
-        out.stderr
-            .contains("dependency cycle between models: A, B, C"),
-        "{}",
-        out.stderr
-    );
+    Test::new()
+        .schema("models:\n  A:\n    fields: {name: string, b: {type: ref, to: B}}\n  B:\n    fields: {name: string, c: {type: ref, to: C}}\n  C:\n    fields: {name: string, a: {type: ref, to: A}}\n")
+        .args(["status"])
+        .status(2)
+        .stderr_contains("dependency cycle between models: A, B, C")
+        .run();
 }
 
 #[test]
 fn a_model_may_refer_to_itself() {
-    let s =
-        Service::new("models:\n  Dir:\n    fields: {name: string, parent: {type: ref, to: Dir}}\n");
-    s.file(
-        "o.yaml",
-        "Dir:\n  - {name: child, parent: root}\n  - {name: root}\n",
-    );
-    s.ok(&["apply", "-f", "o.yaml"]);
-    let out = s.expect(&["delete", "Dir", "root"], 1);
-    assert!(
-        out.stderr.contains("referenced by Dir/child"),
-        "{}",
-        out.stderr
-    );
+    let s = Test::new()
+        .schema(DIR_SCHEMA)
+        .file(
+            "o.yaml",
+            "Dir:\n  - {name: child, parent: root}\n  - {name: root}\n",
+        )
+        .args(["apply", "-f", "o.yaml"])
+        .run()
+        .service;
+    s.test()
+        .args(["delete", "Dir", "root"])
+        .status(1)
+        .stderr_contains("referenced by Dir/child")
+        .run();
 }
 
 #[test]
@@ -122,53 +104,49 @@ fn model_deps_json_adds_dependencies() {
         "Site:\n  - {name: a}\nUser:\n  - {name: u, site: a}\n",
     );
     s.ok(&["apply", "-f", "o.yaml"]);
-    let out = s.expect(&["delete", "Site", "a"], 1);
-    assert!(
-        out.stderr.contains("referenced by User/u"),
-        "{}",
-        out.stderr
-    );
+    s.test()
+        .args(["delete", "Site", "a"])
+        .status(1)
+        .stderr_contains("referenced by User/u")
+        .run();
 
-    s.file(
-        "model-deps.json",
-        "{\n  \"User\": [[\"Stie\", \"site\", \"users\"]]\n}\n",
-    );
-    let out = s.expect(&["status"], 2);
-    assert!(
-        out.stderr.contains("model-deps.json:2:13"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("did you mean `Site`?"),
-        "{}",
-        out.stderr
-    );
+    s.test()
+        .file(
+            "model-deps.json",
+            "{\n  \"User\": [[\"Stie\", \"site\", \"users\"]]\n}\n",
+        )
+        .args(["status"])
+        .status(2)
+        .stderr_contains("model-deps.json:2:13")
+        .stderr_contains("did you mean `Site`?")
+        .run();
 }
 
 #[test]
 fn links_are_dependencies() {
-    let s = Service::new(
-        "models:\n  Node:\n    fields: {name: string}\n  Instance:\n    fields: {name: string, node_name: string}\n    links:\n      - {to: Node, via: node_name, field: name}\n",
-    );
-    s.file(
-        "o.yaml",
-        "Node:\n  - {name: n1}\nInstance:\n  - {name: i, node_name: n1}\n",
-    );
-    s.ok(&["apply", "-f", "o.yaml"]);
-    let out = s.expect(&["delete", "Node", "n1"], 1);
-    assert!(
-        out.stderr.contains("referenced by Instance/i"),
-        "{}",
-        out.stderr
-    );
+    let s = Test::new()
+        .schema("models:\n  Node:\n    fields: {name: string}\n  Instance:\n    fields: {name: string, node_name: string}\n    links:\n      - {to: Node, via: node_name, field: name}\n")
+        .file(
+            "o.yaml",
+            "Node:\n  - {name: n1}\nInstance:\n  - {name: i, node_name: n1}\n",
+        )
+        .args(["apply", "-f", "o.yaml"])
+        .run()
+        .service;
+    s.test()
+        .args(["delete", "Node", "n1"])
+        .status(1)
+        .stderr_contains("referenced by Instance/i")
+        .run();
 }
 
 #[test]
 fn init_scaffolds_a_working_service() {
-    let s = Service::empty();
-    let out = s.ok(&["init", "svc"]);
-    assert!(out.stdout.contains("initialized"), "{}", out.stdout);
+    let s = Test::empty()
+        .args(["init", "svc"])
+        .stdout_contains("initialized")
+        .run()
+        .service;
     let dir = s.path().join("svc");
     for f in [
         "stepsync.yaml",
@@ -191,26 +169,19 @@ fn init_scaffolds_a_working_service() {
         let target = dir.join(f).parent().unwrap().join(schema);
         assert!(target.is_file(), "{}", target.display());
     }
-    let run = |args: &[&str]| {
-        let o = std::process::Command::new(common::bin())
-            .arg("-C")
-            .arg(&dir)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-        )
-    };
-    assert_eq!(
-        run(&["validate", "-f", "objects/"]),
-        (Some(0), "valid (0 warnings)\n".into())
-    );
-    assert_eq!(run(&["apply", "-f", "objects/"]).0, Some(0));
-    assert!(run(&["get", "Slice"]).1.contains("s1"));
+    let svc = || s.test().dir("svc");
+    svc()
+        .args(["validate", "-f", "objects/"])
+        .stdout("valid (0 warnings)\n")
+        .run();
+    svc().args(["apply", "-f", "objects/"]).run();
+    svc()
+        .args(["get", "Slice"])
+        .any_status()
+        .stdout_contains("s1")
+        .run();
     // A second init refuses to overwrite.
-    assert_eq!(run(&["init"]).0, Some(1));
+    svc().args(["init"]).status(1).run();
 }
 
 #[test]

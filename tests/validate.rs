@@ -1,9 +1,7 @@
 //! `stepsync validate`: the whole service directory in one pass, every problem with its
 //! place, warnings for what is legal but suspicious, exit 2 on any error (SPEC §10).
 
-mod common;
-
-use common::Service;
+use crate::common::Service;
 
 const SCHEMA: &str = "models:
   Site:
@@ -124,11 +122,14 @@ fn every_problem_is_reported_at_once_with_its_place() {
 
 #[test]
 fn the_same_playbook_is_fine_for_ansible_playbook() {
-    let svc = broken();
-    svc.file("stepsync.yaml", "name: test\nrunner: ansible\n");
-    let out = svc.expect(&["validate"], 2);
-    assert!(!out.stderr.contains("built-in subset"), "{}", out.stderr);
-    assert!(!out.stderr.contains("missing.j2"), "{}", out.stderr);
+    broken()
+        .test()
+        .config("name: test\nrunner: ansible\n")
+        .args(["validate"])
+        .status(2)
+        .stderr_lacks("built-in subset")
+        .stderr_lacks("missing.j2")
+        .run();
 }
 
 #[test]
@@ -157,9 +158,8 @@ feedback:
         "playbooks/server.yml",
         "- hosts: all\n  gather_facts: false\n  tasks:\n    - debug: {msg: \"{{ server_name }}\"}\n",
     );
-    let out = svc.ok(&["validate"]);
+    let out = svc.test().args(["validate"]).stderr("").run();
     assert_eq!(out.stdout.trim(), "valid (0 warnings)");
-    assert_eq!(out.stderr, "");
 }
 
 #[test]
@@ -174,23 +174,12 @@ fn the_shipped_services_are_valid() {
     }
     assert!(dirs.len() >= 2, "{dirs:?}");
     for d in dirs {
-        let mut args = vec!["-C".to_owned(), d.display().to_string(), "validate".into()];
+        let mut test = Service::at(&d).test().arg("validate");
         for objs in ["objects", "objects.yaml"] {
             if d.join(objs).exists() {
-                args.extend(["-f".into(), objs.into()]);
+                test = test.args(["-f", objs]);
             }
         }
-        let out = std::process::Command::new(common::bin())
-            .args(&args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "{}: {}{stderr}",
-            d.display(),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        assert!(!stderr.contains("warning"), "{}: {stderr}", d.display());
+        test.stderr_lacks("warning").run();
     }
 }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::free_port;
+
 pub struct TestSshd {
     pub port: u16,
     /// The private key that logs in.
@@ -27,11 +29,6 @@ fn keygen(path: &Path) {
         .status()
         .expect("ssh-keygen");
     assert!(st.success(), "ssh-keygen failed");
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 impl TestSshd {
