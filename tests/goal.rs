@@ -2,13 +2,11 @@
 //! fields are `none` (SPEC §5.1), `urlencode` keeps a key in one path segment (§6.1), and a
 //! second signal stops the daemon at once (§5.5).
 
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::Service;
-use common::http::TestServer;
+use crate::common::Service;
+use crate::common::http::TestServer;
 
 const SCHEMA: &str = "models:
   Site:
@@ -124,7 +122,7 @@ fn a_second_signal_stops_the_daemon_at_once() {
 
 /// Files under `dir` whose name ends with one of `ends`, with their text.
 fn recipe_files(dir: &std::path::Path, ends: &[&str]) -> Vec<(std::path::PathBuf, String)> {
-    common::walk(dir)
+    crate::common::walk(dir)
         .into_iter()
         .filter(|p| ends.iter().any(|e| p.to_string_lossy().ends_with(e)))
         .map(|p| {
@@ -317,13 +315,14 @@ fn a_second_runner_is_refused_and_a_dead_ones_lease_taken_over() {
     server
         .wait_for("PUT /sites/a", Duration::from_secs(10))
         .expect("the daemon's run");
-    let second = svc.run(&["run", "--once"]);
-    assert_eq!(second.code, 1, "{}{}", second.stdout, second.stderr);
-    let want = format!(
-        "store is driven by another stepsync run (pid {} on host ",
-        daemon.id()
-    );
-    assert!(second.stderr.contains(&want), "{}", second.stderr);
+    svc.test()
+        .args(&["run", "--once"])
+        .status(1)
+        .stderr_contains(&format!(
+            "store is driven by another stepsync run (pid {} on host ",
+            daemon.id()
+        ))
+        .run();
     // The holder dies without releasing its lease: the next run takes it over at once.
     daemon.kill().expect("kill -9");
     daemon.wait().expect("reap");

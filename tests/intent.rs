@@ -1,13 +1,11 @@
 //! Outcomes never overwrite a newer intent (SPEC §5.1, §5.3, §5.4; issue #13 findings 5 and
 //! 6): deletes and changes that arrive while a run is in flight, and objects never synced.
 
-mod common;
-
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::Service;
-use common::http::TestServer;
+use crate::common::Service;
+use crate::common::http::TestServer;
 
 const SCHEMA: &str = "models:
   Site:
