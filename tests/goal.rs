@@ -316,7 +316,7 @@ fn a_second_runner_is_refused_and_a_dead_ones_lease_taken_over() {
         .wait_for("PUT /sites/a", Duration::from_secs(10))
         .expect("the daemon's run");
     svc.test()
-        .args(&["run", "--once"])
+        .args(["run", "--once"])
         .status(1)
         .stderr_contains(&format!(
             "store is driven by another stepsync run (pid {} on host ",
