@@ -9,7 +9,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::error::{Error, Result};
 use crate::model::objects::{ObjectSpec, check_duplicates, load_objects};
 use crate::service::Service;
-use crate::store::{Millis, ObjectRecord, Store};
+use crate::store::{Millis, ObjectRecord, ReadOps, Store};
 use crate::yaml::Source;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -50,6 +50,19 @@ pub fn apply(
     files: &[PathBuf],
     opts: ApplyOptions,
 ) -> Result<ApplyReport> {
+    apply_then(svc, store, files, opts, |_| Ok(())).map(|(report, ())| report)
+}
+
+/// [`apply`], then `then` on the store as the apply left it, inside its transaction: with
+/// `dry_run` (rolled back), what the store would hold after the apply — for planning files'
+/// objects on top of the store without writing them (`run --pretend -f`).
+pub fn apply_then<T>(
+    svc: &Service,
+    store: &dyn Store,
+    files: &[PathBuf],
+    opts: ApplyOptions,
+    then: impl FnOnce(&dyn ReadOps) -> Result<T>,
+) -> Result<(ApplyReport, T)> {
     let mut diags = Diagnostics::default();
     let mut specs = Vec::new();
     for file in files {
@@ -133,12 +146,13 @@ pub fn apply(
             report.lines.push((name, Outcome::Removed(r)));
         }
     }
+    let after = then(&*tx)?;
     if opts.dry_run {
         drop(tx); // rolls back
     } else {
         tx.commit()?;
     }
-    Ok(report)
+    Ok((report, after))
 }
 
 fn upsert(

@@ -116,9 +116,12 @@ enum Command {
         /// Send the read-only observe requests of delta REST payloads
         #[arg(long)]
         refresh: bool,
-        /// Render into this directory instead of the configured sys dir
+        /// Compare with the recipes executed in this sys dir instead of the configured one
         #[arg(long, value_name = "DIR")]
         sys_dir: Option<PathBuf>,
+        /// Render the plan's recipes into this directory instead of <sys_dir>/.plan
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Render one object's recipe into the sys dir and print its path
     Render {
@@ -187,12 +190,14 @@ fn run(args: Cli) -> stepsync::Result<ExitCode> {
             detailed_exitcode,
             refresh,
             sys_dir,
+            out: plan_out,
         } => {
             let args = cli::plan::PlanArgs {
                 format: output,
                 detailed_exitcode,
                 refresh,
                 sys_dir,
+                out: plan_out,
             };
             cli::plan::plan_cmd(&dir, args, out)
         }

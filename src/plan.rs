@@ -1,75 +1,103 @@
 //! Pretend mode and `plan` (SPEC §9): the whole pipeline — pending detection, ordering,
-//! attributes, rendering — without a backend call and without writing the data model.
+//! attributes, rendering — without a backend call and without writing the data model. Recipes
+//! are rendered into the plan dir (`<sys_dir>/.plan/`, or `--out`), never over the recipes the
+//! engine last executed, and each is diffed against that executed recipe, so a plan run twice
+//! says the same thing twice.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::engine::Engine;
-use crate::engine::Prepared;
+use crate::bookkeeping::{self, Due};
+use crate::engine::{Engine, Prepared};
 use crate::error::Result;
 use crate::payload::rest::Action;
 use crate::snapshot::Snapshot;
-use crate::store::{Millis, ObjectRecord};
-use crate::sysdir::Phase;
+use crate::store::ObjectRecord;
+use crate::sysdir::{Phase, SysDir};
 
+/// One object the engine would act on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Change {
     pub action: &'static str,
     pub model: String,
     pub key: String,
     pub payload: &'static str,
+    /// Why it is pending (SPEC §5.1 `status.reason`).
+    pub reason: String,
+    /// Where the plan rendered its recipe.
     pub recipe: String,
+    /// The new recipe against the one the engine last executed.
     pub diff: String,
+}
+
+/// An object whose recipe could not be rendered.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanError {
+    pub model: String,
+    pub key: String,
+    pub message: String,
 }
 
 #[derive(Debug, Default, Serialize)]
 pub struct Plan {
     pub changes: Vec<Change>,
-    /// Objects whose recipe could not be rendered, with why.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<String>,
+    pub errors: Vec<PlanError>,
 }
 
-/// Renders every pending object's recipe into the sys dir, in the order the engine would
-/// run them. With `refresh`, delta REST recipes send their read-only observe request.
-pub async fn plan(engine: &Engine, refresh: bool) -> Result<Plan> {
-    let world = engine.snapshot()?;
-    let now = Millis::now();
+#[derive(Default, Clone)]
+pub struct PlanOptions {
+    /// Delta REST recipes send their read-only observe request.
+    pub refresh: bool,
+    /// The plan dir; `<sys_dir>/.plan` by default.
+    pub out: Option<PathBuf>,
+    /// The objects to plan, when not the store's as they stand (`run --pretend -f`).
+    pub world: Option<Arc<Snapshot>>,
+}
+
+/// The plan dir of `engine` (or `out`).
+pub fn plan_dir(engine: &Engine, out: Option<PathBuf>) -> SysDir {
+    SysDir::new(out.unwrap_or_else(|| engine.sys.root().join(".plan")), 0)
+}
+
+/// Renders every pending object's recipe into the plan dir, in the order the engine would run
+/// them.
+pub async fn plan(engine: &Engine, opts: PlanOptions) -> Result<Plan> {
+    let world = match opts.world {
+        Some(w) => w,
+        None => engine.snapshot()?,
+    };
+    // A feedback field of an object that never synced is what the backend will say.
+    let world = world.planning();
+    let out_dir = plan_dir(engine, opts.out);
+    let now = crate::store::Millis::now();
     let order: Vec<String> = engine.svc.graph.order().to_vec();
-    let mut todo: Vec<(Arc<ObjectRecord>, Phase)> = Vec::new();
+    let due = |o: &ObjectRecord| bookkeeping::pending(&o.book, now, &engine.rules(&o.model));
+    let mut todo: Vec<(Arc<ObjectRecord>, Phase, Due)> = Vec::new();
     for model in order.iter().rev() {
-        todo.extend(
-            world
-                .of_model(model)
-                .into_iter()
-                .filter(|o| o.book.deleted)
-                .map(|o| (o, Phase::Delete)),
-        );
+        for o in world.of_model(model) {
+            if let Some(d) = due(&o).filter(|d| d.is_delete()) {
+                todo.push((o, Phase::Delete, d));
+            }
+        }
     }
     for model in &order {
-        todo.extend(
-            world
-                .of_model(model)
-                .into_iter()
-                .filter(|o| {
-                    !o.book.deleted
-                        && crate::bookkeeping::pending(&o.book, now, &engine.rules(&o.model))
-                            .is_some()
-                })
-                .map(|o| (o, Phase::Sync)),
-        );
+        for o in world.of_model(model) {
+            if let Some(d) = due(&o).filter(|d| !d.is_delete()) {
+                todo.push((o, Phase::Sync, d));
+            }
+        }
     }
     let mut out = Plan::default();
-    if refresh {
+    if opts.refresh {
         // Refreshing asks the backend, one object after the other.
-        for (obj, phase) in todo {
+        for (obj, phase, due) in todo {
             let p = match engine.prepare(&world, &obj, phase) {
                 Ok(Some(p)) => p,
                 Ok(None) => continue,
                 Err(e) => {
-                    out.errors
-                        .push(engine.clean_message(&format!("{}: {e}", obj.name())));
+                    out.errors.push(error(engine, &obj, &e.to_string()));
                     continue;
                 }
             };
@@ -83,10 +111,11 @@ pub async fn plan(engine: &Engine, refresh: bool) -> Result<Plan> {
                     Ok(Some(_)) => action = "update",
                     Err(e) => out
                         .errors
-                        .push(engine.clean_message(&format!("{}: refresh: {e}", obj.name()))),
+                        .push(error(engine, &obj, &format!("refresh: {e}"))),
                 }
             }
-            out.changes.extend(change(engine, &p, action)?);
+            out.changes
+                .extend(change(engine, &out_dir, &p, action, due)?);
         }
         return Ok(out);
     }
@@ -94,14 +123,14 @@ pub async fn plan(engine: &Engine, refresh: bool) -> Result<Plan> {
     // objects: spread over the cores in contiguous chunks, gathered back in plan order.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = todo.len().div_ceil(threads).max(1);
-    let world = &world;
+    let (world, out_dir) = (&world, &out_dir);
     let results: Vec<std::thread::Result<Vec<Rendered>>> = std::thread::scope(|s| {
         let handles: Vec<_> = todo
             .chunks(chunk)
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|(obj, phase)| render(engine, world, obj, *phase))
+                        .map(|(obj, phase, due)| render(engine, out_dir, world, obj, *phase, *due))
                         .collect()
                 })
             })
@@ -126,26 +155,36 @@ pub async fn plan(engine: &Engine, refresh: bool) -> Result<Plan> {
 enum Rendered {
     Skip,
     /// Its recipe could not be rendered: reported, the plan goes on.
-    Invalid(String),
+    Invalid(PlanError),
     Change(Change),
-    /// The sys dir could not be written: the plan stops.
+    /// The plan dir could not be written: the plan stops.
     Failed(crate::error::Error),
 }
 
 fn render(
     engine: &Engine,
+    out_dir: &SysDir,
     world: &Arc<Snapshot>,
     obj: &Arc<ObjectRecord>,
     phase: Phase,
+    due: Due,
 ) -> Rendered {
     match engine.prepare(world, obj, phase) {
-        Ok(Some(p)) => match change(engine, &p, action_of(obj, phase)) {
+        Ok(Some(p)) => match change(engine, out_dir, &p, action_of(obj, phase), due) {
             Ok(Some(c)) => Rendered::Change(c),
             Ok(None) => Rendered::Skip,
             Err(e) => Rendered::Failed(e),
         },
         Ok(None) => Rendered::Skip,
-        Err(e) => Rendered::Invalid(engine.clean_message(&format!("{}: {e}", obj.name()))),
+        Err(e) => Rendered::Invalid(error(engine, obj, &e.to_string())),
+    }
+}
+
+fn error(engine: &Engine, obj: &ObjectRecord, message: &str) -> PlanError {
+    PlanError {
+        model: obj.model.clone(),
+        key: obj.key.clone(),
+        message: engine.clean_message(message),
     }
 }
 
@@ -157,19 +196,27 @@ fn action_of(obj: &ObjectRecord, phase: Phase) -> &'static str {
     }
 }
 
-/// Writes the recipe of `p` and diffs its main file against what was there.
-fn change(engine: &Engine, p: &Prepared, action: &'static str) -> Result<Option<Change>> {
-    let written = engine.write_recipe(p)?;
+/// Writes the recipe of `p` into the plan dir and diffs its main file against the recipe
+/// the engine last executed.
+fn change(
+    engine: &Engine,
+    out_dir: &SysDir,
+    p: &Prepared,
+    action: &'static str,
+    due: Due,
+) -> Result<Option<Change>> {
+    let written = engine.write_recipe(out_dir, p)?;
     let Some(main) = written.first() else {
         return Ok(None);
     };
-    let rel = main
-        .path
+    let name = main.path.file_name().unwrap_or_default();
+    let executed = engine.sys.object_dir(&p.obj.model, &p.obj.key).join(name);
+    let rel = executed
         .strip_prefix(engine.sys.root())
-        .unwrap_or(&main.path)
+        .unwrap_or(&executed)
         .display()
         .to_string();
-    let old = main.old.clone().unwrap_or_default();
+    let old = std::fs::read_to_string(&executed).unwrap_or_default();
     let diff = similar::TextDiff::from_lines(&old, &main.new)
         .unified_diff()
         .context_radius(3)
@@ -180,6 +227,7 @@ fn change(engine: &Engine, p: &Prepared, action: &'static str) -> Result<Option<
         model: p.obj.model.clone(),
         key: p.obj.key.clone(),
         payload: p.recipe.payload_name(),
+        reason: due.to_string(),
         recipe: main.path.display().to_string(),
         diff,
     }))

@@ -17,6 +17,8 @@ struct Maps {
 pub struct Snapshot {
     pub schema: Arc<Schema>,
     maps: RwLock<Maps>,
+    /// Seen by a plan: feedback not yet known renders as `(known after apply)`.
+    planning: std::sync::atomic::AtomicBool,
 }
 
 impl Snapshot {
@@ -32,7 +34,20 @@ impl Snapshot {
         Ok(Snapshot {
             schema,
             maps: RwLock::new(maps),
+            planning: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Marks this snapshot as a plan's: templates then read a feedback field that an object
+    /// never synced has not got yet as `(known after apply)`, as Terraform shows it.
+    pub fn planning(self: Arc<Self>) -> Arc<Self> {
+        self.planning
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self
+    }
+
+    pub fn is_planning(&self) -> bool {
+        self.planning.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     // Writers replace whole entries, so a map left by a panicking writer is still consistent.

@@ -467,6 +467,9 @@ pub fn from_serde<T: serde::Serialize>(v: T) -> Value {
 // ---- the object view ------------------------------------------------------------------------
 
 /// `object` in templates: fields by name, `ref` fields followed lazily, `refs` as lists.
+/// What a plan renders for a value only the backend will know (SPEC §9).
+pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
+
 pub struct ObjectView {
     pub rec: Arc<ObjectRecord>,
     pub world: Arc<Snapshot>,
@@ -531,6 +534,14 @@ impl Object for ObjectView {
                 "model" => Some(Value::from(self.rec.model.clone())),
                 _ => None,
             },
+            // Feedback the backend has not given yet: a plan shows what it will be.
+            (Some(_), None)
+                if self.world.is_planning()
+                    && field.is_some_and(|f| f.feedback)
+                    && self.rec.book.last_success_at.is_none() =>
+            {
+                Some(Value::from(KNOWN_AFTER_APPLY))
+            }
             // A schema field the object leaves unset is `none`; `default()` replaces it.
             (Some(_), None) => Some(Value::from(())),
         }

@@ -331,3 +331,93 @@ fn a_second_runner_is_refused_and_a_dead_ones_lease_taken_over() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(server.lines(), ["PUT /sites/a"]);
 }
+
+/// Site gets an id from its backend; a Slice's URL reads it through its ref.
+fn feedback_service(server: &TestServer) -> Service {
+    let svc = Service::new(
+        "models:
+  Site:
+    fields:
+      name: {type: string, required: true}
+      site_id: {type: string, feedback: true}
+  Slice:
+    fields:
+      name: {type: string, required: true}
+      site: {type: ref, to: Site, required: true}
+",
+    );
+    svc.file(
+        "stepsync.yaml",
+        &format!("name: plan-test\nvars: {{base: \"{}\"}}\n", server.url),
+    );
+    svc.file(
+        "stepdefs/site.yaml",
+        r#"kind: Actuator
+model: Site
+attributes: {n: "{{ object.name }}"}
+sync:
+  rest: {method: PUT, url: "{{ vars.base }}/sites/{{ n }}", body: {name: "{{ n }}"}}
+feedback:
+  site_id: {jsonpath: "$.id"}
+"#,
+    );
+    svc.file(
+        "stepdefs/slice.yaml",
+        r#"kind: Actuator
+model: Slice
+attributes: {n: "{{ object.name }}", site_id: "{{ object.site.site_id }}"}
+sync:
+  rest: {method: PUT, url: "{{ vars.base }}/sites/{{ site_id }}/slices/{{ n }}", body: {name: "{{ n }}"}}
+"#,
+    );
+    svc.file(
+        "objects.yaml",
+        "Site:\n  - {name: a}\nSlice:\n  - {name: s1, site: a}\n",
+    );
+    svc
+}
+
+#[test]
+fn plan_tells_the_truth() {
+    let server = TestServer::start();
+    let svc = feedback_service(&server);
+    // Pretend with files plans them on top of the store and writes nothing to it.
+    svc.test()
+        .args(["run", "--once", "--pretend", "-f", "objects.yaml"])
+        .stdout_contains("+ create Slice/s1 (rest) created")
+        .run();
+    assert!(svc.keys("Site").is_empty(), "pretend wrote the objects");
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    // A value only the backend will give shows as such, and the plan succeeds.
+    let first = svc
+        .test()
+        .args(["plan"])
+        .stdout_contains("/sites/(known after apply)/slices/s1")
+        .run();
+    let second = svc.ok(&["plan"]);
+    assert_eq!(first.stdout, second.stdout, "a second plan says the same");
+    assert!(server.requests().is_empty());
+    let sys = svc.path().join(".stepsync/sys");
+    assert!(
+        !sys.join("Slice/s1/sync.http").exists(),
+        "plan wrote an executed recipe"
+    );
+    assert!(sys.join(".plan/Slice/s1/sync.http").exists());
+    // After a run, the executed recipe is what was sent; a plan leaves it alone.
+    svc.ok(&["run", "--once"]);
+    let executed = std::fs::read_to_string(sys.join("Slice/s1/sync.http")).unwrap();
+    assert!(executed.contains("/sites/id-a/slices/s1"), "{executed}");
+    svc.file(
+        "objects.yaml",
+        "Site:\n  - {name: a}\nSlice:\n  - {name: s1, site: a}\n  - {name: s2, site: a}\n",
+    );
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    svc.test()
+        .args(["plan", "-o", "json"])
+        .stdout_contains(r#""reason": "created""#)
+        .run();
+    assert_eq!(
+        std::fs::read_to_string(sys.join("Slice/s1/sync.http")).unwrap(),
+        executed
+    );
+}

@@ -182,7 +182,7 @@ fn pretend_renders_playbooks_without_running_anything() {
     );
     assert!(
         svc.path()
-            .join(".stepsync/sys/Greeter/hello/sync.yml")
+            .join(".stepsync/sys/.plan/Greeter/hello/sync.yml")
             .exists()
     );
     assert!(!target.join("hello.txt").exists(), "nothing ran");

@@ -355,9 +355,9 @@ fn pretend_and_plan_send_nothing_and_write_no_state() {
     assert_eq!(
         lines,
         [
-            "+ create Site/a (rest)",
-            "+ create Site/b (rest)",
-            "+ create Slice/s1 (rest)",
+            "+ create Site/a (rest) created",
+            "+ create Site/b (rest) created",
+            "+ create Slice/s1 (rest) created",
             "Plan: 3 to create, 0 to update, 0 to delete."
         ]
     );
@@ -367,7 +367,7 @@ fn pretend_and_plan_send_nothing_and_write_no_state() {
         out.stdout
     );
     f.cmd(&["run", "--once", "--pretend"])
-        .stdout_contains("+ create Slice/s1 (rest)")
+        .stdout_contains("+ create Slice/s1 (rest) created")
         .run();
     assert!(
         f.server.requests().is_empty(),
@@ -379,7 +379,14 @@ fn pretend_and_plan_send_nothing_and_write_no_state() {
         before,
         "the store is untouched"
     );
-    assert!(f.svc.path().join(".stepsync/sys/Site/a/sync.http").exists());
+    // The plan renders into the plan dir, never over the recipes the engine executed.
+    assert!(
+        f.svc
+            .path()
+            .join(".stepsync/sys/.plan/Site/a/sync.http")
+            .exists()
+    );
+    assert!(!f.svc.path().join(".stepsync/sys/Site/a/sync.http").exists());
 
     // After a real run and a change, the plan shows an update with a diff.
     f.cmd(&["run", "--once"]).run();
@@ -392,7 +399,7 @@ fn pretend_and_plan_send_nothing_and_write_no_state() {
     f.server.clear();
     f.cmd(&["plan", "--detailed-exitcode"])
         .status(2)
-        .stdout_matches(r"^~ update Site/a \(rest\)\n")
+        .stdout_matches(r"^~ update Site/a \(rest\) changed\n")
         .stdout_contains(r#"-{"name":"a","login":"la"}"#)
         .stdout_contains(r#"+{"name":"a","login":"lx"}"#)
         .run();
@@ -407,15 +414,10 @@ fn pretend_and_plan_send_nothing_and_write_no_state() {
     );
     assert!(f.server.requests().is_empty());
 
-    // --sys-dir renders elsewhere; --refresh sends only the read-only observe requests.
+    // --out renders elsewhere; --refresh sends only the read-only observe requests.
     let other = tempfile::tempdir().unwrap();
     let out = f
-        .cmd(&[
-            "plan",
-            "--sys-dir",
-            other.path().to_str().unwrap(),
-            "--refresh",
-        ])
+        .cmd(&["plan", "--out", other.path().to_str().unwrap(), "--refresh"])
         .run();
     assert!(
         other.path().join("Site/a/sync.http").exists(),
@@ -481,7 +483,7 @@ fn sys_dir_folder_names_stay_inside() {
     );
     f.svc.ok(&["apply", "-f", "objects.yaml"]);
     f.cmd(&["plan"]).run();
-    let site = f.svc.path().join(".stepsync/sys/Site");
+    let site = f.svc.path().join(".stepsync/sys/.plan/Site");
     let mut names: Vec<String> = std::fs::read_dir(&site)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -530,8 +532,10 @@ fn run_logs_are_kept_to_sys_keep_runs_and_rendering_is_deterministic() {
         &OBJECTS.replace("login_base: la", "login_base: l0"),
     );
     f.svc.ok(&["apply", "-f", "objects.yaml"]);
+    // `render` writes into the plan dir, beside the executed recipes, never over them.
     f.cmd(&["render", "Site", "a"]).run();
-    assert_eq!(std::fs::read(sys.join("sync.sh")).unwrap(), first.unwrap());
+    let rendered = f.svc.path().join(".stepsync/sys/.plan/Site/a/sync.sh");
+    assert_eq!(std::fs::read(rendered).unwrap(), first.unwrap());
 }
 
 #[test]

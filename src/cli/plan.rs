@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use stepsync::engine::Engine;
 use stepsync::engine::daemon::runtime;
 use stepsync::error::Result;
-use stepsync::plan::{Plan, plan};
+use stepsync::plan::{Plan, PlanOptions, plan};
 use stepsync::service::Service;
 
 use super::{json, print};
@@ -27,14 +27,21 @@ pub(crate) struct PlanArgs {
     pub(crate) detailed_exitcode: bool,
     /// Send the observe requests of delta REST payloads.
     pub(crate) refresh: bool,
-    /// Render here instead of the configured sys dir.
+    /// The sys dir whose executed recipes the plan compares with, instead of the configured one.
     pub(crate) sys_dir: Option<PathBuf>,
+    /// The plan dir, instead of `<sys_dir>/.plan`.
+    pub(crate) out: Option<PathBuf>,
 }
 
 /// `plan`: exit 1 on error; with `--detailed-exitcode` 0 for nothing to do, 2 for changes.
 pub(crate) fn plan_cmd(dir: &Path, args: PlanArgs, out: &mut dyn Write) -> Result<ExitCode> {
     let engine = Engine::open(Service::load(dir)?, args.sys_dir)?;
-    let p = runtime()?.block_on(plan(&engine, args.refresh))?;
+    let opts = PlanOptions {
+        refresh: args.refresh,
+        out: args.out,
+        world: None,
+    };
+    let p = runtime()?.block_on(plan(&engine, opts))?;
     let text = match args.format {
         PlanFormat::Json => json(&p)?,
         PlanFormat::Text => plan_text(&p),
@@ -57,7 +64,7 @@ pub(crate) fn plan_cmd(dir: &Path, args: PlanArgs, out: &mut dyn Write) -> Resul
 /// The objects whose recipe could not be rendered, on stderr.
 pub(crate) fn report_plan_errors(p: &Plan) {
     for e in &p.errors {
-        eprintln!("error: {e}");
+        eprintln!("error: {}/{}: {}", e.model, e.key, e.message);
     }
 }
 
@@ -71,16 +78,21 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
             _ => "~",
         };
         s.push_str(&format!(
-            "{sign} {} {}/{} ({})\n",
-            c.action, c.model, c.key, c.payload
+            "{sign} {} {}/{} ({}) {}\n",
+            c.action, c.model, c.key, c.payload, c.reason
         ));
         for line in c.diff.lines() {
             s.push_str(&format!("    {line}\n"));
         }
     }
     let count = |a: &str| plan.changes.iter().filter(|c| c.action == a).count();
+    let errors = match plan.errors.len() {
+        0 => String::new(),
+        1 => ", 1 error".to_owned(),
+        n => format!(", {n} errors"),
+    };
     s.push_str(&format!(
-        "Plan: {} to create, {} to update, {} to delete.\n",
+        "Plan: {} to create, {} to update, {} to delete{errors}.\n",
         count("create"),
         count("update"),
         count("delete")

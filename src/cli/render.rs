@@ -41,7 +41,8 @@ pub(crate) fn render_cmd(
                 phase.as_str()
             ))
         })?;
-    let written = engine.write_recipe(&p)?;
+    // Like a plan, a render never writes over the recipes the engine last executed.
+    let written = engine.write_recipe(&stepsync::plan::plan_dir(&engine, None), &p)?;
     if let Some(main) = written.first() {
         writeln!(out, "{}", main.path.display()).map_err(stdout_err)?;
     }

@@ -7,15 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use stepsync::apply::ApplyOptions;
+use stepsync::apply::{ApplyOptions, apply_then};
 use stepsync::engine::Engine;
 use stepsync::engine::daemon::runtime;
 use stepsync::error::Result;
-use stepsync::plan::plan;
+use stepsync::plan::{PlanOptions, plan};
 use stepsync::service::Service;
+use stepsync::snapshot::Snapshot;
 use stepsync::store::Status;
 
-use super::objects::apply_files;
+use super::objects::{apply_files, expand_files};
 use super::plan::{plan_text, report_plan_errors};
 use super::progress::Bar;
 use super::{ok_or_1, print, stdout_err};
@@ -52,6 +53,33 @@ fn engine(svc: Service) -> Result<Arc<Engine>> {
 
 /// `run --once [--pretend] [-f FILE]...`.
 fn run_once(svc: Service, files: &[PathBuf], pretend: bool, out: &mut dyn Write) -> Result<bool> {
+    let pretend = pretend || svc.config.pretend;
+    if pretend {
+        // Pure: the files' objects are planned on top of the store, never written to it.
+        let engine = engine(svc)?;
+        let world = if files.is_empty() {
+            None
+        } else {
+            let files = expand_files(files)?;
+            let opts = ApplyOptions {
+                dry_run: true,
+                ..ApplyOptions::default()
+            };
+            let schema = engine.svc.schema.clone();
+            let (_, world) = apply_then(&engine.svc, &*engine.store, &files, opts, |tx| {
+                Ok(Snapshot::load(schema, tx)?)
+            })?;
+            Some(Arc::new(world))
+        };
+        let opts = PlanOptions {
+            world,
+            ..PlanOptions::default()
+        };
+        let p = runtime()?.block_on(plan(&engine, opts))?;
+        print(out, &plan_text(&p))?;
+        report_plan_errors(&p);
+        return Ok(p.errors.is_empty());
+    }
     if !files.is_empty() {
         apply_files(&svc, files, ApplyOptions::default(), out)?;
     }
@@ -59,15 +87,8 @@ fn run_once(svc: Service, files: &[PathBuf], pretend: bool, out: &mut dyn Write)
         writeln!(out, "run: disabled in stepsync.yaml; nothing run").map_err(stdout_err)?;
         return Ok(true);
     }
-    let pretend = pretend || svc.config.pretend;
     let engine = engine(svc)?;
     let rt = runtime()?;
-    if pretend {
-        let p = rt.block_on(plan(&engine, false))?;
-        print(out, &plan_text(&p))?;
-        report_plan_errors(&p);
-        return Ok(p.errors.is_empty());
-    }
     let summary = rt.block_on(engine.run_once())?;
     let counts: Vec<String> = summary
         .counts

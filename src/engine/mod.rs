@@ -207,17 +207,17 @@ impl Engine {
         }))
     }
 
-    /// Writes the recipe files of `p`; the first one returned is the main recipe.
-    pub fn write_recipe(&self, p: &Prepared) -> Result<Vec<Written>> {
+    /// Writes the recipe files of `p` into `sys` (the sys dir, or a plan dir); the first one
+    /// returned is the main recipe.
+    pub fn write_recipe(&self, sys: &SysDir, p: &Prepared) -> Result<Vec<Written>> {
         let secrets = &self.svc.secrets;
         let title = format!("{} ({})", p.obj.name(), p.phase.as_str());
         let vars =
             serde_json::to_string_pretty(&secrets.mask_json(&Json::Object(p.attributes.clone())))
                 .unwrap_or_default();
         let files = p.recipe.files(p.phase, secrets, &title, vars + "\n");
-        self.sys
-            .write_files(&p.obj.model, &p.obj.key, &files)
-            .map_err(|e| sys_error(&self.sys, e))
+        sys.write_files(&p.obj.model, &p.obj.key, &files)
+            .map_err(|e| sys_error(sys, e))
     }
 
     /// Sends the payload and classifies what came back; returns the outcome and the run log.

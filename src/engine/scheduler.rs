@@ -435,7 +435,7 @@ impl Pass<'_> {
                         let p = engine.prepare(&world, &obj, phase)?;
                         if let Some(p) = &p {
                             engine
-                                .write_recipe(p)
+                                .write_recipe(&engine.sys, p)
                                 .map_err(|e| RunError::SysDir(e.to_string()))?;
                         }
                         Ok::<_, RunError>(p)

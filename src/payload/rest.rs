@@ -165,8 +165,17 @@ fn render_request(
 }
 
 /// `s` with control characters and spaces percent-encoded (what the HTTP client would send
-/// for them), everything else as it is.
+/// for them), everything else as it is. A plan's `(known after apply)` stays readable: it
+/// is a placeholder, never sent.
 fn encode_controls(s: &str) -> String {
+    let parts: Vec<String> = s
+        .split(crate::template::KNOWN_AFTER_APPLY)
+        .map(encode_controls_in)
+        .collect();
+    parts.join(crate::template::KNOWN_AFTER_APPLY)
+}
+
+fn encode_controls_in(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_control() || c == ' ' {
