@@ -25,6 +25,29 @@ impl Phase {
 /// leading `.` too (so `.` and `..` cannot occur), and the empty string becomes `%`, which no
 /// encoded name can be.
 pub fn safe_name(s: &str) -> String {
+    let name = encode_name(s);
+    if name.len() <= MAX_NAME {
+        return name;
+    }
+    // Too long for a file name (most file systems allow 255 bytes): cut to fit, and tell
+    // keys with the same beginning apart by a digest of the whole key. `status.json` has
+    // the key in full. A cut never splits a `%XX`, and `~` is never in an encoded name.
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(s.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let b = name.as_bytes();
+    let mut cut = MAX_NAME - hex.len() - 1;
+    while cut >= 2 && (b[cut - 1] == b'%' || b[cut - 2] == b'%') {
+        cut -= 1;
+    }
+    format!("{}~{hex}", &name[..cut])
+}
+
+/// The longest folder name the sys dir writes, well inside the usual 255-byte limit so a
+/// file system that counts differently still fits it.
+const MAX_NAME: usize = 200;
+
+fn encode_name(s: &str) -> String {
     if s.is_empty() {
         return "%".to_owned();
     }
@@ -86,7 +109,7 @@ impl SysDir {
                 std::fs::read_to_string(&path).ok()
             };
             if old.as_deref() != Some(content.as_str()) {
-                write_atomic(&path, content, name.ends_with(".sh"))?;
+                write_atomic(&self.root, &path, content, name.ends_with(".sh"))?;
             }
             out.push(Written {
                 path,
@@ -105,7 +128,7 @@ impl SysDir {
                 std::fs::create_dir_all(parent)?;
             }
             if std::fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
-                write_atomic(&path, content, false)?;
+                write_atomic(&self.root, &path, content, false)?;
             }
         }
         Ok(())
@@ -128,7 +151,7 @@ impl SysDir {
             n += 1;
             path = runs.join(format!("{stamp}.{n}-{}.log", phase.as_str()));
         }
-        write_atomic(&path, text, false)?;
+        write_atomic(&self.root, &path, text, false)?;
         if fresh {
             return Ok(path);
         }
@@ -142,6 +165,23 @@ impl SysDir {
             std::fs::remove_file(old)?;
         }
         Ok(path)
+    }
+
+    /// Removes the temporary files a crashed writer left; run by the lease holder before it
+    /// writes anything, so no writer is still using them.
+    pub fn sweep(&self) -> io::Result<usize> {
+        let dir = self.root.join(TMP_DIR);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut n = 0;
+        for e in entries {
+            std::fs::remove_file(e?.path())?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Moves a purged object's folder to `.deleted/<Model>/<key>/`, replacing an older one.
@@ -185,28 +225,39 @@ fn make_dir(dir: &Path) -> io::Result<bool> {
     }
 }
 
+/// Where temporary files are written before they are renamed into place: one folder, so
+/// what a crash leaves behind is found without walking the sys dir.
+const TMP_DIR: &str = ".tmp";
+
 /// Write to a temporary file and rename, so a reader never sees half a recipe. Scripts are
-/// created executable (as far as the umask allows).
-fn write_atomic(path: &Path, content: &str, executable: bool) -> io::Result<()> {
+/// created executable (as far as the umask allows). A write that fails removes its
+/// temporary file: a full disk is not made fuller.
+fn write_atomic(root: &Path, path: &Path, content: &str, executable: bool) -> io::Result<()> {
     use std::io::Write as _;
-    let tmp = path.with_extension(format!(
-        "{}.tmp{}",
-        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
-        std::process::id()
-    ));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(if executable { 0o777 } else { 0o666 });
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = root.join(TMP_DIR);
+    make_dir(&dir)?;
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{}.{n}", std::process::id()));
+    let written = (|| {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(if executable { 0o777 } else { 0o666 });
+        }
+        #[cfg(not(unix))]
+        let _ = executable;
+        let mut f = opts.open(&tmp)?;
+        f.write_all(content.as_bytes())?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    #[cfg(not(unix))]
-    let _ = executable;
-    let mut f = opts.open(&tmp)?;
-    f.write_all(content.as_bytes())?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    written
 }
 
 #[cfg(test)]
@@ -257,6 +308,39 @@ mod tests {
             std::fs::metadata(&sh).unwrap().permissions().mode() & 0o100,
             0
         );
+    }
+
+    #[test]
+    fn long_keys_are_cut_to_fit_and_stay_apart() {
+        let long = "é".repeat(150);
+        let (a, b) = (
+            safe_name(&format!("{long}a")),
+            safe_name(&format!("{long}b")),
+        );
+        assert!(a.len() <= MAX_NAME && b.len() <= MAX_NAME, "{}", a.len());
+        assert_ne!(a, b);
+        assert!(a.contains('~'));
+        // The cut never leaves half a `%XX`.
+        let head = a.split('~').next().unwrap();
+        assert_eq!(head.rfind('%'), Some(head.len() - 3), "{head}");
+        let dir = tempfile::tempdir().unwrap();
+        let sys = SysDir::new(dir.path().to_path_buf(), 2);
+        sys.write_files("M", &format!("{long}a"), &[("x".into(), "y".into())])
+            .unwrap();
+    }
+
+    #[test]
+    fn temporary_files_live_in_one_folder_and_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = SysDir::new(dir.path().to_path_buf(), 2);
+        sys.write_files("M", "k", &[("a".into(), "1".into())])
+            .unwrap();
+        let tmp = dir.path().join(TMP_DIR);
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+        // What a writer killed between write and rename leaves behind.
+        std::fs::write(tmp.join("4242.7"), "half").unwrap();
+        assert_eq!(sys.sweep().unwrap(), 1);
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
     }
 
     #[test]

@@ -421,3 +421,41 @@ fn plan_tells_the_truth() {
         executed
     );
 }
+
+#[test]
+fn a_sys_dir_write_that_fails_is_an_error_of_that_object_only() {
+    let server = TestServer::start();
+    let svc = service(
+        &server,
+        "{{ vars.base }}/sites/{{ n | urlencode }}",
+        r#"{name: "{{ n }}"}"#,
+    );
+    let long = "k".repeat(300);
+    svc.file(
+        "objects.yaml",
+        &format!("Site:\n  - {{name: a}}\n  - {{name: b}}\n  - {{name: {long}}}\n"),
+    );
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    // Where b's folder would go, something that is not a folder.
+    let sys = svc.path().join(".stepsync/sys/Site");
+    std::fs::create_dir_all(&sys).unwrap();
+    std::fs::write(sys.join("b"), "in the way").unwrap();
+    let out = svc
+        .test()
+        .args(["run", "--once"])
+        .status(1)
+        .stdout_contains("run: 2 ok, 1 error")
+        .run();
+    assert!(
+        out.stdout.contains("Site/b error: sys dir "),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(svc.object("Site", "a")["status"]["status"], "ok");
+    // A key too long for a file name gets a folder cut to fit, its status.json has it whole.
+    let status = crate::common::walk(&sys)
+        .into_iter()
+        .find(|p| p.ends_with("status.json") && p.to_string_lossy().contains("kkkk"))
+        .expect("the long key's status.json");
+    assert!(std::fs::read_to_string(status).unwrap().contains(&long));
+}

@@ -139,6 +139,18 @@ impl Engine {
         lease::acquire(self.store.clone(), self.svc.config.lease.ttl.0)
     }
 
+    /// Removes what a crashed run left in the sys dir; only the lease holder writes there.
+    pub(crate) fn sweep_sys_dir(&self) {
+        match self.sys.sweep() {
+            Ok(0) => {}
+            Ok(n) => info!(
+                files = n,
+                "removed temporary files a stopped run left in the sys dir"
+            ),
+            Err(e) => warn!(error = %e, "cannot clean the sys dir's temporary files"),
+        }
+    }
+
     pub fn snapshot(&self) -> Result<Arc<Snapshot>> {
         Ok(Arc::new(Snapshot::load(
             self.svc.schema.clone(),
@@ -306,7 +318,8 @@ impl Engine {
         log: &str,
     ) -> Result<Option<ObjectRecord>> {
         let (mut recs, writes) = self.record_runs(&[(obj, phase, outcome, log)])?;
-        writes.apply(&self.sys)?;
+        // Logged by `apply`; the object's files are rewritten on its next run.
+        let _ = writes.apply(&self.sys);
         Ok(recs.pop().flatten())
     }
 
@@ -428,10 +441,12 @@ impl Engine {
         }
         tx.commit()?;
         for ((obj, _), rec) in writes.iter().zip(&out) {
-            if rec.is_none() {
-                self.sys
-                    .retire(&obj.model, &obj.key)
-                    .map_err(|e| sys_error(&self.sys, e))?;
+            // Purged: its folder moves aside. A failure leaves the folder where it was; the
+            // store no longer has the object, so there is nothing to mark in error.
+            if rec.is_none()
+                && let Err(e) = self.sys.retire(&obj.model, &obj.key)
+            {
+                warn!(object = %obj.name(), error = %sys_error(&self.sys, e), "cannot move a purged object's folder aside");
             }
         }
         Ok(out)
@@ -477,11 +492,20 @@ enum SysWrite {
     },
 }
 
+/// A sys dir write that failed: an error of that object, never of the engine (SPEC §5.5).
+pub(crate) struct SysFailure {
+    pub(crate) model: String,
+    pub(crate) key: String,
+    pub(crate) message: String,
+}
+
 impl SysWrites {
-    pub(crate) fn apply(self, sys: &SysDir) -> Result<()> {
-        let io = |e: std::io::Error| sys_error(sys, e);
+    /// Writes everything it can; what fails is returned, object by object, with the path
+    /// and the cause (a full disk, a name the file system refuses).
+    pub(crate) fn apply(self, sys: &SysDir) -> Vec<SysFailure> {
+        let mut failed: Vec<SysFailure> = Vec::new();
         for w in self.0 {
-            match w {
+            let (model, key, result) = match w {
                 SysWrite::RunLog {
                     model,
                     key,
@@ -489,17 +513,35 @@ impl SysWrites {
                     stamp,
                     text,
                 } => {
-                    sys.write_run_log(&model, &key, phase, &stamp, &text)
-                        .map_err(io)?;
+                    let r = sys
+                        .write_run_log(&model, &key, phase, &stamp, &text)
+                        .map(drop);
+                    (model, key, r)
                 }
                 SysWrite::Status { model, key, text } => {
-                    sys.write_files(&model, &key, &[("status.json".to_owned(), text)])
-                        .map_err(io)?;
+                    let r = sys
+                        .write_files(&model, &key, &[("status.json".to_owned(), text)])
+                        .map(drop);
+                    (model, key, r)
                 }
-                SysWrite::Retire { model, key } => sys.retire(&model, &key).map_err(io)?,
+                SysWrite::Retire { model, key } => {
+                    let r = sys.retire(&model, &key);
+                    (model, key, r)
+                }
+            };
+            if let Err(e) = result
+                && !failed.iter().any(|f| f.model == model && f.key == key)
+            {
+                let path = sys.object_dir(&model, &key);
+                warn!(object = %format!("{model}/{key}"), path = %path.display(), error = %e, "sys dir write failed");
+                failed.push(SysFailure {
+                    message: format!("sys dir {}: {e}", path.display()),
+                    model,
+                    key,
+                });
             }
         }
-        Ok(())
+        failed
     }
 }
 

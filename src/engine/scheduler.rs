@@ -13,7 +13,7 @@ use tracing::{Instrument, info, info_span};
 
 use super::graph::{Dep, ObjectGraph};
 use super::queue::ReadyQueue;
-use super::{Engine, Outcome, RunError, Summary};
+use super::{Engine, Outcome, RunError, Summary, SysFailure};
 use crate::bookkeeping;
 use crate::error::Result;
 use crate::snapshot::Snapshot;
@@ -57,7 +57,7 @@ struct Pass<'a> {
     writes: Vec<(Arc<ObjectRecord>, RunRecord)>,
     /// Sys dir files of recorded runs, being written off the scheduler's thread; all are
     /// awaited before the pass ends, so no object runs again before its files are there.
-    sys_writes: JoinSet<Result<()>>,
+    sys_writes: JoinSet<Vec<SysFailure>>,
 }
 
 impl Engine {
@@ -138,10 +138,11 @@ impl Engine {
         pass.flush()?;
         while let Some(joined) = pass.sys_writes.join_next().await {
             match joined {
-                Ok(r) => r?,
-                Err(e) => tracing::error!(error = %e, "a sys dir write failed"),
+                Ok(failed) => pass.sys_failed(failed),
+                Err(e) => tracing::error!(error = %e, "a sys dir write task failed"),
             }
         }
+        pass.flush()?;
         self.progress.finish();
         let stats = pass.stats;
         info!(
@@ -193,6 +194,7 @@ impl Engine {
     /// `run --once`: passes until one makes no progress.
     pub async fn run_once(self: &Arc<Self>) -> Result<Summary> {
         let _lease = self.lease()?;
+        self.sweep_sys_dir();
         let (_tx, rx) = watch::channel(false);
         let mut done = HashSet::new();
         let mut summary = Summary::default();
@@ -402,6 +404,25 @@ impl Pass<'_> {
             }
         }
         self.flush()
+    }
+
+    /// Objects whose sys dir files could not be written are in error (retried with backoff,
+    /// which rewrites them); the rest of the pass goes on.
+    fn sys_failed(&mut self, failed: Vec<SysFailure>) {
+        for f in failed {
+            let Some(obj) = self.world.get(&f.model, &f.key) else {
+                continue;
+            };
+            self.stats.failed += 1;
+            self.writes.push((
+                obj.clone(),
+                RunRecord::Failure {
+                    intent: Intent::of(&obj.book),
+                    message: self.engine.clean_message(&f.message),
+                    dispatched: true,
+                },
+            ));
+        }
     }
 
     /// Writes the queued bookkeeping and updates the world with the result.
