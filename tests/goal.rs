@@ -459,3 +459,37 @@ fn a_sys_dir_write_that_fails_is_an_error_of_that_object_only() {
         .expect("the long key's status.json");
     assert!(std::fs::read_to_string(status).unwrap().contains(&long));
 }
+
+#[test]
+fn one_slow_request_does_not_hold_the_daemon() {
+    let server = TestServer::start();
+    let svc = service(
+        &server,
+        "{{ vars.base }}/sites/{{ n }}",
+        r#"{name: "{{ n }}"}"#,
+    );
+    svc.file("objects.yaml", "Site:\n  - {name: a}\n");
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    server.hold("/sites/a", Duration::from_secs(8));
+    let mut daemon = svc
+        .command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the daemon");
+    server
+        .wait_for("PUT /sites/a", Duration::from_secs(10))
+        .expect("the slow PUT");
+    svc.file("b.yaml", "Site:\n  - {name: b}\n");
+    let applied = Instant::now();
+    svc.ok(&["apply", "-f", "b.yaml"]);
+    let b = server.wait_for("PUT /sites/b", Duration::from_secs(10));
+    let waited = applied.elapsed();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    b.expect("b's PUT");
+    assert!(
+        waited < Duration::from_secs(3),
+        "b waited {waited:?} for a's slow request"
+    );
+}

@@ -53,7 +53,11 @@ impl Engine {
                 break;
             }
             let mut done = HashSet::new();
-            self.pass(&mut done, &stop_rx).await?;
+            let wake = super::scheduler::Wake {
+                events: &mut changes,
+                marker: &mut marker,
+            };
+            self.pass(&mut done, &stop_rx, Some(wake)).await?;
             if *stop.borrow() {
                 break;
             }

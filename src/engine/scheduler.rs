@@ -35,9 +35,18 @@ pub struct PassStats {
 
 /// What a finished task hands back to the pass.
 struct Finished {
-    id: i64,
+    /// The object as the run read it when it started: its outcome is weighed against that.
+    obj: Arc<ObjectRecord>,
     phase: Phase,
     outcome: (Outcome, String),
+}
+
+/// How a daemon's pass hears, while runs are in flight, that another process changed the
+/// store: it then takes the new work on at once instead of after the slowest run.
+pub(crate) struct Wake<'a> {
+    pub(crate) events: &'a mut tokio::sync::mpsc::Receiver<()>,
+    /// The store's change marker as last seen.
+    pub(crate) marker: &'a mut i64,
 }
 
 /// Ordering key of pending work: deletes (dependents first) before syncs (dependencies first).
@@ -63,10 +72,11 @@ struct Pass<'a> {
 impl Engine {
     /// One pass. `done` holds (id, generation) pairs already synced in this run, so a
     /// `--once` run actuates an object at most once per generation.
-    pub async fn pass(
+    pub(crate) async fn pass(
         self: &Arc<Self>,
         done: &mut HashSet<(i64, i64)>,
         shutdown: &watch::Receiver<bool>,
+        mut wake: Option<Wake<'_>>,
     ) -> Result<PassStats> {
         let started = Instant::now();
         // Nothing pending and no periodic resync: nothing can be due, so skip loading every
@@ -118,7 +128,20 @@ impl Engine {
                         break;
                     }
                 },
-                None => tasks.join_next().await,
+                None => match wake.as_mut() {
+                    Some(w) => tokio::select! {
+                        n = tasks.join_next() => n,
+                        Some(()) = w.events.recv() => {
+                            let marker = self.store.change_marker()?;
+                            if marker != *w.marker {
+                                *w.marker = marker;
+                                pass.refresh(done)?;
+                            }
+                            continue;
+                        }
+                    },
+                    None => tasks.join_next().await,
+                },
             };
             let Some(joined) = next else { break };
             // Every run that has finished by now is recorded in one transaction.
@@ -200,7 +223,7 @@ impl Engine {
         let mut summary = Summary::default();
         loop {
             summary.passes += 1;
-            let stats = self.pass(&mut done, &rx).await?;
+            let stats = self.pass(&mut done, &rx, None).await?;
             if stats.progress == 0 {
                 break;
             }
@@ -229,7 +252,8 @@ impl Pass<'_> {
         let models = rank.len();
         let mut jobs: Vec<(Arc<ObjectRecord>, OrderKey)> = Vec::new();
         for o in self.world.all() {
-            if cyclic.contains(&o.id) {
+            // Already queued or in flight (a refresh in the middle of a pass).
+            if cyclic.contains(&o.id) || self.phases.contains_key(&o.id) {
                 continue;
             }
             let Some(due) = bookkeeping::due(&o.book, now, &e.rules(&o.model)) else {
@@ -269,6 +293,21 @@ impl Pass<'_> {
                 self.block(id, message);
             }
         }
+        Ok(())
+    }
+
+    /// Another process changed the store while runs are in flight: the objects as they now
+    /// stand, and jobs for what became due. Runs in flight keep the objects they started
+    /// with; their outcomes are weighed against those.
+    fn refresh(&mut self, done: &HashSet<(i64, i64)>) -> Result<()> {
+        let e = self.engine;
+        self.world = Arc::new(Snapshot::load(e.svc.schema.clone(), &*e.store)?);
+        self.graph = ObjectGraph::build(&e.svc.graph, &self.world);
+        let before = self.queue.len();
+        self.collect(done)?;
+        self.engine
+            .progress
+            .start(self.queue.len().saturating_sub(before));
         Ok(())
     }
 
@@ -481,7 +520,7 @@ impl Pass<'_> {
                     Err(e) => (Outcome::Error(e), String::new()),
                 };
                 Finished {
-                    id: obj.id,
+                    obj,
                     phase,
                     outcome,
                 }
@@ -495,12 +534,8 @@ impl Pass<'_> {
         self.flush()?;
         let mut runs = Vec::with_capacity(batch.len());
         for f in &batch {
-            let Some(obj) = self.world.by_id(f.id) else {
-                self.queue.complete(f.id);
-                continue;
-            };
             self.stats.ran += 1;
-            runs.push((obj, f));
+            runs.push((f.obj.clone(), f));
         }
         let args: Vec<_> = runs
             .iter()
