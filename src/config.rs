@@ -77,6 +77,25 @@ pub struct Config {
     /// The runner's lease on the store: one `stepsync run` drives a store at a time.
     #[serde(default)]
     pub lease: LeaseConfig,
+    /// Limits of REST payloads.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `http:` (SPEC §3, §6.2).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// A larger response fails the run; it is never held whole in memory.
+    pub max_response: crate::duration::Size,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_response: crate::duration::Size(8 * 1024 * 1024),
+        }
+    }
 }
 
 /// `lease:` (SPEC §5.5): how long a runner's lease lasts without renewal; it is renewed

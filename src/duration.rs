@@ -1,4 +1,5 @@
-//! Durations as users write them: `500ms`, `10s`, `5m`, `1h` (and a bare `0`).
+//! Durations as users write them: `500ms`, `10s`, `5m`, `1h` (and a bare `0`); sizes as
+//! they write them: `8MiB`, `512KiB`, `1MB`, or a number of bytes.
 
 use std::fmt;
 use std::time::Duration;
@@ -92,5 +93,60 @@ mod tests {
         for s in ["0s", "10s", "30m", "1h"] {
             assert_eq!(Dur::parse(s).unwrap().to_string(), s);
         }
+    }
+}
+
+/// A size in bytes, written `8MiB`, `64KiB`, `1MB` or as a bare number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size(pub u64);
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Exact, in the unit a user would have written.
+        const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+        match UNITS
+            .iter()
+            .find(|(u, _)| self.0 >= *u && self.0.is_multiple_of(*u))
+        {
+            Some((u, name)) => write!(f, "{} {name}", self.0 / u),
+            None => write!(f, "{} bytes", self.0),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size such as `8MiB`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                v.trim()
+                    .parse::<bytesize::ByteSize>()
+                    .map(|b| Size(b.0))
+                    .map_err(|_| {
+                        E::custom(format!(
+                            "invalid size `{v}` (write it like `8MiB`, `512KiB` or `1MB`)"
+                        ))
+                    })
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+        }
+        d.deserialize_any(SizeVisitor)
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
     }
 }

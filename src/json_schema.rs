@@ -121,6 +121,26 @@ pub fn duration_pattern() -> String {
     format!("^\\s*(0|{term}(\\s*{term})*)\\s*$")
 }
 
+impl JsonSchema for crate::duration::Size {
+    fn schema_name() -> Cow<'static, str> {
+        "Size".into()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        "stepsync::duration::Size".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A size: `8MiB`, `512KiB`, `1MB`, or a number of bytes.",
+            "anyOf": [
+                {"type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*([kKmMgGtT][iI]?)?[bB]?\\s*$"},
+                {"type": "integer", "minimum": 0}
+            ]
+        })
+    }
+}
+
 impl JsonSchema for Dur {
     fn schema_name() -> Cow<'static, str> {
         "Duration".into()

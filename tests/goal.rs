@@ -493,3 +493,38 @@ fn one_slow_request_does_not_hold_the_daemon() {
         "b waited {waited:?} for a's slow request"
     );
 }
+
+#[test]
+fn a_response_larger_than_max_response_fails_the_run_and_logs_stay_small() {
+    let server = TestServer::start();
+    let svc = service(
+        &server,
+        "{{ vars.base }}/sites/{{ n }}",
+        r#"{name: "{{ n }}"}"#,
+    );
+    let cfg = std::fs::read_to_string(svc.path().join("stepsync.yaml")).unwrap();
+    svc.file(
+        "stepsync.yaml",
+        &format!("{cfg}http: {{max_response: 1MiB}}\n"),
+    );
+    svc.file("objects.yaml", "Site:\n  - {name: big}\n  - {name: mid}\n");
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let big = format!("\"{}\"", "x".repeat(3 * 1024 * 1024));
+    let mid = format!("\"{}\"", "y".repeat(512 * 1024));
+    server.respond("PUT", "/sites/big", 200, &big);
+    server.respond("PUT", "/sites/mid", 200, &mid);
+    let out = svc.test().args(["run", "--once"]).status(1).run();
+    assert!(
+        out.stdout
+            .contains("the response is larger than http.max_response (1 MiB)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(svc.object("Site", "mid")["status"]["status"], "ok");
+    // The run log keeps the first 64 KiB of a body, not all of it.
+    let runs = svc.path().join(".stepsync/sys/Site/mid/runs");
+    for log in std::fs::read_dir(runs).unwrap() {
+        let len = std::fs::metadata(log.unwrap().path()).unwrap().len();
+        assert!(len < 70 * 1024, "a run log of {len} bytes");
+    }
+}

@@ -91,9 +91,15 @@ pub(crate) fn replay_cmd(dir: &Path, path: &Path, out: &mut dyn Write) -> Result
         .map_err(|e| Error::failed(format!("{}: {e}", file.display())))?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = runtime()?;
-    let client = reqwest::Client::new();
+    let http = rest::Http {
+        client: reqwest::Client::new(),
+        max_response: svc.map_or_else(
+            || stepsync::config::HttpConfig::default().max_response.0,
+            |s| s.config.http.max_response.0,
+        ),
+    };
     let is_delete = file.file_name().is_some_and(|n| n == "delete.http");
-    let ex = rt.block_on(rest::execute(&client, &plan, is_delete));
+    let ex = rt.block_on(rest::execute(&http, &plan, is_delete));
     let mask = |s: &str| svc.map_or_else(|| s.to_owned(), |sv| sv.secrets.mask(s));
     for (req, status, _) in &ex.log {
         let st = status.map_or_else(|| "no response".to_owned(), |s| s.to_string());

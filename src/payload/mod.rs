@@ -105,7 +105,7 @@ pub struct Execution {
 /// Everything the payloads need from the service, and the connections they keep: one HTTP
 /// client, and the built-in runner's SSH masters opened on first use.
 pub struct Dispatcher {
-    client: reqwest::Client,
+    http: rest::Http,
     ssh_pool: OnceLock<Arc<SshPool>>,
     runner: Runner,
     playbooks_dir: PathBuf,
@@ -131,7 +131,10 @@ impl Dispatcher {
         ssh.private_key = ssh.private_key.map(|k| in_dir(&svc.dir, &k));
         ssh.known_hosts_file = ssh.known_hosts_file.map(|k| in_dir(&svc.dir, &k));
         Ok(Dispatcher {
-            client,
+            http: rest::Http {
+                client,
+                max_response: svc.config.http.max_response.0,
+            },
             ssh_pool: OnceLock::new(),
             runner: svc.config.runner,
             playbooks_dir: in_dir(&svc.dir, Path::new(playbook::PLAYBOOKS_DIR)),
@@ -202,7 +205,7 @@ impl Dispatcher {
     /// request (`Ok(None)`: nothing would be sent); `None` for recipes that cannot tell.
     pub async fn refresh(&self, recipe: &Recipe) -> Option<Result<Option<rest::Action>, String>> {
         match recipe {
-            Recipe::Rest(plan) => Some(rest::refresh(&self.client, plan).await),
+            Recipe::Rest(plan) => Some(rest::refresh(&self.http, plan).await),
             Recipe::Playbook(_) => None,
         }
     }
@@ -218,7 +221,7 @@ impl Dispatcher {
     ) -> Execution {
         match recipe {
             Recipe::Rest(plan) => {
-                let ex = rest::execute(&self.client, plan, phase == Phase::Delete).await;
+                let ex = rest::execute(&self.http, plan, phase == Phase::Delete).await;
                 let log = rest::log(&ex);
                 let response = match &ex.result {
                     // No response at all: connection errors and timeouts are errors, with backoff.

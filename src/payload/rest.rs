@@ -13,6 +13,16 @@ use crate::template::{RenderError, Templates};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The HTTP client and the limits of REST payloads (`http:` of stepsync.yaml).
+pub struct Http {
+    pub client: reqwest::Client,
+    /// Larger responses fail the run (SPEC §6.2).
+    pub max_response: u64,
+}
+
+/// What a run log keeps of each response body (SPEC §6.2).
+const LOG_BODY_LIMIT: usize = 64 * 1024;
+
 /// One concrete request, every template already rendered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpRequest {
@@ -207,12 +217,10 @@ impl HttpRequest {
     }
 }
 
-async fn send(
-    client: &reqwest::Client,
-    req: &HttpRequest,
-) -> Result<(u16, Map<String, Json>, String), String> {
+async fn send(http: &Http, req: &HttpRequest) -> Result<(u16, Map<String, Json>, String), String> {
     let method = reqwest::Method::from_bytes(req.method.as_bytes()).map_err(|e| e.to_string())?;
-    let mut rb = client
+    let mut rb = http
+        .client
         .request(method, &req.url)
         .timeout(Duration::from_millis(req.timeout_ms));
     for (k, v) in &req.headers {
@@ -236,8 +244,25 @@ async fn send(
             )
         })
         .collect();
-    let text = resp.text().await.map_err(|e| describe_reqwest(&e, req))?;
-    Ok((status, headers, text))
+    // Read in chunks against the limit: a huge answer fails the run instead of being held.
+    let mut resp = resp;
+    let mut bytes: Vec<u8> = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| describe_reqwest(&e, req))? {
+        if (bytes.len() + chunk.len()) as u64 > http.max_response {
+            return Err(format!(
+                "{} {}: the response is larger than http.max_response ({})",
+                req.method,
+                req.url,
+                crate::duration::Size(http.max_response)
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((
+        status,
+        headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    ))
 }
 
 fn describe_reqwest(e: &reqwest::Error, req: &HttpRequest) -> String {
@@ -288,12 +313,12 @@ fn unexpected(req: &HttpRequest, r: &RestResult) -> String {
 
 /// Sends one request, recording it in `log`.
 async fn exchange_one(
-    client: &reqwest::Client,
+    http: &Http,
     req: &HttpRequest,
     action: Action,
     log: &mut Vec<(HttpRequest, Option<u16>, String)>,
 ) -> Result<RestResult, String> {
-    match send(client, req).await {
+    match send(http, req).await {
         Ok((status, headers, text)) => {
             log.push((req.clone(), Some(status), text.clone()));
             Ok(result_of(status, headers, text, action))
@@ -307,12 +332,12 @@ async fn exchange_one(
 
 /// Sends the request that decides the outcome: a status outside `expect` is a failure.
 async fn act(
-    client: &reqwest::Client,
+    http: &Http,
     req: &HttpRequest,
     action: Action,
     mut log: Vec<(HttpRequest, Option<u16>, String)>,
 ) -> Exchange {
-    match exchange_one(client, req, action, &mut log).await {
+    match exchange_one(http, req, action, &mut log).await {
         Ok(r) => Exchange {
             failure: (!req.accepts(r.status)).then(|| unexpected(req, &r)),
             result: Some(r),
@@ -327,10 +352,10 @@ async fn act(
 }
 
 /// Runs a rendered recipe. `is_delete` marks the outcome's action.
-pub async fn execute(client: &reqwest::Client, plan: &RestPlan, is_delete: bool) -> Exchange {
+pub async fn execute(http: &Http, plan: &RestPlan, is_delete: bool) -> Exchange {
     let single = |action: Action| if is_delete { Action::Delete } else { action };
     match plan {
-        RestPlan::Simple(req) => act(client, req, single(Action::Update), Vec::new()).await,
+        RestPlan::Simple(req) => act(http, req, single(Action::Update), Vec::new()).await,
         RestPlan::Delta {
             observe,
             absent,
@@ -339,8 +364,7 @@ pub async fn execute(client: &reqwest::Client, plan: &RestPlan, is_delete: bool)
             compare,
         } => {
             let mut log = Vec::new();
-            let (result, failure) = match exchange_one(client, observe, Action::None, &mut log)
-                .await
+            let (result, failure) = match exchange_one(http, observe, Action::None, &mut log).await
             {
                 Err(e) => (None, Some(e)),
                 Ok(observed) => match decide(
@@ -351,7 +375,7 @@ pub async fn execute(client: &reqwest::Client, plan: &RestPlan, is_delete: bool)
                     update,
                     compare.as_deref(),
                 ) {
-                    Ok(Some((req, action))) => return act(client, req, single(action), log).await,
+                    Ok(Some((req, action))) => return act(http, req, single(action), log).await,
                     Ok(None) => (Some(observed), None),
                     Err(e) => (Some(observed), Some(e)),
                 },
@@ -367,7 +391,7 @@ pub async fn execute(client: &reqwest::Client, plan: &RestPlan, is_delete: bool)
 
 /// `plan --refresh`: sends only the read-only observe request of a delta recipe and says
 /// what the run would do (`None`: the backend already matches).
-pub async fn refresh(client: &reqwest::Client, plan: &RestPlan) -> Result<Option<Action>, String> {
+pub async fn refresh(http: &Http, plan: &RestPlan) -> Result<Option<Action>, String> {
     let RestPlan::Delta {
         observe,
         absent,
@@ -379,7 +403,7 @@ pub async fn refresh(client: &reqwest::Client, plan: &RestPlan) -> Result<Option
         return Ok(Some(Action::Update));
     };
     let mut log = Vec::new();
-    let observed = exchange_one(client, observe, Action::None, &mut log).await?;
+    let observed = exchange_one(http, observe, Action::None, &mut log).await?;
     Ok(decide(
         observe,
         &observed,
@@ -442,6 +466,23 @@ pub fn is_subset(desired: &Json, observed: &Json) -> bool {
     }
 }
 
+/// `text` cut to what a run log keeps, saying how much was left out.
+fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= LOG_BODY_LIMIT {
+        return text.into();
+    }
+    let mut end = LOG_BODY_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}\n< … ({} more bytes not kept)",
+        &text[..end],
+        text.len() - end
+    )
+    .into()
+}
+
 /// The run log of a REST run: every request sent and what came back.
 pub fn log(ex: &Exchange) -> String {
     let mut out = String::new();
@@ -458,7 +499,7 @@ pub fn log(ex: &Exchange) -> String {
             out.push_str(&format!(">\n> {b}\n"));
         }
         match status {
-            Some(s) => out.push_str(&format!("< {s}\n< {}\n\n", text.trim_end())),
+            Some(s) => out.push_str(&format!("< {s}\n< {}\n\n", clip(text.trim_end()))),
             None => out.push_str(&format!("! {text}\n\n")),
         }
     }
