@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod backoff;
+pub mod boolean;
 pub mod commands;
 pub mod config;
 pub mod deletion;
