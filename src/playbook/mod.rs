@@ -8,3 +8,4 @@ pub mod run;
 pub mod ssh;
 pub mod target;
 pub mod vars;
+pub mod vars_file;
