@@ -29,8 +29,8 @@ pub fn from_json(v: &Json) -> Option<bool> {
     match v {
         Json::Bool(b) => Some(*b),
         Json::Number(n) => match n.as_f64() {
-            Some(f) if f == 1.0 => Some(true),
-            Some(f) if f == 0.0 => Some(false),
+            Some(1.0) => Some(true),
+            Some(0.0) => Some(false),
             _ => None,
         },
         Json::String(s) => parse(s),

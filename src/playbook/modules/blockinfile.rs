@@ -2,10 +2,9 @@
 //! only when the block really changes. Ported from Ansible's module as a pure function on
 //! text (see `text_edit` for the regex dialect).
 
-use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::params::{Flag, Mode, PyStr, Str, is};
+use super::params::{Flag, Mode, PyStr, Str, file_params, is};
 use super::text_edit::{
     Edit, Insert, Unsupported, finish, global_multiline, insert_of, load, searchable,
 };
@@ -13,37 +12,27 @@ use super::{Exit, ModCtx, ModResult, Module, either, exit};
 
 pub(super) struct BlockInFile;
 
-/// Ansible's parameters; ownership and SELinux ones are accepted and not acted on, `backup`
-/// and `validate` are refused (see `text_edit::load`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(super) struct Params {
-    #[serde(alias = "dest", alias = "destfile", alias = "name")]
-    path: Option<Str>,
-    state: Option<PyStr>,
-    marker: Option<PyStr>,
-    #[serde(alias = "content")]
-    block: Option<PyStr>,
-    insertafter: Option<PyStr>,
-    insertbefore: Option<PyStr>,
-    create: Option<Flag>,
-    marker_begin: Option<PyStr>,
-    marker_end: Option<PyStr>,
-    append_newline: Option<Flag>,
-    prepend_newline: Option<Flag>,
-    mode: Option<Mode>,
-    backup: Option<Flag>,
-    validate: Option<PyStr>,
-    owner: Option<Str>,
-    group: Option<Str>,
-    #[serde(alias = "attr")]
-    attributes: Option<Str>,
-    selevel: Option<Str>,
-    serole: Option<Str>,
-    setype: Option<Str>,
-    seuser: Option<Str>,
-    unsafe_writes: Option<Flag>,
+file_params! {
+    /// Ansible's parameters; ownership and SELinux ones are accepted and not acted on, `backup`
+    /// and `validate` are refused (see `text_edit::load`).
+    struct Params {
+        #[serde(alias = "dest", alias = "destfile", alias = "name")]
+        path: Option<Str>,
+        state: Option<PyStr>,
+        marker: Option<PyStr>,
+        #[serde(alias = "content")]
+        block: Option<PyStr>,
+        insertafter: Option<PyStr>,
+        insertbefore: Option<PyStr>,
+        create: Option<Flag>,
+        marker_begin: Option<PyStr>,
+        marker_end: Option<PyStr>,
+        append_newline: Option<Flag>,
+        prepend_newline: Option<Flag>,
+        mode: Option<Mode>,
+        backup: Option<Flag>,
+        validate: Option<PyStr>,
+    }
 }
 
 impl Module for BlockInFile {

@@ -2,42 +2,31 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::params::{Flag, Mode, Str};
+use super::params::{Flag, Mode, Str, file_params};
 use super::{ModCtx, ModResult, Module, find, io, put};
 
 pub(super) struct Copy;
 
-/// Ansible's parameters; ownership, SELinux, backup and validation ones are accepted and not
-/// acted on, as before.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(super) struct Params {
-    dest: Option<Str>,
-    src: Option<Str>,
-    content: Option<Json>,
-    mode: Option<Mode>,
-    force: Option<Flag>,
-    backup: Option<Flag>,
-    remote_src: Option<Flag>,
-    follow: Option<Flag>,
-    local_follow: Option<Flag>,
-    directory_mode: Option<Mode>,
-    validate: Option<Str>,
-    checksum: Option<Str>,
-    decrypt: Option<Flag>,
-    owner: Option<Str>,
-    group: Option<Str>,
-    #[serde(alias = "attr")]
-    attributes: Option<Str>,
-    selevel: Option<Str>,
-    serole: Option<Str>,
-    setype: Option<Str>,
-    seuser: Option<Str>,
-    unsafe_writes: Option<Flag>,
+file_params! {
+    /// Ansible's parameters; ownership, SELinux, backup and validation ones are accepted and not
+    /// acted on, as before.
+    struct Params {
+        dest: Option<Str>,
+        src: Option<Str>,
+        content: Option<Json>,
+        mode: Option<Mode>,
+        force: Option<Flag>,
+        backup: Option<Flag>,
+        remote_src: Option<Flag>,
+        follow: Option<Flag>,
+        local_follow: Option<Flag>,
+        directory_mode: Option<Mode>,
+        validate: Option<Str>,
+        checksum: Option<Str>,
+        decrypt: Option<Flag>,
+    }
 }
 
 impl Module for Copy {

@@ -2,41 +2,30 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::params::{Flag, Mode, Str};
+use super::params::{Flag, Mode, Str, file_params};
 use super::{ModCtx, ModResult, Module, io};
 
 pub(super) struct File;
 
-/// Ansible's parameters; links, ownership, times and SELinux ones are accepted and not acted
-/// on, as before.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(super) struct Params {
-    #[serde(alias = "dest", alias = "name")]
-    path: Option<Str>,
-    state: Option<Str>,
-    mode: Option<Mode>,
-    src: Option<Str>,
-    recurse: Option<Flag>,
-    force: Option<Flag>,
-    follow: Option<Flag>,
-    owner: Option<Str>,
-    group: Option<Str>,
-    modification_time: Option<Str>,
-    modification_time_format: Option<Str>,
-    access_time: Option<Str>,
-    access_time_format: Option<Str>,
-    #[serde(alias = "attr")]
-    attributes: Option<Str>,
-    selevel: Option<Str>,
-    serole: Option<Str>,
-    setype: Option<Str>,
-    seuser: Option<Str>,
-    unsafe_writes: Option<Flag>,
+file_params! {
+    /// Ansible's parameters; links, ownership, times and SELinux ones are accepted and not acted
+    /// on, as before.
+    struct Params {
+        #[serde(alias = "dest", alias = "name")]
+        path: Option<Str>,
+        state: Option<Str>,
+        mode: Option<Mode>,
+        src: Option<Str>,
+        recurse: Option<Flag>,
+        force: Option<Flag>,
+        follow: Option<Flag>,
+        modification_time: Option<Str>,
+        modification_time_format: Option<Str>,
+        access_time: Option<Str>,
+        access_time_format: Option<Str>,
+    }
 }
 
 impl Module for File {

@@ -3,10 +3,9 @@
 //! functions on text (see `text_edit` for the regex dialect).
 
 use regex::{Captures, Regex};
-use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::params::{Flag, Mode, PyStr, Str, is};
+use super::params::{Flag, Mode, PyStr, Str, file_params, is};
 use super::text_edit::{
     Edit, Insert, Unsupported, compile, finish, insert_of, load, readlines, searchable, strip_eol,
 };
@@ -14,37 +13,27 @@ use super::{Exit, ModCtx, ModResult, Module, either, exit};
 
 pub(super) struct LineInFile;
 
-/// Ansible's parameters; ownership and SELinux ones are accepted and not acted on, `backup`
-/// and `validate` are refused (see `text_edit::load`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(super) struct Params {
-    #[serde(alias = "dest", alias = "destfile", alias = "name")]
-    path: Option<Str>,
-    state: Option<PyStr>,
-    #[serde(alias = "regex")]
-    regexp: Option<PyStr>,
-    search_string: Option<PyStr>,
-    #[serde(alias = "value")]
-    line: Option<PyStr>,
-    backrefs: Option<Flag>,
-    insertafter: Option<PyStr>,
-    insertbefore: Option<PyStr>,
-    create: Option<Flag>,
-    firstmatch: Option<Flag>,
-    mode: Option<Mode>,
-    backup: Option<Flag>,
-    validate: Option<PyStr>,
-    owner: Option<Str>,
-    group: Option<Str>,
-    #[serde(alias = "attr")]
-    attributes: Option<Str>,
-    selevel: Option<Str>,
-    serole: Option<Str>,
-    setype: Option<Str>,
-    seuser: Option<Str>,
-    unsafe_writes: Option<Flag>,
+file_params! {
+    /// Ansible's parameters; ownership and SELinux ones are accepted and not acted on, `backup`
+    /// and `validate` are refused (see `text_edit::load`).
+    struct Params {
+        #[serde(alias = "dest", alias = "destfile", alias = "name")]
+        path: Option<Str>,
+        state: Option<PyStr>,
+        #[serde(alias = "regex")]
+        regexp: Option<PyStr>,
+        search_string: Option<PyStr>,
+        #[serde(alias = "value")]
+        line: Option<PyStr>,
+        backrefs: Option<Flag>,
+        insertafter: Option<PyStr>,
+        insertbefore: Option<PyStr>,
+        create: Option<Flag>,
+        firstmatch: Option<Flag>,
+        mode: Option<Mode>,
+        backup: Option<Flag>,
+        validate: Option<PyStr>,
+    }
 }
 
 impl Module for LineInFile {

@@ -97,6 +97,31 @@ impl<'de> Deserialize<'de> for Int {
     }
 }
 
+/// A parameter struct of a module that writes a file: the fields given, then Ansible's
+/// ownership, attribute and SELinux parameters, which every such module takes and the
+/// built-in runner accepts without acting on them.
+macro_rules! file_params {
+    ($(#[$meta:meta])* struct $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        pub(super) struct $name {
+            $($fields)*
+            owner: Option<$crate::playbook::modules::params::Str>,
+            group: Option<$crate::playbook::modules::params::Str>,
+            #[serde(alias = "attr")]
+            attributes: Option<$crate::playbook::modules::params::Str>,
+            selevel: Option<$crate::playbook::modules::params::Str>,
+            serole: Option<$crate::playbook::modules::params::Str>,
+            setype: Option<$crate::playbook::modules::params::Str>,
+            seuser: Option<$crate::playbook::modules::params::Str>,
+            unsafe_writes: Option<$crate::playbook::modules::params::Flag>,
+        }
+    };
+}
+pub(super) use file_params;
+
 /// Reads rendered arguments into a module's parameters. A problem names the argument at
 /// fault, as Ansible's argument spec does.
 pub fn parse<P: DeserializeOwned>(args: &Json) -> Result<P, String> {

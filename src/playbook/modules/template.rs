@@ -1,44 +1,32 @@
 //! `template`: a Jinja template of the controller, rendered with the task's variables, onto
 //! the target.
 
-use serde::Deserialize;
-
-use super::params::{Flag, Mode, Str};
+use super::params::{Flag, Mode, Str, file_params};
 use super::{ModCtx, ModResult, Module, find, io, put};
 
 pub(super) struct Template;
 
-/// Ansible's parameters; those beyond `src`, `dest` and `mode` are accepted and not acted on.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub(super) struct Params {
-    src: Option<Str>,
-    dest: Option<Str>,
-    mode: Option<Mode>,
-    force: Option<Flag>,
-    backup: Option<Flag>,
-    follow: Option<Flag>,
-    validate: Option<Str>,
-    newline_sequence: Option<Str>,
-    trim_blocks: Option<Flag>,
-    lstrip_blocks: Option<Flag>,
-    output_encoding: Option<Str>,
-    block_start_string: Option<Str>,
-    block_end_string: Option<Str>,
-    variable_start_string: Option<Str>,
-    variable_end_string: Option<Str>,
-    comment_start_string: Option<Str>,
-    comment_end_string: Option<Str>,
-    owner: Option<Str>,
-    group: Option<Str>,
-    #[serde(alias = "attr")]
-    attributes: Option<Str>,
-    selevel: Option<Str>,
-    serole: Option<Str>,
-    setype: Option<Str>,
-    seuser: Option<Str>,
-    unsafe_writes: Option<Flag>,
+file_params! {
+    /// Ansible's parameters; those beyond `src`, `dest` and `mode` are accepted and not acted on.
+    struct Params {
+        src: Option<Str>,
+        dest: Option<Str>,
+        mode: Option<Mode>,
+        force: Option<Flag>,
+        backup: Option<Flag>,
+        follow: Option<Flag>,
+        validate: Option<Str>,
+        newline_sequence: Option<Str>,
+        trim_blocks: Option<Flag>,
+        lstrip_blocks: Option<Flag>,
+        output_encoding: Option<Str>,
+        block_start_string: Option<Str>,
+        block_end_string: Option<Str>,
+        variable_start_string: Option<Str>,
+        variable_end_string: Option<Str>,
+        comment_start_string: Option<Str>,
+        comment_end_string: Option<Str>,
+    }
 }
 
 impl Module for Template {
