@@ -638,7 +638,18 @@ fn module_args(
     let mut args = match &v.value {
         Node::Str(raw) if module.free_form() => Json::String(raw.clone()),
         Node::Str(raw) => key_values(src, name, raw, v)?,
-        other => other.to_json(),
+        Node::Map(_) | Node::Null => v.value.to_json(),
+        other => {
+            return Err(src
+                .diag_at(
+                    format!(
+                        "the arguments of `{name}` are a map or `key=value` words, not a {}",
+                        other.kind()
+                    ),
+                    v,
+                )
+                .into());
+        }
     };
     if let Some(extra) = extra {
         let Json::Object(more) = extra.value.to_json() else {
