@@ -144,15 +144,14 @@ pub fn parse<P: DeserializeOwned>(args: &Json) -> Result<P, String> {
 
 /// Checks one argument on its own: whether the module has it and whether its value reads.
 pub fn check<P: DeserializeOwned>(key: &str, value: &Json) -> Result<(), String> {
+    if names::<P>().is_some_and(|known| !known.contains(&key)) {
+        return Err(format!("unsupported parameter `{key}`"));
+    }
     let mut one = serde_json::Map::new();
     one.insert(key.to_owned(), value.clone());
-    match serde_json::from_value::<P>(Json::Object(one)) {
-        Ok(_) => Ok(()),
-        Err(e) if e.to_string().starts_with("unknown field") => {
-            Err(format!("unsupported parameter `{key}`"))
-        }
-        Err(e) => Err(format!("argument `{key}` {e}")),
-    }
+    serde_json::from_value::<P>(Json::Object(one))
+        .map(drop)
+        .map_err(|e| format!("argument `{key}` {e}"))
 }
 
 /// The parameter names of `P`, aliases included; `None` when `P` takes any key (`set_fact`).
