@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod backoff;
 pub mod bookkeeping;
+pub mod boolean;
 pub mod config;
 pub mod deletion;
 pub mod diag;

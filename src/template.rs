@@ -642,12 +642,11 @@ pub(crate) fn add_filters(env: &mut Environment<'static>) {
         },
     );
     env.add_filter("quote", |s: &str| shell_quote(s));
+    // The `bool` filter: a string is true only when it is one of Ansible's true words; any
+    // other value by its Jinja truthiness.
     env.add_filter("bool", |v: Value| -> bool {
         match v.as_str() {
-            Some(s) => matches!(
-                s.trim().to_ascii_lowercase().as_str(),
-                "yes" | "true" | "1" | "on" | "y"
-            ),
+            Some(s) => crate::boolean::parse(s) == Some(true),
             None => v.is_true(),
         }
     });

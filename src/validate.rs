@@ -13,6 +13,7 @@ use crate::model::schema::{FieldType, yaml_files as schema_yaml_files};
 use crate::model::{Model, Schema};
 use crate::payload::playbook::PLAYBOOKS_DIR;
 use crate::playbook::load::{Action, Roles, Task, load_playbook_partial, load_task_file_partial};
+use crate::playbook::vars_file::{load_vars_file, resolve};
 use crate::service::Service;
 use crate::stepdef::{Actuator, Auth, Feedback, Payload, PayloadKind, Request, Rest};
 use crate::template::{TValue, Templates, Tmpl, filters_and_tests};
@@ -362,7 +363,14 @@ fn check_playbook(svc: &Service, rel: &Path, named_at: &Origin, diags: &mut Diag
     let (plays, problems) = load_playbook_partial(&path, &roles);
     diags.0.extend(problems.0);
     let mut files = BTreeSet::new();
+    let playbook_dir = path.parent().unwrap_or(Path::new("."));
     for play in &plays {
+        // A templated name is known only at run time.
+        for f in play.vars_files.iter().filter(|f| !f.templated()) {
+            if let Err(d) = load_vars_file(&resolve(playbook_dir, &f.path), Some(&f.origin)) {
+                diags.push(d);
+            }
+        }
         for r in &play.roles {
             check_role(&roles, &r.name, &r.origin, &mut files, diags);
         }
@@ -410,7 +418,7 @@ fn check_role(
     }
     for part in ["defaults", "vars"] {
         if let Some(f) = roles.main(name, part)
-            && let Err(d) = Source::read(&f).and_then(|s| s.documents().map(|_| ()))
+            && let Err(d) = load_vars_file(&f, None)
         {
             diags.push(d);
         }

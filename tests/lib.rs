@@ -17,6 +17,7 @@ mod hello;
 mod intent;
 mod json_schemas;
 mod malformed;
+mod modules_registry;
 mod modules_system;
 mod objects;
 mod playbook;

@@ -560,13 +560,12 @@ fn payload_value(ctx: &Map<String, Json>, object: Value) -> Value {
     Value::from(map)
 }
 
+/// Whether a rendered `defer_when` says yes: Jinja truthiness, with strings read as
+/// Ansible's booleans.
 fn truthy(v: &Json) -> bool {
     match v {
         Json::Bool(b) => *b,
-        Json::String(s) => matches!(
-            s.trim().to_ascii_lowercase().as_str(),
-            "true" | "yes" | "1" | "on"
-        ),
+        Json::String(s) => crate::boolean::parse(s) == Some(true),
         Json::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
         Json::Null => false,
         Json::Array(a) => !a.is_empty(),

@@ -13,6 +13,7 @@ use serde_yaml::value::{Tag, TaggedValue};
 use crate::config::{KnownHosts, Ssh};
 use crate::inventory::Inventory;
 use crate::secrets::{Piece, Secrets};
+use crate::yaml::{Node, Source, Spanned};
 
 pub const PLAYBOOKS_DIR: &str = "playbooks";
 /// The callback that hands `ansible-playbook`'s result back to the engine.
@@ -61,8 +62,13 @@ pub fn render(
     hosts: Option<&str>,
 ) -> Result<PlaybookPlan, String> {
     let file = cx.playbooks_dir.join(playbook);
-    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let doc: Yaml = serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    // Read as every user file is (positions in errors); serde_yaml only writes the recipe.
+    let src = Source::read(&file).map_err(|d| d.to_string())?;
+    let doc = src
+        .documents()
+        .map_err(|d| d.to_string())?
+        .first()
+        .map_or(Yaml::Null, |d| to_yaml(&src, d));
     let Yaml::Sequence(plays) = doc else {
         return Err(format!("{}: a playbook is a list of plays", file.display()));
     };
@@ -141,6 +147,76 @@ pub fn render(
         source: file,
         hosts: hosts.map(str::to_owned),
     })
+}
+
+/// A YAML value of the project's reader, for writing back out with serde_yaml. The reader
+/// keeps neither tags nor how a scalar was written; both matter to `ansible-playbook`, so
+/// they are taken from the text (see [`raw_scalar`]).
+fn to_yaml(src: &Source, n: &Spanned<Node>) -> Yaml {
+    let raw = || raw_scalar(&src.text, n);
+    let plain = match &n.value {
+        Node::Null => Yaml::Null,
+        Node::Bool(b) => Yaml::Bool(*b),
+        // `0644` and `1_000` are strings to YAML 1.2 writers but numbers to the reader: kept
+        // as written, so Ansible reads them as it would the playbook itself.
+        Node::Int(_) | Node::Float(_) if raw().is_some_and(|r| !plain_number(r.1)) => {
+            Yaml::String(raw().map(|r| r.1.to_owned()).unwrap_or_default())
+        }
+        Node::Int(i) => Yaml::Number((*i).into()),
+        Node::Float(f) => Yaml::Number((*f).into()),
+        Node::Str(s) => Yaml::String(s.clone()),
+        Node::Seq(items) => Yaml::Sequence(items.iter().map(|i| to_yaml(src, i)).collect()),
+        Node::Map(entries) => Yaml::Mapping(
+            entries
+                .iter()
+                .map(|(k, v)| (Yaml::String(k.value.clone()), to_yaml(src, v)))
+                .collect(),
+        ),
+    };
+    match raw().and_then(|r| r.0) {
+        // `!unsafe` (and `!vault`) tell Ansible how to treat the value.
+        Some(tag) if !matches!(plain, Yaml::Sequence(_) | Yaml::Mapping(_)) => {
+            Yaml::Tagged(Box::new(TaggedValue {
+                tag: Tag::new(tag),
+                value: plain,
+            }))
+        }
+        _ => plain,
+    }
+}
+
+/// The local tag written before a scalar (`!unsafe`), and the scalar's plain token.
+fn raw_scalar<'a>(text: &'a str, n: &Spanned<Node>) -> Option<(Option<&'a str>, &'a str)> {
+    let pos = crate::yaml::pos(n)?;
+    let line = text
+        .lines()
+        .nth(usize::try_from(pos.line).ok()?.checked_sub(1)?)?;
+    let at = line
+        .char_indices()
+        .nth(usize::try_from(pos.col).ok()?.checked_sub(1)?)
+        .map_or(line.len(), |(i, _)| i);
+    let (before, rest) = line.split_at(at);
+    let token = rest
+        .split([',', ']', '}', '#'])
+        .next()
+        .unwrap_or("")
+        .trim_end();
+    let tag = before
+        .trim_end()
+        .rsplit([' ', '\t', '[', '{', ','])
+        .next()
+        .and_then(|w| w.strip_prefix('!'))
+        .filter(|t| !t.is_empty() && !t.starts_with('!'));
+    Some((tag, token))
+}
+
+/// Whether a number token reads the same to every YAML writer: no leading zero, no `_`.
+fn plain_number(token: &str) -> bool {
+    let digits = token.trim_start_matches(['-', '+']);
+    let leading_zero = digits.len() > 1
+        && digits.starts_with('0')
+        && digits[1..].starts_with(|c: char| c.is_ascii_digit());
+    !leading_zero && !token.contains('_')
 }
 
 /// A data-model value for a play var. Strings are `!unsafe`, so Ansible never renders them
@@ -348,4 +424,23 @@ pub async fn run_ansible(
         )),
     };
     (result, log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn playbook_values_are_written_back_as_ansible_reads_them() {
+        let src = Source::from_text(
+            "p.yml",
+            "- a: !unsafe '{{ x }}'\n  mode: 0644\n  n: 5\n  f: 1.5\n  big: 1_000\n  m: {k: !unsafe v, o: 0755}\n",
+        );
+        let docs = src.documents().expect("yaml");
+        let out = serde_yaml::to_string(&to_yaml(&src, &docs[0])).expect("write");
+        assert_eq!(
+            out,
+            "- a: !unsafe '{{ x }}'\n  mode: '0644'\n  n: 5\n  f: 1.5\n  big: 1_000\n  m:\n    k: !unsafe v\n    o: '0755'\n"
+        );
+    }
 }

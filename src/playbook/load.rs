@@ -4,34 +4,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 
+use super::modules::{self, BUILTIN_PREFIX, Registered};
+use super::vars_file::VarsFile;
 use crate::diag::{Diagnostic, Diagnostics, Origin};
 use crate::yaml::{Node, Source, Spanned};
-
-/// The modules the built-in runner executes (short names; `ansible.builtin.` is accepted).
-pub const MODULES: &[&str] = &[
-    "command",
-    "shell",
-    "raw",
-    "copy",
-    "template",
-    "file",
-    "lineinfile",
-    "blockinfile",
-    "stat",
-    "slurp",
-    "wait_for",
-    "debug",
-    "set_fact",
-    "set_stats",
-    "assert",
-    "fail",
-    "pause",
-    "service",
-    "systemd",
-    "package",
-    "apt",
-    "meta",
-];
 
 const TASK_KEYWORDS: &[&str] = &[
     "name",
@@ -61,6 +37,7 @@ const TASK_KEYWORDS: &[&str] = &[
     "args",
     "tags",
     "environment",
+    "meta",
 ];
 
 /// The play keywords the built-in runner reads, for suggestions.
@@ -90,7 +67,7 @@ pub struct Play {
     pub connection: Option<String>,
     pub gather_facts: bool,
     pub vars: Vec<(String, Json)>,
-    pub vars_files: Vec<String>,
+    pub vars_files: Vec<VarsFile>,
     pub roles: Vec<RoleRef>,
     pub pre_tasks: Vec<Task>,
     pub tasks: Vec<Task>,
@@ -210,16 +187,31 @@ fn strings(src: &Source, n: &Spanned<Node>, what: &str) -> Result<Vec<String>, D
     }
 }
 
+/// A keyword's boolean, as Ansible reads one (`yes`, `on`, `1`, ...: see [`crate::boolean`]).
 fn boolean(src: &Source, n: &Spanned<Node>, what: &str) -> Result<bool, Diagnostic> {
-    match &n.value {
-        Node::Bool(b) => Ok(*b),
-        Node::Str(s) if matches!(s.as_str(), "yes" | "true" | "True") => Ok(true),
-        Node::Str(s) if matches!(s.as_str(), "no" | "false" | "False") => Ok(false),
-        other => Err(src.diag_at(
-            format!("{what} must be true or false, not a {}", other.kind()),
+    crate::boolean::from_json(&n.value.to_json()).ok_or_else(|| {
+        src.diag_at(
+            format!("{what} must be true or false, not a {}", n.value.kind()),
             n,
-        )),
-    }
+        )
+    })
+}
+
+fn vars_files(src: &Source, n: &Spanned<Node>) -> Result<Vec<VarsFile>, Diagnostic> {
+    let items: Vec<&Spanned<Node>> = match &n.value {
+        Node::Seq(items) => items.iter().collect(),
+        Node::Null => Vec::new(),
+        _ => vec![n],
+    };
+    items
+        .into_iter()
+        .map(|i| {
+            Ok(VarsFile {
+                path: string_of(src, i, "vars_files")?,
+                origin: src.origin(i),
+            })
+        })
+        .collect()
 }
 
 fn var_map(src: &Source, n: &Spanned<Node>, what: &str) -> Result<Vec<(String, Json)>, Diagnostic> {
@@ -350,7 +342,7 @@ fn load_play(
             "connection" => play.connection = Some(string_of(src, v, "connection")?),
             "gather_facts" => play.gather_facts = boolean(src, v, "gather_facts")?,
             "vars" => play.vars = var_map(src, v, "vars")?,
-            "vars_files" => play.vars_files = strings(src, v, "vars_files")?,
+            "vars_files" => play.vars_files = vars_files(src, v)?,
             "roles" => {
                 let Node::Seq(items) = &v.value else {
                     return Err(src.diag_at("roles must be a list", v).into());
@@ -514,12 +506,12 @@ fn load_task(
         role: role.map(str::to_owned),
         origin: src.origin(n),
     };
-    let mut module: Option<(String, Json)> = None;
-    let mut extra_args: Option<Json> = None;
+    let mut module: Option<(String, &'static dyn Registered, &Spanned<Node>)> = None;
+    let mut extra_args: Option<&Spanned<Node>> = None;
     let (mut block, mut rescue, mut always) = (None, Vec::new(), Vec::new());
     let mut include: Option<Action> = None;
     for (k, v) in m {
-        let key = k.value.strip_prefix("ansible.builtin.").unwrap_or(&k.value);
+        let key = k.value.strip_prefix(BUILTIN_PREFIX).unwrap_or(&k.value);
         match key {
             "name" => t.name = Some(string_of(src, v, "name")?),
             "when" => t.when = strings(src, v, "when")?,
@@ -543,7 +535,7 @@ fn load_task(
             "delegate_to" => t.delegate_to = Some(string_of(src, v, "delegate_to")?),
             "run_once" => t.run_once = boolean(src, v, "run_once")?,
             "vars" => t.vars = var_map(src, v, "vars")?,
-            "args" => extra_args = Some(v.value.to_json()),
+            "args" => extra_args = Some(v),
             "environment" => t.environment = var_map(src, v, "environment")?,
             // Tags select tasks on ansible-playbook's command line; a stepdef run has none.
             "tags" => {}
@@ -578,8 +570,8 @@ fn load_task(
                 });
             }
             "meta" => include = Some(Action::Meta(string_of(src, v, "meta")?)),
-            m if MODULES.contains(&m) => {
-                if let Some((prev, _)) = &module {
+            m if let Some(found) = modules::lookup(m) => {
+                if let Some((prev, _, _)) = &module {
                     return Err(src
                         .diag_at(
                             format!("a task calls one module; this one has `{prev}` and `{m}`"),
@@ -587,13 +579,15 @@ fn load_task(
                         )
                         .into());
                 }
-                module = Some((m.to_owned(), v.value.to_json()));
+                module = Some((m.to_owned(), found, v));
             }
             other => {
                 // A near miss of a known keyword or module is a typo; anything else is a
                 // real Ansible module or keyword that only ansible-playbook runs.
-                let close =
-                    crate::diag::suggest(other, TASK_KEYWORDS.iter().chain(MODULES).copied());
+                let close = crate::diag::suggest(
+                    other,
+                    TASK_KEYWORDS.iter().copied().chain(modules::names()),
+                );
                 let d = match close {
                     Some(s) => src
                         .diag_at(format!("unknown task keyword or module `{other}`"), k)
@@ -613,18 +607,8 @@ fn load_task(
             always,
         },
         (None, Some(a), None) => a,
-        (None, None, Some((name, mut args))) => {
-            if let Some(Json::Object(extra)) = extra_args {
-                match &mut args {
-                    Json::Object(a) => a.extend(extra),
-                    Json::String(raw) => {
-                        let mut a = extra;
-                        a.insert("_raw_params".into(), Json::String(raw.clone()));
-                        args = Json::Object(a);
-                    }
-                    _ => args = Json::Object(extra),
-                }
-            }
+        (None, None, Some((name, found, v))) => {
+            let args = module_args(src, &name, found, v, extra_args)?;
             Action::Module { name, args }
         }
         (None, None, None) => {
@@ -639,4 +623,151 @@ fn load_task(
         }
     };
     Ok(t)
+}
+
+/// A module's arguments, checked against its parameters: every key must be one of them, and
+/// every value that holds no template must read as its type. Values with templates are
+/// known only at run time, where the rendered arguments are read into the same struct.
+fn module_args(
+    src: &Source,
+    name: &str,
+    module: &dyn Registered,
+    v: &Spanned<Node>,
+    extra: Option<&Spanned<Node>>,
+) -> Result<Json, Diagnostics> {
+    let mut args = match &v.value {
+        Node::Str(raw) if module.free_form() => Json::String(raw.clone()),
+        Node::Str(raw) => key_values(src, name, raw, v)?,
+        Node::Map(_) | Node::Null => v.value.to_json(),
+        other => {
+            return Err(src
+                .diag_at(
+                    format!(
+                        "the arguments of `{name}` are a map or `key=value` words, not a {}",
+                        other.kind()
+                    ),
+                    v,
+                )
+                .into());
+        }
+    };
+    if let Some(extra) = extra {
+        let Json::Object(more) = extra.value.to_json() else {
+            return Err(src
+                .diag_at(
+                    format!("args must be a map, not a {}", extra.value.kind()),
+                    extra,
+                )
+                .into());
+        };
+        match &mut args {
+            Json::Object(a) => a.extend(more),
+            Json::String(raw) => {
+                let mut a = more;
+                a.insert("_raw_params".into(), Json::String(raw.clone()));
+                args = Json::Object(a);
+            }
+            _ => args = Json::Object(more),
+        }
+    }
+    let mut diags = Diagnostics::default();
+    for n in [Some(v), extra].into_iter().flatten() {
+        match &n.value {
+            Node::Map(entries) => {
+                for (k, val) in entries {
+                    if let Err(d) = check_arg(src, name, module, &k.value, k, val) {
+                        diags.push(d);
+                    }
+                }
+            }
+            // `key=value` words: their place is the string's.
+            Node::Str(_) if !module.free_form() => {
+                if let Json::Object(words) = &args {
+                    for (k, val) in words {
+                        let val = Spanned {
+                            value: Node::Str(val.as_str().unwrap_or_default().to_owned()),
+                            referenced: n.referenced,
+                            defined: n.defined,
+                        };
+                        if let Err(d) = check_arg(src, name, module, k, n, &val) {
+                            diags.push(d);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    diags.into_result().map(|()| args)
+}
+
+/// One argument: a known parameter, and a value of its type when the value is literal.
+fn check_arg<K>(
+    src: &Source,
+    name: &str,
+    module: &dyn Registered,
+    key: &str,
+    k: &Spanned<K>,
+    val: &Spanned<Node>,
+) -> Result<(), Diagnostic> {
+    let Some(known) = module.param_names() else {
+        return Ok(());
+    };
+    if !known.contains(&key) {
+        // `_raw_params` and the like are the runner's own; a user never writes them.
+        let shown: Vec<&str> = known
+            .iter()
+            .copied()
+            .filter(|p| !p.starts_with('_'))
+            .collect();
+        return Err(src
+            .diag_at(format!("unknown argument `{key}` of module `{name}`"), k)
+            .with_hint(crate::diag::expected_hint(key, &shown)));
+    }
+    if templated(&val.value) {
+        return Ok(());
+    }
+    module
+        .check(key, &val.value.to_json())
+        .map_err(|e| src.diag_at(format!("module `{name}`: {e}"), val))
+}
+
+/// Whether a value holds a template anywhere, and so is known only at run time.
+fn templated(n: &Node) -> bool {
+    match n {
+        Node::Str(s) => s.contains("{{") || s.contains("{%"),
+        Node::Seq(items) => items.iter().any(|i| templated(&i.value)),
+        Node::Map(entries) => entries.iter().any(|(_, v)| templated(&v.value)),
+        _ => false,
+    }
+}
+
+/// Ansible's `key=value` form of a module's arguments (`debug: msg=hello`), for modules that
+/// take no command line. Values are strings, as Ansible reads them.
+fn key_values(
+    src: &Source,
+    name: &str,
+    raw: &str,
+    at: &Spanned<Node>,
+) -> Result<Json, Diagnostics> {
+    let Some(words) = shlex::split(raw) else {
+        return Err(src
+            .diag_at(format!("cannot split the arguments of `{name}`: {raw}"), at)
+            .into());
+    };
+    let mut m = serde_json::Map::new();
+    for w in words {
+        let Some((k, v)) = w.split_once('=') else {
+            return Err(src
+                .diag_at(
+                    format!(
+                        "module `{name}` takes a map of arguments or `key=value` words, not `{w}`"
+                    ),
+                    at,
+                )
+                .into());
+        };
+        m.insert(k.to_owned(), Json::String(v.to_owned()));
+    }
+    Ok(Json::Object(m))
 }

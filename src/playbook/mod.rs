@@ -2,11 +2,10 @@
 //! keeps file:line for every task, and a native executor for a subset of Ansible's modules
 //! and keywords. `runner: ansible` delegates everything else to `ansible-playbook`.
 
-pub mod lines;
 pub mod load;
 pub mod modules;
 pub mod run;
 pub mod ssh;
-pub mod system;
 pub mod target;
 pub mod vars;
+pub mod vars_file;

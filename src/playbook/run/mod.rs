@@ -8,12 +8,16 @@ use std::sync::Arc;
 use serde_json::{Map, Value as Json};
 
 use super::load::{Action, Play, Roles, Task, load_playbook, load_task_file};
-use super::modules::{ModCtx, run_module};
 use super::ssh::{Dest, SshPool};
 use super::target::{Local, LocalShell, Shell, ShellTarget, Target};
 use super::vars::{Scope, Templar, Val, data_layer, tmpl_layer};
+use super::vars_file::{load_vars_file, resolve};
+use crate::diag::Origin;
 use crate::inventory::Inventory;
 use crate::payload::playbook::PlaybookResult;
+
+mod facts;
+mod task;
 
 /// What a run needs from the service and the object.
 pub struct Options<'a> {
@@ -132,9 +136,11 @@ pub fn run(playbook: &Path, opts: &Options) -> Result<(PlaybookResult, String), 
                 }
             };
             let host_become = (
+                // A string that is no boolean word means no, as before.
                 hvars.get("ansible_become").and_then(|v| match v {
-                    Json::Bool(b) => Some(*b),
-                    Json::String(s) => Some(matches!(s.as_str(), "true" | "True" | "yes")),
+                    Json::Bool(_) | Json::String(_) => {
+                        Some(crate::boolean::from_json(v).unwrap_or(false))
+                    }
                     _ => None,
                 }),
                 hvars
@@ -205,62 +211,22 @@ fn recap_line(host: &str, c: Counts, unreachable: u64) -> String {
     )
 }
 
-fn load_vars_file(path: &Path) -> Vec<(String, Json)> {
-    let Ok(src) = crate::yaml::Source::read(path) else {
-        return Vec::new();
-    };
-    match src
-        .documents()
-        .ok()
-        .and_then(|d| d.into_iter().next())
-        .map(|d| d.value.to_json())
-    {
-        Some(Json::Object(m)) => m.into_iter().collect(),
-        _ => Vec::new(),
-    }
+/// A vars file's variables as a layer; a problem with it fails the host.
+fn vars_layer(path: &Path, named_at: Option<&Origin>) -> Result<BTreeMap<String, Val>, String> {
+    load_vars_file(path, named_at)
+        .map(|vars| tmpl_layer(&vars))
+        .map_err(|d| d.to_string())
 }
 
 impl Exec {
     fn run_play(&mut self, play: &Play, opts: &Options, host_vars: &Map<String, Json>) {
-        let mut scope = Scope::default();
-        for r in &play.roles {
-            if let Some(p) = self.roles.main(&r.name, "defaults") {
-                scope.push(tmpl_layer(&load_vars_file(&p)));
+        let scope = match self.play_scope(play, opts, host_vars) {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail_host(&e);
+                return;
             }
-        }
-        scope.push(tmpl_layer(
-            &host_vars
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<Vec<_>>(),
-        ));
-        scope.push(data_layer([
-            (
-                "inventory_hostname".to_owned(),
-                Json::String(self.host.clone()),
-            ),
-            (
-                "playbook_dir".to_owned(),
-                Json::String(self.playbook_dir.display().to_string()),
-            ),
-        ]));
-        scope.push(tmpl_layer(&play.vars));
-        for f in &play.vars_files {
-            let p = if Path::new(f).is_absolute() {
-                PathBuf::from(f)
-            } else {
-                self.playbook_dir.join(f)
-            };
-            scope.push(tmpl_layer(&load_vars_file(&p)));
-        }
-        for r in &play.roles {
-            if let Some(p) = self.roles.main(&r.name, "vars") {
-                scope.push(tmpl_layer(&load_vars_file(&p)));
-            }
-        }
-        scope.push(data_layer(
-            opts.attributes.iter().map(|(k, v)| (k.clone(), v.clone())),
-        ));
+        };
         let mut flow = if play.gather_facts {
             self.gather_facts()
         } else {
@@ -306,67 +272,63 @@ impl Exec {
         }
     }
 
-    /// The minimal fact set of SPEC §7.1.
-    fn gather_facts(&mut self) -> Flow {
-        self.log.push_str(&banner("TASK [Gathering Facts]"));
-        // One round trip: the sections are separated by NULs, and `env -0` comes last since
-        // its own separators are NULs too.
-        let script = "hostname; printf '\\0'; hostname -f 2>/dev/null || hostname; printf '\\0'; \
-                      uname -m; printf '\\0'; cat /etc/os-release 2>/dev/null; printf '\\0'; env -0";
-        let out = match self.target_for(None).run(&[], Some(script), None, &[]) {
-            Ok(o) if o.rc == 0 => o.stdout,
-            Ok(o) => {
-                self.fail_host(&format!("gathering facts failed: {}", o.stderr.trim()));
-                return Flow::HostFailed;
+    /// The play's variables in precedence order, as Ansible layers them.
+    fn play_scope(
+        &self,
+        play: &Play,
+        opts: &Options,
+        host_vars: &Map<String, Json>,
+    ) -> Result<Scope, String> {
+        let mut scope = Scope::default();
+        for r in &play.roles {
+            if let Some(p) = self.roles.main(&r.name, "defaults") {
+                scope.push(vars_layer(&p, None)?);
             }
-            Err(e) => return self.lost_or_failed(&format!("gathering facts failed: {e}")),
-        };
-        let mut parts = out.splitn(5, '\0');
-        let mut next = || parts.next().unwrap_or("").to_owned();
-        let (hostname, fqdn, arch, os, env_text) = (
-            next().trim().to_owned(),
-            next().trim().to_owned(),
-            next().trim().to_owned(),
-            next(),
-            next(),
-        );
-        let field = |k: &str| {
-            os.lines()
-                .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                .map(|v| v.trim_matches('"').to_owned())
-                .unwrap_or_default()
-        };
-        let env: Map<String, Json> = env_text
-            .split('\0')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_owned(), Json::String(v.to_owned())))
-            .collect();
-        let facts = [
-            ("ansible_hostname", Json::String(hostname)),
-            ("ansible_fqdn", Json::String(fqdn)),
-            ("ansible_architecture", Json::String(arch)),
-            (
-                "ansible_distribution",
-                Json::String(
-                    field("NAME")
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .to_owned(),
-                ),
-            ),
-            (
-                "ansible_distribution_version",
-                Json::String(field("VERSION_ID")),
-            ),
-            ("ansible_env", Json::Object(env)),
-        ];
-        for (k, v) in facts {
-            self.facts_layer.insert(k.to_owned(), Val::Data(v));
         }
-        self.counts.ok += 1;
-        self.log.push_str(&format!("ok: [{}]\n", self.host));
-        Flow::Continue
+        scope.push(tmpl_layer(
+            &host_vars
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Vec<_>>(),
+        ));
+        scope.push(data_layer([
+            (
+                "inventory_hostname".to_owned(),
+                Json::String(self.host.clone()),
+            ),
+            (
+                "playbook_dir".to_owned(),
+                Json::String(self.playbook_dir.display().to_string()),
+            ),
+        ]));
+        scope.push(tmpl_layer(&play.vars));
+        for f in &play.vars_files {
+            // A templated name is rendered with the variables so far, as Ansible does.
+            let name = if f.templated() {
+                match self
+                    .templar
+                    .render_str(&f.path, &self.templar.context(&scope))?
+                {
+                    Json::String(s) => s,
+                    other => other.to_string(),
+                }
+            } else {
+                f.path.clone()
+            };
+            scope.push(vars_layer(
+                &resolve(&self.playbook_dir, &name),
+                Some(&f.origin),
+            )?);
+        }
+        for r in &play.roles {
+            if let Some(p) = self.roles.main(&r.name, "vars") {
+                scope.push(vars_layer(&p, None)?);
+            }
+        }
+        scope.push(data_layer(
+            opts.attributes.iter().map(|(k, v)| (k.clone(), v.clone())),
+        ));
+        Ok(scope)
     }
 
     fn fail_host(&mut self, msg: &str) {
@@ -583,7 +545,13 @@ impl Exec {
                 let mut s = base.clone();
                 for part in ["defaults", "vars"] {
                     if let Some(p) = self.roles.main(role, part) {
-                        s.push(tmpl_layer(&load_vars_file(&p)));
+                        match vars_layer(&p, None) {
+                            Ok(layer) => s.push(layer),
+                            Err(e) => {
+                                self.fail_host(&e);
+                                return Flow::HostFailed;
+                            }
+                        }
                     }
                 }
                 // The include's own vars are role parameters: above the role's vars.
@@ -647,287 +615,6 @@ impl Exec {
         }
     }
 
-    fn run_module_task(
-        &mut self,
-        task: &Task,
-        module: &str,
-        args: &Json,
-        scope: &Scope,
-        conds: &[String],
-        kind: &str,
-    ) -> Flow {
-        self.header(task, kind);
-        let delegated = task
-            .delegate_to
-            .as_deref()
-            .is_some_and(|d| matches!(d, "localhost" | "127.0.0.1"));
-        let host = if delegated {
-            format!("{} -> localhost", self.host)
-        } else {
-            self.host.clone()
-        };
-        let once_key = task.run_once.then(|| {
-            let site = format!("{}:{:?}", task.origin.file.display(), task.origin.pos);
-            let n = self.seen.entry(site.clone()).or_default();
-            *n += 1;
-            (site, *n)
-        });
-        if let Some(key) = &once_key
-            && !self.first_host
-        {
-            // run_once: the first host ran it; the others take its result, as in Ansible.
-            if let Some((r, registered)) = self.once.get(key).cloned() {
-                for (k, v) in &r.facts {
-                    self.facts_layer.insert(k.clone(), Val::Data(v.clone()));
-                    self.facts.insert(k.clone(), v.clone());
-                }
-                if let Some(reg) = &task.register {
-                    self.facts_layer.insert(reg.clone(), Val::Data(registered));
-                }
-            }
-            return Flow::Continue;
-        }
-        match self.when_holds(conds, scope) {
-            Ok(true) => {}
-            Ok(false) => {
-                self.counts.skipped += 1;
-                self.log.push_str(&format!("skipping: [{host}]\n"));
-                if let Some(reg) = &task.register {
-                    let skipped = serde_json::json!({"changed": false, "skipped": true, "skip_reason": "Conditional result was False"});
-                    self.facts_layer.insert(reg.clone(), Val::Data(skipped));
-                }
-                return Flow::Continue;
-            }
-            Err(e) => {
-                self.fail_host(&e);
-                return Flow::HostFailed;
-            }
-        }
-        let ctx = self.templar.context(scope);
-        let items: Option<Vec<Json>> = match &task.loop_items {
-            None => None,
-            Some(l) => match self.templar.render(l, &ctx) {
-                Ok(Json::Array(a)) => Some(a),
-                Ok(Json::Null) => Some(Vec::new()),
-                Ok(other) => {
-                    self.fail_host(&format!("loop must be a list, got {other}"));
-                    return Flow::HostFailed;
-                }
-                Err(e) => {
-                    self.fail_host(&e);
-                    return Flow::HostFailed;
-                }
-            },
-        };
-        let mut role_dirs: Vec<PathBuf> = Vec::new();
-        if let Some(r) = &task.role {
-            role_dirs.push(self.roles.path(r, ""));
-        }
-        let files: Vec<PathBuf> = role_dirs
-            .iter()
-            .map(|d| d.join("files"))
-            .chain([self.playbook_dir.join("files"), self.playbook_dir.clone()])
-            .collect();
-        let templates: Vec<PathBuf> = role_dirs
-            .iter()
-            .map(|d| d.join("templates"))
-            .chain([
-                self.playbook_dir.join("templates"),
-                self.playbook_dir.clone(),
-            ])
-            .collect();
-
-        let runs: Vec<Option<Json>> = match &items {
-            None => vec![None],
-            Some(items) => items.iter().cloned().map(Some).collect(),
-        };
-        let mut results = Vec::new();
-        let (mut any_changed, mut any_failed) = (false, false);
-        let mut all_facts = Map::new();
-        let target = self.target_for(Some(task));
-        for item in runs {
-            let item_scope = match &item {
-                Some(i) => scope.with(data_layer([(task.loop_var.clone(), i.clone())])),
-                None => scope.clone(),
-            };
-            let ictx = self.templar.context(&item_scope);
-            let env = match self.environment_for(task, &ictx) {
-                Ok(e) => e,
-                Err(e) => {
-                    self.fail_host(&e);
-                    return Flow::HostFailed;
-                }
-            };
-            let mut r = match self.templar.render(args, &ictx) {
-                Ok(rendered) => {
-                    let mc = ModCtx {
-                        target: target.as_ref(),
-                        env,
-                        templar: &self.templar,
-                        vars: &ictx,
-                        files: files.clone(),
-                        templates: templates.clone(),
-                    };
-                    run_module(module, &rendered, &mc)
-                }
-                Err(e) => super::modules::ModResult {
-                    failed: true,
-                    msg: Some(e),
-                    ..Default::default()
-                },
-            };
-            // changed_when / failed_when see the result under the register name.
-            if task.changed_when.is_some() || task.failed_when.is_some() {
-                let mut s = item_scope.clone();
-                if let Some(reg) = &task.register {
-                    s.push(data_layer([(reg.clone(), r.to_json())]));
-                }
-                if let Some(c) = &task.changed_when {
-                    match self.when_holds(c, &s) {
-                        Ok(v) => r.changed = v,
-                        Err(e) => {
-                            r.failed = true;
-                            r.msg = Some(format!("changed_when: {e}"));
-                        }
-                    }
-                }
-                if let Some(c) = &task.failed_when {
-                    match self.when_holds(c, &s) {
-                        Ok(v) => r.failed = v,
-                        Err(e) => {
-                            r.failed = true;
-                            r.msg = Some(format!("failed_when: {e}"));
-                        }
-                    }
-                }
-            }
-            if r.failed
-                && let Some(why) = target.lost()
-            {
-                let msg = r.msg.clone().unwrap_or(why);
-                return self.lost_or_failed(&msg);
-            }
-            for (k, v) in &r.facts {
-                self.facts_layer.insert(k.clone(), Val::Data(v.clone()));
-                self.facts.insert(k.clone(), v.clone());
-                all_facts.insert(k.clone(), v.clone());
-            }
-            for (k, v) in &r.stats {
-                self.stats.insert(k.clone(), v.clone());
-            }
-            let status = if r.failed {
-                "failed"
-            } else if r.changed {
-                "changed"
-            } else {
-                "ok"
-            };
-            let shown = if task.no_log {
-                "{\"censored\": \"the output has been hidden due to the fact that 'no_log: true' was specified for this result\"}".to_owned()
-            } else {
-                let mut j = r.to_json();
-                if let (Json::Object(m), Some(i)) = (&mut j, &item) {
-                    m.insert(task.loop_var.clone(), i.clone());
-                }
-                j.to_string()
-            };
-            match (&item, r.failed) {
-                (Some(i), false) => self.log.push_str(&format!(
-                    "{status}: [{host}] => (item={})\n",
-                    short(i, task.no_log)
-                )),
-                (Some(i), true) => self.log.push_str(&format!(
-                    "failed: [{host}] (item={}) => {shown}\n",
-                    short(i, task.no_log)
-                )),
-                (None, true) => {}
-                (None, false) => {
-                    if module == "debug" && !task.no_log {
-                        self.log
-                            .push_str(&format!("{status}: [{host}] => {shown}\n"));
-                    } else {
-                        self.log.push_str(&format!("{status}: [{host}]\n"));
-                    }
-                }
-            }
-            any_changed |= r.changed;
-            any_failed |= r.failed;
-            let mut j = r.to_json();
-            if let (Json::Object(m), Some(i)) = (&mut j, &item) {
-                m.insert(task.loop_var.clone(), i.clone());
-            }
-            if r.failed && items.is_none() {
-                let msg = r.msg.clone().unwrap_or_else(|| "task failed".into());
-                self.log
-                    .push_str(&format!("fatal: [{host}]: FAILED! => {shown}\n"));
-                if !task.ignore_errors {
-                    self.message.get_or_insert_with(|| {
-                        format!(
-                            "{host}: {}: {msg}",
-                            task.name.clone().unwrap_or_else(|| module.to_owned())
-                        )
-                    });
-                }
-            }
-            results.push(j);
-        }
-        let registered = match &items {
-            None => results.pop().unwrap_or(Json::Null),
-            Some(_) => serde_json::json!({
-                "changed": any_changed, "failed": any_failed, "results": results,
-                "msg": if any_failed { "One or more items failed" } else { "All items completed" },
-            }),
-        };
-        if let Some(key) = once_key {
-            let r = super::modules::ModResult {
-                facts: all_facts,
-                ..Default::default()
-            };
-            self.once.insert(key, (r, registered.clone()));
-        }
-        if let Some(reg) = &task.register {
-            self.facts_layer.insert(reg.clone(), Val::Data(registered));
-        }
-        if any_failed {
-            if items.is_some() && !task.ignore_errors {
-                self.message.get_or_insert_with(|| {
-                    format!(
-                        "{host}: {}: One or more items failed",
-                        task.name.clone().unwrap_or_else(|| module.to_owned())
-                    )
-                });
-                self.log.push_str(&format!(
-                    "fatal: [{host}]: FAILED! => {{\"msg\": \"One or more items failed\"}}\n"
-                ));
-            }
-            if task.ignore_errors {
-                // Ansible counts an ignored failure as ok (and changed, if it changed).
-                self.counts.ignored += 1;
-                self.counts.ok += 1;
-                if any_changed {
-                    self.counts.changed += 1;
-                }
-                self.log.push_str("...ignoring\n");
-            } else {
-                self.counts.failed += 1;
-                return Flow::HostFailed;
-            }
-        } else {
-            self.counts.ok += 1;
-            if any_changed {
-                self.counts.changed += 1;
-            }
-        }
-        if any_changed {
-            for n in &task.notify {
-                if !self.notified.contains(n) {
-                    self.notified.push(n.clone());
-                }
-            }
-        }
-        Flow::Continue
-    }
-
     /// The play's `environment` under the task's, rendered for one run of the task.
     fn environment_for(
         &self,
@@ -968,15 +655,5 @@ impl Exec {
             }
         }
         Flow::Continue
-    }
-}
-
-fn short(v: &Json, hidden: bool) -> String {
-    if hidden {
-        return "None".to_owned();
-    }
-    match v {
-        Json::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }

@@ -1,0 +1,131 @@
+//! `command`, `shell` and `raw`: run a command line (or an argv) on the target.
+
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::params::{Flag, Str};
+use super::{ModCtx, ModResult, Module, texts};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Command,
+    Shell,
+    Raw,
+}
+
+pub(super) struct Command(Kind);
+
+impl Command {
+    pub(super) const COMMAND: Command = Command(Kind::Command);
+    pub(super) const SHELL: Command = Command(Kind::Shell);
+    pub(super) const RAW: Command = Command(Kind::Raw);
+}
+
+/// The parameters of the three modules together; each ignores what it does not have, as the
+/// built-in runner did before. `executable`, `stdin*`, `strip_empty_ends` and
+/// `expand_argument_vars` are Ansible's and accepted, not acted on.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Params {
+    /// The free-form command line (`command: ls -l`).
+    #[serde(rename = "_raw_params")]
+    raw_params: Option<Str>,
+    cmd: Option<Str>,
+    argv: Option<Json>,
+    chdir: Option<Str>,
+    creates: Option<Str>,
+    removes: Option<Str>,
+    #[allow(dead_code)]
+    executable: Option<Str>,
+    #[allow(dead_code)]
+    stdin: Option<Str>,
+    #[allow(dead_code)]
+    stdin_add_newline: Option<Flag>,
+    #[allow(dead_code)]
+    strip_empty_ends: Option<Flag>,
+    #[allow(dead_code)]
+    expand_argument_vars: Option<Flag>,
+}
+
+impl Module for Command {
+    type Params = Params;
+
+    fn free_form(&self) -> bool {
+        true
+    }
+
+    fn run(&self, p: Params, mc: &ModCtx) -> ModResult {
+        let raw = p.raw_params.or(p.cmd).map(|s| s.0);
+        let argv: Option<Vec<String>> = match &p.argv {
+            Some(Json::Array(a)) => Some(texts(a)),
+            _ => None,
+        };
+        // raw is a bare command line: Ansible ignores creates/removes for it and reports a
+        // change every time.
+        let guarded = self.0 != Kind::Raw;
+        if guarded
+            && let Some(Str(creates)) = &p.creates
+            && mc.target.stat(creates).ok().flatten().is_some()
+        {
+            let mut r = ModResult::ok(false);
+            r.msg = Some(format!("Did not run command since '{creates}' exists"));
+            r.data.insert("rc".into(), json!(0));
+            return r;
+        }
+        if guarded
+            && let Some(Str(removes)) = &p.removes
+            && mc.target.stat(removes).ok().flatten().is_none()
+        {
+            let mut r = ModResult::ok(false);
+            r.msg = Some(format!(
+                "Did not run command since '{removes}' does not exist"
+            ));
+            r.data.insert("rc".into(), json!(0));
+            return r;
+        }
+        let chdir = p.chdir.map(|s| s.0);
+        let (out, shown) = if self.0 == Kind::Command {
+            let argv = match (argv, &raw) {
+                (Some(a), _) => a,
+                (None, Some(r)) => match shlex::split(r) {
+                    Some(a) => a,
+                    None => return ModResult::fail(format!("cannot split the command line: {r}")),
+                },
+                (None, None) => return ModResult::fail("no command given"),
+            };
+            let shown = shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_default();
+            (mc.target.run(&argv, None, chdir.as_deref(), &mc.env), shown)
+        } else {
+            let Some(script) = raw else {
+                return ModResult::fail("no command given");
+            };
+            (
+                mc.target.run(&[], Some(&script), chdir.as_deref(), &mc.env),
+                script,
+            )
+        };
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                return ModResult::fail(format!(
+                    "[Errno 2] No such file or directory: {shown}: {e}"
+                ));
+            }
+        };
+        let mut r = ModResult::ok(true);
+        let lines = |s: &str| Json::Array(s.lines().map(|l| Json::String(l.to_owned())).collect());
+        let stdout = out.stdout.trim_end_matches('\n').to_owned();
+        let stderr = out.stderr.trim_end_matches('\n').to_owned();
+        r.data.insert("cmd".into(), Json::String(shown));
+        r.data.insert("rc".into(), json!(out.rc));
+        r.data.insert("stdout_lines".into(), lines(&stdout));
+        r.data.insert("stderr_lines".into(), lines(&stderr));
+        r.data.insert("stdout".into(), Json::String(stdout));
+        r.data.insert("stderr".into(), Json::String(stderr));
+        if out.rc != 0 {
+            r.failed = true;
+            r.msg = Some("non-zero return code".into());
+        }
+        r
+    }
+}

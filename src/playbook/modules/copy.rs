@@ -1,0 +1,80 @@
+//! `copy`: a file from the controller (`src`) or given inline (`content`) onto the target.
+
+use std::path::Path;
+
+use serde_json::Value as Json;
+
+use super::params::{Flag, Mode, Str, file_params};
+use super::{ModCtx, ModResult, Module, find, io, put};
+
+pub(super) struct Copy;
+
+file_params! {
+    /// Ansible's parameters; ownership, SELinux, backup and validation ones are accepted and not
+    /// acted on, as before.
+    struct Params {
+        dest: Option<Str>,
+        src: Option<Str>,
+        content: Option<Json>,
+        mode: Option<Mode>,
+        force: Option<Flag>,
+        backup: Option<Flag>,
+        remote_src: Option<Flag>,
+        follow: Option<Flag>,
+        local_follow: Option<Flag>,
+        directory_mode: Option<Mode>,
+        validate: Option<Str>,
+        checksum: Option<Str>,
+        decrypt: Option<Flag>,
+    }
+}
+
+impl Module for Copy {
+    type Params = Params;
+
+    fn run(&self, p: Params, mc: &ModCtx) -> ModResult {
+        let Some(Str(mut dest)) = p.dest else {
+            return ModResult::fail("dest is required");
+        };
+        let content: Vec<u8> = match (p.content, p.src) {
+            (Some(c), _) => python_str(&c).into_bytes(),
+            (None, Some(Str(src))) => {
+                let Some(path) = find(&mc.files, &src) else {
+                    return ModResult::fail(format!("Could not find or access '{src}'"));
+                };
+                if dest.ends_with('/')
+                    || mc
+                        .target
+                        .stat(&dest)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|s| s.is_dir)
+                {
+                    let base = Path::new(&src)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    dest = format!("{}/{base}", dest.trim_end_matches('/'));
+                }
+                match std::fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) => return io("cannot read", &path.display().to_string(), e),
+                }
+            }
+            (None, None) => return ModResult::fail("src (or content) is required"),
+        };
+        put(mc, &dest, &content, p.mode.map(|m| m.0))
+    }
+}
+
+/// A value as Python's `str()` writes it, which is what Ansible puts in a file: `True`,
+/// `None`, `42`; lists and maps as JSON.
+fn python_str(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        Json::Bool(true) => "True".to_owned(),
+        Json::Bool(false) => "False".to_owned(),
+        Json::Null => "None".to_owned(),
+        other => other.to_string(),
+    }
+}

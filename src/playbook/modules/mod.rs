@@ -1,0 +1,287 @@
+//! The modules of the built-in runner: one file per module, each with a typed parameter
+//! struct, and one registry that both the loader and the executor consult.
+//!
+//! Each module reports `changed` truthfully — content and mode compared before writing — so
+//! a second run of an idempotent playbook reports `changed=0`.
+//!
+//! Adding a module: a file here with a `#[derive(Deserialize)] #[serde(deny_unknown_fields)]`
+//! parameter struct (Ansible's aliases as `#[serde(alias)]`) and an `impl Module`, then one
+//! line in [`REGISTRY`]. The loader then accepts the module and checks its arguments.
+
+use std::path::{Path, PathBuf};
+
+use minijinja::Value;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value as Json};
+
+use super::target::{CmdOut, Target};
+use super::vars::Templar;
+
+mod assert;
+mod blockinfile;
+mod command;
+mod copy;
+mod debug;
+mod fail;
+mod file;
+mod lineinfile;
+mod package;
+pub mod params;
+mod pause;
+mod service;
+mod set_fact;
+mod set_stats;
+mod slurp;
+mod stat;
+mod template;
+mod text_edit;
+mod wait_for;
+
+#[derive(Debug, Default, Clone)]
+pub struct ModResult {
+    pub changed: bool,
+    pub failed: bool,
+    /// The module decided not to act (a `creates` path exists).
+    pub msg: Option<String>,
+    /// Module-specific result fields (`rc`, `stdout`, `stat`, ...).
+    pub data: Map<String, Json>,
+    pub facts: Map<String, Json>,
+    pub stats: Map<String, Json>,
+}
+
+impl ModResult {
+    pub(super) fn fail(msg: impl Into<String>) -> ModResult {
+        ModResult {
+            failed: true,
+            msg: Some(msg.into()),
+            ..ModResult::default()
+        }
+    }
+
+    pub(super) fn ok(changed: bool) -> ModResult {
+        ModResult {
+            changed,
+            ..ModResult::default()
+        }
+    }
+
+    /// The registered value: what `register:` stores and conditions see.
+    pub fn to_json(&self) -> Json {
+        let mut m = self.data.clone();
+        m.insert("changed".into(), Json::Bool(self.changed));
+        m.insert("failed".into(), Json::Bool(self.failed));
+        if let Some(msg) = &self.msg {
+            m.insert("msg".into(), Json::String(msg.clone()));
+        }
+        if !self.facts.is_empty() {
+            m.insert("ansible_facts".into(), Json::Object(self.facts.clone()));
+        }
+        Json::Object(m)
+    }
+}
+
+/// A module's early exit: its finished, failed result (boxed: the result is large, and an
+/// exit happens once per task).
+pub(super) type Exit = Box<ModResult>;
+
+pub(super) fn exit(msg: impl Into<String>) -> Exit {
+    Box::new(ModResult::fail(msg))
+}
+
+/// The result of a module written with early exits.
+fn either(r: Result<ModResult, Exit>) -> ModResult {
+    r.unwrap_or_else(|e| *e)
+}
+
+/// What a module needs besides its arguments.
+pub struct ModCtx<'a> {
+    pub target: &'a dyn Target,
+    pub templar: &'a Templar,
+    /// The task's variables, for `template` and `assert`.
+    pub vars: &'a Value,
+    /// Where `src:` of `copy` and `template` is looked up, in order.
+    pub files: Vec<PathBuf>,
+    pub templates: Vec<PathBuf>,
+    /// The play's and task's `environment`, for the commands a module runs.
+    pub env: Vec<(String, String)>,
+}
+
+/// A module: its parameters and what it does with them.
+pub trait Module: Sync {
+    /// The arguments, read from the rendered task arguments.
+    type Params: DeserializeOwned;
+
+    /// Whether the module takes a command line as its argument (`command: ls -l`), kept
+    /// as `_raw_params`. Other modules take a map, or `key=value` words.
+    fn free_form(&self) -> bool {
+        false
+    }
+
+    fn run(&self, params: Self::Params, mc: &ModCtx) -> ModResult;
+}
+
+/// A module as the registry holds it: its parameter struct seen through JSON, so that
+/// modules of different parameter types sit in one table.
+pub trait Registered: Sync {
+    fn free_form(&self) -> bool;
+    /// The parameter names, aliases included; `None`: any key (`set_fact`).
+    fn param_names(&self) -> Option<&'static [&'static str]>;
+    /// Checks one literal argument at load time.
+    fn check(&self, key: &str, value: &Json) -> Result<(), String>;
+    /// Reads the rendered arguments and runs the module.
+    fn execute(&self, args: &Json, mc: &ModCtx) -> ModResult;
+}
+
+impl<M: Module> Registered for M {
+    fn free_form(&self) -> bool {
+        Module::free_form(self)
+    }
+
+    fn param_names(&self) -> Option<&'static [&'static str]> {
+        params::names::<M::Params>()
+    }
+
+    fn check(&self, key: &str, value: &Json) -> Result<(), String> {
+        params::check::<M::Params>(key, value)
+    }
+
+    fn execute(&self, args: &Json, mc: &ModCtx) -> ModResult {
+        let args = match args {
+            Json::String(raw) if Module::free_form(self) => {
+                let mut m = Map::new();
+                m.insert("_raw_params".into(), Json::String(raw.clone()));
+                Json::Object(m)
+            }
+            other => other.clone(),
+        };
+        match params::parse::<M::Params>(&args) {
+            Ok(p) => self.run(p, mc),
+            Err(e) => ModResult::fail(e),
+        }
+    }
+}
+
+/// Every module of the built-in runner, by its short name.
+static REGISTRY: &[(&str, &dyn Registered)] = &[
+    ("command", &command::Command::COMMAND),
+    ("shell", &command::Command::SHELL),
+    ("raw", &command::Command::RAW),
+    ("copy", &copy::Copy),
+    ("template", &template::Template),
+    ("file", &file::File),
+    ("lineinfile", &lineinfile::LineInFile),
+    ("blockinfile", &blockinfile::BlockInFile),
+    ("stat", &stat::Stat),
+    ("slurp", &slurp::Slurp),
+    ("wait_for", &wait_for::WaitFor),
+    ("debug", &debug::Debug),
+    ("set_fact", &set_fact::SetFact),
+    ("set_stats", &set_stats::SetStats),
+    ("assert", &assert::Assert),
+    ("fail", &fail::Fail),
+    ("pause", &pause::Pause),
+    ("service", &service::Service::SERVICE),
+    ("systemd", &service::Service::SYSTEMD),
+    ("package", &package::Package::PACKAGE),
+    ("apt", &package::Package::APT),
+];
+
+/// The prefix of the fully qualified names of Ansible's own modules.
+pub const BUILTIN_PREFIX: &str = "ansible.builtin.";
+
+/// A module by its short or its `ansible.builtin.` name.
+pub fn lookup(name: &str) -> Option<&'static dyn Registered> {
+    let short = name.strip_prefix(BUILTIN_PREFIX).unwrap_or(name);
+    REGISTRY.iter().find(|(n, _)| *n == short).map(|(_, m)| *m)
+}
+
+/// The short names of every module, in registry order (for suggestions).
+pub fn names() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|(n, _)| *n)
+}
+
+pub fn run_module(name: &str, args: &Json, mc: &ModCtx) -> ModResult {
+    match lookup(name) {
+        Some(m) => m.execute(args, mc),
+        None => ModResult::fail(format!(
+            "module `{name}` is not implemented by the built-in runner yet; set `runner: ansible`"
+        )),
+    }
+}
+
+pub(super) fn io(what: &str, path: &str, e: std::io::Error) -> ModResult {
+    ModResult::fail(format!("{what} {path}: {e}"))
+}
+
+/// Runs a shell script on the target with the task's environment.
+fn sh(mc: &ModCtx, script: &str) -> std::io::Result<CmdOut> {
+    mc.target.run(&[], Some(script), None, &mc.env)
+}
+
+/// A list argument's items as text (`argv`, `that`).
+fn texts(items: &[Json]) -> Vec<String> {
+    items
+        .iter()
+        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+        .collect()
+}
+
+fn find(dirs: &[PathBuf], src: &str) -> Option<PathBuf> {
+    if Path::new(src).is_absolute() {
+        return Some(PathBuf::from(src));
+    }
+    dirs.iter().map(|d| d.join(src)).find(|p| p.exists())
+}
+
+/// Writes `content` to `dest` when it differs, then sets `mode` when it differs.
+fn put(mc: &ModCtx, dest: &str, content: &[u8], mode: Option<u32>) -> ModResult {
+    let parent = Path::new(dest)
+        .parent()
+        .map(|p| p.display().to_string())
+        .filter(|p| !p.is_empty());
+    if let Some(p) = &parent
+        && mc.target.stat(p).ok().flatten().is_none_or(|s| !s.is_dir)
+    {
+        return ModResult::fail(format!("Destination directory {p} does not exist"));
+    }
+    let old = match mc.target.read(dest) {
+        Ok(o) => o,
+        Err(e) => return io("cannot read", dest, e),
+    };
+    let mut changed = false;
+    if old.as_deref() != Some(content) {
+        if let Err(e) = mc.target.write(dest, content) {
+            return io("cannot write", dest, e);
+        }
+        changed = true;
+    }
+    if let Some(m) = mode {
+        let current = mc.target.stat(dest).ok().flatten().map(|s| s.mode);
+        if current != Some(m) {
+            if let Err(e) = mc.target.chmod(dest, m) {
+                return io("cannot chmod", dest, e);
+            }
+            changed = true;
+        }
+    }
+    let mut r = ModResult::ok(changed);
+    r.data.insert("dest".into(), Json::String(dest.to_owned()));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_module_has_a_key_set_and_builtin_names_resolve() {
+        for name in names() {
+            let m = lookup(name).expect("registered");
+            if name != "set_fact" {
+                assert!(m.param_names().is_some_and(|p| !p.is_empty()), "{name}");
+            }
+            assert!(lookup(&format!("{BUILTIN_PREFIX}{name}")).is_some());
+        }
+        assert!(lookup("community.general.ufw").is_none());
+    }
+}

@@ -1,0 +1,55 @@
+//! `template`: a Jinja template of the controller, rendered with the task's variables, onto
+//! the target.
+
+use super::params::{Flag, Mode, Str, file_params};
+use super::{ModCtx, ModResult, Module, find, io, put};
+
+pub(super) struct Template;
+
+file_params! {
+    /// Ansible's parameters; those beyond `src`, `dest` and `mode` are accepted and not acted on.
+    struct Params {
+        src: Option<Str>,
+        dest: Option<Str>,
+        mode: Option<Mode>,
+        force: Option<Flag>,
+        backup: Option<Flag>,
+        follow: Option<Flag>,
+        validate: Option<Str>,
+        newline_sequence: Option<Str>,
+        trim_blocks: Option<Flag>,
+        lstrip_blocks: Option<Flag>,
+        output_encoding: Option<Str>,
+        block_start_string: Option<Str>,
+        block_end_string: Option<Str>,
+        variable_start_string: Option<Str>,
+        variable_end_string: Option<Str>,
+        comment_start_string: Option<Str>,
+        comment_end_string: Option<Str>,
+    }
+}
+
+impl Module for Template {
+    type Params = Params;
+
+    fn run(&self, p: Params, mc: &ModCtx) -> ModResult {
+        let Some(Str(src)) = p.src else {
+            return ModResult::fail("src is required");
+        };
+        let Some(path) = find(&mc.templates, &src) else {
+            return ModResult::fail(format!("Could not find or access '{src}'"));
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => return io("cannot read", &path.display().to_string(), e),
+        };
+        let rendered = match mc.templar.render_template(&text, mc.vars) {
+            Ok(r) => r,
+            Err(e) => return ModResult::fail(format!("{}: {e}", path.display())),
+        };
+        let Some(Str(dest)) = p.dest else {
+            return ModResult::fail("dest is required");
+        };
+        put(mc, &dest, rendered.as_bytes(), p.mode.map(|m| m.0))
+    }
+}

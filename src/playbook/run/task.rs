@@ -1,0 +1,304 @@
+//! One module task on one host: its condition, its loop, the module run once per item,
+//! `changed_when`/`failed_when`, `register`, `run_once`, the log lines and the counts.
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value as Json};
+
+use super::{Exec, Flow};
+use crate::playbook::load::Task;
+use crate::playbook::modules::{ModCtx, ModResult, run_module};
+use crate::playbook::vars::{Scope, Val, data_layer};
+
+impl Exec {
+    pub(super) fn run_module_task(
+        &mut self,
+        task: &Task,
+        module: &str,
+        args: &Json,
+        scope: &Scope,
+        conds: &[String],
+        kind: &str,
+    ) -> Flow {
+        self.header(task, kind);
+        let delegated = task
+            .delegate_to
+            .as_deref()
+            .is_some_and(|d| matches!(d, "localhost" | "127.0.0.1"));
+        let host = if delegated {
+            format!("{} -> localhost", self.host)
+        } else {
+            self.host.clone()
+        };
+        let once_key = task.run_once.then(|| {
+            let site = format!("{}:{:?}", task.origin.file.display(), task.origin.pos);
+            let n = self.seen.entry(site.clone()).or_default();
+            *n += 1;
+            (site, *n)
+        });
+        if let Some(key) = &once_key
+            && !self.first_host
+        {
+            // run_once: the first host ran it; the others take its result, as in Ansible.
+            if let Some((r, registered)) = self.once.get(key).cloned() {
+                for (k, v) in &r.facts {
+                    self.facts_layer.insert(k.clone(), Val::Data(v.clone()));
+                    self.facts.insert(k.clone(), v.clone());
+                }
+                if let Some(reg) = &task.register {
+                    self.facts_layer.insert(reg.clone(), Val::Data(registered));
+                }
+            }
+            return Flow::Continue;
+        }
+        match self.when_holds(conds, scope) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.counts.skipped += 1;
+                self.log.push_str(&format!("skipping: [{host}]\n"));
+                if let Some(reg) = &task.register {
+                    let skipped = serde_json::json!({"changed": false, "skipped": true, "skip_reason": "Conditional result was False"});
+                    self.facts_layer.insert(reg.clone(), Val::Data(skipped));
+                }
+                return Flow::Continue;
+            }
+            Err(e) => {
+                self.fail_host(&e);
+                return Flow::HostFailed;
+            }
+        }
+        let ctx = self.templar.context(scope);
+        let items: Option<Vec<Json>> = match &task.loop_items {
+            None => None,
+            Some(l) => match self.templar.render(l, &ctx) {
+                Ok(Json::Array(a)) => Some(a),
+                Ok(Json::Null) => Some(Vec::new()),
+                Ok(other) => {
+                    self.fail_host(&format!("loop must be a list, got {other}"));
+                    return Flow::HostFailed;
+                }
+                Err(e) => {
+                    self.fail_host(&e);
+                    return Flow::HostFailed;
+                }
+            },
+        };
+        let mut role_dirs: Vec<PathBuf> = Vec::new();
+        if let Some(r) = &task.role {
+            role_dirs.push(self.roles.path(r, ""));
+        }
+        let files: Vec<PathBuf> = role_dirs
+            .iter()
+            .map(|d| d.join("files"))
+            .chain([self.playbook_dir.join("files"), self.playbook_dir.clone()])
+            .collect();
+        let templates: Vec<PathBuf> = role_dirs
+            .iter()
+            .map(|d| d.join("templates"))
+            .chain([
+                self.playbook_dir.join("templates"),
+                self.playbook_dir.clone(),
+            ])
+            .collect();
+
+        let runs: Vec<Option<Json>> = match &items {
+            None => vec![None],
+            Some(items) => items.iter().cloned().map(Some).collect(),
+        };
+        let mut results = Vec::new();
+        let (mut any_changed, mut any_failed) = (false, false);
+        let mut all_facts = Map::new();
+        let target = self.target_for(Some(task));
+        for item in runs {
+            let item_scope = match &item {
+                Some(i) => scope.with(data_layer([(task.loop_var.clone(), i.clone())])),
+                None => scope.clone(),
+            };
+            let ictx = self.templar.context(&item_scope);
+            let env = match self.environment_for(task, &ictx) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.fail_host(&e);
+                    return Flow::HostFailed;
+                }
+            };
+            let mut r = match self.templar.render(args, &ictx) {
+                Ok(rendered) => {
+                    let mc = ModCtx {
+                        target: target.as_ref(),
+                        env,
+                        templar: &self.templar,
+                        vars: &ictx,
+                        files: files.clone(),
+                        templates: templates.clone(),
+                    };
+                    run_module(module, &rendered, &mc)
+                }
+                Err(e) => ModResult {
+                    failed: true,
+                    msg: Some(e),
+                    ..Default::default()
+                },
+            };
+            // changed_when / failed_when see the result under the register name.
+            if task.changed_when.is_some() || task.failed_when.is_some() {
+                let mut s = item_scope.clone();
+                if let Some(reg) = &task.register {
+                    s.push(data_layer([(reg.clone(), r.to_json())]));
+                }
+                if let Some(c) = &task.changed_when {
+                    match self.when_holds(c, &s) {
+                        Ok(v) => r.changed = v,
+                        Err(e) => {
+                            r.failed = true;
+                            r.msg = Some(format!("changed_when: {e}"));
+                        }
+                    }
+                }
+                if let Some(c) = &task.failed_when {
+                    match self.when_holds(c, &s) {
+                        Ok(v) => r.failed = v,
+                        Err(e) => {
+                            r.failed = true;
+                            r.msg = Some(format!("failed_when: {e}"));
+                        }
+                    }
+                }
+            }
+            if r.failed
+                && let Some(why) = target.lost()
+            {
+                let msg = r.msg.clone().unwrap_or(why);
+                return self.lost_or_failed(&msg);
+            }
+            for (k, v) in &r.facts {
+                self.facts_layer.insert(k.clone(), Val::Data(v.clone()));
+                self.facts.insert(k.clone(), v.clone());
+                all_facts.insert(k.clone(), v.clone());
+            }
+            for (k, v) in &r.stats {
+                self.stats.insert(k.clone(), v.clone());
+            }
+            let status = if r.failed {
+                "failed"
+            } else if r.changed {
+                "changed"
+            } else {
+                "ok"
+            };
+            let shown = if task.no_log {
+                "{\"censored\": \"the output has been hidden due to the fact that 'no_log: true' was specified for this result\"}".to_owned()
+            } else {
+                let mut j = r.to_json();
+                if let (Json::Object(m), Some(i)) = (&mut j, &item) {
+                    m.insert(task.loop_var.clone(), i.clone());
+                }
+                j.to_string()
+            };
+            match (&item, r.failed) {
+                (Some(i), false) => self.log.push_str(&format!(
+                    "{status}: [{host}] => (item={})\n",
+                    short(i, task.no_log)
+                )),
+                (Some(i), true) => self.log.push_str(&format!(
+                    "failed: [{host}] (item={}) => {shown}\n",
+                    short(i, task.no_log)
+                )),
+                (None, true) => {}
+                (None, false) => {
+                    if module == "debug" && !task.no_log {
+                        self.log
+                            .push_str(&format!("{status}: [{host}] => {shown}\n"));
+                    } else {
+                        self.log.push_str(&format!("{status}: [{host}]\n"));
+                    }
+                }
+            }
+            any_changed |= r.changed;
+            any_failed |= r.failed;
+            let mut j = r.to_json();
+            if let (Json::Object(m), Some(i)) = (&mut j, &item) {
+                m.insert(task.loop_var.clone(), i.clone());
+            }
+            if r.failed && items.is_none() {
+                let msg = r.msg.clone().unwrap_or_else(|| "task failed".into());
+                self.log
+                    .push_str(&format!("fatal: [{host}]: FAILED! => {shown}\n"));
+                if !task.ignore_errors {
+                    self.message.get_or_insert_with(|| {
+                        format!(
+                            "{host}: {}: {msg}",
+                            task.name.clone().unwrap_or_else(|| module.to_owned())
+                        )
+                    });
+                }
+            }
+            results.push(j);
+        }
+        let registered = match &items {
+            None => results.pop().unwrap_or(Json::Null),
+            Some(_) => serde_json::json!({
+                "changed": any_changed, "failed": any_failed, "results": results,
+                "msg": if any_failed { "One or more items failed" } else { "All items completed" },
+            }),
+        };
+        if let Some(key) = once_key {
+            let r = ModResult {
+                facts: all_facts,
+                ..Default::default()
+            };
+            self.once.insert(key, (r, registered.clone()));
+        }
+        if let Some(reg) = &task.register {
+            self.facts_layer.insert(reg.clone(), Val::Data(registered));
+        }
+        if any_failed {
+            if items.is_some() && !task.ignore_errors {
+                self.message.get_or_insert_with(|| {
+                    format!(
+                        "{host}: {}: One or more items failed",
+                        task.name.clone().unwrap_or_else(|| module.to_owned())
+                    )
+                });
+                self.log.push_str(&format!(
+                    "fatal: [{host}]: FAILED! => {{\"msg\": \"One or more items failed\"}}\n"
+                ));
+            }
+            if task.ignore_errors {
+                // Ansible counts an ignored failure as ok (and changed, if it changed).
+                self.counts.ignored += 1;
+                self.counts.ok += 1;
+                if any_changed {
+                    self.counts.changed += 1;
+                }
+                self.log.push_str("...ignoring\n");
+            } else {
+                self.counts.failed += 1;
+                return Flow::HostFailed;
+            }
+        } else {
+            self.counts.ok += 1;
+            if any_changed {
+                self.counts.changed += 1;
+            }
+        }
+        if any_changed {
+            for n in &task.notify {
+                if !self.notified.contains(n) {
+                    self.notified.push(n.clone());
+                }
+            }
+        }
+        Flow::Continue
+    }
+}
+
+fn short(v: &Json, hidden: bool) -> String {
+    if hidden {
+        return "None".to_owned();
+    }
+    match v {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
