@@ -2,7 +2,6 @@
 //! argument against the module's parameters, with the place of the key and a suggestion;
 //! `vars_files` problems are diagnostics at validation and errors at run time.
 
-
 use crate::common::Service;
 use serde_json::{Map, Value as Json};
 use stepsync::config::Ssh;
