@@ -441,7 +441,7 @@ b2() {
     record b2_ansible "$ansible"
 
     # ansible-playbook by hand on each rendered recipe, one after the other, as a user's
-    # script would (the recipes are rendered by `plan`, not timed).
+    # script would (the recipes are rendered by `plan` into the plan dir, not timed).
     svc=$d/r$r-hand pkg=$d/r$r-hand/pkg
     b2_service "$svc" ansible "$pkg"
     timeout 60 "$STEPSYNC" -C "$svc" -q apply -f objects.yaml >/dev/null
@@ -449,8 +449,8 @@ b2() {
     [ -f "$svc/.stepsync/sys/ansible.cfg" ] || die "B2: plan wrote no ansible.cfg"
     cat >"$svc/by-hand.sh" <<'EOF'
 set -e
-for dir in "$1"/HelloServer/*/; do
-  (cd "$dir" && ANSIBLE_CONFIG=../../ansible.cfg ansible-playbook -i inventory.yml sync.yml)
+for dir in "$1"/.plan/HelloServer/*/; do
+  (cd "$dir" && ANSIBLE_CONFIG="$1/ansible.cfg" ansible-playbook -i inventory.yml sync.yml)
 done
 EOF
     measure 1800 "$svc/run.out" bash "$svc/by-hand.sh" "$svc/.stepsync/sys"

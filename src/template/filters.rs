@@ -1,0 +1,164 @@
+//! The filters of every template environment (stepdefs and playbooks alike): Ansible's
+//! everyday ones, on top of minijinja's built-ins.
+
+use base64::Engine as _;
+use minijinja::value::Value;
+use minijinja::{Environment, ErrorKind};
+
+use super::from_serde;
+use crate::yaml::Node;
+
+/// `default(x[, boolean])`: `x` for an undefined or `none` value (and, with `boolean`, any
+/// false one), as stepdefs read unset fields.
+pub(super) fn default_filter(v: Value, other: Option<Value>, boolean: Option<bool>) -> Value {
+    let missing = v.is_undefined() || v.is_none() || (boolean == Some(true) && !v.is_true());
+    if missing {
+        other.unwrap_or_else(|| Value::from(""))
+    } else {
+        v
+    }
+}
+
+/// Characters `urlencode` leaves as they are: RFC 3986's unreserved set. Unlike Jinja2's,
+/// it encodes `/` too, so a value is always one path segment (`../admin` cannot climb).
+const URL_SAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+pub(crate) fn add_filters(env: &mut Environment<'static>) {
+    env.add_filter("urlencode", |v: Value| -> String {
+        let text = match v.as_str() {
+            Some(s) => s.to_owned(),
+            None => v.to_string(),
+        };
+        percent_encoding::utf8_percent_encode(&text, URL_SAFE).to_string()
+    });
+    env.add_filter("to_json", |v: Value| -> Result<String, minijinja::Error> {
+        serde_json::to_string(&v)
+            .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))
+    });
+    env.add_filter(
+        "to_nice_json",
+        |v: Value| -> Result<String, minijinja::Error> {
+            serde_json::to_string_pretty(&v)
+                .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))
+        },
+    );
+    env.add_filter("to_yaml", |v: Value| -> Result<String, minijinja::Error> {
+        serde_yaml::to_string(&v)
+            .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))
+    });
+    env.add_filter("from_json", |s: &str| -> Result<Value, minijinja::Error> {
+        serde_json::from_str::<serde_json::Value>(s)
+            .map(|v| from_serde(&v))
+            .map_err(|e| {
+                minijinja::Error::new(ErrorKind::InvalidOperation, format!("from_json: {e}"))
+            })
+    });
+    env.add_filter("from_yaml", |s: &str| -> Result<Value, minijinja::Error> {
+        serde_saphyr::from_str::<Node>(s)
+            .map(|n| from_serde(n.to_json()))
+            .map_err(|e| {
+                minijinja::Error::new(ErrorKind::InvalidOperation, format!("from_yaml: {e}"))
+            })
+    });
+    env.add_filter("b64encode", |s: &str| {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    });
+    env.add_filter("b64decode", |s: &str| -> Result<String, minijinja::Error> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|e| {
+                minijinja::Error::new(ErrorKind::InvalidOperation, format!("b64decode: {e}"))
+            })?;
+        String::from_utf8(bytes).map_err(|_| {
+            minijinja::Error::new(ErrorKind::InvalidOperation, "b64decode: not UTF-8 text")
+        })
+    });
+    env.add_filter(
+        "regex_replace",
+        |s: &str, pattern: &str, replacement: Option<&str>| -> Result<String, minijinja::Error> {
+            let re = compile_regex(pattern)?;
+            Ok(re
+                .replace_all(s, python_backrefs(replacement.unwrap_or("")))
+                .into_owned())
+        },
+    );
+    env.add_filter(
+        "regex_search",
+        |s: &str, pattern: &str| -> Result<Value, minijinja::Error> {
+            let re = compile_regex(pattern)?;
+            Ok(re
+                .find(s)
+                .map_or(Value::from(()), |m| Value::from(m.as_str())))
+        },
+    );
+    env.add_filter("quote", |s: &str| shell_quote(s));
+    // The `bool` filter: a string is true only when it is one of Ansible's true words; any
+    // other value by its Jinja truthiness.
+    env.add_filter("bool", |v: Value| -> bool {
+        match v.as_str() {
+            Some(s) => crate::boolean::parse(s) == Some(true),
+            None => v.is_true(),
+        }
+    });
+    env.add_filter("mandatory", |v: Value| -> Result<Value, minijinja::Error> {
+        if v.is_undefined() {
+            Err(minijinja::Error::new(
+                ErrorKind::UndefinedError,
+                "mandatory variable is not defined",
+            ))
+        } else {
+            Ok(v)
+        }
+    });
+    env.add_filter("basename", |s: &str| {
+        s.rsplit('/').next().unwrap_or("").to_owned()
+    });
+    env.add_filter("dirname", |s: &str| match s.rfind('/') {
+        Some(0) => "/".to_owned(),
+        Some(i) => s[..i].to_owned(),
+        None => String::new(),
+    });
+}
+
+fn compile_regex(pattern: &str) -> Result<regex::Regex, minijinja::Error> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("bad regex: {e}")))
+}
+
+/// Ansible writes back-references Python's way (`\1`); the regex crate wants `${1}`.
+fn python_backrefs(r: &str) -> String {
+    let mut out = String::new();
+    let mut chars = r.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let mut n = String::new();
+                while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                    n.push(d);
+                    chars.next();
+                }
+                out.push_str(&format!("${{{n}}}"));
+            }
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// POSIX shell single-quoting: safe to paste into any `sh` command line.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
+    {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
