@@ -17,6 +17,8 @@ pub enum Removal {
     Purged,
     /// Was already being deleted.
     AlreadyDeleting,
+    /// `--force`: gone from the store, no backend call made.
+    Forced,
 }
 
 impl fmt::Display for Removal {
@@ -25,6 +27,7 @@ impl fmt::Display for Removal {
             Removal::Deleting => "marked for deletion",
             Removal::Purged => "deleted",
             Removal::AlreadyDeleting => "already being deleted",
+            Removal::Forced => "purged without a backend call (--force)",
         })
     }
 }
@@ -55,25 +58,27 @@ pub fn referrers_of(
     Ok(out)
 }
 
-/// `root` and everything that depends on it, transitively, dependents first.
-fn closure(tx: &dyn ReadOps, root: ObjectRecord) -> Result<Vec<ObjectRecord>> {
+/// `root` and everything that depends on it, transitively, dependents first; with
+/// `live_only`, dependents already being deleted are left out.
+fn closure(tx: &dyn ReadOps, root: ObjectRecord, live_only: bool) -> Result<Vec<ObjectRecord>> {
     fn visit(
         tx: &dyn ReadOps,
         obj: ObjectRecord,
+        live_only: bool,
         seen: &mut HashSet<i64>,
         out: &mut Vec<ObjectRecord>,
     ) -> Result<()> {
         seen.insert(obj.id);
-        for r in referrers_of(tx, &obj, true)? {
+        for r in referrers_of(tx, &obj, live_only)? {
             if !seen.contains(&r.id) {
-                visit(tx, r, seen, out)?;
+                visit(tx, r, live_only, seen, out)?;
             }
         }
         out.push(obj);
         Ok(())
     }
     let mut out = Vec::new();
-    visit(tx, root, &mut HashSet::new(), &mut out)?;
+    visit(tx, root, live_only, &mut HashSet::new(), &mut out)?;
     Ok(out)
 }
 
@@ -101,24 +106,29 @@ pub fn remove(
     Ok(out)
 }
 
-/// `stepsync delete MODEL KEY [--cascade]`.
+/// `stepsync delete MODEL KEY [--cascade] [--force]`. With `force`, the objects are purged
+/// at once, dependents first, without any backend call (SPEC §5.4): for an operator who knows
+/// the backend objects are gone, or a delete that can never succeed.
 pub fn delete(
     svc: &Service,
     store: &dyn Store,
     model: &str,
     key: &str,
     cascade: bool,
+    force: bool,
 ) -> Result<Vec<(String, Removal)>> {
     let m = svc.model(model)?;
     let mut tx = store.write()?;
     let Some(obj) = tx.get(&m.name, key)? else {
         return Err(Error::failed(format!("{model}/{key} not found")));
     };
-    if obj.book.deleted {
+    if obj.book.deleted && !force {
         return Ok(vec![(obj.name(), Removal::AlreadyDeleting)]);
     }
     let name = obj.name();
-    let order = closure(&*tx, obj)?;
+    // A forced purge takes what is already being deleted along: nothing may be left
+    // pointing at a purged object.
+    let order = closure(&*tx, obj, !force)?;
     if order.len() > 1 && !cascade {
         let names: Vec<String> = order[..order.len() - 1]
             .iter()
@@ -131,6 +141,24 @@ pub fn delete(
             ))
             .with_hint("delete those first, or pass `--cascade` to delete them too"),
         ));
+    }
+    if force {
+        let mut out = Vec::new();
+        for o in &order {
+            tx.purge(o.id)?;
+            out.push((o.name(), Removal::Forced));
+        }
+        tx.commit()?;
+        let sys =
+            crate::sysdir::SysDir::new(crate::config::in_dir(&svc.dir, &svc.config.sys_dir), 0);
+        for o in &order {
+            tracing::warn!(object = %o.name(), "purged with --force: no delete was sent to the backend");
+            // The store no longer has it; its folder moves aside as any purged object's does.
+            if let Err(e) = sys.retire(&o.model, &o.key) {
+                tracing::warn!(object = %o.name(), error = %e, "cannot move its sys dir folder aside");
+            }
+        }
+        return Ok(out);
     }
     let result = remove(svc, &mut *tx, order, Millis::now())?;
     tx.commit()?;

@@ -78,6 +78,9 @@ enum Command {
         /// Delete the objects that depend on it too
         #[arg(long)]
         cascade: bool,
+        /// Purge it from the store without any backend call (the backend object is gone)
+        #[arg(long)]
+        force: bool,
     },
     /// Per-model counts by status, then the objects in error
     Status,
@@ -167,7 +170,8 @@ fn run(args: Cli) -> stepsync::Result<ExitCode> {
             model,
             key,
             cascade,
-        } => cli::objects::delete_cmd(&dir, &model, &key, cascade, out),
+            force,
+        } => cli::objects::delete_cmd(&dir, &model, &key, cascade, force, out),
         Command::Status => cli::objects::status(&dir, out),
         Command::Run {
             once,

@@ -156,3 +156,26 @@ fn a_change_during_a_failing_run_is_tried_at_once() {
     );
     assert_eq!(status(&svc)["status"], "ok");
 }
+
+#[test]
+fn delete_force_purges_without_a_backend_call() {
+    let (svc, server) = setup("backoff: {initial: 30s, jitter: 0}\n");
+    svc.ok(&["run", "--once"]);
+    // Its backend refuses the delete for good: without --force it stays deleting.
+    server.respond("DELETE", "/sites/id-a", 500, "{\"error\":\"no\"}");
+    svc.ok(&["delete", "Site", "a"]);
+    svc.test().args(["run", "--once"]).status(1).run();
+    assert_eq!(status(&svc)["status"], "error");
+    assert_eq!(status(&svc)["deleted"], true);
+    server.clear();
+    svc.test()
+        .args(["delete", "--force", "Site", "a"])
+        .stdout_contains("Site/a purged without a backend call (--force)")
+        .stderr_contains("no delete was sent to the backend")
+        .run();
+    assert!(server.lines().is_empty(), "{:?}", server.lines());
+    assert!(svc.keys("Site").is_empty());
+    let sys = svc.path().join(".stepsync/sys");
+    assert!(!sys.join("Site/a").exists());
+    assert!(sys.join(".deleted/Site/a").exists());
+}

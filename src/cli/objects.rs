@@ -111,11 +111,12 @@ pub(crate) fn delete_cmd(
     model: &str,
     key: &str,
     cascade: bool,
+    force: bool,
     out: &mut dyn Write,
 ) -> Result<ExitCode> {
     let svc = Service::load(dir)?;
     let store = svc.open_store()?;
-    for (name, r) in delete(&svc, &*store, model, key, cascade)? {
+    for (name, r) in delete(&svc, &*store, model, key, cascade, force)? {
         writeln!(out, "{name} {r}").map_err(stdout_err)?;
     }
     Ok(ExitCode::SUCCESS)
