@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use crate::config::Backoff;
 
-/// The wait before retry number `failures` (1 for the first failure).
-pub fn delay(cfg: &Backoff, failures: u32) -> Duration {
+/// The wait before retry number `failures` (1 for the first failure), with a random spread.
+#[cfg(test)]
+fn delay(cfg: &Backoff, failures: u32) -> Duration {
     delay_with(cfg, failures, unit_random())
 }
 
-/// [`delay`] with the jitter's random sample `unit` in [0, 1) given (0.5: no spread).
+/// The wait before retry number `failures` (1 for the first failure); `unit` is the jitter's
+/// random sample in [0, 1) (0.5: no spread), passed in so callers can be deterministic.
 pub fn delay_with(cfg: &Backoff, failures: u32, unit: f64) -> Duration {
     let base = cfg.initial.0.as_secs_f64()
         * cfg

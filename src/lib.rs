@@ -7,13 +7,13 @@
 //! are the binary's (`src/cli/`), which reports progress through [`engine::progress`].
 
 pub mod apply;
-pub mod backoff;
-pub mod bookkeeping;
-pub mod boolean;
+pub(crate) mod backoff;
+pub(crate) mod bookkeeping;
+pub(crate) mod boolean;
 pub mod config;
 pub mod deletion;
 pub mod diag;
-pub mod duration;
+pub(crate) mod duration;
 pub mod engine;
 pub mod error;
 pub mod inventory;

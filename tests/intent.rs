@@ -179,3 +179,19 @@ fn delete_force_purges_without_a_backend_call() {
     assert!(!sys.join("Site/a").exists());
     assert!(sys.join(".deleted/Site/a").exists());
 }
+
+#[test]
+fn get_says_why_an_object_is_pending() {
+    let (svc, server) = setup("backoff: {initial: 30s, jitter: 0}\n");
+    assert_eq!(status(&svc)["reason"], "created");
+    svc.ok(&["run", "--once"]);
+    assert_eq!(status(&svc)["reason"], serde_json::Value::Null);
+    svc.file("objects.yaml", "Site:\n  - {name: a, login_base: two}\n");
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    assert_eq!(status(&svc)["reason"], "changed");
+    server.respond("PUT", "/sites/a", 500, "{}");
+    svc.test().args(["run", "--once"]).status(1).run();
+    assert_eq!(status(&svc)["reason"], "retry");
+    svc.ok(&["delete", "Site", "a"]);
+    assert_eq!(status(&svc)["reason"], "deleted");
+}
