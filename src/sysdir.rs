@@ -109,7 +109,7 @@ impl SysDir {
                 std::fs::read_to_string(&path).ok()
             };
             if old.as_deref() != Some(content.as_str()) {
-                write_atomic(&self.root, &path, content, name.ends_with(".sh"))?;
+                write_atomic(&path, content, name.ends_with(".sh"))?;
             }
             out.push(Written {
                 path,
@@ -128,7 +128,7 @@ impl SysDir {
                 std::fs::create_dir_all(parent)?;
             }
             if std::fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
-                write_atomic(&self.root, &path, content, false)?;
+                write_atomic(&path, content, false)?;
             }
         }
         Ok(())
@@ -151,7 +151,7 @@ impl SysDir {
             n += 1;
             path = runs.join(format!("{stamp}.{n}-{}.log", phase.as_str()));
         }
-        write_atomic(&self.root, &path, text, false)?;
+        write_atomic(&path, text, false)?;
         if fresh {
             return Ok(path);
         }
@@ -165,23 +165,6 @@ impl SysDir {
             std::fs::remove_file(old)?;
         }
         Ok(path)
-    }
-
-    /// Removes the temporary files a crashed writer left; run by the lease holder before it
-    /// writes anything, so no writer is still using them.
-    pub fn sweep(&self) -> io::Result<usize> {
-        let dir = self.root.join(TMP_DIR);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e),
-        };
-        let mut n = 0;
-        for e in entries {
-            std::fs::remove_file(e?.path())?;
-            n += 1;
-        }
-        Ok(n)
     }
 
     /// Moves a purged object's folder to `.deleted/<Model>/<key>/`, replacing an older one.
@@ -225,20 +208,16 @@ fn make_dir(dir: &Path) -> io::Result<bool> {
     }
 }
 
-/// Where temporary files are written before they are renamed into place: one folder, so
-/// what a crash leaves behind is found without walking the sys dir.
-const TMP_DIR: &str = ".tmp";
-
-/// Write to a temporary file and rename, so a reader never sees half a recipe. Scripts are
-/// created executable (as far as the umask allows). A write that fails removes its
-/// temporary file: a full disk is not made fuller.
-fn write_atomic(root: &Path, path: &Path, content: &str, executable: bool) -> io::Result<()> {
+/// Write to a temporary file beside `path` and rename, so a reader never sees half a
+/// recipe; the rename stays in one folder (a rename across folders takes a lock that is one
+/// per file system). Scripts are created executable (as far as the umask allows). A write
+/// that fails removes its temporary file: a full disk is not made fuller.
+fn write_atomic(path: &Path, content: &str, executable: bool) -> io::Result<()> {
     use std::io::Write as _;
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = root.join(TMP_DIR);
-    make_dir(&dir)?;
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!("{}.{n}", std::process::id()));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let tmp = path.with_file_name(format!(".{name}.tmp{}.{n}", std::process::id()));
     let written = (|| {
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);
@@ -327,20 +306,6 @@ mod tests {
         let sys = SysDir::new(dir.path().to_path_buf(), 2);
         sys.write_files("M", &format!("{long}a"), &[("x".into(), "y".into())])
             .unwrap();
-    }
-
-    #[test]
-    fn temporary_files_live_in_one_folder_and_are_swept() {
-        let dir = tempfile::tempdir().unwrap();
-        let sys = SysDir::new(dir.path().to_path_buf(), 2);
-        sys.write_files("M", "k", &[("a".into(), "1".into())])
-            .unwrap();
-        let tmp = dir.path().join(TMP_DIR);
-        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
-        // What a writer killed between write and rename leaves behind.
-        std::fs::write(tmp.join("4242.7"), "half").unwrap();
-        assert_eq!(sys.sweep().unwrap(), 1);
-        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
     }
 
     #[test]

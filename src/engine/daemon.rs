@@ -22,7 +22,6 @@ impl Engine {
     /// Runs until SIGINT or SIGTERM; runs in flight then finish and are recorded.
     pub async fn run_daemon(self: &Arc<Self>) -> Result<()> {
         let _lease = self.lease()?;
-        self.sweep_sys_dir();
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             let mut signals = Signals::new();

@@ -139,18 +139,6 @@ impl Engine {
         lease::acquire(self.store.clone(), self.svc.config.lease.ttl.0)
     }
 
-    /// Removes what a crashed run left in the sys dir; only the lease holder writes there.
-    pub(crate) fn sweep_sys_dir(&self) {
-        match self.sys.sweep() {
-            Ok(0) => {}
-            Ok(n) => info!(
-                files = n,
-                "removed temporary files a stopped run left in the sys dir"
-            ),
-            Err(e) => warn!(error = %e, "cannot clean the sys dir's temporary files"),
-        }
-    }
-
     pub fn snapshot(&self) -> Result<Arc<Snapshot>> {
         Ok(Arc::new(Snapshot::load(
             self.svc.schema.clone(),

@@ -217,7 +217,6 @@ impl Engine {
     /// `run --once`: passes until one makes no progress.
     pub async fn run_once(self: &Arc<Self>) -> Result<Summary> {
         let _lease = self.lease()?;
-        self.sweep_sys_dir();
         let (_tx, rx) = watch::channel(false);
         let mut done = HashSet::new();
         let mut summary = Summary::default();
