@@ -401,6 +401,29 @@ impl Drop for SqliteTx<'_> {
     }
 }
 
+type SqlValue = rusqlite::types::Value;
+
+/// The bookkeeping columns in their order after `id` (or after `model, key, fields` in an
+/// insert), with the `pending` mark the state machine derives: one list for every write.
+fn book_columns(b: &Bookkeeping) -> [SqlValue; 14] {
+    [
+        b.generation.into(),
+        b.synced_generation.into(),
+        b.status.as_str().to_owned().into(),
+        b.message.clone().into(),
+        b.failures.into(),
+        b.next_retry_at.map(|m| m.0).into(),
+        b.deleted.into(),
+        b.created.0.into(),
+        b.updated.0.into(),
+        b.enacted.map(|m| m.0).into(),
+        b.last_success_at.map(|m| m.0).into(),
+        b.last_error_at.map(|m| m.0).into(),
+        bookkeeping::work(b).is_some().into(),
+        b.attempted.into(),
+    ]
+}
+
 impl SqliteTx<'_> {
     fn save_book(
         &self,
@@ -408,24 +431,8 @@ impl SqliteTx<'_> {
         b: &Bookkeeping,
         feedback: Option<&Map<String, Value>>,
     ) -> rusqlite::Result<()> {
-        let pending = bookkeeping::work(b).is_some();
-        let book = params![
-            id,
-            b.generation,
-            b.synced_generation,
-            b.status.as_str(),
-            b.message,
-            b.failures,
-            b.next_retry_at.map(|m| m.0),
-            b.deleted,
-            b.created.0,
-            b.updated.0,
-            b.enacted.map(|m| m.0),
-            b.last_success_at.map(|m| m.0),
-            b.last_error_at.map(|m| m.0),
-            pending,
-            b.attempted,
-        ];
+        let mut book: Vec<SqlValue> = vec![id.into()];
+        book.extend(book_columns(b));
         const SET: &str = "generation = ?2, synced_generation = ?3, status = ?4, message = ?5,
             failures = ?6, next_retry_at = ?7, deleted = ?8, created = ?9, updated = ?10,
             enacted = ?11, last_success_at = ?12, last_error_at = ?13, pending = ?14,
@@ -434,16 +441,15 @@ impl SqliteTx<'_> {
             None => self
                 .conn
                 .prepare_cached(&format!("UPDATE objects SET {SET} WHERE id = ?1"))?
-                .execute(book)?,
+                .execute(rusqlite::params_from_iter(&book))?,
             Some(f) => {
-                let text = Value::Object(f.clone()).to_string();
-                let mut all: Vec<&dyn rusqlite::ToSql> = book.to_vec();
-                all.push(&text);
+                let mut all = book;
+                all.push(Value::Object(f.clone()).to_string().into());
                 self.conn
                     .prepare_cached(&format!(
                         "UPDATE objects SET {SET}, feedback = ?16 WHERE id = ?1"
                     ))?
-                    .execute(all.as_slice())?
+                    .execute(rusqlite::params_from_iter(&all))?
             }
         };
         Ok(())
@@ -493,7 +499,12 @@ impl WriteTx for SqliteTx<'_> {
     ) -> Result<i64, StoreError> {
         let run = || -> rusqlite::Result<i64> {
             // One statement: an apply of 100,000 objects is 100,000 of these.
-            let b = book;
+            let mut values: Vec<SqlValue> = vec![
+                model.to_owned().into(),
+                key.to_owned().into(),
+                Value::Object(fields.clone()).to_string().into(),
+            ];
+            values.extend(book_columns(book));
             self.conn
                 .prepare_cached(
                     "INSERT INTO objects (model, key, fields, generation, synced_generation,
@@ -502,25 +513,7 @@ impl WriteTx for SqliteTx<'_> {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
                        ?16, ?17)",
                 )?
-                .execute(params![
-                    model,
-                    key,
-                    Value::Object(fields.clone()).to_string(),
-                    b.generation,
-                    b.synced_generation,
-                    b.status.as_str(),
-                    b.message,
-                    b.failures,
-                    b.next_retry_at.map(|m| m.0),
-                    b.deleted,
-                    b.created.0,
-                    b.updated.0,
-                    b.enacted.map(|m| m.0),
-                    b.last_success_at.map(|m| m.0),
-                    b.last_error_at.map(|m| m.0),
-                    bookkeeping::work(b).is_some(),
-                    b.attempted,
-                ])?;
+                .execute(rusqlite::params_from_iter(&values))?;
             let id = self.conn.last_insert_rowid();
             self.set_refs(id, refs)?;
             Ok(id)
