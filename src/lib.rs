@@ -11,6 +11,7 @@ pub(crate) mod backoff;
 pub(crate) mod bookkeeping;
 pub(crate) mod boolean;
 pub mod config;
+pub mod definition;
 pub mod deletion;
 pub mod diag;
 pub(crate) mod duration;

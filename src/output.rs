@@ -23,7 +23,7 @@ pub struct StatusView {
     pub message: String,
     /// Why it is pending (SPEC §5.1): `created`, `changed`, `deleted`, `retry`; `null` when
     /// it has no work. (A due resync depends on the clock and shows in `plan`.)
-    pub reason: Option<&'static str>,
+    pub reason: Option<String>,
     pub backend_code: u8,
     pub generation: i64,
     pub synced_generation: i64,
@@ -60,7 +60,7 @@ impl ObjectView {
             status: StatusView {
                 status: b.status,
                 message: b.message.clone(),
-                reason: crate::bookkeeping::work(b).map(|d| d.as_str()),
+                reason: crate::bookkeeping::work(b).map(|d| d.to_string()),
                 backend_code: b.status.backend_code(),
                 generation: b.generation,
                 synced_generation: b.synced_generation,

@@ -4,6 +4,7 @@
 //! engine last executed, and each is diffed against that executed recipe, so a plan run twice
 //! says the same thing twice.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -74,26 +75,50 @@ pub async fn plan(engine: &Engine, opts: PlanOptions) -> Result<Plan> {
     let now = crate::store::Millis::now();
     let order: Vec<String> = engine.svc.graph.order().to_vec();
     let due = |o: &ObjectRecord| bookkeeping::pending(&o.book, now, &engine.rules(&o.model));
-    let mut todo: Vec<(Arc<ObjectRecord>, Phase, Due)> = Vec::new();
+    // Models whose definitions changed since the store last saw them: their synced objects
+    // are suspects, as the next pass will find (SPEC §5.1 rule 4).
+    let known = engine.store.definitions()?;
+    let edited: HashSet<String> = engine
+        .definitions
+        .digests()
+        .into_iter()
+        .filter(|(m, d)| known.get(m) != Some(d))
+        .map(|(m, _)| m)
+        .collect();
+    let suspect = |o: &ObjectRecord| -> Option<Due> {
+        if let Some(c) = bookkeeping::suspect(&o.book) {
+            return Some(c.into());
+        }
+        let synced = o.book.last_success_at.is_some() && !o.book.deleted;
+        (synced && edited.contains(&o.model)).then_some(Due::Definition)
+    };
+    let mut todo: Vec<Job> = Vec::new();
     for model in order.iter().rev() {
         for o in world.of_model(model) {
             if let Some(d) = due(&o).filter(|d| d.is_delete()) {
-                todo.push((o, Phase::Delete, d));
+                todo.push((o, Phase::Delete, d, false));
             }
         }
     }
     for model in &order {
         for o in world.of_model(model) {
-            if let Some(d) = due(&o).filter(|d| !d.is_delete()) {
-                todo.push((o, Phase::Sync, d));
+            match due(&o) {
+                Some(d) if !d.is_delete() => todo.push((o, Phase::Sync, d, false)),
+                Some(_) => {}
+                None => {
+                    if let Some(d) = suspect(&o) {
+                        todo.push((o, Phase::Sync, d, true));
+                    }
+                }
             }
         }
     }
     let mut out = Plan::default();
     if opts.refresh {
         // Refreshing asks the backend, one object after the other.
-        for (obj, phase, due) in todo {
+        for (obj, phase, due, check) in todo {
             let p = match engine.prepare(&world, &obj, phase) {
+                Ok(Some(p)) if check && unchanged(&obj, &p) => continue,
                 Ok(Some(p)) => p,
                 Ok(None) => continue,
                 Err(e) => {
@@ -115,7 +140,7 @@ pub async fn plan(engine: &Engine, opts: PlanOptions) -> Result<Plan> {
                 }
             }
             out.changes
-                .extend(change(engine, &out_dir, &p, action, due)?);
+                .extend(change(engine, &out_dir, &p, action, &due)?);
         }
         return Ok(out);
     }
@@ -130,7 +155,9 @@ pub async fn plan(engine: &Engine, opts: PlanOptions) -> Result<Plan> {
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|(obj, phase, due)| render(engine, out_dir, world, obj, *phase, *due))
+                        .map(|(obj, phase, due, check)| {
+                            render(engine, out_dir, world, obj, *phase, due, *check)
+                        })
                         .collect()
                 })
             })
@@ -161,15 +188,26 @@ enum Rendered {
     Failed(crate::error::Error),
 }
 
+/// An object to plan: what it would do, why, and whether it is a suspect (listed only if
+/// its recipe changed).
+type Job = (Arc<ObjectRecord>, Phase, Due, bool);
+
+/// Whether a suspect's recipe renders as it was applied (or nothing says what was applied).
+fn unchanged(obj: &ObjectRecord, p: &Prepared) -> bool {
+    obj.book.applied.as_deref().is_none_or(|a| a == p.digest)
+}
+
 fn render(
     engine: &Engine,
     out_dir: &SysDir,
     world: &Arc<Snapshot>,
     obj: &Arc<ObjectRecord>,
     phase: Phase,
-    due: Due,
+    due: &Due,
+    check: bool,
 ) -> Rendered {
     match engine.prepare(world, obj, phase) {
+        Ok(Some(p)) if check && unchanged(obj, &p) => Rendered::Skip,
         Ok(Some(p)) => match change(engine, out_dir, &p, action_of(obj, phase), due) {
             Ok(Some(c)) => Rendered::Change(c),
             Ok(None) => Rendered::Skip,
@@ -203,7 +241,7 @@ fn change(
     out_dir: &SysDir,
     p: &Prepared,
     action: &'static str,
-    due: Due,
+    due: &Due,
 ) -> Result<Option<Change>> {
     let written = engine.write_recipe(out_dir, p)?;
     let Some(main) = written.first() else {

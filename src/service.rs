@@ -26,6 +26,18 @@ pub struct Service {
     pub secrets: Arc<Secrets>,
     pub stepdefs: Stepdefs,
     pub inventory: Inventory,
+    /// The files it was loaded from besides stepdefs and playbooks (which have folders of
+    /// their own): what definition digests read and the daemon watches.
+    pub sources: Sources,
+}
+
+/// The service's own files, as found when it was loaded.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub config: PathBuf,
+    pub schemas: Vec<PathBuf>,
+    pub model_deps: Option<PathBuf>,
+    pub inventory: Option<PathBuf>,
 }
 
 impl Service {
@@ -54,6 +66,7 @@ impl Service {
             Some(p) => Some(config.resolve(dir, p)),
             None => Some(in_dir(dir, Path::new(MODEL_DEPS_FILE))).filter(|p| p.exists()),
         };
+        let model_deps = deps_file.clone();
         let explicit = match deps_file {
             Some(path) => load_model_deps(&path, &schema)
                 .map_err(&mut take)
@@ -64,6 +77,13 @@ impl Service {
         let inventory_file = match &config.inventory {
             Some(p) => Some(config.resolve(dir, p)),
             None => Some(in_dir(dir, Path::new(INVENTORY_FILE))).filter(|p| p.exists()),
+        };
+        let sources = Sources {
+            config: in_dir(dir, Path::new(crate::config::CONFIG_FILE)),
+            schemas: crate::model::schema::yaml_files(&in_dir(dir, Path::new(SCHEMAS_DIR)))
+                .unwrap_or_default(),
+            model_deps,
+            inventory: inventory_file.clone(),
         };
         let inventory = match inventory_file {
             Some(p) => Inventory::load(&p).map_err(&mut take).unwrap_or_default(),
@@ -84,6 +104,7 @@ impl Service {
             secrets,
             stepdefs,
             inventory,
+            sources,
         };
         (Some(svc), diags)
     }

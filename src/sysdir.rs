@@ -34,7 +34,7 @@ pub fn safe_name(s: &str) -> String {
     // the key in full. A cut never splits a `%XX`, and `~` is never in an encoded name.
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(s.as_bytes());
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::definition::hex(&digest[..8]);
     let b = name.as_bytes();
     let mut cut = MAX_NAME - hex.len() - 1;
     while cut >= 2 && (b[cut - 1] == b'%' || b[cut - 2] == b'%') {
@@ -167,6 +167,27 @@ impl SysDir {
         Ok(path)
     }
 
+    /// Removes the temporary files a writer killed mid-write left in the object's folder
+    /// (SPEC §8: crash-safe); returns how many.
+    pub fn sweep(&self, model: &str, key: &str) -> io::Result<usize> {
+        let dir = self.object_dir(model, key);
+        let mut n = 0;
+        for d in [dir.join("runs"), dir] {
+            let entries = match std::fs::read_dir(&d) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for e in entries.flatten() {
+                if e.file_name().to_str().is_some_and(is_temp) {
+                    std::fs::remove_file(e.path())?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// Moves a purged object's folder to `.deleted/<Model>/<key>/`, replacing an older one.
     pub fn retire(&self, model: &str, key: &str) -> io::Result<()> {
         let from = self.object_dir(model, key);
@@ -208,6 +229,19 @@ fn make_dir(dir: &Path) -> io::Result<bool> {
     }
 }
 
+/// Whether `name` is one of [`write_atomic`]'s temporary files: `.<name>.tmp<pid>.<n>`.
+fn is_temp(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let Some((_, tail)) = rest.rsplit_once(".tmp") else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    tail.split_once('.')
+        .is_some_and(|(pid, n)| digits(pid) && digits(n))
+}
+
 /// Write to a temporary file beside `path` and rename, so a reader never sees half a
 /// recipe; the rename stays in one folder (a rename across folders takes a lock that is one
 /// per file system). Scripts are created executable (as far as the umask allows). A write
@@ -242,6 +276,41 @@ fn write_atomic(path: &Path, content: &str, executable: bool) -> io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporary_files_are_told_apart_and_swept() {
+        let root = tempfile::tempdir().unwrap();
+        let sys = SysDir::new(root.path().to_path_buf(), 5);
+        sys.write_files("Site", "a", &[("sync.http".into(), "GET /\n".into())])
+            .unwrap();
+        let dir = sys.object_dir("Site", "a");
+        std::fs::create_dir_all(dir.join("runs")).unwrap();
+        for name in [".sync.http.tmp123.0", ".status.json.tmp9.17"] {
+            std::fs::write(dir.join(name), "half").unwrap();
+        }
+        std::fs::write(dir.join("runs/.x-sync.log.tmp1.2"), "half").unwrap();
+        // Look-alikes stay.
+        for name in ["sync.http.tmp1.2", ".tmp1.2x", ".notes.tmp.1"] {
+            std::fs::write(dir.join(name), "mine").unwrap();
+        }
+        assert_eq!(sys.sweep("Site", "a").unwrap(), 3);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".notes.tmp.1",
+                ".tmp1.2x",
+                "runs",
+                "sync.http",
+                "sync.http.tmp1.2"
+            ]
+        );
+        assert_eq!(sys.sweep("Site", "missing").unwrap(), 0);
+    }
 
     #[test]
     fn names_cannot_escape() {

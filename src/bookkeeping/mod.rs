@@ -116,6 +116,52 @@ pub struct Bookkeeping {
     /// A sync payload was ever sent for it: the backend may hold it, so deleting it runs
     /// the delete payload. One never sent is purged without a backend call (SPEC §5.4).
     pub attempted: bool,
+    /// What its last successful sync applied: a digest of the rendered recipe and every file
+    /// and value it was rendered from (SPEC §5.1 rule 4). `None`: never synced, or synced by
+    /// a stepsync that kept no digest.
+    pub applied: Option<String>,
+    /// An input of its recipe changed since it last synced (rules 4–5).
+    pub drift: Option<Drift>,
+}
+
+/// Which input of an object's recipe changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// Its model's definitions: stepdef, playbook, role, vars, inventory, schema.
+    Definition,
+    /// An object it follows through a ref (`Model/key`) changed a field.
+    Reference(String),
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Definition => f.write_str("definition"),
+            Cause::Reference(name) => write!(f, "reference {name}"),
+        }
+    }
+}
+
+impl Cause {
+    /// Reads back what [`fmt::Display`] wrote (the store keeps causes as text).
+    pub fn parse(s: &str) -> Option<Cause> {
+        match s {
+            "definition" => Some(Cause::Definition),
+            _ => s
+                .strip_prefix("reference ")
+                .map(|n| Cause::Reference(n.to_owned())),
+        }
+    }
+}
+
+/// An input of an in-sync object's recipe changed. Until its recipe is rendered again
+/// nobody knows whether the recipe changed: it is a *suspect*, checked on the next pass
+/// (and by `plan`); a check that finds the recipe changed makes it pending (`found`), one
+/// that finds it byte-identical clears it and the object stays ok, unactuated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    pub cause: Cause,
+    pub found: bool,
 }
 
 /// The intent a run acted on: what it read of the object when it started. An outcome is
@@ -150,6 +196,9 @@ pub enum RunRecord {
     Success {
         intent: Intent,
         feedback: Option<Map<String, Value>>,
+        /// The digest of what a sync applied ([`Bookkeeping::applied`]); `None` for a
+        /// delete or a model without a payload.
+        digest: Option<String>,
     },
     /// Failed: retried after the backoff that [`on_run`] computes from the failure count.
     /// `dispatched`: the payload reached the backend (it was rendered and sent), so the
@@ -166,6 +215,10 @@ pub enum RunRecord {
     Blocked {
         message: String,
     },
+    /// A suspect was rendered again without running: `digest` is what it would apply.
+    Checked {
+        digest: String,
+    },
 }
 
 /// What becomes of the object after an outcome.
@@ -177,7 +230,7 @@ pub enum Disposition {
 }
 
 /// Why an object is due (the `status.reason` of SPEC §5.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Due {
     /// Never synced.
     Created,
@@ -189,28 +242,39 @@ pub enum Due {
     Retry,
     /// Its actuator's `resync` period has passed.
     Resync,
+    /// Its recipe changed with its model's definitions.
+    Definition,
+    /// Its recipe changed with a field of `Model/key`, which it refers to.
+    Reference(String),
 }
 
 impl Due {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Due::Created => "created",
-            Due::Changed => "changed",
-            Due::Deleted => "deleted",
-            Due::Retry => "retry",
-            Due::Resync => "resync",
-        }
-    }
-
     /// Whether the work is a delete (reverse dependency order) rather than a sync.
-    pub fn is_delete(self) -> bool {
-        self == Due::Deleted
+    pub fn is_delete(&self) -> bool {
+        *self == Due::Deleted
     }
 }
 
 impl fmt::Display for Due {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            Due::Created => f.write_str("created"),
+            Due::Changed => f.write_str("changed"),
+            Due::Deleted => f.write_str("deleted"),
+            Due::Retry => f.write_str("retry"),
+            Due::Resync => f.write_str("resync"),
+            Due::Definition => f.write_str("definition"),
+            Due::Reference(name) => write!(f, "reference {name}"),
+        }
+    }
+}
+
+impl From<&Cause> for Due {
+    fn from(c: &Cause) -> Due {
+        match c {
+            Cause::Definition => Due::Definition,
+            Cause::Reference(name) => Due::Reference(name.clone()),
+        }
     }
 }
 
@@ -240,6 +304,8 @@ pub fn created(now: Millis) -> Bookkeeping {
         last_success_at: None,
         last_error_at: None,
         attempted: false,
+        applied: None,
+        drift: None,
     }
 }
 
@@ -257,7 +323,57 @@ pub fn work(b: &Bookkeeping) -> Option<Due> {
             Due::Changed
         })
     } else {
-        None
+        b.drift
+            .as_ref()
+            .filter(|d| d.found)
+            .map(|d| (&d.cause).into())
+    }
+}
+
+/// Why `b` must be rendered again to know whether it is pending: an input of its recipe
+/// changed while it was in sync (see [`Drift`]).
+pub fn suspect(b: &Bookkeeping) -> Option<&Cause> {
+    match &b.drift {
+        Some(d) if !d.found && work(b).is_none() => Some(&d.cause),
+        _ => None,
+    }
+}
+
+/// An input of `b`'s recipe changed (`cause`). An object with work already on it is
+/// rendered anew anyway; a failed one has its backoff cleared, since the new inputs may be
+/// the fix (SPEC §5.3); an in-sync one becomes a suspect. Returns whether `b` changed.
+pub fn on_inputs_changed(b: &mut Bookkeeping, cause: Cause) -> bool {
+    if b.deleted {
+        return false;
+    }
+    if b.status == Status::Error {
+        return b.next_retry_at.take().is_some();
+    }
+    if b.last_success_at.is_none() || work(b).is_some() || b.drift.is_some() {
+        return false;
+    }
+    b.drift = Some(Drift {
+        cause,
+        found: false,
+    });
+    true
+}
+
+/// A suspect was rendered again: `digest` is what its recipe would now apply. The same as
+/// applied: it stays in sync and the suspicion ends; different: it is pending. A store
+/// written before digests were kept has none: the recipe as it renders now is taken as the
+/// one applied (there is nothing to compare it with).
+pub fn on_check(b: &mut Bookkeeping, digest: &str) {
+    let Some(d) = &mut b.drift else { return };
+    match &b.applied {
+        Some(a) if a != digest => {
+            d.found = true;
+            b.status = Status::Pending;
+        }
+        _ => {
+            b.applied = Some(digest.to_owned());
+            b.drift = None;
+        }
     }
 }
 
@@ -371,8 +487,12 @@ pub fn on_run(
             b.status = Status::Pending;
             b.message = "deleted from the backend while re-applied; re-creating".to_owned();
         }
-        RunRecord::Success { intent, .. } => {
+        RunRecord::Success { intent, digest, .. } => {
             b.attempted = true;
+            // What was applied is now what later renders are compared with; whatever drift
+            // was suspected, this run rendered from the inputs as they now stand.
+            b.applied.clone_from(digest);
+            b.drift = None;
             b.synced_generation = b.synced_generation.max(intent.generation);
             b.enacted = Some(now);
             b.last_success_at = Some(now);
@@ -425,6 +545,7 @@ pub fn on_run(
             b.message.clone_from(message);
             b.next_retry_at = None;
         }
+        RunRecord::Checked { digest } => on_check(b, digest),
         RunRecord::Blocked { message } => {
             b.status = if b.deleted {
                 Status::Deleting

@@ -201,6 +201,7 @@ fn outcomes() {
     let success = |generation| RunRecord::Success {
         intent: intent(generation),
         feedback: Some(Map::new()),
+        digest: Some("d1".into()),
     };
     // A first failure waits `initial`, the next ones grow by `factor` up to `max`.
     let mut b = created(T0);
@@ -340,6 +341,7 @@ fn outcomes_never_overwrite_a_newer_intent() {
     let ok = RunRecord::Success {
         intent: sync,
         feedback: Some(Map::new()),
+        digest: Some("d1".into()),
     };
     on_run(&mut b, &ok, t1, &rules, 0.5);
     assert_eq!(b.status, Status::Deleting);
@@ -354,6 +356,7 @@ fn outcomes_never_overwrite_a_newer_intent() {
     let gone = RunRecord::Success {
         intent: delete,
         feedback: None,
+        digest: None,
     };
     assert_eq!(on_run(&mut b, &gone, t1, &rules, 0.5), Disposition::Keep);
     assert_eq!(
@@ -392,4 +395,152 @@ fn in_sync_needs_ok_at_the_current_generation() {
         synced(b);
         b.deleted = true;
     })));
+}
+
+/// Rules 4–5: a changed input makes an in-sync object a suspect; the check either clears it
+/// (same recipe) or makes it pending with the cause as its reason; a success ends it.
+#[test]
+fn drift_suspect_check_and_success() {
+    let b0 = backoff(false);
+    let rules = Rules {
+        backoff: &b0,
+        resync: Duration::ZERO,
+        defer_retry: Duration::from_secs(5),
+    };
+    let t1 = Millis(T0.0 + 1000);
+    let applied = |b: &mut Bookkeeping| {
+        synced(b);
+        b.applied = Some("d1".into());
+    };
+    let site = Cause::Reference("Site/a".into());
+    // (start, cause, check digest) -> (suspect before check, due after check, applied after)
+    type Case<'a> = (
+        Bookkeeping,
+        Cause,
+        &'a str,
+        bool,
+        Option<Due>,
+        Option<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            book(applied),
+            Cause::Definition,
+            "d1",
+            true,
+            None,
+            Some("d1"),
+        ),
+        (
+            book(applied),
+            Cause::Definition,
+            "d2",
+            true,
+            Some(Due::Definition),
+            Some("d1"),
+        ),
+        (
+            book(applied),
+            site.clone(),
+            "d2",
+            true,
+            Some(Due::Reference("Site/a".into())),
+            Some("d1"),
+        ),
+        // Written by a stepsync that kept no digest: the current recipe is adopted.
+        (
+            book(synced),
+            Cause::Definition,
+            "d2",
+            true,
+            None,
+            Some("d2"),
+        ),
+        // Never synced, or with work on it already: rendered anyway, never a suspect.
+        (
+            created(T0),
+            Cause::Definition,
+            "d2",
+            false,
+            Some(Due::Created),
+            None,
+        ),
+        (
+            book(|b| {
+                applied(b);
+                on_change(b, T0)
+            }),
+            site,
+            "d2",
+            false,
+            Some(Due::Changed),
+            Some("d1"),
+        ),
+    ];
+    for (i, (mut b, cause, digest, is_suspect, due_after, applied_after)) in
+        cases.into_iter().enumerate()
+    {
+        on_inputs_changed(&mut b, cause.clone());
+        assert_eq!(suspect(&b).is_some(), is_suspect, "case {i}");
+        if is_suspect {
+            on_run(
+                &mut b,
+                &RunRecord::Checked {
+                    digest: digest.into(),
+                },
+                t1,
+                &rules,
+                0.5,
+            );
+            assert!(suspect(&b).is_none(), "case {i}: checked");
+        }
+        assert_eq!(due(&b, t1, &rules), due_after, "case {i}");
+        assert_eq!(b.applied.as_deref(), applied_after, "case {i}");
+        if due_after == Some(Due::Definition) {
+            assert_eq!(
+                b.status,
+                Status::Pending,
+                "case {i}: drift found is pending"
+            );
+            assert!(!in_sync(&b));
+        }
+    }
+
+    // A found drift ends with the success that applies the new recipe.
+    let mut b = book(applied);
+    on_inputs_changed(&mut b, Cause::Definition);
+    on_run(
+        &mut b,
+        &RunRecord::Checked {
+            digest: "d2".into(),
+        },
+        t1,
+        &rules,
+        0.5,
+    );
+    let ok = RunRecord::Success {
+        intent: Intent::of(&b),
+        feedback: Some(Map::new()),
+        digest: Some("d2".into()),
+    };
+    on_run(&mut b, &ok, t1, &rules, 0.5);
+    assert_eq!(
+        (b.status, work(&b), b.applied.as_deref()),
+        (Status::Ok, None, Some("d2"))
+    );
+
+    // A failed object's backoff is cleared by a changed input (SPEC §5.3); it is not a
+    // suspect, since it is retried anyway.
+    let mut b = book(applied);
+    let gen_now = b.generation;
+    on_run(&mut b, &failure(gen_now), t1, &rules, 0.5);
+    assert!(b.next_retry_at.is_some());
+    assert!(on_inputs_changed(&mut b, Cause::Definition));
+    assert_eq!((b.next_retry_at, suspect(&b)), (None, None));
+    assert_eq!(due(&b, t1, &rules), Some(Due::Retry));
+
+    // Causes read back as they are written.
+    for c in [Cause::Definition, Cause::Reference("Switch/s 1".into())] {
+        assert_eq!(Cause::parse(&c.to_string()), Some(c));
+    }
 }

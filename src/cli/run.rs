@@ -39,7 +39,7 @@ pub(crate) fn run(dir: &Path, args: RunArgs, out: &mut dyn Write) -> Result<Exit
     let ok = if args.once || args.pretend {
         run_once(svc, &args.files, args.pretend, out)?
     } else {
-        run_daemon(svc, &args.files, out)?
+        run_daemon(dir, svc, &args, out)?
     };
     Ok(ok_or_1(ok))
 }
@@ -118,9 +118,9 @@ fn run_once(svc: Service, files: &[PathBuf], pretend: bool, out: &mut dyn Write)
 }
 
 /// `run` without `--once`: the daemon, until SIGINT/SIGTERM.
-fn run_daemon(svc: Service, files: &[PathBuf], out: &mut dyn Write) -> Result<bool> {
-    if !files.is_empty() {
-        apply_files(&svc, files, ApplyOptions::default(), out)?;
+fn run_daemon(dir: &Path, svc: Service, args: &RunArgs, out: &mut dyn Write) -> Result<bool> {
+    if !args.files.is_empty() {
+        apply_files(&svc, &args.files, ApplyOptions::default(), out)?;
     }
     out.flush().map_err(stdout_err)?;
     if svc.config.disabled {
@@ -128,6 +128,14 @@ fn run_daemon(svc: Service, files: &[PathBuf], out: &mut dyn Write) -> Result<bo
         return Ok(true);
     }
     let engine = engine(svc)?;
-    runtime()?.block_on(engine.run_daemon())?;
+    // Edited service files: the same command line on the new files.
+    let reload = || {
+        let mut svc = Service::load(dir)?;
+        if let Some(n) = args.concurrency {
+            svc.config.concurrency = n;
+        }
+        Ok(Engine::open(svc, None)?.with_progress(Arc::new(Bar::default())))
+    };
+    runtime()?.block_on(engine.run_daemon(&reload))?;
     Ok(true)
 }

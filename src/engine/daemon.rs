@@ -18,10 +18,21 @@ const FALLBACK_POLL: Duration = Duration::from_millis(500);
 /// The longest sleep with nothing scheduled; a safety net, not the change detector.
 const IDLE_WAKE: Duration = Duration::from_secs(60);
 
+/// How long the daemon lets a burst of file events settle before it reloads the service
+/// (an editor's save is several events).
+const RELOAD_SETTLE: Duration = Duration::from_millis(100);
+
 impl Engine {
-    /// Runs until SIGINT or SIGTERM; runs in flight then finish and are recorded.
-    pub async fn run_daemon(self: &Arc<Self>) -> Result<()> {
+    /// Runs until SIGINT or SIGTERM; runs in flight then finish and are recorded. When the
+    /// service's own files change (stepdefs, playbooks, roles, schemas, `stepsync.yaml`), it
+    /// calls `reload` for an engine on the new definitions and goes on with that one; a
+    /// service that no longer loads is reported and the running definitions kept.
+    pub async fn run_daemon(
+        self: &Arc<Self>,
+        reload: &(dyn Fn() -> Result<Engine> + Sync),
+    ) -> Result<()> {
         let _lease = self.lease()?;
+        let mut engine = self.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             let mut signals = Signals::new();
@@ -39,6 +50,8 @@ impl Engine {
         let (change_tx, mut changes) = mpsc::channel::<()>(1);
         // Kept alive for the life of the loop: dropping it stops the events.
         let _watcher = self.watch_store(change_tx);
+        let (edit_tx, mut edits) = mpsc::channel::<()>(1);
+        let _svc_watcher = self.watch_service(edit_tx);
         if _watcher.is_none() {
             warn!(
                 "file events unavailable; checking the store every {} ms",
@@ -56,11 +69,11 @@ impl Engine {
                 events: &mut changes,
                 marker: &mut marker,
             };
-            self.pass(&mut done, &stop_rx, Some(wake)).await?;
+            engine.pass(&mut done, &stop_rx, Some(wake)).await?;
             if *stop.borrow() {
                 break;
             }
-            let wake = self.next_wake()?;
+            let wake = engine.next_wake()?;
             let poll = if _watcher.is_some() {
                 IDLE_WAKE
             } else {
@@ -76,6 +89,18 @@ impl Engine {
                     Some(()) = changes.recv() => {
                         if self.store.change_marker()? != marker {
                             break;
+                        }
+                    }
+                    Some(()) = edits.recv() => {
+                        tokio::time::sleep(RELOAD_SETTLE).await;
+                        while edits.try_recv().is_ok() {}
+                        match tokio::task::block_in_place(reload) {
+                            Ok(e) => {
+                                info!("service files changed; running on the new definitions");
+                                engine = Arc::new(e);
+                                break;
+                            }
+                            Err(e) => warn!(error = %e, "service files changed but do not load; keeping the running definitions"),
                         }
                     }
                 }
@@ -99,6 +124,33 @@ impl Engine {
             }
         }
         Ok(next.max(Duration::from_millis(10)))
+    }
+
+    /// Events for the service's own files: its folder (`stepsync.yaml`, the inventory,
+    /// `model-deps.json`) and its stepdefs, playbooks and schemas folders, whole.
+    fn watch_service(&self, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+        use notify::{RecursiveMode, Watcher};
+        let dir = &self.svc.dir;
+        let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            // Reads and metadata touches change nothing a recipe is made of.
+            if ev.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+                let _ = tx.try_send(());
+            }
+        })
+        .ok()?;
+        w.watch(dir, RecursiveMode::NonRecursive).ok()?;
+        for sub in [
+            crate::stepdef::STEPDEFS_DIR,
+            crate::payload::playbook::PLAYBOOKS_DIR,
+            crate::service::SCHEMAS_DIR,
+        ] {
+            let p = dir.join(sub);
+            if p.is_dir() {
+                // A folder that cannot be watched leaves the rest watched.
+                let _ = w.watch(&p, RecursiveMode::Recursive);
+            }
+        }
+        Some(w)
     }
 
     fn watch_store(&self, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {

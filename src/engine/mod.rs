@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::backoff;
 use crate::bookkeeping::Rules;
 use crate::config::in_dir;
+use crate::definition::Definitions;
 use crate::error::{Error, Result};
 use crate::output::ObjectView as JsonView;
 pub use crate::payload::Recipe;
@@ -41,6 +42,10 @@ pub struct Prepared {
     /// The attributes (and payload vars), as `vars.json` shows them.
     pub attributes: Map<String, Json>,
     pub recipe: Recipe,
+    /// The recipe's files for the object's folder (name, content), the main recipe first.
+    pub files: Vec<(String, String)>,
+    /// What a sync of this recipe applies ([`crate::definition::Definitions::recipe_digest`]).
+    pub digest: String,
     /// The payload's template context; feedback and `defer_when` add `result` to it.
     ctx: Map<String, Json>,
     world: Arc<Snapshot>,
@@ -85,9 +90,16 @@ impl RunError {
 /// How one run ended.
 #[derive(Debug)]
 pub enum Outcome {
-    Ok { feedback: Map<String, Json> },
+    /// `digest`: what a sync applied (none for a delete or a model without a payload).
+    Ok {
+        feedback: Map<String, Json>,
+        digest: Option<String>,
+    },
     Error(RunError),
     Deferred(String),
+    /// A suspect's recipe renders as it did when it was applied: nothing to send (SPEC §5.1
+    /// rule 4). Carries the recipe digest.
+    Unchanged(String),
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +115,8 @@ pub struct Engine {
     pub sys: SysDir,
     /// Everything about backends: rendering payloads into recipes and running them.
     pub payloads: Dispatcher,
+    /// The digests of the service's definitions, for drift (SPEC §5.1 rule 4).
+    pub definitions: Definitions,
     /// Told how each pass advances; the caller chooses it (`with_progress`), none by default.
     progress: Arc<dyn progress::Progress>,
 }
@@ -119,11 +133,13 @@ impl Engine {
             sys.write_root_files(&root_files)
                 .map_err(|e| sys_error(&sys, e))?;
         }
+        let definitions = Definitions::of(&svc);
         Ok(Engine {
             svc,
             store,
             sys,
             payloads,
+            definitions,
             progress: Arc::new(progress::NoProgress),
         })
     }
@@ -197,11 +213,20 @@ impl Engine {
         let recipe = self
             .payloads
             .render(t, &payload.kind, &payload_ctx, &attributes)?;
+        let secrets = &self.svc.secrets;
+        let title = format!("{} ({})", obj.name(), phase.as_str());
+        let vars_json =
+            serde_json::to_string_pretty(&secrets.mask_json(&Json::Object(attributes.clone())))
+                .unwrap_or_default();
+        let files = recipe.files(phase, secrets, &title, vars_json + "\n");
+        let digest = self.definitions.recipe_digest(&obj.model, &files);
         Ok(Some(Prepared {
             obj: obj.clone(),
             phase,
             attributes,
             recipe,
+            files,
+            digest,
             ctx,
             world: world.clone(),
         }))
@@ -210,13 +235,7 @@ impl Engine {
     /// Writes the recipe files of `p` into `sys` (the sys dir, or a plan dir); the first one
     /// returned is the main recipe.
     pub fn write_recipe(&self, sys: &SysDir, p: &Prepared) -> Result<Vec<Written>> {
-        let secrets = &self.svc.secrets;
-        let title = format!("{} ({})", p.obj.name(), p.phase.as_str());
-        let vars =
-            serde_json::to_string_pretty(&secrets.mask_json(&Json::Object(p.attributes.clone())))
-                .unwrap_or_default();
-        let files = p.recipe.files(p.phase, secrets, &title, vars + "\n");
-        sys.write_files(&p.obj.model, &p.obj.key, &files)
+        sys.write_files(&p.obj.model, &p.obj.key, &p.files)
             .map_err(|e| sys_error(sys, e))
     }
 
@@ -226,6 +245,7 @@ impl Engine {
             return (
                 Outcome::Ok {
                     feedback: Map::new(),
+                    digest: None,
                 },
                 String::new(),
             );
@@ -265,6 +285,7 @@ impl Engine {
         if p.phase == Phase::Delete {
             return Outcome::Ok {
                 feedback: Map::new(),
+                digest: None,
             };
         }
         let mut feedback = p.obj.feedback.clone();
@@ -294,7 +315,10 @@ impl Engine {
             };
             feedback.insert(field.clone(), v);
         }
-        Outcome::Ok { feedback }
+        Outcome::Ok {
+            feedback,
+            digest: Some(p.digest.clone()),
+        }
     }
 
     /// Writes an outcome to the store, the sys dir and the logs; returns the new record.
@@ -305,9 +329,8 @@ impl Engine {
         outcome: &Outcome,
         log: &str,
     ) -> Result<Option<ObjectRecord>> {
-        let (mut recs, writes) = self.record_runs(&[(obj, phase, outcome, log)])?;
-        // Logged by `apply`; the object's files are rewritten on its next run.
-        let _ = writes.apply(&self.sys);
+        // A sys dir failure was logged; the object's files are rewritten on its next run.
+        let (mut recs, _failed) = self.record_runs(&[(obj, phase, outcome, log)])?;
         Ok(recs.pop().flatten())
     }
 
@@ -315,7 +338,7 @@ impl Engine {
     fn run_record(&self, obj: &ObjectRecord, phase: Phase, outcome: &Outcome) -> RunRecord {
         let intent = Intent::of(&obj.book);
         match outcome {
-            Outcome::Ok { feedback } => RunRecord::Success {
+            Outcome::Ok { feedback, digest } => RunRecord::Success {
                 intent,
                 feedback: (phase == Phase::Sync).then(|| {
                     feedback
@@ -323,6 +346,10 @@ impl Engine {
                         .map(|(k, v)| (k.clone(), self.svc.secrets.mask_json(v)))
                         .collect()
                 }),
+                digest: digest.clone(),
+            },
+            Outcome::Unchanged(digest) => RunRecord::Checked {
+                digest: digest.clone(),
             },
             Outcome::Error(e) => RunRecord::Failure {
                 intent,
@@ -336,36 +363,44 @@ impl Engine {
         }
     }
 
-    /// Writes finished runs to the store in one transaction and returns each new record
-    /// (`None`: purged), in order, with the sys dir files that follow from them (run logs,
-    /// `status.json`, retired folders). The caller applies those, possibly on another thread,
-    /// before it runs any of these objects again.
+    /// Records finished runs: the store in one transaction, and each run's log and
+    /// `status.json`. Returns each new record (`None`: purged), in order, and the sys dir
+    /// writes that failed (errors of their objects, SPEC §5.5).
+    ///
+    /// The run log and `status.json` are part of recording a run (SPEC §8): they are written
+    /// before the transaction commits, so an object the store calls ok always has both. A
+    /// crash in between leaves files ahead of the store, in a folder the pass journaled;
+    /// the next pass rewrites it ([`Engine::repair`]). Purged folders move aside after the
+    /// commit, so no folder of an object the store still has is ever moved.
     pub(crate) fn record_runs(
         &self,
         runs: &[(&ObjectRecord, Phase, &Outcome, &str)],
-    ) -> Result<(Vec<Option<ObjectRecord>>, SysWrites)> {
+    ) -> Result<(Vec<Option<ObjectRecord>>, Vec<SysFailure>)> {
         let now = Millis::now();
         let mut recs = Vec::with_capacity(runs.len());
-        {
-            let mut tx = self.store.write()?;
-            for (obj, phase, outcome, _) in runs {
-                let run = self.run_record(obj, *phase, outcome);
-                let rules = self.rules(&obj.model);
-                recs.push(store::record_run(
-                    &mut *tx,
-                    obj.id,
-                    &run,
-                    now,
-                    &rules,
-                    backoff::unit_random(),
-                )?);
-            }
-            tx.commit()?;
+        let mut tx = self.store.write()?;
+        for (obj, phase, outcome, _) in runs {
+            let run = self.run_record(obj, *phase, outcome);
+            let rules = self.rules(&obj.model);
+            recs.push(store::record_run(
+                &mut *tx,
+                obj.id,
+                &run,
+                now,
+                &rules,
+                backoff::unit_random(),
+            )?);
         }
         let stamp = run_stamp(now);
-        let mut writes = SysWrites::default();
+        let mut files = SysWrites::default();
+        let mut retires = SysWrites::default();
         for ((obj, phase, outcome, log), rec) in runs.iter().zip(&recs) {
             match outcome {
+                // Nothing ran and nothing in the object's folder changed.
+                Outcome::Unchanged(_) => {
+                    tracing::debug!(object = %obj.name(), "recipe unchanged by the new inputs");
+                    continue;
+                }
                 Outcome::Ok { .. } => info!(object = %obj.name(), phase = phase.as_str(), "ok"),
                 Outcome::Error(e) => {
                     warn!(object = %obj.name(), phase = phase.as_str(), error = %self.clean_message(&e.to_string()), "failed")
@@ -375,7 +410,7 @@ impl Engine {
                 }
             }
             if !log.is_empty() {
-                writes.0.push(SysWrite::RunLog {
+                files.0.push(SysWrite::RunLog {
                     model: obj.model.clone(),
                     key: obj.key.clone(),
                     phase: *phase,
@@ -383,25 +418,76 @@ impl Engine {
                     text: (*log).to_owned(),
                 });
             }
-            writes.0.push(match rec {
-                Some(r) => {
-                    let view = serde_json::to_value(JsonView::new(&self.svc.schema, r))
-                        .unwrap_or_default();
-                    let status = serde_json::to_string_pretty(&self.svc.secrets.mask_json(&view))
-                        .unwrap_or_default();
-                    SysWrite::Status {
-                        model: r.model.clone(),
-                        key: r.key.clone(),
-                        text: status + "\n",
-                    }
-                }
-                None => SysWrite::Retire {
+            match rec {
+                Some(r) => files.0.push(SysWrite::Status {
+                    model: r.model.clone(),
+                    key: r.key.clone(),
+                    text: self.status_json(r),
+                }),
+                None => retires.0.push(SysWrite::Retire {
                     model: obj.model.clone(),
                     key: obj.key.clone(),
-                },
-            });
+                }),
+            }
         }
-        Ok((recs, writes))
+        let mut failed = files.apply(&self.sys);
+        tx.commit()?;
+        failed.extend(retires.apply(&self.sys));
+        Ok((recs, failed))
+    }
+
+    /// `status.json`: the object as `get -o json` shows it, secrets masked.
+    fn status_json(&self, r: &ObjectRecord) -> String {
+        let view = serde_json::to_value(JsonView::new(&self.svc.schema, r)).unwrap_or_default();
+        serde_json::to_string_pretty(&self.svc.secrets.mask_json(&view)).unwrap_or_default() + "\n"
+    }
+
+    /// Repairs the folders a pass journaled and did not finish (a runner killed mid-pass):
+    /// temporary files are removed, `status.json` is rewritten from the store, and the
+    /// folder of an object the store no longer has moves aside (SPEC §8). Cheap when the
+    /// last pass ended: the journal is then empty.
+    pub(crate) fn repair(&self) -> Result<()> {
+        let journaled = self.store.journaled()?;
+        if journaled.is_empty() {
+            return Ok(());
+        }
+        let mut swept = 0;
+        for (id, model, key) in &journaled {
+            let dir = self.sys.object_dir(model, key);
+            let fix = || -> std::io::Result<usize> {
+                let n = self.sys.sweep(model, key)?;
+                match self.store.get(model, key) {
+                    Ok(Some(r)) if r.id == *id => {
+                        if dir.exists() {
+                            self.sys.write_files(
+                                model,
+                                key,
+                                &[("status.json".to_owned(), self.status_json(&r))],
+                            )?;
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => self.sys.retire(model, key)?,
+                    Err(e) => return Err(std::io::Error::other(e.to_string())),
+                }
+                Ok(n)
+            };
+            match fix() {
+                Ok(n) => swept += n,
+                Err(e) => {
+                    warn!(object = %format!("{model}/{key}"), path = %dir.display(), error = %e, "cannot repair the sys dir folder")
+                }
+            }
+        }
+        info!(
+            folders = journaled.len(),
+            temporary_files = swept,
+            "repaired the sys dir after an interrupted run"
+        );
+        let mut tx = self.store.write()?;
+        tx.clear_journal()?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Writes many bookkeeping-only outcomes (no run log, no recipe) in one transaction:
@@ -438,6 +524,25 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Journals the objects whose folders a pass is about to write (see [`Engine::repair`]).
+    pub(crate) fn journal(&self, objects: &[(i64, String, String)]) -> Result<()> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.store.write()?;
+        tx.journal(objects)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A pass ended with every folder it journaled written.
+    pub(crate) fn end_journal(&self) -> Result<()> {
+        let mut tx = self.store.write()?;
+        tx.clear_journal()?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// What decides when objects of `model` are due and what their failures cost.

@@ -31,6 +31,8 @@ pub struct PassStats {
     pub failed: usize,
     pub deferred: usize,
     pub blocked: usize,
+    /// Suspects rendered again whose recipe had not changed.
+    pub unchanged: usize,
 }
 
 /// What a finished task hands back to the pass.
@@ -61,12 +63,22 @@ struct Pass<'a> {
     queue: ReadyQueue<i64, OrderKey, String>,
     /// Each job's phase, for as long as it is in the queue.
     phases: HashMap<i64, Phase>,
+    /// Jobs that are suspects (SPEC §5.1 rules 4–5): rendered first, sent only if their
+    /// recipe changed.
+    checks: HashSet<i64>,
     stats: PassStats,
     /// Bookkeeping writes that need no run log, flushed in one transaction.
     writes: Vec<(Arc<ObjectRecord>, RunRecord)>,
-    /// Sys dir files of recorded runs, being written off the scheduler's thread; all are
-    /// awaited before the pass ends, so no object runs again before its files are there.
-    sys_writes: JoinSet<Vec<SysFailure>>,
+    /// Finished runs being recorded (store, run logs, `status.json`) off the scheduler's
+    /// thread; their jobs stay in flight until the record is committed.
+    recording: JoinSet<Result<Recorded>>,
+}
+
+/// A batch of finished runs as recorded.
+struct Recorded {
+    batch: Vec<Finished>,
+    recs: Vec<Option<ObjectRecord>>,
+    failed: Vec<SysFailure>,
 }
 
 impl Engine {
@@ -83,7 +95,14 @@ impl Engine {
         // object and building the graph (an idle pass over 100,000 objects is one query).
         // Objects in error are pending too (their generation is not synced), so backoff
         // retries still come through the full pass.
-        if !self.resyncs() && self.store.counts()?.pending == 0 {
+        // Folders a killed runner left half written are mended before anything is run (an
+        // empty journal is one small query).
+        self.repair()?;
+        // Definitions edited since the store last saw them make their synced objects
+        // suspects; comparing a digest per model is all an idle pass pays for rule 4.
+        crate::store::sync_definitions(&*self.store, &self.definitions.digests())?;
+        let counts = self.store.counts()?;
+        if !self.resyncs() && counts.pending == 0 && counts.suspect == 0 {
             return Ok(PassStats::default());
         }
         let world = Arc::new(Snapshot::load(self.svc.schema.clone(), &*self.store)?);
@@ -94,15 +113,23 @@ impl Engine {
             graph,
             queue: ReadyQueue::default(),
             phases: HashMap::new(),
+            checks: HashSet::new(),
             stats: PassStats::default(),
             writes: Vec::new(),
-            sys_writes: JoinSet::new(),
+            recording: JoinSet::new(),
         };
         pass.collect(done)?;
         self.progress.start(pass.queue.len());
         let limit = usize::try_from(self.svc.config.concurrency.get()).unwrap_or(usize::MAX);
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         let mut deadline: Option<tokio::time::Instant> = None;
+        /// What the pass waits for next.
+        enum Next {
+            Ran(Option<std::result::Result<Finished, tokio::task::JoinError>>),
+            Recorded(std::result::Result<Result<Recorded>, tokio::task::JoinError>),
+            Wake,
+            Abandon,
+        }
         loop {
             pass.run_inline(done)?;
             if *shutdown.borrow() {
@@ -116,56 +143,77 @@ impl Engine {
             if pass.queue.in_flight() == 0 {
                 break;
             }
-            let next = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, tasks.join_next()).await {
-                    Ok(n) => n,
-                    Err(_) => {
-                        tracing::warn!(
-                            in_flight = pass.queue.in_flight(),
-                            "shutdown grace period over; abandoning runs in flight"
-                        );
-                        tasks.abort_all();
-                        break;
+            let waking = wake.is_some() && deadline.is_none();
+            let next = tokio::select! {
+                n = tasks.join_next(), if !tasks.is_empty() => Next::Ran(n),
+                Some(r) = pass.recording.join_next(), if !pass.recording.is_empty() => Next::Recorded(r),
+                Some(()) = async {
+                    match wake.as_mut() {
+                        Some(w) => w.events.recv().await,
+                        None => std::future::pending().await,
                     }
-                },
-                None => match wake.as_mut() {
-                    Some(w) => tokio::select! {
-                        n = tasks.join_next() => n,
-                        Some(()) = w.events.recv() => {
-                            let marker = self.store.change_marker()?;
-                            if marker != *w.marker {
-                                *w.marker = marker;
-                                pass.refresh(done)?;
-                            }
-                            continue;
-                        }
-                    },
-                    None => tasks.join_next().await,
-                },
+                }, if waking => Next::Wake,
+                () = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                }, if deadline.is_some() => Next::Abandon,
+                else => break,
             };
-            let Some(joined) = next else { break };
-            // Every run that has finished by now is recorded in one transaction.
-            let mut batch = Vec::new();
-            for joined in
-                std::iter::once(joined).chain(std::iter::from_fn(|| tasks.try_join_next()))
-            {
-                match joined {
-                    Ok(f) => batch.push(f),
-                    // A run task panicked or was aborted: there is no outcome to record.
-                    Err(e) => tracing::error!(error = %e, "a run task failed"),
+            match next {
+                Next::Wake => {
+                    if let Some(w) = wake.as_mut() {
+                        let marker = self.store.change_marker()?;
+                        if marker != *w.marker {
+                            *w.marker = marker;
+                            pass.refresh(done)?;
+                        }
+                    }
+                }
+                Next::Abandon => {
+                    tracing::warn!(
+                        in_flight = pass.queue.in_flight(),
+                        "shutdown grace period over; abandoning runs in flight"
+                    );
+                    tasks.abort_all();
+                    break;
+                }
+                Next::Recorded(r) => match r {
+                    Ok(r) => pass.recorded(r?, done),
+                    Err(e) => tracing::error!(error = %e, "recording runs failed"),
+                },
+                Next::Ran(None) => {}
+                Next::Ran(Some(joined)) => {
+                    // Every run that has finished by now is recorded in one transaction.
+                    let mut batch = Vec::new();
+                    for joined in
+                        std::iter::once(joined).chain(std::iter::from_fn(|| tasks.try_join_next()))
+                    {
+                        match joined {
+                            Ok(f) => batch.push(f),
+                            // A run task panicked or was aborted: there is no outcome to record.
+                            Err(e) => tracing::error!(error = %e, "a run task failed"),
+                        }
+                    }
+                    self.progress.advance(batch.len());
+                    pass.finish(batch)?;
                 }
             }
-            self.progress.advance(batch.len());
-            pass.finish(batch, done)?;
         }
-        pass.flush()?;
-        while let Some(joined) = pass.sys_writes.join_next().await {
-            match joined {
-                Ok(failed) => pass.sys_failed(failed),
-                Err(e) => tracing::error!(error = %e, "a sys dir write task failed"),
+        // Recordings under way complete even when runs were abandoned: they are quick, and
+        // a record cut short would leave files ahead of the store.
+        while let Some(r) = pass.recording.join_next().await {
+            match r {
+                Ok(r) => pass.recorded(r?, done),
+                Err(e) => tracing::error!(error = %e, "recording runs failed"),
             }
         }
         pass.flush()?;
+        // Every folder this pass wrote is complete: nothing to repair.
+        if tasks.is_empty() {
+            self.end_journal()?;
+        }
         self.progress.finish();
         let stats = pass.stats;
         info!(
@@ -255,10 +303,17 @@ impl Pass<'_> {
             if cyclic.contains(&o.id) || self.phases.contains_key(&o.id) {
                 continue;
             }
+            let r = rank.get(o.model.as_str()).copied().unwrap_or(0);
             let Some(due) = bookkeeping::due(&o.book, now, &e.rules(&o.model)) else {
+                if bookkeeping::suspect(&o.book).is_some()
+                    && !done.contains(&(o.id, o.book.generation))
+                {
+                    self.phases.insert(o.id, Phase::Sync);
+                    self.checks.insert(o.id);
+                    jobs.push((o.clone(), (models + 1 + r, o.key.clone(), o.id)));
+                }
                 continue;
             };
-            let r = rank.get(o.model.as_str()).copied().unwrap_or(0);
             let (phase, key) = if due.is_delete() {
                 (Phase::Delete, (models - r, o.key.clone(), o.id))
             } else if !done.contains(&(o.id, o.book.generation)) {
@@ -270,11 +325,15 @@ impl Pass<'_> {
             jobs.push((o, key));
         }
         let mut blocked = Vec::new();
+        let mut journal = Vec::new();
         for (o, key) in jobs {
             let phase = self.phases.get(&o.id).copied().unwrap_or(Phase::Sync);
             // A delete dispatches only what a sync may have put in the backend.
             let dispatch = e.has_payload(&o.model, phase)
                 && (phase == Phase::Sync || bookkeeping::delete_needs_payload(&o.book));
+            if dispatch {
+                journal.push((o.id, o.model.clone(), o.key.clone()));
+            }
             match self.waits_on(o.id, phase) {
                 Ok(waits) => self
                     .queue
@@ -286,6 +345,8 @@ impl Pass<'_> {
                 }
             }
         }
+        // Before any of their folders is written (SPEC §8: repaired after a crash).
+        e.journal(&journal)?;
         for (id, message) in blocked {
             // An earlier block in this loop may have removed it already.
             if self.queue.contains(id) {
@@ -425,9 +486,17 @@ impl Pass<'_> {
                     self.queue.complete(id);
                     continue;
                 };
-                let run = RunRecord::Success {
-                    intent: Intent::of(&obj.book),
-                    feedback: (phase == Phase::Sync).then(|| obj.feedback.clone()),
+                // A suspect with nothing to render has nothing that could have changed.
+                let run = if self.checks.remove(&id) {
+                    RunRecord::Checked {
+                        digest: obj.book.applied.clone().unwrap_or_default(),
+                    }
+                } else {
+                    RunRecord::Success {
+                        intent: Intent::of(&obj.book),
+                        feedback: (phase == Phase::Sync).then(|| obj.feedback.clone()),
+                        digest: None,
+                    }
                 };
                 self.writes.push((obj.clone(), run));
                 finished.push((obj, phase));
@@ -483,6 +552,7 @@ impl Pass<'_> {
         };
         let engine = self.engine.clone();
         let world = self.world.clone();
+        let check = self.checks.remove(&id);
         let span = info_span!("run", model = %obj.model, key = %obj.key, generation = obj.book.generation, action = phase.as_str());
         tasks.spawn(
             async move {
@@ -493,11 +563,16 @@ impl Pass<'_> {
                     tokio::task::spawn_blocking(move || {
                         let p = engine.prepare(&world, &obj, phase)?;
                         if let Some(p) = &p {
+                            // A suspect whose recipe did not change is left alone: no file
+                            // rewritten, nothing sent (SPEC §5.1 rule 4).
+                            if check && obj.book.applied.as_deref().is_none_or(|a| a == p.digest) {
+                                return Ok(Err(p.digest.clone()));
+                            }
                             engine
                                 .write_recipe(&engine.sys, p)
                                 .map_err(|e| RunError::SysDir(e.to_string()))?;
                         }
-                        Ok::<_, RunError>(p)
+                        Ok::<_, RunError>(Ok(p))
                     })
                     .await
                     .unwrap_or_else(|e| {
@@ -507,12 +582,14 @@ impl Pass<'_> {
                     })
                 };
                 let outcome = match prepared {
-                    Ok(Some(p)) => engine.actuate(&p).await,
+                    Ok(Err(digest)) => (Outcome::Unchanged(digest), String::new()),
+                    Ok(Ok(Some(p))) => engine.actuate(&p).await,
                     // The payload was checked when the job was made; only a race with a
                     // reload could get here, and then there is nothing to send.
-                    Ok(None) => (
+                    Ok(Ok(None)) => (
                         Outcome::Ok {
                             feedback: obj.feedback.clone(),
+                            digest: None,
                         },
                         String::new(),
                     ),
@@ -528,23 +605,38 @@ impl Pass<'_> {
         );
     }
 
-    /// Records finished runs (one store transaction) and lets their waiters go, or blocks them.
-    fn finish(&mut self, batch: Vec<Finished>, done: &mut HashSet<(i64, i64)>) -> Result<()> {
+    /// Records finished runs (one store transaction, with their run logs and `status.json`)
+    /// off the scheduler's thread; [`Pass::recorded`] takes it from there.
+    fn finish(&mut self, batch: Vec<Finished>) -> Result<()> {
         self.flush()?;
-        let mut runs = Vec::with_capacity(batch.len());
-        for f in &batch {
-            self.stats.ran += 1;
-            runs.push((f.obj.clone(), f));
-        }
-        let args: Vec<_> = runs
-            .iter()
-            .map(|(obj, f)| (&**obj, f.phase, &f.outcome.0, f.outcome.1.as_str()))
-            .collect();
-        let (recs, writes) = self.engine.record_runs(&args)?;
         let engine = self.engine.clone();
-        self.sys_writes
-            .spawn_blocking(move || writes.apply(&engine.sys));
-        for ((obj, f), rec) in runs.iter().zip(recs) {
+        self.recording.spawn_blocking(move || {
+            let args: Vec<_> = batch
+                .iter()
+                .map(|f| (&*f.obj, f.phase, &f.outcome.0, f.outcome.1.as_str()))
+                .collect();
+            let (recs, failed) = engine.record_runs(&args)?;
+            Ok(Recorded {
+                batch,
+                recs,
+                failed,
+            })
+        });
+        Ok(())
+    }
+
+    /// Lets the waiters of recorded runs go, or blocks them.
+    fn recorded(&mut self, r: Recorded, done: &mut HashSet<(i64, i64)>) {
+        let Recorded {
+            batch,
+            recs,
+            failed,
+        } = r;
+        for (f, rec) in batch.iter().zip(recs) {
+            let obj = &f.obj;
+            if !matches!(f.outcome.0, Outcome::Unchanged(_)) {
+                self.stats.ran += 1;
+            }
             match rec {
                 None => {
                     self.world.remove(obj.id);
@@ -558,6 +650,7 @@ impl Pass<'_> {
                         done.insert((obj.id, obj.book.generation));
                     }
                     match (&f.outcome.0, r.book.status) {
+                        (Outcome::Unchanged(_), _) => self.stats.unchanged += 1,
                         (Outcome::Deferred(_), _) => self.stats.deferred += 1,
                         (Outcome::Error(_), Status::Error) => self.stats.failed += 1,
                         // Succeeded, or failed for an intent a newer one replaced while it
@@ -579,7 +672,7 @@ impl Pass<'_> {
                 }
             }
         }
-        Ok(())
+        self.sys_failed(failed);
     }
 
     /// `id` did not succeed (or was blocked): it leaves the queue, and every job waiting on

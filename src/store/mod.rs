@@ -4,6 +4,8 @@
 
 pub mod sqlite;
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::{Map, Value};
 
 pub use sqlite::SqliteStore;
@@ -11,7 +13,7 @@ pub use sqlite::SqliteStore;
 // The bookkeeping types are the state machine's; the store persists them.
 pub use crate::bookkeeping::{Bookkeeping, Intent, Millis, RunRecord, Status};
 
-use crate::bookkeeping::{self, Disposition};
+use crate::bookkeeping::{self, Cause, Disposition};
 use crate::model::deps::Edge;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,15 @@ pub trait ReadOps {
     fn list(&self, model: Option<&str>) -> Result<Vec<ObjectRecord>, StoreError>;
     /// Objects with a dependency edge into `to_model` (the caller matches the values).
     fn referrers(&self, to_model: &str) -> Result<Vec<Referrer>, StoreError>;
+    /// Ids of the objects whose dependency edge `to_field` into `to_model` holds `value`.
+    fn pointing_at(
+        &self,
+        to_model: &str,
+        to_field: &str,
+        value: &str,
+    ) -> Result<Vec<i64>, StoreError>;
+    /// Each model's definition digest as last recorded ([`sync_definitions`]).
+    fn definitions(&self) -> Result<HashMap<String, String>, StoreError>;
 }
 
 /// One write transaction; dropped without [`WriteTx::commit`] it rolls back. It persists
@@ -100,6 +111,13 @@ pub trait WriteTx: ReadOps {
         book: &Bookkeeping,
         feedback: Option<&Map<String, Value>>,
     ) -> Result<(), StoreError>;
+    /// Objects of `model` that synced at least once and are not being deleted.
+    fn synced_ids(&self, model: &str) -> Result<Vec<i64>, StoreError>;
+    fn put_definition(&mut self, model: &str, digest: &str) -> Result<(), StoreError>;
+    /// Notes objects (id, model, key) whose sys dir folders a pass is about to write, so a
+    /// runner that dies mid-pass leaves a list of exactly the folders to repair.
+    fn journal(&mut self, objects: &[(i64, String, String)]) -> Result<(), StoreError>;
+    fn clear_journal(&mut self) -> Result<(), StoreError>;
     /// Removes the object and its edges for good.
     fn purge(&mut self, id: i64) -> Result<(), StoreError>;
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
@@ -112,6 +130,9 @@ pub struct Counts {
     pub by_status: Vec<(Status, usize)>,
     /// Objects with work on them whatever the clock says ([`crate::bookkeeping::work`]).
     pub pending: usize,
+    /// In-sync objects an input of whose recipe changed ([`crate::bookkeeping::suspect`]):
+    /// rendered again on the next pass to know whether they are pending.
+    pub suspect: usize,
 }
 
 /// Who drives a store (SPEC §5.5): one runner at a time holds this lease.
@@ -136,6 +157,9 @@ pub trait Store: ReadOps + Send + Sync {
     fn counts(&self) -> Result<Counts, StoreError>;
     /// Starts a write transaction that excludes other writers until it ends.
     fn write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError>;
+    /// The objects whose folders the last pass may have left half written (see
+    /// [`WriteTx::journal`]).
+    fn journaled(&self) -> Result<Vec<(i64, String, String)>, StoreError>;
     /// A number that changes when another process commits a change.
     fn change_marker(&self) -> Result<i64, StoreError>;
     /// A file whose directory sees a write whenever the store changes, for waking on changes
@@ -163,8 +187,14 @@ pub fn change(
     refs: &[Edge],
     now: Millis,
 ) -> Result<(), StoreError> {
+    let before = tx.get_by_id(id)?;
     tx.put_fields(id, fields, refs)?;
-    update(tx, id, |b| bookkeeping::on_change(b, now)).map(drop)
+    if let Some(obj) = update(tx, id, |b| bookkeeping::on_change(b, now))?
+        && before.is_some_and(|b| b.fields != *fields)
+    {
+        mark_referrers(tx, &obj)?;
+    }
+    Ok(())
 }
 
 /// Marks an object deleted (SPEC §5.4).
@@ -194,17 +224,95 @@ pub fn record_run(
         tx.purge(id)?;
         return Ok(None);
     }
-    let feedback = match run {
+    let (feedback, moved) = match run {
         RunRecord::Success {
             feedback: Some(f), ..
         } => {
+            let moved = cur.feedback != *f;
             cur.feedback.clone_from(f);
-            Some(f)
+            (Some(f), moved)
         }
-        _ => None,
+        _ => (None, false),
     };
     tx.put_book(id, &cur.book, feedback)?;
+    if moved {
+        // A feedback field its referrers' recipes may read (SPEC §5.1 rule 5).
+        mark_referrers(tx, &cur)?;
+    }
     Ok(Some(cur))
+}
+
+/// A suspect was rendered again (`digest`: what its recipe would apply now); returns the
+/// object as it now stands.
+pub fn record_check(
+    tx: &mut dyn WriteTx,
+    id: i64,
+    digest: &str,
+) -> Result<Option<ObjectRecord>, StoreError> {
+    update(tx, id, |b| bookkeeping::on_check(b, digest))
+}
+
+/// Every object that follows `changed` through refs, transitively, has a changed input
+/// (SPEC §5.1 rule 5): each becomes a suspect, to be rendered again. The walk does not go
+/// past an object that never synced: nothing beyond it can have synced either.
+pub fn mark_referrers(tx: &mut dyn WriteTx, changed: &ObjectRecord) -> Result<(), StoreError> {
+    let cause = Cause::Reference(changed.name());
+    let mut seen: HashSet<i64> = HashSet::from([changed.id]);
+    let mut next = vec![changed.clone()];
+    while let Some(obj) = next.pop() {
+        for (field, v) in &obj.fields {
+            let Some(value) = crate::model::deps::scalar_text(v) else {
+                continue;
+            };
+            for id in tx.pointing_at(&obj.model, field, &value)? {
+                if !seen.insert(id) {
+                    continue;
+                }
+                let Some(mut r) = tx.get_by_id(id)? else {
+                    continue;
+                };
+                if r.book.last_success_at.is_none() {
+                    continue;
+                }
+                if bookkeeping::on_inputs_changed(&mut r.book, cause.clone()) {
+                    tx.put_book(id, &r.book, None)?;
+                }
+                next.push(r);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Brings the store's record of each model's definition digest up to `current` (SPEC §5.1
+/// rule 4): every synced object of a model whose digest changed has a changed input and
+/// becomes a suspect. Returns the models that changed.
+pub fn sync_definitions(
+    store: &dyn Store,
+    current: &HashMap<String, String>,
+) -> Result<Vec<String>, StoreError> {
+    let known = store.definitions()?;
+    let changed: Vec<&String> = current
+        .iter()
+        .filter(|(m, d)| known.get(*m) != Some(*d))
+        .map(|(m, _)| m)
+        .collect();
+    if changed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tx = store.write()?;
+    for model in &changed {
+        for id in tx.synced_ids(model)? {
+            if let Some(mut o) = tx.get_by_id(id)?
+                && bookkeeping::on_inputs_changed(&mut o.book, Cause::Definition)
+            {
+                tx.put_book(id, &o.book, None)?;
+            }
+        }
+        tx.put_definition(model, &current[*model])?;
+    }
+    tx.commit()?;
+    Ok(changed.into_iter().cloned().collect())
 }
 
 fn update(

@@ -15,7 +15,7 @@ use super::{
 use crate::bookkeeping;
 
 /// The schema version this build writes. Each entry of `MIGRATIONS` moves one version up.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -59,6 +59,22 @@ const MIGRATIONS: &[&str] = &[
         host TEXT NOT NULL,
         since INTEGER NOT NULL,
         expires INTEGER NOT NULL
+     );",
+    // 2 -> 3: drift (SPEC §5.1 rules 4-5): what each object's last sync applied, what input
+    // changed since, the `suspect` mark the state machine derives (counted like `pending`),
+    // and each model's definition digest as the store last saw it.
+    "ALTER TABLE objects ADD COLUMN applied TEXT;
+     ALTER TABLE objects ADD COLUMN drift TEXT;
+     ALTER TABLE objects ADD COLUMN drift_found INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE objects ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE definitions (
+        model TEXT PRIMARY KEY,
+        digest TEXT NOT NULL
+     );
+     CREATE TABLE journal (
+        id INTEGER PRIMARY KEY,
+        model TEXT NOT NULL,
+        key TEXT NOT NULL
      );",
 ];
 
@@ -174,7 +190,7 @@ fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
 
 const COLUMNS: &str = "id, model, key, fields, feedback, generation, synced_generation, status, \
     message, failures, next_retry_at, deleted, created, updated, enacted, last_success_at, last_error_at, \
-    attempted";
+    attempted, applied, drift, drift_found";
 
 fn json_map(text: &str) -> Map<String, Value> {
     // The store only ever holds maps it serialized itself.
@@ -206,6 +222,14 @@ fn row_to_record(r: &Row<'_>) -> rusqlite::Result<ObjectRecord> {
             last_success_at: millis(15)?,
             last_error_at: millis(16)?,
             attempted: r.get(17)?,
+            applied: r.get(18)?,
+            drift: r
+                .get::<_, Option<String>>(19)?
+                .and_then(|c| bookkeeping::Cause::parse(&c))
+                .map(|cause| bookkeeping::Drift {
+                    cause,
+                    found: r.get(20).unwrap_or(false),
+                }),
         },
     })
 }
@@ -269,6 +293,35 @@ fn referrers(conn: &Connection, path: &Path, to_model: &str) -> Result<Vec<Refer
     run().map_err(sql_err(path))
 }
 
+/// Ids of the objects whose edge `to_field` into `to_model` holds `value`.
+fn pointing_at(
+    conn: &Connection,
+    path: &Path,
+    to_model: &str,
+    to_field: &str,
+    value: &str,
+) -> Result<Vec<i64>, StoreError> {
+    let run = || -> rusqlite::Result<Vec<i64>> {
+        let mut st = conn.prepare_cached(
+            "SELECT DISTINCT src FROM refs WHERE to_model = ?1 AND value = ?2 AND to_field = ?3",
+        )?;
+        st.query_map(params![to_model, value, to_field], |r| r.get(0))?
+            .collect()
+    };
+    run().map_err(sql_err(path))
+}
+
+fn definitions(
+    conn: &Connection,
+    path: &Path,
+) -> Result<std::collections::HashMap<String, String>, StoreError> {
+    let run = || -> rusqlite::Result<std::collections::HashMap<String, String>> {
+        let mut st = conn.prepare_cached("SELECT model, digest FROM definitions")?;
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+    };
+    run().map_err(sql_err(path))
+}
+
 impl ReadOps for SqliteStore {
     fn get(&self, model: &str, key: &str) -> Result<Option<ObjectRecord>, StoreError> {
         get(&self.lock(), &self.path, model, key)
@@ -278,6 +331,17 @@ impl ReadOps for SqliteStore {
     }
     fn referrers(&self, to_model: &str) -> Result<Vec<Referrer>, StoreError> {
         referrers(&self.lock(), &self.path, to_model)
+    }
+    fn pointing_at(
+        &self,
+        to_model: &str,
+        to_field: &str,
+        value: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        pointing_at(&self.lock(), &self.path, to_model, to_field, value)
+    }
+    fn definitions(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        definitions(&self.lock(), &self.path)
     }
 }
 
@@ -335,11 +399,11 @@ impl Store for SqliteStore {
 
     fn counts(&self) -> Result<Counts, StoreError> {
         let conn = self.lock();
-        let run = || -> rusqlite::Result<Vec<(String, i64, i64)>> {
+        let run = || -> rusqlite::Result<Vec<(String, i64, i64, i64)>> {
             let mut st = conn.prepare_cached(
-                "SELECT status, COUNT(*), SUM(pending) FROM objects GROUP BY status",
+                "SELECT status, COUNT(*), SUM(pending), SUM(suspect) FROM objects GROUP BY status",
             )?;
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect()
         };
         let rows = run().map_err(sql_err(&self.path))?;
@@ -347,8 +411,8 @@ impl Store for SqliteStore {
         for st in Status::ALL {
             let n: i64 = rows
                 .iter()
-                .filter(|(s, _, _)| Status::parse(s) == Some(st))
-                .map(|(_, n, _)| n)
+                .filter(|(s, ..)| Status::parse(s) == Some(st))
+                .map(|(_, n, ..)| n)
                 .sum();
             if n > 0 {
                 counts.by_status.push((st, usize::try_from(n).unwrap_or(0)));
@@ -356,9 +420,23 @@ impl Store for SqliteStore {
         }
         counts.pending = rows
             .iter()
-            .map(|(_, _, p)| usize::try_from(*p).unwrap_or(0))
+            .map(|(_, _, p, _)| usize::try_from(*p).unwrap_or(0))
+            .sum();
+        counts.suspect = rows
+            .iter()
+            .map(|(.., s)| usize::try_from(*s).unwrap_or(0))
             .sum();
         Ok(counts)
+    }
+
+    fn journaled(&self) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let conn = self.lock();
+        let run = || -> rusqlite::Result<Vec<(i64, String, String)>> {
+            let mut st = conn.prepare_cached("SELECT id, model, key FROM journal ORDER BY id")?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        };
+        run().map_err(sql_err(&self.path))
     }
 
     fn change_marker(&self) -> Result<i64, StoreError> {
@@ -405,7 +483,7 @@ type SqlValue = rusqlite::types::Value;
 
 /// The bookkeeping columns in their order after `id` (or after `model, key, fields` in an
 /// insert), with the `pending` mark the state machine derives: one list for every write.
-fn book_columns(b: &Bookkeeping) -> [SqlValue; 14] {
+fn book_columns(b: &Bookkeeping) -> [SqlValue; 18] {
     [
         b.generation.into(),
         b.synced_generation.into(),
@@ -421,6 +499,10 @@ fn book_columns(b: &Bookkeeping) -> [SqlValue; 14] {
         b.last_error_at.map(|m| m.0).into(),
         bookkeeping::work(b).is_some().into(),
         b.attempted.into(),
+        b.applied.clone().into(),
+        b.drift.as_ref().map(|d| d.cause.to_string()).into(),
+        b.drift.as_ref().is_some_and(|d| d.found).into(),
+        bookkeeping::suspect(b).is_some().into(),
     ]
 }
 
@@ -436,7 +518,7 @@ impl SqliteTx<'_> {
         const SET: &str = "generation = ?2, synced_generation = ?3, status = ?4, message = ?5,
             failures = ?6, next_retry_at = ?7, deleted = ?8, created = ?9, updated = ?10,
             enacted = ?11, last_success_at = ?12, last_error_at = ?13, pending = ?14,
-            attempted = ?15";
+            attempted = ?15, applied = ?16, drift = ?17, drift_found = ?18, suspect = ?19";
         match feedback {
             None => self
                 .conn
@@ -447,7 +529,7 @@ impl SqliteTx<'_> {
                 all.push(Value::Object(f.clone()).to_string().into());
                 self.conn
                     .prepare_cached(&format!(
-                        "UPDATE objects SET {SET}, feedback = ?16 WHERE id = ?1"
+                        "UPDATE objects SET {SET}, feedback = ?20 WHERE id = ?1"
                     ))?
                     .execute(rusqlite::params_from_iter(&all))?
             }
@@ -479,6 +561,17 @@ impl ReadOps for SqliteTx<'_> {
     fn referrers(&self, to_model: &str) -> Result<Vec<Referrer>, StoreError> {
         referrers(&self.conn, self.path, to_model)
     }
+    fn pointing_at(
+        &self,
+        to_model: &str,
+        to_field: &str,
+        value: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        pointing_at(&self.conn, self.path, to_model, to_field, value)
+    }
+    fn definitions(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        definitions(&self.conn, self.path)
+    }
 }
 
 impl WriteTx for SqliteTx<'_> {
@@ -509,9 +602,10 @@ impl WriteTx for SqliteTx<'_> {
                 .prepare_cached(
                     "INSERT INTO objects (model, key, fields, generation, synced_generation,
                        status, message, failures, next_retry_at, deleted, created, updated,
-                       enacted, last_success_at, last_error_at, pending, attempted)
+                       enacted, last_success_at, last_error_at, pending, attempted, applied,
+                       drift, drift_found, suspect)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                       ?16, ?17)",
+                       ?16, ?17, ?18, ?19, ?20, ?21)",
                 )?
                 .execute(rusqlite::params_from_iter(&values))?;
             let id = self.conn.last_insert_rowid();
@@ -543,6 +637,47 @@ impl WriteTx for SqliteTx<'_> {
         feedback: Option<&Map<String, Value>>,
     ) -> Result<(), StoreError> {
         self.save_book(id, book, feedback)
+            .map_err(sql_err(self.path))
+    }
+
+    fn synced_ids(&self, model: &str) -> Result<Vec<i64>, StoreError> {
+        let run = || -> rusqlite::Result<Vec<i64>> {
+            let mut st = self.conn.prepare_cached(
+                "SELECT id FROM objects WHERE model = ?1 AND last_success_at IS NOT NULL
+                 AND deleted = 0 ORDER BY id",
+            )?;
+            st.query_map([model], |r| r.get(0))?.collect()
+        };
+        run().map_err(sql_err(self.path))
+    }
+
+    fn journal(&mut self, objects: &[(i64, String, String)]) -> Result<(), StoreError> {
+        let run = || -> rusqlite::Result<()> {
+            let mut st = self.conn.prepare_cached(
+                "INSERT OR IGNORE INTO journal (id, model, key) VALUES (?1, ?2, ?3)",
+            )?;
+            for (id, model, key) in objects {
+                st.execute(params![id, model, key])?;
+            }
+            Ok(())
+        };
+        run().map_err(sql_err(self.path))
+    }
+
+    fn clear_journal(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("DELETE FROM journal")
+            .map_err(sql_err(self.path))
+    }
+
+    fn put_definition(&mut self, model: &str, digest: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO definitions (model, digest) VALUES (?1, ?2)
+                 ON CONFLICT (model) DO UPDATE SET digest = excluded.digest",
+            )
+            .and_then(|mut st| st.execute(params![model, digest]))
+            .map(drop)
             .map_err(sql_err(self.path))
     }
 
