@@ -10,6 +10,7 @@
 mod common;
 
 mod compat;
+mod crash;
 mod drift;
 mod engine;
 mod example_rest_devices;
