@@ -459,6 +459,13 @@ pub fn on_delete(b: &mut Bookkeeping, now: Millis) {
     b.updated = now;
 }
 
+/// A pass that had `b` among its jobs was cut short (a killed runner): its sync may have
+/// reached the backend without an outcome being recorded, so a later delete must run the
+/// delete payload (SPEC §5.4).
+pub fn on_interrupted(b: &mut Bookkeeping) {
+    b.attempted = true;
+}
+
 /// `stepsync retry`: tried on the next pass.
 pub fn on_retry(b: &mut Bookkeeping) {
     b.next_retry_at = None;

@@ -202,6 +202,11 @@ pub fn mark_deleted(tx: &mut dyn WriteTx, id: i64, now: Millis) -> Result<(), St
     update(tx, id, |b| bookkeeping::on_delete(b, now)).map(drop)
 }
 
+/// A pass that had the object among its jobs did not end (see [`bookkeeping::on_interrupted`]).
+pub fn interrupted(tx: &mut dyn WriteTx, id: i64) -> Result<(), StoreError> {
+    update(tx, id, bookkeeping::on_interrupted).map(drop)
+}
+
 /// Clears an object's backoff so it is tried on the next pass.
 pub fn clear_backoff(tx: &mut dyn WriteTx, id: i64) -> Result<(), StoreError> {
     update(tx, id, bookkeeping::on_retry).map(drop)
