@@ -195,3 +195,28 @@ fn get_says_why_an_object_is_pending() {
     svc.ok(&["delete", "Site", "a"]);
     assert_eq!(status(&svc)["reason"], "deleted");
 }
+
+/// A runner killed while its first PUT is in flight records nothing, but the backend may
+/// have the object: deleting it afterwards still sends the delete payload.
+#[test]
+fn a_sync_cut_short_by_kill_9_still_gets_its_delete() {
+    let (svc, server) = setup("");
+    // The delete's URL must not need feedback that never came.
+    svc.file(
+        "stepdefs/site.yaml",
+        &STEPDEF.replace("sites/{{ object.site_id }}", "sites/{{ n }}"),
+    );
+    server.hold("/sites/a", Duration::from_secs(10));
+    let mut child = run_once_in_background(&svc);
+    server
+        .wait_for("PUT /sites/a", Duration::from_secs(10))
+        .expect("the held PUT");
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    server.hold("/sites/a", Duration::ZERO);
+    svc.ok(&["delete", "Site", "a"]);
+    svc.ok(&["run", "--once"]);
+    let lines = server.lines();
+    assert_eq!(lines, ["PUT /sites/a", "DELETE /sites/a"], "{lines:?}");
+    assert!(svc.keys("Site").is_empty());
+}

@@ -485,6 +485,9 @@ impl Engine {
             "repaired the sys dir after an interrupted run"
         );
         let mut tx = self.store.write()?;
+        for (id, ..) in &journaled {
+            store::interrupted(&mut *tx, *id)?;
+        }
         tx.clear_journal()?;
         tx.commit()?;
         Ok(())
