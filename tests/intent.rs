@@ -220,3 +220,40 @@ fn a_sync_cut_short_by_kill_9_still_gets_its_delete() {
     assert_eq!(lines, ["PUT /sites/a", "DELETE /sites/a"], "{lines:?}");
     assert!(svc.keys("Site").is_empty());
 }
+
+/// SPEC §5.1: a change applied while the object's own run is in flight keeps it pending —
+/// and the daemon sends it as soon as that run ends, not on some later change.
+#[test]
+fn the_daemon_sends_a_change_made_during_the_objects_own_run() {
+    let (svc, server) = setup("");
+    svc.ok(&["run", "--once"]);
+    server.clear();
+    server.hold("/sites/a", Duration::from_secs(3));
+    let mut child = svc
+        .command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the daemon");
+    // Objects files live apart from the service's own files, which the daemon watches.
+    svc.file("objects/a.yaml", "Site:\n  - {name: a, login_base: two}\n");
+    svc.ok(&["apply", "-f", "objects/a.yaml"]);
+    server
+        .wait_for("PUT /sites/a", Duration::from_secs(10))
+        .expect("the first PUT");
+    svc.file(
+        "objects/a.yaml",
+        "Site:\n  - {name: a, login_base: three}\n",
+    );
+    svc.ok(&["apply", "-f", "objects/a.yaml"]);
+    server.hold("/sites/a", Duration::ZERO);
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while server.requests().len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2, "{:?}", server.lines());
+    assert!(reqs[1].body.contains("three"), "{}", reqs[1].body);
+}

@@ -126,19 +126,41 @@ impl Engine {
         Ok(next.max(Duration::from_millis(10)))
     }
 
-    /// Events for the service's own files: its folder (`stepsync.yaml`, the inventory,
-    /// `model-deps.json`) and its stepdefs, playbooks and schemas folders, whole.
-    fn watch_service(&self, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    /// Events for the service's own files: `stepsync.yaml`, the inventory and
+    /// `model-deps.json` in its folder (not the objects files beside them), and the
+    /// stepdefs, playbooks and schemas folders, whole.
+    fn watch_service(&self, tx: mpsc::Sender<()>) -> Option<Vec<notify::RecommendedWatcher>> {
         use notify::{RecursiveMode, Watcher};
         let dir = &self.svc.dir;
-        let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        let src = &self.svc.sources;
+        let names: Vec<std::ffi::OsString> = std::iter::once(&src.config)
+            .chain(&src.inventory)
+            .chain(&src.model_deps)
+            .filter(|p| p.parent() == Some(dir.as_path()))
+            .filter_map(|p| p.file_name().map(|n| n.to_owned()))
+            .collect();
+        let edits = move |ev: &notify::Event| !matches!(ev.kind, notify::EventKind::Access(_));
+        let root_tx = tx.clone();
+        let mut root = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if let Ok(ev) = ev
+                && edits(&ev)
+                && ev
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)))
+            {
+                let _ = root_tx.try_send(());
+            }
+        })
+        .ok()?;
+        root.watch(dir, RecursiveMode::NonRecursive).ok()?;
+        let mut folders = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             // Reads and metadata touches change nothing a recipe is made of.
-            if ev.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+            if ev.is_ok_and(|e| edits(&e)) {
                 let _ = tx.try_send(());
             }
         })
         .ok()?;
-        w.watch(dir, RecursiveMode::NonRecursive).ok()?;
         for sub in [
             crate::stepdef::STEPDEFS_DIR,
             crate::payload::playbook::PLAYBOOKS_DIR,
@@ -147,10 +169,10 @@ impl Engine {
             let p = dir.join(sub);
             if p.is_dir() {
                 // A folder that cannot be watched leaves the rest watched.
-                let _ = w.watch(&p, RecursiveMode::Recursive);
+                let _ = folders.watch(&p, RecursiveMode::Recursive);
             }
         }
-        Some(w)
+        Some(vec![root, folders])
     }
 
     fn watch_store(&self, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {

@@ -72,6 +72,10 @@ struct Pass<'a> {
     /// Finished runs being recorded (store, run logs, `status.json`) off the scheduler's
     /// thread; their jobs stay in flight until the record is committed.
     recording: JoinSet<Result<Recorded>>,
+    /// A recorded outcome found a newer intent (a change or delete that arrived while the
+    /// run was in flight): the pass looks for due work again instead of leaving it to the
+    /// next pass, which the daemon would only make on the next change.
+    recollect: bool,
 }
 
 /// A batch of finished runs as recorded.
@@ -117,6 +121,7 @@ impl Engine {
             stats: PassStats::default(),
             writes: Vec::new(),
             recording: JoinSet::new(),
+            recollect: false,
         };
         pass.collect(done)?;
         self.progress.start(pass.queue.len());
@@ -180,7 +185,12 @@ impl Engine {
                     break;
                 }
                 Next::Recorded(r) => match r {
-                    Ok(r) => pass.recorded(r?, done),
+                    Ok(r) => {
+                        pass.recorded(r?, done);
+                        if std::mem::take(&mut pass.recollect) && !*shutdown.borrow() {
+                            pass.collect(done)?;
+                        }
+                    }
                     Err(e) => tracing::error!(error = %e, "recording runs failed"),
                 },
                 Next::Ran(None) => {}
@@ -645,6 +655,9 @@ impl Pass<'_> {
                     self.queue.complete(obj.id);
                 }
                 Some(r) => {
+                    if bookkeeping::Intent::of(&r.book) != bookkeeping::Intent::of(&obj.book) {
+                        self.recollect = true;
+                    }
                     let ok = r.book.status == Status::Ok;
                     if ok {
                         done.insert((obj.id, obj.book.generation));
