@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The benchmarks of issues #7 and #13 (see BENCHMARKS.md): builds in release mode, runs B1-B4H
+# The benchmarks of issues #7 and #13 (see BENCHMARKS.md): builds in release mode, runs B1-B5
 # side by side, and prints one table (median, min and max over BENCH_RUNS runs, default 5).
 #
 #   bash scripts/bench.sh                   everything (about 20-35 minutes on 2 cores)
-#   bash scripts/bench.sh --only B1,B3      some of them (or BENCH_ONLY=B1,B3): B1 B2 B3 B4 B4H
+#   bash scripts/bench.sh --only B1,B3      some of them (or BENCH_ONLY=B1,B3): B1 B2 B3 B4 B4H B5
 #   bash scripts/bench.sh --runs 7          more runs (or BENCH_RUNS=7; at least 5 for the record)
-#   bash scripts/bench.sh --quick           a smoke test: 1 run, smaller B2 and B3 (not for the record)
+#   bash scripts/bench.sh --quick           a smoke test: 1 run, smaller B2, B3, B5 (not for the record)
 #   BENCH_BASELINE=/path/to/stepsync bash scripts/bench.sh --only B1,B3
 #                                           also times another build (say, of an earlier commit)
-#                                           in B1 and B3's plan, side by side: before/after figures
+#                                           in B1, B3's plan and B5, side by side: before/after
+#   BENCH_B5_SITES=100 BENCH_B5_MODEL=Site  B5 on 100 Sites, 1,000 Slices, 8,900 Instances
+#                                           (default B3's sizes), editing Site (default Slice)
 #   CARGO_TARGET_DIR=/some/dir              builds there (the bench tools under bench-tools/)
 #
 # Everything runs on 127.0.0.1, every command under `timeout`, in one temp dir that is removed
@@ -21,7 +23,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 RUNS=${BENCH_RUNS:-5}
-ONLY=${BENCH_ONLY:-B1,B2,B3,B4,B4H}
+ONLY=${BENCH_ONLY:-B1,B2,B3,B4,B4H,B5}
 QUICK=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,7 +32,7 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=$2; shift 2 ;;
     --runs=*) RUNS=${1#--runs=}; shift ;;
     --quick) QUICK=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -54,6 +56,21 @@ if [ "$QUICK" = 1 ]; then
 fi
 B1_TOTAL=$((B1_SITES + B1_SLICES + B1_INSTANCES))
 B3_TOTAL=$((B3_SITES + B3_SLICES + B3_INSTANCES))
+# B5: B3's service (or BENCH_B5_SITES Sites, 10 Slices and 89 Instances per Site), in sync, then
+# one edit of BENCH_B5_MODEL's stepdef.
+if [ -n "${BENCH_B5_SITES:-}" ]; then
+  B5_SITES=$BENCH_B5_SITES B5_SLICES=$((BENCH_B5_SITES * 10)) B5_INSTANCES=$((BENCH_B5_SITES * 89))
+else
+  B5_SITES=$B3_SITES B5_SLICES=$B3_SLICES B5_INSTANCES=$B3_INSTANCES
+fi
+B5_TOTAL=$((B5_SITES + B5_SLICES + B5_INSTANCES))
+B5_MODEL=${BENCH_B5_MODEL:-Slice}
+case "$B5_MODEL" in
+  Site) B5_EXPECTED=$B5_SITES ;;
+  Slice) B5_EXPECTED=$B5_SLICES ;;
+  Instance) B5_EXPECTED=$B5_INSTANCES ;;
+  *) echo "bench.sh: BENCH_B5_MODEL must be Site, Slice or Instance, not $B5_MODEL" >&2; exit 2 ;;
+esac
 
 log() { echo "bench: $*" >&2; }
 die() { echo "bench: error: $*" >&2; exit 1; }
@@ -631,6 +648,115 @@ b4h() {
   done
 }
 
+# --- B5: definition drift ---------------------------------------------------------------------
+# b5_prepare BIN SVC LABEL: apply B5's objects with BIN and sync them all (not in the table).
+b5_prepare() {
+  local bin=$1 svc=$2 label=$3
+  settle
+  measure 900 "$svc/apply.out" "$bin" -C "$svc" apply -f objects/ || die "B5$label: apply failed"
+  log "  apply$label: ${WALL}s"
+  server_reset
+  settle
+  measure 1800 "$svc/first-sync.out" "$bin" -C "$svc" run --once || die "B5$label: the first sync failed"
+  grep -q "^run: $B5_TOTAL ok" "$svc/first-sync.out" || die "B5$label: the first sync left objects not ok: $(head -3 "$svc/first-sync.out")"
+  log "  first sync of $B5_TOTAL$label: ${WALL}s"
+}
+
+# b5_pass BIN SVC PREFIX LABEL R: edit B5_MODEL's stepdef (a constant `tier` in the body of its
+# sync request, another value each run), time `plan` and count what it lists, then sync with
+# `run --once` and time the first idle `run --once` after it (and a second one). Returns 1
+# when the plan or the sync was not exactly that model's objects (the figures are recorded
+# and the reason noted).
+b5_pass() {
+  local bin=$1 svc=$2 p=$3 label=$4 r=$5 ok=0 nodrift=0
+  local def tier listed others n summary
+  def=$svc/stepdefs/${B5_MODEL,,}.yaml
+  tier=gold
+  [ "$r" = 1 ] || tier=gold-$r
+  [ "$(grep -cE '^    body: \{' "$def")" = 1 ] || die "B5: $def has no single \`    body: {\` line to edit"
+  sed -i -E "s/^(    body: \\{)(tier: [^,]*, )?/\\1tier: $tier, /" "$def"
+  grep -q "body: {tier: $tier, " "$def" || die "B5: the edit of $def did not take"
+
+  settle
+  if ! measure 900 "$svc/plan.out" "$bin" -C "$svc" plan; then
+    note "B5$label: run $r: plan failed (exit code above)"
+    return 1
+  fi
+  listed=$(grep -c "^~ update $B5_MODEL/" "$svc/plan.out" || true)
+  others=$(($(grep -cE '^[-+~] ' "$svc/plan.out" || true) - listed))
+  summary=$(grep '^Plan: ' "$svc/plan.out" | tail -1)
+  record "${p}_plan_s" "$WALL"
+  record "${p}_plan_rss" "$(calc "$RSS / 1024" 1)"
+  record "${p}_plan_listed" "$listed"
+  record "${p}_plan_others" "$others"
+  log "  run $r$label: plan ${WALL}s, listed $listed of $B5_EXPECTED $B5_MODEL objects as \`~ update\`, $others other lines (${summary:-no summary line})"
+  if [ "$listed" = 0 ] && [ "$others" = 0 ]; then
+    note "B5$label: run $r: plan listed 0 of $B5_EXPECTED objects of model $B5_MODEL -- definition drift not detected ($summary)"
+    ok=1 nodrift=1
+  elif [ "$listed" != "$B5_EXPECTED" ] || [ "$others" != 0 ]; then
+    note "B5$label: run $r: plan listed $listed of $B5_EXPECTED objects of model $B5_MODEL as \`~ update\`, and $others lines for other objects (expected 0) ($summary)"
+    ok=1
+  fi
+  rm -f "$svc/plan.out"
+
+  server_reset
+  settle
+  if measure 1800 "$svc/sync.out" "$bin" -C "$svc" run --once; then :; else
+    note "B5$label: run $r: the \`run --once\` after the edit failed: $(head -3 "$svc/sync.out" | tr '\n' ' ')"
+    ok=1
+  fi
+  n=$(server_stat requests)
+  record "${p}_sync_s" "$WALL"
+  record "${p}_sync_requests" "$n"
+  log "  run $r$label: sync ${WALL}s, $n requests ($(grep '^run: ' "$svc/sync.out" | head -1))"
+  # (With drift not detected the run sends nothing, which the note above already says.)
+  if [ "$n" != "$B5_EXPECTED" ] && { [ "$nodrift" = 0 ] || [ "$n" != 0 ]; }; then
+    note "B5$label: run $r: the \`run --once\` after the edit sent $n requests, expected $B5_EXPECTED (one per $B5_MODEL)"
+    ok=1
+  fi
+  grep -q "^run: $B5_TOTAL ok" "$svc/sync.out" || { note "B5$label: run $r: not every object ok after the sync"; ok=1; }
+  # What was sent is the edited body (the first object's recipe, SPEC §8).
+  local first recipe
+  case "$B5_MODEL" in Site) first=site-0 ;; Slice) first=slice-0 ;; *) first=inst-0 ;; esac
+  recipe=$svc/.stepsync/sys/$B5_MODEL/$first/sync.http
+  if [ "$n" != 0 ] && ! grep -qE "\"tier\": *\"$tier\"" "$recipe" 2>/dev/null; then
+    note "B5$label: run $r: $recipe does not have the edited body (\"tier\": \"$tier\")"
+    ok=1
+  fi
+
+  local i
+  for i in 1 2; do
+    server_reset
+    measure 600 "$svc/idle.out" "$bin" -C "$svc" run --once || { note "B5$label: run $r: idle pass $i failed"; ok=1; }
+    n=$(server_stat requests)
+    record "${p}_idle${i}_s" "$WALL"
+    [ "$n" = 0 ] || { note "B5$label: run $r: idle pass $i sent $n requests"; ok=1; }
+    log "  run $r$label: idle pass $i ${WALL}s"
+  done
+  return $ok
+}
+
+b5() {
+  log "B5: $B5_TOTAL objects in sync, then one edit of $B5_MODEL's stepdef body: plan, sync, idle run --once; $RUNS runs"
+  local d=$WORK/b5 r bad=0
+  mkdir -p "$d"
+  start_server 0
+  "$BB/gen" --dir "$d/svc" --url "$SERVER_URL" --sites "$B5_SITES" --slices "$B5_SLICES" \
+    --instances "$B5_INSTANCES" --concurrency $CONCURRENCY 2>/dev/null
+  # The baseline's own copy, applied and synced by it (its store schema may differ).
+  [ -z "$BASELINE" ] || cp -r "$d/svc" "$d/svc-baseline"
+  b5_prepare "$STEPSYNC" "$d/svc" ""
+  [ -z "$BASELINE" ] || b5_prepare "$BASELINE" "$d/svc-baseline" " (baseline)"
+  for r in $(seq "$RUNS"); do
+    b5_pass "$STEPSYNC" "$d/svc" b5 "" "$r" || bad=1
+    if [ -n "$BASELINE" ]; then
+      # Not a failure of this build: the baseline may predate drift detection.
+      b5_pass "$BASELINE" "$d/svc-baseline" b5_baseline " (baseline)" "$r" || true
+    fi
+  done
+  [ "$bad" = 0 ] || die "B5: see the notes under the table"
+}
+
 # --- Run, then the table ----------------------------------------------------------------------
 run_bench() { # NAME FUNCTION: a failure is reported in the table, the others still run
   local name=$1 fn=$2
@@ -657,6 +783,7 @@ run_bench B2 b2
 run_bench B3 b3
 run_bench B4 b4
 run_bench B4H b4h
+run_bench B5 b5
 
 # stats METRIC -> "n median min max" (median of an even count: the mean of the middle two)
 stats() {
@@ -664,6 +791,9 @@ stats() {
   sort -g "$RES/$1" | awk '{ v[NR] = $1 } END {
     m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
     printf "%d %s %s %s\n", NR, m, v[1], v[NR] }'
+}
+b5_all() { # VALUE METRIC: every recorded value is VALUE
+  [ -s "$RES/$2" ] && ! grep -qvx "$1" "$RES/$2"
 }
 fmt() { case "$1" in -) echo "-" ;; *) awk -v v="$1" -v p="$2" 'BEGIN { printf "%.*f", p, v }' ;; esac; }
 # row LABEL METRIC DECIMALS [OP TARGET]: OP is <=, >= or <, checked against the median, or =,
@@ -730,6 +860,23 @@ row() {
   row "B4H apply exit -> first request, p50 (ms)" b4h_commit_p50 0
   row "B4H changes applied and sent while a request was held (of $B4_CHANGES)" b4h_hung_during 0 "=" "$B4_CHANGES"
   row "B4H hung requests per run" b4h_hangs 0
+  # B5's times meet a target only when the plan and the sync were that model's objects in
+  # every run: a plan that detects nothing is fast for nothing.
+  b5_plan_t=("<=" 10) b5_idle_t=("<" 0.1) b5_nc=""
+  if ! b5_all "$B5_EXPECTED" b5_plan_listed || ! b5_all 0 b5_plan_others || ! b5_all "$B5_EXPECTED" b5_sync_requests; then
+    b5_plan_t=() b5_idle_t=() b5_nc=" -- not comparable with the target (see below)"
+  fi
+  row "B5 \`plan\` after one edit of $B5_MODEL's stepdef, $B5_TOTAL in sync (s)$b5_nc" b5_plan_s 2 "${b5_plan_t[@]}"
+  row "B5 \`plan\` peak RSS (MiB)" b5_plan_rss 0
+  row "B5 \`plan\`: \`~ update $B5_MODEL/...\` lines (of $B5_EXPECTED)" b5_plan_listed 0 "=" "$B5_EXPECTED"
+  row "B5 \`plan\`: lines for other objects" b5_plan_others 0 "=" 0
+  row "B5 \`run --once\` after the edit (s)" b5_sync_s 2
+  row "B5 \`run --once\` after the edit: requests (of $B5_EXPECTED)" b5_sync_requests 0 "=" "$B5_EXPECTED"
+  row "B5 first idle \`run --once\` after that (s)$b5_nc" b5_idle1_s 3 "${b5_idle_t[@]}"
+  row "B5 second idle \`run --once\` (s)" b5_idle2_s 3
+  row "B5 \`plan\`, baseline build (s)" b5_baseline_plan_s 2
+  row "B5 \`plan\`, baseline build: \`~ update $B5_MODEL/...\` lines" b5_baseline_plan_listed 0
+  row "B5 first idle \`run --once\`, baseline build (s)" b5_baseline_idle1_s 3
   if [ -s "$RES/notes" ]; then
     echo
     sed 's/^/- /' "$RES/notes"
