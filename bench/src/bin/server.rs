@@ -6,11 +6,18 @@
 //! delayed and not recorded:
 //!   GET  /_bench/first?path=/sites/a&after=NS  the first arrival (Unix ns) at `path` at or
 //!                                               after `after`; 404 when there is none yet
-//!   GET  /_bench/stats                         {"requests": N, "max_inflight": M}
-//!   POST /_bench/reset                         forget everything recorded
+//!   GET  /_bench/stats                         {"requests": N, "max_inflight": M,
+//!                                               "held": H, "holding": h}
+//!   POST /_bench/hold?path=/sites/a&ms=10000   hold every later request to `path` for `ms`
+//!                                               instead of the delay (a hung backend call);
+//!                                               `ms=0` removes the hold and answers the
+//!                                               requests held at `path` at once
+//!   POST /_bench/reset                         forget everything recorded (not the holds)
 //!
+//! `--hold PATH=SECONDS` (repeatable) sets a hold from the start, like `/_bench/hold`.
 //! `--threads N` picks the runtime's worker threads (default 1: the server stays out of the
-//! way of what it measures on a small machine).
+//! way of what it measures on a small machine). `held` in the stats counts the requests held
+//! so far, `holding` those held right now.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -31,11 +38,22 @@ struct Recorder {
     requests: AtomicU64,
     inflight: AtomicU64,
     max_inflight: AtomicU64,
+    held: AtomicU64,
+    holding: AtomicU64,
+}
+
+/// Paths whose requests are held (a hung backend call), and how long.
+#[derive(Default)]
+struct Holds {
+    by_path: Mutex<HashMap<String, Duration>>,
+    /// Woken when a hold is removed: the requests it holds are answered at once.
+    released: tokio::sync::Notify,
 }
 
 #[derive(Clone)]
 struct App {
     rec: Arc<Recorder>,
+    holds: Arc<Holds>,
     delay: Duration,
 }
 
@@ -58,7 +76,25 @@ async fn backend(State(app): State<App>, uri: Uri) -> Response {
         .entry(uri.path().to_owned())
         .or_default()
         .push(t);
-    if !app.delay.is_zero() {
+    let hold = app.holds.by_path.lock().unwrap().get(uri.path()).copied();
+    if let Some(hold) = hold {
+        rec.held.fetch_add(1, Ordering::Relaxed);
+        rec.holding.fetch_add(1, Ordering::Relaxed);
+        let sleep = tokio::time::sleep(hold);
+        tokio::pin!(sleep);
+        loop {
+            let released = app.holds.released.notified();
+            tokio::select! {
+                _ = &mut sleep => break,
+                _ = released => {
+                    if !app.holds.by_path.lock().unwrap().contains_key(uri.path()) {
+                        break;
+                    }
+                }
+            }
+        }
+        rec.holding.fetch_sub(1, Ordering::Relaxed);
+    } else if !app.delay.is_zero() {
         tokio::time::sleep(app.delay).await;
     }
     rec.inflight.fetch_sub(1, Ordering::Relaxed);
@@ -88,9 +124,11 @@ async fn stats(State(app): State<App>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         format!(
-            "{{\"requests\":{},\"max_inflight\":{}}}",
+            "{{\"requests\":{},\"max_inflight\":{},\"held\":{},\"holding\":{}}}",
             r.requests.load(Ordering::Relaxed),
-            r.max_inflight.load(Ordering::Relaxed)
+            r.max_inflight.load(Ordering::Relaxed),
+            r.held.load(Ordering::Relaxed),
+            r.holding.load(Ordering::Relaxed)
         ),
     )
         .into_response()
@@ -101,6 +139,25 @@ async fn reset(State(app): State<App>) -> Response {
     r.arrivals.lock().unwrap().clear();
     r.requests.store(0, Ordering::Relaxed);
     r.max_inflight.store(0, Ordering::Relaxed);
+    r.held.store(0, Ordering::Relaxed);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct HoldQuery {
+    path: String,
+    ms: u64,
+}
+
+async fn hold(State(app): State<App>, Query(q): Query<HoldQuery>) -> Response {
+    let mut by_path = app.holds.by_path.lock().unwrap();
+    if q.ms == 0 {
+        by_path.remove(&q.path);
+        drop(by_path);
+        app.holds.released.notify_waiters();
+    } else {
+        by_path.insert(q.path, Duration::from_millis(q.ms));
+    }
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -108,6 +165,7 @@ fn main() {
     let mut delay_ms = 2.0f64;
     let mut port = 0u16;
     let mut threads = 1usize;
+    let mut holds = HashMap::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || {
@@ -118,6 +176,15 @@ fn main() {
             "--delay-ms" => delay_ms = val().parse().unwrap_or_else(|_| usage("bad --delay-ms")),
             "--port" => port = val().parse().unwrap_or_else(|_| usage("bad --port")),
             "--threads" => threads = val().parse().unwrap_or_else(|_| usage("bad --threads")),
+            "--hold" => {
+                let v = val();
+                let (path, secs) = v
+                    .rsplit_once('=')
+                    .and_then(|(p, s)| Some((p, s.parse::<f64>().ok()?)))
+                    .filter(|(p, s)| p.starts_with('/') && s.is_finite() && *s > 0.0)
+                    .unwrap_or_else(|| usage("bad --hold (PATH=SECONDS, e.g. /sites/a=10)"));
+                holds.insert(path.to_owned(), Duration::from_secs_f64(secs));
+            }
             _ => usage(&format!("unknown argument {a}")),
         }
     }
@@ -129,12 +196,17 @@ fn main() {
     rt.block_on(async move {
         let app = App {
             rec: Arc::new(Recorder::default()),
+            holds: Arc::new(Holds {
+                by_path: Mutex::new(holds),
+                released: tokio::sync::Notify::new(),
+            }),
             delay: Duration::from_secs_f64(delay_ms / 1000.0),
         };
         let router = Router::new()
             .route("/_bench/first", get(first))
             .route("/_bench/stats", get(stats))
             .route("/_bench/reset", post(reset))
+            .route("/_bench/hold", post(hold))
             .fallback(backend)
             .with_state(app);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -148,6 +220,8 @@ fn main() {
 }
 
 fn usage(msg: &str) -> ! {
-    eprintln!("server: {msg}\nusage: server [--delay-ms MS] [--port PORT] [--threads N]");
+    eprintln!(
+        "server: {msg}\nusage: server [--delay-ms MS] [--port PORT] [--threads N] [--hold PATH=SECONDS]..."
+    );
     std::process::exit(2);
 }
