@@ -291,33 +291,36 @@ pub fn mark_referrers(tx: &mut dyn WriteTx, changed: &ObjectRecord) -> Result<()
 
 /// Brings the store's record of each model's definition digest up to `current` (SPEC §5.1
 /// rule 4): every synced object of a model whose digest changed has a changed input and
-/// becomes a suspect. Returns the models that changed.
+/// becomes a suspect (a failed one loses its backoff). Returns each model that changed with
+/// the number of its objects this touched.
 pub fn sync_definitions(
     store: &dyn Store,
     current: &HashMap<String, String>,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<(String, usize)>, StoreError> {
     let known = store.definitions()?;
-    let changed: Vec<&String> = current
+    let mut changed: Vec<(String, usize)> = current
         .iter()
         .filter(|(m, d)| known.get(*m) != Some(*d))
-        .map(|(m, _)| m)
+        .map(|(m, _)| (m.clone(), 0))
         .collect();
     if changed.is_empty() {
-        return Ok(Vec::new());
+        return Ok(changed);
     }
+    changed.sort();
     let mut tx = store.write()?;
-    for model in &changed {
+    for (model, touched) in &mut changed {
         for id in tx.synced_ids(model)? {
             if let Some(mut o) = tx.get_by_id(id)?
                 && bookkeeping::on_inputs_changed(&mut o.book, Cause::Definition)
             {
                 tx.put_book(id, &o.book, None)?;
+                *touched += 1;
             }
         }
-        tx.put_definition(model, &current[*model])?;
+        tx.put_definition(model, &current[model.as_str()])?;
     }
     tx.commit()?;
-    Ok(changed.into_iter().cloned().collect())
+    Ok(changed)
 }
 
 fn update(

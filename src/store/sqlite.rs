@@ -98,8 +98,10 @@ impl SqliteStore {
         let err = sql_err(path);
         let conn = Connection::open(path).map_err(&err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(&err)?;
+        // Switching a fresh file to WAL needs it to itself for a moment, and SQLite reports
+        // a competing opener as busy at once instead of calling the busy handler (it could
+        // deadlock): wait and retry, as the busy timeout would.
+        when_not_busy(|| conn.pragma_update(None, "journal_mode", "WAL")).map_err(&err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(&err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -159,6 +161,27 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Runs `f` until SQLite stops answering busy or locked, for at most [`BUSY_TIMEOUT`]: for
+/// the calls SQLite does not send through the busy handler.
+fn when_not_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -713,7 +736,7 @@ mod tests {
     /// fresh file at once race to create it, switch it to WAL and migrate it; each then
     /// reads and writes.
     #[test]
-    fn many_processes_opening_a_fresh_store_at_once_never_see_a_lock() {
+    fn many_openers_of_a_fresh_store_at_once_never_see_a_lock() {
         let mut failures = Vec::new();
         for round in 0..20 {
             let path = tmp(&format!("race{round}"));
