@@ -374,13 +374,7 @@ fn check_playbook(svc: &Service, rel: &Path, named_at: &Origin, diags: &mut Diag
         for r in &play.roles {
             check_role(&roles, &r.name, &r.origin, &mut files, diags);
         }
-        for t in play
-            .pre_tasks
-            .iter()
-            .chain(&play.tasks)
-            .chain(&play.post_tasks)
-            .chain(&play.handlers)
-        {
+        for t in play.all_tasks() {
             check_task(&roles, t, &mut files, diags);
         }
     }

@@ -35,13 +35,7 @@ pub fn inputs(playbooks_dir: &Path, playbook: &Path) -> Vec<PathBuf> {
         for r in &play.roles {
             walk.role(&r.name);
         }
-        for t in play
-            .pre_tasks
-            .iter()
-            .chain(&play.tasks)
-            .chain(&play.post_tasks)
-            .chain(&play.handlers)
-        {
+        for t in play.all_tasks() {
             walk.task(t, 0);
         }
     }

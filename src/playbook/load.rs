@@ -79,6 +79,18 @@ pub struct Play {
     pub environment: Vec<(String, Json)>,
 }
 
+impl Play {
+    /// Every task of the play in the order Ansible runs its sections, handlers last (role
+    /// tasks are among them, loaded in place).
+    pub fn all_tasks(&self) -> impl Iterator<Item = &Task> {
+        self.pre_tasks
+            .iter()
+            .chain(&self.tasks)
+            .chain(&self.post_tasks)
+            .chain(&self.handlers)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RoleRef {
     pub name: String,
