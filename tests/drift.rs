@@ -226,3 +226,23 @@ fn an_edited_role_rolls_out_to_the_playbooks_that_use_it() {
     assert_eq!(greeting(), "hi g1");
     assert!(plan_lines(&svc).is_empty());
 }
+
+#[test]
+fn the_daemon_re_syncs_referrers_when_a_dependency_gets_a_new_id() {
+    let server = TestServer::start();
+    let svc = service(&server);
+    let mut child = svc
+        .command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the daemon");
+    std::thread::sleep(Duration::from_millis(700));
+    // The backend re-creates site a under a new id when it is next written.
+    server.respond("PUT", "/sites/a", 200, r#"{"id": "id-a2", "etag": "2"}"#);
+    svc.file("stepdefs/site.yaml", &site_stepdef(r#", v: 2"#));
+    let got = server.wait_for("PUT /sites/id-a2/slices/s1", Duration::from_secs(10));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(got.is_some(), "{:?}", server.lines());
+}

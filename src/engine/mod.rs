@@ -330,7 +330,7 @@ impl Engine {
         log: &str,
     ) -> Result<Option<ObjectRecord>> {
         // A sys dir failure was logged; the object's files are rewritten on its next run.
-        let (mut recs, _failed) = self.record_runs(&[(obj, phase, outcome, log)])?;
+        let (mut recs, _failed, _) = self.record_runs(&[(obj, phase, outcome, log)])?;
         Ok(recs.pop().flatten())
     }
 
@@ -375,21 +375,18 @@ impl Engine {
     pub(crate) fn record_runs(
         &self,
         runs: &[(&ObjectRecord, Phase, &Outcome, &str)],
-    ) -> Result<(Vec<Option<ObjectRecord>>, Vec<SysFailure>)> {
+    ) -> Result<(Vec<Option<ObjectRecord>>, Vec<SysFailure>, usize)> {
         let now = Millis::now();
         let mut recs = Vec::with_capacity(runs.len());
+        let mut marked = 0;
         let mut tx = self.store.write()?;
         for (obj, phase, outcome, _) in runs {
             let run = self.run_record(obj, *phase, outcome);
             let rules = self.rules(&obj.model);
-            recs.push(store::record_run(
-                &mut *tx,
-                obj.id,
-                &run,
-                now,
-                &rules,
-                backoff::unit_random(),
-            )?);
+            let (rec, m) =
+                store::record_run(&mut *tx, obj.id, &run, now, &rules, backoff::unit_random())?;
+            recs.push(rec);
+            marked += m;
         }
         let stamp = run_stamp(now);
         let mut files = SysWrites::default();
@@ -433,7 +430,7 @@ impl Engine {
         let mut failed = files.apply(&self.sys);
         tx.commit()?;
         failed.extend(retires.apply(&self.sys));
-        Ok((recs, failed))
+        Ok((recs, failed, marked))
     }
 
     /// `status.json`: the object as `get -o json` shows it, secrets masked.
@@ -507,14 +504,9 @@ impl Engine {
         let mut out = Vec::with_capacity(writes.len());
         for (obj, run) in writes {
             let rules = self.rules(&obj.model);
-            out.push(store::record_run(
-                &mut *tx,
-                obj.id,
-                run,
-                now,
-                &rules,
-                backoff::unit_random(),
-            )?);
+            out.push(
+                store::record_run(&mut *tx, obj.id, run, now, &rules, backoff::unit_random())?.0,
+            );
         }
         tx.commit()?;
         for ((obj, _), rec) in writes.iter().zip(&out) {

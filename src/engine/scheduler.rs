@@ -23,8 +23,10 @@ use crate::sysdir::Phase;
 /// How long a stopping daemon waits for runs in flight before abandoning them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct PassStats {
+    /// The store's totals, when the pass found nothing to do and read nothing else.
+    pub idle: Option<crate::store::Counts>,
     /// Objects that became ok or were purged.
     pub progress: usize,
     pub ran: usize,
@@ -76,6 +78,9 @@ struct Pass<'a> {
     /// run was in flight): the pass looks for due work again instead of leaving it to the
     /// next pass, which the daemon would only make on the next change.
     recollect: bool,
+    /// A recorded feedback change made in-sync referrers suspects (SPEC §5.1 rule 5): the
+    /// pass reloads the objects to check them now.
+    reload: bool,
 }
 
 /// A batch of finished runs as recorded.
@@ -83,6 +88,8 @@ struct Recorded {
     batch: Vec<Finished>,
     recs: Vec<Option<ObjectRecord>>,
     failed: Vec<SysFailure>,
+    /// Referrers that became suspects.
+    marked: usize,
 }
 
 impl Engine {
@@ -107,7 +114,10 @@ impl Engine {
         crate::store::sync_definitions(&*self.store, &self.definitions.digests())?;
         let counts = self.store.counts()?;
         if !self.resyncs() && counts.pending == 0 && counts.suspect == 0 {
-            return Ok(PassStats::default());
+            return Ok(PassStats {
+                idle: Some(counts),
+                ..PassStats::default()
+            });
         }
         let world = Arc::new(Snapshot::load(self.svc.schema.clone(), &*self.store)?);
         let graph = ObjectGraph::build(&self.svc.graph, &world);
@@ -122,6 +132,7 @@ impl Engine {
             writes: Vec::new(),
             recording: JoinSet::new(),
             recollect: false,
+            reload: false,
         };
         pass.collect(done)?;
         self.progress.start(pass.queue.len());
@@ -187,7 +198,12 @@ impl Engine {
                 Next::Recorded(r) => match r {
                     Ok(r) => {
                         pass.recorded(r?, done);
-                        if std::mem::take(&mut pass.recollect) && !*shutdown.borrow() {
+                        let reload = std::mem::take(&mut pass.reload);
+                        let recollect = std::mem::take(&mut pass.recollect);
+                        let stopping = *shutdown.borrow();
+                        if reload && !stopping {
+                            pass.refresh(done)?;
+                        } else if recollect && !stopping {
                             pass.collect(done)?;
                         }
                     }
@@ -225,7 +241,7 @@ impl Engine {
             self.end_journal()?;
         }
         self.progress.finish();
-        let stats = pass.stats;
+        let stats = pass.stats.clone();
         info!(
             ran = stats.ran,
             ok = stats.progress,
@@ -278,14 +294,17 @@ impl Engine {
         let (_tx, rx) = watch::channel(false);
         let mut done = HashSet::new();
         let mut summary = Summary::default();
-        loop {
+        let idle = loop {
             summary.passes += 1;
             let stats = self.pass(&mut done, &rx, None).await?;
             if stats.progress == 0 {
-                break;
+                break stats.idle;
             }
-        }
-        let counts = self.store.counts()?;
+        };
+        let counts = match idle {
+            Some(c) => c,
+            None => self.store.counts()?,
+        };
         summary.all_ok = counts.by_status.iter().all(|(st, _)| *st == Status::Ok);
         summary.counts = counts.by_status;
         Ok(summary)
@@ -625,11 +644,12 @@ impl Pass<'_> {
                 .iter()
                 .map(|f| (&*f.obj, f.phase, &f.outcome.0, f.outcome.1.as_str()))
                 .collect();
-            let (recs, failed) = engine.record_runs(&args)?;
+            let (recs, failed, marked) = engine.record_runs(&args)?;
             Ok(Recorded {
                 batch,
                 recs,
                 failed,
+                marked,
             })
         });
         Ok(())
@@ -641,7 +661,9 @@ impl Pass<'_> {
             batch,
             recs,
             failed,
+            marked,
         } = r;
+        self.reload |= marked > 0;
         for (f, rec) in batch.iter().zip(recs) {
             let obj = &f.obj;
             if !matches!(f.outcome.0, Outcome::Unchanged(_)) {

@@ -213,7 +213,8 @@ pub fn clear_backoff(tx: &mut dyn WriteTx, id: i64) -> Result<(), StoreError> {
 }
 
 /// Records a run's outcome (feedback never moves the generation) and returns the object as
-/// it now stands, or `None` if it is gone (a completed delete purges it).
+/// it now stands, or `None` if it is gone (a completed delete purges it), with the number of
+/// in-sync objects its changed feedback made suspects.
 pub fn record_run(
     tx: &mut dyn WriteTx,
     id: i64,
@@ -221,13 +222,13 @@ pub fn record_run(
     now: Millis,
     rules: &bookkeeping::Rules<'_>,
     jitter: f64,
-) -> Result<Option<ObjectRecord>, StoreError> {
+) -> Result<(Option<ObjectRecord>, usize), StoreError> {
     let Some(mut cur) = tx.get_by_id(id)? else {
-        return Ok(None);
+        return Ok((None, 0));
     };
     if bookkeeping::on_run(&mut cur.book, run, now, rules, jitter) == Disposition::Purge {
         tx.purge(id)?;
-        return Ok(None);
+        return Ok((None, 0));
     }
     let (feedback, moved) = match run {
         RunRecord::Success {
@@ -240,11 +241,9 @@ pub fn record_run(
         _ => (None, false),
     };
     tx.put_book(id, &cur.book, feedback)?;
-    if moved {
-        // A feedback field its referrers' recipes may read (SPEC §5.1 rule 5).
-        mark_referrers(tx, &cur)?;
-    }
-    Ok(Some(cur))
+    // A feedback field its referrers' recipes may read (SPEC §5.1 rule 5).
+    let marked = if moved { mark_referrers(tx, &cur)? } else { 0 };
+    Ok((Some(cur), marked))
 }
 
 /// A suspect was rendered again (`digest`: what its recipe would apply now); returns the
@@ -259,8 +258,10 @@ pub fn record_check(
 
 /// Every object that follows `changed` through refs, transitively, has a changed input
 /// (SPEC §5.1 rule 5): each becomes a suspect, to be rendered again. The walk does not go
-/// past an object that never synced: nothing beyond it can have synced either.
-pub fn mark_referrers(tx: &mut dyn WriteTx, changed: &ObjectRecord) -> Result<(), StoreError> {
+/// past an object that never synced: nothing beyond it can have synced either. Returns how
+/// many became suspects.
+pub fn mark_referrers(tx: &mut dyn WriteTx, changed: &ObjectRecord) -> Result<usize, StoreError> {
+    let mut marked = 0;
     let cause = Cause::Reference(changed.name());
     let mut seen: HashSet<i64> = HashSet::from([changed.id]);
     let mut next = vec![changed.clone()];
@@ -281,12 +282,13 @@ pub fn mark_referrers(tx: &mut dyn WriteTx, changed: &ObjectRecord) -> Result<()
                 }
                 if bookkeeping::on_inputs_changed(&mut r.book, cause.clone()) {
                     tx.put_book(id, &r.book, None)?;
+                    marked += 1;
                 }
                 next.push(r);
             }
         }
     }
-    Ok(())
+    Ok(marked)
 }
 
 /// Brings the store's record of each model's definition digest up to `current` (SPEC §5.1
