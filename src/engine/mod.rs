@@ -377,21 +377,35 @@ impl Engine {
         runs: &[(&ObjectRecord, Phase, &Outcome, &str)],
     ) -> Result<(Vec<Option<ObjectRecord>>, Vec<SysFailure>, usize)> {
         let now = Millis::now();
-        let mut recs = Vec::with_capacity(runs.len());
-        let mut marked = 0;
-        let mut tx = self.store.write()?;
-        for (obj, phase, outcome, _) in runs {
-            let run = self.run_record(obj, *phase, outcome);
-            let rules = self.rules(&obj.model);
-            let (rec, m) =
-                store::record_run(&mut *tx, obj.id, &run, now, &rules, backoff::unit_random())?;
-            recs.push(rec);
-            marked += m;
-        }
         let stamp = run_stamp(now);
+        let records: Vec<(RunRecord, f64)> = runs
+            .iter()
+            .map(|(obj, phase, outcome, _)| {
+                (
+                    self.run_record(obj, *phase, outcome),
+                    backoff::unit_random(),
+                )
+            })
+            .collect();
+        // The files are written from what each outcome will make of the object as the store
+        // has it now, before the transaction and outside it: the store is not held while
+        // files are written. The transaction recomputes every record; the rare one that
+        // differs (the object changed in between) has its files rewritten after the commit.
+        let predicted: Vec<Option<ObjectRecord>> = runs
+            .iter()
+            .zip(&records)
+            .map(|((obj, ..), (run, jitter))| {
+                let cur = self
+                    .store
+                    .get(&obj.model, &obj.key)
+                    .ok()
+                    .flatten()
+                    .filter(|c| c.id == obj.id)?;
+                store::apply_run(cur, run, now, &self.rules(&obj.model), *jitter).0
+            })
+            .collect();
         let mut files = SysWrites::default();
-        let mut retires = SysWrites::default();
-        for ((obj, phase, outcome, log), rec) in runs.iter().zip(&recs) {
+        for ((obj, phase, outcome, log), rec) in runs.iter().zip(&predicted) {
             match outcome {
                 // Nothing ran and nothing in the object's folder changed.
                 Outcome::Unchanged(_) => {
@@ -415,22 +429,45 @@ impl Engine {
                     text: (*log).to_owned(),
                 });
             }
-            match rec {
-                Some(r) => files.0.push(SysWrite::Status {
-                    model: r.model.clone(),
-                    key: r.key.clone(),
-                    text: self.status_json(r),
-                }),
-                None => retires.0.push(SysWrite::Retire {
-                    model: obj.model.clone(),
-                    key: obj.key.clone(),
-                }),
+            if let Some(r) = rec {
+                files.0.push(self.status_write(r));
             }
         }
         let mut failed = files.apply(&self.sys);
+        let mut recs = Vec::with_capacity(runs.len());
+        let mut marked = 0;
+        let mut tx = self.store.write()?;
+        for ((obj, ..), (run, jitter)) in runs.iter().zip(&records) {
+            let rules = self.rules(&obj.model);
+            let (rec, m) = store::record_run(&mut *tx, obj.id, run, now, &rules, *jitter)?;
+            recs.push(rec);
+            marked += m;
+        }
         tx.commit()?;
-        failed.extend(retires.apply(&self.sys));
+        let mut after = SysWrites::default();
+        for (((obj, _, outcome, _), rec), guess) in runs.iter().zip(&recs).zip(&predicted) {
+            if matches!(outcome, Outcome::Unchanged(_)) {
+                continue;
+            }
+            match rec {
+                None => after.0.push(SysWrite::Retire {
+                    model: obj.model.clone(),
+                    key: obj.key.clone(),
+                }),
+                Some(r) if guess.as_ref() != Some(r) => after.0.push(self.status_write(r)),
+                Some(_) => {}
+            }
+        }
+        failed.extend(after.apply(&self.sys));
         Ok((recs, failed, marked))
+    }
+
+    fn status_write(&self, r: &ObjectRecord) -> SysWrite {
+        SysWrite::Status {
+            model: r.model.clone(),
+            key: r.key.clone(),
+            text: self.status_json(r),
+        }
     }
 
     /// `status.json`: the object as `get -o json` shows it, secrets masked.

@@ -212,9 +212,35 @@ pub fn clear_backoff(tx: &mut dyn WriteTx, id: i64) -> Result<(), StoreError> {
     update(tx, id, bookkeeping::on_retry).map(drop)
 }
 
-/// Records a run's outcome (feedback never moves the generation) and returns the object as
-/// it now stands, or `None` if it is gone (a completed delete purges it), with the number of
-/// in-sync objects its changed feedback made suspects.
+/// What a run's outcome makes of `cur` (feedback never moves the generation): the object
+/// as it then stands, `None` if it is purged, and whether its feedback changed. Pure: the
+/// engine also uses it to write a run's files before the store has the outcome.
+pub fn apply_run(
+    mut cur: ObjectRecord,
+    run: &RunRecord,
+    now: Millis,
+    rules: &bookkeeping::Rules<'_>,
+    jitter: f64,
+) -> (Option<ObjectRecord>, bool) {
+    if bookkeeping::on_run(&mut cur.book, run, now, rules, jitter) == Disposition::Purge {
+        return (None, false);
+    }
+    let moved = match run {
+        RunRecord::Success {
+            feedback: Some(f), ..
+        } => {
+            let moved = cur.feedback != *f;
+            cur.feedback.clone_from(f);
+            moved
+        }
+        _ => false,
+    };
+    (Some(cur), moved)
+}
+
+/// Records a run's outcome ([`apply_run`]) and returns the object as it now stands, or
+/// `None` if it is gone (a completed delete purges it), with the number of in-sync objects
+/// its changed feedback made suspects.
 pub fn record_run(
     tx: &mut dyn WriteTx,
     id: i64,
@@ -223,27 +249,22 @@ pub fn record_run(
     rules: &bookkeeping::Rules<'_>,
     jitter: f64,
 ) -> Result<(Option<ObjectRecord>, usize), StoreError> {
-    let Some(mut cur) = tx.get_by_id(id)? else {
+    let Some(cur) = tx.get_by_id(id)? else {
         return Ok((None, 0));
     };
-    if bookkeeping::on_run(&mut cur.book, run, now, rules, jitter) == Disposition::Purge {
+    let (rec, moved) = apply_run(cur, run, now, rules, jitter);
+    let Some(rec) = rec else {
         tx.purge(id)?;
         return Ok((None, 0));
-    }
-    let (feedback, moved) = match run {
-        RunRecord::Success {
-            feedback: Some(f), ..
-        } => {
-            let moved = cur.feedback != *f;
-            cur.feedback.clone_from(f);
-            (Some(f), moved)
-        }
-        _ => (None, false),
     };
-    tx.put_book(id, &cur.book, feedback)?;
+    let feedback = match run {
+        RunRecord::Success { feedback, .. } => feedback.as_ref(),
+        _ => None,
+    };
+    tx.put_book(id, &rec.book, feedback)?;
     // A feedback field its referrers' recipes may read (SPEC §5.1 rule 5).
-    let marked = if moved { mark_referrers(tx, &cur)? } else { 0 };
-    Ok((Some(cur), marked))
+    let marked = if moved { mark_referrers(tx, &rec)? } else { 0 };
+    Ok((Some(rec), marked))
 }
 
 /// A suspect was rendered again (`digest`: what its recipe would apply now); returns the
