@@ -81,6 +81,10 @@ struct Pass<'a> {
     /// A recorded feedback change made in-sync referrers suspects (SPEC §5.1 rule 5): the
     /// pass reloads the objects to check them now.
     reload: bool,
+    /// Jobs whose run ended and whose outcome is being recorded: they stay in flight for
+    /// their dependents, but no longer use the backend, so they do not count against
+    /// `concurrency`.
+    recording_jobs: usize,
 }
 
 /// A batch of finished runs as recorded.
@@ -133,6 +137,7 @@ impl Engine {
             recording: JoinSet::new(),
             recollect: false,
             reload: false,
+            recording_jobs: 0,
         };
         pass.collect(done)?;
         self.progress.start(pass.queue.len());
@@ -152,6 +157,7 @@ impl Engine {
                 deadline.get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);
             } else {
                 let engine = &self.engine_limits();
+                let limit = limit.saturating_add(pass.recording_jobs);
                 for id in pass.queue.take(limit, |model| engine(model)) {
                     pass.start(id, &mut tasks);
                 }
@@ -638,6 +644,7 @@ impl Pass<'_> {
     /// off the scheduler's thread; [`Pass::recorded`] takes it from there.
     fn finish(&mut self, batch: Vec<Finished>) -> Result<()> {
         self.flush()?;
+        self.recording_jobs += batch.len();
         let engine = self.engine.clone();
         self.recording.spawn_blocking(move || {
             let args: Vec<_> = batch
@@ -664,6 +671,7 @@ impl Pass<'_> {
             marked,
         } = r;
         self.reload |= marked > 0;
+        self.recording_jobs = self.recording_jobs.saturating_sub(batch.len());
         for (f, rec) in batch.iter().zip(recs) {
             let obj = &f.obj;
             if !matches!(f.outcome.0, Outcome::Unchanged(_)) {
