@@ -3,7 +3,6 @@
 //! — in `plan`, `run --once` and the daemon — and a dependency's changed feedback reaches
 //! the objects whose recipe reads it. Against a real HTTP server and real processes.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::Service;
@@ -151,12 +150,7 @@ fn a_dependencys_feedback_change_reaches_the_recipes_that_read_it() {
 fn the_daemon_rolls_out_an_edited_stepdef_within_a_second() {
     let server = TestServer::start();
     let svc = service(&server);
-    let mut child = svc
-        .command(&["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the daemon");
+    let mut child = svc.daemon();
     // Let it start and find nothing to do.
     std::thread::sleep(Duration::from_millis(700));
     assert!(server.requests().is_empty(), "{:?}", server.lines());
@@ -231,12 +225,7 @@ fn an_edited_role_rolls_out_to_the_playbooks_that_use_it() {
 fn the_daemon_re_syncs_referrers_when_a_dependency_gets_a_new_id() {
     let server = TestServer::start();
     let svc = service(&server);
-    let mut child = svc
-        .command(&["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the daemon");
+    let mut child = svc.daemon();
     std::thread::sleep(Duration::from_millis(700));
     // The backend re-creates site a under a new id when it is next written.
     server.respond("PUT", "/sites/a", 200, r#"{"id": "id-a2", "etag": "2"}"#);

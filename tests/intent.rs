@@ -229,12 +229,7 @@ fn the_daemon_sends_a_change_made_during_the_objects_own_run() {
     svc.ok(&["run", "--once"]);
     server.clear();
     server.hold("/sites/a", Duration::from_secs(3));
-    let mut child = svc
-        .command(&["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the daemon");
+    let mut child = svc.daemon();
     // Objects files live apart from the service's own files, which the daemon watches.
     svc.file("objects/a.yaml", "Site:\n  - {name: a, login_base: two}\n");
     svc.ok(&["apply", "-f", "objects/a.yaml"]);

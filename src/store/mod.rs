@@ -267,16 +267,6 @@ pub fn record_run(
     Ok((Some(rec), marked))
 }
 
-/// A suspect was rendered again (`digest`: what its recipe would apply now); returns the
-/// object as it now stands.
-pub fn record_check(
-    tx: &mut dyn WriteTx,
-    id: i64,
-    digest: &str,
-) -> Result<Option<ObjectRecord>, StoreError> {
-    update(tx, id, |b| bookkeeping::on_check(b, digest))
-}
-
 /// Every object that follows `changed` through refs, transitively, has a changed input
 /// (SPEC §5.1 rule 5): each becomes a suspect, to be rendered again. The walk does not go
 /// past an object that never synced: nothing beyond it can have synced either. Returns how

@@ -93,6 +93,15 @@ impl Service {
         c
     }
 
+    /// Starts `stepsync run` (the daemon), its output discarded; the caller kills it.
+    pub fn daemon(&self) -> std::process::Child {
+        self.command(&["run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the daemon")
+    }
+
     /// Shorthand: runs `args` and insists on exit code 0.
     #[track_caller]
     pub fn ok(&self, args: &[&str]) -> Out {
