@@ -31,6 +31,9 @@ pub struct Config {
     /// Run logs kept per object in the sys dir.
     #[serde(default = "default_keep_runs")]
     pub sys_keep_runs: u32,
+    /// Folders of purged objects kept under `<sys_dir>/.deleted/`, oldest removed first.
+    #[serde(default = "default_keep_deleted")]
+    pub sys_keep_deleted: u32,
     /// Explicit model dependencies in the original framework's format (default:
     /// `model-deps.json` when it exists).
     #[serde(default)]
@@ -121,6 +124,9 @@ fn default_sys_dir() -> PathBuf {
 fn default_keep_runs() -> u32 {
     5
 }
+fn default_keep_deleted() -> u32 {
+    1000
+}
 fn default_concurrency() -> NonZeroU32 {
     NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN)
 }
@@ -169,6 +175,29 @@ impl TryFrom<String> for StoreUrl {
             Err(format!(
                 "unknown store `{s}`: expected `sqlite:PATH` or `postgres://...`"
             ))
+        }
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    /// The URL for logs and messages: a password in it is shown as `********`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            StoreUrl::Postgres(u) => {
+                let (scheme, rest) = u.split_once("://").unwrap_or(("postgres", u));
+                let (auth, host) = match rest.split_once('@') {
+                    Some((a, h)) => (Some(a), h),
+                    None => (None, rest),
+                };
+                match auth.map(|a| a.split_once(':').map_or(a, |(user, _)| user)) {
+                    Some(user) if auth.is_some_and(|a| a.contains(':')) => {
+                        write!(f, "{scheme}://{user}:********@{host}")
+                    }
+                    Some(user) => write!(f, "{scheme}://{user}@{host}"),
+                    None => write!(f, "{scheme}://{host}"),
+                }
+            }
         }
     }
 }
@@ -421,6 +450,18 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, Diagnostic> {
         Config::parse(&Source::from_text("stepsync.yaml", text))
+    }
+
+    #[test]
+    fn store_urls_are_shown_without_their_password() {
+        let shown = |u: &str| StoreUrl::try_from(u.to_owned()).unwrap().to_string();
+        assert_eq!(
+            shown("postgres://sync:hunter2@db/x"),
+            "postgres://sync:********@db/x"
+        );
+        assert_eq!(shown("postgres://sync@db/x"), "postgres://sync@db/x");
+        assert_eq!(shown("postgresql://db/x"), "postgresql://db/x");
+        assert_eq!(shown("sqlite:a.db"), "sqlite:a.db");
     }
 
     #[test]

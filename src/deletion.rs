@@ -106,41 +106,78 @@ pub fn remove(
     Ok(out)
 }
 
-/// `stepsync delete MODEL KEY [--cascade] [--force]`. With `force`, the objects are purged
-/// at once, dependents first, without any backend call (SPEC §5.4): for an operator who knows
-/// the backend objects are gone, or a delete that can never succeed.
+/// Which objects of a model `delete` removes.
+#[derive(Debug, Clone, Copy)]
+pub enum Which<'a> {
+    One(&'a str),
+    /// `--all`: every object of the model.
+    All,
+}
+
+/// `stepsync delete MODEL KEY|--all [--cascade] [--force]`. With `force`, the objects are
+/// purged at once, dependents first, without any backend call (SPEC §5.4): for an operator
+/// who knows the backend objects are gone, or a delete that can never succeed — and the way
+/// to forget objects of a model removed from the schema.
 pub fn delete(
     svc: &Service,
     store: &dyn Store,
     model: &str,
-    key: &str,
+    which: Which,
     cascade: bool,
     force: bool,
 ) -> Result<Vec<(String, Removal)>> {
-    let m = svc.model(model)?;
-    let mut tx = store.write()?;
-    let Some(obj) = tx.get(&m.name, key)? else {
-        return Err(Error::failed(format!("{model}/{key} not found")));
+    let model = match svc.model(model) {
+        Ok(m) => m.name.clone(),
+        // Stored objects of a removed model can only be forgotten: no actuator is left.
+        Err(_) if force && store.counts_by_model()?.iter().any(|(m, _)| m == model) => {
+            model.to_owned()
+        }
+        Err(e) => return Err(e),
     };
-    if obj.book.deleted && !force {
-        return Ok(vec![(obj.name(), Removal::AlreadyDeleting)]);
-    }
-    let name = obj.name();
-    // A forced purge takes what is already being deleted along: nothing may be left
-    // pointing at a purged object.
-    let order = closure(&*tx, obj, !force)?;
-    if order.len() > 1 && !cascade {
-        let names: Vec<String> = order[..order.len() - 1]
+    let mut tx = store.write()?;
+    let roots = match which {
+        Which::One(key) => match tx.get(&model, key)? {
+            Some(obj) => vec![obj],
+            None => return Err(Error::failed(format!("{model}/{key} not found"))),
+        },
+        Which::All => tx.list(Some(&model))?,
+    };
+    let mut order: Vec<ObjectRecord> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut already = Vec::new();
+    let chosen: HashSet<i64> = roots.iter().map(|o| o.id).collect();
+    for obj in roots {
+        if seen.contains(&obj.id) {
+            continue;
+        }
+        if obj.book.deleted && !force {
+            seen.insert(obj.id);
+            already.push((obj.name(), Removal::AlreadyDeleting));
+            continue;
+        }
+        let name = obj.name();
+        // A forced purge takes what is already being deleted along: nothing may be left
+        // pointing at a purged object.
+        let closure = closure(&*tx, obj, !force)?;
+        let others: Vec<String> = closure[..closure.len() - 1]
             .iter()
+            .filter(|o| !chosen.contains(&o.id))
             .map(ObjectRecord::name)
             .collect();
-        return Err(Error::Failed(
-            crate::diag::Diagnostic::error(format!(
-                "cannot delete {name}: referenced by {}",
-                names.join(", ")
-            ))
-            .with_hint("delete those first, or pass `--cascade` to delete them too"),
-        ));
+        if !others.is_empty() && !cascade {
+            return Err(Error::Failed(
+                crate::diag::Diagnostic::error(format!(
+                    "cannot delete {name}: referenced by {}",
+                    others.join(", ")
+                ))
+                .with_hint("delete those first, or pass `--cascade` to delete them too"),
+            ));
+        }
+        for o in closure {
+            if seen.insert(o.id) {
+                order.push(o);
+            }
+        }
     }
     if force {
         let mut out = Vec::new();
@@ -149,8 +186,7 @@ pub fn delete(
             out.push((o.name(), Removal::Forced));
         }
         tx.commit()?;
-        let sys =
-            crate::sysdir::SysDir::new(crate::config::in_dir(&svc.dir, &svc.config.sys_dir), 0);
+        let sys = svc.sys_dir();
         for o in &order {
             tracing::warn!(object = %o.name(), "purged with --force: no delete was sent to the backend");
             // The store no longer has it; its folder moves aside as any purged object's does.
@@ -158,9 +194,14 @@ pub fn delete(
                 tracing::warn!(object = %o.name(), error = %e, "cannot move its sys dir folder aside");
             }
         }
-        return Ok(out);
+        if let Err(e) = sys.prune_deleted() {
+            tracing::warn!(error = %e, "cannot trim the sys dir's .deleted folder");
+        }
+        already.extend(out);
+        return Ok(already);
     }
     let result = remove(svc, &mut *tx, order, Millis::now())?;
     tx.commit()?;
-    Ok(result)
+    already.extend(result);
+    Ok(already)
 }

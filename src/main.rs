@@ -6,7 +6,7 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use stepsync::apply::ApplyOptions;
 
 #[derive(Parser)]
@@ -31,9 +31,9 @@ struct Cli {
     /// Only errors
     #[arg(short, long, global = true)]
     quiet: bool,
-    /// Log line format
-    #[arg(long, global = true, value_enum, default_value_t = cli::LogFormat::Text)]
-    log_format: cli::LogFormat,
+    /// Log line format (default: `logging.format` of stepsync.yaml, else text)
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<cli::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,17 +64,26 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Show objects
+    /// Show objects (no MODEL: the models and their object counts)
     Get {
-        model: String,
+        /// The model, as named in schemas/ (e.g. Site)
+        model: Option<String>,
+        /// The object's key (its `name` field, unless the model says otherwise)
         key: Option<String>,
+        /// table, wide (whole messages and more columns), yaml or json
         #[arg(short, long, value_enum, default_value_t = cli::objects::OutputFormat::Table)]
         output: cli::objects::OutputFormat,
     },
     /// Delete an object
     Delete {
+        /// The model, as named in schemas/ (or a model removed from them, with --force)
         model: String,
-        key: String,
+        /// The object's key
+        #[arg(required_unless_present = "all")]
+        key: Option<String>,
+        /// Every object of the model
+        #[arg(long, conflicts_with = "key")]
+        all: bool,
         /// Delete the objects that depend on it too
         #[arg(long)]
         cascade: bool,
@@ -83,7 +92,11 @@ enum Command {
         force: bool,
     },
     /// Per-model counts by status, then the objects in error
-    Status,
+    Status {
+        /// table, wide (whole messages) or json
+        #[arg(short, long, value_enum, default_value_t = cli::objects::StatusFormat::Table)]
+        output: cli::objects::StatusFormat,
+    },
     /// Drive pending objects to their backends
     Run {
         /// Pass until nothing more can progress, then exit (0 when every object is ok)
@@ -96,11 +109,16 @@ enum Command {
         #[arg(short = 'f', long = "filename", value_name = "FILE")]
         files: Vec<PathBuf>,
         /// Runs in flight at once, all models together (overrides `concurrency:`)
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = cli::positive)]
         concurrency: Option<std::num::NonZeroU32>,
     },
     /// Clear the backoff of objects in error so the next pass retries them
-    Retry { model: String, key: Option<String> },
+    Retry {
+        /// The model, as named in schemas/
+        model: String,
+        /// One object's key (default: every object of the model in error)
+        key: Option<String>,
+    },
     /// Print the dependency graph of the models (or of the objects)
     Graph {
         /// The object graph instead of the model graph
@@ -128,14 +146,19 @@ enum Command {
     },
     /// Render one object's recipe into the sys dir and print its path
     Render {
+        /// The model, as named in schemas/
         model: String,
+        /// The object's key
         key: String,
         /// The delete recipe instead of the sync one
         #[arg(long)]
         delete: bool,
     },
-    /// Run a rendered REST recipe (a .http file or an object's sys dir folder)
-    Replay { path: PathBuf },
+    /// Run a rendered recipe again (an object's sys dir folder, a .http or a .yml file)
+    Replay {
+        /// An object's folder in the sys dir, or one of its recipe files
+        path: PathBuf,
+    },
     /// Print the JSON Schema of a file format, for editors (no NAME: list the names)
     Schema {
         /// config, model, stepdef or objects
@@ -144,35 +167,75 @@ enum Command {
         #[arg(long)]
         service: bool,
     },
+    /// Print a shell completion script (e.g. `stepsync completions bash > /etc/bash_completion.d/stepsync`)
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Where a command's report goes: nowhere under `-q`.
+fn chatter<'a>(
+    quiet: bool,
+    out: &'a mut dyn std::io::Write,
+    sink: &'a mut std::io::Sink,
+) -> &'a mut dyn std::io::Write {
+    if quiet { sink } else { out }
 }
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    cli::init_logging(args.quiet, args.verbose, args.log_format.into());
     cli::exit(run(args))
 }
 
 fn run(args: Cli) -> stepsync::Result<ExitCode> {
     let dir = cli::enter(&args.dir, matches!(args.command, Command::Init { .. }))?;
+    // After entering the service directory: its `logging:` block applies to every command.
+    let logs = cli::LogArgs {
+        quiet: args.quiet,
+        verbose: args.verbose,
+        format: args.log_format,
+    };
+    cli::init_logging(&dir, &logs);
     let out = &mut std::io::stdout().lock();
+    // `-q`: commands that report what they did say nothing unless it failed; commands whose
+    // output is the answer (get, status, plan, graph, schema, render, completions) still print it.
+    let sink = &mut std::io::sink();
+    let q = args.quiet;
     match args.command {
-        Command::Init { path } => cli::init::init(&path.unwrap_or_else(|| dir.clone()), out),
-        Command::Validate { files } => cli::validate::validate_cmd(&dir, &files, out),
+        Command::Init { path } => {
+            cli::init::init(&path.unwrap_or_else(|| dir.clone()), chatter(q, out, sink))
+        }
+        Command::Validate { files } => {
+            cli::validate::validate_cmd(&dir, &files, chatter(q, out, sink))
+        }
         Command::Apply {
             files,
             prune,
             dry_run,
-        } => cli::objects::apply_cmd(&dir, &files, ApplyOptions { prune, dry_run }, out),
+        } => cli::objects::apply_cmd(
+            &dir,
+            &files,
+            ApplyOptions { prune, dry_run },
+            chatter(q, out, sink),
+        ),
         Command::Get { model, key, output } => {
-            cli::objects::get(&dir, &model, key.as_deref(), output, out)
+            cli::objects::get(&dir, model.as_deref(), key.as_deref(), output, out)
         }
         Command::Delete {
             model,
             key,
+            all: _,
             cascade,
             force,
-        } => cli::objects::delete_cmd(&dir, &model, &key, cascade, force, out),
-        Command::Status => cli::objects::status(&dir, out),
+        } => {
+            let which = match &key {
+                Some(k) => stepsync::deletion::Which::One(k),
+                None => stepsync::deletion::Which::All,
+            };
+            cli::objects::delete_cmd(&dir, &model, which, cascade, force, chatter(q, out, sink))
+        }
+        Command::Status { output } => cli::objects::status(&dir, output, out),
         Command::Run {
             once,
             pretend,
@@ -184,10 +247,13 @@ fn run(args: Cli) -> stepsync::Result<ExitCode> {
                 pretend,
                 files,
                 concurrency,
+                quiet: args.quiet,
             };
             cli::run::run(&dir, args, out)
         }
-        Command::Retry { model, key } => cli::objects::retry(&dir, &model, key.as_deref(), out),
+        Command::Retry { model, key } => {
+            cli::objects::retry(&dir, &model, key.as_deref(), chatter(q, out, sink))
+        }
         Command::Graph { objects, format } => cli::graph::graph(&dir, objects, format, out),
         Command::Plan {
             output,
@@ -211,6 +277,10 @@ fn run(args: Cli) -> stepsync::Result<ExitCode> {
         Command::Replay { path } => cli::render::replay_cmd(&dir, &path, out),
         Command::Schema { name, service } => {
             cli::schema::schema_cmd(&dir, name.as_deref(), service, out)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "stepsync", out);
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -37,6 +37,12 @@ pub struct StatusView {
     pub last_error_at: Option<Millis>,
 }
 
+/// Why an object is pending (SPEC §5.1), as `status.reason` and `get -o wide` show it;
+/// `None` when it has no work.
+pub fn reason(b: &crate::store::Bookkeeping) -> Option<String> {
+    crate::bookkeeping::work(b).map(|d| d.to_string())
+}
+
 impl ObjectView {
     /// Declarative and feedback fields together, in schema order.
     pub fn new(schema: &Schema, o: &ObjectRecord) -> ObjectView {
@@ -60,7 +66,7 @@ impl ObjectView {
             status: StatusView {
                 status: b.status,
                 message: b.message.clone(),
-                reason: crate::bookkeeping::work(b).map(|d| d.to_string()),
+                reason: reason(b),
                 backend_code: b.status.backend_code(),
                 generation: b.generation,
                 synced_generation: b.synced_generation,

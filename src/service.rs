@@ -59,8 +59,25 @@ impl Service {
         let schema = Schema::load_dir(&in_dir(dir, Path::new(SCHEMAS_DIR)))
             .map_err(&mut take)
             .ok();
-        let (Some(config), Some(schema)) = (config, schema) else {
+        let Some(schema) = schema else {
+            // Stepdefs name models: without the schema only their syntax can be checked.
+            syntax_only(
+                &in_dir(dir, Path::new(crate::stepdef::STEPDEFS_DIR)),
+                &mut diags,
+            );
             return (None, diags);
+        };
+        // A config that does not load is reported; the other files are still checked, on
+        // the defaults, so one run of `validate` shows every file's problems.
+        let config = match config {
+            Some(c) => c,
+            None => match Config::parse(&crate::yaml::Source::from_text(
+                crate::config::CONFIG_FILE,
+                "name: unnamed\n",
+            )) {
+                Ok(c) => c,
+                Err(_) => return (None, diags),
+            },
         };
         let deps_file = match &config.dependency_graph {
             Some(p) => Some(config.resolve(dir, p)),
@@ -90,10 +107,10 @@ impl Service {
             None => Inventory::default(),
         };
         let secrets = Arc::new(Secrets::load(&config, dir));
-        let stepdefs = Stepdefs::load(dir, &schema, Templates::new(secrets.clone()))
-            .map_err(&mut take)
-            .ok();
-        let (Ok(graph), Some(stepdefs)) = (graph, stepdefs) else {
+        let (stepdefs, more) =
+            Stepdefs::load_partial(dir, &schema, Templates::new(secrets.clone()));
+        take(more);
+        let Ok(graph) = graph else {
             return (None, diags);
         };
         let svc = Service {
@@ -119,6 +136,18 @@ impl Service {
         })
     }
 
+    /// The configured sys dir, with its retention settings.
+    pub fn sys_dir(&self) -> crate::sysdir::SysDir {
+        self.sys_dir_at(crate::config::in_dir(&self.dir, &self.config.sys_dir))
+    }
+
+    /// A sys dir at `root` with this service's retention settings.
+    pub fn sys_dir_at(&self, root: std::path::PathBuf) -> crate::sysdir::SysDir {
+        let n = |v: u32| usize::try_from(v).unwrap_or(usize::MAX);
+        crate::sysdir::SysDir::new(root, n(self.config.sys_keep_runs))
+            .keeping_deleted(n(self.config.sys_keep_deleted))
+    }
+
     pub fn open_store(&self) -> Result<Box<dyn Store>> {
         match &self.config.store {
             StoreUrl::Sqlite(p) => Ok(Box::new(SqliteStore::open(
@@ -134,5 +163,14 @@ impl Service {
     /// soon as they are written, and purged as soon as nothing depends on them.
     pub fn is_actuated(&self, model: &str) -> bool {
         self.stepdefs.actuator(model).is_some()
+    }
+}
+
+/// Reports the YAML syntax errors of every file in `dir`, for when nothing more can be checked.
+fn syntax_only(dir: &Path, diags: &mut Diagnostics) {
+    for f in crate::model::schema::yaml_files(dir).unwrap_or_default() {
+        if let Err(d) = crate::yaml::Source::read(&f).and_then(|s| s.documents().map(drop)) {
+            diags.push(d);
+        }
     }
 }

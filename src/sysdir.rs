@@ -66,6 +66,7 @@ fn encode_name(s: &str) -> String {
 pub struct SysDir {
     root: PathBuf,
     keep_runs: usize,
+    keep_deleted: usize,
 }
 
 /// A file the engine wrote, with what it held before (for plan diffs).
@@ -78,7 +79,17 @@ pub struct Written {
 
 impl SysDir {
     pub fn new(root: PathBuf, keep_runs: usize) -> SysDir {
-        SysDir { root, keep_runs }
+        SysDir {
+            root,
+            keep_runs,
+            keep_deleted: 1000,
+        }
+    }
+
+    /// Keeps at most `n` purged objects' folders under `.deleted/` ([`SysDir::prune_deleted`]).
+    pub fn keeping_deleted(mut self, n: usize) -> SysDir {
+        self.keep_deleted = n;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -134,6 +145,14 @@ impl SysDir {
         Ok(())
     }
 
+    /// Where the run log of a run recorded at `stamp` goes (one recorded twice within the
+    /// same millisecond gets a `.2` after the stamp instead).
+    pub fn run_log_path(&self, model: &str, key: &str, phase: Phase, stamp: &str) -> PathBuf {
+        self.object_dir(model, key)
+            .join("runs")
+            .join(format!("{stamp}-{}.log", phase.as_str()))
+    }
+
     /// Adds a run log and keeps only the newest `keep_runs`.
     pub fn write_run_log(
         &self,
@@ -143,9 +162,9 @@ impl SysDir {
         stamp: &str,
         text: &str,
     ) -> io::Result<PathBuf> {
+        let mut path = self.run_log_path(model, key, phase, stamp);
         let runs = self.object_dir(model, key).join("runs");
         let fresh = make_dir(&runs)?;
-        let mut path = runs.join(format!("{stamp}-{}.log", phase.as_str()));
         let mut n = 1;
         while !fresh && path.exists() {
             n += 1;
@@ -205,7 +224,36 @@ impl SysDir {
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::rename(&from, &to)
+        std::fs::rename(&from, &to)?;
+        // A rename keeps the folder's own times; its age in `.deleted/` starts now.
+        std::fs::File::open(&to)?.set_modified(std::time::SystemTime::now())
+    }
+
+    /// Removes the oldest folders of `.deleted/` beyond the last `keep_deleted` (SPEC §8);
+    /// returns how many. Called once after a batch of [`SysDir::retire`]s.
+    pub fn prune_deleted(&self) -> io::Result<usize> {
+        let deleted = self.root.join(".deleted");
+        let mut folders = Vec::new();
+        let models = match std::fs::read_dir(&deleted) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        for model in models.flatten() {
+            for obj in std::fs::read_dir(model.path())?.flatten() {
+                let modified = obj.metadata()?.modified()?;
+                folders.push((modified, obj.path()));
+            }
+        }
+        if folders.len() <= self.keep_deleted {
+            return Ok(0);
+        }
+        folders.sort();
+        let excess = folders.len() - self.keep_deleted;
+        for (_, path) in &folders[..excess] {
+            std::fs::remove_dir_all(path)?;
+        }
+        Ok(excess)
     }
 }
 
@@ -375,6 +423,27 @@ mod tests {
         let sys = SysDir::new(dir.path().to_path_buf(), 2);
         sys.write_files("M", &format!("{long}a"), &[("x".into(), "y".into())])
             .unwrap();
+    }
+
+    #[test]
+    fn deleted_folders_are_kept_up_to_the_limit_oldest_removed_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = SysDir::new(dir.path().to_path_buf(), 2).keeping_deleted(3);
+        for k in ["a", "b", "c", "d", "e"] {
+            sys.write_files("Site", k, &[("sync.sh".into(), k.into())])
+                .unwrap();
+            sys.retire("Site", k).unwrap();
+            // Distinct ages even on a file system with coarse times.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(sys.prune_deleted().unwrap(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path().join(".deleted/Site"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["c", "d", "e"]);
+        assert_eq!(sys.prune_deleted().unwrap(), 0);
     }
 
     #[test]

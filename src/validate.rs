@@ -33,8 +33,11 @@ pub fn validate(dir: &Path, objects: &[PathBuf]) -> Diagnostics {
         }
         return diags;
     };
+    // On a config that did not load (reported above), `vars:` and `secrets:` are unknown:
+    // names of them are not checked rather than all reported missing.
+    let config_loaded = crate::config::Config::load(dir).is_ok();
     for act in svc.stepdefs.actuators.values() {
-        check_actuator(&svc, act, &mut diags);
+        check_actuator(&svc, act, config_loaded, &mut diags);
     }
     let mut seen = BTreeSet::new();
     for act in svc.stepdefs.actuators.values() {
@@ -56,7 +59,125 @@ pub fn validate(dir: &Path, objects: &[PathBuf]) -> Diagnostics {
     }
     let seen = check_duplicates(&specs, &mut diags);
     check_refs(&svc, &specs, &seen, &mut diags);
+    check_store(&svc, &mut diags);
     diags
+}
+
+/// A stored object the schema does not describe (any more): after a model was removed, or
+/// a field made required that stored objects lack. `validate` reports these as errors and
+/// `status` lists them, each with the way out.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Mismatch {
+    /// Objects of a model no schema file defines. Their backend objects stay as they are.
+    UnknownModel { model: String, objects: usize },
+    /// Objects without a value for a required field that has no `default:`.
+    MissingRequired {
+        model: String,
+        field: String,
+        objects: usize,
+        /// One of them, for the message.
+        example: String,
+    },
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let them = |n: usize| if n == 1 { "it" } else { "them" };
+        match self {
+            Mismatch::UnknownModel { model, objects } => write!(
+                f,
+                "{model}: {objects} stored object(s) of a model no schema defines; their backend objects are left as they are. Put the model back to delete {} through its actuator (`stepsync delete {model} --all`), or forget {} without a backend call (`stepsync delete {model} --all --force`)",
+                them(*objects),
+                them(*objects)
+            ),
+            Mismatch::MissingRequired {
+                model,
+                field,
+                objects,
+                example,
+            } => write!(
+                f,
+                "{model}: {objects} stored object(s) lack the required field `{field}` (e.g. {model}/{example}); apply {} with it, give the field a `default:`, or delete {}",
+                them(*objects),
+                them(*objects)
+            ),
+        }
+    }
+}
+
+/// What of `objs` the schema does not describe: models it lacks, required fields missing.
+pub fn stored_mismatches(schema: &Schema, objs: &[crate::store::ObjectRecord]) -> Vec<Mismatch> {
+    let mut unknown: indexmap::IndexMap<&str, usize> = indexmap::IndexMap::new();
+    let mut missing: indexmap::IndexMap<(&str, &str), (usize, &str)> = indexmap::IndexMap::new();
+    for o in objs {
+        let Some(model) = schema.model(&o.model) else {
+            *unknown.entry(o.model.as_str()).or_default() += 1;
+            continue;
+        };
+        for f in model.fields.values() {
+            if f.required
+                && f.default.is_none()
+                && !f.feedback
+                && o.fields.get(&f.name).is_none_or(serde_json::Value::is_null)
+            {
+                missing
+                    .entry((o.model.as_str(), f.name.as_str()))
+                    .or_insert((0, o.key.as_str()))
+                    .0 += 1;
+            }
+        }
+    }
+    let mut out: Vec<Mismatch> = unknown
+        .into_iter()
+        .map(|(m, n)| Mismatch::UnknownModel {
+            model: m.to_owned(),
+            objects: n,
+        })
+        .collect();
+    out.extend(
+        missing
+            .into_iter()
+            .map(|((m, f), (n, example))| Mismatch::MissingRequired {
+                model: m.to_owned(),
+                field: f.to_owned(),
+                objects: n,
+                example: example.to_owned(),
+            }),
+    );
+    out
+}
+
+/// The stored objects against the schema ([`stored_mismatches`]), when there is a store.
+fn check_store(svc: &Service, diags: &mut Diagnostics) {
+    let exists = match &svc.config.store {
+        StoreUrl::Sqlite(p) => svc.config.resolve(&svc.dir, p).exists(),
+        StoreUrl::Postgres(_) => true,
+    };
+    // `validate` never creates a store; one that cannot be read is for `status` to report.
+    let Some(objs) = exists
+        .then(|| svc.open_store().ok()?.list(None).ok())
+        .flatten()
+    else {
+        return;
+    };
+    for m in stored_mismatches(&svc.schema, &objs) {
+        let d = match &m {
+            Mismatch::MissingRequired { model, field, .. } => svc
+                .schema
+                .model(model)
+                .and_then(|md| md.fields.get(field))
+                .map_or_else(
+                    || Diagnostic::error(m.to_string()),
+                    |f| f.origin.diag(m.to_string()),
+                ),
+            Mismatch::UnknownModel { .. } => Diagnostic::in_file(
+                m.to_string(),
+                &in_dir(&svc.dir, Path::new(crate::service::SCHEMAS_DIR)),
+            ),
+        };
+        diags.push(d);
+    }
 }
 
 /// Refs must name an object of these files or a live one of the store, as `apply` insists.
@@ -108,7 +229,7 @@ fn check_objects_syntax(f: &Path, diags: &mut Diagnostics) {
     }
 }
 
-fn check_actuator(svc: &Service, act: &Actuator, diags: &mut Diagnostics) {
+fn check_actuator(svc: &Service, act: &Actuator, config_loaded: bool, diags: &mut Diagnostics) {
     let templates = &svc.stepdefs.templates;
     let Some(model) = svc.schema.model(&act.model) else {
         return;
@@ -117,7 +238,10 @@ fn check_actuator(svc: &Service, act: &Actuator, diags: &mut Diagnostics) {
     for (_, v) in &act.attributes {
         for t in tmpls_of(v) {
             check_names(templates, t, COMMON, "an attribute", diags);
-            check_secrets(svc, t, diags);
+            if config_loaded {
+                check_secrets(svc, t, diags);
+                check_vars(svc, templates, t, diags);
+            }
             check_object_paths(templates, &svc.schema, model, t, diags);
         }
     }
@@ -129,22 +253,39 @@ fn check_actuator(svc: &Service, act: &Actuator, diags: &mut Diagnostics) {
         names.extend(COMMON);
         for t in payload_tmpls(p) {
             check_names(templates, t, &names, &format!("the {label} payload"), diags);
-            check_secrets(svc, t, diags);
+            if config_loaded {
+                check_secrets(svc, t, diags);
+                check_vars(svc, templates, t, diags);
+            }
             check_object_paths(templates, &svc.schema, model, t, diags);
         }
     }
     let mut with_result = attrs.clone();
     with_result.extend(COMMON);
     with_result.push("result");
+    let sync_kind: Vec<&PayloadKind> = act.sync.iter().map(|p| &p.kind).collect();
+    let any_kind: Vec<&PayloadKind> = [&act.sync, &act.delete]
+        .into_iter()
+        .flatten()
+        .map(|p| &p.kind)
+        .collect();
     for (_, rule) in &act.feedback {
         if let Feedback::Template(t) = rule {
             check_names(templates, t, &with_result, "feedback", diags);
-            check_secrets(svc, t, diags);
+            check_result(templates, t, &sync_kind, diags);
+            if config_loaded {
+                check_secrets(svc, t, diags);
+                check_vars(svc, templates, t, diags);
+            }
         }
     }
     if let Some(t) = &act.defer_when {
         check_names(templates, t, &with_result, "defer_when", diags);
-        check_secrets(svc, t, diags);
+        check_result(templates, t, &any_kind, diags);
+        if config_loaded {
+            check_secrets(svc, t, diags);
+            check_vars(svc, templates, t, diags);
+        }
     }
 
     // Legal, but probably not meant.
@@ -259,6 +400,71 @@ fn check_secrets(svc: &Service, t: &Tmpl, diags: &mut Diagnostics) {
                         "secret `{name}` is not declared under `secrets:` in stepsync.yaml"
                     ))
                     .with_hint(expected_hint(name, &declared)),
+            );
+        }
+    }
+}
+
+/// `vars.<name>` must name a service var of stepsync.yaml: a typo renders as an undefined
+/// value on every run.
+fn check_vars(svc: &Service, templates: &Templates, t: &Tmpl, diags: &mut Diagnostics) {
+    let declared: Vec<&str> = svc.config.vars.keys().map(String::as_str).collect();
+    for path in templates.free_variables(t) {
+        let mut parts = path.split('.');
+        if parts.next() != Some("vars") {
+            continue;
+        }
+        let Some(name) = parts.next() else { continue };
+        if !declared.contains(&name) {
+            diags.push(
+                t.origin
+                    .diag(format!(
+                        "`vars.{name}` is not a service var: stepsync.yaml's `vars:` has no `{name}`"
+                    ))
+                    .with_hint(expected_hint(name, &declared)),
+            );
+        }
+    }
+}
+
+/// The fields of `result` (SPEC §6.4) for each payload kind.
+const REST_RESULT: &[&str] = &["status", "headers", "body", "text", "action"];
+const PLAYBOOK_RESULT: &[&str] = &[
+    "ok",
+    "changed",
+    "failed",
+    "skipped",
+    "unreachable",
+    "stats",
+    "facts",
+    "message",
+];
+
+/// `result.<name>` must be a field of the result of the payloads it follows; what lies
+/// deeper (a body, stats) is the backend's.
+fn check_result(templates: &Templates, t: &Tmpl, kinds: &[&PayloadKind], diags: &mut Diagnostics) {
+    let mut known: Vec<&str> = Vec::new();
+    for k in kinds {
+        known.extend(match k {
+            PayloadKind::Rest(_) => REST_RESULT,
+            PayloadKind::Playbook(_) => PLAYBOOK_RESULT,
+        });
+    }
+    if known.is_empty() {
+        return;
+    }
+    known.dedup();
+    for path in templates.free_variables(t) {
+        let mut parts = path.split('.');
+        if parts.next() != Some("result") {
+            continue;
+        }
+        let Some(name) = parts.next() else { continue };
+        if !known.contains(&name) {
+            diags.push(
+                t.origin
+                    .diag(format!("`result` has no field `{name}` (in `{path}`)"))
+                    .with_hint(expected_hint(name, &known)),
             );
         }
     }

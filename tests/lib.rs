@@ -22,6 +22,7 @@ mod malformed;
 mod modules_registry;
 mod modules_system;
 mod objects;
+mod operator;
 mod playbook;
 mod rest;
 mod service;

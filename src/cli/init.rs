@@ -35,7 +35,7 @@ pub(crate) fn init(dir: &Path, out: &mut dyn Write) -> Result<ExitCode> {
         (
             CONFIG_FILE.to_owned(),
             format!(
-                "{}name: {}\n",
+                "{}name: {}\n{INIT_CONFIG}",
                 header("config", ""),
                 serde_json::Value::String(name)
             ),
@@ -48,7 +48,10 @@ pub(crate) fn init(dir: &Path, out: &mut dyn Write) -> Result<ExitCode> {
             "objects/example.yaml".into(),
             format!("{}{INIT_OBJECTS}", header("objects", "../")),
         ),
-        ("stepdefs/.gitkeep".into(), String::new()),
+        (
+            "stepdefs/site.yaml".into(),
+            format!("{}{INIT_STEPDEF}", header("stepdef", "../")),
+        ),
         ("playbooks/.gitkeep".into(), String::new()),
     ];
     for n in json_schema::names() {
@@ -70,11 +73,70 @@ pub(crate) fn init(dir: &Path, out: &mut dyn Write) -> Result<ExitCode> {
     }
     let ignore = dir.join(".gitignore");
     if !ignore.exists() {
-        std::fs::write(&ignore, "/.stepsync/state.db*\n").map_err(io_err(&ignore))?;
+        std::fs::write(&ignore, INIT_GITIGNORE).map_err(io_err(&ignore))?;
     }
-    writeln!(out, "initialized service in {}", dir.display()).map_err(io_err(dir))?;
+    let shown = dir.display().to_string();
+    let cd = if dir == Path::new(".") {
+        String::new()
+    } else {
+        format!(
+            "  cd {}\n",
+            shlex::try_quote(&shown).unwrap_or_else(|_| shown.clone().into())
+        )
+    };
+    write!(
+        out,
+        "initialized service in {shown}\n\nNext steps:\n{cd}{INIT_NEXT}"
+    )
+    .map_err(io_err(dir))?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// What to do after `init`, in order; each line a command to type or a file to edit.
+const INIT_NEXT: &str =
+    "  # point `vars.api` in stepsync.yaml at the REST backend the example stepdef calls
+  stepsync validate
+  stepsync apply -f objects/
+  stepsync plan
+  stepsync run --once
+  stepsync get Site -o wide
+";
+
+const INIT_CONFIG: &str = "vars:
+  # The backend of stepdefs/site.yaml: it PUTs /sites/<name> and DELETEs it.
+  api: http://127.0.0.1:8080
+";
+
+/// Run logs, plans, purged folders and `status.json` change on every run; the rendered
+/// recipes are deterministic and worth keeping under version control.
+const INIT_GITIGNORE: &str = "/.stepsync/state.db*
+/.stepsync/sys/.plan/
+/.stepsync/sys/.deleted/
+/.stepsync/sys/*/*/runs/
+/.stepsync/sys/*/*/status.json
+/.stepsync/*.log
+";
+
+const INIT_STEPDEF: &str =
+    "# Sites are PUT to the backend when created or changed, and DELETEd when deleted.
+kind: Actuator
+model: Site
+rest_defaults:
+  headers: {Accept: application/json}
+  timeout: 10s
+attributes:
+  name: \"{{ object.name }}\"
+  login_base: \"{{ object.login_base }}\"
+sync:
+  rest:
+    method: PUT
+    url: \"{{ vars.api }}/sites/{{ name | urlencode }}\"
+    body: {name: \"{{ name }}\", login_base: \"{{ login_base }}\"}
+delete:
+  rest:
+    method: DELETE
+    url: \"{{ vars.api }}/sites/{{ name | urlencode }}\"
+";
 
 const INIT_SCHEMA: &str = "models:
   Site:

@@ -38,25 +38,111 @@ impl From<LogFormat> for config::LogFormat {
     }
 }
 
-/// Log lines on stderr: `quiet` only errors, each `verbose` one level more; `STEPSYNC_LOG`
-/// (an env filter) overrides both.
-pub(crate) fn init_logging(quiet: bool, verbose: u8, format: config::LogFormat) {
-    let level = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, 2) => "debug",
-        _ => "trace",
+/// What the command line says about logging.
+pub(crate) struct LogArgs {
+    pub(crate) quiet: bool,
+    pub(crate) verbose: u8,
+    pub(crate) format: Option<LogFormat>,
+}
+
+/// Starts the log (SPEC §10): the `logging:` block of the service's `stepsync.yaml` (level,
+/// format, file), `-q` (errors only) and each `-v` (one level more) over it, and
+/// `STEPSYNC_LOG` (an env filter) over both. Lines go to stderr, around the progress bar, and
+/// to `logging.file` as well when one is set.
+pub(crate) fn init_logging(dir: &Path, args: &LogArgs) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    // Read before the command loads the service, so that its own errors are logged as
+    // configured; a config that does not load leaves the defaults (the command reports why).
+    let logging = config::Config::load(dir)
+        .map(|c| c.logging)
+        .unwrap_or_default();
+    let levels = ["error", "warn", "info", "debug", "trace"];
+    let base = match logging.level {
+        config::LogLevel::Error => 0,
+        config::LogLevel::Warn => 1,
+        config::LogLevel::Info => 2,
+        config::LogLevel::Debug => 3,
+        config::LogLevel::Trace => 4,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STEPSYNC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        config::LogFormat::Json => builder.json().init(),
-        config::LogFormat::Text => builder.init(),
+    let level = if args.quiet {
+        0
+    } else {
+        (base + usize::from(args.verbose)).min(4)
+    };
+    // Other crates' debug lines (HTTP internals) are noise to an operator: warnings only.
+    let default_filter = format!("{},stepsync={}", levels[level.min(1)], levels[level]);
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("STEPSYNC_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&default_filter))
+    };
+    let format = args.format.map_or(logging.format, Into::into);
+    type Boxed = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+    let layer = |ansi: bool, to: tracing_subscriber::fmt::writer::BoxMakeWriter| -> Boxed {
+        let l = tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(to);
+        match format {
+            config::LogFormat::Json => l.json().with_filter(filter()).boxed(),
+            config::LogFormat::Text => l.with_filter(filter()).boxed(),
+        }
+    };
+    let mut layers: Vec<Boxed> = vec![layer(
+        std::io::stderr().is_terminal(),
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(|| Stderr),
+    )];
+    let mut trouble = None;
+    if let Some(file) = &logging.file {
+        match open_log(&config::in_dir(dir, file)) {
+            Ok(f) => layers.push(layer(
+                false,
+                tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(f)),
+            )),
+            Err(e) => trouble = Some(format!("cannot open the log file {}: {e}", file.display())),
+        }
+    }
+    tracing_subscriber::registry().with(layers).init();
+    if let Some(t) = trouble {
+        tracing::warn!("{t}; logging to stderr only");
+    }
+}
+
+/// `logging.file`, appended to, its folder made if missing.
+fn open_log(file: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+}
+
+/// stderr, written around the progress bar.
+struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        progress::suspend(|| std::io::stderr().write(buf))
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        progress::suspend(|| std::io::stderr().write_all(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// `--concurrency N` and other counts that must be at least 1.
+pub(crate) fn positive(s: &str) -> std::result::Result<std::num::NonZeroU32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => std::num::NonZeroU32::new(n).ok_or_else(|| "must be at least 1".to_owned()),
+        Err(_) => Err(format!("`{s}` is not a whole number (1 or more)")),
     }
 }
 

@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use stepsync::apply::{ApplyOptions, apply};
-use stepsync::deletion::delete;
+use stepsync::deletion::{Which, delete};
 use stepsync::diag::Diagnostic;
 use stepsync::error::{Error, Result};
 use stepsync::model::schema::yaml_files;
 use stepsync::output::ObjectView;
 use stepsync::service::Service;
+use stepsync::validate::stored_mismatches;
 
-use super::table::{objects_table, status_report};
+use super::table::{models_table, objects_table, status_report};
 use super::{io_err, json, print, stdout_err, yaml};
 
 /// `get -o`.
@@ -20,7 +21,19 @@ use super::{io_err, json, print, stdout_err, yaml};
 pub(crate) enum OutputFormat {
     #[default]
     Table,
+    /// The table with whole messages, the reason, failures and the next retry.
+    Wide,
     Yaml,
+    Json,
+}
+
+/// `status -o`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub(crate) enum StatusFormat {
+    #[default]
+    Table,
+    /// Whole messages.
+    Wide,
     Json,
 }
 
@@ -29,7 +42,16 @@ pub(crate) fn expand_files(files: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for f in files {
         if f.is_dir() {
-            out.extend(yaml_files(f).map_err(io_err(f))?);
+            let found = yaml_files(f).map_err(io_err(f))?;
+            // Applying nothing and saying nothing would hide a wrong path.
+            if found.is_empty() {
+                return Err(Error::Invalid(
+                    Diagnostic::in_file("no objects file (*.yaml, *.yml) in this directory", f)
+                        .with_hint("pass the files themselves, or the directory that holds them")
+                        .into(),
+                ));
+            }
+            out.extend(found);
         } else {
             out.push(f.clone());
         }
@@ -65,17 +87,43 @@ pub(crate) fn apply_files(
     Ok(())
 }
 
-/// `get MODEL [KEY] [-o table|yaml|json]`.
+/// `get [MODEL [KEY]] [-o table|wide|yaml|json]`; no model: the models and their counts.
 pub(crate) fn get(
     dir: &Path,
-    model: &str,
+    model: Option<&str>,
     key: Option<&str>,
     format: OutputFormat,
     out: &mut dyn Write,
 ) -> Result<ExitCode> {
     let svc = Service::load(dir)?;
-    let m = svc.model(model)?;
     let store = svc.open_store()?;
+    let Some(model) = model else {
+        let stored: std::collections::HashMap<String, usize> =
+            store.counts_by_model()?.into_iter().collect();
+        let counts: Vec<(String, usize)> = svc
+            .schema
+            .models
+            .keys()
+            .map(|m| (m.clone(), stored.get(m).copied().unwrap_or(0)))
+            .collect();
+        let text = match format {
+            OutputFormat::Table | OutputFormat::Wide => models_table(&counts),
+            OutputFormat::Json | OutputFormat::Yaml => {
+                let rows: Vec<serde_json::Value> = counts
+                    .iter()
+                    .map(|(m, n)| serde_json::json!({"model": m, "objects": n}))
+                    .collect();
+                if format == OutputFormat::Json {
+                    json(&rows)?
+                } else {
+                    yaml(&rows)?
+                }
+            }
+        };
+        print(out, &text)?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let m = svc.model(model)?;
     let objs = match key {
         Some(k) => match store.get(&m.name, k)? {
             Some(o) => vec![o],
@@ -95,7 +143,13 @@ pub(crate) fn get(
     // `get MODEL KEY` prints the object itself, not a one-element list.
     let single = if key.is_some() { views.first() } else { None };
     let text = match (format, single) {
-        (OutputFormat::Table, _) => objects_table(&objs),
+        // As `kubectl get`: an empty table is a sentence on stderr, not a lone header.
+        (OutputFormat::Table | OutputFormat::Wide, _) if objs.is_empty() => {
+            eprintln!("No {} objects.", m.name);
+            String::new()
+        }
+        (OutputFormat::Table, _) => objects_table(&objs, false),
+        (OutputFormat::Wide, _) => objects_table(&objs, true),
         (OutputFormat::Json, Some(v)) => json(v)?,
         (OutputFormat::Json, None) => json(&views)?,
         (OutputFormat::Yaml, Some(v)) => yaml(v)?,
@@ -105,30 +159,77 @@ pub(crate) fn get(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `delete MODEL KEY [--cascade]`.
+/// `delete MODEL KEY|--all [--cascade] [--force]`.
 pub(crate) fn delete_cmd(
     dir: &Path,
     model: &str,
-    key: &str,
+    which: Which,
     cascade: bool,
     force: bool,
     out: &mut dyn Write,
 ) -> Result<ExitCode> {
     let svc = Service::load(dir)?;
     let store = svc.open_store()?;
-    for (name, r) in delete(&svc, &*store, model, key, cascade, force)? {
+    let removed = delete(&svc, &*store, model, which, cascade, force)?;
+    if removed.is_empty() {
+        writeln!(out, "no {model} objects").map_err(stdout_err)?;
+    }
+    for (name, r) in removed {
         writeln!(out, "{name} {r}").map_err(stdout_err)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `status`: counts per model and status, then the objects in error.
-pub(crate) fn status(dir: &Path, out: &mut dyn Write) -> Result<ExitCode> {
+/// `status [-o table|wide|json]`: counts per model and status, the objects in error with
+/// their next retry, and stored objects the schema does not describe.
+pub(crate) fn status(dir: &Path, format: StatusFormat, out: &mut dyn Write) -> Result<ExitCode> {
     let svc = Service::load(dir)?;
     let store = svc.open_store()?;
     let objs = store.list(None)?;
-    print(out, &status_report(&svc.schema, &objs))?;
+    let mismatches = stored_mismatches(&svc.schema, &objs);
+    let text = match format {
+        StatusFormat::Table => status_report(&svc.schema, &objs, &mismatches, false),
+        StatusFormat::Wide => status_report(&svc.schema, &objs, &mismatches, true),
+        StatusFormat::Json => json(&status_json(&svc, &objs, &mismatches))?,
+    };
+    print(out, &text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `status -o json`: `{"models": [{"model", "total", "<status>": n...}], "errors": [object
+/// views], "mismatches": [...]}`.
+fn status_json(
+    svc: &Service,
+    objs: &[stepsync::store::ObjectRecord],
+    mismatches: &[stepsync::validate::Mismatch],
+) -> serde_json::Value {
+    let models: Vec<serde_json::Value> = svc
+        .schema
+        .models
+        .keys()
+        .map(|m| {
+            let mut row = serde_json::Map::new();
+            row.insert("model".into(), m.clone().into());
+            let mine: Vec<_> = objs.iter().filter(|o| &o.model == m).collect();
+            row.insert("total".into(), mine.len().into());
+            for st in stepsync::store::Status::ALL {
+                let n = mine.iter().filter(|o| o.book.status == st).count();
+                row.insert(st.as_str().into(), n.into());
+            }
+            serde_json::Value::Object(row)
+        })
+        .collect();
+    let errors: Vec<ObjectView> = objs
+        .iter()
+        .filter(|o| {
+            matches!(
+                o.book.status,
+                stepsync::store::Status::Error | stepsync::store::Status::Blocked
+            )
+        })
+        .map(|o| ObjectView::new(&svc.schema, o))
+        .collect();
+    serde_json::json!({"models": models, "errors": errors, "mismatches": mismatches})
 }
 
 /// `retry MODEL [KEY]`: clears the backoff of the objects in error.

@@ -9,17 +9,28 @@ use stepsync::engine::progress::Progress;
 /// Passes with fewer objects than this finish before a bar would tell anything.
 const MIN_JOBS: usize = 20;
 
-/// A bar per pass; the daemon's passes each get their own.
-#[derive(Default)]
-pub(crate) struct Bar(Mutex<Option<indicatif::ProgressBar>>);
+/// The bar being drawn, process-wide: log lines on stderr are written around it
+/// ([`suspend`]), so a line never lands in the middle of the bar.
+static BAR: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
 
-impl Bar {
-    fn with(&self, f: impl FnOnce(&mut Option<indicatif::ProgressBar>)) {
-        // A poisoned lock only means an earlier update panicked; the bar is still usable.
-        let mut bar = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut bar);
+fn with(f: impl FnOnce(&mut Option<indicatif::ProgressBar>)) {
+    // A poisoned lock only means an earlier update panicked; the bar is still usable.
+    let mut bar = BAR.lock().unwrap_or_else(|e| e.into_inner());
+    f(&mut bar);
+}
+
+/// Runs `f` (a write to stderr) with the bar, if one is shown, cleared for its duration.
+pub(crate) fn suspend<T>(f: impl FnOnce() -> T) -> T {
+    let bar = BAR.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match bar {
+        Some(b) if !b.is_hidden() => b.suspend(f),
+        _ => f(),
     }
 }
+
+/// A bar per pass; the daemon's passes each get their own.
+#[derive(Default)]
+pub(crate) struct Bar;
 
 impl Progress for Bar {
     fn start(&self, jobs: usize) {
@@ -34,7 +45,7 @@ impl Progress for Bar {
             }
             bar
         };
-        self.with(|b| {
+        with(|b| {
             if let Some(old) = b.replace(bar) {
                 old.finish_and_clear();
             }
@@ -42,7 +53,7 @@ impl Progress for Bar {
     }
 
     fn advance(&self, n: usize) {
-        self.with(|b| {
+        with(|b| {
             if let Some(bar) = b {
                 bar.inc(u64::try_from(n).unwrap_or(0));
             }
@@ -50,7 +61,7 @@ impl Progress for Bar {
     }
 
     fn finish(&self) {
-        self.with(|b| {
+        with(|b| {
             if let Some(bar) = b.take() {
                 bar.finish_and_clear();
             }

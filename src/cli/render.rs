@@ -62,17 +62,32 @@ fn render_error(engine: &Engine, e: &RenderFailure) -> Error {
     )
 }
 
-/// `replay PATH`: runs a rendered REST recipe as the engine would, without the data model.
-/// 0 when every request succeeded.
+/// `replay PATH`: runs a rendered recipe (an object's folder: its sync recipe; or a recipe
+/// file) as the engine would, without the data model. 0 when it succeeded.
 pub(crate) fn replay_cmd(dir: &Path, path: &Path, out: &mut dyn Write) -> Result<ExitCode> {
     // A recipe can be replayed outside its service; secrets then come from the env.
     let svc = Service::load(dir).ok();
     let svc = svc.as_ref();
     let file = if path.is_dir() {
-        path.join("sync.http")
+        match ["sync.http", "sync.yml"]
+            .iter()
+            .map(|n| path.join(n))
+            .find(|f| f.exists())
+        {
+            Some(f) => f,
+            None => {
+                return Err(Error::Failed(
+                    Diagnostic::in_file("no recipe here (sync.http or sync.yml)", path)
+                        .with_hint("pass an object's folder in the sys dir, or one of its recipe files (delete.http, delete.yml)"),
+                ));
+            }
+        }
     } else {
         path.to_path_buf()
     };
+    if file.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+        return replay_playbook(svc, &file, out);
+    }
     let text = std::fs::read_to_string(&file).map_err(io_err(&file))?;
     let lookup = |var: &str| -> std::result::Result<String, String> {
         if let Ok(v) = std::env::var(var) {
@@ -116,4 +131,58 @@ pub(crate) fn replay_cmd(dir: &Path, path: &Path, out: &mut dyn Write) -> Result
         }
     };
     Ok(ok_or_1(ok))
+}
+
+/// A playbook recipe, replayed as a person runs it from its folder: `ansible-playbook -i
+/// inventory.yml sync.yml` with the sys dir's `ansible.cfg`, secrets from the environment
+/// (`STEPSYNC_SECRET_<NAME>`, or the service's own sources when run inside it). The rendered
+/// recipe is an Ansible playbook whose model values are `!unsafe` data, so it is replayed
+/// with `ansible-playbook` whichever runner the service configures.
+fn replay_playbook(svc: Option<&Service>, file: &Path, out: &mut dyn Write) -> Result<ExitCode> {
+    let folder = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    // The sys dir's root is the nearest folder above that holds its `ansible.cfg`.
+    let root = folder
+        .ancestors()
+        .skip(1)
+        .find(|d| d.join("ansible.cfg").exists())
+        .ok_or_else(|| {
+            Error::failed(format!(
+                "{}: no ansible.cfg in a folder above it: replay runs recipes inside a sys dir",
+                file.display()
+            ))
+        })?
+        .to_path_buf();
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let secrets = svc.map_or_else(Secrets::default, |s| (*s.secrets).clone());
+    let rt = runtime()?;
+    let (result, log) = rt.block_on(stepsync::payload::playbook::run_ansible(
+        &folder, &root, &name, &secrets,
+    ));
+    let mask = |s: &str| secrets.mask(s);
+    print_log(out, &mask(&log))?;
+    let ok = match result {
+        Ok(r) => {
+            writeln!(out, "ok: {} ok, {} changed", r.ok, r.changed).map_err(stdout_err)?;
+            true
+        }
+        Err(e) => {
+            writeln!(out, "failed: {}", mask(&e)).map_err(stdout_err)?;
+            false
+        }
+    };
+    Ok(ok_or_1(ok))
+}
+
+fn print_log(out: &mut dyn Write, log: &str) -> Result<()> {
+    out.write_all(log.as_bytes()).map_err(stdout_err)?;
+    if !log.is_empty() && !log.ends_with('\n') {
+        writeln!(out).map_err(stdout_err)?;
+    }
+    Ok(())
 }

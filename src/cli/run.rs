@@ -8,17 +8,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use stepsync::apply::{ApplyOptions, apply_then};
-use stepsync::engine::Engine;
 use stepsync::engine::daemon::runtime;
+use stepsync::engine::{Engine, Summary};
 use stepsync::error::Result;
 use stepsync::plan::{PlanOptions, plan};
 use stepsync::service::Service;
 use stepsync::snapshot::Snapshot;
-use stepsync::store::Status;
+use stepsync::store::{Millis, Status};
 
 use super::objects::{apply_files, expand_files};
 use super::plan::{plan_text, report_plan_errors};
 use super::progress::Bar;
+use super::table::next_retry;
 use super::{ok_or_1, print, stdout_err};
 
 /// What `run` was asked to do.
@@ -28,6 +29,8 @@ pub(crate) struct RunArgs {
     pub(crate) files: Vec<PathBuf>,
     /// Overrides `concurrency:` of `stepsync.yaml`.
     pub(crate) concurrency: Option<NonZeroU32>,
+    /// `-q`: no per-object lines, and the summary only when something is left in error.
+    pub(crate) quiet: bool,
 }
 
 /// `run [--once] [--pretend] [-f FILE]... [--concurrency N]`: 0 when every object is ok.
@@ -37,7 +40,9 @@ pub(crate) fn run(dir: &Path, args: RunArgs, out: &mut dyn Write) -> Result<Exit
         svc.config.concurrency = n;
     }
     let ok = if args.once || args.pretend {
-        run_once(svc, &args.files, args.pretend, out)?
+        run_once(svc, &args, out)?
+    } else if args.quiet {
+        run_daemon(dir, svc, &args, &mut std::io::sink())?
     } else {
         run_daemon(dir, svc, &args, out)?
     };
@@ -46,14 +51,25 @@ pub(crate) fn run(dir: &Path, args: RunArgs, out: &mut dyn Write) -> Result<Exit
 
 /// The engine for `svc`, drawing its passes' progress.
 fn engine(svc: Service) -> Result<Arc<Engine>> {
-    Ok(Arc::new(
-        Engine::open(svc, None)?.with_progress(Arc::new(Bar::default())),
-    ))
+    let engine = Engine::open(svc, None)?;
+    // Objects of a removed model are never run again, and their backend objects stay: say so
+    // at every start (`validate` and `status` say what to do).
+    for (model, n) in engine.store.counts_by_model()? {
+        if engine.svc.schema.model(&model).is_none() {
+            tracing::warn!(
+                model = %model,
+                objects = n,
+                "stored objects of a model no schema defines are left alone; see `stepsync status`"
+            );
+        }
+    }
+    Ok(Arc::new(engine.with_progress(Arc::new(Bar))))
 }
 
 /// `run --once [--pretend] [-f FILE]...`.
-fn run_once(svc: Service, files: &[PathBuf], pretend: bool, out: &mut dyn Write) -> Result<bool> {
-    let pretend = pretend || svc.config.pretend;
+fn run_once(svc: Service, args: &RunArgs, out: &mut dyn Write) -> Result<bool> {
+    let files = &args.files;
+    let pretend = args.pretend || svc.config.pretend;
     if pretend {
         // Pure: the files' objects are planned on top of the store, never written to it.
         let engine = engine(svc)?;
@@ -81,23 +97,46 @@ fn run_once(svc: Service, files: &[PathBuf], pretend: bool, out: &mut dyn Write)
         return Ok(p.errors.is_empty());
     }
     if !files.is_empty() {
-        apply_files(&svc, files, ApplyOptions::default(), out)?;
+        if args.quiet {
+            apply_files(&svc, files, ApplyOptions::default(), &mut std::io::sink())?;
+        } else {
+            apply_files(&svc, files, ApplyOptions::default(), out)?;
+        }
     }
     if svc.config.disabled {
-        writeln!(out, "run: disabled in stepsync.yaml; nothing run").map_err(stdout_err)?;
+        if !args.quiet {
+            writeln!(out, "run: disabled in stepsync.yaml; nothing run").map_err(stdout_err)?;
+        }
         return Ok(true);
     }
     let engine = engine(svc)?;
     let rt = runtime()?;
     let summary = rt.block_on(engine.run_once())?;
-    let counts: Vec<String> = summary
+    if args.quiet && summary.all_ok {
+        return Ok(true);
+    }
+    print(out, &summary_text(&summary, &engine)?)?;
+    Ok(summary.all_ok)
+}
+
+/// `run: 3 ok, 12 deleted, 1 error after 2 passes`, then each object left in error with its
+/// message and when it is retried.
+fn summary_text(summary: &Summary, engine: &Engine) -> Result<String> {
+    let mut counts: Vec<String> = summary
         .counts
         .iter()
         .map(|(s, n)| format!("{n} {s}"))
         .collect();
-    writeln!(
-        out,
-        "run: {} after {} pass{}",
+    if summary.purged > 0 {
+        // After the counts of what is left: those are what the store holds now.
+        let at = counts
+            .iter()
+            .position(|c| !c.ends_with(" ok"))
+            .unwrap_or(counts.len());
+        counts.insert(at, format!("{} deleted", summary.purged));
+    }
+    let mut text = format!(
+        "run: {} after {} pass{}\n",
         if counts.is_empty() {
             "no objects".to_owned()
         } else {
@@ -105,16 +144,30 @@ fn run_once(svc: Service, files: &[PathBuf], pretend: bool, out: &mut dyn Write)
         },
         summary.passes,
         if summary.passes == 1 { "" } else { "es" }
-    )
-    .map_err(stdout_err)?;
+    );
     if !summary.all_ok {
-        let objs = engine.store.list(None)?;
-        for o in objs.iter().filter(|o| o.book.status != Status::Ok) {
-            writeln!(out, "  {} {}: {}", o.name(), o.book.status, o.book.message)
-                .map_err(stdout_err)?;
+        let now = Millis::now();
+        for o in engine
+            .store
+            .list(None)?
+            .iter()
+            .filter(|o| o.book.status != Status::Ok)
+        {
+            let retry = next_retry(o.book.next_retry_at, now);
+            let retry = if retry.is_empty() {
+                String::new()
+            } else {
+                format!(" ({retry})")
+            };
+            text.push_str(&format!(
+                "  {} {}{retry}: {}\n",
+                o.name(),
+                o.book.status,
+                o.book.message
+            ));
         }
     }
-    Ok(summary.all_ok)
+    Ok(text)
 }
 
 /// `run` without `--once`: the daemon, until SIGINT/SIGTERM.
@@ -134,7 +187,7 @@ fn run_daemon(dir: &Path, svc: Service, args: &RunArgs, out: &mut dyn Write) -> 
         if let Some(n) = args.concurrency {
             svc.config.concurrency = n;
         }
-        Ok(Engine::open(svc, None)?.with_progress(Arc::new(Bar::default())))
+        Ok(Engine::open(svc, None)?.with_progress(Arc::new(Bar)))
     };
     runtime()?.block_on(engine.run_daemon(&reload))?;
     Ok(true)

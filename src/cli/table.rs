@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use stepsync::model::Schema;
-use stepsync::store::{ObjectRecord, Status};
+use stepsync::output::reason;
+use stepsync::store::{Millis, ObjectRecord, Status};
+use stepsync::validate::Mismatch;
 
 /// Left-aligned columns separated by two spaces, like `kubectl get`.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -33,38 +35,107 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// One line of a message, cut to fit a table cell.
+/// A message in one table cell: its lines joined, and when long, cut in the middle, since
+/// its start says what was tried and its end why it failed (`-o wide` shows it whole).
 fn short(msg: &str) -> String {
-    let first = msg.lines().next().unwrap_or("");
-    if first.chars().count() > 60 {
-        format!("{}…", first.chars().take(59).collect::<String>())
-    } else {
-        first.to_owned()
+    const HEAD: usize = 50;
+    const TAIL: usize = 130;
+    let one = one_line(msg);
+    let n = one.chars().count();
+    if n <= HEAD + TAIL + 1 {
+        return one;
+    }
+    let head: String = one.chars().take(HEAD).collect();
+    let tail: String = one.chars().skip(n - TAIL).collect();
+    format!("{head}…{tail}")
+}
+
+/// A message's lines on one line.
+fn one_line(msg: &str) -> String {
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// When the next retry of an object in backoff is: `retry in 8s at 2026-12-01T14:30:05Z`.
+pub(crate) fn next_retry(at: Option<Millis>, now: Millis) -> String {
+    match at {
+        None => String::new(),
+        Some(t) if t <= now => "retry due now".to_owned(),
+        Some(t) => {
+            let secs = u64::try_from((t.0 - now.0 + 999) / 1000).unwrap_or(0);
+            format!(
+                "retry in {} at {}",
+                humantime::format_duration(std::time::Duration::from_secs(secs)),
+                t.rfc3339()
+            )
+        }
     }
 }
 
-pub(crate) fn objects_table(objs: &[ObjectRecord]) -> String {
+pub(crate) fn objects_table(objs: &[ObjectRecord], wide: bool) -> String {
+    let now = Millis::now();
     let rows: Vec<Vec<String>> = objs
         .iter()
         .map(|o| {
-            vec![
+            let mut row = vec![
                 o.model.clone(),
                 o.key.clone(),
                 o.book.status.to_string(),
                 o.book.generation.to_string(),
                 o.book.synced_generation.to_string(),
-                short(&o.book.message),
-            ]
+            ];
+            if wide {
+                row.push(reason(&o.book).unwrap_or_else(|| "-".to_owned()));
+                row.push(o.book.failures.to_string());
+                row.push(match next_retry(o.book.next_retry_at, now) {
+                    r if r.is_empty() => "-".to_owned(),
+                    r => r,
+                });
+                row.push(one_line(&o.book.message));
+            } else {
+                row.push(short(&o.book.message));
+            }
+            row
         })
         .collect();
-    table(
-        &["MODEL", "KEY", "STATUS", "GEN", "SYNCED", "MESSAGE"],
-        &rows,
-    )
+    let header: &[&str] = if wide {
+        &[
+            "MODEL",
+            "KEY",
+            "STATUS",
+            "GEN",
+            "SYNCED",
+            "REASON",
+            "FAILURES",
+            "NEXT-RETRY",
+            "MESSAGE",
+        ]
+    } else {
+        &["MODEL", "KEY", "STATUS", "GEN", "SYNCED", "MESSAGE"]
+    };
+    table(header, &rows)
 }
 
-/// `stepsync status`: counts per model and status, then every object in error.
-pub(crate) fn status_report(schema: &Schema, objs: &[ObjectRecord]) -> String {
+/// `get` without a model: each model of the schema with its object count.
+pub(crate) fn models_table(counts: &[(String, usize)]) -> String {
+    let rows: Vec<Vec<String>> = counts
+        .iter()
+        .map(|(m, n)| vec![m.clone(), n.to_string()])
+        .collect();
+    table(&["MODEL", "OBJECTS"], &rows)
+}
+
+/// `stepsync status`: counts per model and status, then every object in error with its
+/// next retry, then the stored objects the schema no longer describes.
+pub(crate) fn status_report(
+    schema: &Schema,
+    objs: &[ObjectRecord],
+    mismatches: &[Mismatch],
+    wide: bool,
+) -> String {
     let mut counts: BTreeMap<&str, [usize; 6]> = BTreeMap::new();
     for o in objs {
         let idx = Status::ALL
@@ -89,15 +160,34 @@ pub(crate) fn status_report(schema: &Schema, objs: &[ObjectRecord]) -> String {
         .iter()
         .filter(|o| matches!(o.book.status, Status::Error | Status::Blocked))
         .collect();
+    let now = Millis::now();
     if !failing.is_empty() {
         out.push_str("\nObjects in error:\n");
         for o in failing {
-            out.push_str(&format!(
-                "  {} ({}): {}\n",
-                o.name(),
-                o.book.status,
+            let mut what = vec![o.book.status.to_string()];
+            if o.book.failures > 0 {
+                what.push(format!(
+                    "{} failure{}",
+                    o.book.failures,
+                    if o.book.failures == 1 { "" } else { "s" }
+                ));
+            }
+            let retry = next_retry(o.book.next_retry_at, now);
+            if !retry.is_empty() {
+                what.push(retry);
+            }
+            let msg = if wide {
+                one_line(&o.book.message)
+            } else {
                 short(&o.book.message)
-            ));
+            };
+            out.push_str(&format!("  {} ({}): {msg}\n", o.name(), what.join(", ")));
+        }
+    }
+    if !mismatches.is_empty() {
+        out.push_str("\nStored objects the schema does not describe (see `stepsync validate`):\n");
+        for m in mismatches {
+            out.push_str(&format!("  {m}\n"));
         }
     }
     out

@@ -32,6 +32,14 @@ impl Engine {
         reload: &(dyn Fn() -> Result<Engine> + Sync),
     ) -> Result<()> {
         let _lease = self.lease()?;
+        info!(
+            service = %self.svc.config.name,
+            store = %self.svc.config.store,
+            sys_dir = %self.sys.root().display(),
+            lease_ttl = %self.svc.config.lease.ttl,
+            pid = std::process::id(),
+            "started"
+        );
         let mut engine = self.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {

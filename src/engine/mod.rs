@@ -9,7 +9,7 @@ pub mod progress;
 mod queue;
 pub mod scheduler;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,6 +105,8 @@ pub enum Outcome {
 #[derive(Debug, Default)]
 pub struct Summary {
     pub passes: usize,
+    /// Objects deleted from their backends (and purged) by these passes.
+    pub purged: usize,
     pub counts: Vec<(Status, usize)>,
     pub all_ok: bool,
 }
@@ -126,7 +128,7 @@ impl Engine {
     pub fn open(svc: Service, sys_dir: Option<PathBuf>) -> Result<Engine> {
         let store: Arc<dyn Store> = Arc::from(svc.open_store()?);
         let root = sys_dir.unwrap_or_else(|| in_dir(&svc.dir, &svc.config.sys_dir));
-        let sys = SysDir::new(root, usize::try_from(svc.config.sys_keep_runs).unwrap_or(5));
+        let sys = svc.sys_dir_at(root);
         let payloads = Dispatcher::new(&svc, sys.root()).map_err(Error::failed)?;
         let root_files = payloads.root_files(&svc);
         if !root_files.is_empty() {
@@ -335,7 +337,15 @@ impl Engine {
     }
 
     /// The store's record of one outcome of a run that read `obj` when it started.
-    fn run_record(&self, obj: &ObjectRecord, phase: Phase, outcome: &Outcome) -> RunRecord {
+    /// What `outcome` makes of the run; a failure's message ends with where its run log
+    /// (`log`, written with the record) tells the rest: the stderr, the whole response.
+    fn run_record(
+        &self,
+        obj: &ObjectRecord,
+        phase: Phase,
+        outcome: &Outcome,
+        log: Option<&Path>,
+    ) -> RunRecord {
         let intent = Intent::of(&obj.book);
         match outcome {
             Outcome::Ok { feedback, digest } => RunRecord::Success {
@@ -351,11 +361,17 @@ impl Engine {
             Outcome::Unchanged(digest) => RunRecord::Checked {
                 digest: digest.clone(),
             },
-            Outcome::Error(e) => RunRecord::Failure {
-                intent,
-                message: self.clean_message(&e.to_string()),
-                dispatched: e.dispatched(),
-            },
+            Outcome::Error(e) => {
+                let mut message = self.clean_message(&e.to_string());
+                if let Some(log) = log {
+                    message.push_str(&format!(" (run log: {})", log.display()));
+                }
+                RunRecord::Failure {
+                    intent,
+                    message,
+                    dispatched: e.dispatched(),
+                }
+            }
             Outcome::Deferred(msg) => RunRecord::Deferred {
                 intent,
                 message: self.clean_message(msg),
@@ -380,9 +396,11 @@ impl Engine {
         let stamp = run_stamp(now);
         let records: Vec<(RunRecord, f64)> = runs
             .iter()
-            .map(|(obj, phase, outcome, _)| {
+            .map(|(obj, phase, outcome, log)| {
+                let log = (!log.is_empty())
+                    .then(|| self.sys.run_log_path(&obj.model, &obj.key, *phase, &stamp));
                 (
-                    self.run_record(obj, *phase, outcome),
+                    self.run_record(obj, *phase, outcome, log.as_deref()),
                     backoff::unit_random(),
                 )
             })
@@ -555,6 +573,9 @@ impl Engine {
                 warn!(object = %obj.name(), error = %sys_error(&self.sys, e), "cannot move a purged object's folder aside");
             }
         }
+        if out.iter().any(Option::is_none) {
+            prune_deleted(&self.sys);
+        }
         Ok(out)
     }
 
@@ -629,6 +650,7 @@ impl SysWrites {
     /// and the cause (a full disk, a name the file system refuses).
     pub(crate) fn apply(self, sys: &SysDir) -> Vec<SysFailure> {
         let mut failed: Vec<SysFailure> = Vec::new();
+        let mut retired = false;
         for w in self.0 {
             let (model, key, result) = match w {
                 SysWrite::RunLog {
@@ -650,6 +672,7 @@ impl SysWrites {
                     (model, key, r)
                 }
                 SysWrite::Retire { model, key } => {
+                    retired = true;
                     let r = sys.retire(&model, &key);
                     (model, key, r)
                 }
@@ -666,7 +689,18 @@ impl SysWrites {
                 });
             }
         }
+        if retired {
+            prune_deleted(sys);
+        }
         failed
+    }
+}
+
+/// Trims `.deleted/` after folders moved there; a failure is only worth a warning (the
+/// folders stay until the next trim).
+fn prune_deleted(sys: &SysDir) {
+    if let Err(e) = sys.prune_deleted() {
+        warn!(error = %sys_error(sys, e), "cannot trim the sys dir's .deleted folder");
     }
 }
 

@@ -35,6 +35,8 @@ pub struct PassStats {
     pub blocked: usize,
     /// Suspects rendered again whose recipe had not changed.
     pub unchanged: usize,
+    /// Objects whose deletion finished: gone from the store.
+    pub purged: usize,
 }
 
 /// What a finished task hands back to the pass.
@@ -118,6 +120,10 @@ impl Engine {
         crate::store::sync_definitions(&*self.store, &self.definitions.digests())?;
         let counts = self.store.counts()?;
         if !self.resyncs() && counts.pending == 0 && counts.suspect == 0 {
+            tracing::debug!(
+                ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "idle pass: nothing pending"
+            );
             return Ok(PassStats {
                 idle: Some(counts),
                 ..PassStats::default()
@@ -248,15 +254,21 @@ impl Engine {
         }
         self.progress.finish();
         let stats = pass.stats.clone();
-        info!(
-            ran = stats.ran,
-            ok = stats.progress,
-            failed = stats.failed,
-            deferred = stats.deferred,
-            blocked = stats.blocked,
-            ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            "pass"
-        );
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // An idle daemon passes often: only passes that ran something are worth a line.
+        if stats.ran > 0 || stats.blocked > 0 {
+            info!(
+                ran = stats.ran,
+                ok = stats.progress,
+                failed = stats.failed,
+                deferred = stats.deferred,
+                blocked = stats.blocked,
+                ms,
+                "pass"
+            );
+        } else {
+            tracing::debug!(ms, "idle pass");
+        }
         Ok(stats)
     }
 
@@ -303,6 +315,7 @@ impl Engine {
         let idle = loop {
             summary.passes += 1;
             let stats = self.pass(&mut done, &rx, None).await?;
+            summary.purged += stats.purged;
             if stats.progress == 0 {
                 break stats.idle;
             }
@@ -539,6 +552,9 @@ impl Pass<'_> {
             self.flush()?;
             for (obj, phase) in finished {
                 self.stats.progress += 1;
+                if phase == Phase::Delete {
+                    self.stats.purged += 1;
+                }
                 if phase == Phase::Sync {
                     done.insert((obj.id, obj.book.generation));
                 }
@@ -681,6 +697,7 @@ impl Pass<'_> {
                 None => {
                     self.world.remove(obj.id);
                     self.stats.progress += 1;
+                    self.stats.purged += 1;
                     self.phases.remove(&obj.id);
                     self.queue.complete(obj.id);
                 }

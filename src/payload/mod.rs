@@ -61,11 +61,22 @@ impl Recipe {
                 (format!("{p}.sh"), rest_recipe::to_sh(plan, secrets, title)),
                 ("vars.json".to_owned(), vars),
             ],
-            Recipe::Playbook(plan) => vec![
-                (format!("{p}.yml"), plan.playbook.clone()),
-                ("inventory.yml".to_owned(), plan.inventory.clone()),
-                ("vars.json".to_owned(), vars),
-            ],
+            Recipe::Playbook(plan) => {
+                // After the "Rendered by" line: how to run this very file.
+                let (first, body) = plan
+                    .playbook
+                    .split_once('\n')
+                    .unwrap_or(("", &plan.playbook));
+                let recipe = format!(
+                    "{first}\n# Run from this folder: ansible-playbook -i inventory.yml {p}.yml\n{body}"
+                );
+                vec![
+                    (format!("{p}.yml"), recipe),
+                    ("inventory.yml".to_owned(), plan.inventory.clone()),
+                    ("ansible.cfg".to_owned(), plan.ansible_cfg.clone()),
+                    ("vars.json".to_owned(), vars),
+                ]
+            }
         }
     }
 }

@@ -26,6 +26,10 @@ pub struct PlaybookPlan {
     pub playbook: String,
     /// `inventory.yml`: the hosts the recipe targets.
     pub inventory: String,
+    /// `ansible.cfg` beside the recipe: `ansible-playbook` reads it from the folder it is
+    /// started in, so a person running the recipe there gets the roles and SSH policy the
+    /// engine uses without setting `ANSIBLE_CONFIG`.
+    pub ansible_cfg: String,
     /// The service's playbook and the hosts override, for the built-in runner.
     pub source: PathBuf,
     pub hosts: Option<String>,
@@ -137,13 +141,13 @@ pub fn render(
     }
     let body = serde_yaml::to_string(&Yaml::Sequence(out)).map_err(|e| e.to_string())?;
     let playbook = format!(
-        "# Rendered by stepsync from playbooks/{}: the attributes are play vars.\n# Run from this folder: ANSIBLE_CONFIG=../../ansible.cfg ansible-playbook -i inventory.yml {}\n{body}",
+        "# Rendered by stepsync from playbooks/{}: the attributes are play vars.\n{body}",
         playbook.display(),
-        "<this file>"
     );
     Ok(PlaybookPlan {
         playbook,
         inventory: inventory_yaml(cx, &targets)?,
+        ansible_cfg: ansible_cfg(cx.playbooks_dir, cx.ssh),
         source: file,
         hosts: hosts.map(str::to_owned),
     })
@@ -345,7 +349,7 @@ pub fn ansible_cfg(playbooks_dir: &Path, ssh: &Ssh) -> String {
     }
     format!(
         "# Written by stepsync: `ansible-playbook -i inventory.yml sync.yml` from an object's folder\n\
-         # (with ANSIBLE_CONFIG pointing here) does what the engine does.\n\
+         # (which has a copy of this file) does what the engine does.\n\
          [defaults]\nroles_path = {}\nhost_key_checking = {checking}\nretry_files_enabled = False\ninterpreter_python = auto_silent\n\n\
          [ssh_connection]\nssh_args = {ssh_args}\n",
         roles.display()

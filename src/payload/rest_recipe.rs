@@ -49,7 +49,16 @@ pub fn to_http(plan: &RestPlan, secrets: &Secrets, title: &str) -> String {
         }
         out.push_str(&format!("# @timeout {}\n", req.timeout_ms));
         if let Some(codes) = &req.expect {
-            let list: Vec<String> = codes.iter().map(u16::to_string).collect();
+            let list: Vec<String> = runs(codes)
+                .into_iter()
+                .map(|(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                })
+                .collect();
             out.push_str(&format!("# @expect {}\n", list.join(",")));
         }
         out.push_str(&format!(
@@ -159,14 +168,19 @@ pub fn parse_http(
         }
         let get = |k: &str| meta.iter().find(|(mk, _)| mk == k).map(|(_, v)| v.clone());
         let codes = |v: String| -> Result<Vec<u16>, String> {
-            v.split(',')
-                .filter(|s| !s.is_empty())
-                .map(|c| {
-                    c.trim()
-                        .parse::<u16>()
-                        .map_err(|e| format!("bad status code `{c}`: {e}"))
-                })
-                .collect()
+            let code = |c: &str| {
+                c.trim()
+                    .parse::<u16>()
+                    .map_err(|e| format!("bad status code `{c}`: {e}"))
+            };
+            let mut out = Vec::new();
+            for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                match part.split_once('-') {
+                    Some((a, b)) => out.extend(code(a)?..=code(b)?),
+                    None => out.push(code(part)?),
+                }
+            }
+            Ok(out)
         };
         let req = HttpRequest {
             basic_auth,
@@ -265,13 +279,42 @@ fn curl(secrets: &Secrets, req: &HttpRequest, extra: &str) -> String {
     cmd
 }
 
+/// Status codes as runs of consecutive codes (`200-299,404` rather than 101 numbers).
+fn runs(codes: &[u16]) -> Vec<(u16, u16)> {
+    let mut sorted = codes.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for c in sorted {
+        match out.last_mut() {
+            Some((_, end)) if end.checked_add(1) == Some(c) => *end = c,
+            _ => out.push((c, c)),
+        }
+    }
+    out
+}
+
+/// A shell `case` pattern for the codes: a whole hundred as `2??`, other runs code by code.
+fn case_pattern(codes: &[u16]) -> String {
+    let mut parts = Vec::new();
+    for (a, b) in runs(codes) {
+        let (mut c, b) = (u32::from(a), u32::from(b));
+        while c <= b {
+            if c % 100 == 0 && c + 99 <= b {
+                parts.push(format!("{}??", c / 100));
+                c += 100;
+            } else {
+                parts.push(c.to_string());
+                c += 1;
+            }
+        }
+    }
+    parts.join("|")
+}
+
 fn status_check(req: &HttpRequest, what: &str) -> String {
     let pattern = match &req.expect {
-        Some(codes) if !codes.is_empty() => codes
-            .iter()
-            .map(u16::to_string)
-            .collect::<Vec<_>>()
-            .join("|"),
+        Some(codes) if !codes.is_empty() => case_pattern(codes),
         _ => "2??".to_owned(),
     };
     format!(
@@ -366,4 +409,19 @@ pub fn to_sh(plan: &RestPlan, secrets: &Secrets, title: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_are_written_as_ranges() {
+        let mut codes: Vec<u16> = (200..=299).collect();
+        codes.push(404);
+        assert_eq!(runs(&codes), [(200, 299), (404, 404)]);
+        assert_eq!(case_pattern(&codes), "2??|404");
+        assert_eq!(case_pattern(&[200, 201, 204]), "200|201|204");
+        assert_eq!(case_pattern(&[65535]), "65535");
+    }
 }

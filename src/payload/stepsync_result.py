@@ -52,7 +52,16 @@ class CallbackModule(CallbackBase):
         if ignore_errors or self.message is not None:
             return
         r = _res(result)
-        msg = r.get("msg") or r.get("stderr") or r.get("stdout") or "task failed"
+        msg = r.get("msg") or "task failed"
+        # As the built-in runner says it: a command's rc and its last line on stderr (else
+        # stdout), usually the reason; the run log has the rest.
+        if isinstance(r.get("rc"), int):
+            msg = "%s (rc %d)" % (msg, r["rc"])
+            for stream in ("stderr", "stdout"):
+                lines = [l.strip() for l in str(r.get(stream) or "").splitlines() if l.strip()]
+                if lines:
+                    msg = "%s: %s" % (msg, lines[-1])
+                    break
         task = getattr(result, "task_name", None) or getattr(getattr(result, "_task", None), "name", "")
         self.message = "%s: %s: %s" % (_host(result), task, msg)
 

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use indexmap::IndexMap;
 
-use super::spec::{AuthSpec, FeedbackSpec, PayloadSpec, RequestSpec, RestSpec, StepdefSpec};
+use super::spec::{
+    AuthSpec, FeedbackSpec, PayloadSpec, RequestSpec, RestDefaultsSpec, RestSpec, StepdefSpec,
+};
 use super::{Actuator, Auth, Feedback, Payload, PayloadKind, PlaybookRef, Request, Rest};
 use crate::diag::{Diagnostic, Diagnostics, expected_hint};
 use crate::model::Schema;
@@ -18,6 +20,8 @@ pub(super) struct Cx<'a> {
     pub(super) src: &'a Source,
     pub(super) templates: &'a mut Templates,
     pub(super) diags: &'a mut Diagnostics,
+    /// The stepdef's `rest_defaults:`, merged into each of its requests.
+    pub(super) rest_defaults: Option<RestDefaultsSpec>,
 }
 
 impl Cx<'_> {
@@ -104,6 +108,7 @@ impl Cx<'_> {
             return None;
         };
         let before = self.diags.0.len();
+        self.rest_defaults = spec.rest_defaults.as_ref().map(|d| d.value.clone());
         let attributes = self.vars(&spec.attributes, "attribute");
         let sync = spec.sync.as_ref().and_then(|p| self.payload(p, false));
         let delete = spec.delete.as_ref().and_then(|p| self.payload(p, true));
@@ -344,8 +349,16 @@ impl Cx<'_> {
             return None;
         };
         let url = self.tmpl(url)?;
+        let defaults = self.rest_defaults.clone();
         let mut headers = Vec::new();
-        for (k, v) in &f.headers {
+        // The defaults' headers first, then the request's own; a header the request sets
+        // replaces the default of the same name (header names are case-insensitive).
+        let own = |name: &str| f.headers.keys().any(|k| k.value.eq_ignore_ascii_case(name));
+        let default_headers = defaults
+            .iter()
+            .flat_map(|d| &d.headers)
+            .filter(|(k, _)| !own(&k.value));
+        for (k, v) in default_headers.chain(&f.headers) {
             if reqwest::header::HeaderName::from_bytes(k.value.as_bytes()).is_err() {
                 self.error(
                     self.src
@@ -357,7 +370,14 @@ impl Cx<'_> {
                 headers.push((k.value.clone(), t));
             }
         }
-        let auth = f.auth.as_ref().and_then(|a| self.auth(a));
+        let auth = match f
+            .auth
+            .as_ref()
+            .or(defaults.as_ref().and_then(|d| d.auth.as_ref()))
+        {
+            Some(a) => self.auth(a),
+            None => None,
+        };
         let body = match &f.body {
             Some(b) => Some(self.value(b)?),
             None => None,
@@ -368,7 +388,7 @@ impl Cx<'_> {
             headers,
             auth,
             body,
-            timeout: f.timeout,
+            timeout: f.timeout.or(defaults.and_then(|d| d.timeout)),
             expect: f.expect.clone().or(default_expect),
         })
     }

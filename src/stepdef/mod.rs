@@ -42,14 +42,31 @@ impl Stepdefs {
     pub fn load(
         dir: &Path,
         schema: &Schema,
-        mut templates: Templates,
+        templates: Templates,
     ) -> Result<Stepdefs, Diagnostics> {
+        let (stepdefs, diags) = Stepdefs::load_partial(dir, schema, templates);
+        diags.into_result()?;
+        Ok(stepdefs)
+    }
+
+    /// Every stepdef that loads, and the problems of those that do not: `validate` checks
+    /// the good ones further instead of stopping at the first bad file.
+    pub fn load_partial(
+        dir: &Path,
+        schema: &Schema,
+        mut templates: Templates,
+    ) -> (Stepdefs, Diagnostics) {
         let root = in_dir(dir, Path::new(STEPDEFS_DIR));
         let mut diags = Diagnostics::default();
         let mut actuators: IndexMap<String, Actuator> = IndexMap::new();
         let files = if root.is_dir() {
-            yaml_files(&root)
-                .map_err(|e| Diagnostic::in_file(format!("cannot list: {e}"), &root))?
+            match yaml_files(&root) {
+                Ok(f) => f,
+                Err(e) => {
+                    diags.push(Diagnostic::in_file(format!("cannot list: {e}"), &root));
+                    Vec::new()
+                }
+            }
         } else {
             Vec::new()
         };
@@ -75,6 +92,7 @@ impl Stepdefs {
                 src: &src,
                 templates: &mut templates,
                 diags: &mut diags,
+                rest_defaults: None,
             };
             let model_at = src.origin(&spec.model);
             if let Some(a) = cx.actuator(spec, schema) {
@@ -93,10 +111,12 @@ impl Stepdefs {
                 }
             }
         }
-        diags.into_result()?;
-        Ok(Stepdefs {
-            actuators,
-            templates,
-        })
+        (
+            Stepdefs {
+                actuators,
+                templates,
+            },
+            diags,
+        )
     }
 }

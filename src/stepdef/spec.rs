@@ -37,6 +37,11 @@ pub(crate) struct StepdefSpec {
         transform = crate::json_schema::forbid_reserved
     )]
     pub(super) attributes: IndexMap<Spanned<String>, Spanned<Node>>,
+    /// Settings every REST request of this stepdef shares (sync, delete, observe, create,
+    /// update); a request's own keys override them.
+    #[serde(default)]
+    #[schemars(with = "Option<RestDefaultsSpec>")]
+    pub(super) rest_defaults: Option<Spanned<RestDefaultsSpec>>,
     /// What creates or updates the backend object.
     #[serde(default)]
     #[schemars(with = "Option<PayloadSpec>")]
@@ -260,6 +265,28 @@ pub(super) struct JsonPathSpec {
         extend("pattern" = "^\\$", "patternErrorMessage" = "a JSONPath starts with `$`, e.g. `$.id`")
     )]
     pub(super) jsonpath: Spanned<String>,
+}
+
+/// `rest_defaults:` (SPEC §6.2): what the requests of a stepdef have in common.
+#[derive(Deserialize, Clone, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "RestDefaults")]
+pub(super) struct RestDefaultsSpec {
+    /// Header name -> value (a template), sent with every request unless the request sets
+    /// the same header.
+    #[serde(default)]
+    #[schemars(with = "IndexMap<String, String>", extend("propertyNames" = {
+            "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+            "patternErrorMessage": "not a valid header name"
+        }))]
+    pub(super) headers: IndexMap<Spanned<String>, Spanned<String>>,
+    /// Authentication of every request that has no `auth:` of its own.
+    #[serde(default)]
+    #[schemars(with = "Option<AuthSpec>")]
+    pub(super) auth: Option<Spanned<AuthSpec>>,
+    /// Timeout of every request that has no `timeout:` of its own.
+    #[serde(default)]
+    pub(super) timeout: Option<Dur>,
 }
 
 /// Request authentication.

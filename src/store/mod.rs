@@ -155,6 +155,9 @@ pub trait Store: ReadOps + Send + Sync {
     -> Result<bool, StoreError>;
     /// Per-status totals and the pending count, as one aggregate query.
     fn counts(&self) -> Result<Counts, StoreError>;
+    /// Objects per model (every model with at least one, sorted by name), as one aggregate
+    /// query: for `get` without a model and for finding models the schema lost.
+    fn counts_by_model(&self) -> Result<Vec<(String, usize)>, StoreError>;
     /// Starts a write transaction that excludes other writers until it ends.
     fn write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError>;
     /// The objects whose folders the last pass may have left half written (see

@@ -455,6 +455,21 @@ impl Store for SqliteStore {
         Ok(counts)
     }
 
+    fn counts_by_model(&self) -> Result<Vec<(String, usize)>, StoreError> {
+        let conn = self.lock();
+        let run = || -> rusqlite::Result<Vec<(String, i64)>> {
+            let mut st = conn.prepare_cached(
+                "SELECT model, COUNT(*) FROM objects GROUP BY model ORDER BY model",
+            )?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+        };
+        let rows = run().map_err(sql_err(&self.path))?;
+        Ok(rows
+            .into_iter()
+            .map(|(m, n)| (m, usize::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
     fn journaled(&self) -> Result<Vec<(i64, String, String)>, StoreError> {
         let conn = self.lock();
         let run = || -> rusqlite::Result<Vec<(i64, String, String)>> {

@@ -272,17 +272,34 @@ impl Templates {
             origin: Some(t.origin.clone()),
             message: describe(&e),
         };
+        // An undefined value is named by the expression that read it: the error's range in
+        // the compiled source.
+        let err_in = |source: &str| {
+            let source = source.to_owned();
+            move |e: minijinja::Error| {
+                let mut message = describe(&e);
+                if e.kind() == ErrorKind::UndefinedError
+                    && let Some(expr) = e.range().and_then(|r| source.get(r))
+                {
+                    message = format!("{message}: `{}` is undefined", expr.trim());
+                }
+                RenderError {
+                    origin: Some(t.origin.clone()),
+                    message,
+                }
+            }
+        };
         match &t.kind {
             Kind::Literal => Ok(serde_json::Value::String(t.text.clone())),
             Kind::Text(name) => {
                 let tmpl = self.env.get_template(name).map_err(err)?;
                 render_bounded(&tmpl, ctx)
                     .map(serde_json::Value::String)
-                    .map_err(err)
+                    .map_err(err_in(tmpl.source()))
             }
             Kind::Native(name) => {
                 let tmpl = self.env.get_template(name).map_err(err)?;
-                let captured = tmpl.render_captured(ctx).map_err(err)?;
+                let captured = tmpl.render_captured(ctx).map_err(err_in(tmpl.source()))?;
                 let value = captured
                     .state()
                     .lookup("__native")
@@ -614,6 +631,10 @@ mod tests {
         assert!(e.message.contains("undefined"), "{}", e.message);
         let e = render("a {{ nope.x }}", context! {}).unwrap_err();
         assert!(e.message.contains("undefined"));
+        // The expression that read the undefined value is named.
+        let ctx = context! { vars => context! { controller => "http://c" } };
+        let e = render("{{ vars.controler }}/x", ctx).unwrap_err();
+        assert!(e.message.contains("`vars.controler`"), "{}", e.message);
     }
 
     #[test]

@@ -221,7 +221,7 @@ impl Exec {
                 m.insert(task.loop_var.clone(), i.clone());
             }
             if r.failed && items.is_none() {
-                let msg = r.msg.clone().unwrap_or_else(|| "task failed".into());
+                let msg = failure_text(&r);
                 self.log
                     .push_str(&format!("fatal: [{host}]: FAILED! => {shown}\n"));
                 if !task.ignore_errors {
@@ -301,4 +301,25 @@ fn short(v: &Json, hidden: bool) -> String {
         Json::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// A failed task's message for the object's status: the module's `msg`, and for commands
+/// their return code and the last line they printed on stderr (else stdout), which is
+/// usually the reason. The run log has the rest.
+fn failure_text(r: &ModResult) -> String {
+    let mut msg = r.msg.clone().unwrap_or_else(|| "task failed".into());
+    if let Some(rc) = r.data.get("rc").and_then(Json::as_i64) {
+        msg.push_str(&format!(" (rc {rc})"));
+        let last = |k: &str| {
+            r.data
+                .get(k)
+                .and_then(Json::as_str)
+                .and_then(|s| s.lines().rev().find(|l| !l.trim().is_empty()))
+                .map(|l| l.trim().to_owned())
+        };
+        if let Some(line) = last("stderr").or_else(|| last("stdout")) {
+            msg.push_str(&format!(": {line}"));
+        }
+    }
+    msg
 }
