@@ -447,7 +447,9 @@ fn a_sys_dir_write_that_fails_is_an_error_of_that_object_only() {
         .stdout_contains("run: 2 ok, 1 error")
         .run();
     assert!(
-        out.stdout.contains("Site/b error: sys dir "),
+        out.stdout
+            .lines()
+            .any(|l| l.contains("Site/b error (retry in ") && l.contains("): sys dir ")),
         "{}",
         out.stdout
     );

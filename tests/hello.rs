@@ -75,6 +75,26 @@ fn hello_servers_start_restart_on_change_and_stop_on_delete(runner: &str) {
         format!("http://127.0.0.1:{p1}/")
     );
     let (pid1, pid2) = (pid(&packages, "hello-1"), pid(&packages, "hello-2"));
+    // A server started by its first run is not restarted by the handler the same run
+    // notified: the handler is skipped.
+    let runs = svc.path().join(".stepsync/sys/HelloServer/hello-1/runs");
+    let first = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let log = std::fs::read_to_string(first).unwrap();
+    let handler = log.split("restart hello server]").nth(1).unwrap_or("");
+    let result = handler
+        .lines()
+        .skip(1)
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    if !result.is_empty() && !result.starts_with("skipping") {
+        cleanup();
+        panic!("the first run restarted the server it started:\n{log}");
+    }
 
     // The recipe, run again by hand right after the engine: nothing changes, no restart.
     let dir = svc.path().join(".stepsync/sys/HelloServer/hello-1");
