@@ -409,22 +409,32 @@ fn check_secrets(svc: &Service, t: &Tmpl, diags: &mut Diagnostics) {
 /// value on every run.
 fn check_vars(svc: &Service, templates: &Templates, t: &Tmpl, diags: &mut Diagnostics) {
     let declared: Vec<&str> = svc.config.vars.keys().map(String::as_str).collect();
-    for path in templates.free_variables(t) {
-        let mut parts = path.split('.');
-        if parts.next() != Some("vars") {
-            continue;
-        }
-        let Some(name) = parts.next() else { continue };
-        if !declared.contains(&name) {
+    for (_, name) in members_read(templates, t, "vars") {
+        if !declared.contains(&name.as_str()) {
             diags.push(
                 t.origin
                     .diag(format!(
                         "`vars.{name}` is not a service var: stepsync.yaml's `vars:` has no `{name}`"
                     ))
-                    .with_hint(expected_hint(name, &declared)),
+                    .with_hint(expected_hint(&name, &declared)),
             );
         }
     }
+}
+
+/// The members of `root` that `t` reads (`vars.x.y` gives `x`), with the whole path.
+fn members_read(templates: &Templates, t: &Tmpl, root: &str) -> Vec<(String, String)> {
+    templates
+        .free_variables(t)
+        .into_iter()
+        .filter_map(|path| {
+            let mut parts = path.split('.');
+            (parts.next() == Some(root))
+                .then(|| parts.next().map(str::to_owned))
+                .flatten()
+                .map(|name| (path.clone(), name))
+        })
+        .collect()
 }
 
 /// The fields of `result` (SPEC §6.4) for each payload kind.
@@ -454,17 +464,12 @@ fn check_result(templates: &Templates, t: &Tmpl, kinds: &[&PayloadKind], diags: 
         return;
     }
     known.dedup();
-    for path in templates.free_variables(t) {
-        let mut parts = path.split('.');
-        if parts.next() != Some("result") {
-            continue;
-        }
-        let Some(name) = parts.next() else { continue };
-        if !known.contains(&name) {
+    for (path, name) in members_read(templates, t, "result") {
+        if !known.contains(&name.as_str()) {
             diags.push(
                 t.origin
                     .diag(format!("`result` has no field `{name}` (in `{path}`)"))
-                    .with_hint(expected_hint(name, &known)),
+                    .with_hint(expected_hint(&name, &known)),
             );
         }
     }
