@@ -19,7 +19,7 @@ pub struct Inventory {
 
 impl Inventory {
     pub fn load(path: &Path) -> Result<Inventory, Diagnostics> {
-        let src = Source::read(path)?;
+        let src = Source::read_ansible(path)?;
         let docs = src.documents()?;
         let mut inv = Inventory::default();
         let mut diags = Diagnostics::default();

@@ -566,7 +566,7 @@ fn check_playbook(svc: &Service, rel: &Path, named_at: &Origin, diags: &mut Diag
     };
     if svc.config.runner != Runner::Builtin {
         // ansible-playbook decides what is valid; the YAML must still read.
-        if let Err(d) = Source::read(&path).and_then(|s| s.documents().map(|_| ())) {
+        if let Err(d) = Source::read_ansible(&path).and_then(|s| s.documents().map(|_| ())) {
             diags.push(d);
         }
         return;

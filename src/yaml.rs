@@ -9,6 +9,9 @@ pub use serde_saphyr::Spanned;
 
 use crate::diag::{Diagnostic, Origin, Pos, expected_hint};
 
+mod yaml11;
+pub use yaml11::resolve as resolve_yaml11;
+
 /// A YAML value that remembers where each of its parts came from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node {
@@ -128,12 +131,27 @@ pub fn pos<T>(s: &Spanned<T>) -> Option<Pos> {
     })
 }
 
+/// Which YAML a file is read as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// stepsync's own files: YAML 1.2 core, so a key `no` or a version `1.10` means what
+    /// it says.
+    #[default]
+    Yaml12,
+    /// Files Ansible reads (playbooks, roles, vars files, inventories): YAML 1.1 as PyYAML
+    /// reads it, so the same file means the same to both runners (`0644` is octal, `yes` a
+    /// boolean).
+    Ansible,
+}
+
 /// A user file held in memory, so diagnostics can quote it.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub path: PathBuf,
     /// Shared with every [`Origin`] taken from this file.
     pub text: std::sync::Arc<str>,
+    /// How [`Source::documents`] reads plain scalars.
+    pub dialect: Dialect,
 }
 
 impl Source {
@@ -145,6 +163,7 @@ impl Source {
             Ok(text) => Ok(Source {
                 path: path.to_path_buf(),
                 text: text.into(),
+                dialect: Dialect::Yaml12,
             }),
             Err(e) => {
                 let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
@@ -177,6 +196,20 @@ impl Source {
         Source {
             path: path.into(),
             text: text.into().into(),
+            dialect: Dialect::Yaml12,
+        }
+    }
+
+    /// Reads a file that Ansible reads too, with its YAML 1.1 meanings ([`Dialect::Ansible`]).
+    pub fn read_ansible(path: &Path) -> Result<Source, Diagnostic> {
+        Source::read(path).map(Source::ansible)
+    }
+
+    /// This file read with Ansible's YAML 1.1 meanings.
+    pub fn ansible(self) -> Source {
+        Source {
+            dialect: Dialect::Ansible,
+            ..self
         }
     }
 
@@ -199,7 +232,9 @@ impl Source {
         }
     }
 
-    /// Deserializes the single document of this file into a typed structure.
+    /// Deserializes the single document of this file into a typed structure. Always YAML
+    /// 1.2: only stepsync's own files are read into types; Ansible's go through
+    /// [`Source::documents`].
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Diagnostic> {
         // Syntax first, as a compiler does: the typed pass reads as it goes and would report
         // a type error met before a syntax error further on (an unclosed `{` then shows as a
@@ -223,8 +258,13 @@ impl Source {
 
     /// Every document of this file, positions kept. An empty file has no documents.
     pub fn documents(&self) -> Result<Vec<Spanned<Node>>, Diagnostic> {
-        serde_saphyr::from_multiple_with_options(&self.text, options())
-            .map_err(|e| self.convert(&e))
+        let mut docs: Vec<Spanned<Node>> =
+            serde_saphyr::from_multiple_with_options(&self.text, options())
+                .map_err(|e| self.convert(&e))?;
+        if self.dialect == Dialect::Ansible {
+            yaml11::apply(&self.text, &mut docs);
+        }
+        Ok(docs)
     }
 
     fn convert(&self, e: &serde_saphyr::Error) -> Diagnostic {

@@ -67,7 +67,7 @@ pub fn render(
 ) -> Result<PlaybookPlan, String> {
     let file = cx.playbooks_dir.join(playbook);
     // Read as every user file is (positions in errors); serde_yaml only writes the recipe.
-    let src = Source::read(&file).map_err(|d| d.to_string())?;
+    let src = Source::read_ansible(&file).map_err(|d| d.to_string())?;
     let doc = src
         .documents()
         .map_err(|d| d.to_string())?
@@ -153,21 +153,25 @@ pub fn render(
     })
 }
 
-/// A YAML value of the project's reader, for writing back out with serde_yaml. The reader
-/// keeps neither tags nor how a scalar was written; both matter to `ansible-playbook`, so
-/// they are taken from the text (see [`raw_scalar`]).
+/// A YAML value of the project's reader, for writing back out with serde_yaml. The playbook
+/// is read with Ansible's YAML 1.1 meanings, so numbers and booleans are written as the
+/// values Ansible reads (`0644` as 420). The reader keeps no tags; they matter to
+/// `ansible-playbook` and are taken from the text (see [`raw_scalar`]).
 fn to_yaml(src: &Source, n: &Spanned<Node>) -> Yaml {
-    let raw = || raw_scalar(&src.text, n);
     let plain = match &n.value {
         Node::Null => Yaml::Null,
         Node::Bool(b) => Yaml::Bool(*b),
-        // `0644` and `1_000` are strings to YAML 1.2 writers but numbers to the reader: kept
-        // as written, so Ansible reads them as it would the playbook itself.
-        Node::Int(_) | Node::Float(_) if raw().is_some_and(|r| !plain_number(r.1)) => {
-            Yaml::String(raw().map(|r| r.1.to_owned()).unwrap_or_default())
-        }
         Node::Int(i) => Yaml::Number((*i).into()),
         Node::Float(f) => Yaml::Number((*f).into()),
+        // serde_yaml quotes only what YAML 1.2 reads as another type: `'yes'`, `'1_000'` or
+        // `'1:30'` would come out plain and read back as a boolean or a number. `!unsafe`
+        // keeps them strings; such a string holds no template for it to change.
+        Node::Str(s) if !matches!(crate::yaml::resolve_yaml11(s), Node::Str(_)) => {
+            Yaml::Tagged(Box::new(TaggedValue {
+                tag: Tag::new("unsafe"),
+                value: Yaml::String(s.clone()),
+            }))
+        }
         Node::Str(s) => Yaml::String(s.clone()),
         Node::Seq(items) => Yaml::Sequence(items.iter().map(|i| to_yaml(src, i)).collect()),
         Node::Map(entries) => Yaml::Mapping(
@@ -177,9 +181,14 @@ fn to_yaml(src: &Source, n: &Spanned<Node>) -> Yaml {
                 .collect(),
         ),
     };
-    match raw().and_then(|r| r.0) {
+    match raw_scalar(&src.text, n).and_then(|r| r.0) {
         // `!unsafe` (and `!vault`) tell Ansible how to treat the value.
-        Some(tag) if !matches!(plain, Yaml::Sequence(_) | Yaml::Mapping(_)) => {
+        Some(tag)
+            if !matches!(
+                plain,
+                Yaml::Sequence(_) | Yaml::Mapping(_) | Yaml::Tagged(_)
+            ) =>
+        {
             Yaml::Tagged(Box::new(TaggedValue {
                 tag: Tag::new(tag),
                 value: plain,
@@ -212,15 +221,6 @@ fn raw_scalar<'a>(text: &'a str, n: &Spanned<Node>) -> Option<(Option<&'a str>, 
         .and_then(|w| w.strip_prefix('!'))
         .filter(|t| !t.is_empty() && !t.starts_with('!'));
     Some((tag, token))
-}
-
-/// Whether a number token reads the same to every YAML writer: no leading zero, no `_`.
-fn plain_number(token: &str) -> bool {
-    let digits = token.trim_start_matches(['-', '+']);
-    let leading_zero = digits.len() > 1
-        && digits.starts_with('0')
-        && digits[1..].starts_with(|c: char| c.is_ascii_digit());
-    !leading_zero && !token.contains('_')
 }
 
 /// A data-model value for a play var. Strings are `!unsafe`, so Ansible never renders them
@@ -436,15 +436,17 @@ mod tests {
 
     #[test]
     fn playbook_values_are_written_back_as_ansible_reads_them() {
+        // Read as Ansible reads it (YAML 1.1), written so Ansible reads the same values back.
         let src = Source::from_text(
             "p.yml",
-            "- a: !unsafe '{{ x }}'\n  mode: 0644\n  n: 5\n  f: 1.5\n  big: 1_000\n  m: {k: !unsafe v, o: 0755}\n",
-        );
+            "- a: !unsafe '{{ x }}'\n  mode: 0644\n  n: 5\n  f: 1.5\n  big: 1_000\n  m: {k: !unsafe v, o: 0755}\n  b: yes\n  q: 'yes'\n  t: '1:30'\n  s: 'x'\n",
+        )
+        .ansible();
         let docs = src.documents().expect("yaml");
         let out = serde_yaml::to_string(&to_yaml(&src, &docs[0])).expect("write");
         assert_eq!(
             out,
-            "- a: !unsafe '{{ x }}'\n  mode: '0644'\n  n: 5\n  f: 1.5\n  big: 1_000\n  m:\n    k: !unsafe v\n    o: '0755'\n"
+            "- a: !unsafe '{{ x }}'\n  mode: 420\n  n: 5\n  f: 1.5\n  big: 1000\n  m:\n    k: !unsafe v\n    o: 493\n  b: true\n  q: !unsafe yes\n  t: !unsafe 1:30\n  s: x\n"
         );
     }
 }

@@ -284,7 +284,7 @@ pub fn load_task_file_partial(path: &Path, role: Option<&str>) -> (Vec<Task>, Di
 }
 
 fn load_playbook_with(cx: &Cx, path: &Path, roles: &Roles) -> Result<Vec<Play>, Diagnostics> {
-    let src = Source::read(path)?;
+    let src = Source::read_ansible(path)?;
     let docs = src.documents()?;
     // Ansible refuses an empty playbook too: it is a file someone forgot to write.
     let Some(doc) = docs.first().filter(|d| d.value != Node::Null) else {
@@ -396,7 +396,7 @@ fn load_play(
         }
         seen.push(&r.name);
         if let Some(h) = roles.main(&r.name, "handlers") {
-            let hsrc = Source::read(&h)?;
+            let hsrc = Source::read_ansible(&h)?;
             let docs = hsrc.documents()?;
             if let Some(doc) = docs.first() {
                 let hbase = h.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -453,7 +453,7 @@ pub fn load_task_file(path: &Path, role: Option<&str>) -> Result<Vec<Task>, Diag
 }
 
 fn load_task_file_with(cx: &Cx, path: &Path, role: Option<&str>) -> Result<Vec<Task>, Diagnostics> {
-    let src = Source::read(path)?;
+    let src = Source::read_ansible(path)?;
     let docs = src.documents()?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     match docs.first() {

@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
@@ -11,8 +12,13 @@ use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value as Json;
 
 use crate::template::{
-    add_filters, describe, from_serde, render_bounded, set_bounds, single_expression,
+    add_filters, defined_chains, defined_chains_in, describe, from_serde, render_bounded,
+    set_bounds, single_expression,
 };
+
+/// What Ansible's `template` action defines as `ansible_managed` (its `DEFAULT_MANAGED_STR`
+/// since ansible-core 2.19 dropped the date and user from it).
+pub const ANSIBLE_MANAGED: &str = "Ansible managed";
 
 /// A variable: a template (from a playbook or role) or data (attributes, facts, results).
 #[derive(Debug, Clone)]
@@ -181,15 +187,62 @@ impl Templar {
     /// [`render_bounded`].
     pub fn render_template(&self, text: &str, ctx: &Value) -> Result<String, String> {
         self.env
-            .template_from_str(text)
+            .template_from_str(&defined_chains_in(text))
+            .and_then(|t| render_bounded(&t, ctx))
+            .map_err(|e| describe(&e))
+    }
+
+    /// Renders a template file for the `template` module as Ansible's template action does:
+    /// `{% include %}`, `{% import %}` and `{% extends %}` find their files in `search`, in
+    /// order, and `ansible_managed` is defined.
+    pub fn render_template_file(
+        &self,
+        text: &str,
+        ctx: &Value,
+        search: Vec<PathBuf>,
+    ) -> Result<String, String> {
+        // The loader belongs to the environment, and each task has its own search path (its
+        // role's); an environment per file also keeps one role's `child.j2` out of the next
+        // role's cache.
+        let mut env = self.env.clone();
+        env.set_loader(
+            move |name: &str| -> Result<Option<String>, minijinja::Error> {
+                // Jinja2's FileSystemLoader: names are relative, `..` may not climb out.
+                let rel = Path::new(name);
+                if rel.is_absolute()
+                    || rel
+                        .components()
+                        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+                {
+                    return Ok(None);
+                }
+                for dir in &search {
+                    let p = dir.join(rel);
+                    if p.is_file() {
+                        return std::fs::read_to_string(&p)
+                            .map(|t| Some(defined_chains_in(&t).into_owned()))
+                            .map_err(|e| {
+                                minijinja::Error::new(
+                                    ErrorKind::TemplateNotFound,
+                                    format!("cannot read {}: {e}", p.display()),
+                                )
+                            });
+                    }
+                }
+                Ok(None)
+            },
+        );
+        let ctx = Value::from_object(TemplateVars { base: ctx.clone() });
+        env.template_from_str(&defined_chains_in(text))
             .and_then(|t| render_bounded(&t, ctx))
             .map_err(|e| describe(&e))
     }
 
     pub fn eval(&self, expr: &str, ctx: &Value) -> Result<Value, String> {
+        let code = defined_chains(expr);
         let e = self
             .env
-            .compile_expression(expr)
+            .compile_expression(&code)
             .map_err(|e| format!("`{expr}`: {}", describe(&e)))?;
         e.eval(ctx)
             .map_err(|e| format!("`{expr}`: {}", describe(&e)))
@@ -237,6 +290,40 @@ fn literal(text: &str) -> Option<Json> {
 struct Ctx {
     scope: Scope,
     templar: Arc<Templar>,
+}
+
+/// The variables of a `template` task plus those Ansible's template action adds on top.
+struct TemplateVars {
+    base: Value,
+}
+
+impl std::fmt::Debug for TemplateVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("vars")
+    }
+}
+
+impl Object for TemplateVars {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        if key.as_str() == Some("ansible_managed") {
+            return Some(Value::from(ANSIBLE_MANAGED));
+        }
+        self.base.get_item(key).ok().filter(|v| !v.is_undefined())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let mut names: Vec<Value> = self
+            .base
+            .try_iter()
+            .map(|i| i.collect())
+            .unwrap_or_default();
+        names.push(Value::from("ansible_managed"));
+        Enumerator::Values(names)
+    }
 }
 
 impl std::fmt::Debug for Ctx {

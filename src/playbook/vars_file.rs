@@ -45,7 +45,7 @@ pub fn load_vars_file(
             None => Diagnostic::in_file(msg, path),
         });
     }
-    let src = Source::read(path)?;
+    let src = Source::read_ansible(path)?;
     let docs = src.documents()?;
     let Some(doc) = docs.first() else {
         return Ok(Vec::new());

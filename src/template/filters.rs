@@ -1,12 +1,12 @@
 //! The filters of every template environment (stepdefs and playbooks alike): Ansible's
-//! everyday ones, on top of minijinja's built-ins.
+//! everyday ones, on top of minijinja's built-ins; and the Python methods Ansible users call
+//! on values (`d.items()`, `s.split(',')`, `s.startswith('x')`, ...).
 
 use base64::Engine as _;
 use minijinja::value::Value;
 use minijinja::{Environment, ErrorKind};
 
 use super::from_serde;
-use crate::yaml::Node;
 
 /// `default(x[, boolean])`: `x` for an undefined or `none` value (and, with `boolean`, any
 /// false one), as stepdefs read unset fields.
@@ -28,6 +28,9 @@ const URL_SAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERI
     .remove(b'~');
 
 pub(crate) fn add_filters(env: &mut Environment<'static>) {
+    // Jinja2 templates call Python's methods of str, dict and list; minijinja's values have
+    // none of their own, and its Python compatibility layer supplies them.
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_filter("urlencode", |v: Value| -> String {
         let text = match v.as_str() {
             Some(s) => s.to_owned(),
@@ -57,11 +60,20 @@ pub(crate) fn add_filters(env: &mut Environment<'static>) {
                 minijinja::Error::new(ErrorKind::InvalidOperation, format!("from_json: {e}"))
             })
     });
+    // Ansible's `from_yaml` is PyYAML's: YAML 1.1 (`yes` a boolean, `0644` octal).
     env.add_filter("from_yaml", |s: &str| -> Result<Value, minijinja::Error> {
-        serde_saphyr::from_str::<Node>(s)
-            .map(|n| from_serde(n.to_json()))
-            .map_err(|e| {
-                minijinja::Error::new(ErrorKind::InvalidOperation, format!("from_yaml: {e}"))
+        crate::yaml::Source::from_text("from_yaml", s)
+            .ansible()
+            .documents()
+            .map(|docs| {
+                docs.first()
+                    .map_or(Value::from(()), |d| from_serde(d.value.to_json()))
+            })
+            .map_err(|d| {
+                minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("from_yaml: {}", d.message),
+                )
             })
     });
     env.add_filter("b64encode", |s: &str| {

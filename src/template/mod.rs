@@ -171,10 +171,13 @@ impl Templates {
             let name = format!("{}#{}", origin.short(), self.count);
             let (source, kind) = match single_expression(text) {
                 Some(expr) => (
-                    format!("{{% set __native = ({expr}) %}}"),
+                    format!("{{% set __native = ({}) %}}", defined_chains(expr)),
                     Kind::Native(name.clone()),
                 ),
-                None => (text.to_owned(), Kind::Text(name.clone())),
+                None => (
+                    defined_chains_in(text).into_owned(),
+                    Kind::Text(name.clone()),
+                ),
             };
             self.env.add_template_owned(name, source).map_err(|e| {
                 origin.diag(format!(
@@ -480,8 +483,10 @@ pub fn from_serde<T: serde::Serialize>(v: T) -> Value {
     Value::from(minijinja::value::Serde(v))
 }
 
+mod defined;
 mod filters;
 
+pub(crate) use defined::{in_expression as defined_chains, in_template as defined_chains_in};
 pub(crate) use filters::add_filters;
 use filters::default_filter;
 pub use filters::shell_quote;

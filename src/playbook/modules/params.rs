@@ -50,26 +50,28 @@ impl<'de> Deserialize<'de> for PyStr {
     }
 }
 
-/// A file mode as Ansible reads it: `"0644"`, `"644"`, `"0o644"`, or an integer written like
-/// 0644 (YAML 1.2 reads 0644 as the integer 644; its digits are the octal mode meant).
+/// A file mode as Ansible reads it: a string is octal (`"0644"`, `"644"`, `"0o644"`); an
+/// integer is the mode itself, as Ansible passes it to chmod. Playbooks are read as YAML 1.1,
+/// so `mode: 0644` is the integer 420, that is 0o644; `mode: 644` is 0o1204 there too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode(pub u32);
 
 impl<'de> Deserialize<'de> for Mode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = Json::deserialize(d)?;
-        let digits = match &v {
-            Json::String(s) => s.trim_start_matches("0o").to_owned(),
-            Json::Number(n) => n.to_string(),
+        let mode = match &v {
+            Json::String(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
+            Json::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
             _ => {
                 return Err(de::Error::custom(format!(
                     "must be an octal string like \"0644\", got {v}"
                 )));
             }
         };
-        u32::from_str_radix(&digits, 8)
+        // chmod takes the permission bits, setuid/setgid and sticky; nothing above.
+        mode.filter(|m| *m <= 0o7777)
             .map(Mode)
-            .map_err(|_| de::Error::custom(format!("is not an octal mode: {v}")))
+            .ok_or_else(|| de::Error::custom(format!("is not an octal mode: {v}")))
     }
 }
 
@@ -260,10 +262,16 @@ mod tests {
         assert_eq!(p.mode, Some(Mode(0o644)));
         assert_eq!(p.force, Some(Flag(true)));
         assert_eq!(p.n, Some(Int(7)));
+        // An integer is the mode itself, as Ansible takes it (YAML 1.1 reads `0644` as 420).
         assert_eq!(
-            parse::<P>(&json!({"mode": 644})).expect("p").mode,
+            parse::<P>(&json!({"mode": 420})).expect("p").mode,
             Some(Mode(0o644))
         );
+        assert_eq!(
+            parse::<P>(&json!({"mode": 644})).expect("p").mode,
+            Some(Mode(0o1204))
+        );
+        assert!(parse::<P>(&json!({"mode": 600.0})).is_err());
         let e = parse::<P>(&json!({"path": "x", "force": "maybe"})).err();
         assert_eq!(
             e.as_deref(),

@@ -43,7 +43,28 @@ impl Module for Template {
             Ok(t) => t,
             Err(e) => return io("cannot read", &path.display().to_string(), e),
         };
-        let rendered = match mc.templar.render_template(&text, mc.vars) {
+        // Ansible's template search path: each place with its `templates/` first, then the
+        // template's own folder.
+        let mut search: Vec<std::path::PathBuf> = Vec::new();
+        for d in &mc.templates {
+            let mut add = |p: &std::path::Path| {
+                if !search.iter().any(|s| s == p) {
+                    search.push(p.to_path_buf());
+                }
+            };
+            add(d);
+            if d.ends_with("templates")
+                && let Some(parent) = d.parent()
+            {
+                add(parent);
+            }
+        }
+        if let Some(own) = path.parent()
+            && !search.iter().any(|s| s == own)
+        {
+            search.push(own.to_path_buf());
+        }
+        let rendered = match mc.templar.render_template_file(&text, mc.vars, search) {
             Ok(r) => r,
             Err(e) => return ModResult::fail(format!("{}: {e}", path.display())),
         };
