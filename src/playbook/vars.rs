@@ -219,8 +219,10 @@ impl Templar {
                 for dir in &search {
                     let p = dir.join(rel);
                     if p.is_file() {
+                        // Jinja2 drops a template's last newline (Ansible keeps only the
+                        // outer file's): `{% include %}` of "a\n" inserts "a".
                         return std::fs::read_to_string(&p)
-                            .map(|t| Some(defined_chains_in(&t).into_owned()))
+                            .map(|t| Some(defined_chains_in(without_last_newline(&t)).into_owned()))
                             .map_err(|e| {
                                 minijinja::Error::new(
                                     ErrorKind::TemplateNotFound,
@@ -233,9 +235,17 @@ impl Templar {
             },
         );
         let ctx = Value::from_object(TemplateVars { base: ctx.clone() });
-        env.template_from_str(&defined_chains_in(text))
+        // Ansible renders the file as Jinja2 reads it, without its last newline (so a final
+        // `{% endfor %}\n` has no newline for trim_blocks to take), then tops the result's
+        // trailing newlines up to the file's.
+        let mut out = env
+            .template_from_str(&defined_chains_in(without_last_newline(text)))
             .and_then(|t| render_bounded(&t, ctx))
-            .map_err(|e| describe(&e))
+            .map_err(|e| describe(&e))?;
+        let newlines = |s: &str| s.len() - s.trim_end_matches('\n').len();
+        let missing = newlines(text).saturating_sub(newlines(&out));
+        out.push_str(&"\n".repeat(missing));
+        Ok(out)
     }
 
     pub fn eval(&self, expr: &str, ctx: &Value) -> Result<Value, String> {
@@ -253,6 +263,14 @@ impl Templar {
         let e = single_expression(expr).unwrap_or(expr);
         Ok(self.eval(e, ctx)?.is_true())
     }
+}
+
+/// The text as Jinja2's lexer takes it without `keep_trailing_newline`: one last line break
+/// dropped.
+fn without_last_newline(t: &str) -> &str {
+    t.strip_suffix("\r\n")
+        .or_else(|| t.strip_suffix(['\n', '\r']))
+        .unwrap_or(t)
 }
 
 /// Ansible turns a rendered template that reads as a Python literal into that value (its
