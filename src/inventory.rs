@@ -177,4 +177,20 @@ mod tests {
         assert_eq!(inv.hosts["n2"]["ansible_port"], 22);
         assert_eq!(inv.resolve("h0,10.9.9.9"), ["h0", "10.9.9.9"]);
     }
+
+    #[test]
+    fn inventories_are_read_as_yaml_1_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("inventory.yaml");
+        std::fs::write(
+            &p,
+            "all:\n  hosts:\n    h: {ansible_become: yes, umask: 0022, label: 'no', c: no}\n",
+        )
+        .unwrap();
+        let h = &Inventory::load(&p).unwrap().hosts["h"];
+        assert_eq!(h["ansible_become"], true);
+        assert_eq!(h["umask"], 0o22);
+        assert_eq!(h["label"], "no");
+        assert_eq!(h["c"], false);
+    }
 }

@@ -1,5 +1,5 @@
-//! Any text through every YAML loader of stepsync: the generic reader, stepsync.yaml, model
-//! schemas, and objects files against a fixed schema. Errors are fine; panics, hangs and
+//! Any text through every YAML loader of stepsync: the generic reader (YAML 1.2 and Ansible's
+//! YAML 1.1), stepsync.yaml, model schemas, and objects files against a fixed schema. Errors are fine; panics, hangs and
 //! unbounded memory are not.
 #![no_main]
 
@@ -18,6 +18,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let src = Source::from_text("fuzz.yaml", text);
     if let Ok(docs) = src.documents() {
+        for d in docs {
+            let _ = d.value.to_json();
+        }
+    }
+    if let Ok(docs) = src.clone().ansible().documents() {
         for d in docs {
             let _ = d.value.to_json();
         }

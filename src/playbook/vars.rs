@@ -418,6 +418,34 @@ mod tests {
     }
 
     #[test]
+    fn template_files_include_from_the_search_path() {
+        let t = Arc::new(Templar::new());
+        let dir = tempfile::tempdir().unwrap();
+        let (role, play) = (dir.path().join("role"), dir.path().join("play"));
+        std::fs::create_dir_all(&role).unwrap();
+        std::fs::create_dir_all(&play).unwrap();
+        std::fs::write(role.join("part.j2"), "role {{ x }}\n").unwrap();
+        std::fs::write(play.join("part.j2"), "playbook\n").unwrap();
+        std::fs::write(play.join("other.j2"), "other\n").unwrap();
+        let mut s = Scope::default();
+        s.push(data_layer([("x".to_owned(), json!(1))]));
+        let ctx = t.context(&s);
+        let text = "{{ ansible_managed }}\n{% include 'part.j2' %}|{% include 'other.j2' %}\n{% if 1 %}\nend\n{% endif %}\n";
+        assert_eq!(
+            t.render_template_file(text, &ctx, vec![role.clone(), play.clone()])
+                .unwrap(),
+            "Ansible managed\nrole 1|otherend\n"
+        );
+        // Names may not climb out of the search path.
+        assert!(
+            t.render_template_file("{% include '../play/other.j2' %}", &ctx, vec![role])
+                .is_err()
+        );
+        assert!(t.condition("x.y.z is not defined", &ctx).unwrap());
+        assert!(t.condition("nope.y is defined", &ctx).is_ok_and(|b| !b));
+    }
+
+    #[test]
     fn self_reference_is_an_error_not_a_hang() {
         let t = Arc::new(Templar::new());
         let mut s = Scope::default();

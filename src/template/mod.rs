@@ -600,6 +600,25 @@ mod tests {
     }
 
     #[test]
+    fn python_methods_and_defined_chains_in_stepdefs() {
+        let ctx = context! { labels => context! { app => "web" }, csv => "a,b" };
+        assert_eq!(
+            render(
+                "{% for k, v in labels.items() %}{{ k }}={{ v }}{% endfor %} {{ csv.split(',') | last }} {{ csv.upper() }}",
+                ctx.clone()
+            )
+            .unwrap(),
+            serde_json::json!("app=web b A,B")
+        );
+        assert_eq!(
+            render("{{ nope.a.b is not defined }}", ctx.clone()).unwrap(),
+            serde_json::json!(true)
+        );
+        // Anything else undefined is still an error.
+        assert!(render("{{ nope.a }}", ctx).is_err());
+    }
+
+    #[test]
     fn single_expression_yields_native_values() {
         let ctx = context! { n => 8080, xs => vec![1, 2] };
         assert_eq!(
