@@ -94,7 +94,10 @@ impl Harness {
         let inventory_file = dir.path().join("inventory.yml");
         std::fs::write(
             &inventory_file,
-            sshd.inventory(&[("target1", "slot: one"), ("target2", "slot: two")]),
+            sshd.inventory(&[
+                ("target1", "slot: one, inv_flag: yes, inv_mode: 0640"),
+                ("target2", "slot: two"),
+            ]),
         )
         .unwrap();
         let inventory = Inventory::load(&inventory_file).unwrap();
