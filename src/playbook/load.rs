@@ -4,10 +4,15 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 
+use super::ansible_names;
 use super::modules::{self, BUILTIN_PREFIX, Registered};
 use super::vars_file::VarsFile;
 use crate::diag::{Diagnostic, Diagnostics, Origin};
 use crate::yaml::{Node, Source, Spanned};
+
+/// The hint of everything outside the built-in subset.
+const RUNNER_HINT: &str =
+    "set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook";
 
 const TASK_KEYWORDS: &[&str] = &[
     "name",
@@ -373,13 +378,20 @@ fn load_play(
             "environment" => play.environment = var_map(src, v, "environment")?,
             "tags" => {}
             other => {
-                let d = match crate::diag::suggest(other, PLAY_KEYWORDS.iter().copied()) {
+                // A real Ansible keyword is outside the subset, never a typo of another one.
+                let close = (!ansible_names::is_play_keyword(other))
+                    .then(|| crate::diag::suggest(other, PLAY_KEYWORDS.iter().copied()))
+                    .flatten();
+                let d = match close {
                     Some(s) => src
                         .diag_at(format!("unknown play keyword `{other}`"), k)
                         .with_hint(format!("did you mean `{s}`?")),
                     None => src
-                        .diag_at(format!("play keyword `{other}` is not in the built-in subset"), k)
-                        .with_hint("set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook"),
+                        .diag_at(
+                            format!("play keyword `{other}` is not in the built-in subset"),
+                            k,
+                        )
+                        .with_hint(RUNNER_HINT),
                 };
                 return Err(d.into());
             }
@@ -594,19 +606,31 @@ fn load_task(
                 module = Some((m.to_owned(), found, v));
             }
             other => {
-                // A near miss of a known keyword or module is a typo; anything else is a
-                // real Ansible module or keyword that only ansible-playbook runs.
-                let close = crate::diag::suggest(
-                    other,
-                    TASK_KEYWORDS.iter().copied().chain(modules::names()),
-                );
+                // A real Ansible keyword or module is outside the subset (said as what it
+                // is, never "corrected" into another real name); a near miss of a supported
+                // one is a typo; anything else is taken for a module of some collection.
+                let known = ansible_names::task_name(other);
+                let close = known
+                    .is_none()
+                    .then(|| {
+                        crate::diag::suggest(
+                            other,
+                            TASK_KEYWORDS.iter().copied().chain(modules::names()),
+                        )
+                    })
+                    .flatten();
+                let what = match known {
+                    Some(ansible_names::Known::Keyword) => "task keyword",
+                    Some(ansible_names::Known::LoopKeyword) => "loop keyword",
+                    _ => "module",
+                };
                 let d = match close {
                     Some(s) => src
                         .diag_at(format!("unknown task keyword or module `{other}`"), k)
                         .with_hint(format!("did you mean `{s}`?")),
                     None => src
-                        .diag_at(format!("module `{other}` is not in the built-in subset"), k)
-                        .with_hint("set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook"),
+                        .diag_at(format!("{what} `{other}` is not in the built-in subset"), k)
+                        .with_hint(RUNNER_HINT),
                 };
                 return Err(d.into());
             }

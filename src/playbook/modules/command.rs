@@ -65,7 +65,7 @@ impl Module for Command {
         let guarded = self.0 != Kind::Raw;
         if guarded
             && let Some(Str(creates)) = &p.creates
-            && mc.target.stat(creates).ok().flatten().is_some()
+            && mc.target.matches_any(creates).unwrap_or(false)
         {
             let mut r = ModResult::ok(false);
             r.msg = Some(format!("Did not run command since '{creates}' exists"));
@@ -74,7 +74,7 @@ impl Module for Command {
         }
         if guarded
             && let Some(Str(removes)) = &p.removes
-            && mc.target.stat(removes).ok().flatten().is_none()
+            && !mc.target.matches_any(removes).unwrap_or(true)
         {
             let mut r = ModResult::ok(false);
             r.msg = Some(format!(

@@ -99,27 +99,50 @@ impl Module for File {
                 // Ansible's touch always reports a change: it updates the timestamps.
                 changed = true;
             }
-            "file" => {
-                if current.is_none() {
+            "file" => match &current {
+                None => {
                     return ModResult::fail(format!("file ({path}) is absent, cannot continue"));
                 }
-            }
+                // As Ansible: `state: file` only checks attributes of a file, never a folder.
+                Some(s) if s.is_dir => {
+                    return ModResult::fail(format!("file ({path}) is directory, cannot continue"));
+                }
+                Some(_) => {}
+            },
             other => {
                 return ModResult::fail(format!("state `{other}` is not in the built-in subset"));
             }
         }
-        if let Some(m) = mode {
-            let now = mc.target.stat(&path).ok().flatten().map(|s| s.mode);
-            if now != Some(m) {
-                if let Err(e) = mc.target.chmod(&path, m) {
-                    return io("cannot chmod", &path, e);
-                }
-                changed = true;
+        // The path as it is now: what was read before, unless this task made it (then read
+        // again only when a mode is to be checked; a made path's mode is not reported).
+        let now = if changed {
+            mode.and_then(|_| mc.target.stat(&path).ok().flatten())
+        } else {
+            current
+        };
+        if let Some(m) = mode
+            && now.as_ref().map(|s| s.mode) != Some(m)
+        {
+            if let Err(e) = mc.target.chmod(&path, m) {
+                return io("cannot chmod", &path, e);
             }
+            changed = true;
         }
         let mut r = ModResult::ok(changed);
         r.data.insert("path".into(), Json::String(path));
+        // Ansible reports the state the path is in: `touch` makes a file.
+        let state = if state == "touch" {
+            "file".to_owned()
+        } else {
+            state
+        };
         r.data.insert("state".into(), Json::String(state));
+        if let Some(s) = now {
+            let m = mode.unwrap_or(s.mode);
+            r.data
+                .insert("mode".into(), Json::String(format!("{m:04o}")));
+            r.data.insert("size".into(), Json::from(s.size));
+        }
         r
     }
 }

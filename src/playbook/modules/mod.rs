@@ -255,6 +255,7 @@ fn put(mc: &ModCtx, dest: &str, content: &[u8], mode: Option<u32>) -> ModResult 
         }
         changed = true;
     }
+    let mut r_mode = None;
     if let Some(m) = mode {
         let current = mc.target.stat(dest).ok().flatten().map(|s| s.mode);
         if current != Some(m) {
@@ -263,10 +264,29 @@ fn put(mc: &ModCtx, dest: &str, content: &[u8], mode: Option<u32>) -> ModResult 
             }
             changed = true;
         }
+        r_mode = Some(m);
     }
     let mut r = ModResult::ok(changed);
+    // What Ansible's copy and template return that needs no second look at the target.
     r.data.insert("dest".into(), Json::String(dest.to_owned()));
+    r.data
+        .insert("checksum".into(), Json::String(sha1_hex(content)));
+    r.data.insert("size".into(), Json::from(content.len()));
+    r.data.insert("state".into(), Json::String("file".into()));
+    if let Some(m) = r_mode {
+        r.data
+            .insert("mode".into(), Json::String(format!("{m:04o}")));
+    }
     r
+}
+
+/// The SHA-1 of `data` in hex: Ansible's `checksum`.
+fn sha1_hex(data: &[u8]) -> String {
+    use sha1::Digest;
+    sha1::Sha1::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
