@@ -778,6 +778,61 @@ fn templated(n: &Node) -> bool {
     }
 }
 
+/// Splits `key=value` words as Ansible's `split_args`/`parse_kv` do: on blanks, except inside
+/// quotes and inside `{{ }}`, `{% %}` and `{# #}` (a template keeps its blanks); quotes outside
+/// templates are removed. `None` when a quote or a template is left open.
+fn split_args(raw: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut depth = 0usize;
+    let chars: Vec<char> = raw.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if matches!((c, next), ('{', Some('{' | '%' | '#'))) {
+            depth += 1;
+            cur.push(c);
+            cur.extend(next);
+            i += 2;
+            continue;
+        }
+        if depth > 0 && matches!((c, next), ('}' | '%' | '#', Some('}'))) {
+            depth -= 1;
+            cur.push(c);
+            cur.push('}');
+            i += 2;
+            continue;
+        }
+        if depth > 0 {
+            cur.push(c);
+        } else if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            } else {
+                cur.push(c);
+            }
+        } else if c == '"' || c == '\'' {
+            quote = Some(c);
+        } else if c.is_whitespace() {
+            if !cur.is_empty() {
+                words.push(std::mem::take(&mut cur));
+            }
+        } else {
+            cur.push(c);
+        }
+        i += 1;
+    }
+    if quote.is_some() || depth > 0 {
+        return None;
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    Some(words)
+}
+
 /// Ansible's `key=value` form of a module's arguments (`debug: msg=hello`), for modules that
 /// take no command line. Values are strings, as Ansible reads them.
 fn key_values(
@@ -786,7 +841,7 @@ fn key_values(
     raw: &str,
     at: &Spanned<Node>,
 ) -> Result<Json, Diagnostics> {
-    let Some(words) = shlex::split(raw) else {
+    let Some(words) = split_args(raw) else {
         return Err(src
             .diag_at(format!("cannot split the arguments of `{name}`: {raw}"), at)
             .into());
@@ -806,4 +861,23 @@ fn key_values(
         m.insert(k.to_owned(), Json::String(v.to_owned()));
     }
     Ok(Json::Object(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_words_keep_templates_and_quoted_blanks_together() {
+        assert_eq!(
+            split_args("path={{ target }}/x state=touch msg=\"two words\" k='a b'").unwrap(),
+            ["path={{ target }}/x", "state=touch", "msg=two words", "k=a b"]
+        );
+        assert_eq!(
+            split_args("msg={{ 'a' if x else \"b c\" }} n={% if y %}1{% endif %}").unwrap(),
+            ["msg={{ 'a' if x else \"b c\" }}", "n={% if y %}1{% endif %}"]
+        );
+        assert!(split_args("msg=\"open").is_none());
+        assert!(split_args("msg={{ open").is_none());
+    }
 }
