@@ -871,11 +871,19 @@ mod tests {
     fn key_value_words_keep_templates_and_quoted_blanks_together() {
         assert_eq!(
             split_args("path={{ target }}/x state=touch msg=\"two words\" k='a b'").unwrap(),
-            ["path={{ target }}/x", "state=touch", "msg=two words", "k=a b"]
+            [
+                "path={{ target }}/x",
+                "state=touch",
+                "msg=two words",
+                "k=a b"
+            ]
         );
         assert_eq!(
             split_args("msg={{ 'a' if x else \"b c\" }} n={% if y %}1{% endif %}").unwrap(),
-            ["msg={{ 'a' if x else \"b c\" }}", "n={% if y %}1{% endif %}"]
+            [
+                "msg={{ 'a' if x else \"b c\" }}",
+                "n={% if y %}1{% endif %}"
+            ]
         );
         assert!(split_args("msg=\"open").is_none());
         assert!(split_args("msg={{ open").is_none());

@@ -10,8 +10,8 @@ use super::{ModCtx, ModResult, Module, find, io, put};
 pub(super) struct Copy;
 
 file_params! {
-    /// Ansible's parameters; ownership, SELinux, backup and validation ones are accepted and not
-    /// acted on, as before.
+    /// Ansible's parameters; SELinux, backup and validation ones are accepted and not acted on
+    /// (`owner`/`group` are).
     struct Params {
         dest: Option<Str>,
         src: Option<Str>,
@@ -63,7 +63,14 @@ impl Module for Copy {
             }
             (None, None) => return ModResult::fail("src (or content) is required"),
         };
-        put(mc, &dest, &content, p.mode.map(|m| m.0))
+        put(
+            mc,
+            &dest,
+            &content,
+            p.mode.map(|m| m.0),
+            p.owner.as_ref().map(|o| o.0.as_str()),
+            p.group.as_ref().map(|g| g.0.as_str()),
+        )
     }
 }
 

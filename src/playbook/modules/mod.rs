@@ -234,7 +234,64 @@ fn find(dirs: &[PathBuf], src: &str) -> Option<PathBuf> {
 }
 
 /// Writes `content` to `dest` when it differs, then sets `mode` when it differs.
-fn put(mc: &ModCtx, dest: &str, content: &[u8], mode: Option<u32>) -> ModResult {
+/// `owner:` and `group:` of file, copy and template, set when they differ (a change, as in
+/// Ansible); names or numeric ids. `follow: false` changes a symlink itself.
+pub(super) fn own(
+    mc: &ModCtx,
+    path: &str,
+    owner: Option<&str>,
+    group: Option<&str>,
+    follow: bool,
+) -> Result<bool, ModResult> {
+    if owner.is_none() && group.is_none() {
+        return Ok(false);
+    }
+    let Some(st) = mc
+        .target
+        .describe(path, follow, false)
+        .map_err(|e| io("cannot stat", path, e))?
+    else {
+        return Ok(false);
+    };
+    let differs = |want: Option<&str>, name: &str, id: &str| {
+        want.is_some_and(|w| {
+            st.get(name).and_then(Json::as_str) != Some(w) && st[id].to_string() != w
+        })
+    };
+    if !differs(owner, "pw_name", "uid") && !differs(group, "gr_name", "gid") {
+        return Ok(false);
+    }
+    // `user:` alone would also set the user's login group: say only what was asked.
+    let spec = match (owner, group) {
+        (Some(o), Some(g)) => format!("{o}:{g}"),
+        (Some(o), None) => o.to_owned(),
+        (None, Some(g)) => format!(":{g}"),
+        (None, None) => return Ok(false),
+    };
+    let mut argv = vec!["chown".to_owned()];
+    if !follow {
+        argv.push("-h".to_owned());
+    }
+    argv.extend([spec, "--".to_owned(), path.to_owned()]);
+    match mc.target.run(&argv, None, None, &[]) {
+        Ok(out) if out.rc == 0 => Ok(true),
+        Ok(out) => Err(ModResult::fail(format!(
+            "chown failed: {}",
+            out.stderr.trim()
+        ))),
+        Err(e) => Err(io("cannot chown", path, e)),
+    }
+}
+
+/// Writes `content` to `dest` with `mode`, `owner` and `group`: copy and template.
+fn put(
+    mc: &ModCtx,
+    dest: &str,
+    content: &[u8],
+    mode: Option<u32>,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> ModResult {
     let parent = Path::new(dest)
         .parent()
         .map(|p| p.display().to_string())
@@ -265,6 +322,10 @@ fn put(mc: &ModCtx, dest: &str, content: &[u8], mode: Option<u32>) -> ModResult 
             changed = true;
         }
         r_mode = Some(m);
+    }
+    match own(mc, dest, owner, group, true) {
+        Ok(c) => changed |= c,
+        Err(r) => return r,
     }
     let mut r = ModResult::ok(changed);
     // What Ansible's copy and template return that needs no second look at the target.
