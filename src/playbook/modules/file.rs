@@ -143,9 +143,9 @@ impl Module for File {
             changed = true;
         }
         if state != "absent" {
-            match own(mc, &path, owner, group, !p.follow.is_some_and(|f| !f.0)) {
+            match own(mc, &path, owner, group, p.follow.is_none_or(|f| f.0)) {
                 Ok(c) => changed |= c,
-                Err(r) => return r,
+                Err(e) => return ModResult::fail(e),
             }
         }
         let mut r = ModResult::ok(changed);
@@ -227,7 +227,7 @@ fn link(
     }
     match own(mc, path, owner, group, hard) {
         Ok(c) => changed |= c,
-        Err(r) => return r,
+        Err(e) => return ModResult::fail(e),
     }
     let mut r = ModResult::ok(changed);
     r.data.insert("path".into(), Json::String(path.to_owned()));

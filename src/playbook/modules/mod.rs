@@ -235,27 +235,29 @@ fn find(dirs: &[PathBuf], src: &str) -> Option<PathBuf> {
 
 /// Writes `content` to `dest` when it differs, then sets `mode` when it differs.
 /// `owner:` and `group:` of file, copy and template, set when they differ (a change, as in
-/// Ansible); names or numeric ids. `follow: false` changes a symlink itself.
+/// Ansible); names or numeric ids. `follow: false` changes a symlink itself. The error is
+/// the task's failure message.
 pub(super) fn own(
     mc: &ModCtx,
     path: &str,
     owner: Option<&str>,
     group: Option<&str>,
     follow: bool,
-) -> Result<bool, ModResult> {
+) -> Result<bool, String> {
     if owner.is_none() && group.is_none() {
         return Ok(false);
     }
     let Some(st) = mc
         .target
         .describe(path, follow, false)
-        .map_err(|e| io("cannot stat", path, e))?
+        .map_err(|e| format!("cannot stat {path}: {e}"))?
     else {
         return Ok(false);
     };
     let differs = |want: Option<&str>, name: &str, id: &str| {
         want.is_some_and(|w| {
-            st.get(name).and_then(Json::as_str) != Some(w) && st[id].to_string() != w
+            st.get(name).and_then(Json::as_str) != Some(w)
+                && st.get(id).map(Json::to_string).as_deref() != Some(w)
         })
     };
     if !differs(owner, "pw_name", "uid") && !differs(group, "gr_name", "gid") {
@@ -275,11 +277,8 @@ pub(super) fn own(
     argv.extend([spec, "--".to_owned(), path.to_owned()]);
     match mc.target.run(&argv, None, None, &[]) {
         Ok(out) if out.rc == 0 => Ok(true),
-        Ok(out) => Err(ModResult::fail(format!(
-            "chown failed: {}",
-            out.stderr.trim()
-        ))),
-        Err(e) => Err(io("cannot chown", path, e)),
+        Ok(out) => Err(format!("chown failed: {}", out.stderr.trim())),
+        Err(e) => Err(format!("cannot chown {path}: {e}")),
     }
 }
 
@@ -325,7 +324,7 @@ fn put(
     }
     match own(mc, dest, owner, group, true) {
         Ok(c) => changed |= c,
-        Err(r) => return r,
+        Err(e) => return ModResult::fail(e),
     }
     let mut r = ModResult::ok(changed);
     // What Ansible's copy and template return that needs no second look at the target.
