@@ -147,7 +147,7 @@ fn real_ansible_names_outside_the_subset_get_the_runner_hint_not_a_near_miss() {
   gather_facts: false
   tasks:
     - include_vars: {file: x.yml}
-    - tempfile: {state: file}
+    - user: {name: x}
     - debug: {msg: hi}
       with_dict: {a: 1}
     - command: /bin/true
@@ -165,7 +165,7 @@ fn real_ansible_names_outside_the_subset_get_the_runner_hint_not_a_near_miss() {
     let out = svc.test().args(["validate"]).status(2).run();
     for (line, what) in [
         (4, "module `include_vars`"),
-        (5, "module `tempfile`"),
+        (5, "module `user`"),
         (7, "loop keyword `with_dict`"),
         (10, "task keyword `retries`"),
         (11, "module `service_facts`"),

@@ -481,6 +481,7 @@ pub fn from_serde<T: serde::Serialize>(v: T) -> Value {
 }
 
 mod filters;
+pub(crate) use filters::python_backrefs;
 
 pub(crate) use filters::add_filters;
 use filters::default_filter;

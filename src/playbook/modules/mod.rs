@@ -28,11 +28,14 @@ mod lineinfile;
 mod package;
 pub mod params;
 mod pause;
+mod ping;
+mod replace;
 mod service;
 mod set_fact;
 mod set_stats;
 mod slurp;
 mod stat;
+mod tempfile;
 mod template;
 mod text_edit;
 mod wait_for;
@@ -184,6 +187,9 @@ static REGISTRY: &[(&str, &dyn Registered)] = &[
     ("systemd", &service::Service::SYSTEMD),
     ("package", &package::Package::PACKAGE),
     ("apt", &package::Package::APT),
+    ("replace", &replace::Replace),
+    ("ping", &ping::Ping),
+    ("tempfile", &tempfile::TempFile),
 ];
 
 /// The prefix of the fully qualified names of Ansible's own modules.
