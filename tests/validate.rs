@@ -146,7 +146,7 @@ fn real_ansible_names_outside_the_subset_get_the_runner_hint_not_a_near_miss() {
         "- hosts: all
   gather_facts: false
   tasks:
-    - include_vars: {file: x.yml}
+    - uri: {url: x}
     - user: {name: x}
     - debug: {msg: hi}
       with_dict: {a: 1}
@@ -164,7 +164,7 @@ fn real_ansible_names_outside_the_subset_get_the_runner_hint_not_a_near_miss() {
     );
     let out = svc.test().args(["validate"]).status(2).run();
     for (line, what) in [
-        (4, "module `include_vars`"),
+        (4, "module `uri`"),
         (5, "module `user`"),
         (7, "loop keyword `with_dict`"),
         (10, "task keyword `retries`"),

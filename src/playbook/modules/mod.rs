@@ -24,6 +24,7 @@ mod copy;
 mod debug;
 mod fail;
 mod file;
+mod include_vars;
 mod lineinfile;
 mod package;
 pub mod params;
@@ -190,6 +191,7 @@ static REGISTRY: &[(&str, &dyn Registered)] = &[
     ("replace", &replace::Replace),
     ("ping", &ping::Ping),
     ("tempfile", &tempfile::TempFile),
+    ("include_vars", &include_vars::IncludeVars),
 ];
 
 /// The prefix of the fully qualified names of Ansible's own modules.
