@@ -132,6 +132,91 @@ fn the_same_playbook_is_fine_for_ansible_playbook() {
         .run();
 }
 
+/// Real Ansible names outside the built-in subset are said to be so, as keywords or modules,
+/// with the `runner: ansible` hint, and never "corrected" into another real name (#15).
+#[test]
+fn real_ansible_names_outside_the_subset_get_the_runner_hint_not_a_near_miss() {
+    let svc = Service::new(SCHEMA);
+    svc.file(
+        "stepdefs/server.yaml",
+        "kind: Actuator\nmodel: Server\nsync: {playbook: server.yml}\n",
+    );
+    svc.file(
+        "playbooks/server.yml",
+        "- hosts: all
+  gather_facts: false
+  tasks:
+    - uri: {url: x}
+    - user: {name: x}
+    - debug: {msg: hi}
+      with_dict: {a: 1}
+    - command: /bin/true
+      register: r
+      retries: 3
+    - service_facts:
+    - debug: {msg: hi}
+      check_mode: true
+    - debug: {msg: hi}
+      until: r is success
+    - community.general.ufw: {state: enabled}
+    - debugg: {msg: typo}
+",
+    );
+    let out = svc.test().args(["validate"]).status(2).run();
+    for (line, what) in [
+        (4, "module `uri`"),
+        (5, "module `user`"),
+        (7, "loop keyword `with_dict`"),
+        (10, "task keyword `retries`"),
+        (11, "module `service_facts`"),
+        (13, "task keyword `check_mode`"),
+        (15, "task keyword `until`"),
+        (16, "module `community.general.ufw`"),
+    ] {
+        assert!(
+            out.stderr.contains(&format!(
+                "{what} is not in the built-in subset\n  --> playbooks/server.yml:{line}:"
+            )),
+            "{what} at line {line}: {}",
+            out.stderr
+        );
+    }
+    assert!(
+        out.stderr.contains("did you mean `debug`?"),
+        "{}",
+        out.stderr
+    );
+    for wrong in [
+        "include_tasks`?",
+        "`template`?",
+        "`with_items`?",
+        "`register`?",
+        "`service`?",
+    ] {
+        assert!(
+            !out.stderr.contains(wrong),
+            "suggested {wrong}: {}",
+            out.stderr
+        );
+    }
+    let hints = out.stderr.matches("set `runner: ansible`").count();
+    assert_eq!(hints, 8, "{}", out.stderr);
+
+    // A play keyword of Ansible's is not a typo of one the runner has.
+    svc.file(
+        "playbooks/server.yml",
+        "- hosts: all\n  serial: 1\n  tasks: []\n",
+    );
+    svc.test()
+        .args(["validate"])
+        .status(2)
+        .stderr_contains(
+            "play keyword `serial` is not in the built-in subset\n  --> playbooks/server.yml:2:3",
+        )
+        .stderr_lacks("did you mean")
+        .run();
+}
+
 #[test]
 fn a_clean_service_is_valid_and_says_so() {
     let svc = Service::new(SCHEMA);

@@ -4,10 +4,15 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 
+use super::ansible_names;
 use super::modules::{self, BUILTIN_PREFIX, Registered};
 use super::vars_file::VarsFile;
 use crate::diag::{Diagnostic, Diagnostics, Origin};
 use crate::yaml::{Node, Source, Spanned};
+
+/// The hint of everything outside the built-in subset.
+const RUNNER_HINT: &str =
+    "set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook";
 
 const TASK_KEYWORDS: &[&str] = &[
     "name",
@@ -373,13 +378,20 @@ fn load_play(
             "environment" => play.environment = var_map(src, v, "environment")?,
             "tags" => {}
             other => {
-                let d = match crate::diag::suggest(other, PLAY_KEYWORDS.iter().copied()) {
+                // A real Ansible keyword is outside the subset, never a typo of another one.
+                let close = (!ansible_names::is_play_keyword(other))
+                    .then(|| crate::diag::suggest(other, PLAY_KEYWORDS.iter().copied()))
+                    .flatten();
+                let d = match close {
                     Some(s) => src
                         .diag_at(format!("unknown play keyword `{other}`"), k)
                         .with_hint(format!("did you mean `{s}`?")),
                     None => src
-                        .diag_at(format!("play keyword `{other}` is not in the built-in subset"), k)
-                        .with_hint("set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook"),
+                        .diag_at(
+                            format!("play keyword `{other}` is not in the built-in subset"),
+                            k,
+                        )
+                        .with_hint(RUNNER_HINT),
                 };
                 return Err(d.into());
             }
@@ -594,19 +606,31 @@ fn load_task(
                 module = Some((m.to_owned(), found, v));
             }
             other => {
-                // A near miss of a known keyword or module is a typo; anything else is a
-                // real Ansible module or keyword that only ansible-playbook runs.
-                let close = crate::diag::suggest(
-                    other,
-                    TASK_KEYWORDS.iter().copied().chain(modules::names()),
-                );
+                // A real Ansible keyword or module is outside the subset (said as what it
+                // is, never "corrected" into another real name); a near miss of a supported
+                // one is a typo; anything else is taken for a module of some collection.
+                let known = ansible_names::task_name(other);
+                let close = known
+                    .is_none()
+                    .then(|| {
+                        crate::diag::suggest(
+                            other,
+                            TASK_KEYWORDS.iter().copied().chain(modules::names()),
+                        )
+                    })
+                    .flatten();
+                let what = match known {
+                    Some(ansible_names::Known::Keyword) => "task keyword",
+                    Some(ansible_names::Known::LoopKeyword) => "loop keyword",
+                    _ => "module",
+                };
                 let d = match close {
                     Some(s) => src
                         .diag_at(format!("unknown task keyword or module `{other}`"), k)
                         .with_hint(format!("did you mean `{s}`?")),
                     None => src
-                        .diag_at(format!("module `{other}` is not in the built-in subset"), k)
-                        .with_hint("set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook"),
+                        .diag_at(format!("{what} `{other}` is not in the built-in subset"), k)
+                        .with_hint(RUNNER_HINT),
                 };
                 return Err(d.into());
             }
@@ -754,6 +778,61 @@ fn templated(n: &Node) -> bool {
     }
 }
 
+/// Splits `key=value` words as Ansible's `split_args`/`parse_kv` do: on blanks, except inside
+/// quotes and inside `{{ }}`, `{% %}` and `{# #}` (a template keeps its blanks); quotes outside
+/// templates are removed. `None` when a quote or a template is left open.
+fn split_args(raw: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut depth = 0usize;
+    let chars: Vec<char> = raw.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if matches!((c, next), ('{', Some('{' | '%' | '#'))) {
+            depth += 1;
+            cur.push(c);
+            cur.extend(next);
+            i += 2;
+            continue;
+        }
+        if depth > 0 && matches!((c, next), ('}' | '%' | '#', Some('}'))) {
+            depth -= 1;
+            cur.push(c);
+            cur.push('}');
+            i += 2;
+            continue;
+        }
+        if depth > 0 {
+            cur.push(c);
+        } else if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            } else {
+                cur.push(c);
+            }
+        } else if c == '"' || c == '\'' {
+            quote = Some(c);
+        } else if c.is_whitespace() {
+            if !cur.is_empty() {
+                words.push(std::mem::take(&mut cur));
+            }
+        } else {
+            cur.push(c);
+        }
+        i += 1;
+    }
+    if quote.is_some() || depth > 0 {
+        return None;
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    Some(words)
+}
+
 /// Ansible's `key=value` form of a module's arguments (`debug: msg=hello`), for modules that
 /// take no command line. Values are strings, as Ansible reads them.
 fn key_values(
@@ -762,7 +841,7 @@ fn key_values(
     raw: &str,
     at: &Spanned<Node>,
 ) -> Result<Json, Diagnostics> {
-    let Some(words) = shlex::split(raw) else {
+    let Some(words) = split_args(raw) else {
         return Err(src
             .diag_at(format!("cannot split the arguments of `{name}`: {raw}"), at)
             .into());
@@ -782,4 +861,31 @@ fn key_values(
         m.insert(k.to_owned(), Json::String(v.to_owned()));
     }
     Ok(Json::Object(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_words_keep_templates_and_quoted_blanks_together() {
+        assert_eq!(
+            split_args("path={{ target }}/x state=touch msg=\"two words\" k='a b'").unwrap(),
+            [
+                "path={{ target }}/x",
+                "state=touch",
+                "msg=two words",
+                "k=a b"
+            ]
+        );
+        assert_eq!(
+            split_args("msg={{ 'a' if x else \"b c\" }} n={% if y %}1{% endif %}").unwrap(),
+            [
+                "msg={{ 'a' if x else \"b c\" }}",
+                "n={% if y %}1{% endif %}"
+            ]
+        );
+        assert!(split_args("msg=\"open").is_none());
+        assert!(split_args("msg={{ open").is_none());
+    }
 }

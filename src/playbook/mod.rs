@@ -2,6 +2,7 @@
 //! keeps file:line for every task, and a native executor for a subset of Ansible's modules
 //! and keywords. `runner: ansible` delegates everything else to `ansible-playbook`.
 
+pub mod ansible_names;
 pub mod inputs;
 pub mod load;
 pub mod modules;

@@ -42,6 +42,142 @@ pub trait Target: Send + Sync {
     fn lost(&self) -> Option<String> {
         None
     }
+
+    /// What Ansible's `stat` module reports of `path` (`None`: nothing there), read by one
+    /// shell script on the target whichever kind it is. `follow` describes what a symlink
+    /// points to instead of the link; `checksum` adds the SHA-1 of a regular file.
+    fn describe(
+        &self,
+        path: &str,
+        follow: bool,
+        checksum: bool,
+    ) -> io::Result<Option<serde_json::Map<String, serde_json::Value>>> {
+        let out = self.run(
+            &[],
+            Some(&describe_script(path, follow, checksum)),
+            None,
+            &[],
+        )?;
+        match out.rc {
+            0 => Ok(Some(parse_description(path, &out.stdout))),
+            DESCRIBE_ABSENT => Ok(None),
+            _ => Err(io::Error::other(format!(
+                "stat {path}: {}",
+                out.stderr.trim()
+            ))),
+        }
+    }
+
+    /// Whether anything matches `pattern`, where `*` and `?` are wildcards (as `creates:` and
+    /// `removes:` take them); every other character is literal.
+    fn matches_any(&self, pattern: &str) -> io::Result<bool> {
+        if !pattern.contains(['*', '?']) {
+            return Ok(self.stat(pattern)?.is_some());
+        }
+        // Only the wildcards stay unquoted: the rest cannot be read by the shell as anything
+        // but characters (a `$(...)` in a path stays a name).
+        let mut word = String::new();
+        let mut literal = String::new();
+        for c in pattern.chars() {
+            if c == '*' || c == '?' {
+                if !literal.is_empty() {
+                    word.push_str(&quote(&literal));
+                    literal.clear();
+                }
+                word.push(c);
+            } else {
+                literal.push(c);
+            }
+        }
+        if !literal.is_empty() {
+            word.push_str(&quote(&literal));
+        }
+        let script =
+            format!("for f in {word}; do [ -e \"$f\" ] || [ -L \"$f\" ] && exit 0; done; exit 1");
+        Ok(self.run(&[], Some(&script), None, &[])?.rc == 0)
+    }
+}
+
+/// `describe`'s exit code for a path that does not exist.
+const DESCRIBE_ABSENT: i32 = 3;
+
+fn describe_script(path: &str, follow: bool, checksum: bool) -> String {
+    let p = quote(path);
+    let l = if follow { "-L " } else { "" };
+    let sum = if checksum {
+        // A link is summed only when followed: not followed, it is not a regular file.
+        format!(
+            "if [ -f {p} ] && {{ [ -n '{l}' ] || [ ! -L {p} ]; }} && [ -r {p} ]; then echo \"checksum=$(sha1sum < {p} | cut -d' ' -f1)\"; fi\n"
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "[ -e {p} ] || [ -L {p} ] || exit {DESCRIBE_ABSENT}\n\
+         stat {l}-c 'raw=%f\nsize=%s\nuid=%u\ngid=%g\npw_name=%U\ngr_name=%G\nmtime=%.6Y\natime=%.6X\nctime=%.6Z\ninode=%i\nnlink=%h\ndev=%d' -- {p} || exit 4\n\
+         if [ -L {p} ]; then echo \"lnk_target=$(readlink -- {p})\"; echo \"lnk_source=$(readlink -f -- {p})\"; fi\n\
+         [ -r {p} ] && echo readable=1\n[ -w {p} ] && echo writeable=1\n[ -x {p} ] && echo executable=1\n{sum}exit 0\n"
+    )
+}
+
+/// `describe`'s output as Ansible's `stat` result fields, typed as Ansible types them.
+fn parse_description(path: &str, text: &str) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::{Value as J, json};
+    let mut m = serde_json::Map::new();
+    m.insert("exists".into(), J::Bool(true));
+    m.insert("path".into(), J::String(path.to_owned()));
+    for flag in ["readable", "writeable", "executable"] {
+        m.insert(flag.into(), J::Bool(false));
+    }
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim_end();
+        match k {
+            "raw" => {
+                let raw = u32::from_str_radix(v, 16).unwrap_or(0);
+                let kind = raw & 0o170_000;
+                let mode = raw & 0o7777;
+                for (name, bits) in [
+                    ("isdir", 0o040_000),
+                    ("isreg", 0o100_000),
+                    ("islnk", 0o120_000),
+                    ("isblk", 0o060_000),
+                    ("ischr", 0o020_000),
+                    ("isfifo", 0o010_000),
+                    ("issock", 0o140_000),
+                ] {
+                    m.insert(name.into(), J::Bool(kind == bits));
+                }
+                m.insert("mode".into(), J::String(format!("{mode:04o}")));
+                for (i, name) in [
+                    "xoth", "woth", "roth", "xgrp", "wgrp", "rgrp", "xusr", "wusr", "rusr",
+                ]
+                .iter()
+                .enumerate()
+                {
+                    m.insert((*name).into(), J::Bool(mode & (1 << i) != 0));
+                }
+                m.insert("isuid".into(), J::Bool(mode & 0o4000 != 0));
+                m.insert("isgid".into(), J::Bool(mode & 0o2000 != 0));
+            }
+            "size" | "uid" | "gid" | "inode" | "nlink" | "dev" => {
+                m.insert(k.into(), v.parse::<u64>().map_or(J::Null, |n| json!(n)));
+            }
+            "mtime" | "atime" | "ctime" => {
+                m.insert(k.into(), v.parse::<f64>().map_or(J::Null, |n| json!(n)));
+            }
+            "readable" | "writeable" | "executable" => {
+                m.insert(k.into(), J::Bool(true));
+            }
+            "pw_name" | "gr_name" | "checksum" | "lnk_target" | "lnk_source" => {
+                m.insert(k.into(), J::String(v.to_owned()));
+            }
+            _ => {}
+        }
+    }
+    m
 }
 
 /// The engine's own host.
@@ -399,6 +535,32 @@ fn is_env_name(k: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn globs_match_and_nothing_else_in_a_pattern_is_read_by_the_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let local = Local { name: "l".into() };
+        std::fs::write(dir.path().join("a.done"), "").unwrap();
+        assert!(local.matches_any(&format!("{d}/*.done")).unwrap());
+        assert!(local.matches_any(&format!("{d}/?.done")).unwrap());
+        assert!(!local.matches_any(&format!("{d}/*.gone")).unwrap());
+        let evil = format!("{d}/$(touch {d}/pwned)*`touch {d}/pwned2`");
+        assert!(!local.matches_any(&evil).unwrap());
+        assert!(!dir.path().join("pwned").exists() && !dir.path().join("pwned2").exists());
+        let st = local
+            .describe(&format!("{d}/a.done"), false, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(st["isreg"], true);
+        assert_eq!(st["checksum"], "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        assert!(
+            local
+                .describe(&format!("{d}/nope"), false, true)
+                .unwrap()
+                .is_none()
+        );
+    }
 
     #[test]
     fn quote_survives_the_shell() {

@@ -144,7 +144,7 @@ fn compile_regex(pattern: &str) -> Result<regex::Regex, minijinja::Error> {
 }
 
 /// Ansible writes back-references Python's way (`\1`); the regex crate wants `${1}`.
-fn python_backrefs(r: &str) -> String {
+pub(crate) fn python_backrefs(r: &str) -> String {
     let mut out = String::new();
     let mut chars = r.chars().peekable();
     while let Some(c) = chars.next() {

@@ -485,6 +485,7 @@ pub fn from_serde<T: serde::Serialize>(v: T) -> Value {
 
 mod defined;
 mod filters;
+pub(crate) use filters::python_backrefs;
 
 pub(crate) use defined::{in_expression as defined_chains, in_template as defined_chains_in};
 pub(crate) use filters::add_filters;

@@ -5,6 +5,7 @@ use serde_json::{Value as Json, json};
 
 use super::params::{Flag, Str};
 use super::{ModCtx, ModResult, Module, texts};
+use crate::playbook::target::quote;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -22,8 +23,8 @@ impl Command {
 }
 
 /// The parameters of the three modules together; each ignores what it does not have, as the
-/// built-in runner did before. `executable`, `stdin*`, `strip_empty_ends` and
-/// `expand_argument_vars` are Ansible's and accepted, not acted on.
+/// built-in runner did before. `stdin`, `stdin_add_newline` and shell's `executable` act;
+/// `strip_empty_ends` and `expand_argument_vars` are Ansible's and accepted, not acted on.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Params {
@@ -35,11 +36,8 @@ pub(super) struct Params {
     chdir: Option<Str>,
     creates: Option<Str>,
     removes: Option<Str>,
-    #[allow(dead_code)]
     executable: Option<Str>,
-    #[allow(dead_code)]
     stdin: Option<Str>,
-    #[allow(dead_code)]
     stdin_add_newline: Option<Flag>,
     #[allow(dead_code)]
     strip_empty_ends: Option<Flag>,
@@ -65,7 +63,7 @@ impl Module for Command {
         let guarded = self.0 != Kind::Raw;
         if guarded
             && let Some(Str(creates)) = &p.creates
-            && mc.target.stat(creates).ok().flatten().is_some()
+            && mc.target.matches_any(creates).unwrap_or(false)
         {
             let mut r = ModResult::ok(false);
             r.msg = Some(format!("Did not run command since '{creates}' exists"));
@@ -74,7 +72,7 @@ impl Module for Command {
         }
         if guarded
             && let Some(Str(removes)) = &p.removes
-            && mc.target.stat(removes).ok().flatten().is_none()
+            && !mc.target.matches_any(removes).unwrap_or(true)
         {
             let mut r = ModResult::ok(false);
             r.msg = Some(format!(
@@ -84,6 +82,13 @@ impl Module for Command {
             return r;
         }
         let chdir = p.chdir.map(|s| s.0);
+        // Ansible adds a newline to `stdin` unless told not to.
+        let stdin = p.stdin.map(|Str(mut s)| {
+            if p.stdin_add_newline.is_none_or(|f| f.0) {
+                s.push('\n');
+            }
+            s
+        });
         let (out, shown) = if self.0 == Kind::Command {
             let argv = match (argv, &raw) {
                 (Some(a), _) => a,
@@ -94,13 +99,34 @@ impl Module for Command {
                 (None, None) => return ModResult::fail("no command given"),
             };
             let shown = shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_default();
-            (mc.target.run(&argv, None, chdir.as_deref(), &mc.env), shown)
+            match &stdin {
+                // The argv, quoted word by word, reading the given input.
+                Some(input) => {
+                    let words: Vec<String> = argv.iter().map(|a| quote(a)).collect();
+                    let script = format!("printf %s {} | exec {}", quote(input), words.join(" "));
+                    (
+                        mc.target.run(&[], Some(&script), chdir.as_deref(), &mc.env),
+                        shown,
+                    )
+                }
+                None => (mc.target.run(&argv, None, chdir.as_deref(), &mc.env), shown),
+            }
         } else {
             let Some(script) = raw else {
                 return ModResult::fail("no command given");
             };
+            // `executable` (shell only): the command line runs in that shell instead of sh.
+            let mut run = match (&p.executable, self.0) {
+                (Some(Str(exe)), Kind::Shell) => {
+                    format!("exec {} -c {}", quote(exe), quote(&script))
+                }
+                _ => script.clone(),
+            };
+            if let Some(input) = &stdin {
+                run = format!("printf %s {} | {{\n{run}\n}}", quote(input));
+            }
             (
-                mc.target.run(&[], Some(&script), chdir.as_deref(), &mc.env),
+                mc.target.run(&[], Some(&run), chdir.as_deref(), &mc.env),
                 script,
             )
         };

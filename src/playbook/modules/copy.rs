@@ -10,8 +10,8 @@ use super::{ModCtx, ModResult, Module, find, io, put};
 pub(super) struct Copy;
 
 file_params! {
-    /// Ansible's parameters; ownership, SELinux, backup and validation ones are accepted and not
-    /// acted on, as before.
+    /// Ansible's parameters; SELinux, backup and validation ones are accepted and not acted on
+    /// (`owner`/`group` are).
     struct Params {
         dest: Option<Str>,
         src: Option<Str>,
@@ -36,8 +36,22 @@ impl Module for Copy {
         let Some(Str(mut dest)) = p.dest else {
             return ModResult::fail("dest is required");
         };
+        // `force: false`: an existing destination is left as it is, whatever it holds.
+        if p.force.is_some_and(|f| !f.0) && mc.target.stat(&dest).ok().flatten().is_some() {
+            let mut r = ModResult::ok(false);
+            r.data.insert("dest".into(), Json::String(dest));
+            return r;
+        }
         let content: Vec<u8> = match (p.content, p.src) {
             (Some(c), _) => python_str(&c).into_bytes(),
+            // `remote_src`: the source is a file on the target itself.
+            (None, Some(Str(src))) if p.remote_src.is_some_and(|f| f.0) => {
+                match mc.target.read(&src) {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return ModResult::fail(format!("Source {src} not found")),
+                    Err(e) => return io("cannot read", &src, e),
+                }
+            }
             (None, Some(Str(src))) => {
                 let Some(path) = find(&mc.files, &src) else {
                     return ModResult::fail(format!("Could not find or access '{src}'"));
@@ -63,7 +77,14 @@ impl Module for Copy {
             }
             (None, None) => return ModResult::fail("src (or content) is required"),
         };
-        put(mc, &dest, &content, p.mode.map(|m| m.0))
+        put(
+            mc,
+            &dest,
+            &content,
+            p.mode.map(|m| m.0),
+            p.owner.as_ref().map(|o| o.0.as_str()),
+            p.group.as_ref().map(|g| g.0.as_str()),
+        )
     }
 }
 

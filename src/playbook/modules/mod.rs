@@ -24,15 +24,19 @@ mod copy;
 mod debug;
 mod fail;
 mod file;
+mod include_vars;
 mod lineinfile;
 mod package;
 pub mod params;
 mod pause;
+mod ping;
+mod replace;
 mod service;
 mod set_fact;
 mod set_stats;
 mod slurp;
 mod stat;
+mod tempfile;
 mod template;
 mod text_edit;
 mod wait_for;
@@ -184,6 +188,10 @@ static REGISTRY: &[(&str, &dyn Registered)] = &[
     ("systemd", &service::Service::SYSTEMD),
     ("package", &package::Package::PACKAGE),
     ("apt", &package::Package::APT),
+    ("replace", &replace::Replace),
+    ("ping", &ping::Ping),
+    ("tempfile", &tempfile::TempFile),
+    ("include_vars", &include_vars::IncludeVars),
 ];
 
 /// The prefix of the fully qualified names of Ansible's own modules.
@@ -234,7 +242,63 @@ fn find(dirs: &[PathBuf], src: &str) -> Option<PathBuf> {
 }
 
 /// Writes `content` to `dest` when it differs, then sets `mode` when it differs.
-fn put(mc: &ModCtx, dest: &str, content: &[u8], mode: Option<u32>) -> ModResult {
+/// `owner:` and `group:` of file, copy and template, set when they differ (a change, as in
+/// Ansible); names or numeric ids. `follow: false` changes a symlink itself. The error is
+/// the task's failure message.
+pub(super) fn own(
+    mc: &ModCtx,
+    path: &str,
+    owner: Option<&str>,
+    group: Option<&str>,
+    follow: bool,
+) -> Result<bool, String> {
+    if owner.is_none() && group.is_none() {
+        return Ok(false);
+    }
+    let Some(st) = mc
+        .target
+        .describe(path, follow, false)
+        .map_err(|e| format!("cannot stat {path}: {e}"))?
+    else {
+        return Ok(false);
+    };
+    let differs = |want: Option<&str>, name: &str, id: &str| {
+        want.is_some_and(|w| {
+            st.get(name).and_then(Json::as_str) != Some(w)
+                && st.get(id).map(Json::to_string).as_deref() != Some(w)
+        })
+    };
+    if !differs(owner, "pw_name", "uid") && !differs(group, "gr_name", "gid") {
+        return Ok(false);
+    }
+    // `user:` alone would also set the user's login group: say only what was asked.
+    let spec = match (owner, group) {
+        (Some(o), Some(g)) => format!("{o}:{g}"),
+        (Some(o), None) => o.to_owned(),
+        (None, Some(g)) => format!(":{g}"),
+        (None, None) => return Ok(false),
+    };
+    let mut argv = vec!["chown".to_owned()];
+    if !follow {
+        argv.push("-h".to_owned());
+    }
+    argv.extend([spec, "--".to_owned(), path.to_owned()]);
+    match mc.target.run(&argv, None, None, &[]) {
+        Ok(out) if out.rc == 0 => Ok(true),
+        Ok(out) => Err(format!("chown failed: {}", out.stderr.trim())),
+        Err(e) => Err(format!("cannot chown {path}: {e}")),
+    }
+}
+
+/// Writes `content` to `dest` with `mode`, `owner` and `group`: copy and template.
+fn put(
+    mc: &ModCtx,
+    dest: &str,
+    content: &[u8],
+    mode: Option<u32>,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> ModResult {
     let parent = Path::new(dest)
         .parent()
         .map(|p| p.display().to_string())
@@ -255,6 +319,7 @@ fn put(mc: &ModCtx, dest: &str, content: &[u8], mode: Option<u32>) -> ModResult 
         }
         changed = true;
     }
+    let mut r_mode = None;
     if let Some(m) = mode {
         let current = mc.target.stat(dest).ok().flatten().map(|s| s.mode);
         if current != Some(m) {
@@ -263,10 +328,33 @@ fn put(mc: &ModCtx, dest: &str, content: &[u8], mode: Option<u32>) -> ModResult 
             }
             changed = true;
         }
+        r_mode = Some(m);
+    }
+    match own(mc, dest, owner, group, true) {
+        Ok(c) => changed |= c,
+        Err(e) => return ModResult::fail(e),
     }
     let mut r = ModResult::ok(changed);
+    // What Ansible's copy and template return that needs no second look at the target.
     r.data.insert("dest".into(), Json::String(dest.to_owned()));
+    r.data
+        .insert("checksum".into(), Json::String(sha1_hex(content)));
+    r.data.insert("size".into(), Json::from(content.len()));
+    r.data.insert("state".into(), Json::String("file".into()));
+    if let Some(m) = r_mode {
+        r.data
+            .insert("mode".into(), Json::String(format!("{m:04o}")));
+    }
     r
+}
+
+/// The SHA-1 of `data` in hex: Ansible's `checksum`.
+fn sha1_hex(data: &[u8]) -> String {
+    use sha1::Digest;
+    sha1::Sha1::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

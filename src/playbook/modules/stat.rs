@@ -3,12 +3,13 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::params::{Flag, Str};
+use super::params::{Flag, Str, is};
 use super::{ModCtx, ModResult, Module, io};
 
 pub(super) struct Stat;
 
-/// Ansible's parameters; the checksum and MIME ones are accepted and not acted on.
+/// Ansible's parameters. `follow` and `get_checksum` (SHA-1, the only algorithm the built-in
+/// runner computes) act; the MIME and attribute ones are accepted and not acted on.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -34,11 +35,10 @@ impl Module for Stat {
             return ModResult::fail("path is required");
         };
         let mut r = ModResult::ok(false);
-        let st = match mc.target.stat(&path) {
-            Ok(Some(s)) => json!({
-                "exists": true, "isdir": s.is_dir, "isreg": s.is_file,
-                "mode": format!("{:04o}", s.mode), "size": s.size, "path": path,
-            }),
+        let follow = is(p.follow);
+        let checksum = p.get_checksum.is_none_or(|f| f.0);
+        let st = match mc.target.describe(&path, follow, checksum) {
+            Ok(Some(fields)) => serde_json::Value::Object(fields),
             Ok(None) => json!({"exists": false}),
             Err(e) => return io("cannot stat", &path, e),
         };

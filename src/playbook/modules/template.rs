@@ -71,6 +71,13 @@ impl Module for Template {
         let Some(Str(dest)) = p.dest else {
             return ModResult::fail("dest is required");
         };
-        put(mc, &dest, rendered.as_bytes(), p.mode.map(|m| m.0))
+        put(
+            mc,
+            &dest,
+            rendered.as_bytes(),
+            p.mode.map(|m| m.0),
+            p.owner.as_ref().map(|o| o.0.as_str()),
+            p.group.as_ref().map(|g| g.0.as_str()),
+        )
     }
 }
