@@ -20,6 +20,9 @@ use crate::template::single_expression;
 mod facts;
 mod task;
 
+/// How often the play's last flush may start over (see `run_play`).
+const MAX_LAST_FLUSHES: usize = 100;
+
 /// What a run needs from the service and the object.
 pub struct Options<'a> {
     pub playbooks_dir: &'a Path,
@@ -291,8 +294,14 @@ impl Exec {
         if flow == Flow::Continue {
             flow = self.run_tasks(&play.post_tasks, &scope, &[]);
         }
-        if flow == Flow::Continue {
-            self.flush_handlers(&scope);
+        // The play's last flush goes on until no handler is left notified: one notified by
+        // a handler listed after it runs here too, as in Ansible (a flush before the end
+        // leaves it for the next one). A cycle of handlers that keep notifying each other
+        // ends after a bound instead of running forever.
+        let mut passes = 0;
+        while flow == Flow::Continue && !self.pending.is_empty() && passes < MAX_LAST_FLUSHES {
+            flow = self.flush_handlers(&scope);
+            passes += 1;
         }
     }
 
@@ -670,7 +679,7 @@ impl Exec {
             }
             Action::IncludeRole { role, dynamic } => {
                 if !*dynamic {
-                    return self.include_role(task, role, base, &scope, &conds);
+                    return self.include_role(task, role, base, &scope, &conds, true);
                 }
                 let items = match self.include_items(task, &conds, &scope) {
                     Ok(items) => items,
@@ -678,7 +687,8 @@ impl Exec {
                 };
                 for item in items {
                     let (ibase, iscope) = self.with_item(task, base, &scope, item);
-                    let flow = self.include_role(task, role, &ibase, &iscope, inherited_when);
+                    let flow =
+                        self.include_role(task, role, &ibase, &iscope, inherited_when, false);
                     if flow != Flow::Continue {
                         return flow;
                     }
@@ -717,6 +727,12 @@ impl Exec {
         when: &[String],
     ) -> Flow {
         let ctx = self.templar.context(scope);
+        // The include's (or import's) vars are the included tasks' too, as in Ansible.
+        let inner = if task.vars.is_empty() {
+            base.clone()
+        } else {
+            base.with(tmpl_layer(&task.vars))
+        };
         let file = match self.templar.render_str(file, &ctx) {
             Ok(Json::String(f)) => f,
             Ok(other) => other.to_string(),
@@ -727,7 +743,7 @@ impl Exec {
             }
         };
         match load_task_file(&dir.join(&file), task.role.as_deref()) {
-            Ok(tasks) => self.run_tasks(&tasks, base, when),
+            Ok(tasks) => self.run_tasks(&tasks, &inner, when),
             Err(d) => {
                 self.fail_host(&d.to_string());
                 Flow::HostFailed
@@ -735,7 +751,8 @@ impl Exec {
         }
     }
 
-    /// A role's tasks (its name rendered), with its defaults, vars and handlers.
+    /// A role's tasks (its name rendered), with its defaults, vars and handlers. An import's
+    /// `notify` goes to the role's handlers too, as Ansible gives them the import's keywords.
     fn include_role(
         &mut self,
         task: &Task,
@@ -743,6 +760,7 @@ impl Exec {
         base: &Scope,
         scope: &Scope,
         when: &[String],
+        imported: bool,
     ) -> Flow {
         let ctx = self.templar.context(scope);
         let role = match self.templar.render_str(role, &ctx) {
@@ -774,7 +792,10 @@ impl Exec {
         if let Some(h) = self.roles.main(role, "handlers")
             && let Ok(hs) = load_task_file(&h, Some(role))
         {
-            for handler in hs {
+            for mut handler in hs {
+                if imported {
+                    handler.notify.extend(self.inherited_notify.iter().cloned());
+                }
                 let known = self
                     .handlers
                     .iter()
