@@ -185,7 +185,7 @@ fn the_shipped_services_are_valid() {
 }
 
 #[test]
-fn notified_handlers_must_exist_and_includes_under_when_are_loaded_when_they_run() {
+fn handlers_must_exist_includes_take_their_keywords_and_load_when_they_run() {
     let svc = Service::new(SCHEMA);
     svc.file(
         "stepdefs/server.yaml",
@@ -211,6 +211,12 @@ fn notified_handlers_must_exist_and_includes_under_when_are_loaded_when_they_run
         - include_tasks: never-either.yml
     - name: a missing file that always loads
       include_tasks: always.yml
+    - name: a keyword Ansible refuses on an include
+      include_tasks: never.yml
+      become: true
+      when: false
+    - name: an argument the runner would drop
+      import_role: {name: greet, tasks_from: other}
   roles: [greet]
   handlers:
     - name: restart server
@@ -235,12 +241,21 @@ fn notified_handlers_must_exist_and_includes_under_when_are_loaded_when_they_run
     assert!(err.contains("playbooks/server.yml:4:"), "{err}");
     assert!(err.contains("did you mean `restart server`?"), "{err}");
     assert!(err.contains("always.yml does not exist"), "{err}");
-    assert!(!err.contains("never.yml"), "{err}");
+    assert!(!err.contains("never.yml does not exist"), "{err}");
     assert!(!err.contains("never-either.yml"), "{err}");
     assert!(!err.contains("`restarts`"), "{err}");
     assert!(!err.contains("`greeted`"), "{err}");
     assert!(
-        out.stdout.starts_with("invalid: 2 errors"),
+        err.contains("`become` is not a valid keyword of include_tasks"),
+        "{err}"
+    );
+    assert!(err.contains("playbooks/server.yml:21:"), "{err}");
+    assert!(
+        err.contains("`tasks_from` of import_role is not in the built-in subset"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.starts_with("invalid: 4 errors"),
         "{}",
         out.stdout
     );

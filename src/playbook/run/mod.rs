@@ -94,6 +94,7 @@ struct Exec {
     /// The task that failed last and its result, for `rescue`'s `ansible_failed_task` and
     /// `ansible_failed_result`.
     last_failure: Option<(Json, Json)>,
+    /// The run stops after this host (see [`Flow::Abort`]).
     aborted: bool,
     /// set_fact and register: the highest precedence.
     facts_layer: BTreeMap<String, Val>,

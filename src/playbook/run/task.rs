@@ -161,14 +161,19 @@ impl Exec {
                 if let Some(reg) = &task.register {
                     s.push(data_layer([(reg.clone(), r.to_json())]));
                 }
-                // An error in either fails the task, its text in `*_when_result`.
+                // An error in either fails the task, its text in `*_when_result` as in
+                // Ansible, and in `msg` when the module said nothing (for the object's status).
+                let cond_error = |r: &mut ModResult, key: &str, e: String| {
+                    r.failed = true;
+                    if r.msg.as_deref().is_none_or(str::is_empty) {
+                        r.msg = Some(e.clone());
+                    }
+                    r.data.insert(key.into(), Json::String(e));
+                };
                 if let Some(c) = &task.changed_when {
                     match self.when_holds(c, &s) {
                         Ok(v) => r.changed = v,
-                        Err(e) => {
-                            r.failed = true;
-                            r.data.insert("changed_when_result".into(), Json::String(e));
-                        }
+                        Err(e) => cond_error(&mut r, "changed_when_result", e),
                     }
                 }
                 if let Some(c) = &task.failed_when {
@@ -177,10 +182,7 @@ impl Exec {
                             r.failed = v;
                             r.data.insert("failed_when_result".into(), Json::Bool(v));
                         }
-                        Err(e) => {
-                            r.failed = true;
-                            r.data.insert("failed_when_result".into(), Json::String(e));
-                        }
+                        Err(e) => cond_error(&mut r, "failed_when_result", e),
                     }
                 }
             }
