@@ -576,15 +576,13 @@ fn load_task(
             "always" => always = load_tasks(cx, src, v, base, role)?,
             "include_tasks" | "import_tasks" => {
                 let file = match &v.value {
-                    Node::Map(mm) => {
-                        only_args(src, key, mm, &["file"])?;
-                        match mm.iter().find(|(kk, _)| kk.value == "file") {
-                            Some((_, f)) => string_of(src, f, "file")?,
-                            None => {
-                                return Err(src.diag_at("include_tasks needs `file:`", v).into());
-                            }
+                    Node::Map(mm) => match mm.iter().find(|(kk, _)| kk.value == "file") {
+                        Some((_, f)) => {
+                            only_args(src, key, mm, &["file"])?;
+                            string_of(src, f, "file")?
                         }
-                    }
+                        None => return Err(src.diag_at("include_tasks needs `file:`", v).into()),
+                    },
                     _ => string_of(src, v, key)?,
                 };
                 include = Some(Action::IncludeTasks {
@@ -595,15 +593,13 @@ fn load_task(
             }
             "include_role" | "import_role" => {
                 let role = match &v.value {
-                    Node::Map(mm) => {
-                        only_args(src, key, mm, &["name"])?;
-                        match mm.iter().find(|(kk, _)| kk.value == "name") {
-                            Some((_, r)) => string_of(src, r, "name")?,
-                            None => {
-                                return Err(src.diag_at(format!("{key} needs `name:`"), v).into());
-                            }
+                    Node::Map(mm) => match mm.iter().find(|(kk, _)| kk.value == "name") {
+                        Some((_, r)) => {
+                            only_args(src, key, mm, &["name"])?;
+                            string_of(src, r, "name")?
                         }
-                    }
+                        None => return Err(src.diag_at(format!("{key} needs `name:`"), v).into()),
+                    },
                     _ => string_of(src, v, key)?,
                 };
                 include = Some(Action::IncludeRole {
