@@ -573,9 +573,12 @@ fn check_playbook(svc: &Service, rel: &Path, named_at: &Origin, diags: &mut Diag
     }
     let (plays, problems) = load_playbook_partial(&path, &roles);
     diags.0.extend(problems.0);
-    let mut files = BTreeSet::new();
+    let mut w = Walk::default();
     let playbook_dir = path.parent().unwrap_or(Path::new("."));
     for play in &plays {
+        for h in &play.handlers {
+            w.handler(h);
+        }
         // A templated name is known only at run time.
         for f in play.vars_files.iter().filter(|f| !f.templated()) {
             if let Err(d) = load_vars_file(&resolve(playbook_dir, &f.path), Some(&f.origin)) {
@@ -583,11 +586,48 @@ fn check_playbook(svc: &Service, rel: &Path, named_at: &Origin, diags: &mut Diag
             }
         }
         for r in &play.roles {
-            check_role(&roles, &r.name, &r.origin, &mut files, diags);
+            check_role(&roles, &r.name, &r.origin, &mut w, diags);
         }
         for t in play.all_tasks() {
-            check_task(&roles, t, &mut files, diags);
+            check_task(&roles, t, &mut w, diags);
         }
+    }
+    // Ansible stops the run when a task notifies a handler that does not exist; the
+    // handlers of every play count, a slip between plays is left to the run.
+    let known: Vec<&str> = w.handlers.iter().map(String::as_str).collect();
+    for (name, at) in &w.notified {
+        if !name.contains("{{") && !w.handlers.contains(name) {
+            diags.push(
+                at.diag(format!(
+                    "notify: no handler is named `{name}` or listens to it"
+                ))
+                .with_hint(expected_hint(name, &known)),
+            );
+        }
+    }
+}
+
+/// What the walk over a playbook's tasks gathers: the task files seen (each is checked
+/// once), the names handlers answer to, and every name a task notifies.
+#[derive(Default)]
+struct Walk {
+    files: BTreeSet<PathBuf>,
+    handlers: BTreeSet<String>,
+    notified: Vec<(String, Origin)>,
+    /// Under a `when`: an include may never run, and Ansible loads its file only if it does.
+    conditional: bool,
+}
+
+impl Walk {
+    /// A handler answers to its name, `role : name` for a role's, and its `listen` topics.
+    fn handler(&mut self, h: &Task) {
+        if let Some(n) = &h.name {
+            self.handlers.insert(n.clone());
+            if let Some(r) = &h.role {
+                self.handlers.insert(format!("{r} : {n}"));
+            }
+        }
+        self.handlers.extend(h.listen.iter().cloned());
     }
 }
 
@@ -595,7 +635,7 @@ fn check_role(
     roles: &Roles,
     name: &str,
     at: &crate::diag::Origin,
-    files: &mut BTreeSet<PathBuf>,
+    w: &mut Walk,
     diags: &mut Diagnostics,
 ) {
     if !roles.path(name, "").is_dir() {
@@ -618,7 +658,13 @@ fn check_role(
     }
     for part in ["tasks", "handlers"] {
         if let Some(main) = roles.main(name, part) {
-            check_task_file(roles, &main, Some(name), files, diags);
+            check_task_file(roles, &main, Some(name), w, diags);
+        }
+    }
+    // An included role brings its handlers (a play's roles are among the play's already).
+    if let Some(main) = roles.main(name, "handlers") {
+        for h in load_task_file_partial(&main, Some(name)).0 {
+            w.handler(&h);
         }
     }
     for part in ["defaults", "vars"] {
@@ -634,21 +680,25 @@ fn check_task_file(
     roles: &Roles,
     path: &Path,
     role: Option<&str>,
-    files: &mut BTreeSet<PathBuf>,
+    w: &mut Walk,
     diags: &mut Diagnostics,
 ) {
     // A file included from several places (or from itself) is checked once.
-    if !files.insert(path.to_path_buf()) {
+    if !w.files.insert(path.to_path_buf()) {
         return;
     }
     let (tasks, problems) = load_task_file_partial(path, role);
     diags.0.extend(problems.0);
     for t in &tasks {
-        check_task(roles, t, files, diags);
+        check_task(roles, t, w, diags);
     }
 }
 
-fn check_task(roles: &Roles, t: &Task, files: &mut BTreeSet<PathBuf>, diags: &mut Diagnostics) {
+fn check_task(roles: &Roles, t: &Task, w: &mut Walk, diags: &mut Diagnostics) {
+    w.notified
+        .extend(t.notify.iter().map(|n| (n.clone(), t.origin.clone())));
+    let outer = w.conditional;
+    w.conditional |= !t.when.is_empty();
     match &t.action {
         Action::Block {
             block,
@@ -656,15 +706,21 @@ fn check_task(roles: &Roles, t: &Task, files: &mut BTreeSet<PathBuf>, diags: &mu
             always,
         } => {
             for inner in block.iter().chain(rescue).chain(always) {
-                check_task(roles, inner, files, diags);
+                check_task(roles, inner, w, diags);
             }
         }
         // A templated file name is known only at run time.
-        Action::IncludeTasks { file, base, .. } if !file.contains("{{") => {
+        Action::IncludeTasks {
+            file,
+            base,
+            dynamic,
+        } if !file.contains("{{") => {
             let path = base.join(file);
             if path.is_file() {
-                check_task_file(roles, &path, t.role.as_deref(), files, diags);
-            } else {
+                check_task_file(roles, &path, t.role.as_deref(), w, diags);
+            } else if !(*dynamic && w.conditional) {
+                // An import is read with the playbook; an include under a `when` only when
+                // it runs, so its file may be missing where it never does.
                 diags.push(t.origin.diag(format!(
                     "included task file {} does not exist",
                     path.display()
@@ -672,13 +728,14 @@ fn check_task(roles: &Roles, t: &Task, files: &mut BTreeSet<PathBuf>, diags: &mu
             }
         }
         Action::IncludeRole { role, .. } if !role.contains("{{") => {
-            check_role(roles, role, &t.origin, files, diags);
+            check_role(roles, role, &t.origin, w, diags);
         }
         Action::Module { name, args } if matches!(name.as_str(), "copy" | "template") => {
             check_src(roles, t, name, args, diags);
         }
         _ => {}
     }
+    w.conditional = outer;
 }
 
 /// A static `src:` of copy/template must be found where the runner looks for it.

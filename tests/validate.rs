@@ -268,3 +268,80 @@ fn the_shipped_services_are_valid() {
         test.stderr_lacks("warning").run();
     }
 }
+
+#[test]
+fn handlers_must_exist_includes_take_their_keywords_and_load_when_they_run() {
+    let svc = Service::new(SCHEMA);
+    svc.file(
+        "stepdefs/server.yaml",
+        "kind: Actuator\nmodel: Server\nsync:\n  playbook: server.yml\n  hosts: localhost\n",
+    );
+    svc.file(
+        "playbooks/server.yml",
+        r#"- hosts: all
+  gather_facts: false
+  tasks:
+    - name: a typo in notify
+      debug: {msg: hi}
+      notify: restart sever
+    - name: a topic someone listens to
+      debug: {msg: hi}
+      notify: [restarts, "greet : greeted"]
+    - name: a missing file that never loads
+      include_tasks: never.yml
+      when: false
+    - name: a block that may not run
+      when: maybe | default(false)
+      block:
+        - include_tasks: never-either.yml
+    - name: a missing file that always loads
+      include_tasks: always.yml
+    - name: a keyword Ansible refuses on an include
+      include_tasks: never.yml
+      become: true
+      when: false
+    - name: an argument the runner would drop
+      import_role: {name: greet, tasks_from: other}
+  roles: [greet]
+  handlers:
+    - name: restart server
+      debug: {msg: restarted}
+      listen: restarts
+"#,
+    );
+    svc.file(
+        "playbooks/roles/greet/tasks/main.yml",
+        "- debug: {msg: hi}\n  notify: greeted\n",
+    );
+    svc.file(
+        "playbooks/roles/greet/handlers/main.yml",
+        "- name: greeted\n  debug: {msg: greeted}\n",
+    );
+    let out = svc.expect(&["validate"], 2);
+    let err = &out.stderr;
+    assert!(
+        err.contains("notify: no handler is named `restart sever`"),
+        "{err}"
+    );
+    assert!(err.contains("playbooks/server.yml:4:"), "{err}");
+    assert!(err.contains("did you mean `restart server`?"), "{err}");
+    assert!(err.contains("always.yml does not exist"), "{err}");
+    assert!(!err.contains("never.yml does not exist"), "{err}");
+    assert!(!err.contains("never-either.yml"), "{err}");
+    assert!(!err.contains("`restarts`"), "{err}");
+    assert!(!err.contains("`greeted`"), "{err}");
+    assert!(
+        err.contains("`become` is not a valid keyword of include_tasks"),
+        "{err}"
+    );
+    assert!(err.contains("playbooks/server.yml:21:"), "{err}");
+    assert!(
+        err.contains("`tasks_from` of import_role is not in the built-in subset"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.starts_with("invalid: 4 errors"),
+        "{}",
+        out.stdout
+    );
+}

@@ -45,6 +45,26 @@ const TASK_KEYWORDS: &[&str] = &[
     "meta",
 ];
 
+/// The task keywords Ansible takes on `include_tasks` and `include_role` (its
+/// `VALID_INCLUDE_KEYWORDS`, with a handler's `listen`).
+const INCLUDE_KEYWORDS: &[&str] = &[
+    "name",
+    "when",
+    "loop",
+    "with_items",
+    "loop_control",
+    "register",
+    "ignore_errors",
+    "no_log",
+    "run_once",
+    "vars",
+    "args",
+    "tags",
+    "listen",
+    "include_tasks",
+    "include_role",
+];
+
 /// The play keywords the built-in runner reads, for suggestions.
 const PLAY_KEYWORDS: &[&str] = &[
     "name",
@@ -569,7 +589,10 @@ fn load_task(
             "include_tasks" | "import_tasks" => {
                 let file = match &v.value {
                     Node::Map(mm) => match mm.iter().find(|(kk, _)| kk.value == "file") {
-                        Some((_, f)) => string_of(src, f, "file")?,
+                        Some((_, f)) => {
+                            only_args(src, key, mm, &["file"])?;
+                            string_of(src, f, "file")?
+                        }
                         None => return Err(src.diag_at("include_tasks needs `file:`", v).into()),
                     },
                     _ => string_of(src, v, key)?,
@@ -583,7 +606,10 @@ fn load_task(
             "include_role" | "import_role" => {
                 let role = match &v.value {
                     Node::Map(mm) => match mm.iter().find(|(kk, _)| kk.value == "name") {
-                        Some((_, r)) => string_of(src, r, "name")?,
+                        Some((_, r)) => {
+                            only_args(src, key, mm, &["name"])?;
+                            string_of(src, r, "name")?
+                        }
                         None => return Err(src.diag_at(format!("{key} needs `name:`"), v).into()),
                     },
                     _ => string_of(src, v, key)?,
@@ -636,6 +662,36 @@ fn load_task(
             }
         }
     }
+    // Ansible refuses the keywords of a task on a dynamic include (its tasks do not inherit
+    // them; `apply:` would give them): the built-in runner must not accept and drop them.
+    if let Some(
+        Action::IncludeTasks { dynamic: true, .. } | Action::IncludeRole { dynamic: true, .. },
+    ) = &include
+    {
+        let what = if matches!(include, Some(Action::IncludeTasks { .. })) {
+            ("include_tasks", "import_tasks")
+        } else {
+            ("include_role", "import_role")
+        };
+        for (k, _) in m {
+            let key = k.value.strip_prefix(BUILTIN_PREFIX).unwrap_or(&k.value);
+            if TASK_KEYWORDS.contains(&key) && !INCLUDE_KEYWORDS.contains(&key) {
+                return Err(src
+                    .diag_at(
+                        format!(
+                            "`{key}` is not a valid keyword of {} (Ansible refuses it too)",
+                            what.0
+                        ),
+                        k,
+                    )
+                    .with_hint(format!(
+                        "set it on the included tasks, or use {}, whose tasks inherit it",
+                        what.1
+                    ))
+                    .into());
+            }
+        }
+    }
     t.action = match (block, include, module) {
         (Some(block), None, None) => Action::Block {
             block,
@@ -659,6 +715,26 @@ fn load_task(
         }
     };
     Ok(t)
+}
+
+/// The arguments of an include or import given as a map: the ones the built-in runner
+/// reads. Others (`apply`, `tasks_from`, ...) would be dropped, so they are refused.
+fn only_args(src: &Source, what: &str, args: &Map, known: &[&str]) -> Result<(), Diagnostics> {
+    match args
+        .iter()
+        .find(|(k, _)| !known.contains(&k.value.as_str()))
+    {
+        Some((k, _)) => Err(src
+            .diag_at(
+                format!("`{}` of {what} is not in the built-in subset", k.value),
+                k,
+            )
+            .with_hint(
+                "set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook",
+            )
+            .into()),
+        None => Ok(()),
+    }
 }
 
 /// A module's arguments, checked against its parameters: every key must be one of them, and

@@ -15,9 +15,13 @@ use super::vars_file::{load_vars_file, resolve};
 use crate::diag::Origin;
 use crate::inventory::Inventory;
 use crate::payload::playbook::PlaybookResult;
+use crate::template::single_expression;
 
 mod facts;
 mod task;
+
+/// How often the play's last flush may start over (see `run_play`).
+const MAX_LAST_FLUSHES: usize = 100;
 
 /// What a run needs from the service and the object.
 pub struct Options<'a> {
@@ -47,6 +51,9 @@ enum Flow {
     HostFailed,
     Unreachable,
     EndPlay,
+    /// An error that stops the whole run, as ansible-playbook stops (a handler that does
+    /// not exist): no rescue catches it, no later host or play runs.
+    Abort,
 }
 
 /// Results of `run_once` tasks, by task and occurrence, for the hosts after the first.
@@ -76,8 +83,19 @@ struct Exec {
     first_host: bool,
     seen: BTreeMap<String, usize>,
     unreachable: Option<String>,
-    notified: Vec<String>,
+    /// Notified handlers, by their index in `handlers`: a flush runs them in the order
+    /// they are listed, as Ansible does, whatever the order of the notifications.
+    pending: Vec<usize>,
     handlers: Vec<Task>,
+    /// `notify` of the enclosing blocks and imports, which Ansible gives to their tasks.
+    inherited_notify: Vec<String>,
+    /// Running handlers: their log says `RUNNING HANDLER`, and a flush within is none.
+    in_handler: bool,
+    /// The task that failed last and its result, for `rescue`'s `ansible_failed_task` and
+    /// `ansible_failed_result`.
+    last_failure: Option<(Json, Json)>,
+    /// The run stops after this host (see [`Flow::Abort`]).
+    aborted: bool,
     /// set_fact and register: the highest precedence.
     facts_layer: BTreeMap<String, Val>,
 }
@@ -90,7 +108,7 @@ pub fn run(playbook: &Path, opts: &Options) -> Result<(PlaybookResult, String), 
     let plays = load_playbook(playbook, &roles).map_err(|d| d.to_string())?;
     let mut total = PlaybookResult::default();
     let mut log = String::new();
-    for play in plays {
+    'plays: for play in plays {
         let pattern = opts.hosts.map_or_else(|| play.hosts.clone(), str::to_owned);
         let hosts = opts.inventory.resolve(&pattern);
         log.push_str(&banner(&format!(
@@ -169,8 +187,12 @@ pub fn run(playbook: &Path, opts: &Options) -> Result<(PlaybookResult, String), 
                 first_host: i == 0,
                 seen: BTreeMap::new(),
                 unreachable: None,
-                notified: Vec::new(),
+                pending: Vec::new(),
                 handlers: play.handlers.clone(),
+                inherited_notify: Vec::new(),
+                in_handler: false,
+                last_failure: None,
+                aborted: false,
                 facts_layer: BTreeMap::new(),
             };
             ex.run_play(&play, opts, &hvars);
@@ -190,6 +212,12 @@ pub fn run(playbook: &Path, opts: &Options) -> Result<(PlaybookResult, String), 
             total.facts.extend(ex.facts);
             if total.message.is_none() {
                 total.message = ex.message;
+            }
+            if ex.aborted {
+                log.push_str(&banner("PLAY RECAP"));
+                log.push_str(&recap);
+                log.push('\n');
+                break 'plays;
             }
         }
         log.push_str(&banner("PLAY RECAP"));
@@ -267,8 +295,14 @@ impl Exec {
         if flow == Flow::Continue {
             flow = self.run_tasks(&play.post_tasks, &scope, &[]);
         }
-        if flow == Flow::Continue {
-            self.flush_handlers(&scope);
+        // The play's last flush goes on until no handler is left notified: one notified by
+        // a handler listed after it runs here too, as in Ansible (a flush before the end
+        // leaves it for the next one). A cycle of handlers that keep notifying each other
+        // ends after a bound instead of running forever.
+        let mut passes = 0;
+        while flow == Flow::Continue && !self.pending.is_empty() && passes < MAX_LAST_FLUSHES {
+            flow = self.flush_handlers(&scope);
+            passes += 1;
         }
     }
 
@@ -333,6 +367,10 @@ impl Exec {
 
     fn fail_host(&mut self, msg: &str) {
         self.counts.failed += 1;
+        self.last_failure = Some((
+            serde_json::json!({"name": ""}),
+            serde_json::json!({"failed": true, "msg": msg}),
+        ));
         self.message
             .get_or_insert_with(|| format!("{}: {msg}", self.host));
         self.log.push_str(&format!(
@@ -403,8 +441,9 @@ impl Exec {
         }
     }
 
-    /// Runs `f` with the `become` of an enclosing block or include in force.
-    fn with_become<T>(&mut self, task: &Task, f: impl FnOnce(&mut Self) -> T) -> T {
+    /// Runs `f` with the `become` of an enclosing block or include in force, and the
+    /// `notify` of a block or a static import (a dynamic include's keywords are its own).
+    fn with_inherited<T>(&mut self, task: &Task, f: impl FnOnce(&mut Self) -> T) -> T {
         let saved = self.inherited_become.clone();
         if task.become_.is_some() {
             self.inherited_become.0 = task.become_;
@@ -412,7 +451,17 @@ impl Exec {
         if task.become_user.is_some() {
             self.inherited_become.1 = task.become_user.clone();
         }
+        let passes_notify = match &task.action {
+            Action::Block { .. } => true,
+            Action::IncludeTasks { dynamic, .. } | Action::IncludeRole { dynamic, .. } => !dynamic,
+            _ => false,
+        };
+        let notified = self.inherited_notify.len();
+        if passes_notify {
+            self.inherited_notify.extend(task.notify.iter().cloned());
+        }
         let out = f(self);
+        self.inherited_notify.truncate(notified);
         self.inherited_become = saved;
         out
     }
@@ -426,14 +475,85 @@ impl Exec {
         s
     }
 
+    /// Whether every condition holds. An undefined name is an error, not false, and the
+    /// message names it, as Ansible's "Error while evaluating conditional" does.
     fn when_holds(&self, conds: &[String], scope: &Scope) -> Result<bool, String> {
         let ctx = self.templar.context(scope);
         for c in conds {
-            if !self.templar.condition(c, &ctx)? {
-                return Ok(false);
+            let failed = |why: String| format!("Error while evaluating conditional ({c}): {why}");
+            match self.templar.condition(c, &ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // The engine calls an undefined value false; Ansible refuses it.
+                    let expr = single_expression(c).unwrap_or(c);
+                    if self
+                        .templar
+                        .eval(expr, &ctx)
+                        .is_ok_and(|v| v.is_undefined())
+                    {
+                        let why = self
+                            .undefined_name(expr, &ctx)
+                            .unwrap_or_else(|| format!("`{expr}` is undefined"));
+                        return Err(failed(why));
+                    }
+                    return Ok(false);
+                }
+                Err(e) => {
+                    let expr = single_expression(c).unwrap_or(c);
+                    return Err(failed(self.name_undefined(expr, &ctx, e)));
+                }
             }
         }
         Ok(true)
+    }
+
+    /// An error of the engine about an undefined value, said as Ansible says it ("'x' is
+    /// undefined"): the engine does not tell which name it was.
+    fn name_undefined(&self, text: &str, ctx: &minijinja::Value, err: String) -> String {
+        if !err.contains("undefined") {
+            return err;
+        }
+        self.undefined_name(text, ctx).unwrap_or(err)
+    }
+
+    /// The first name (or attribute) that `text`, an expression or a template, reads and
+    /// that is not defined. The real environment resolves each one, so its functions
+    /// (`lookup`, `range`) count as defined.
+    fn undefined_name(&self, text: &str, ctx: &minijinja::Value) -> Option<String> {
+        let env = minijinja::Environment::new();
+        let mut names: Vec<String> = if text.contains("{{") || text.contains("{%") {
+            env.template_from_str(text).ok()?.undeclared_variables(true)
+        } else {
+            env.compile_expression(text)
+                .ok()?
+                .undeclared_variables(true)
+        }
+        .into_iter()
+        .collect();
+        names.sort();
+        let missing = |path: &str| {
+            self.templar
+                .eval(path, ctx)
+                .map_or(true, |v| v.is_undefined())
+        };
+        for name in names {
+            let parts: Vec<&str> = name.split('.').collect();
+            for n in 1..=parts.len() {
+                if !missing(&parts[..n].join(".")) {
+                    continue;
+                }
+                return Some(if n == 1 {
+                    format!("'{}' is undefined", parts[0])
+                } else {
+                    format!(
+                        "'{}' has no attribute '{}'",
+                        parts[..n - 1].join("."),
+                        parts[n - 1]
+                    )
+                });
+            }
+        }
+        None
     }
 
     fn run_tasks(&mut self, tasks: &[Task], base: &Scope, inherited_when: &[String]) -> Flow {
@@ -446,7 +566,16 @@ impl Exec {
         Flow::Continue
     }
 
-    fn header(&mut self, task: &Task, kind: &str) {
+    /// `TASK`, or `RUNNING HANDLER` while handlers run.
+    fn kind(&self) -> &'static str {
+        if self.in_handler {
+            "RUNNING HANDLER"
+        } else {
+            "TASK"
+        }
+    }
+
+    fn header(&mut self, task: &Task) {
         let name = task.name.clone().unwrap_or_else(|| match &task.action {
             Action::Module { name, .. } => name.clone(),
             Action::IncludeTasks { file, .. } => format!("include_tasks: {file}"),
@@ -454,6 +583,7 @@ impl Exec {
             Action::Meta(m) => format!("meta: {m}"),
             Action::Block { .. } => "block".to_owned(),
         });
+        let kind = self.kind();
         let title = match &task.role {
             Some(r) => format!("{kind} [{r} : {name}]"),
             None => format!("{kind} [{name}]"),
@@ -465,7 +595,7 @@ impl Exec {
         if matches!(task.action, Action::Module { .. }) {
             self.run_task_inner(task, base, inherited_when)
         } else {
-            self.with_become(task, |me| me.run_task_inner(task, base, inherited_when))
+            self.with_inherited(task, |me| me.run_task_inner(task, base, inherited_when))
         }
     }
 
@@ -480,7 +610,7 @@ impl Exec {
                 always,
             } => {
                 let mut flow = self.run_tasks(block, base, &conds);
-                if flow == Flow::Unreachable {
+                if matches!(flow, Flow::Unreachable | Flow::Abort) {
                     return flow;
                 }
                 if flow == Flow::HostFailed && !rescue.is_empty() {
@@ -488,131 +618,330 @@ impl Exec {
                     self.counts.failed = self.counts.failed.saturating_sub(1);
                     self.counts.rescued += 1;
                     self.message = None;
+                    // What failed, for the rescue; Ansible keeps them after it too.
+                    if let Some((t, r)) = self.last_failure.take() {
+                        self.facts_layer
+                            .insert("ansible_failed_task".into(), Val::Data(t));
+                        self.facts_layer
+                            .insert("ansible_failed_result".into(), Val::Data(r));
+                    }
                     flow = self.run_tasks(rescue, base, &conds);
-                    if flow == Flow::Unreachable {
+                    if matches!(flow, Flow::Unreachable | Flow::Abort) {
                         return flow;
                     }
                 }
                 let after = self.run_tasks(always, base, &conds);
                 if flow == Flow::Continue { after } else { flow }
             }
-            Action::Meta(m) => match m.as_str() {
-                "flush_handlers" => self.flush_handlers(base),
-                "end_play" => Flow::EndPlay,
-                _ => Flow::Continue,
-            },
+            Action::Meta(m) => {
+                // A meta task obeys its `when`; Ansible logs the skip but does not count it.
+                match self.when_holds(&conds, &scope) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.header(task);
+                        self.log.push_str(&format!("skipping: [{}]\n", self.host));
+                        return Flow::Continue;
+                    }
+                    Err(e) => {
+                        self.header(task);
+                        let host = self.host.clone();
+                        return self.task_error(task, &host, e);
+                    }
+                }
+                match m.as_str() {
+                    "flush_handlers" => self.flush_handlers(base),
+                    "end_play" => Flow::EndPlay,
+                    _ => Flow::Continue,
+                }
+            }
             Action::IncludeTasks {
                 file,
                 base: dir,
                 dynamic,
             } => {
-                // A dynamic include is a task of its own: its `when` decides whether it runs.
-                // An import is static: its `when` goes down to every imported task.
-                let inner_when: &[String] = if *dynamic { inherited_when } else { &conds };
-                if *dynamic && !self.include_runs(task, &conds, &scope) {
-                    return if self.message.is_some() {
-                        Flow::HostFailed
-                    } else {
-                        Flow::Continue
-                    };
+                // A dynamic include is a task of its own: its `when` decides whether it runs,
+                // per item of its loop. An import is static: its `when` goes down to every
+                // imported task.
+                if !*dynamic {
+                    return self.include_file(task, file, dir, base, &scope, &conds);
                 }
-                let ctx = self.templar.context(&scope);
-                let file = match self.templar.render_str(file, &ctx) {
-                    Ok(Json::String(f)) => f,
-                    Ok(other) => other.to_string(),
-                    Err(e) => {
-                        self.fail_host(&e);
-                        return Flow::HostFailed;
-                    }
+                let items = match self.include_items(task, &conds, &scope) {
+                    Ok(items) => items,
+                    Err(flow) => return flow,
                 };
-                match load_task_file(&dir.join(&file), task.role.as_deref()) {
-                    Ok(tasks) => self.run_tasks(&tasks, base, inner_when),
-                    Err(d) => {
-                        self.fail_host(&d.to_string());
-                        Flow::HostFailed
+                for item in items {
+                    let (ibase, iscope) = self.with_item(task, base, &scope, item);
+                    let flow = self.include_file(task, file, dir, &ibase, &iscope, inherited_when);
+                    if flow != Flow::Continue {
+                        return flow;
                     }
                 }
+                Flow::Continue
             }
             Action::IncludeRole { role, dynamic } => {
-                let inner_when: &[String] = if *dynamic { inherited_when } else { &conds };
-                if *dynamic && !self.include_runs(task, &conds, &scope) {
-                    return if self.message.is_some() {
-                        Flow::HostFailed
-                    } else {
-                        Flow::Continue
-                    };
+                if !*dynamic {
+                    return self.include_role(task, role, base, &scope, &conds, true);
                 }
-                let mut s = base.clone();
-                for part in ["defaults", "vars"] {
-                    if let Some(p) = self.roles.main(role, part) {
-                        match vars_layer(&p, None) {
-                            Ok(layer) => s.push(layer),
-                            Err(e) => {
-                                self.fail_host(&e);
-                                return Flow::HostFailed;
-                            }
-                        }
+                let items = match self.include_items(task, &conds, &scope) {
+                    Ok(items) => items,
+                    Err(flow) => return flow,
+                };
+                for item in items {
+                    let (ibase, iscope) = self.with_item(task, base, &scope, item);
+                    let flow =
+                        self.include_role(task, role, &ibase, &iscope, inherited_when, false);
+                    if flow != Flow::Continue {
+                        return flow;
                     }
                 }
-                // The include's own vars are role parameters: above the role's vars.
-                if !task.vars.is_empty() {
-                    s.push(tmpl_layer(&task.vars));
-                }
-                if let Some(h) = self.roles.main(role, "handlers")
-                    && let Ok(hs) = load_task_file(&h, Some(role))
-                {
-                    for handler in hs {
-                        let known = self
-                            .handlers
-                            .iter()
-                            .any(|x| x.name == handler.name && x.role == handler.role);
-                        if !known {
-                            self.handlers.push(handler);
-                        }
-                    }
-                }
-                match self
-                    .roles
-                    .main(role, "tasks")
-                    .map(|p| load_task_file(&p, Some(role)))
-                {
-                    Some(Ok(tasks)) => self.run_tasks(&tasks, &s, inner_when),
-                    Some(Err(d)) => {
-                        self.fail_host(&d.to_string());
-                        Flow::HostFailed
-                    }
-                    None => {
-                        self.fail_host(&format!("role `{role}` has no tasks/main.yml"));
-                        Flow::HostFailed
-                    }
-                }
+                Flow::Continue
             }
-            Action::Module { name, args } => {
-                self.run_module_task(task, name, args, &scope, &conds, "TASK")
+            Action::Module { name, args } => self.run_module_task(task, name, args, &scope, &conds),
+        }
+    }
+
+    /// The scopes of one item of a dynamic include: the tasks it includes see the item.
+    fn with_item(
+        &self,
+        task: &Task,
+        base: &Scope,
+        scope: &Scope,
+        item: Option<Json>,
+    ) -> (Scope, Scope) {
+        match item {
+            Some(i) => {
+                let layer = data_layer([(task.loop_var.clone(), i)]);
+                (base.with(layer.clone()), scope.with(layer))
+            }
+            None => (base.clone(), scope.clone()),
+        }
+    }
+
+    /// The tasks of an include or import (its file name rendered), run in `base`.
+    fn include_file(
+        &mut self,
+        task: &Task,
+        file: &str,
+        dir: &Path,
+        base: &Scope,
+        scope: &Scope,
+        when: &[String],
+    ) -> Flow {
+        let ctx = self.templar.context(scope);
+        // The include's (or import's) vars are the included tasks' too, as in Ansible.
+        let inner = if task.vars.is_empty() {
+            base.clone()
+        } else {
+            base.with(tmpl_layer(&task.vars))
+        };
+        let file = match self.templar.render_str(file, &ctx) {
+            Ok(Json::String(f)) => f,
+            Ok(other) => other.to_string(),
+            Err(e) => {
+                let msg = self.name_undefined(file, &ctx, e);
+                self.fail_host(&msg);
+                return Flow::HostFailed;
+            }
+        };
+        match load_task_file(&dir.join(&file), task.role.as_deref()) {
+            Ok(tasks) => self.run_tasks(&tasks, &inner, when),
+            Err(d) => {
+                self.fail_host(&d.to_string());
+                Flow::HostFailed
             }
         }
     }
 
-    /// Evaluates a dynamic include's `when`, logging and counting it as Ansible does.
-    fn include_runs(&mut self, task: &Task, conds: &[String], scope: &Scope) -> bool {
-        self.header(task, "TASK");
-        let host = self.host.clone();
-        match self.when_holds(conds, scope) {
-            Ok(true) => {
-                self.counts.ok += 1;
-                self.log.push_str(&format!("included: [{host}]\n"));
-                true
-            }
-            Ok(false) => {
-                self.counts.skipped += 1;
-                self.log.push_str(&format!("skipping: [{host}]\n"));
-                false
-            }
+    /// A role's tasks (its name rendered), with its defaults, vars and handlers. An import's
+    /// `notify` goes to the role's handlers too, as Ansible gives them the import's keywords.
+    fn include_role(
+        &mut self,
+        task: &Task,
+        role: &str,
+        base: &Scope,
+        scope: &Scope,
+        when: &[String],
+        imported: bool,
+    ) -> Flow {
+        let ctx = self.templar.context(scope);
+        let role = match self.templar.render_str(role, &ctx) {
+            Ok(Json::String(r)) => r,
+            Ok(other) => other.to_string(),
             Err(e) => {
-                self.fail_host(&e);
-                false
+                let msg = self.name_undefined(role, &ctx, e);
+                self.fail_host(&msg);
+                return Flow::HostFailed;
+            }
+        };
+        let role = role.as_str();
+        let mut s = base.clone();
+        for part in ["defaults", "vars"] {
+            if let Some(p) = self.roles.main(role, part) {
+                match vars_layer(&p, None) {
+                    Ok(layer) => s.push(layer),
+                    Err(e) => {
+                        self.fail_host(&e);
+                        return Flow::HostFailed;
+                    }
+                }
             }
         }
+        // The include's own vars are role parameters: above the role's vars.
+        if !task.vars.is_empty() {
+            s.push(tmpl_layer(&task.vars));
+        }
+        if let Some(h) = self.roles.main(role, "handlers")
+            && let Ok(hs) = load_task_file(&h, Some(role))
+        {
+            for mut handler in hs {
+                if imported {
+                    handler.notify.extend(self.inherited_notify.iter().cloned());
+                }
+                let known = self
+                    .handlers
+                    .iter()
+                    .any(|x| x.name == handler.name && x.role == handler.role);
+                if !known {
+                    self.handlers.push(handler);
+                }
+            }
+        }
+        match self
+            .roles
+            .main(role, "tasks")
+            .map(|p| load_task_file(&p, Some(role)))
+        {
+            Some(Ok(tasks)) => self.run_tasks(&tasks, &s, when),
+            Some(Err(d)) => {
+                self.fail_host(&d.to_string());
+                Flow::HostFailed
+            }
+            None => {
+                self.fail_host(&format!("role `{role}` has no tasks/main.yml"));
+                Flow::HostFailed
+            }
+        }
+    }
+
+    /// A dynamic include's loop and `when` (per item), logged and counted as Ansible does:
+    /// each included item is ok, the task is skipped when nothing is included. The items to
+    /// include (`None`: no loop), or the flow to go on with when it cannot be evaluated.
+    fn include_items(
+        &mut self,
+        task: &Task,
+        conds: &[String],
+        scope: &Scope,
+    ) -> Result<Vec<Option<Json>>, Flow> {
+        self.header(task);
+        let host = self.host.clone();
+        let items = match self.loop_items(task, scope) {
+            Ok(items) => items,
+            Err(e) => return Err(self.task_error(task, &host, e)),
+        };
+        let runs: Vec<Option<Json>> = match items {
+            None => vec![None],
+            Some(items) => items.into_iter().map(Some).collect(),
+        };
+        let mut included = Vec::new();
+        for item in runs {
+            let shown = item
+                .as_ref()
+                .map(|i| format!(" => (item={})", task::short(i, task.no_log)))
+                .unwrap_or_default();
+            let (_, iscope) = self.with_item(task, scope, scope, item.clone());
+            match self.when_holds(conds, &iscope) {
+                Ok(true) => {
+                    self.counts.ok += 1;
+                    self.log.push_str(&format!("included: [{host}]{shown}\n"));
+                    included.push(item);
+                }
+                Ok(false) => self.log.push_str(&format!("skipping: [{host}]{shown}\n")),
+                Err(e) => return Err(self.task_error(task, &host, e)),
+            }
+        }
+        if included.is_empty() {
+            self.counts.skipped += 1;
+            if task.loop_items.is_some() {
+                self.log.push_str(&format!("skipping: [{host}]\n"));
+            }
+        }
+        Ok(included)
+    }
+
+    /// A task's loop, rendered: `None` without one. An error names the undefined variable.
+    fn loop_items(&self, task: &Task, scope: &Scope) -> Result<Option<Vec<Json>>, String> {
+        let Some(l) = &task.loop_items else {
+            return Ok(None);
+        };
+        let ctx = self.templar.context(scope);
+        match self.templar.render(l, &ctx) {
+            Ok(Json::Array(a)) => Ok(Some(a)),
+            Ok(Json::Null) => Ok(Some(Vec::new())),
+            Ok(other) => Err(format!(
+                "Invalid data passed to 'loop', it requires a list, got this instead: {other}"
+            )),
+            Err(e) => Err(match l {
+                Json::String(text) => self.name_undefined(text, &ctx, e),
+                _ => e,
+            }),
+        }
+    }
+
+    /// A task that fails before its module runs (its `when` or `loop` cannot be evaluated):
+    /// a task failure like any other, which `ignore_errors` ignores and `register` records.
+    fn task_error(&mut self, task: &Task, host: &str, msg: String) -> Flow {
+        let result = serde_json::json!({"changed": false, "failed": true, "msg": msg});
+        self.log
+            .push_str(&format!("fatal: [{host}]: FAILED! => {result}\n"));
+        if let Some(reg) = &task.register {
+            self.facts_layer
+                .insert(reg.clone(), Val::Data(result.clone()));
+        }
+        if task.ignore_errors {
+            self.counts.ignored += 1;
+            self.counts.ok += 1;
+            self.log.push_str("...ignoring\n");
+            return Flow::Continue;
+        }
+        self.counts.failed += 1;
+        self.message.get_or_insert_with(|| {
+            format!("{host}: {}: {msg}", task.name.as_deref().unwrap_or("task"))
+        });
+        self.last_failure = Some((task::failed_task(task), result));
+        Flow::HostFailed
+    }
+
+    /// Marks the handlers that answer to `names` (by name, `role : name` or `listen`).
+    /// A name no handler answers to is an error, as in Ansible, which stops there.
+    fn notify(&mut self, names: &[String]) -> Result<(), String> {
+        for n in names {
+            let answers: Vec<usize> = self
+                .handlers
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| {
+                    let named = h.name.as_deref() == Some(n.as_str())
+                        || h.role
+                            .as_ref()
+                            .zip(h.name.as_ref())
+                            .is_some_and(|(r, name)| *n == format!("{r} : {name}"));
+                    named || h.listen.contains(n)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if answers.is_empty() {
+                return Err(format!(
+                    "The requested handler '{n}' was not found in either the main handlers \
+                     list nor in the listening handlers list"
+                ));
+            }
+            for i in answers {
+                if !self.pending.contains(&i) {
+                    self.pending.push(i);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The play's `environment` under the task's, rendered for one run of the task.
@@ -634,26 +963,27 @@ impl Exec {
         Ok(out)
     }
 
+    /// Runs the notified handlers in the order they are listed. A handler notified by one
+    /// that runs comes in this flush if it is listed later, else in the next, as in Ansible.
     fn flush_handlers(&mut self, base: &Scope) -> Flow {
-        let notified = std::mem::take(&mut self.notified);
-        if notified.is_empty() {
+        if self.in_handler {
             return Flow::Continue;
         }
-        let handlers = self.handlers.clone();
-        for h in &handlers {
-            let named = h.name.as_ref().is_some_and(|n| notified.contains(n));
-            let listens = h.listen.iter().any(|l| notified.contains(l));
-            if !(named || listens) {
-                continue;
-            }
-            if let Action::Module { name, args } = &h.action {
-                let scope = self.scope_for(base, h);
-                let flow = self.run_module_task(h, name, args, &scope, &h.when, "RUNNING HANDLER");
+        self.in_handler = true;
+        let mut flow = Flow::Continue;
+        let mut i = 0;
+        while i < self.handlers.len() && !self.pending.is_empty() {
+            if let Some(at) = self.pending.iter().position(|&p| p == i) {
+                self.pending.remove(at);
+                let h = self.handlers[i].clone();
+                flow = self.run_task(&h, base, &[]);
                 if flow != Flow::Continue {
-                    return flow;
+                    break;
                 }
             }
+            i += 1;
         }
-        Flow::Continue
+        self.in_handler = false;
+        flow
     }
 }

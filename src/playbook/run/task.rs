@@ -1,12 +1,12 @@
-//! One module task on one host: its condition, its loop, the module run once per item,
-//! `changed_when`/`failed_when`, `register`, `run_once`, the log lines and the counts.
+//! One module task on one host: its loop, its condition (per item), the module run once per
+//! item, `changed_when`/`failed_when`, `register`, `run_once`, the log lines and the counts.
 
 use std::path::PathBuf;
 
 use serde_json::{Map, Value as Json};
 
 use super::{Exec, Flow};
-use crate::playbook::load::Task;
+use crate::playbook::load::{Action, Task};
 use crate::playbook::modules::{ModCtx, ModResult, run_module};
 use crate::playbook::vars::{Scope, Val, data_layer};
 
@@ -18,9 +18,8 @@ impl Exec {
         args: &Json,
         scope: &Scope,
         conds: &[String],
-        kind: &str,
     ) -> Flow {
-        self.header(task, kind);
+        self.header(task);
         let delegated = task
             .delegate_to
             .as_deref()
@@ -51,38 +50,34 @@ impl Exec {
             }
             return Flow::Continue;
         }
-        match self.when_holds(conds, scope) {
-            Ok(true) => {}
-            Ok(false) => {
-                self.counts.skipped += 1;
-                self.log.push_str(&format!("skipping: [{host}]\n"));
-                if let Some(reg) = &task.register {
-                    let skipped = serde_json::json!({"changed": false, "skipped": true, "skip_reason": "Conditional result was False"});
-                    self.facts_layer.insert(reg.clone(), Val::Data(skipped));
-                }
-                return Flow::Continue;
-            }
-            Err(e) => {
-                self.fail_host(&e);
-                return Flow::HostFailed;
-            }
-        }
-        let ctx = self.templar.context(scope);
-        let items: Option<Vec<Json>> = match &task.loop_items {
-            None => None,
-            Some(l) => match self.templar.render(l, &ctx) {
-                Ok(Json::Array(a)) => Some(a),
-                Ok(Json::Null) => Some(Vec::new()),
-                Ok(other) => {
-                    self.fail_host(&format!("loop must be a list, got {other}"));
-                    return Flow::HostFailed;
-                }
-                Err(e) => {
-                    self.fail_host(&e);
-                    return Flow::HostFailed;
-                }
-            },
+        // Ansible renders the loop first, then evaluates `when` once per item (with it).
+        let items = match self.loop_items(task, scope) {
+            Ok(items) => items,
+            Err(e) => return self.task_error(task, &host, e),
         };
+        let skipped_task = match &items {
+            None => match self.when_holds(conds, scope) {
+                Ok(true) => None,
+                Ok(false) => Some(serde_json::json!({
+                    "changed": false, "skipped": true,
+                    "skip_reason": "Conditional result was False",
+                })),
+                Err(e) => return self.task_error(task, &host, e),
+            },
+            Some(list) if list.is_empty() => Some(serde_json::json!({
+                "changed": false, "skipped": true,
+                "skipped_reason": "No items in the list", "results": [],
+            })),
+            Some(_) => None,
+        };
+        if let Some(skipped) = skipped_task {
+            self.counts.skipped += 1;
+            self.log.push_str(&format!("skipping: [{host}]\n"));
+            if let Some(reg) = &task.register {
+                self.facts_layer.insert(reg.clone(), Val::Data(skipped));
+            }
+            return Flow::Continue;
+        }
         let mut role_dirs: Vec<PathBuf> = Vec::new();
         if let Some(r) = &task.role {
             role_dirs.push(self.roles.path(r, ""));
@@ -108,12 +103,31 @@ impl Exec {
         let mut results = Vec::new();
         let (mut any_changed, mut any_failed) = (false, false);
         let mut all_facts = Map::new();
+        let mut ran = 0usize;
         let target = self.target_for(Some(task));
         for item in runs {
             let item_scope = match &item {
                 Some(i) => scope.with(data_layer([(task.loop_var.clone(), i.clone())])),
                 None => scope.clone(),
             };
+            // An item's `when` (a task without a loop has passed its own above).
+            let holds = match &item {
+                Some(_) => self.when_holds(conds, &item_scope),
+                None => Ok(true),
+            };
+            if let (Some(i), Ok(false)) = (&item, &holds) {
+                self.log.push_str(&format!(
+                    "skipping: [{host}] => (item={})\n",
+                    short(i, task.no_log)
+                ));
+                results.push(serde_json::json!({
+                    "changed": false, "skipped": true,
+                    "skip_reason": "Conditional result was False",
+                    (task.loop_var.clone()): i, "ansible_loop_var": task.loop_var,
+                }));
+                continue;
+            }
+            ran += 1;
             let ictx = self.templar.context(&item_scope);
             let env = match self.environment_for(task, &ictx) {
                 Ok(e) => e,
@@ -122,7 +136,8 @@ impl Exec {
                     return Flow::HostFailed;
                 }
             };
-            let mut r = match self.templar.render(args, &ictx) {
+            let rendered = holds.and_then(|_| self.templar.render(args, &ictx));
+            let mut r = match rendered {
                 Ok(rendered) => {
                     let mc = ModCtx {
                         target: target.as_ref(),
@@ -146,22 +161,28 @@ impl Exec {
                 if let Some(reg) = &task.register {
                     s.push(data_layer([(reg.clone(), r.to_json())]));
                 }
+                // An error in either fails the task, its text in `*_when_result` as in
+                // Ansible, and in `msg` when the module said nothing (for the object's status).
+                let cond_error = |r: &mut ModResult, key: &str, e: String| {
+                    r.failed = true;
+                    if r.msg.as_deref().is_none_or(str::is_empty) {
+                        r.msg = Some(e.clone());
+                    }
+                    r.data.insert(key.into(), Json::String(e));
+                };
                 if let Some(c) = &task.changed_when {
                     match self.when_holds(c, &s) {
                         Ok(v) => r.changed = v,
-                        Err(e) => {
-                            r.failed = true;
-                            r.msg = Some(format!("changed_when: {e}"));
-                        }
+                        Err(e) => cond_error(&mut r, "changed_when_result", e),
                     }
                 }
                 if let Some(c) = &task.failed_when {
                     match self.when_holds(c, &s) {
-                        Ok(v) => r.failed = v,
-                        Err(e) => {
-                            r.failed = true;
-                            r.msg = Some(format!("failed_when: {e}"));
+                        Ok(v) => {
+                            r.failed = v;
+                            r.data.insert("failed_when_result".into(), Json::Bool(v));
                         }
+                        Err(e) => cond_error(&mut r, "failed_when_result", e),
                     }
                 }
             }
@@ -219,6 +240,10 @@ impl Exec {
             let mut j = r.to_json();
             if let (Json::Object(m), Some(i)) = (&mut j, &item) {
                 m.insert(task.loop_var.clone(), i.clone());
+                m.insert(
+                    "ansible_loop_var".into(),
+                    Json::String(task.loop_var.clone()),
+                );
             }
             if r.failed && items.is_none() {
                 let msg = failure_text(&r);
@@ -235,10 +260,24 @@ impl Exec {
             }
             results.push(j);
         }
+        if items.is_some() && ran == 0 {
+            // Every item skipped: the task is skipped, as in Ansible.
+            self.counts.skipped += 1;
+            self.log.push_str(&format!("skipping: [{host}]\n"));
+            if let Some(reg) = &task.register {
+                let skipped = serde_json::json!({
+                    "changed": false, "skipped": true, "msg": "All items skipped",
+                    "results": results,
+                });
+                self.facts_layer.insert(reg.clone(), Val::Data(skipped));
+            }
+            return Flow::Continue;
+        }
         let registered = match &items {
             None => results.pop().unwrap_or(Json::Null),
             Some(_) => serde_json::json!({
-                "changed": any_changed, "failed": any_failed, "results": results,
+                "changed": any_changed, "failed": any_failed, "skipped": false,
+                "results": results,
                 "msg": if any_failed { "One or more items failed" } else { "All items completed" },
             }),
         };
@@ -249,6 +288,7 @@ impl Exec {
             };
             self.once.insert(key, (r, registered.clone()));
         }
+        let registered_copy = registered.clone();
         if let Some(reg) = &task.register {
             self.facts_layer.insert(reg.clone(), Val::Data(registered));
         }
@@ -274,6 +314,7 @@ impl Exec {
                 self.log.push_str("...ignoring\n");
             } else {
                 self.counts.failed += 1;
+                self.last_failure = Some((failed_task(task), registered_copy));
                 return Flow::HostFailed;
             }
         } else {
@@ -283,17 +324,38 @@ impl Exec {
             }
         }
         if any_changed {
-            for n in &task.notify {
-                if !self.notified.contains(n) {
-                    self.notified.push(n.clone());
-                }
+            let names: Vec<String> = task
+                .notify
+                .iter()
+                .chain(&self.inherited_notify)
+                .cloned()
+                .collect();
+            if let Err(e) = self.notify(&names) {
+                self.fail_host(&e);
+                self.aborted = true;
+                return Flow::Abort;
             }
         }
         Flow::Continue
     }
 }
 
-fn short(v: &Json, hidden: bool) -> String {
+/// `ansible_failed_task` as a rescue sees it: the task's name (empty without one) and
+/// module.
+pub(super) fn failed_task(task: &Task) -> Json {
+    let action = match &task.action {
+        Action::Module { name, .. } => name.clone(),
+        Action::IncludeTasks { dynamic: true, .. } => "include_tasks".into(),
+        Action::IncludeTasks { .. } => "import_tasks".into(),
+        Action::IncludeRole { dynamic: true, .. } => "include_role".into(),
+        Action::IncludeRole { .. } => "import_role".into(),
+        Action::Meta(_) => "meta".into(),
+        Action::Block { .. } => "block".into(),
+    };
+    serde_json::json!({"name": task.name.clone().unwrap_or_default(), "action": action})
+}
+
+pub(super) fn short(v: &Json, hidden: bool) -> String {
     if hidden {
         return "None".to_owned();
     }
