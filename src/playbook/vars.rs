@@ -107,6 +107,7 @@ impl Templar {
         env.add_test("skipped", |v: Value| attr(&v, "skipped"));
         env.add_test("success", |v: Value| !attr(&v, "failed"));
         env.add_test("succeeded", |v: Value| !attr(&v, "failed"));
+        env.add_test("successful", |v: Value| !attr(&v, "failed"));
         // Python's spelling when a value is printed into text: True, False, None.
         env.set_formatter(|out, state, value| {
             if value.kind() == minijinja::value::ValueKind::Bool {

@@ -3,7 +3,7 @@
 //! on values (`d.items()`, `s.split(',')`, `s.startswith('x')`, ...).
 
 use base64::Engine as _;
-use minijinja::value::Value;
+use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, ErrorKind};
 
 use super::from_serde;
@@ -31,6 +31,7 @@ pub(crate) fn add_filters(env: &mut Environment<'static>) {
     // Jinja2 templates call Python's methods of str, dict and list; minijinja's values have
     // none of their own, and its Python compatibility layer supplies them.
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    add_ansible_filters(env);
     env.add_filter("urlencode", |v: Value| -> String {
         let text = match v.as_str() {
             Some(s) => s.to_owned(),
@@ -134,6 +135,177 @@ pub(crate) fn add_filters(env: &mut Environment<'static>) {
         Some(i) => s[..i].to_owned(),
         None => String::new(),
     });
+}
+
+fn invalid(msg: impl Into<String>) -> minijinja::Error {
+    minijinja::Error::new(ErrorKind::InvalidOperation, msg.into())
+}
+
+/// Filters and tests of Ansible's that roles use often: `dict2items`, `items2dict`, `hash`,
+/// `expanduser`; the tests `search`, `contains`, `version` (and `version_compare`).
+fn add_ansible_filters(env: &mut Environment<'static>) {
+    // `key_name=` and `value_name=` of dict2items and items2dict.
+    fn names(kwargs: &Kwargs) -> Result<(String, String), minijinja::Error> {
+        let k: Option<String> = kwargs.get("key_name")?;
+        let v: Option<String> = kwargs.get("value_name")?;
+        kwargs.assert_all_used()?;
+        Ok((
+            k.unwrap_or_else(|| "key".into()),
+            v.unwrap_or_else(|| "value".into()),
+        ))
+    }
+    env.add_filter(
+        "dict2items",
+        |v: Value, kwargs: Kwargs| -> Result<Value, minijinja::Error> {
+            let (k, val) = names(&kwargs)?;
+            let keys = v
+                .try_iter()
+                .map_err(|_| invalid("dict2items requires a dictionary"))?;
+            if v.kind() != minijinja::value::ValueKind::Map {
+                return Err(invalid("dict2items requires a dictionary"));
+            }
+            let items: Vec<Value> = keys
+                .map(|key| {
+                    let value = v.get_item(&key).unwrap_or(Value::UNDEFINED);
+                    Value::from(std::collections::BTreeMap::from([
+                        (k.clone(), key),
+                        (val.clone(), value),
+                    ]))
+                })
+                .collect();
+            Ok(Value::from(items))
+        },
+    );
+    env.add_filter(
+        "items2dict",
+        |v: Value, kwargs: Kwargs| -> Result<Value, minijinja::Error> {
+            let (k, val) = names(&kwargs)?;
+            let mut out = indexmap::IndexMap::new();
+            for item in v
+                .try_iter()
+                .map_err(|_| invalid("items2dict requires a list"))?
+            {
+                let key = item.get_attr(&k).ok().filter(|x| !x.is_undefined());
+                let value = item.get_attr(&val).ok().filter(|x| !x.is_undefined());
+                match (key, value) {
+                    (Some(key), Some(value)) => {
+                        out.insert(key.to_string(), value);
+                    }
+                    _ => {
+                        return Err(invalid(format!(
+                            "items2dict: an item lacks `{k}` or `{val}`"
+                        )));
+                    }
+                }
+            }
+            Ok(Value::from(
+                out.into_iter()
+                    .collect::<std::collections::BTreeMap<String, Value>>(),
+            ))
+        },
+    );
+    env.add_filter("hash", |v: Value, algo: Option<String>| -> Result<String, minijinja::Error> {
+        use sha2::Digest;
+        let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        match algo.as_deref().unwrap_or("sha1") {
+            "sha1" => Ok(hex(&sha1::Sha1::digest(text.as_bytes()))),
+            "sha256" => Ok(hex(&sha2::Sha256::digest(text.as_bytes()))),
+            "sha512" => Ok(hex(&sha2::Sha512::digest(text.as_bytes()))),
+            other => Err(invalid(format!(
+                "hash('{other}') is not in the built-in subset (sha1, sha256, sha512); set `runner: ansible`"
+            ))),
+        }
+    });
+    // As Ansible's: the controller's home, where the playbook runs.
+    env.add_filter("expanduser", |s: String| -> String {
+        match (s.strip_prefix('~'), std::env::var("HOME")) {
+            (Some(rest), Ok(home)) if rest.is_empty() || rest.starts_with('/') => {
+                format!("{home}{rest}")
+            }
+            _ => s,
+        }
+    });
+    env.add_test(
+        "search",
+        |s: String, pattern: String| -> Result<bool, minijinja::Error> {
+            Ok(compile_regex(&pattern)?.is_match(&s))
+        },
+    );
+    env.add_test("contains", |seq: Value, item: Value| -> bool {
+        seq.try_iter().is_ok_and(|mut it| it.any(|x| x == item))
+    });
+    let version =
+        |v: String, other: String, op: Option<String>| -> Result<bool, minijinja::Error> {
+            let ord = compare_versions(&v, &other);
+            Ok(match op.as_deref().unwrap_or("eq") {
+                "<" | "lt" => ord.is_lt(),
+                "<=" | "le" => ord.is_le(),
+                ">" | "gt" => ord.is_gt(),
+                ">=" | "ge" => ord.is_ge(),
+                "==" | "=" | "eq" => ord.is_eq(),
+                "!=" | "<>" | "ne" => ord.is_ne(),
+                other => return Err(invalid(format!("version: unknown operator `{other}`"))),
+            })
+        };
+    env.add_test("version", version);
+    env.add_test("version_compare", version);
+}
+
+/// Versions compared as Ansible's default (loose) comparison does: runs of digits as
+/// numbers, other runs as text, left to right (`1.10` > `1.9`; a number against text, which
+/// Ansible's LooseVersion cannot compare, sorts first).
+fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    fn parts(v: &str) -> Vec<Result<u64, String>> {
+        let mut out = Vec::new();
+        let mut cur = String::new();
+        let mut digits = false;
+        for c in v.chars() {
+            if c == '.' || c == '-' || c == '_' || c == '+' {
+                if !cur.is_empty() {
+                    out.push(if digits {
+                        cur.parse().map_err(|_| cur.clone())
+                    } else {
+                        Err(cur.clone())
+                    });
+                    cur.clear();
+                }
+                continue;
+            }
+            if !cur.is_empty() && c.is_ascii_digit() != digits {
+                out.push(if digits {
+                    cur.parse().map_err(|_| cur.clone())
+                } else {
+                    Err(cur.clone())
+                });
+                cur.clear();
+            }
+            digits = c.is_ascii_digit();
+            cur.push(c);
+        }
+        if !cur.is_empty() {
+            out.push(if digits {
+                cur.parse().map_err(|_| cur.clone())
+            } else {
+                Err(cur)
+            });
+        }
+        out
+    }
+    let (pa, pb) = (parts(a), parts(b));
+    for (x, y) in pa.iter().zip(&pb) {
+        let o = match (x, y) {
+            (Ok(m), Ok(n)) => m.cmp(n),
+            // As Python 2's LooseVersion: a number sorts before text.
+            (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+            (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+            (Err(s), Err(t)) => s.cmp(t),
+        };
+        if o.is_ne() {
+            return o;
+        }
+    }
+    pa.len().cmp(&pb.len())
 }
 
 fn compile_regex(pattern: &str) -> Result<regex::Regex, minijinja::Error> {
