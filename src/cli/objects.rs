@@ -13,7 +13,7 @@ use stepsync::output::ObjectView;
 use stepsync::service::Service;
 use stepsync::validate::stored_mismatches;
 
-use super::table::{models_table, objects_table, status_report};
+use super::table::{models_table, objects_table, status_counts, status_report};
 use super::{io_err, json, print, stdout_err, yaml};
 
 /// `get -o`.
@@ -203,17 +203,17 @@ fn status_json(
     objs: &[stepsync::store::ObjectRecord],
     mismatches: &[stepsync::validate::Mismatch],
 ) -> serde_json::Value {
+    let counts = status_counts(objs);
     let models: Vec<serde_json::Value> = svc
         .schema
         .models
         .keys()
         .map(|m| {
+            let c = counts.get(m.as_str()).copied().unwrap_or_default();
             let mut row = serde_json::Map::new();
             row.insert("model".into(), m.clone().into());
-            let mine: Vec<_> = objs.iter().filter(|o| &o.model == m).collect();
-            row.insert("total".into(), mine.len().into());
-            for st in stepsync::store::Status::ALL {
-                let n = mine.iter().filter(|o| o.book.status == st).count();
+            row.insert("total".into(), c.iter().sum::<usize>().into());
+            for (st, n) in stepsync::store::Status::ALL.iter().zip(c) {
                 row.insert(st.as_str().into(), n.into());
             }
             serde_json::Value::Object(row)

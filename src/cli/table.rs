@@ -128,14 +128,8 @@ pub(crate) fn models_table(counts: &[(String, usize)]) -> String {
     table(&["MODEL", "OBJECTS"], &rows)
 }
 
-/// `stepsync status`: counts per model and status, then every object in error with its
-/// next retry, then the stored objects the schema no longer describes.
-pub(crate) fn status_report(
-    schema: &Schema,
-    objs: &[ObjectRecord],
-    mismatches: &[Mismatch],
-    wide: bool,
-) -> String {
+/// Objects per model and status (in `Status::ALL` order), for `status` in every format.
+pub(crate) fn status_counts(objs: &[ObjectRecord]) -> BTreeMap<&str, [usize; 6]> {
     let mut counts: BTreeMap<&str, [usize; 6]> = BTreeMap::new();
     for o in objs {
         let idx = Status::ALL
@@ -144,6 +138,18 @@ pub(crate) fn status_report(
             .unwrap_or(0);
         counts.entry(o.model.as_str()).or_default()[idx] += 1;
     }
+    counts
+}
+
+/// `stepsync status`: counts per model and status, then every object in error with its
+/// next retry, then the stored objects the schema no longer describes.
+pub(crate) fn status_report(
+    schema: &Schema,
+    objs: &[ObjectRecord],
+    mismatches: &[Mismatch],
+    wide: bool,
+) -> String {
+    let counts = status_counts(objs);
     let mut rows = Vec::new();
     for model in schema.models.keys() {
         let c = counts.get(model.as_str()).copied().unwrap_or_default();

@@ -207,7 +207,7 @@ fn add_ansible_filters(env: &mut Environment<'static>) {
     env.add_filter("hash", |v: Value, algo: Option<String>| -> Result<String, minijinja::Error> {
         use sha2::Digest;
         let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let hex = crate::definition::hex;
         match algo.as_deref().unwrap_or("sha1") {
             "sha1" => Ok(hex(&sha1::Sha1::digest(text.as_bytes()))),
             "sha256" => Ok(hex(&sha2::Sha256::digest(text.as_bytes()))),

@@ -351,10 +351,7 @@ fn put(
 /// The SHA-1 of `data` in hex: Ansible's `checksum`.
 fn sha1_hex(data: &[u8]) -> String {
     use sha1::Digest;
-    sha1::Sha1::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::definition::hex(&sha1::Sha1::digest(data))
 }
 
 #[cfg(test)]
