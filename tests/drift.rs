@@ -235,3 +235,30 @@ fn the_daemon_re_syncs_referrers_when_a_dependency_gets_a_new_id() {
     let _ = child.wait();
     assert!(got.is_some(), "{:?}", server.lines());
 }
+
+/// Crash-test finding (CI, seed 1796145905449369307): a suspect blocked by its failing
+/// dependency, then checked and found unchanged once the dependency recovered, kept
+/// `blocked` for good: nothing made it due again, so `run --once` exited 1 forever.
+#[test]
+fn a_blocked_suspect_found_unchanged_is_ok_again() {
+    let server = TestServer::start();
+    let svc = service(&server);
+    // Site a fails on its next write; the slice stepdef gains a comment, so both slices
+    // are suspects (their recipes are unchanged), and s1 is blocked by its failing site.
+    server.respond("PUT", "/sites/a", 500, r#"{"error": "down"}"#);
+    svc.file("stepdefs/site.yaml", &site_stepdef(r#", v: 2"#));
+    svc.file("stepdefs/slice.yaml", &format!("# slices\n{SLICE_STEPDEF}"));
+    svc.test().args(["run", "--once"]).status(1).run();
+    assert_eq!(svc.object("Slice", "s1")["status"]["status"], "blocked");
+    assert_eq!(svc.object("Slice", "s2")["status"]["status"], "ok");
+
+    // The site recovers with the same id: s1's recipe is what was applied, so it is in
+    // sync without being sent again.
+    server.respond("PUT", "/sites/a", 200, r#"{"id": "id-a", "etag": "1"}"#);
+    server.clear();
+    svc.ok(&["retry", "Site", "a"]);
+    svc.ok(&["run", "--once"]);
+    assert_eq!(server.lines(), ["PUT /sites/a"]);
+    assert_eq!(svc.object("Slice", "s1")["status"]["status"], "ok");
+    svc.ok(&["run", "--once"]);
+}

@@ -373,6 +373,12 @@ pub fn on_check(b: &mut Bookkeeping, digest: &str) {
         _ => {
             b.applied = Some(digest.to_owned());
             b.drift = None;
+            // A suspect has no other work, so it was in sync before its check was blocked
+            // by a dependency; left `blocked`, nothing would ever make it due again.
+            if b.status == Status::Blocked {
+                b.status = Status::Ok;
+                b.message = "OK".to_owned();
+            }
         }
     }
 }

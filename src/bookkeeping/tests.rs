@@ -412,7 +412,8 @@ fn drift_suspect_check_and_success() {
         synced(b);
         b.applied = Some("d1".into());
     };
-    let site = Cause::Reference("Site/a".into());
+    let site_a = || Cause::Reference("Site/a".into());
+    let site = site_a();
     // (start, cause, check digest) -> (suspect before check, due after check, applied after)
     type Case<'a> = (
         Bookkeeping,
@@ -528,6 +529,22 @@ fn drift_suspect_check_and_success() {
         (b.status, work(&b), b.applied.as_deref()),
         (Status::Ok, None, Some("d2"))
     );
+
+    // A suspect blocked by its dependency, then checked unchanged once the dependency is
+    // back, is in sync again: nothing else would ever make it due (a crash-test finding).
+    let mut b = book(applied);
+    on_inputs_changed(&mut b, site_a());
+    let blocked = RunRecord::Blocked {
+        message: "blocked by Site/a: boom".into(),
+    };
+    on_run(&mut b, &blocked, t1, &rules, 0.5);
+    assert_eq!((b.status, suspect(&b).is_some()), (Status::Blocked, true));
+    let checked = RunRecord::Checked {
+        digest: "d1".into(),
+    };
+    on_run(&mut b, &checked, t1, &rules, 0.5);
+    assert_eq!((b.status, b.message.as_str()), (Status::Ok, "OK"));
+    assert!(in_sync(&b) && work(&b).is_none());
 
     // A failed object's backoff is cleared by a changed input (SPEC §5.3); it is not a
     // suspect, since it is retried anyway.
