@@ -12,11 +12,15 @@ use crate::model::objects::{ObjectSpec, check_duplicates, load_objects};
 use crate::model::schema::{FieldType, yaml_files as schema_yaml_files};
 use crate::model::{Model, Schema};
 use crate::payload::playbook::PLAYBOOKS_DIR;
-use crate::playbook::load::{Action, Roles, Task, load_playbook_partial, load_task_file_partial};
+use crate::playbook::ansible_names::{self, Plugin};
+use crate::playbook::load::{
+    Action, RUNNER_HINT, Roles, Task, load_playbook_partial, load_task_file_partial,
+};
+use crate::playbook::vars::Templar;
 use crate::playbook::vars_file::{load_vars_file, resolve};
 use crate::service::Service;
 use crate::stepdef::{Actuator, Auth, Feedback, Payload, PayloadKind, Request, Rest};
-use crate::template::{TValue, Templates, Tmpl, filters_and_tests};
+use crate::template::{TValue, Templates, Tmpl, filters_and_tests, lookups_called};
 use crate::yaml::Source;
 
 /// Names every template may use besides its own: the reserved ones.
@@ -616,6 +620,8 @@ struct Walk {
     notified: Vec<(String, Origin)>,
     /// Under a `when`: an include may never run, and Ansible loads its file only if it does.
     conditional: bool,
+    /// The runner's templates, to ask which filters, tests and lookups it has.
+    templar: Templar,
 }
 
 impl Walk {
@@ -697,6 +703,13 @@ fn check_task_file(
 fn check_task(roles: &Roles, t: &Task, w: &mut Walk, diags: &mut Diagnostics) {
     w.notified
         .extend(t.notify.iter().map(|n| (n.clone(), t.origin.clone())));
+    for text in task_texts(t) {
+        for (kind, name, _) in plugins_used(&text) {
+            if let Some(d) = unsupported_plugin(&w.templar, kind, &name) {
+                diags.push(t.origin.diag(d.0).with_hint(d.1));
+            }
+        }
+    }
     let outer = w.conditional;
     w.conditional |= !t.when.is_empty();
     match &t.action {
@@ -731,26 +744,142 @@ fn check_task(roles: &Roles, t: &Task, w: &mut Walk, diags: &mut Diagnostics) {
             check_role(roles, role, &t.origin, w, diags);
         }
         Action::Module { name, args } if matches!(name.as_str(), "copy" | "template") => {
-            check_src(roles, t, name, args, diags);
+            if let Some(found) = check_src(roles, t, name, args, diags)
+                && name == "template"
+            {
+                check_template_file(&w.templar, &found, diags);
+            }
         }
         _ => {}
     }
     w.conditional = outer;
 }
 
-/// A static `src:` of copy/template must be found where the runner looks for it.
+/// Every text of a task that the runner renders, conditions written as the templates they
+/// are: what its filters, tests and lookups are read from.
+fn task_texts(t: &Task) -> Vec<String> {
+    fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s.clone()),
+            serde_json::Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+            serde_json::Value::Object(m) => m.values().for_each(|i| strings(i, out)),
+            _ => {}
+        }
+    }
+    let mut out: Vec<String> = t.name.iter().cloned().collect();
+    let conditions = t
+        .when
+        .iter()
+        .chain(t.changed_when.iter().flatten())
+        .chain(t.failed_when.iter().flatten());
+    out.extend(conditions.map(|c| format!("{{{{ {c} }}}}")));
+    if let Some(items) = &t.loop_items {
+        strings(items, &mut out);
+    }
+    for (_, v) in t.vars.iter().chain(&t.environment) {
+        strings(v, &mut out);
+    }
+    match &t.action {
+        Action::Module { args, .. } => strings(args, &mut out),
+        Action::IncludeTasks { file, .. } => out.push(file.clone()),
+        Action::IncludeRole { role, .. } => out.push(role.clone()),
+        Action::Block { .. } | Action::Meta(_) => {}
+    }
+    out.extend(t.delegate_to.iter().cloned());
+    out
+}
+
+/// The filters, tests and lookups `text` uses, each with a byte offset of its use (where the
+/// scan can tell; else 0).
+fn plugins_used(text: &str) -> Vec<(Plugin, String, usize)> {
+    let (filters, tests) = filters_and_tests(text);
+    // Where the name itself is: the pattern's group.
+    let at = |pattern: String| {
+        regex::Regex::new(&pattern)
+            .ok()
+            .and_then(|re| re.captures(text))
+            .and_then(|c| c.get(1))
+            .map_or(0, |m| m.start())
+    };
+    let mut out = Vec::new();
+    for f in filters {
+        let pos = at(format!(r"\|\s*({})\b", regex::escape(&f)));
+        out.push((Plugin::Filter, f, pos));
+    }
+    for x in tests {
+        let pos = at(format!(r"\bis\s+(?:not\s+)?({})\b", regex::escape(&x)));
+        out.push((Plugin::Test, x, pos));
+    }
+    out.extend(
+        lookups_called(text)
+            .into_iter()
+            .map(|(pos, name)| (Plugin::Lookup, name, pos)),
+    );
+    out
+}
+
+/// Why the built-in runner cannot render a filter, test or lookup, with the hint: Ansible's
+/// own is outside the subset; anything else is a typo of one the runner has, or unknown.
+fn unsupported_plugin(templar: &Templar, kind: Plugin, name: &str) -> Option<(String, String)> {
+    let has = |n: &str| match kind {
+        Plugin::Filter => templar.has_filter(n),
+        Plugin::Test => templar.has_test(n),
+        Plugin::Lookup => Templar::has_lookup(n),
+    };
+    if has(name) {
+        return None;
+    }
+    let what = kind.as_str();
+    if ansible_names::is_plugin(kind, name) {
+        return Some((
+            format!("{what} `{name}` is not in the built-in subset"),
+            RUNNER_HINT.to_owned(),
+        ));
+    }
+    let hint = match crate::diag::suggest(
+        name,
+        ansible_names::plugins(kind)
+            .iter()
+            .copied()
+            .filter(|n| has(n)),
+    ) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => format!("neither the built-in runner nor Ansible has this {what}"),
+    };
+    Some((format!("unknown {what} `{name}`"), hint))
+}
+
+/// A template file's filters, tests and lookups, each reported where it is used.
+fn check_template_file(templar: &Templar, path: &Path, diags: &mut Diagnostics) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    for (kind, name, at) in plugins_used(&text) {
+        if let Some((message, hint)) = unsupported_plugin(templar, kind, &name) {
+            let before = &text[..at.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            let pos = crate::diag::Pos {
+                line: u32::try_from(line).unwrap_or(u32::MAX),
+                col: u32::try_from(col).unwrap_or(u32::MAX),
+            };
+            diags.push(Diagnostic::at(message, path, &text, Some(pos)).with_hint(hint));
+        }
+    }
+}
+
+/// A static `src:` of copy/template must be found where the runner looks for it; returns
+/// where it was found.
 fn check_src(
     roles: &Roles,
     t: &Task,
     module: &str,
     args: &serde_json::Value,
     diags: &mut Diagnostics,
-) {
-    let Some(src) = args.get("src").and_then(|v| v.as_str()) else {
-        return;
-    };
+) -> Option<PathBuf> {
+    let src = args.get("src").and_then(|v| v.as_str())?;
     if src.contains("{{") || Path::new(src).is_absolute() {
-        return;
+        return None;
     }
     let sub = if module == "template" {
         "templates"
@@ -771,7 +900,8 @@ fn check_src(
     // The task's folder may be the playbooks folder itself: name each place once.
     let mut seen = BTreeSet::new();
     candidates.retain(|c| seen.insert(c.clone()));
-    if !candidates.iter().any(|c| c.exists()) {
+    let found = candidates.iter().find(|c| c.exists()).cloned();
+    if found.is_none() {
         diags.push(
             t.origin
                 .diag(format!("{module} source `{src}` not found"))
@@ -785,4 +915,5 @@ fn check_src(
                 )),
         );
     }
+    found
 }

@@ -217,6 +217,100 @@ fn real_ansible_names_outside_the_subset_get_the_runner_hint_not_a_near_miss() {
         .run();
 }
 
+/// Filters, tests, lookups and module arguments are looked up only when a task runs: each
+/// one the built-in runner lacks is an error of `validate` at its file and line — Ansible's
+/// own with the `runner: ansible` hint, a typo with the near miss the runner has (#15).
+#[test]
+fn every_filter_test_lookup_and_argument_outside_the_subset_is_an_error_up_front() {
+    let svc = Service::new(SCHEMA);
+    svc.file(
+        "stepdefs/server.yaml",
+        "kind: Actuator\nmodel: Server\nsync: {playbook: server.yml}\n",
+    );
+    svc.file(
+        "playbooks/server.yml",
+        "- hosts: all
+  gather_facts: false
+  vars: {x: 1}
+  tasks:
+    - debug: {msg: '{{ x | to_nice_yaml }}'}
+    - debug: {msg: '{{ x | defualt(2) }}'}
+    - debug: {msg: hi}
+      when: x is vault_encrypted
+    - debug: {msg: hi}
+      failed_when: x is truthyy
+    - debug: {msg: \"{{ lookup('csvfile', 'a file=b.csv') }}\"}
+    - set_fact:
+        y: \"{{ query('pipee', 'date') }}\"
+    - template: {src: t.j2, dest: /tmp/t}
+    - include_vars: {dir: vars}
+    - copy: {dest: /tmp/x, content: a, mdoe: '0644'}
+    - debug: {msg: '{{ x | default(1) | int is number }}'}
+",
+    );
+    svc.file(
+        "playbooks/templates/t.j2",
+        "fine {{ x | default(1) }}\n{{ x | human_readable }}\n",
+    );
+    let out = svc.test().args(["validate"]).status(2).run();
+    let err = &out.stderr;
+    for (place, what, hint) in [
+        (
+            "server.yml:5:",
+            "filter `to_nice_yaml` is not in the built-in subset",
+            "runner: ansible",
+        ),
+        (
+            "server.yml:6:",
+            "unknown filter `defualt`",
+            "did you mean `default`?",
+        ),
+        (
+            "server.yml:7:",
+            "test `vault_encrypted` is not in the built-in subset",
+            "runner: ansible",
+        ),
+        ("server.yml:9:", "unknown test `truthyy`", "did you mean"),
+        (
+            "server.yml:11:",
+            "lookup `csvfile` is not in the built-in subset",
+            "runner: ansible",
+        ),
+        (
+            "server.yml:12:",
+            "unknown lookup `pipee`",
+            "neither the built-in runner nor Ansible",
+        ),
+        (
+            "server.yml:15:",
+            "argument `dir` of module `include_vars` is not in the built-in subset",
+            "runner: ansible",
+        ),
+        (
+            "server.yml:16:",
+            "unknown argument `mdoe` of module `copy`",
+            "did you mean `mode`?",
+        ),
+        (
+            "templates/t.j2:2:8",
+            "filter `human_readable` is not in the built-in subset",
+            "runner: ansible",
+        ),
+    ] {
+        let at = err
+            .find(&format!("{what}\n  --> playbooks/{place}"))
+            .unwrap_or_else(|| panic!("{what} at {place}: {err}"));
+        let next = err[at..]
+            .find("hint:")
+            .map(|h| &err[at + h..])
+            .and_then(|h| h.lines().next())
+            .unwrap_or("");
+        assert!(next.contains(hint), "{what}: hint {next:?}, wanted {hint}");
+    }
+    // What the runner has passes: `default`, `int`, `number`, the template's first line.
+    assert_eq!(err.matches("error:").count(), 9, "{err}");
+}
+
 #[test]
 fn a_clean_service_is_valid_and_says_so() {
     let svc = Service::new(SCHEMA);

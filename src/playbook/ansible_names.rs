@@ -3,6 +3,9 @@
 //! is outside the subset — reported as such, with the `runner: ansible` hint, and never
 //! "corrected" into a different real name (`include_vars` is not a typo of `include_tasks`).
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 /// Task keywords of ansible-core (`with_<lookup>` aside).
 const TASK_KEYWORDS: &[&str] = &[
     "action",
@@ -199,6 +202,80 @@ pub fn is_play_keyword(name: &str) -> bool {
     PLAY_KEYWORDS.contains(&name)
 }
 
+/// The filters, tests, lookups and module arguments of ansible-core, as
+/// scripts/gen-ansible-names.py read them off the ansible-core that scripts/test.sh installs.
+struct Core {
+    filters: Vec<&'static str>,
+    tests: Vec<&'static str>,
+    lookups: Vec<&'static str>,
+    module_args: HashMap<&'static str, Vec<&'static str>>,
+}
+
+static CORE: LazyLock<Core> = LazyLock::new(|| {
+    let mut core = Core {
+        filters: Vec::new(),
+        tests: Vec::new(),
+        lookups: Vec::new(),
+        module_args: HashMap::new(),
+    };
+    for line in include_str!("ansible_core.txt").lines() {
+        let Some((kind, names)) = line.split_once(": ") else {
+            continue;
+        };
+        let names: Vec<&str> = names.split_whitespace().collect();
+        match kind {
+            "filters" => core.filters = names,
+            "tests" => core.tests = names,
+            "lookups" => core.lookups = names,
+            _ => {
+                if let Some(module) = kind.strip_prefix("module ") {
+                    core.module_args.insert(module, names);
+                }
+            }
+        }
+    }
+    core
+});
+
+/// What a name used in a template is to Ansible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plugin {
+    Filter,
+    Test,
+    Lookup,
+}
+
+impl Plugin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Plugin::Filter => "filter",
+            Plugin::Test => "test",
+            Plugin::Lookup => "lookup",
+        }
+    }
+}
+
+/// Whether ansible-core (or Jinja2, for filters and tests) has a plugin of that kind and name.
+pub fn is_plugin(kind: Plugin, name: &str) -> bool {
+    plugins(kind).contains(&name.strip_prefix("ansible.builtin.").unwrap_or(name))
+}
+
+/// Every plugin of that kind ansible-core has.
+pub fn plugins(kind: Plugin) -> &'static [&'static str] {
+    match kind {
+        Plugin::Filter => &CORE.filters,
+        Plugin::Test => &CORE.tests,
+        Plugin::Lookup => &CORE.lookups,
+    }
+}
+
+/// Whether `arg` is an argument (or an alias of one) of the `ansible.builtin` module `module`.
+pub fn is_module_arg(module: &str, arg: &str) -> bool {
+    CORE.module_args
+        .get(module.strip_prefix("ansible.builtin.").unwrap_or(module))
+        .is_some_and(|args| args.contains(&arg))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +291,13 @@ mod tests {
         assert_eq!(task_name("whenn"), None);
         assert!(is_play_keyword("serial"));
         assert!(!is_play_keyword("hostss"));
+        assert!(is_plugin(Plugin::Filter, "to_nice_yaml"));
+        assert!(is_plugin(Plugin::Filter, "selectattr"), "Jinja2's own");
+        assert!(is_plugin(Plugin::Test, "version"));
+        assert!(is_plugin(Plugin::Lookup, "ansible.builtin.pipe"));
+        assert!(!is_plugin(Plugin::Lookup, "pipee"));
+        assert!(is_module_arg("copy", "local_follow"));
+        assert!(is_module_arg("file", "dest"), "an alias");
+        assert!(!is_module_arg("copy", "mdoe"));
     }
 }

@@ -11,7 +11,7 @@ use crate::diag::{Diagnostic, Diagnostics, Origin};
 use crate::yaml::{Node, Source, Spanned};
 
 /// The hint of everything outside the built-in subset.
-const RUNNER_HINT: &str =
+pub(crate) const RUNNER_HINT: &str =
     "set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook";
 
 const TASK_KEYWORDS: &[&str] = &[
@@ -729,9 +729,7 @@ fn only_args(src: &Source, what: &str, args: &Map, known: &[&str]) -> Result<(),
                 format!("`{}` of {what} is not in the built-in subset", k.value),
                 k,
             )
-            .with_hint(
-                "set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook",
-            )
+            .with_hint(RUNNER_HINT)
             .into()),
         None => Ok(()),
     }
@@ -832,6 +830,15 @@ fn check_arg<K>(
             .copied()
             .filter(|p| !p.starts_with('_'))
             .collect();
+        // Ansible's own argument is outside the subset, never a typo of another one.
+        if ansible_names::is_module_arg(name, key) {
+            return Err(src
+                .diag_at(
+                    format!("argument `{key}` of module `{name}` is not in the built-in subset"),
+                    k,
+                )
+                .with_hint(RUNNER_HINT));
+        }
         return Err(src
             .diag_at(format!("unknown argument `{key}` of module `{name}`"), k)
             .with_hint(crate::diag::expected_hint(key, &shown)));

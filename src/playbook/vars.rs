@@ -382,6 +382,25 @@ impl Object for Ctx {
     }
 }
 
+/// What `validate` asks of the built-in runner's templates: whether a filter, test or lookup
+/// used in a playbook is one the runner has.
+impl Templar {
+    pub fn has_filter(&self, name: &str) -> bool {
+        crate::template::env_has_filter(&self.env, name)
+    }
+
+    pub fn has_test(&self, name: &str) -> bool {
+        crate::template::env_has_test(&self.env, name)
+    }
+
+    pub fn has_lookup(name: &str) -> bool {
+        LOOKUPS.contains(&name.strip_prefix("ansible.builtin.").unwrap_or(name))
+    }
+}
+
+/// The lookups `lookup()` answers (probing it would run them).
+const LOOKUPS: &[&str] = &["env", "file"];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -210,20 +210,12 @@ impl Templates {
     /// Whether a filter of that name exists. minijinja looks filters up only when it renders,
     /// so this applies one to `none`: what is missing fails as unknown, whatever else happens.
     pub fn has_filter(&self, name: &str) -> bool {
-        let result = self
-            .env
-            .compile_expression_owned(format!("none | {name}"))
-            .and_then(|e| e.eval(()));
-        !matches!(result, Err(e) if e.kind() == ErrorKind::UnknownFilter)
+        env_has_filter(&self.env, name)
     }
 
     /// Whether a test (`x is defined`) of that name exists; see [`Templates::has_filter`].
     pub fn has_test(&self, name: &str) -> bool {
-        let result = self
-            .env
-            .compile_expression_owned(format!("none is {name}"))
-            .and_then(|e| e.eval(()));
-        !matches!(result, Err(e) if e.kind() == ErrorKind::UnknownTest)
+        env_has_test(&self.env, name)
     }
 
     /// A function or value every template has (`range`, `lookup`, `secret`, ...).
@@ -423,6 +415,40 @@ pub fn filters_and_tests(text: &str) -> (Vec<String>, Vec<String>) {
         }
     }
     (filters, tests)
+}
+
+/// Whether `env` has a filter of that name. minijinja looks filters up only when it renders,
+/// so this applies one to `none`: what is missing fails as unknown, whatever else happens.
+pub fn env_has_filter(env: &Environment<'_>, name: &str) -> bool {
+    let result = env
+        .compile_expression_owned(format!("none | {name}"))
+        .and_then(|e| e.eval(()));
+    !matches!(result, Err(e) if e.kind() == ErrorKind::UnknownFilter)
+}
+
+/// Whether `env` has a test of that name; see [`env_has_filter`].
+pub fn env_has_test(env: &Environment<'_>, name: &str) -> bool {
+    let result = env
+        .compile_expression_owned(format!("none is {name}"))
+        .and_then(|e| e.eval(()));
+    !matches!(result, Err(e) if e.kind() == ErrorKind::UnknownTest)
+}
+
+/// The lookups a template calls by a literal name: `lookup('file', ...)`, `query('x')`,
+/// `q('x')`, with their byte offsets in `text`.
+pub fn lookups_called(text: &str) -> Vec<(usize, String)> {
+    static RE: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"\b(?:lookup|query|q)\(\s*(?:'([\w.]+)'|"([\w.]+)")"#).ok()
+    });
+    let Some(re) = RE.as_ref() else {
+        return Vec::new();
+    };
+    re.captures_iter(text)
+        .filter_map(|c| {
+            let m = c.get(1).or_else(|| c.get(2))?;
+            Some((m.start(), m.as_str().to_owned()))
+        })
+        .collect()
 }
 
 /// The expression inside `{{ ... }}` when that is the whole template.
