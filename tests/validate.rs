@@ -245,6 +245,9 @@ fn every_filter_test_lookup_and_argument_outside_the_subset_is_an_error_up_front
     - template: {src: t.j2, dest: /tmp/t}
     - include_vars: {dir: vars}
     - copy: {dest: /tmp/x, content: a, mdoe: '0644'}
+    - copy: {dest: /tmp/x, content: a, backup: true}
+    - file: {path: /tmp/d, state: directory, recurse: yes, owner: nobody}
+    - template: {src: t.j2, dest: /tmp/t, variable_start_string: '[['}
     - debug: {msg: '{{ x | default(1) | int is number }}'}
 ",
     );
@@ -292,6 +295,21 @@ fn every_filter_test_lookup_and_argument_outside_the_subset_is_an_error_up_front
             "did you mean `mode`?",
         ),
         (
+            "server.yml:17:",
+            "module `copy`: `backup: true` is not in the built-in subset (it accepts `false`)",
+            "runner: ansible",
+        ),
+        (
+            "server.yml:18:",
+            "module `file`: `recurse: true` is not in the built-in subset (it accepts `false`)",
+            "runner: ansible",
+        ),
+        (
+            "server.yml:19:",
+            "module `template`: `variable_start_string: [[` is not in the built-in subset (it accepts `{{`)",
+            "runner: ansible",
+        ),
+        (
             "templates/t.j2:2:8",
             "filter `human_readable` is not in the built-in subset",
             "runner: ansible",
@@ -308,7 +326,7 @@ fn every_filter_test_lookup_and_argument_outside_the_subset_is_an_error_up_front
         assert!(next.contains(hint), "{what}: hint {next:?}, wanted {hint}");
     }
     // What the runner has passes: `default`, `int`, `number`, the template's first line.
-    assert_eq!(err.matches("error:").count(), 9, "{err}");
+    assert_eq!(err.matches("error:").count(), 12, "{err}");
 }
 
 #[test]

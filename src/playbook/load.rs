@@ -846,6 +846,11 @@ fn check_arg<K>(
     if templated(&val.value) {
         return Ok(());
     }
+    if let Some(why) = module.refused(key, &val.value.to_json()) {
+        return Err(src
+            .diag_at(format!("module `{name}`: {why}"), val)
+            .with_hint(RUNNER_HINT));
+    }
     module
         .check(key, &val.value.to_json())
         .map_err(|e| src.diag_at(format!("module `{name}`: {e}"), val))

@@ -246,6 +246,10 @@ impl Target for Local {
         f.sync_all()?;
         if let Ok(old) = std::fs::metadata(path) {
             std::fs::set_permissions(&tmp, old.permissions())?;
+            // As Ansible's atomic_move: the file keeps its owner, where this user may keep it
+            // (not being root, it may not, and Ansible goes on too).
+            use std::os::unix::fs::MetadataExt;
+            let _ = std::os::unix::fs::chown(&tmp, Some(old.uid()), Some(old.gid()));
         }
         std::fs::rename(&tmp, path)
     }
@@ -457,11 +461,13 @@ impl Target for ShellTarget {
 
     fn write(&self, path: &str, data: &[u8]) -> io::Result<()> {
         // A temporary file beside the destination and a rename, as Ansible's modules do; a new
-        // file gets the shell's umask, an existing one keeps its mode.
+        // file gets the shell's umask, an existing one keeps its mode and, where this user may
+        // keep it, its owner (Ansible's atomic_move goes on when it may not).
         let p = quote(path);
         let script = format!(
             "t={p}.stepsync-tmp.$$\nrm -f \"$t\"\ncat > \"$t\" || {{ rm -f \"$t\"; exit 1; }}\n\
-             if [ -e {p} ]; then chmod --reference={p} \"$t\" || {{ rm -f \"$t\"; exit 1; }}; fi\n\
+             if [ -e {p} ]; then chmod --reference={p} \"$t\" || {{ rm -f \"$t\"; exit 1; }}; \
+             chown --reference={p} \"$t\" 2>/dev/null; fi\n\
              mv -f \"$t\" {p}"
         );
         self.must("write", path, &script, Some(data))

@@ -2,19 +2,20 @@
 //! only when the block really changes. Ported from Ansible's module as a pure function on
 //! text (see `text_edit` for the regex dialect).
 
+use super::params::{Fine, Inert};
 use serde_json::Value as Json;
 
 use super::params::{Flag, Mode, PyStr, Str, file_params, is};
 use super::text_edit::{
-    Edit, Insert, Unsupported, finish, global_multiline, insert_of, load, searchable,
+    Attrs, Edit, Insert, finish, global_multiline, insert_of, load, searchable,
 };
 use super::{Exit, ModCtx, ModResult, Module, either, exit};
 
 pub(super) struct BlockInFile;
 
 file_params! {
-    /// Ansible's parameters; ownership and SELinux ones are accepted and not acted on, `backup`
-    /// and `validate` are refused (see `text_edit::load`).
+    /// Ansible's parameters; SELinux ones are accepted and not acted on, `backup`
+    /// and `validate` refused (`INERT`).
     struct Params {
         #[serde(alias = "dest", alias = "destfile", alias = "name")]
         path: Option<Str>,
@@ -37,6 +38,18 @@ file_params! {
 
 impl Module for BlockInFile {
     type Params = Params;
+
+    /// `backup` and `validate` are not acted on: refused when set.
+    const INERT: &'static [Inert] = &[
+        Inert {
+            arg: "backup",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "validate",
+            fine: Fine::Only(&[]),
+        },
+    ];
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {
         either(edit(p, mc))
@@ -196,11 +209,7 @@ fn edit(p: Params, mc: &ModCtx) -> Result<ModResult, Exit> {
     );
     let insert = insert_of(after, before, false).map_err(fail)?;
     let multiline = after.or(before).is_some_and(global_multiline);
-    let unsupported = Unsupported {
-        backup: is(p.backup),
-        validate: p.validate.is_some(),
-    };
-    let doc = load(p.path.map(|s| s.0), &unsupported, mc)?;
+    let doc = load(p.path.map(|s| s.0), mc)?;
     if doc.text.is_none() {
         if !is(p.create) {
             let mut r = fail(format!("Path {} does not exist !", doc.path));
@@ -224,7 +233,12 @@ fn edit(p: Params, mc: &ModCtx) -> Result<ModResult, Exit> {
         prepend_newline: is(p.prepend_newline),
     };
     let edit = block_edit(doc.text.as_deref(), &spec);
-    Ok(finish(mc, p.mode.map(|m| m.0), &doc, edit))
+    let attrs = Attrs {
+        mode: p.mode.map(|m| m.0),
+        owner: p.owner.as_ref().map(|o| o.0.as_str()),
+        group: p.group.as_ref().map(|g| g.0.as_str()),
+    };
+    Ok(finish(mc, &attrs, &doc, edit))
 }
 
 #[cfg(test)]

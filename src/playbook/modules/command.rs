@@ -1,5 +1,6 @@
 //! `command`, `shell` and `raw`: run a command line (or an argv) on the target.
 
+use super::params::{Fine, Inert};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -24,7 +25,7 @@ impl Command {
 
 /// The parameters of the three modules together; each ignores what it does not have, as the
 /// built-in runner did before. `stdin`, `stdin_add_newline` and shell's `executable` act;
-/// `strip_empty_ends` and `expand_argument_vars` are Ansible's and accepted, not acted on.
+/// `strip_empty_ends` and `expand_argument_vars` are Ansible's: refused unless given what this runner does (`INERT`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Params {
@@ -47,6 +48,18 @@ pub(super) struct Params {
 
 impl Module for Command {
     type Params = Params;
+
+    /// Output is always stripped of its empty ends, and arguments always expanded.
+    const INERT: &'static [Inert] = &[
+        Inert {
+            arg: "strip_empty_ends",
+            fine: Fine::Only(&["true"]),
+        },
+        Inert {
+            arg: "expand_argument_vars",
+            fine: Fine::Only(&["true"]),
+        },
+    ];
 
     fn free_form(&self) -> bool {
         true

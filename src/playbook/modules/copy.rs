@@ -1,5 +1,6 @@
 //! `copy`: a file from the controller (`src`) or given inline (`content`) onto the target.
 
+use super::params::{Fine, Inert};
 use std::path::Path;
 
 use serde_json::Value as Json;
@@ -10,8 +11,8 @@ use super::{ModCtx, ModResult, Module, find, io, put};
 pub(super) struct Copy;
 
 file_params! {
-    /// Ansible's parameters; SELinux, backup and validation ones are accepted and not acted on
-    /// (`owner`/`group` are).
+    /// Ansible's parameters; those it does not act on are refused unless given what this
+    /// runner does anyway (`INERT`).
     struct Params {
         dest: Option<Str>,
         src: Option<Str>,
@@ -31,6 +32,38 @@ file_params! {
 
 impl Module for Copy {
     type Params = Params;
+
+    /// Arguments Ansible's copy has that this one does not act on: refused unless given what this runner does.
+    const INERT: &'static [Inert] = &[
+        Inert {
+            arg: "backup",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "validate",
+            fine: Fine::Only(&[]),
+        },
+        Inert {
+            arg: "checksum",
+            fine: Fine::Only(&[]),
+        },
+        Inert {
+            arg: "follow",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "local_follow",
+            fine: Fine::Only(&["true"]),
+        },
+        Inert {
+            arg: "decrypt",
+            fine: Fine::Any,
+        },
+        Inert {
+            arg: "directory_mode",
+            fine: Fine::Any,
+        },
+    ];
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {
         let Some(Str(mut dest)) = p.dest else {

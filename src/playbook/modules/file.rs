@@ -1,5 +1,6 @@
 //! `file`: a path's state on the target (absent, directory, touch, file) and its mode.
 
+use super::params::{Fine, Inert};
 use std::path::Path;
 
 use serde_json::Value as Json;
@@ -10,7 +11,7 @@ use super::{ModCtx, ModResult, Module, io, own};
 pub(super) struct File;
 
 file_params! {
-    /// Ansible's parameters; times, `recurse` and SELinux ones are accepted and not acted on.
+    /// Ansible's parameters; times, `recurse` and SELinux ones are refused unless given what this runner does (`INERT`).
     struct Params {
         #[serde(alias = "dest", alias = "name")]
         path: Option<Str>,
@@ -29,6 +30,30 @@ file_params! {
 
 impl Module for File {
     type Params = Params;
+
+    /// `recurse` and the time arguments are not acted on: refused unless given what this runner does.
+    const INERT: &'static [Inert] = &[
+        Inert {
+            arg: "recurse",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "modification_time",
+            fine: Fine::Only(&["preserve"]),
+        },
+        Inert {
+            arg: "access_time",
+            fine: Fine::Only(&["preserve"]),
+        },
+        Inert {
+            arg: "modification_time_format",
+            fine: Fine::Any,
+        },
+        Inert {
+            arg: "access_time_format",
+            fine: Fine::Any,
+        },
+    ];
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {
         let Some(Str(path)) = p.path else {

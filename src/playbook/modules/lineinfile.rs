@@ -2,20 +2,21 @@
 //! when the line really changes. The editing is ported from Ansible's module as pure
 //! functions on text (see `text_edit` for the regex dialect).
 
+use super::params::{Fine, Inert};
 use regex::{Captures, Regex};
 use serde_json::Value as Json;
 
 use super::params::{Flag, Mode, PyStr, Str, file_params, is};
 use super::text_edit::{
-    Edit, Insert, Unsupported, compile, finish, insert_of, load, readlines, searchable, strip_eol,
+    Attrs, Edit, Insert, compile, finish, insert_of, load, readlines, searchable, strip_eol,
 };
 use super::{Exit, ModCtx, ModResult, Module, either, exit};
 
 pub(super) struct LineInFile;
 
 file_params! {
-    /// Ansible's parameters; ownership and SELinux ones are accepted and not acted on, `backup`
-    /// and `validate` are refused (see `text_edit::load`).
+    /// Ansible's parameters; SELinux ones are accepted and not acted on, `backup`
+    /// and `validate` refused (`INERT`).
     struct Params {
         #[serde(alias = "dest", alias = "destfile", alias = "name")]
         path: Option<Str>,
@@ -38,6 +39,18 @@ file_params! {
 
 impl Module for LineInFile {
     type Params = Params;
+
+    /// `backup` and `validate` are not acted on: refused when set.
+    const INERT: &'static [Inert] = &[
+        Inert {
+            arg: "backup",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "validate",
+            fine: Fine::Only(&[]),
+        },
+    ];
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {
         either(edit(p, mc))
@@ -297,12 +310,12 @@ fn edit(p: Params, mc: &ModCtx) -> Result<ModResult, Exit> {
         true,
     )
     .map_err(fail)?;
-    let unsupported = Unsupported {
-        backup: is(p.backup),
-        validate: p.validate.is_some(),
+    let doc = load(p.path.map(|s| s.0), mc)?;
+    let attrs = Attrs {
+        mode: p.mode.map(|m| m.0),
+        owner: p.owner.as_ref().map(|o| o.0.as_str()),
+        group: p.group.as_ref().map(|g| g.0.as_str()),
     };
-    let doc = load(p.path.map(|s| s.0), &unsupported, mc)?;
-    let mode = p.mode.map(|m| m.0);
     match state.as_str() {
         "present" => {
             if backrefs && regexp.is_none() {
@@ -332,7 +345,7 @@ fn edit(p: Params, mc: &ModCtx) -> Result<ModResult, Exit> {
                 r.msg = Some(String::new());
                 return Ok(r);
             }
-            Ok(finish(mc, mode, &doc, edit))
+            Ok(finish(mc, &attrs, &doc, edit))
         }
         "absent" => {
             if regexp.is_none() && search_string.is_none() && line.is_none() {
@@ -356,7 +369,7 @@ fn edit(p: Params, mc: &ModCtx) -> Result<ModResult, Exit> {
             } else {
                 String::new()
             };
-            let mut r = finish(mc, mode, &doc, Edit { text: new, msg });
+            let mut r = finish(mc, &attrs, &doc, Edit { text: new, msg });
             r.data.insert("found".into(), Json::from(found));
             Ok(r)
         }

@@ -121,6 +121,9 @@ pub trait Module: Sync {
         false
     }
 
+    /// Ansible's arguments this module takes without acting on them ([`params::Inert`]).
+    const INERT: &'static [params::Inert] = &[];
+
     fn run(&self, params: Self::Params, mc: &ModCtx) -> ModResult;
 }
 
@@ -132,6 +135,8 @@ pub trait Registered: Sync {
     fn param_names(&self) -> Option<&'static [&'static str]>;
     /// Checks one literal argument at load time.
     fn check(&self, key: &str, value: &Json) -> Result<(), String>;
+    /// Why an argument the module does not act on is refused with this value, if it is.
+    fn refused(&self, key: &str, value: &Json) -> Option<String>;
     /// Reads the rendered arguments and runs the module.
     fn execute(&self, args: &Json, mc: &ModCtx) -> ModResult;
 }
@@ -149,6 +154,10 @@ impl<M: Module> Registered for M {
         params::check::<M::Params>(key, value)
     }
 
+    fn refused(&self, key: &str, value: &Json) -> Option<String> {
+        params::refused(M::INERT, key, value)
+    }
+
     fn execute(&self, args: &Json, mc: &ModCtx) -> ModResult {
         let args = match args {
             Json::String(raw) if Module::free_form(self) => {
@@ -158,6 +167,12 @@ impl<M: Module> Registered for M {
             }
             other => other.clone(),
         };
+        // A templated value is known only now.
+        if let Json::Object(m) = &args
+            && let Some(why) = m.iter().find_map(|(k, v)| self.refused(k, v))
+        {
+            return ModResult::fail(format!("{why}; set `runner: ansible`"));
+        }
         match params::parse::<M::Params>(&args) {
             Ok(p) => self.run(p, mc),
             Err(e) => ModResult::fail(e),

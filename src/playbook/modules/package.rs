@@ -1,5 +1,6 @@
 //! `package` and `apt`: Debian packages present, latest or absent, through dpkg and apt.
 
+use super::params::{Fine, Inert};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -16,7 +17,7 @@ impl Package {
     pub(super) const APT: Package = Package { name: "apt" };
 }
 
-/// The parameters of both modules; apt's others are accepted and not acted on.
+/// The parameters of both modules; apt's others are refused unless given what this runner does (`INERT`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -54,6 +55,82 @@ pub(super) struct Params {
 
 impl Module for Package {
     type Params = Params;
+
+    /// apt's arguments beyond the ones acted on: refused unless given what this runner does.
+    const INERT: &'static [Inert] = &[
+        Inert {
+            arg: "deb",
+            fine: Fine::Only(&[]),
+        },
+        Inert {
+            arg: "default_release",
+            fine: Fine::Only(&[]),
+        },
+        Inert {
+            arg: "default-release",
+            fine: Fine::Only(&[]),
+        },
+        Inert {
+            arg: "dpkg_options",
+            fine: Fine::Any,
+        },
+        Inert {
+            arg: "force",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "force_apt_get",
+            fine: Fine::Any,
+        },
+        Inert {
+            arg: "allow_unauthenticated",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "allow-unauthenticated",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "allow_downgrade",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "allow_change_held_packages",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "only_upgrade",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "upgrade",
+            fine: Fine::Only(&["no", "false"]),
+        },
+        Inert {
+            arg: "autoclean",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "clean",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "fail_on_autoremove",
+            fine: Fine::Any,
+        },
+        Inert {
+            arg: "lock_timeout",
+            fine: Fine::Any,
+        },
+        Inert {
+            arg: "policy_rc_d",
+            fine: Fine::Only(&[]),
+        },
+        Inert {
+            arg: "use",
+            fine: Fine::Only(&["auto", "apt"]),
+        },
+    ];
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {
         either(manage(self.name, p, mc))

@@ -124,6 +124,68 @@ macro_rules! file_params {
 }
 pub(super) use file_params;
 
+/// An argument of Ansible's that a module takes without acting on it. Given a value with
+/// which Ansible would act differently, it is refused (at load when it is literal, at run
+/// time when it is templated) rather than silently ignored.
+pub struct Inert {
+    pub arg: &'static str,
+    pub fine: Fine,
+}
+
+/// The values of an [`Inert`] argument that mean what the built-in runner does anyway.
+pub enum Fine {
+    /// Whatever the value, the outcome is the same here (SELinux labels on a host without
+    /// SELinux, a lock timeout).
+    Any,
+    /// Only these, as strings; a flag is compared as `true`/`false` whatever its spelling.
+    Only(&'static [&'static str]),
+}
+
+/// Ownership-module arguments every `file_params!` module takes: `attributes` runs chattr
+/// in Ansible, which no module of the subset does.
+const FILE_INERT: &[Inert] = &[
+    Inert {
+        arg: "attributes",
+        fine: Fine::Only(&[""]),
+    },
+    Inert {
+        arg: "attr",
+        fine: Fine::Only(&[""]),
+    },
+];
+
+/// Why `key: value` is refused, if it is: an inert argument given a value Ansible acts on.
+pub fn refused(inert: &[Inert], key: &str, value: &Json) -> Option<String> {
+    let i = inert.iter().chain(FILE_INERT).find(|i| i.arg == key)?;
+    let Fine::Only(fine) = i.fine else {
+        return None;
+    };
+    let as_text = match value {
+        Json::Null => return None,
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let flag = crate::boolean::from_json(value).map(|b| b.to_string());
+    if fine
+        .iter()
+        .any(|f| *f == as_text || flag.as_deref() == Some(*f))
+    {
+        return None;
+    }
+    Some(format!(
+        "`{key}: {as_text}` is not in the built-in subset (it accepts {})",
+        match fine {
+            [] => "no value".to_owned(),
+            [one] if one.is_empty() => "no value".to_owned(),
+            many => many
+                .iter()
+                .map(|f| format!("`{}`", f.escape_default()))
+                .collect::<Vec<_>>()
+                .join(" or "),
+        }
+    ))
+}
+
 /// Reads rendered arguments into a module's parameters. A problem names the argument at
 /// fault, as Ansible's argument spec does.
 pub fn parse<P: DeserializeOwned>(args: &Json) -> Result<P, String> {
@@ -243,6 +305,46 @@ mod tests {
         mode: Option<Mode>,
         force: Option<Flag>,
         n: Option<Int>,
+    }
+
+    #[test]
+    fn inert_arguments_are_refused_unless_given_what_the_runner_does() {
+        const INERT: &[Inert] = &[
+            Inert {
+                arg: "backup",
+                fine: Fine::Only(&["false"]),
+            },
+            Inert {
+                arg: "validate",
+                fine: Fine::Only(&[]),
+            },
+            Inert {
+                arg: "seuser",
+                fine: Fine::Any,
+            },
+        ];
+        for (key, value, refused_) in [
+            ("backup", json!(false), false),
+            ("backup", json!("no"), false),
+            ("backup", json!("yes"), true),
+            ("backup", json!(true), true),
+            ("validate", json!("visudo -cf %s"), true),
+            ("validate", Json::Null, false),
+            ("seuser", json!("system_u"), false),
+            ("attributes", json!("+i"), true),
+            ("attributes", json!(""), false),
+            ("mode", json!("0644"), false),
+        ] {
+            assert_eq!(
+                refused(INERT, key, &value).is_some(),
+                refused_,
+                "{key}: {value}"
+            );
+        }
+        assert_eq!(
+            refused(INERT, "backup", &json!(true)).as_deref(),
+            Some("`backup: true` is not in the built-in subset (it accepts `false`)")
+        );
     }
 
     #[test]

@@ -4,15 +4,16 @@
 //! is made with `^`/`$` matching at each line, and nothing is written unless the text
 //! changes. Python's `\1` back-references are taken (see `text_edit` for the regex dialect).
 
-use super::params::{Flag, Mode, PyStr, Str, file_params, is};
-use super::text_edit::{Edit, Unsupported, compile, finish, load};
+use super::params::{Fine, Inert};
+use super::params::{Flag, Mode, PyStr, Str, file_params};
+use super::text_edit::{Attrs, Edit, compile, finish, load};
 use super::{ModCtx, ModResult, Module, exit};
 
 pub(super) struct Replace;
 
 file_params! {
     /// Ansible's parameters; SELinux ones are accepted and not acted on, `backup` and
-    /// `validate` are refused (see `text_edit::load`).
+    /// `validate` refused (`INERT`).
     struct Params {
         #[serde(alias = "dest", alias = "destfile", alias = "name")]
         path: Option<Str>,
@@ -30,12 +31,24 @@ file_params! {
 impl Module for Replace {
     type Params = Params;
 
+    /// `backup`, `validate` and other encodings are not acted on: refused when set.
+    const INERT: &'static [Inert] = &[
+        Inert {
+            arg: "backup",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "validate",
+            fine: Fine::Only(&[]),
+        },
+        Inert {
+            arg: "encoding",
+            fine: Fine::Only(&["utf-8", "utf8"]),
+        },
+    ];
+
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {
-        let unsupported = Unsupported {
-            backup: is(p.backup),
-            validate: p.validate.is_some(),
-        };
-        let doc = match load(p.path.map(|s| s.0), &unsupported, mc) {
+        let doc = match load(p.path.map(|s| s.0), mc) {
             Ok(d) => d,
             Err(r) => return *r,
         };
@@ -54,19 +67,12 @@ impl Module for Replace {
             p.before.as_ref().map(|b| b.0.as_str()),
         ) {
             Ok(edit) => {
-                let mut r = finish(mc, p.mode.map(|m| m.0), &doc, edit);
-                if let Err(e) = super::own(
-                    mc,
-                    &doc.path,
-                    p.owner.as_ref().map(|o| o.0.as_str()),
-                    p.group.as_ref().map(|g| g.0.as_str()),
-                    true,
-                )
-                .map(|c| r.changed |= c)
-                {
-                    return ModResult::fail(e);
-                }
-                r
+                let attrs = Attrs {
+                    mode: p.mode.map(|m| m.0),
+                    owner: p.owner.as_ref().map(|o| o.0.as_str()),
+                    group: p.group.as_ref().map(|g| g.0.as_str()),
+                };
+                finish(mc, &attrs, &doc, edit)
             }
             Err(e) => *exit(e),
         }

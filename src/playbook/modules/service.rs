@@ -1,6 +1,7 @@
 //! `service` and `systemd`: a service's state and whether it starts at boot, through
 //! systemd or a sysvinit script, whichever the target has.
 
+use super::params::{Fine, Inert};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -18,7 +19,7 @@ impl Service {
 }
 
 /// The parameters of both modules; those beyond name, state, enabled and daemon_reload are
-/// Ansible's and accepted, not acted on.
+/// Ansible's: refused unless given what this runner does (`INERT`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -46,6 +47,58 @@ pub(super) struct Params {
 
 impl Module for Service {
     type Params = Params;
+
+    /// Only name, state, enabled and daemon_reload act; the rest is refused unless given what this runner does.
+    const INERT: &'static [Inert] = &[
+        Inert {
+            arg: "daemon_reexec",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "daemon-reexec",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "masked",
+            fine: Fine::Only(&[]),
+        },
+        Inert {
+            arg: "scope",
+            fine: Fine::Only(&["system"]),
+        },
+        Inert {
+            arg: "no_block",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "force",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "sleep",
+            fine: Fine::Any,
+        },
+        Inert {
+            arg: "pattern",
+            fine: Fine::Only(&[]),
+        },
+        Inert {
+            arg: "runlevel",
+            fine: Fine::Any,
+        },
+        Inert {
+            arg: "arguments",
+            fine: Fine::Only(&[]),
+        },
+        Inert {
+            arg: "args",
+            fine: Fine::Only(&[]),
+        },
+        Inert {
+            arg: "use",
+            fine: Fine::Only(&["auto"]),
+        },
+    ];
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {
         either(manage(self.name, p, mc))

@@ -1,5 +1,6 @@
 //! `stat`: what is at a path on the target.
 
+use super::params::{Fine, Inert};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -29,6 +30,54 @@ pub(super) struct Params {
 
 impl Module for Stat {
     type Params = Params;
+
+    /// Only SHA-1 checksums; MIME types and attributes are not returned (reading them fails, as undefined).
+    const INERT: &'static [Inert] = &[
+        Inert {
+            arg: "checksum_algorithm",
+            fine: Fine::Only(&["sha1"]),
+        },
+        Inert {
+            arg: "checksum",
+            fine: Fine::Only(&["sha1"]),
+        },
+        Inert {
+            arg: "checksum_algo",
+            fine: Fine::Only(&["sha1"]),
+        },
+        Inert {
+            arg: "get_mime",
+            fine: Fine::Any,
+        },
+        Inert {
+            arg: "mime",
+            fine: Fine::Any,
+        },
+        Inert {
+            arg: "mime_type",
+            fine: Fine::Any,
+        },
+        Inert {
+            arg: "mime-type",
+            fine: Fine::Any,
+        },
+        Inert {
+            arg: "get_attributes",
+            fine: Fine::Any,
+        },
+        Inert {
+            arg: "attr",
+            fine: Fine::Any,
+        },
+        Inert {
+            arg: "attributes",
+            fine: Fine::Any,
+        },
+        Inert {
+            arg: "get_md5",
+            fine: Fine::Only(&["false"]),
+        },
+    ];
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {
         let Some(Str(path)) = p.path else {

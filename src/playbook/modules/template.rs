@@ -1,13 +1,14 @@
 //! `template`: a Jinja template of the controller, rendered with the task's variables, onto
 //! the target.
 
+use super::params::{Fine, Inert};
 use super::params::{Flag, Mode, Str, file_params};
 use super::{ModCtx, ModResult, Module, find, io, put};
 
 pub(super) struct Template;
 
 file_params! {
-    /// Ansible's parameters; those beyond `src`, `dest` and `mode` are accepted and not acted on.
+    /// Ansible's parameters; those beyond `src`, `dest` and `mode` are refused unless given what this runner does (`INERT`).
     struct Params {
         src: Option<Str>,
         dest: Option<Str>,
@@ -31,6 +32,66 @@ file_params! {
 
 impl Module for Template {
     type Params = Params;
+
+    /// Arguments Ansible's template has that this one does not act on (the Jinja syntax settings among them): refused unless given what this runner does.
+    const INERT: &'static [Inert] = &[
+        Inert {
+            arg: "backup",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "follow",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "force",
+            fine: Fine::Only(&["true"]),
+        },
+        Inert {
+            arg: "validate",
+            fine: Fine::Only(&[]),
+        },
+        Inert {
+            arg: "newline_sequence",
+            fine: Fine::Only(&["\\n"]),
+        },
+        Inert {
+            arg: "trim_blocks",
+            fine: Fine::Only(&["true"]),
+        },
+        Inert {
+            arg: "lstrip_blocks",
+            fine: Fine::Only(&["false"]),
+        },
+        Inert {
+            arg: "output_encoding",
+            fine: Fine::Only(&["utf-8", "utf8"]),
+        },
+        Inert {
+            arg: "block_start_string",
+            fine: Fine::Only(&["{%"]),
+        },
+        Inert {
+            arg: "block_end_string",
+            fine: Fine::Only(&["%}"]),
+        },
+        Inert {
+            arg: "variable_start_string",
+            fine: Fine::Only(&["{{"]),
+        },
+        Inert {
+            arg: "variable_end_string",
+            fine: Fine::Only(&["}}"]),
+        },
+        Inert {
+            arg: "comment_start_string",
+            fine: Fine::Only(&["{#"]),
+        },
+        Inert {
+            arg: "comment_end_string",
+            fine: Fine::Only(&["#}"]),
+        },
+    ];
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {
         let Some(Str(src)) = p.src else {

@@ -66,29 +66,11 @@ pub(super) struct Doc {
     pub(super) text: Option<String>,
 }
 
-/// The parameters both modules refuse rather than ignore: they would change what a run does.
-pub(super) struct Unsupported {
-    pub(super) backup: bool,
-    pub(super) validate: bool,
-}
-
-pub(super) fn load(
-    path: Option<String>,
-    unsupported: &Unsupported,
-    mc: &ModCtx,
-) -> Result<Doc, Exit> {
+/// The file to edit. `backup` and `validate` are refused before this (the modules' `INERT`).
+pub(super) fn load(path: Option<String>, mc: &ModCtx) -> Result<Doc, Exit> {
     let Some(path) = path else {
         return Err(exit("missing required arguments: path".to_owned()));
     };
-    let asked = [
-        ("backup", unsupported.backup),
-        ("validate", unsupported.validate),
-    ];
-    if let Some((unsupported, _)) = asked.iter().find(|(_, on)| *on) {
-        return Err(exit(format!(
-            "`{unsupported}` is not in the built-in subset; set `runner: ansible`"
-        )));
-    }
     match mc.target.stat(&path) {
         Ok(Some(s)) if s.is_dir => {
             return Err(exit(format!("Path {path} is a directory !")));
@@ -130,9 +112,17 @@ fn make_parent(mc: &ModCtx, path: &str) -> Result<(), Exit> {
     }
 }
 
-/// Writes the new text when it changed, then applies `mode`; the message says what happened
-/// in Ansible's words.
-pub(super) fn finish(mc: &ModCtx, mode: Option<u32>, doc: &Doc, edit: Edit) -> ModResult {
+/// `mode`, `owner` and `group` of an edited file.
+pub(super) struct Attrs<'a> {
+    pub(super) mode: Option<u32>,
+    pub(super) owner: Option<&'a str>,
+    pub(super) group: Option<&'a str>,
+}
+
+/// Writes the new text when it changed, then applies the mode and ownership; the message
+/// says what happened in Ansible's words.
+pub(super) fn finish(mc: &ModCtx, attrs: &Attrs, doc: &Doc, edit: Edit) -> ModResult {
+    let mode = attrs.mode;
     let mut changed = doc.text.as_deref() != Some(edit.text.as_str());
     let mut msg = edit.msg;
     if changed {
@@ -160,6 +150,18 @@ pub(super) fn finish(mc: &ModCtx, mode: Option<u32>, doc: &Doc, edit: Edit) -> M
             Ok(_) => {}
             Err(e) => return io("cannot stat", &doc.path, e),
         }
+    }
+    // Ansible says the same of a new owner as of a new mode, once.
+    match super::own(mc, &doc.path, attrs.owner, attrs.group, true) {
+        Ok(true) if !msg.ends_with("context changed") => {
+            if changed {
+                msg.push_str(" and ");
+            }
+            changed = true;
+            msg.push_str("ownership, perms or SE linux context changed");
+        }
+        Ok(_) => {}
+        Err(e) => return ModResult::fail(e),
     }
     let mut r = ModResult::ok(changed);
     r.msg = Some(msg);
