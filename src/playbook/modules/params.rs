@@ -176,7 +176,7 @@ pub fn refused(inert: &[Inert], key: &str, value: &Json) -> Option<String> {
         "`{key}: {as_text}` is not in the built-in subset (it accepts {})",
         match fine {
             [] => "no value".to_owned(),
-            [one] if one.is_empty() => "no value".to_owned(),
+            [""] => "no value".to_owned(),
             many => many
                 .iter()
                 .map(|f| format!("`{}`", f.escape_default()))
