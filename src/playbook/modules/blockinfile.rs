@@ -2,7 +2,7 @@
 //! only when the block really changes. Ported from Ansible's module as a pure function on
 //! text (see `text_edit` for the regex dialect).
 
-use super::params::{Fine, Inert};
+use super::params::Inert;
 use serde_json::Value as Json;
 
 use super::params::{Flag, Mode, PyStr, Str, file_params, is};
@@ -40,16 +40,7 @@ impl Module for BlockInFile {
     type Params = Params;
 
     /// `backup` and `validate` are not acted on: refused when set.
-    const INERT: &'static [Inert] = &[
-        Inert {
-            arg: "backup",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "validate",
-            fine: Fine::Only(&[]),
-        },
-    ];
+    const INERT: &'static [Inert] = super::text_edit::EDIT_INERT;
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {
         either(edit(p, mc))

@@ -1,6 +1,6 @@
 //! `command`, `shell` and `raw`: run a command line (or an argv) on the target.
 
-use super::params::{Fine, Inert};
+use super::params::Inert;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -51,14 +51,8 @@ impl Module for Command {
 
     /// Output is always stripped of its empty ends, and arguments always expanded.
     const INERT: &'static [Inert] = &[
-        Inert {
-            arg: "strip_empty_ends",
-            fine: Fine::Only(&["true"]),
-        },
-        Inert {
-            arg: "expand_argument_vars",
-            fine: Fine::Only(&["true"]),
-        },
+        Inert::only("strip_empty_ends", &["true"]),
+        Inert::only("expand_argument_vars", &["true"]),
     ];
 
     fn free_form(&self) -> bool {

@@ -1,6 +1,6 @@
 //! `copy`: a file from the controller (`src`) or given inline (`content`) onto the target.
 
-use super::params::{Fine, Inert};
+use super::params::Inert;
 use std::path::Path;
 
 use serde_json::Value as Json;
@@ -35,34 +35,13 @@ impl Module for Copy {
 
     /// Arguments Ansible's copy has that this one does not act on: refused unless given what this runner does.
     const INERT: &'static [Inert] = &[
-        Inert {
-            arg: "backup",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "validate",
-            fine: Fine::Only(&[]),
-        },
-        Inert {
-            arg: "checksum",
-            fine: Fine::Only(&[]),
-        },
-        Inert {
-            arg: "follow",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "local_follow",
-            fine: Fine::Only(&["true"]),
-        },
-        Inert {
-            arg: "decrypt",
-            fine: Fine::Any,
-        },
-        Inert {
-            arg: "directory_mode",
-            fine: Fine::Any,
-        },
+        Inert::only("backup", &["false"]),
+        Inert::never("validate"),
+        Inert::never("checksum"),
+        Inert::only("follow", &["false"]),
+        Inert::only("local_follow", &["true"]),
+        Inert::any("decrypt"),
+        Inert::any("directory_mode"),
     ];
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {

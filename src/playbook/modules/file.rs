@@ -1,6 +1,6 @@
 //! `file`: a path's state on the target (absent, directory, touch, file) and its mode.
 
-use super::params::{Fine, Inert};
+use super::params::Inert;
 use std::path::Path;
 
 use serde_json::Value as Json;
@@ -33,26 +33,11 @@ impl Module for File {
 
     /// `recurse` and the time arguments are not acted on: refused unless given what this runner does.
     const INERT: &'static [Inert] = &[
-        Inert {
-            arg: "recurse",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "modification_time",
-            fine: Fine::Only(&["preserve"]),
-        },
-        Inert {
-            arg: "access_time",
-            fine: Fine::Only(&["preserve"]),
-        },
-        Inert {
-            arg: "modification_time_format",
-            fine: Fine::Any,
-        },
-        Inert {
-            arg: "access_time_format",
-            fine: Fine::Any,
-        },
+        Inert::only("recurse", &["false"]),
+        Inert::only("modification_time", &["preserve"]),
+        Inert::only("access_time", &["preserve"]),
+        Inert::any("modification_time_format"),
+        Inert::any("access_time_format"),
     ];
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {

@@ -2,7 +2,7 @@
 //! when the line really changes. The editing is ported from Ansible's module as pure
 //! functions on text (see `text_edit` for the regex dialect).
 
-use super::params::{Fine, Inert};
+use super::params::Inert;
 use regex::{Captures, Regex};
 use serde_json::Value as Json;
 
@@ -41,16 +41,7 @@ impl Module for LineInFile {
     type Params = Params;
 
     /// `backup` and `validate` are not acted on: refused when set.
-    const INERT: &'static [Inert] = &[
-        Inert {
-            arg: "backup",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "validate",
-            fine: Fine::Only(&[]),
-        },
-    ];
+    const INERT: &'static [Inert] = super::text_edit::EDIT_INERT;
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {
         either(edit(p, mc))

@@ -1,6 +1,6 @@
 //! `package` and `apt`: Debian packages present, latest or absent, through dpkg and apt.
 
-use super::params::{Fine, Inert};
+use super::params::Inert;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -58,78 +58,24 @@ impl Module for Package {
 
     /// apt's arguments beyond the ones acted on: refused unless given what this runner does.
     const INERT: &'static [Inert] = &[
-        Inert {
-            arg: "deb",
-            fine: Fine::Only(&[]),
-        },
-        Inert {
-            arg: "default_release",
-            fine: Fine::Only(&[]),
-        },
-        Inert {
-            arg: "default-release",
-            fine: Fine::Only(&[]),
-        },
-        Inert {
-            arg: "dpkg_options",
-            fine: Fine::Any,
-        },
-        Inert {
-            arg: "force",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "force_apt_get",
-            fine: Fine::Any,
-        },
-        Inert {
-            arg: "allow_unauthenticated",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "allow-unauthenticated",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "allow_downgrade",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "allow_change_held_packages",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "only_upgrade",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "upgrade",
-            fine: Fine::Only(&["no", "false"]),
-        },
-        Inert {
-            arg: "autoclean",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "clean",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "fail_on_autoremove",
-            fine: Fine::Any,
-        },
-        Inert {
-            arg: "lock_timeout",
-            fine: Fine::Any,
-        },
-        Inert {
-            arg: "policy_rc_d",
-            fine: Fine::Only(&[]),
-        },
-        Inert {
-            arg: "use",
-            fine: Fine::Only(&["auto", "apt"]),
-        },
+        Inert::never("deb"),
+        Inert::never("default_release"),
+        Inert::never("default-release"),
+        Inert::any("dpkg_options"),
+        Inert::only("force", &["false"]),
+        Inert::any("force_apt_get"),
+        Inert::only("allow_unauthenticated", &["false"]),
+        Inert::only("allow-unauthenticated", &["false"]),
+        Inert::only("allow_downgrade", &["false"]),
+        Inert::only("allow_change_held_packages", &["false"]),
+        Inert::only("only_upgrade", &["false"]),
+        Inert::only("upgrade", &["no", "false"]),
+        Inert::only("autoclean", &["false"]),
+        Inert::only("clean", &["false"]),
+        Inert::any("fail_on_autoremove"),
+        Inert::any("lock_timeout"),
+        Inert::never("policy_rc_d"),
+        Inert::only("use", &["auto", "apt"]),
     ];
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {

@@ -132,6 +132,29 @@ pub struct Inert {
     pub fine: Fine,
 }
 
+impl Inert {
+    /// Refused unless given one of `values`.
+    pub const fn only(arg: &'static str, values: &'static [&'static str]) -> Inert {
+        Inert {
+            arg,
+            fine: Fine::Only(values),
+        }
+    }
+
+    /// Refused whatever its value.
+    pub const fn never(arg: &'static str) -> Inert {
+        Inert::only(arg, &[])
+    }
+
+    /// Accepted whatever its value.
+    pub const fn any(arg: &'static str) -> Inert {
+        Inert {
+            arg,
+            fine: Fine::Any,
+        }
+    }
+}
+
 /// The values of an [`Inert`] argument that mean what the built-in runner does anyway.
 pub enum Fine {
     /// Whatever the value, the outcome is the same here (SELinux labels on a host without
@@ -143,16 +166,7 @@ pub enum Fine {
 
 /// Ownership-module arguments every `file_params!` module takes: `attributes` runs chattr
 /// in Ansible, which no module of the subset does.
-const FILE_INERT: &[Inert] = &[
-    Inert {
-        arg: "attributes",
-        fine: Fine::Only(&[""]),
-    },
-    Inert {
-        arg: "attr",
-        fine: Fine::Only(&[""]),
-    },
-];
+const FILE_INERT: &[Inert] = &[Inert::only("attributes", &[""]), Inert::only("attr", &[""])];
 
 /// Why `key: value` is refused, if it is: an inert argument given a value Ansible acts on.
 pub fn refused(inert: &[Inert], key: &str, value: &Json) -> Option<String> {
@@ -310,18 +324,9 @@ mod tests {
     #[test]
     fn inert_arguments_are_refused_unless_given_what_the_runner_does() {
         const INERT: &[Inert] = &[
-            Inert {
-                arg: "backup",
-                fine: Fine::Only(&["false"]),
-            },
-            Inert {
-                arg: "validate",
-                fine: Fine::Only(&[]),
-            },
-            Inert {
-                arg: "seuser",
-                fine: Fine::Any,
-            },
+            Inert::only("backup", &["false"]),
+            Inert::never("validate"),
+            Inert::any("seuser"),
         ];
         for (key, value, refused_) in [
             ("backup", json!(false), false),

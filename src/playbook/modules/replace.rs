@@ -4,7 +4,7 @@
 //! is made with `^`/`$` matching at each line, and nothing is written unless the text
 //! changes. Python's `\1` back-references are taken (see `text_edit` for the regex dialect).
 
-use super::params::{Fine, Inert};
+use super::params::Inert;
 use super::params::{Flag, Mode, PyStr, Str, file_params};
 use super::text_edit::{Attrs, Edit, compile, finish, load};
 use super::{ModCtx, ModResult, Module, exit};
@@ -33,18 +33,9 @@ impl Module for Replace {
 
     /// `backup`, `validate` and other encodings are not acted on: refused when set.
     const INERT: &'static [Inert] = &[
-        Inert {
-            arg: "backup",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "validate",
-            fine: Fine::Only(&[]),
-        },
-        Inert {
-            arg: "encoding",
-            fine: Fine::Only(&["utf-8", "utf8"]),
-        },
+        Inert::only("backup", &["false"]),
+        Inert::never("validate"),
+        Inert::only("encoding", &["utf-8", "utf8"]),
     ];
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {

@@ -1,7 +1,7 @@
 //! `service` and `systemd`: a service's state and whether it starts at boot, through
 //! systemd or a sysvinit script, whichever the target has.
 
-use super::params::{Fine, Inert};
+use super::params::Inert;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -50,54 +50,18 @@ impl Module for Service {
 
     /// Only name, state, enabled and daemon_reload act; the rest is refused unless given what this runner does.
     const INERT: &'static [Inert] = &[
-        Inert {
-            arg: "daemon_reexec",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "daemon-reexec",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "masked",
-            fine: Fine::Only(&[]),
-        },
-        Inert {
-            arg: "scope",
-            fine: Fine::Only(&["system"]),
-        },
-        Inert {
-            arg: "no_block",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "force",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "sleep",
-            fine: Fine::Any,
-        },
-        Inert {
-            arg: "pattern",
-            fine: Fine::Only(&[]),
-        },
-        Inert {
-            arg: "runlevel",
-            fine: Fine::Any,
-        },
-        Inert {
-            arg: "arguments",
-            fine: Fine::Only(&[]),
-        },
-        Inert {
-            arg: "args",
-            fine: Fine::Only(&[]),
-        },
-        Inert {
-            arg: "use",
-            fine: Fine::Only(&["auto"]),
-        },
+        Inert::only("daemon_reexec", &["false"]),
+        Inert::only("daemon-reexec", &["false"]),
+        Inert::never("masked"),
+        Inert::only("scope", &["system"]),
+        Inert::only("no_block", &["false"]),
+        Inert::only("force", &["false"]),
+        Inert::any("sleep"),
+        Inert::never("pattern"),
+        Inert::any("runlevel"),
+        Inert::never("arguments"),
+        Inert::never("args"),
+        Inert::only("use", &["auto"]),
     ];
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {

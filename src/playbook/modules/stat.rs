@@ -1,6 +1,6 @@
 //! `stat`: what is at a path on the target.
 
-use super::params::{Fine, Inert};
+use super::params::Inert;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -33,50 +33,17 @@ impl Module for Stat {
 
     /// Only SHA-1 checksums; MIME types and attributes are not returned (reading them fails, as undefined).
     const INERT: &'static [Inert] = &[
-        Inert {
-            arg: "checksum_algorithm",
-            fine: Fine::Only(&["sha1"]),
-        },
-        Inert {
-            arg: "checksum",
-            fine: Fine::Only(&["sha1"]),
-        },
-        Inert {
-            arg: "checksum_algo",
-            fine: Fine::Only(&["sha1"]),
-        },
-        Inert {
-            arg: "get_mime",
-            fine: Fine::Any,
-        },
-        Inert {
-            arg: "mime",
-            fine: Fine::Any,
-        },
-        Inert {
-            arg: "mime_type",
-            fine: Fine::Any,
-        },
-        Inert {
-            arg: "mime-type",
-            fine: Fine::Any,
-        },
-        Inert {
-            arg: "get_attributes",
-            fine: Fine::Any,
-        },
-        Inert {
-            arg: "attr",
-            fine: Fine::Any,
-        },
-        Inert {
-            arg: "attributes",
-            fine: Fine::Any,
-        },
-        Inert {
-            arg: "get_md5",
-            fine: Fine::Only(&["false"]),
-        },
+        Inert::only("checksum_algorithm", &["sha1"]),
+        Inert::only("checksum", &["sha1"]),
+        Inert::only("checksum_algo", &["sha1"]),
+        Inert::any("get_mime"),
+        Inert::any("mime"),
+        Inert::any("mime_type"),
+        Inert::any("mime-type"),
+        Inert::any("get_attributes"),
+        Inert::any("attr"),
+        Inert::any("attributes"),
+        Inert::only("get_md5", &["false"]),
     ];
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {

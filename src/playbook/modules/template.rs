@@ -1,7 +1,7 @@
 //! `template`: a Jinja template of the controller, rendered with the task's variables, onto
 //! the target.
 
-use super::params::{Fine, Inert};
+use super::params::Inert;
 use super::params::{Flag, Mode, Str, file_params};
 use super::{ModCtx, ModResult, Module, find, io, put};
 
@@ -35,62 +35,20 @@ impl Module for Template {
 
     /// Arguments Ansible's template has that this one does not act on (the Jinja syntax settings among them): refused unless given what this runner does.
     const INERT: &'static [Inert] = &[
-        Inert {
-            arg: "backup",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "follow",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "force",
-            fine: Fine::Only(&["true"]),
-        },
-        Inert {
-            arg: "validate",
-            fine: Fine::Only(&[]),
-        },
-        Inert {
-            arg: "newline_sequence",
-            fine: Fine::Only(&["\\n"]),
-        },
-        Inert {
-            arg: "trim_blocks",
-            fine: Fine::Only(&["true"]),
-        },
-        Inert {
-            arg: "lstrip_blocks",
-            fine: Fine::Only(&["false"]),
-        },
-        Inert {
-            arg: "output_encoding",
-            fine: Fine::Only(&["utf-8", "utf8"]),
-        },
-        Inert {
-            arg: "block_start_string",
-            fine: Fine::Only(&["{%"]),
-        },
-        Inert {
-            arg: "block_end_string",
-            fine: Fine::Only(&["%}"]),
-        },
-        Inert {
-            arg: "variable_start_string",
-            fine: Fine::Only(&["{{"]),
-        },
-        Inert {
-            arg: "variable_end_string",
-            fine: Fine::Only(&["}}"]),
-        },
-        Inert {
-            arg: "comment_start_string",
-            fine: Fine::Only(&["{#"]),
-        },
-        Inert {
-            arg: "comment_end_string",
-            fine: Fine::Only(&["#}"]),
-        },
+        Inert::only("backup", &["false"]),
+        Inert::only("follow", &["false"]),
+        Inert::only("force", &["true"]),
+        Inert::never("validate"),
+        Inert::only("newline_sequence", &["\\n"]),
+        Inert::only("trim_blocks", &["true"]),
+        Inert::only("lstrip_blocks", &["false"]),
+        Inert::only("output_encoding", &["utf-8", "utf8"]),
+        Inert::only("block_start_string", &["{%"]),
+        Inert::only("block_end_string", &["%}"]),
+        Inert::only("variable_start_string", &["{{"]),
+        Inert::only("variable_end_string", &["}}"]),
+        Inert::only("comment_start_string", &["{#"]),
+        Inert::only("comment_end_string", &["#}"]),
     ];
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {

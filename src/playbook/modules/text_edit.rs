@@ -10,6 +10,7 @@
 //! without its final `\n`, so that `$` matches where Python's `$` does (before a final
 //! newline).
 
+use super::params::Inert;
 use regex::Regex;
 use serde_json::Value as Json;
 
@@ -65,6 +66,11 @@ pub(super) struct Doc {
     /// None: the file does not exist.
     pub(super) text: Option<String>,
 }
+
+/// What `lineinfile` and `blockinfile` take without acting on it: a backup file and a
+/// validation command would change what a run does.
+pub(super) const EDIT_INERT: &[Inert] =
+    &[Inert::only("backup", &["false"]), Inert::never("validate")];
 
 /// The file to edit. `backup` and `validate` are refused before this (the modules' `INERT`).
 pub(super) fn load(path: Option<String>, mc: &ModCtx) -> Result<Doc, Exit> {
