@@ -8,7 +8,7 @@ use serde_json::{Map, Value as Json};
 use super::{Exec, Flow};
 use crate::playbook::load::{Action, Task};
 use crate::playbook::modules::{ModCtx, ModResult, run_module};
-use crate::playbook::vars::{Scope, Val, data_layer};
+use crate::playbook::vars::{Scope, Val, data_layer, drop_omitted};
 
 impl Exec {
     pub(super) fn run_module_task(
@@ -136,7 +136,10 @@ impl Exec {
                     return Flow::HostFailed;
                 }
             };
-            let rendered = holds.and_then(|_| self.templar.render(args, &ictx));
+            // An argument set to `omit` is dropped, as in Ansible.
+            let rendered = holds
+                .and_then(|_| self.templar.render(args, &ictx))
+                .map(drop_omitted);
             let mut r = match rendered {
                 Ok(rendered) => {
                     let mc = ModCtx {
