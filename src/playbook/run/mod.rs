@@ -616,6 +616,9 @@ impl Exec {
                 rescue,
                 always,
             } => {
+                // A block's vars are its tasks' vars, as in Ansible.
+                let inner = base.with(tmpl_layer(&task.vars));
+                let base = &inner;
                 let mut flow = self.run_tasks(block, base, &conds);
                 if matches!(flow, Flow::Unreachable | Flow::Abort) {
                     return flow;
