@@ -29,6 +29,12 @@ pub(super) fn call(
     query: bool,
 ) -> Result<Value, Error> {
     let wantlist: Option<bool> = kwargs.get("wantlist")?;
+    // The env lookup's `default`: what an unset variable reads as.
+    let default: Option<String> = if kind == "env" {
+        kwargs.get("default")?
+    } else {
+        None
+    };
     kwargs.assert_all_used()?;
     let terms: Vec<Value> = terms.0;
     let mut out: Vec<Value> = Vec::new();
@@ -36,7 +42,8 @@ pub(super) fn call(
         "list" => out = terms,
         "env" => {
             for t in &terms {
-                out.push(Value::from(std::env::var(text(t)).unwrap_or_default()));
+                let v = std::env::var(text(t)).ok().or_else(|| default.clone());
+                out.push(Value::from(v.unwrap_or_default()));
             }
         }
         "file" => {

@@ -545,6 +545,15 @@ mod tests {
                 .is_err()
         );
         assert!(t.render_str("{{ lookup('nope', 'x') }}", &ctx).is_err());
+        assert_eq!(
+            r("{{ lookup('env', 'STEPSYNC_NO_SUCH_VAR', default='d') }}"),
+            json!("d")
+        );
+        // `default` is the env lookup's only.
+        assert!(
+            t.render_str("{{ lookup('pipe', 'true', default='x') }}", &ctx)
+                .is_err()
+        );
         assert!(
             t.render_str("{{ lookup('template', '../t.j2') }}", &ctx)
                 .is_err()
