@@ -18,6 +18,7 @@ use crate::payload::playbook::PlaybookResult;
 use crate::template::single_expression;
 
 mod facts;
+mod imports;
 mod task;
 
 /// How often the play's last flush may start over (see `run_play`).
@@ -319,6 +320,9 @@ impl Exec {
                 scope.push(vars_layer(&p, None)?);
             }
         }
+        for p in self.imported_role_parts(play, "defaults") {
+            scope.push(vars_layer(&p, None)?);
+        }
         scope.push(tmpl_layer(
             &host_vars
                 .iter()
@@ -359,6 +363,9 @@ impl Exec {
             if let Some(p) = self.roles.main(&r.name, "vars") {
                 scope.push(vars_layer(&p, None)?);
             }
+        }
+        for p in self.imported_role_parts(play, "vars") {
+            scope.push(vars_layer(&p, None)?);
         }
         scope.push(data_layer(
             opts.attributes.iter().map(|(k, v)| (k.clone(), v.clone())),
