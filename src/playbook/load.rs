@@ -146,8 +146,30 @@ pub enum Action {
     IncludeRole {
         role: String,
         dynamic: bool,
+        from: RoleFiles,
     },
     Meta(String),
+}
+
+/// `tasks_from`, `vars_from` and `defaults_from` of an include or import of a role: the
+/// files of the role to read instead of its `main.yml` (names may be templates).
+#[derive(Debug, Clone, Default)]
+pub struct RoleFiles {
+    pub tasks: Option<String>,
+    pub vars: Option<String>,
+    pub defaults: Option<String>,
+}
+
+impl RoleFiles {
+    /// The file named for a part (`tasks`, `vars`, `defaults`), if one is.
+    pub fn of(&self, part: &str) -> Option<&str> {
+        match part {
+            "tasks" => self.tasks.as_deref(),
+            "vars" => self.vars.as_deref(),
+            "defaults" => self.defaults.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +213,27 @@ impl Roles {
             .iter()
             .map(|m| self.path(role, part).join(m))
             .find(|p| p.exists())
+    }
+
+    /// A named file of a role part (`tasks_from: other`), with or without its `.yml`/`.yaml`,
+    /// as Ansible finds it. A name that climbs out of the part is none.
+    pub fn file(&self, role: &str, part: &str, name: &str) -> Option<PathBuf> {
+        let rel = Path::new(name);
+        if rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return None;
+        }
+        let dir = self.path(role, part);
+        [
+            name.to_owned(),
+            format!("{name}.yml"),
+            format!("{name}.yaml"),
+        ]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
     }
 }
 
@@ -604,10 +647,25 @@ fn load_task(
                 });
             }
             "include_role" | "import_role" => {
+                let mut from = RoleFiles::default();
                 let role = match &v.value {
                     Node::Map(mm) => match mm.iter().find(|(kk, _)| kk.value == "name") {
                         Some((_, r)) => {
-                            only_args(src, key, mm, &["name"])?;
+                            only_args(
+                                src,
+                                key,
+                                mm,
+                                &["name", "tasks_from", "vars_from", "defaults_from"],
+                            )?;
+                            for (kk, vv) in mm {
+                                let slot = match kk.value.as_str() {
+                                    "tasks_from" => &mut from.tasks,
+                                    "vars_from" => &mut from.vars,
+                                    "defaults_from" => &mut from.defaults,
+                                    _ => continue,
+                                };
+                                *slot = Some(string_of(src, vv, &kk.value)?);
+                            }
                             string_of(src, r, "name")?
                         }
                         None => return Err(src.diag_at(format!("{key} needs `name:`"), v).into()),
@@ -617,6 +675,7 @@ fn load_task(
                 include = Some(Action::IncludeRole {
                     role,
                     dynamic: key == "include_role",
+                    from,
                 });
             }
             "meta" => include = Some(Action::Meta(string_of(src, v, "meta")?)),

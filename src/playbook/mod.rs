@@ -5,6 +5,7 @@
 pub mod ansible_names;
 pub mod inputs;
 pub mod load;
+pub mod lookup;
 pub mod modules;
 pub mod run;
 pub mod ssh;

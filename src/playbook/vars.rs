@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
+use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Rest, Value};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value as Json;
 
@@ -19,6 +19,69 @@ use crate::template::{
 /// What Ansible's `template` action defines as `ansible_managed` (its `DEFAULT_MANAGED_STR`
 /// since ansible-core 2.19 dropped the date and user from it).
 pub const ANSIBLE_MANAGED: &str = "Ansible managed";
+
+/// The value of `omit`: a module argument that renders to it exactly is dropped, as Ansible
+/// drops its omit placeholder (`{{ mode | default(omit) }}`).
+pub const OMIT: &str = "__omit_place_holder__stepsync";
+
+/// Module arguments without the ones set to [`OMIT`], in nested maps and lists too.
+pub fn drop_omitted(v: Json) -> Json {
+    match v {
+        Json::Object(m) => Json::Object(
+            m.into_iter()
+                .filter(|(_, v)| v.as_str() != Some(OMIT))
+                .map(|(k, v)| (k, drop_omitted(v)))
+                .collect(),
+        ),
+        Json::Array(items) => Json::Array(
+            items
+                .into_iter()
+                .filter(|v| v.as_str() != Some(OMIT))
+                .map(drop_omitted)
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// The magic variables of one task: `role_path` (in a role) and `ansible_search_path`, the
+/// directories Ansible's lookups search in order — the role's, the task file's, the
+/// playbook's.
+pub fn task_magic(
+    playbook_dir: &Path,
+    role_dir: Option<&Path>,
+    task_file: &Path,
+) -> BTreeMap<String, Val> {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut search: Vec<PathBuf> = Vec::new();
+    let mut layer = BTreeMap::new();
+    if let Some(r) = role_dir {
+        let r = abs(r);
+        layer.insert(
+            "role_path".to_owned(),
+            Val::Data(Json::String(r.display().to_string())),
+        );
+        search.push(r);
+    }
+    for d in [task_file.parent().map(abs), Some(abs(playbook_dir))]
+        .into_iter()
+        .flatten()
+    {
+        if !search.contains(&d) {
+            search.push(d);
+        }
+    }
+    layer.insert(
+        "ansible_search_path".to_owned(),
+        Val::Data(Json::Array(
+            search
+                .iter()
+                .map(|d| Json::String(d.display().to_string()))
+                .collect(),
+        )),
+    );
+    layer
+}
 
 /// A variable: a template (from a playbook or role) or data (attributes, facts, results).
 #[derive(Debug, Clone)]
@@ -120,26 +183,21 @@ impl Templar {
             }
             minijinja::escape_formatter(out, state, value)
         });
+        // Lookups run on the controller (see `super::lookup`); `query`/`q` always give lists.
         env.add_function(
             "lookup",
-            |kind: &str, arg: &str| -> Result<Value, minijinja::Error> {
-                match kind {
-                    "env" => Ok(Value::from(std::env::var(arg).unwrap_or_default())),
-                    "file" => std::fs::read_to_string(arg)
-                        .map(|s| Value::from(s.trim_end_matches('\n').to_owned()))
-                        .map_err(|e| {
-                            minijinja::Error::new(
-                                ErrorKind::InvalidOperation,
-                                format!("lookup('file', {arg}): {e}"),
-                            )
-                        }),
-                    other => Err(minijinja::Error::new(
-                        ErrorKind::InvalidOperation,
-                        format!("lookup `{other}` is not in the built-in subset"),
-                    )),
-                }
+            |state: &minijinja::State, kind: &str, terms: Rest<Value>, kw: Kwargs| {
+                super::lookup::call(state, kind, terms, kw, false)
             },
         );
+        for name in ["query", "q"] {
+            env.add_function(
+                name,
+                |state: &minijinja::State, kind: &str, terms: Rest<Value>, kw: Kwargs| {
+                    super::lookup::call(state, kind, terms, kw, true)
+                },
+            );
+        }
         Templar { env }
     }
 
@@ -358,6 +416,9 @@ impl Object for Ctx {
 
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         let name = key.as_str()?;
+        if name == super::lookup::VARS_KEY {
+            return Some(Value::from_dyn_object(self.clone()));
+        }
         match self.scope.get(name)? {
             Val::Data(v) => Some(from_serde(v)),
             Val::Tmpl(v) => {
@@ -463,6 +524,59 @@ mod tests {
         );
         assert!(t.condition("x.y.z is not defined", &ctx).unwrap());
         assert!(t.condition("nope.y is defined", &ctx).is_ok_and(|b| !b));
+    }
+
+    #[test]
+    fn omitted_arguments_are_dropped() {
+        let args = json!({"a": OMIT, "b": 1, "c": {"d": OMIT, "e": [OMIT, "f"]}});
+        assert_eq!(drop_omitted(args), json!({"b": 1, "c": {"e": ["f"]}}));
+    }
+
+    #[test]
+    fn lookups_join_as_ansible_and_query_gives_lists() {
+        let t = Arc::new(Templar::new());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("templates")).unwrap();
+        std::fs::write(dir.path().join("templates/t.j2"), "v={{ v }}\n").unwrap();
+        let mut s = Scope::default();
+        s.push(task_magic(dir.path(), None, &dir.path().join("play.yml")));
+        s.push(data_layer([
+            ("v".to_owned(), json!(5)),
+            (
+                "playbook_dir".to_owned(),
+                json!(dir.path().display().to_string()),
+            ),
+        ]));
+        let ctx = t.context(&s);
+        let r = |e: &str| t.render_str(e, &ctx).unwrap();
+        assert_eq!(r("{{ lookup('list', 'a', 'b') }}"), json!("a,b"));
+        assert_eq!(r("{{ lookup('list', ['a', 'b']) }}"), json!(["a", "b"]));
+        assert_eq!(r("{{ lookup('list', 1, 2) }}"), json!([1, 2]));
+        assert_eq!(r("{{ query('list', [1, 2]) }}"), json!([[1, 2]]));
+        assert_eq!(r("{{ q('pipe', 'echo a; echo') }}"), json!(["a"]));
+        assert_eq!(
+            r("{{ lookup('pipe', 'echo a', wantlist=True) }}"),
+            json!(["a"])
+        );
+        assert_eq!(r("{{ lookup('template', 't.j2') }}"), json!("v=5\n"));
+        assert!(
+            t.render_str("{{ lookup('pipe', 'exit 3') }}", &ctx)
+                .is_err()
+        );
+        assert!(t.render_str("{{ lookup('nope', 'x') }}", &ctx).is_err());
+        assert_eq!(
+            r("{{ lookup('env', 'STEPSYNC_NO_SUCH_VAR', default='d') }}"),
+            json!("d")
+        );
+        // `default` is the env lookup's only.
+        assert!(
+            t.render_str("{{ lookup('pipe', 'true', default='x') }}", &ctx)
+                .is_err()
+        );
+        assert!(
+            t.render_str("{{ lookup('template', '../t.j2') }}", &ctx)
+                .is_err()
+        );
     }
 
     #[test]

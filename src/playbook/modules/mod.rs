@@ -24,6 +24,7 @@ mod copy;
 mod debug;
 mod fail;
 mod file;
+mod group;
 mod include_vars;
 mod lineinfile;
 mod package;
@@ -39,6 +40,7 @@ mod stat;
 mod tempfile;
 mod template;
 mod text_edit;
+mod user;
 mod wait_for;
 
 #[derive(Debug, Default, Clone)]
@@ -207,6 +209,8 @@ static REGISTRY: &[(&str, &dyn Registered)] = &[
     ("ping", &ping::Ping),
     ("tempfile", &tempfile::TempFile),
     ("include_vars", &include_vars::IncludeVars),
+    ("user", &user::User),
+    ("group", &group::Group),
 ];
 
 /// The prefix of the fully qualified names of Ansible's own modules.

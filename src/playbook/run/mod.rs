@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
 
-use super::load::{Action, Play, Roles, Task, load_playbook, load_task_file};
+use super::load::{Action, Play, RoleFiles, Roles, Task, load_playbook, load_task_file};
 use super::ssh::{Dest, SshPool};
 use super::target::{Local, LocalShell, Shell, ShellTarget, Target};
-use super::vars::{Scope, Templar, Val, data_layer, tmpl_layer};
+use super::vars::{OMIT, Scope, Templar, Val, data_layer, task_magic, tmpl_layer};
 use super::vars_file::{load_vars_file, resolve};
 use crate::diag::Origin;
 use crate::inventory::Inventory;
@@ -18,6 +18,7 @@ use crate::payload::playbook::PlaybookResult;
 use crate::template::single_expression;
 
 mod facts;
+mod imports;
 mod task;
 
 /// How often the play's last flush may start over (see `run_play`).
@@ -319,6 +320,9 @@ impl Exec {
                 scope.push(vars_layer(&p, None)?);
             }
         }
+        for p in self.imported_role_parts(play, "defaults") {
+            scope.push(vars_layer(&p, None)?);
+        }
         scope.push(tmpl_layer(
             &host_vars
                 .iter()
@@ -334,6 +338,7 @@ impl Exec {
                 "playbook_dir".to_owned(),
                 Json::String(self.playbook_dir.display().to_string()),
             ),
+            ("omit".to_owned(), Json::String(OMIT.to_owned())),
         ]));
         scope.push(tmpl_layer(&play.vars));
         for f in &play.vars_files {
@@ -358,6 +363,9 @@ impl Exec {
             if let Some(p) = self.roles.main(&r.name, "vars") {
                 scope.push(vars_layer(&p, None)?);
             }
+        }
+        for p in self.imported_role_parts(play, "vars") {
+            scope.push(vars_layer(&p, None)?);
         }
         scope.push(data_layer(
             opts.attributes.iter().map(|(k, v)| (k.clone(), v.clone())),
@@ -468,6 +476,12 @@ impl Exec {
 
     fn scope_for(&self, base: &Scope, task: &Task) -> Scope {
         let mut s = base.clone();
+        let role_dir = task.role.as_ref().map(|r| self.roles.dir.join(r));
+        s.push(task_magic(
+            &self.playbook_dir,
+            role_dir.as_deref(),
+            &task.origin.file,
+        ));
         if !task.vars.is_empty() {
             s.push(tmpl_layer(&task.vars));
         }
@@ -609,6 +623,9 @@ impl Exec {
                 rescue,
                 always,
             } => {
+                // A block's vars are its tasks' vars, as in Ansible.
+                let inner = base.with(tmpl_layer(&task.vars));
+                let base = &inner;
                 let mut flow = self.run_tasks(block, base, &conds);
                 if matches!(flow, Flow::Unreachable | Flow::Abort) {
                     return flow;
@@ -678,9 +695,13 @@ impl Exec {
                 }
                 Flow::Continue
             }
-            Action::IncludeRole { role, dynamic } => {
+            Action::IncludeRole {
+                role,
+                dynamic,
+                from,
+            } => {
                 if !*dynamic {
-                    return self.include_role(task, role, base, &scope, &conds, true);
+                    return self.include_role(task, (role, from), base, &scope, &conds, true);
                 }
                 let items = match self.include_items(task, &conds, &scope) {
                     Ok(items) => items,
@@ -688,8 +709,14 @@ impl Exec {
                 };
                 for item in items {
                     let (ibase, iscope) = self.with_item(task, base, &scope, item);
-                    let flow =
-                        self.include_role(task, role, &ibase, &iscope, inherited_when, false);
+                    let flow = self.include_role(
+                        task,
+                        (role, from),
+                        &ibase,
+                        &iscope,
+                        inherited_when,
+                        false,
+                    );
                     if flow != Flow::Continue {
                         return flow;
                     }
@@ -757,7 +784,7 @@ impl Exec {
     fn include_role(
         &mut self,
         task: &Task,
-        role: &str,
+        (role, from): (&str, &RoleFiles),
         base: &Scope,
         scope: &Scope,
         when: &[String],
@@ -774,10 +801,17 @@ impl Exec {
             }
         };
         let role = role.as_str();
+        let mut files = match self.role_files(role, from, &ctx) {
+            Ok(f) => f,
+            Err(msg) => {
+                self.fail_host(&msg);
+                return Flow::HostFailed;
+            }
+        };
         let mut s = base.clone();
         for part in ["defaults", "vars"] {
-            if let Some(p) = self.roles.main(role, part) {
-                match vars_layer(&p, None) {
+            if let Some(Some(p)) = files.get(part) {
+                match vars_layer(p, None) {
                     Ok(layer) => s.push(layer),
                     Err(e) => {
                         self.fail_host(&e);
@@ -806,9 +840,9 @@ impl Exec {
                 }
             }
         }
-        match self
-            .roles
-            .main(role, "tasks")
+        match files
+            .remove("tasks")
+            .flatten()
             .map(|p| load_task_file(&p, Some(role)))
         {
             Some(Ok(tasks)) => self.run_tasks(&tasks, &s, when),
@@ -821,6 +855,37 @@ impl Exec {
                 Flow::HostFailed
             }
         }
+    }
+
+    /// The files of a role's tasks, defaults and vars: their main.yml, or what `tasks_from:`
+    /// and the like name (rendered), which must exist.
+    fn role_files(
+        &self,
+        role: &str,
+        from: &RoleFiles,
+        ctx: &minijinja::Value,
+    ) -> Result<BTreeMap<&'static str, Option<PathBuf>>, String> {
+        let mut files = BTreeMap::new();
+        for part in ["tasks", "defaults", "vars"] {
+            let Some(name) = from.of(part) else {
+                files.insert(part, self.roles.main(role, part));
+                continue;
+            };
+            let name = match self.templar.render_str(name, ctx) {
+                Ok(Json::String(n)) => n,
+                Ok(other) => other.to_string(),
+                Err(e) => return Err(self.name_undefined(name, ctx, e)),
+            };
+            match self.roles.file(role, part, &name) {
+                Some(p) => files.insert(part, Some(p)),
+                None => {
+                    return Err(format!(
+                        "Could not find specified file in role: {part}/{name}"
+                    ));
+                }
+            };
+        }
+        Ok(files)
     }
 
     /// A dynamic include's loop and `when` (per item), logged and counted as Ansible does:

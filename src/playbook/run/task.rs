@@ -8,7 +8,7 @@ use serde_json::{Map, Value as Json};
 use super::{Exec, Flow};
 use crate::playbook::load::{Action, Task};
 use crate::playbook::modules::{ModCtx, ModResult, run_module};
-use crate::playbook::vars::{Scope, Val, data_layer};
+use crate::playbook::vars::{Scope, Val, data_layer, drop_omitted};
 
 impl Exec {
     pub(super) fn run_module_task(
@@ -104,7 +104,13 @@ impl Exec {
         let (mut any_changed, mut any_failed) = (false, false);
         let mut all_facts = Map::new();
         let mut ran = 0usize;
+        // `ansible_become` and `ansible_become_user` are connection variables: from any
+        // scope (inventory, play, block, task vars) they win over the keywords, as in
+        // Ansible, so they stand in for the host's for this task.
+        let saved_become = self.host_become.clone();
+        self.host_become = self.become_vars(scope);
         let target = self.target_for(Some(task));
+        self.host_become = saved_become;
         for item in runs {
             let item_scope = match &item {
                 Some(i) => scope.with(data_layer([(task.loop_var.clone(), i.clone())])),
@@ -136,7 +142,10 @@ impl Exec {
                     return Flow::HostFailed;
                 }
             };
-            let rendered = holds.and_then(|_| self.templar.render(args, &ictx));
+            // An argument set to `omit` is dropped, as in Ansible.
+            let rendered = holds
+                .and_then(|_| self.templar.render(args, &ictx))
+                .map(drop_omitted);
             let mut r = match rendered {
                 Ok(rendered) => {
                     let mc = ModCtx {
@@ -337,6 +346,30 @@ impl Exec {
             }
         }
         Flow::Continue
+    }
+}
+
+impl Exec {
+    /// `ansible_become` and `ansible_become_user` as the task's variables have them (the
+    /// inventory's among them). A value that is no boolean word means no, as the
+    /// inventory's did.
+    fn become_vars(&self, scope: &Scope) -> (Option<bool>, Option<String>) {
+        let ctx = self.templar.context(scope);
+        let get = |name: &str| {
+            ctx.get_attr(name)
+                .ok()
+                .filter(|v| !v.is_undefined() && !v.is_none())
+                .and_then(|v| serde_json::to_value(&v).ok())
+        };
+        let on = get("ansible_become").and_then(|v| match v {
+            Json::Bool(_) | Json::String(_) => Some(crate::boolean::from_json(&v).unwrap_or(false)),
+            _ => None,
+        });
+        let user = get("ansible_become_user").map(|v| match v {
+            Json::String(s) => s,
+            other => other.to_string(),
+        });
+        (on, user)
     }
 }
 

@@ -1,0 +1,161 @@
+//! Ansible's lookup plugins of the built-in subset (`env`, `file`, `template`, `pipe`,
+//! `list`), called as `lookup(...)`, `query(...)` or `q(...)`. They run on the controller, as
+//! in Ansible: the machine that runs the runner.
+
+use std::path::{Component, Path, PathBuf};
+
+use minijinja::value::{Kwargs, Rest, Value};
+use minijinja::{Error, ErrorKind, State};
+
+use crate::template::{defined_chains_in, describe, render_bounded};
+
+/// The key under which the template context hands itself to the `template` lookup, which
+/// renders a file with the task's variables (a function sees them only one by one).
+pub(super) const VARS_KEY: &str = "__stepsync_task_vars__";
+
+/// The lookups the built-in runner implements (validate's list too).
+pub const LOOKUPS: &[&str] = &["env", "file", "template", "pipe", "list"];
+
+fn error(msg: String) -> Error {
+    Error::new(ErrorKind::InvalidOperation, msg)
+}
+
+/// `lookup(kind, terms...)`: `wantlist` as given (default false), `query`: always a list.
+pub(super) fn call(
+    state: &State,
+    kind: &str,
+    terms: Rest<Value>,
+    kwargs: Kwargs,
+    query: bool,
+) -> Result<Value, Error> {
+    let wantlist: Option<bool> = kwargs.get("wantlist")?;
+    // The env lookup's `default`: what an unset variable reads as.
+    let default: Option<String> = if kind == "env" {
+        kwargs.get("default")?
+    } else {
+        None
+    };
+    kwargs.assert_all_used()?;
+    let terms: Vec<Value> = terms.0;
+    let mut out: Vec<Value> = Vec::new();
+    match kind {
+        "list" => out = terms,
+        "env" => {
+            for t in &terms {
+                let v = std::env::var(text(t)).ok().or_else(|| default.clone());
+                out.push(Value::from(v.unwrap_or_default()));
+            }
+        }
+        "file" => {
+            for t in &terms {
+                let name = text(t);
+                let path = find(state, "files", &name).unwrap_or_else(|| PathBuf::from(&name));
+                let s = std::fs::read_to_string(&path)
+                    .map_err(|e| error(format!("lookup('file', {name}): {e}")))?;
+                out.push(Value::from(s.trim_end().to_owned()));
+            }
+        }
+        "template" => {
+            for t in &terms {
+                out.push(Value::from(template(state, &text(t))?));
+            }
+        }
+        "pipe" => {
+            for t in &terms {
+                out.push(Value::from(pipe(state, &text(t))?));
+            }
+        }
+        other => {
+            return Err(error(format!(
+                "lookup `{other}` is not in the built-in subset; set `runner: ansible` in \
+                 stepsync.yaml to run this playbook with ansible-playbook"
+            )));
+        }
+    }
+    if query || wantlist == Some(true) {
+        return Ok(Value::from(out));
+    }
+    // Ansible's `lookup` without `wantlist`: strings joined with commas, else the only
+    // item, else the list.
+    if out.iter().all(|v| v.as_str().is_some()) {
+        let joined: Vec<&str> = out.iter().filter_map(Value::as_str).collect();
+        return Ok(Value::from(joined.join(",")));
+    }
+    if out.len() == 1 {
+        return Ok(out.swap_remove(0));
+    }
+    Ok(Value::from(out))
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
+/// A variable of the task as a string (`playbook_dir`), if set.
+fn var(state: &State, name: &str) -> Option<String> {
+    state
+        .lookup(name)
+        .filter(|v| !v.is_undefined() && !v.is_none())
+        .map(|v| text(&v))
+}
+
+/// Ansible's `find_file_in_search_path`: `name` in `<dir>/<subdir>/` then `<dir>/` of every
+/// directory of `ansible_search_path`. Relative names only, and none that climb out.
+fn find(state: &State, subdir: &str, name: &str) -> Option<PathBuf> {
+    let rel = Path::new(name);
+    if rel.is_absolute() {
+        return Some(rel.to_path_buf());
+    }
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return None;
+    }
+    let dirs: Vec<String> = state
+        .lookup("ansible_search_path")
+        .and_then(|v| v.try_iter().ok().map(|i| i.map(|d| text(&d)).collect()))
+        .unwrap_or_default();
+    dirs.iter()
+        .flat_map(|d| [Path::new(d).join(subdir).join(rel), Path::new(d).join(rel)])
+        .find(|p| p.is_file())
+}
+
+/// `lookup('template', name)`: the file rendered with the task's variables, its text kept
+/// whole (the last newline too, as Ansible's lookup keeps it).
+fn template(state: &State, name: &str) -> Result<String, Error> {
+    let path = find(state, "templates", name)
+        .ok_or_else(|| error(format!("the template file {name} could not be found")))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| error(format!("lookup('template', {name}): {e}")))?;
+    let vars = state
+        .lookup(VARS_KEY)
+        .ok_or_else(|| error("lookup('template') outside of a task".to_owned()))?;
+    let code = defined_chains_in(&text);
+    state
+        .env()
+        .template_from_str(&code)
+        .and_then(|t| render_bounded(&t, vars))
+        .map_err(|e| error(format!("lookup('template', {name}): {}", describe(&e))))
+}
+
+/// `lookup('pipe', command)`: the command run by `/bin/sh` on the controller in the
+/// playbook's directory, its output without trailing blanks; a non-zero exit is an error.
+fn pipe(state: &State, command: &str) -> Result<String, Error> {
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c").arg(command);
+    if let Some(dir) = var(state, "playbook_dir").filter(|d| Path::new(d).is_dir()) {
+        cmd.current_dir(dir);
+    }
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| error(format!("lookup('pipe', {command}): {e}")))?;
+    if !out.status.success() {
+        return Err(error(format!(
+            "lookup_plugin.pipe({command}) returned {}",
+            out.status.code().unwrap_or(-1)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+}
