@@ -149,15 +149,15 @@ fn real_ansible_names_outside_the_subset_get_the_runner_hint_not_a_near_miss() {
     - uri: {url: x}
     - user: {name: x}
     - debug: {msg: hi}
-      with_dict: {a: 1}
+      with_fileglob: ['*.txt']
     - command: /bin/true
       register: r
-      retries: 3
+      throttle: 3
     - service_facts:
     - debug: {msg: hi}
       check_mode: true
     - debug: {msg: hi}
-      until: r is success
+      debugger: on_failed
     - community.general.ufw: {state: enabled}
     - debugg: {msg: typo}
 ",
@@ -166,11 +166,11 @@ fn real_ansible_names_outside_the_subset_get_the_runner_hint_not_a_near_miss() {
     for (line, what) in [
         (4, "module `uri`"),
         (5, "module `user`"),
-        (7, "loop keyword `with_dict`"),
-        (10, "task keyword `retries`"),
+        (7, "loop keyword `with_fileglob`"),
+        (10, "task keyword `throttle`"),
         (11, "module `service_facts`"),
         (13, "task keyword `check_mode`"),
-        (15, "task keyword `until`"),
+        (15, "task keyword `debugger`"),
         (16, "module `community.general.ufw`"),
     ] {
         assert!(

@@ -19,7 +19,14 @@ const TASK_KEYWORDS: &[&str] = &[
     "when",
     "loop",
     "with_items",
+    "with_list",
+    "with_dict",
+    "with_together",
+    "with_indexed_items",
     "loop_control",
+    "until",
+    "retries",
+    "delay",
     "register",
     "changed_when",
     "failed_when",
@@ -52,6 +59,10 @@ const INCLUDE_KEYWORDS: &[&str] = &[
     "when",
     "loop",
     "with_items",
+    "with_list",
+    "with_dict",
+    "with_together",
+    "with_indexed_items",
     "loop_control",
     "register",
     "ignore_errors",
@@ -150,13 +161,58 @@ pub enum Action {
     Meta(String),
 }
 
+/// How a task's loop turns its value into items: `loop` and `with_list` take the list as it
+/// is, the `with_<lookup>` keywords as their lookup plugins do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoopKind {
+    #[default]
+    Loop,
+    /// `with_items`: one level of nested lists flattened.
+    Items,
+    /// `with_dict`: a map's entries as `{key, value}`.
+    Dict,
+    /// `with_together`: lists zipped, the shorter ones padded with nulls.
+    Together,
+    /// `with_indexed_items`: `[index, item]`, flattened as `with_items`.
+    IndexedItems,
+}
+
+/// `loop_control` beyond `loop_var`. Values that may be templates are kept as written and
+/// rendered when the loop runs.
+#[derive(Debug, Clone, Default)]
+pub struct LoopControl {
+    pub index_var: Option<String>,
+    pub label: Option<String>,
+    pub pause: Option<Json>,
+    pub extended: Option<Json>,
+    pub extended_allitems: Option<Json>,
+    pub break_when: Vec<String>,
+}
+
+/// `until` / `retries` / `delay`: retries and delay as written (they may be templates).
+#[derive(Debug, Clone, Default)]
+pub struct Retry {
+    pub until: Vec<String>,
+    pub retries: Option<Json>,
+    pub delay: Option<Json>,
+}
+
+impl Retry {
+    pub fn is_set(&self) -> bool {
+        !self.until.is_empty() || self.retries.is_some()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Task {
     pub name: Option<String>,
     pub action: Action,
     pub when: Vec<String>,
     pub loop_items: Option<Json>,
+    pub loop_kind: LoopKind,
     pub loop_var: String,
+    pub loop_control: LoopControl,
+    pub retry: Retry,
     pub register: Option<String>,
     pub changed_when: Option<Vec<String>>,
     pub failed_when: Option<Vec<String>>,
@@ -533,7 +589,10 @@ fn load_task(
         action: Action::Meta("noop".into()),
         when: Vec::new(),
         loop_items: None,
+        loop_kind: LoopKind::Loop,
         loop_var: "item".into(),
+        loop_control: LoopControl::default(),
+        retry: Retry::default(),
         register: None,
         changed_when: None,
         failed_when: None,
@@ -559,14 +618,57 @@ fn load_task(
         match key {
             "name" => t.name = Some(string_of(src, v, "name")?),
             "when" => t.when = strings(src, v, "when")?,
-            "loop" | "with_items" => t.loop_items = Some(v.value.to_json()),
+            "loop" | "with_items" | "with_list" | "with_dict" | "with_together"
+            | "with_indexed_items" => {
+                if t.loop_items.is_some() {
+                    return Err(src
+                        .diag_at("a task has one loop (`loop` or one `with_*`)", k)
+                        .into());
+                }
+                t.loop_items = Some(v.value.to_json());
+                t.loop_kind = match key {
+                    "with_items" => LoopKind::Items,
+                    "with_dict" => LoopKind::Dict,
+                    "with_together" => LoopKind::Together,
+                    "with_indexed_items" => LoopKind::IndexedItems,
+                    _ => LoopKind::Loop,
+                };
+            }
             "loop_control" => {
                 for (lk, lv) in as_map(src, v, "loop_control")? {
-                    if lk.value == "loop_var" {
-                        t.loop_var = string_of(src, lv, "loop_var")?;
+                    let lc = &mut t.loop_control;
+                    match lk.value.as_str() {
+                        "loop_var" => t.loop_var = string_of(src, lv, "loop_var")?,
+                        "index_var" => lc.index_var = Some(string_of(src, lv, "index_var")?),
+                        "label" => lc.label = Some(string_of(src, lv, "label")?),
+                        "pause" => lc.pause = Some(lv.value.to_json()),
+                        "extended" => lc.extended = Some(lv.value.to_json()),
+                        "extended_allitems" => lc.extended_allitems = Some(lv.value.to_json()),
+                        "break_when" => lc.break_when = strings(src, lv, "break_when")?,
+                        other => {
+                            // Dropping it would silently change the loop.
+                            return Err(src
+                                .diag_at(format!("unknown loop_control option `{other}`"), lk)
+                                .with_hint(crate::diag::expected_hint(
+                                    other,
+                                    &[
+                                        "loop_var",
+                                        "index_var",
+                                        "label",
+                                        "pause",
+                                        "extended",
+                                        "extended_allitems",
+                                        "break_when",
+                                    ],
+                                ))
+                                .into());
+                        }
                     }
                 }
             }
+            "until" => t.retry.until = strings(src, v, "until")?,
+            "retries" => t.retry.retries = Some(v.value.to_json()),
+            "delay" => t.retry.delay = Some(v.value.to_json()),
             "register" => t.register = Some(string_of(src, v, "register")?),
             "changed_when" => t.changed_when = Some(strings(src, v, "changed_when")?),
             "failed_when" => t.failed_when = Some(strings(src, v, "failed_when")?),
@@ -691,6 +793,21 @@ fn load_task(
                     .into());
             }
         }
+    }
+    // `until`/`retries`/`delay` repeat a module call; Ansible refuses them on a block, and
+    // an include would be repeated only in name.
+    if (block.is_some() || include.is_some())
+        && let Some((k, _)) = m
+            .iter()
+            .find(|(k, _)| matches!(k.value.as_str(), "until" | "retries" | "delay"))
+    {
+        return Err(src
+            .diag_at(
+                format!("`{}` repeats a module call; this task has none", k.value),
+                k,
+            )
+            .with_hint("set it on the tasks inside")
+            .into());
     }
     t.action = match (block, include, module) {
         (Some(block), None, None) => Action::Block {

@@ -45,6 +45,9 @@ mod wait_for;
 pub struct ModResult {
     pub changed: bool,
     pub failed: bool,
+    /// The module chose not to act and says so as Ansible's `skipped` (debug's
+    /// `verbosity` above the run's): the task counts as skipped.
+    pub skipped: bool,
     /// The module decided not to act (a `creates` path exists).
     pub msg: Option<String>,
     /// Module-specific result fields (`rc`, `stdout`, `stat`, ...).
@@ -74,6 +77,9 @@ impl ModResult {
         let mut m = self.data.clone();
         m.insert("changed".into(), Json::Bool(self.changed));
         m.insert("failed".into(), Json::Bool(self.failed));
+        if self.skipped {
+            m.insert("skipped".into(), Json::Bool(true));
+        }
         if let Some(msg) = &self.msg {
             m.insert("msg".into(), Json::String(msg.clone()));
         }
