@@ -154,7 +154,7 @@ fn real_ansible_names_outside_the_subset_get_the_runner_hint_not_a_near_miss() {
       register: r
       throttle: 3
     - service_facts:
-    - debug: {msg: hi}
+    - service: {name: x, state: started}
       check_mode: true
     - debug: {msg: hi}
       debugger: on_failed
@@ -169,7 +169,7 @@ fn real_ansible_names_outside_the_subset_get_the_runner_hint_not_a_near_miss() {
         (7, "loop keyword `with_fileglob`"),
         (10, "task keyword `throttle`"),
         (11, "module `service_facts`"),
-        (13, "task keyword `check_mode`"),
+        (12, "module `service` in check mode"),
         (15, "task keyword `debugger`"),
         (16, "module `community.general.ufw`"),
     ] {

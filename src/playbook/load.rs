@@ -36,6 +36,7 @@ const TASK_KEYWORDS: &[&str] = &[
     "no_log",
     "become",
     "become_user",
+    "check_mode",
     "block",
     "rescue",
     "always",
@@ -93,6 +94,7 @@ const PLAY_KEYWORDS: &[&str] = &[
     "become_user",
     "remote_user",
     "environment",
+    "check_mode",
     "tags",
 ];
 
@@ -113,6 +115,8 @@ pub struct Play {
     pub become_user: Option<String>,
     pub remote_user: Option<String>,
     pub environment: Vec<(String, Json)>,
+    /// `check_mode:` of the play, which its tasks inherit unless they set their own.
+    pub check_mode: Option<bool>,
 }
 
 impl Play {
@@ -222,6 +226,8 @@ pub struct Task {
     pub no_log: bool,
     pub become_: Option<bool>,
     pub become_user: Option<String>,
+    /// `check_mode:` of the task, or of a block or import for its tasks.
+    pub check_mode: Option<bool>,
     pub delegate_to: Option<String>,
     pub run_once: bool,
     pub vars: Vec<(String, Json)>,
@@ -324,6 +330,28 @@ fn var_map(src: &Source, n: &Spanned<Node>, what: &str) -> Result<Vec<(String, J
 struct Cx {
     partial: bool,
     skipped: std::cell::RefCell<Diagnostics>,
+    /// The `check_mode` the tasks being loaded inherit (their play's, their block's).
+    check_mode: std::cell::Cell<Option<bool>>,
+}
+
+/// Puts back the inherited `check_mode` when the play or block that set it is loaded.
+struct CheckModeScope<'a>(&'a Cx, Option<bool>);
+
+impl Drop for CheckModeScope<'_> {
+    fn drop(&mut self) {
+        self.0.check_mode.set(self.1);
+    }
+}
+
+impl Cx {
+    /// `own` (when set) is the `check_mode` of what loads until the scope is dropped.
+    fn check_mode_of(&self, own: Option<bool>) -> CheckModeScope<'_> {
+        let saved = self.check_mode.get();
+        if own.is_some() {
+            self.check_mode.set(own);
+        }
+        CheckModeScope(self, saved)
+    }
 }
 
 pub fn load_playbook(path: &Path, roles: &Roles) -> Result<Vec<Play>, Diagnostics> {
@@ -423,7 +451,13 @@ fn load_play(
         become_user: None,
         remote_user: None,
         environment: Vec::new(),
+        check_mode: None,
     };
+    // The play's check_mode reaches its tasks however its keys are ordered.
+    if let Some((_, v)) = m.iter().find(|(k, _)| k.value == "check_mode") {
+        play.check_mode = Some(boolean(src, v, "check_mode")?);
+    }
+    let _check = cx.check_mode_of(play.check_mode);
     let mut has_hosts = false;
     for (k, v) in m {
         match k.value.as_str() {
@@ -452,7 +486,7 @@ fn load_play(
             "become_user" => play.become_user = Some(string_of(src, v, "become_user")?),
             "remote_user" => play.remote_user = Some(string_of(src, v, "remote_user")?),
             "environment" => play.environment = var_map(src, v, "environment")?,
-            "tags" => {}
+            "check_mode" | "tags" => {}
             other => {
                 // A real Ansible keyword is outside the subset, never a typo of another one.
                 let close = (!ansible_names::is_play_keyword(other))
@@ -602,6 +636,7 @@ fn load_task(
         no_log: false,
         become_: None,
         become_user: None,
+        check_mode: None,
         delegate_to: None,
         run_once: false,
         environment: Vec::new(),
@@ -609,6 +644,11 @@ fn load_task(
         role: role.map(str::to_owned),
         origin: src.origin(n),
     };
+    // A block's check_mode reaches the tasks inside however its keys are ordered.
+    if let Some((_, v)) = m.iter().find(|(k, _)| k.value == "check_mode") {
+        t.check_mode = Some(boolean(src, v, "check_mode")?);
+    }
+    let _check = cx.check_mode_of(t.check_mode);
     let mut module: Option<(String, &'static dyn Registered, &Spanned<Node>)> = None;
     let mut extra_args: Option<&Spanned<Node>> = None;
     let (mut block, mut rescue, mut always) = (None, Vec::new(), Vec::new());
@@ -678,6 +718,8 @@ fn load_task(
             "no_log" => t.no_log = boolean(src, v, "no_log")?,
             "become" => t.become_ = Some(boolean(src, v, "become")?),
             "become_user" => t.become_user = Some(string_of(src, v, "become_user")?),
+            // Read above.
+            "check_mode" => {}
             "delegate_to" => t.delegate_to = Some(string_of(src, v, "delegate_to")?),
             "run_once" => t.run_once = boolean(src, v, "run_once")?,
             "vars" => t.vars = var_map(src, v, "vars")?,
@@ -729,6 +771,16 @@ fn load_task(
                             format!("a task calls one module; this one has `{prev}` and `{m}`"),
                             k,
                         )
+                        .into());
+                }
+                // A module whose check mode the runner does not mirror is refused here.
+                if cx.check_mode.get() == Some(true) && modules::check::check_mode(m).is_none() {
+                    return Err(src
+                        .diag_at(
+                            format!("module `{m}` in check mode is not in the built-in subset"),
+                            k,
+                        )
+                        .with_hint(RUNNER_HINT)
                         .into());
                 }
                 module = Some((m.to_owned(), found, v));
@@ -1059,6 +1111,49 @@ fn key_values(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load_str(text: &str) -> Result<Vec<Task>, Diagnostics> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.yml");
+        std::fs::write(&path, text).unwrap();
+        load_task_file(&path, None)
+    }
+
+    #[test]
+    fn check_mode_refuses_modules_it_does_not_mirror_wherever_it_is_set() {
+        // In a block, whatever the order of its keys; a task's own `false` wins.
+        let e = load_str("- block:\n    - service: {name: x}\n  check_mode: true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("module `service` in check mode"), "{e}");
+        assert!(e.contains("runner: ansible"), "{e}");
+        load_str("- check_mode: true\n  block:\n    - service: {name: x}\n      check_mode: false\n    - copy: {dest: /x, content: y}\n").unwrap();
+        // Outside the block, nothing is inherited.
+        load_str("- block:\n    - debug: {}\n  check_mode: true\n- service: {name: x}\n").unwrap();
+    }
+
+    #[test]
+    fn loop_keywords_and_retries_load_and_unknowns_are_refused() {
+        let t = load_str(
+            "- debug: {}\n  with_dict: {a: 1}\n  until: r is success\n  retries: 2\n  delay: 0\n  register: r\n  loop_control: {index_var: i, extended: true, break_when: [i > 1]}\n",
+        )
+        .unwrap();
+        assert_eq!(t[0].loop_kind, LoopKind::Dict);
+        assert_eq!(t[0].retry.until, ["r is success"]);
+        assert_eq!(t[0].loop_control.index_var.as_deref(), Some("i"));
+        let e = load_str("- debug: {}\n  loop: [1]\n  loop_control: {indx_var: i}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown loop_control option `indx_var`"), "{e}");
+        let e = load_str("- debug: {}\n  loop: [1]\n  with_items: [2]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("one loop"), "{e}");
+        let e = load_str("- block: [{debug: {}}]\n  until: true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`until` repeats a module call"), "{e}");
+    }
 
     #[test]
     fn key_value_words_keep_templates_and_quoted_blanks_together() {

@@ -61,12 +61,20 @@ impl Module for Command {
         // raw is a bare command line: Ansible ignores creates/removes for it and reports a
         // change every time.
         let guarded = self.0 != Kind::Raw;
+        // Check mode: raw is always skipped; command and shell only look at creates/removes.
+        if mc.check_mode && !guarded {
+            return ModResult {
+                skipped: true,
+                ..ModResult::default()
+            };
+        }
+        let did = if mc.check_mode { "Would" } else { "Did" };
         if guarded
             && let Some(Str(creates)) = &p.creates
             && mc.target.matches_any(creates).unwrap_or(false)
         {
             let mut r = ModResult::ok(false);
-            r.msg = Some(format!("Did not run command since '{creates}' exists"));
+            r.msg = Some(format!("{did} not run command since '{creates}' exists"));
             r.data.insert("rc".into(), json!(0));
             return r;
         }
@@ -76,8 +84,21 @@ impl Module for Command {
         {
             let mut r = ModResult::ok(false);
             r.msg = Some(format!(
-                "Did not run command since '{removes}' does not exist"
+                "{did} not run command since '{removes}' does not exist"
             ));
+            r.data.insert("rc".into(), json!(0));
+            return r;
+        }
+        if mc.check_mode {
+            // A command with creates/removes would have run: a change; without them, Ansible
+            // cannot tell and skips it.
+            let unguarded = p.creates.is_none() && p.removes.is_none();
+            let mut r = ModResult {
+                changed: !unguarded,
+                skipped: unguarded,
+                msg: Some("Command would have run if not in check mode".into()),
+                ..ModResult::default()
+            };
             r.data.insert("rc".into(), json!(0));
             return r;
         }

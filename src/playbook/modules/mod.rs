@@ -19,6 +19,7 @@ use super::vars::Templar;
 
 mod assert;
 mod blockinfile;
+pub mod check;
 mod command;
 mod copy;
 mod debug;
@@ -114,6 +115,8 @@ pub struct ModCtx<'a> {
     pub templates: Vec<PathBuf>,
     /// The play's and task's `environment`, for the commands a module runs.
     pub env: Vec<(String, String)>,
+    /// `check_mode: true`: report what would change, change nothing (see [`check`]).
+    pub check_mode: bool,
 }
 
 /// A module: its parameters and what it does with them.
@@ -216,6 +219,29 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 
 pub fn run_module(name: &str, args: &Json, mc: &ModCtx) -> ModResult {
     match lookup(name) {
+        Some(m) if mc.check_mode => match check::check_mode(name) {
+            Some(check::CheckMode::Supported) => {
+                let dry = check::DryRun(mc.target);
+                let dmc = ModCtx {
+                    target: &dry,
+                    templar: mc.templar,
+                    vars: mc.vars,
+                    files: mc.files.clone(),
+                    templates: mc.templates.clone(),
+                    env: mc.env.clone(),
+                    check_mode: true,
+                };
+                m.execute(args, &dmc)
+            }
+            Some(check::CheckMode::Skipped) => ModResult {
+                skipped: true,
+                msg: Some(format!(
+                    "remote module ({name}) does not support check mode"
+                )),
+                ..ModResult::default()
+            },
+            None => ModResult::fail(check::refused(name)),
+        },
         Some(m) => m.execute(args, mc),
         None => ModResult::fail(format!(
             "module `{name}` is not implemented by the built-in runner yet; set `runner: ansible`"

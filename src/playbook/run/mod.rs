@@ -98,6 +98,9 @@ struct Exec {
     aborted: bool,
     /// set_fact and register: the highest precedence.
     facts_layer: BTreeMap<String, Val>,
+    /// `check_mode` of the play and of the enclosing blocks and imports.
+    play_check: Option<bool>,
+    inherited_check: Option<bool>,
 }
 
 /// Runs `playbook` natively. `Err` when it cannot be loaded (with file and line).
@@ -194,6 +197,8 @@ pub fn run(playbook: &Path, opts: &Options) -> Result<(PlaybookResult, String), 
                 last_failure: None,
                 aborted: false,
                 facts_layer: BTreeMap::new(),
+                play_check: play.check_mode,
+                inherited_check: None,
             };
             ex.run_play(&play, opts, &hvars);
             once = std::mem::take(&mut ex.once);
@@ -334,6 +339,9 @@ impl Exec {
                 "playbook_dir".to_owned(),
                 Json::String(self.playbook_dir.display().to_string()),
             ),
+            // Whether the run is a check run (ansible-playbook --check), which a stepdef run
+            // never is: a task's `check_mode: true` leaves it false, as in Ansible.
+            ("ansible_check_mode".to_owned(), Json::Bool(false)),
         ]));
         scope.push(tmpl_layer(&play.vars));
         for f in &play.vars_files {
@@ -445,6 +453,10 @@ impl Exec {
     /// `notify` of a block or a static import (a dynamic include's keywords are its own).
     fn with_inherited<T>(&mut self, task: &Task, f: impl FnOnce(&mut Self) -> T) -> T {
         let saved = self.inherited_become.clone();
+        let saved_check = self.inherited_check;
+        if task.check_mode.is_some() {
+            self.inherited_check = task.check_mode;
+        }
         if task.become_.is_some() {
             self.inherited_become.0 = task.become_;
         }
@@ -463,6 +475,7 @@ impl Exec {
         let out = f(self);
         self.inherited_notify.truncate(notified);
         self.inherited_become = saved;
+        self.inherited_check = saved_check;
         out
     }
 

@@ -184,6 +184,11 @@ impl Exec {
                             vars: &ictx,
                             files: files.clone(),
                             templates: templates.clone(),
+                            check_mode: task
+                                .check_mode
+                                .or(self.inherited_check)
+                                .or(self.play_check)
+                                .unwrap_or(false),
                         };
                         let name = task.name.as_deref().unwrap_or(module);
                         match self.attempts(task, &host, name, &item_scope, || {
