@@ -27,6 +27,8 @@ const TASK_KEYWORDS: &[&str] = &[
     "until",
     "retries",
     "delay",
+    "async",
+    "poll",
     "register",
     "changed_when",
     "failed_when",
@@ -193,12 +195,15 @@ pub struct LoopControl {
     pub break_when: Vec<String>,
 }
 
-/// `until` / `retries` / `delay`: retries and delay as written (they may be templates).
+/// `until` / `retries` / `delay`: retries and delay as written (they may be templates);
+/// `async` (seconds the module may take) and `poll` with them, as they are written too.
 #[derive(Debug, Clone, Default)]
 pub struct Retry {
     pub until: Vec<String>,
     pub retries: Option<Json>,
     pub delay: Option<Json>,
+    pub async_: Option<Json>,
+    pub poll: Option<Json>,
 }
 
 impl Retry {
@@ -709,6 +714,21 @@ fn load_task(
             "until" => t.retry.until = strings(src, v, "until")?,
             "retries" => t.retry.retries = Some(v.value.to_json()),
             "delay" => t.retry.delay = Some(v.value.to_json()),
+            "async" => t.retry.async_ = Some(v.value.to_json()),
+            "poll" => {
+                // Fire and forget needs async_status and jobs left running on the host.
+                if matches!(v.value, Node::Int(0)) {
+                    return Err(src
+                        .diag_at(
+                            "`poll: 0` (a job left running, for `async_status`) is not in the \
+                             built-in subset; `poll` above 0 is",
+                            v,
+                        )
+                        .with_hint(RUNNER_HINT)
+                        .into());
+                }
+                t.retry.poll = Some(v.value.to_json());
+            }
             "register" => t.register = Some(string_of(src, v, "register")?),
             "changed_when" => t.changed_when = Some(strings(src, v, "changed_when")?),
             "failed_when" => t.failed_when = Some(strings(src, v, "failed_when")?),
@@ -849,9 +869,12 @@ fn load_task(
     // `until`/`retries`/`delay` repeat a module call; Ansible refuses them on a block, and
     // an include would be repeated only in name.
     if (block.is_some() || include.is_some())
-        && let Some((k, _)) = m
-            .iter()
-            .find(|(k, _)| matches!(k.value.as_str(), "until" | "retries" | "delay"))
+        && let Some((k, _)) = m.iter().find(|(k, _)| {
+            matches!(
+                k.value.as_str(),
+                "until" | "retries" | "delay" | "async" | "poll"
+            )
+        })
     {
         return Err(src
             .diag_at(
@@ -1153,6 +1176,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`until` repeats a module call"), "{e}");
+        let e = load_str("- command: sleep 9\n  async: 10\n  poll: 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`poll: 0`") && e.contains("runner: ansible"),
+            "{e}"
+        );
+        load_str("- command: sleep 1\n  async: 10\n  poll: 1\n").unwrap();
     }
 
     #[test]

@@ -110,6 +110,11 @@ impl Module for Command {
             }
             s
         });
+        // An async job still running after its seconds is killed, as Ansible's wrapper does.
+        let limit = |script: String| match mc.async_secs {
+            Some(n) => format!("timeout -s KILL {n} /bin/sh -c {}", quote(&script)),
+            None => script,
+        };
         let (out, shown) = if self.0 == Kind::Command {
             let argv = match (argv, &raw) {
                 (Some(a), _) => a,
@@ -126,11 +131,22 @@ impl Module for Command {
                     let words: Vec<String> = argv.iter().map(|a| quote(a)).collect();
                     let script = format!("printf %s {} | exec {}", quote(input), words.join(" "));
                     (
-                        mc.target.run(&[], Some(&script), chdir.as_deref(), &mc.env),
+                        mc.target
+                            .run(&[], Some(&limit(script)), chdir.as_deref(), &mc.env),
                         shown,
                     )
                 }
-                None => (mc.target.run(&argv, None, chdir.as_deref(), &mc.env), shown),
+                None => {
+                    let argv = match mc.async_secs {
+                        Some(n) => ["timeout", "-s", "KILL", &n.to_string()]
+                            .iter()
+                            .map(|w| (*w).to_owned())
+                            .chain(argv)
+                            .collect(),
+                        None => argv,
+                    };
+                    (mc.target.run(&argv, None, chdir.as_deref(), &mc.env), shown)
+                }
             }
         } else {
             let Some(script) = raw else {
@@ -147,7 +163,8 @@ impl Module for Command {
                 run = format!("printf %s {} | {{\n{run}\n}}", quote(input));
             }
             (
-                mc.target.run(&[], Some(&run), chdir.as_deref(), &mc.env),
+                mc.target
+                    .run(&[], Some(&limit(run)), chdir.as_deref(), &mc.env),
                 script,
             )
         };

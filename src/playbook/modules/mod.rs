@@ -117,6 +117,9 @@ pub struct ModCtx<'a> {
     pub env: Vec<(String, String)>,
     /// `check_mode: true`: report what would change, change nothing (see [`check`]).
     pub check_mode: bool,
+    /// `async:` seconds: a command still running then is killed, as Ansible's async
+    /// wrapper kills its job (see [`run_async`]).
+    pub async_secs: Option<u64>,
 }
 
 /// A module: its parameters and what it does with them.
@@ -230,6 +233,7 @@ pub fn run_module(name: &str, args: &Json, mc: &ModCtx) -> ModResult {
                     templates: mc.templates.clone(),
                     env: mc.env.clone(),
                     check_mode: true,
+                    async_secs: mc.async_secs,
                 };
                 m.execute(args, &dmc)
             }
@@ -247,6 +251,58 @@ pub fn run_module(name: &str, args: &Json, mc: &ModCtx) -> ModResult {
             "module `{name}` is not implemented by the built-in runner yet; set `runner: ansible`"
         )),
     }
+}
+
+/// Whether a module can run as an async job in Ansible: modules run by its "normal" action
+/// and those whose action plugins say so; `copy`, `template`, `debug`, `raw`... cannot.
+pub fn supports_async(module: &str) -> bool {
+    let short = module.strip_prefix(BUILTIN_PREFIX).unwrap_or(module);
+    !matches!(
+        short,
+        "copy"
+            | "template"
+            | "debug"
+            | "set_fact"
+            | "set_stats"
+            | "assert"
+            | "fail"
+            | "pause"
+            | "include_vars"
+            | "raw"
+    )
+}
+
+/// A module run with `async:` seconds and `poll` above 0, as Ansible runs and polls the job
+/// until it ends: the module's result with the job's fields, or, when it took longer than
+/// `secs` (a command is killed then, see `command.rs`), Ansible's failure.
+pub fn run_async(name: &str, args: &Json, mc: &ModCtx, secs: u64) -> ModResult {
+    if !supports_async(name) {
+        return ModResult::fail(format!("This action ({name}) does not support async."));
+    }
+    let started = std::time::Instant::now();
+    let mut r = run_module(name, args, mc);
+    let jid = format!(
+        "j{}.{}",
+        started.elapsed().subsec_nanos() % 1_000_000_000,
+        std::process::id()
+    );
+    if started.elapsed().as_secs_f64() >= secs as f64 && !r.skipped {
+        let mut failed = ModResult::fail(format!(
+            "async task did not complete within the requested time - {secs}s"
+        ));
+        failed.data.insert(
+            "async_result".into(),
+            serde_json::json!({
+                "ansible_job_id": jid, "finished": false, "started": true,
+                "stdout": "", "stderr": "", "stdout_lines": [], "stderr_lines": [],
+            }),
+        );
+        return failed;
+    }
+    r.data.insert("ansible_job_id".into(), Json::String(jid));
+    r.data.insert("started".into(), Json::Bool(true));
+    r.data.insert("finished".into(), Json::Bool(true));
+    r
 }
 
 pub(super) fn io(what: &str, path: &str, e: std::io::Error) -> ModResult {

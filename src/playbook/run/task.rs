@@ -7,7 +7,7 @@ use serde_json::{Map, Value as Json};
 
 use super::{Exec, Flow};
 use crate::playbook::load::{Action, Task};
-use crate::playbook::modules::{ModCtx, ModResult, run_module};
+use crate::playbook::modules::{ModCtx, ModResult, run_async, run_module};
 use crate::playbook::vars::{Scope, Val, data_layer};
 
 impl Exec {
@@ -175,8 +175,9 @@ impl Exec {
                 };
                 let rendered = holds.and_then(|_| self.templar.render(args, &ictx));
                 let templar = self.templar.clone();
-                let r = match rendered {
-                    Ok(rendered) => {
+                let async_secs = self.async_secs(task, &item_scope);
+                let r = match rendered.and_then(|r| async_secs.map(|a| (r, a))) {
+                    Ok((rendered, async_secs)) => {
                         let mc = ModCtx {
                             target: target.as_ref(),
                             env,
@@ -189,10 +190,12 @@ impl Exec {
                                 .or(self.inherited_check)
                                 .or(self.play_check)
                                 .unwrap_or(false),
+                            async_secs,
                         };
                         let name = task.name.as_deref().unwrap_or(module);
-                        match self.attempts(task, &host, name, &item_scope, || {
-                            run_module(module, &rendered, &mc)
+                        match self.attempts(task, &host, name, &item_scope, || match async_secs {
+                            Some(secs) => run_async(module, &rendered, &mc, secs),
+                            None => run_module(module, &rendered, &mc),
                         }) {
                             Ok(r) => r,
                             Err(e) => ModResult::fail(e),
@@ -457,6 +460,33 @@ impl Exec {
                 }
             }
         }
+    }
+
+    /// `async:` seconds (`None`: not async; `async: 0` is not), with `poll` above 0: the
+    /// built-in runner waits for the job as Ansible polls it. `poll: 0` is refused.
+    fn async_secs(&self, task: &Task, scope: &Scope) -> Result<Option<u64>, String> {
+        let Some(a) = &task.retry.async_ else {
+            return Ok(None);
+        };
+        let ctx = self.templar.context(scope);
+        let whole = |v: &Json| match v {
+            Json::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)),
+            Json::String(s) => s.trim().parse().ok(),
+            _ => None,
+        };
+        let r = self.templar.render(a, &ctx)?;
+        let secs = whole(&r).ok_or_else(|| format!("async: {r} is not an integer"))?;
+        if let Some(p) = &task.retry.poll {
+            let r = self.templar.render(p, &ctx)?;
+            if whole(&r) == Some(0) && secs > 0 {
+                return Err(
+                    "`poll: 0` (a job left running, for `async_status`) is not in the built-in \
+                     subset; set `runner: ansible` in stepsync.yaml"
+                        .into(),
+                );
+            }
+        }
+        Ok((secs > 0).then_some(secs))
     }
 
     /// `changed_when` / `failed_when`, which see the result under the register name. An
