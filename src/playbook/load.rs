@@ -23,6 +23,7 @@ const TASK_KEYWORDS: &[&str] = &[
     "with_dict",
     "with_together",
     "with_indexed_items",
+    "with_sequence",
     "loop_control",
     "until",
     "retries",
@@ -66,6 +67,7 @@ const INCLUDE_KEYWORDS: &[&str] = &[
     "with_dict",
     "with_together",
     "with_indexed_items",
+    "with_sequence",
     "loop_control",
     "register",
     "ignore_errors",
@@ -181,6 +183,8 @@ pub enum LoopKind {
     Together,
     /// `with_indexed_items`: `[index, item]`, flattened as `with_items`.
     IndexedItems,
+    /// `with_sequence`: numbers as text, see `run/sequence.rs`.
+    Sequence,
 }
 
 /// `loop_control` beyond `loop_var`. Values that may be templates are kept as written and
@@ -664,7 +668,7 @@ fn load_task(
             "name" => t.name = Some(string_of(src, v, "name")?),
             "when" => t.when = strings(src, v, "when")?,
             "loop" | "with_items" | "with_list" | "with_dict" | "with_together"
-            | "with_indexed_items" => {
+            | "with_indexed_items" | "with_sequence" => {
                 if t.loop_items.is_some() {
                     return Err(src
                         .diag_at("a task has one loop (`loop` or one `with_*`)", k)
@@ -676,6 +680,7 @@ fn load_task(
                     "with_dict" => LoopKind::Dict,
                     "with_together" => LoopKind::Together,
                     "with_indexed_items" => LoopKind::IndexedItems,
+                    "with_sequence" => LoopKind::Sequence,
                     _ => LoopKind::Loop,
                 };
             }

@@ -18,6 +18,7 @@ use crate::payload::playbook::PlaybookResult;
 use crate::template::single_expression;
 
 mod facts;
+mod sequence;
 mod task;
 
 /// How often the play's last flush may start over (see `run_play`).
@@ -1165,6 +1166,16 @@ fn lookup_items(kind: LoopKind, value: Json) -> Result<Vec<Json>, String> {
                     m.into_iter()
                         .map(|(k, v)| serde_json::json!({"key": k, "value": v})),
                 );
+            }
+            Ok(out)
+        }
+        LoopKind::Sequence => {
+            let mut out = Vec::new();
+            for t in terms {
+                let Json::String(term) = t else {
+                    return Err(format!("with_sequence takes `key=value` words, not {t}"));
+                };
+                out.extend(sequence::sequence(&term)?);
             }
             Ok(out)
         }
