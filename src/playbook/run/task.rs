@@ -138,24 +138,30 @@ impl Exec {
                 }
             };
             // The item as the log shows it: loop_control's `label`, rendered, or the item.
+            // One that cannot be rendered fails the item, as in Ansible.
+            let mut label_error = None;
             let label = item.map(|i| match &task.loop_control.label {
-                Some(l) if !task.no_log => {
-                    match self
-                        .templar
-                        .render_str(l, &self.templar.context(&item_scope))
-                    {
-                        Ok(v) => short(&v, false),
-                        Err(_) => short(i, false),
+                Some(l) => {
+                    let ctx = self.templar.context(&item_scope);
+                    match self.templar.render_str(l, &ctx) {
+                        Ok(v) => short(&v, task.no_log),
+                        Err(e) => {
+                            label_error = Some(format!(
+                                "Failed to template loop_control.label: {}",
+                                self.name_undefined(l, &ctx, e)
+                            ));
+                            short(i, task.no_log)
+                        }
                     }
                 }
-                _ => short(i, task.no_log),
+                None => short(i, task.no_log),
             });
             // An item's `when` (a task without a loop has passed its own above).
             let holds = match &item {
                 Some(_) => self.when_holds(conds, &item_scope),
                 None => Ok(true),
             };
-            let (r, j) = if let (Some(label), Ok(false)) = (&label, &holds) {
+            let (r, j) = if let (Some(label), Ok(false), None) = (&label, &holds, &label_error) {
                 self.log
                     .push_str(&format!("skipping: [{host}] => (item={label})\n"));
                 let mut j = serde_json::json!({
@@ -173,7 +179,15 @@ impl Exec {
                         return Flow::HostFailed;
                     }
                 };
-                let rendered = holds.and_then(|_| self.templar.render(args, &ictx));
+                // Here without holding only for a label that failed: nothing runs.
+                let holds = holds.and_then(|h| {
+                    if h {
+                        Ok(())
+                    } else {
+                        Err(label_error.clone().unwrap_or_default())
+                    }
+                });
+                let rendered = holds.and_then(|()| self.templar.render(args, &ictx));
                 let templar = self.templar.clone();
                 let async_secs = self.async_secs(task, &item_scope);
                 let r = match rendered.and_then(|r| async_secs.map(|a| (r, a))) {
@@ -203,6 +217,13 @@ impl Exec {
                     }
                     Err(e) => ModResult::fail(e),
                 };
+                let r = match label_error {
+                    Some(e) => ModResult {
+                        changed: r.changed,
+                        ..ModResult::fail(e)
+                    },
+                    None => r,
+                };
                 if r.failed
                     && let Some(why) = target.lost()
                 {
@@ -223,10 +244,11 @@ impl Exec {
                             .push_str(&format!("skipping: [{host}] => (item={l})\n"));
                     }
                     results.push(j.clone());
-                    if self.break_loop(task, index, &item_scope, &j) {
-                        break;
+                    match self.break_loop(task, index, &item_scope, &j) {
+                        Ok(true) => break,
+                        Ok(false) => continue,
+                        Err(e) => return self.task_error(task, &host, e),
                     }
-                    continue;
                 }
             };
             ran += 1;
@@ -283,8 +305,10 @@ impl Exec {
                 }
             }
             results.push(j.clone());
-            if self.break_loop(task, index, &item_scope, &j) {
-                break;
+            match self.break_loop(task, index, &item_scope, &j) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => return self.task_error(task, &host, e),
             }
         }
         if items.is_none() && ran == 0 {
@@ -526,29 +550,23 @@ impl Exec {
 
     /// Whether loop_control's `break_when` holds after an item (its result under the
     /// register name, as Ansible's executor has it): the loop stops there. An error in it
-    /// stops the loop too (it is logged).
+    /// fails the task, as it ends Ansible's loop with an error.
     fn break_loop(
-        &mut self,
+        &self,
         task: &Task,
         index: Option<usize>,
         scope: &Scope,
         result: &Json,
-    ) -> bool {
+    ) -> Result<bool, String> {
         let bw = &task.loop_control.break_when;
         if index.is_none() || bw.is_empty() {
-            return false;
+            return Ok(false);
         }
         let mut s = scope.clone();
         if let Some(reg) = &task.register {
             s.push(data_layer([(reg.clone(), result.clone())]));
         }
-        match self.when_holds(bw, &s) {
-            Ok(b) => b,
-            Err(e) => {
-                self.log.push_str(&format!("[ERROR]: {e}\n"));
-                true
-            }
-        }
+        self.when_holds(bw, &s)
     }
 }
 
