@@ -281,11 +281,11 @@ pub fn run_async(name: &str, args: &Json, mc: &ModCtx, secs: u64) -> ModResult {
     }
     let started = std::time::Instant::now();
     let mut r = run_module(name, args, mc);
-    let jid = format!(
-        "j{}.{}",
-        started.elapsed().subsec_nanos() % 1_000_000_000,
-        std::process::id()
-    );
+    // A job id shaped as Ansible's (`j<number>.<pid>`); nothing looks it up.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let jid = format!("j{stamp}.{}", std::process::id());
     if started.elapsed().as_secs_f64() >= secs as f64 && !r.skipped {
         let mut failed = ModResult::fail(format!(
             "async task did not complete within the requested time - {secs}s"
