@@ -147,17 +147,17 @@ fn real_ansible_names_outside_the_subset_get_the_runner_hint_not_a_near_miss() {
   gather_facts: false
   tasks:
     - uri: {url: x}
-    - user: {name: x}
+    - cron: {name: x}
     - debug: {msg: hi}
-      with_dict: {a: 1}
+      with_fileglob: ['*.txt']
     - command: /bin/true
       register: r
-      retries: 3
+      throttle: 3
     - service_facts:
-    - debug: {msg: hi}
+    - service: {name: x, state: started}
       check_mode: true
     - debug: {msg: hi}
-      until: r is success
+      debugger: on_failed
     - community.general.ufw: {state: enabled}
     - debugg: {msg: typo}
 ",
@@ -165,12 +165,12 @@ fn real_ansible_names_outside_the_subset_get_the_runner_hint_not_a_near_miss() {
     let out = svc.test().args(["validate"]).status(2).run();
     for (line, what) in [
         (4, "module `uri`"),
-        (5, "module `user`"),
-        (7, "loop keyword `with_dict`"),
-        (10, "task keyword `retries`"),
+        (5, "module `cron`"),
+        (7, "loop keyword `with_fileglob`"),
+        (10, "task keyword `throttle`"),
         (11, "module `service_facts`"),
-        (13, "task keyword `check_mode`"),
-        (15, "task keyword `until`"),
+        (12, "module `service` in check mode"),
+        (15, "task keyword `debugger`"),
         (16, "module `community.general.ufw`"),
     ] {
         assert!(
@@ -413,7 +413,7 @@ fn handlers_must_exist_includes_take_their_keywords_and_load_when_they_run() {
       become: true
       when: false
     - name: an argument the runner would drop
-      import_role: {name: greet, tasks_from: other}
+      import_role: {name: greet, rolespec_validate: false}
   roles: [greet]
   handlers:
     - name: restart server
@@ -448,7 +448,7 @@ fn handlers_must_exist_includes_take_their_keywords_and_load_when_they_run() {
     );
     assert!(err.contains("playbooks/server.yml:21:"), "{err}");
     assert!(
-        err.contains("`tasks_from` of import_role is not in the built-in subset"),
+        err.contains("`rolespec_validate` of import_role is not in the built-in subset"),
         "{err}"
     );
     assert!(

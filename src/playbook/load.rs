@@ -19,7 +19,17 @@ const TASK_KEYWORDS: &[&str] = &[
     "when",
     "loop",
     "with_items",
+    "with_list",
+    "with_dict",
+    "with_together",
+    "with_indexed_items",
+    "with_sequence",
     "loop_control",
+    "until",
+    "retries",
+    "delay",
+    "async",
+    "poll",
     "register",
     "changed_when",
     "failed_when",
@@ -29,6 +39,7 @@ const TASK_KEYWORDS: &[&str] = &[
     "no_log",
     "become",
     "become_user",
+    "check_mode",
     "block",
     "rescue",
     "always",
@@ -52,6 +63,11 @@ const INCLUDE_KEYWORDS: &[&str] = &[
     "when",
     "loop",
     "with_items",
+    "with_list",
+    "with_dict",
+    "with_together",
+    "with_indexed_items",
+    "with_sequence",
     "loop_control",
     "register",
     "ignore_errors",
@@ -82,6 +98,7 @@ const PLAY_KEYWORDS: &[&str] = &[
     "become_user",
     "remote_user",
     "environment",
+    "check_mode",
     "tags",
 ];
 
@@ -102,6 +119,8 @@ pub struct Play {
     pub become_user: Option<String>,
     pub remote_user: Option<String>,
     pub environment: Vec<(String, Json)>,
+    /// `check_mode:` of the play, which its tasks inherit unless they set their own.
+    pub check_mode: Option<bool>,
 }
 
 impl Play {
@@ -172,13 +191,63 @@ impl RoleFiles {
     }
 }
 
+/// How a task's loop turns its value into items: `loop` and `with_list` take the list as it
+/// is, the `with_<lookup>` keywords as their lookup plugins do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoopKind {
+    #[default]
+    Loop,
+    /// `with_items`: one level of nested lists flattened.
+    Items,
+    /// `with_dict`: a map's entries as `{key, value}`.
+    Dict,
+    /// `with_together`: lists zipped, the shorter ones padded with nulls.
+    Together,
+    /// `with_indexed_items`: `[index, item]`, flattened as `with_items`.
+    IndexedItems,
+    /// `with_sequence`: numbers as text, see `run/sequence.rs`.
+    Sequence,
+}
+
+/// `loop_control` beyond `loop_var`. Values that may be templates are kept as written and
+/// rendered when the loop runs.
+#[derive(Debug, Clone, Default)]
+pub struct LoopControl {
+    pub index_var: Option<String>,
+    pub label: Option<String>,
+    pub pause: Option<Json>,
+    pub extended: Option<Json>,
+    pub extended_allitems: Option<Json>,
+    pub break_when: Vec<String>,
+}
+
+/// `until` / `retries` / `delay`: retries and delay as written (they may be templates);
+/// `async` (seconds the module may take) and `poll` with them, as they are written too.
+#[derive(Debug, Clone, Default)]
+pub struct Retry {
+    pub until: Vec<String>,
+    pub retries: Option<Json>,
+    pub delay: Option<Json>,
+    pub async_: Option<Json>,
+    pub poll: Option<Json>,
+}
+
+impl Retry {
+    pub fn is_set(&self) -> bool {
+        !self.until.is_empty() || self.retries.is_some()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Task {
     pub name: Option<String>,
     pub action: Action,
     pub when: Vec<String>,
     pub loop_items: Option<Json>,
+    pub loop_kind: LoopKind,
     pub loop_var: String,
+    pub loop_control: LoopControl,
+    pub retry: Retry,
     pub register: Option<String>,
     pub changed_when: Option<Vec<String>>,
     pub failed_when: Option<Vec<String>>,
@@ -188,6 +257,8 @@ pub struct Task {
     pub no_log: bool,
     pub become_: Option<bool>,
     pub become_user: Option<String>,
+    /// `check_mode:` of the task, or of a block or import for its tasks.
+    pub check_mode: Option<bool>,
     pub delegate_to: Option<String>,
     pub run_once: bool,
     pub vars: Vec<(String, Json)>,
@@ -311,6 +382,28 @@ fn var_map(src: &Source, n: &Spanned<Node>, what: &str) -> Result<Vec<(String, J
 struct Cx {
     partial: bool,
     skipped: std::cell::RefCell<Diagnostics>,
+    /// The `check_mode` the tasks being loaded inherit (their play's, their block's).
+    check_mode: std::cell::Cell<Option<bool>>,
+}
+
+/// Puts back the inherited `check_mode` when the play or block that set it is loaded.
+struct CheckModeScope<'a>(&'a Cx, Option<bool>);
+
+impl Drop for CheckModeScope<'_> {
+    fn drop(&mut self) {
+        self.0.check_mode.set(self.1);
+    }
+}
+
+impl Cx {
+    /// `own` (when set) is the `check_mode` of what loads until the scope is dropped.
+    fn check_mode_of(&self, own: Option<bool>) -> CheckModeScope<'_> {
+        let saved = self.check_mode.get();
+        if own.is_some() {
+            self.check_mode.set(own);
+        }
+        CheckModeScope(self, saved)
+    }
 }
 
 pub fn load_playbook(path: &Path, roles: &Roles) -> Result<Vec<Play>, Diagnostics> {
@@ -410,7 +503,13 @@ fn load_play(
         become_user: None,
         remote_user: None,
         environment: Vec::new(),
+        check_mode: None,
     };
+    // The play's check_mode reaches its tasks however its keys are ordered.
+    if let Some((_, v)) = m.iter().find(|(k, _)| k.value == "check_mode") {
+        play.check_mode = Some(boolean(src, v, "check_mode")?);
+    }
+    let _check = cx.check_mode_of(play.check_mode);
     let mut has_hosts = false;
     for (k, v) in m {
         match k.value.as_str() {
@@ -439,7 +538,7 @@ fn load_play(
             "become_user" => play.become_user = Some(string_of(src, v, "become_user")?),
             "remote_user" => play.remote_user = Some(string_of(src, v, "remote_user")?),
             "environment" => play.environment = var_map(src, v, "environment")?,
-            "tags" => {}
+            "check_mode" | "tags" => {}
             other => {
                 // A real Ansible keyword is outside the subset, never a typo of another one.
                 let close = (!ansible_names::is_play_keyword(other))
@@ -576,7 +675,10 @@ fn load_task(
         action: Action::Meta("noop".into()),
         when: Vec::new(),
         loop_items: None,
+        loop_kind: LoopKind::Loop,
         loop_var: "item".into(),
+        loop_control: LoopControl::default(),
+        retry: Retry::default(),
         register: None,
         changed_when: None,
         failed_when: None,
@@ -586,6 +688,7 @@ fn load_task(
         no_log: false,
         become_: None,
         become_user: None,
+        check_mode: None,
         delegate_to: None,
         run_once: false,
         environment: Vec::new(),
@@ -593,6 +696,11 @@ fn load_task(
         role: role.map(str::to_owned),
         origin: src.origin(n),
     };
+    // A block's check_mode reaches the tasks inside however its keys are ordered.
+    if let Some((_, v)) = m.iter().find(|(k, _)| k.value == "check_mode") {
+        t.check_mode = Some(boolean(src, v, "check_mode")?);
+    }
+    let _check = cx.check_mode_of(t.check_mode);
     let mut module: Option<(String, &'static dyn Registered, &Spanned<Node>)> = None;
     let mut extra_args: Option<&Spanned<Node>> = None;
     let (mut block, mut rescue, mut always) = (None, Vec::new(), Vec::new());
@@ -602,13 +710,72 @@ fn load_task(
         match key {
             "name" => t.name = Some(string_of(src, v, "name")?),
             "when" => t.when = strings(src, v, "when")?,
-            "loop" | "with_items" => t.loop_items = Some(v.value.to_json()),
+            "loop" | "with_items" | "with_list" | "with_dict" | "with_together"
+            | "with_indexed_items" | "with_sequence" => {
+                if t.loop_items.is_some() {
+                    return Err(src
+                        .diag_at("a task has one loop (`loop` or one `with_*`)", k)
+                        .into());
+                }
+                t.loop_items = Some(v.value.to_json());
+                t.loop_kind = match key {
+                    "with_items" => LoopKind::Items,
+                    "with_dict" => LoopKind::Dict,
+                    "with_together" => LoopKind::Together,
+                    "with_indexed_items" => LoopKind::IndexedItems,
+                    "with_sequence" => LoopKind::Sequence,
+                    _ => LoopKind::Loop,
+                };
+            }
             "loop_control" => {
                 for (lk, lv) in as_map(src, v, "loop_control")? {
-                    if lk.value == "loop_var" {
-                        t.loop_var = string_of(src, lv, "loop_var")?;
+                    let lc = &mut t.loop_control;
+                    match lk.value.as_str() {
+                        "loop_var" => t.loop_var = string_of(src, lv, "loop_var")?,
+                        "index_var" => lc.index_var = Some(string_of(src, lv, "index_var")?),
+                        "label" => lc.label = Some(string_of(src, lv, "label")?),
+                        "pause" => lc.pause = Some(lv.value.to_json()),
+                        "extended" => lc.extended = Some(lv.value.to_json()),
+                        "extended_allitems" => lc.extended_allitems = Some(lv.value.to_json()),
+                        "break_when" => lc.break_when = strings(src, lv, "break_when")?,
+                        other => {
+                            // Dropping it would silently change the loop.
+                            return Err(src
+                                .diag_at(format!("unknown loop_control option `{other}`"), lk)
+                                .with_hint(crate::diag::expected_hint(
+                                    other,
+                                    &[
+                                        "loop_var",
+                                        "index_var",
+                                        "label",
+                                        "pause",
+                                        "extended",
+                                        "extended_allitems",
+                                        "break_when",
+                                    ],
+                                ))
+                                .into());
+                        }
                     }
                 }
+            }
+            "until" => t.retry.until = strings(src, v, "until")?,
+            "retries" => t.retry.retries = Some(v.value.to_json()),
+            "delay" => t.retry.delay = Some(v.value.to_json()),
+            "async" => t.retry.async_ = Some(v.value.to_json()),
+            "poll" => {
+                // Fire and forget needs async_status and jobs left running on the host.
+                if matches!(v.value, Node::Int(0)) {
+                    return Err(src
+                        .diag_at(
+                            "`poll: 0` (a job left running, for `async_status`) is not in the \
+                             built-in subset; `poll` above 0 is",
+                            v,
+                        )
+                        .with_hint(RUNNER_HINT)
+                        .into());
+                }
+                t.retry.poll = Some(v.value.to_json());
             }
             "register" => t.register = Some(string_of(src, v, "register")?),
             "changed_when" => t.changed_when = Some(strings(src, v, "changed_when")?),
@@ -619,6 +786,8 @@ fn load_task(
             "no_log" => t.no_log = boolean(src, v, "no_log")?,
             "become" => t.become_ = Some(boolean(src, v, "become")?),
             "become_user" => t.become_user = Some(string_of(src, v, "become_user")?),
+            // Read above.
+            "check_mode" => {}
             "delegate_to" => t.delegate_to = Some(string_of(src, v, "delegate_to")?),
             "run_once" => t.run_once = boolean(src, v, "run_once")?,
             "vars" => t.vars = var_map(src, v, "vars")?,
@@ -688,6 +857,16 @@ fn load_task(
                         )
                         .into());
                 }
+                // A module whose check mode the runner does not mirror is refused here.
+                if cx.check_mode.get() == Some(true) && modules::check::check_mode(m).is_none() {
+                    return Err(src
+                        .diag_at(
+                            format!("module `{m}` in check mode is not in the built-in subset"),
+                            k,
+                        )
+                        .with_hint(RUNNER_HINT)
+                        .into());
+                }
                 module = Some((m.to_owned(), found, v));
             }
             other => {
@@ -750,6 +929,24 @@ fn load_task(
                     .into());
             }
         }
+    }
+    // `until`/`retries`/`delay` repeat a module call; Ansible refuses them on a block, and
+    // an include would be repeated only in name.
+    if (block.is_some() || include.is_some())
+        && let Some((k, _)) = m.iter().find(|(k, _)| {
+            matches!(
+                k.value.as_str(),
+                "until" | "retries" | "delay" | "async" | "poll"
+            )
+        })
+    {
+        return Err(src
+            .diag_at(
+                format!("`{}` repeats a module call; this task has none", k.value),
+                k,
+            )
+            .with_hint("set it on the tasks inside")
+            .into());
     }
     t.action = match (block, include, module) {
         (Some(block), None, None) => Action::Block {
@@ -1013,6 +1210,57 @@ fn key_values(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load_str(text: &str) -> Result<Vec<Task>, Diagnostics> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.yml");
+        std::fs::write(&path, text).unwrap();
+        load_task_file(&path, None)
+    }
+
+    #[test]
+    fn check_mode_refuses_modules_it_does_not_mirror_wherever_it_is_set() {
+        // In a block, whatever the order of its keys; a task's own `false` wins.
+        let e = load_str("- block:\n    - service: {name: x}\n  check_mode: true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("module `service` in check mode"), "{e}");
+        assert!(e.contains("runner: ansible"), "{e}");
+        load_str("- check_mode: true\n  block:\n    - service: {name: x}\n      check_mode: false\n    - copy: {dest: /x, content: y}\n").unwrap();
+        // Outside the block, nothing is inherited.
+        load_str("- block:\n    - debug: {}\n  check_mode: true\n- service: {name: x}\n").unwrap();
+    }
+
+    #[test]
+    fn loop_keywords_and_retries_load_and_unknowns_are_refused() {
+        let t = load_str(
+            "- debug: {}\n  with_dict: {a: 1}\n  until: r is success\n  retries: 2\n  delay: 0\n  register: r\n  loop_control: {index_var: i, extended: true, break_when: [i > 1]}\n",
+        )
+        .unwrap();
+        assert_eq!(t[0].loop_kind, LoopKind::Dict);
+        assert_eq!(t[0].retry.until, ["r is success"]);
+        assert_eq!(t[0].loop_control.index_var.as_deref(), Some("i"));
+        let e = load_str("- debug: {}\n  loop: [1]\n  loop_control: {indx_var: i}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown loop_control option `indx_var`"), "{e}");
+        let e = load_str("- debug: {}\n  loop: [1]\n  with_items: [2]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("one loop"), "{e}");
+        let e = load_str("- block: [{debug: {}}]\n  until: true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`until` repeats a module call"), "{e}");
+        let e = load_str("- command: sleep 9\n  async: 10\n  poll: 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`poll: 0`") && e.contains("runner: ansible"),
+            "{e}"
+        );
+        load_str("- command: sleep 1\n  async: 10\n  poll: 1\n").unwrap();
+    }
 
     #[test]
     fn key_value_words_keep_templates_and_quoted_blanks_together() {

@@ -68,12 +68,20 @@ impl Module for Command {
         // raw is a bare command line: Ansible ignores creates/removes for it and reports a
         // change every time.
         let guarded = self.0 != Kind::Raw;
+        // Check mode: raw is always skipped; command and shell only look at creates/removes.
+        if mc.check_mode && !guarded {
+            return ModResult {
+                skipped: true,
+                ..ModResult::default()
+            };
+        }
+        let did = if mc.check_mode { "Would" } else { "Did" };
         if guarded
             && let Some(Str(creates)) = &p.creates
             && mc.target.matches_any(creates).unwrap_or(false)
         {
             let mut r = ModResult::ok(false);
-            r.msg = Some(format!("Did not run command since '{creates}' exists"));
+            r.msg = Some(format!("{did} not run command since '{creates}' exists"));
             r.data.insert("rc".into(), json!(0));
             return r;
         }
@@ -83,8 +91,21 @@ impl Module for Command {
         {
             let mut r = ModResult::ok(false);
             r.msg = Some(format!(
-                "Did not run command since '{removes}' does not exist"
+                "{did} not run command since '{removes}' does not exist"
             ));
+            r.data.insert("rc".into(), json!(0));
+            return r;
+        }
+        if mc.check_mode {
+            // A command with creates/removes would have run: a change; without them, Ansible
+            // cannot tell and skips it.
+            let unguarded = p.creates.is_none() && p.removes.is_none();
+            let mut r = ModResult {
+                changed: !unguarded,
+                skipped: unguarded,
+                msg: Some("Command would have run if not in check mode".into()),
+                ..ModResult::default()
+            };
             r.data.insert("rc".into(), json!(0));
             return r;
         }
@@ -96,6 +117,11 @@ impl Module for Command {
             }
             s
         });
+        // An async job still running after its seconds is killed, as Ansible's wrapper does.
+        let limit = |script: String| match mc.async_secs {
+            Some(n) => format!("timeout -s KILL {n} /bin/sh -c {}", quote(&script)),
+            None => script,
+        };
         let (out, shown) = if self.0 == Kind::Command {
             let argv = match (argv, &raw) {
                 (Some(a), _) => a,
@@ -112,11 +138,22 @@ impl Module for Command {
                     let words: Vec<String> = argv.iter().map(|a| quote(a)).collect();
                     let script = format!("printf %s {} | exec {}", quote(input), words.join(" "));
                     (
-                        mc.target.run(&[], Some(&script), chdir.as_deref(), &mc.env),
+                        mc.target
+                            .run(&[], Some(&limit(script)), chdir.as_deref(), &mc.env),
                         shown,
                     )
                 }
-                None => (mc.target.run(&argv, None, chdir.as_deref(), &mc.env), shown),
+                None => {
+                    let argv = match mc.async_secs {
+                        Some(n) => ["timeout", "-s", "KILL", &n.to_string()]
+                            .iter()
+                            .map(|w| (*w).to_owned())
+                            .chain(argv)
+                            .collect(),
+                        None => argv,
+                    };
+                    (mc.target.run(&argv, None, chdir.as_deref(), &mc.env), shown)
+                }
             }
         } else {
             let Some(script) = raw else {
@@ -133,7 +170,8 @@ impl Module for Command {
                 run = format!("printf %s {} | {{\n{run}\n}}", quote(input));
             }
             (
-                mc.target.run(&[], Some(&run), chdir.as_deref(), &mc.env),
+                mc.target
+                    .run(&[], Some(&limit(run)), chdir.as_deref(), &mc.env),
                 script,
             )
         };

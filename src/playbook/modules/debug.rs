@@ -13,8 +13,8 @@ pub(super) struct Debug;
 pub(super) struct Params {
     msg: Option<Json>,
     var: Option<Json>,
-    /// Ansible's; the built-in runner has one verbosity.
-    #[allow(dead_code)]
+    /// The run's verbosity this message needs: the built-in runner runs at 0 (as
+    /// ansible-playbook without `-v`), so a message above it is skipped.
     verbosity: Option<Int>,
 }
 
@@ -23,6 +23,14 @@ impl Module for Debug {
 
     fn run(&self, p: Params, mc: &ModCtx) -> ModResult {
         let mut r = ModResult::ok(false);
+        if p.verbosity.is_some_and(|v| v.0 > 0) {
+            r.skipped = true;
+            r.data.insert(
+                "skipped_reason".into(),
+                Json::String("Verbosity threshold not met.".into()),
+            );
+            return r;
+        }
         match (p.msg, p.var) {
             (Some(m), _) => {
                 r.data.insert("msg".into(), m);

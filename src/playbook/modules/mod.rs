@@ -19,6 +19,7 @@ use super::vars::Templar;
 
 mod assert;
 mod blockinfile;
+pub mod check;
 mod command;
 mod copy;
 mod debug;
@@ -47,6 +48,9 @@ mod wait_for;
 pub struct ModResult {
     pub changed: bool,
     pub failed: bool,
+    /// The module chose not to act and says so as Ansible's `skipped` (debug's
+    /// `verbosity` above the run's): the task counts as skipped.
+    pub skipped: bool,
     /// The module decided not to act (a `creates` path exists).
     pub msg: Option<String>,
     /// Module-specific result fields (`rc`, `stdout`, `stat`, ...).
@@ -76,6 +80,9 @@ impl ModResult {
         let mut m = self.data.clone();
         m.insert("changed".into(), Json::Bool(self.changed));
         m.insert("failed".into(), Json::Bool(self.failed));
+        if self.skipped {
+            m.insert("skipped".into(), Json::Bool(true));
+        }
         if let Some(msg) = &self.msg {
             m.insert("msg".into(), Json::String(msg.clone()));
         }
@@ -110,6 +117,11 @@ pub struct ModCtx<'a> {
     pub templates: Vec<PathBuf>,
     /// The play's and task's `environment`, for the commands a module runs.
     pub env: Vec<(String, String)>,
+    /// `check_mode: true`: report what would change, change nothing (see [`check`]).
+    pub check_mode: bool,
+    /// `async:` seconds: a command still running then is killed, as Ansible's async
+    /// wrapper kills its job (see [`run_async`]).
+    pub async_secs: Option<u64>,
 }
 
 /// A module: its parameters and what it does with them.
@@ -229,11 +241,87 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 
 pub fn run_module(name: &str, args: &Json, mc: &ModCtx) -> ModResult {
     match lookup(name) {
+        Some(m) if mc.check_mode => match check::check_mode(name) {
+            Some(check::CheckMode::Supported) => {
+                let dry = check::DryRun(mc.target);
+                let dmc = ModCtx {
+                    target: &dry,
+                    templar: mc.templar,
+                    vars: mc.vars,
+                    files: mc.files.clone(),
+                    templates: mc.templates.clone(),
+                    env: mc.env.clone(),
+                    check_mode: true,
+                    async_secs: mc.async_secs,
+                };
+                m.execute(args, &dmc)
+            }
+            Some(check::CheckMode::Skipped) => ModResult {
+                skipped: true,
+                msg: Some(format!(
+                    "remote module ({name}) does not support check mode"
+                )),
+                ..ModResult::default()
+            },
+            None => ModResult::fail(check::refused(name)),
+        },
         Some(m) => m.execute(args, mc),
         None => ModResult::fail(format!(
             "module `{name}` is not implemented by the built-in runner yet; set `runner: ansible`"
         )),
     }
+}
+
+/// Whether a module can run as an async job in Ansible: modules run by its "normal" action
+/// and those whose action plugins say so; `copy`, `template`, `debug`, `raw`... cannot.
+pub fn supports_async(module: &str) -> bool {
+    let short = module.strip_prefix(BUILTIN_PREFIX).unwrap_or(module);
+    !matches!(
+        short,
+        "copy"
+            | "template"
+            | "debug"
+            | "set_fact"
+            | "set_stats"
+            | "assert"
+            | "fail"
+            | "pause"
+            | "include_vars"
+            | "raw"
+    )
+}
+
+/// A module run with `async:` seconds and `poll` above 0, as Ansible runs and polls the job
+/// until it ends: the module's result with the job's fields, or, when it took longer than
+/// `secs` (a command is killed then, see `command.rs`), Ansible's failure.
+pub fn run_async(name: &str, args: &Json, mc: &ModCtx, secs: u64) -> ModResult {
+    if !supports_async(name) {
+        return ModResult::fail(format!("This action ({name}) does not support async."));
+    }
+    let started = std::time::Instant::now();
+    let mut r = run_module(name, args, mc);
+    // A job id shaped as Ansible's (`j<number>.<pid>`); nothing looks it up.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let jid = format!("j{stamp}.{}", std::process::id());
+    if started.elapsed().as_secs_f64() >= secs as f64 && !r.skipped {
+        let mut failed = ModResult::fail(format!(
+            "async task did not complete within the requested time - {secs}s"
+        ));
+        failed.data.insert(
+            "async_result".into(),
+            serde_json::json!({
+                "ansible_job_id": jid, "finished": false, "started": true,
+                "stdout": "", "stderr": "", "stdout_lines": [], "stderr_lines": [],
+            }),
+        );
+        return failed;
+    }
+    r.data.insert("ansible_job_id".into(), Json::String(jid));
+    r.data.insert("started".into(), Json::Bool(true));
+    r.data.insert("finished".into(), Json::Bool(true));
+    r
 }
 
 pub(super) fn io(what: &str, path: &str, e: std::io::Error) -> ModResult {

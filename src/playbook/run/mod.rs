@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
 
-use super::load::{Action, Play, RoleFiles, Roles, Task, load_playbook, load_task_file};
+use super::load::{Action, LoopKind, Play, RoleFiles, Roles, Task, load_playbook, load_task_file};
 use super::ssh::{Dest, SshPool};
 use super::target::{Local, LocalShell, Shell, ShellTarget, Target};
 use super::vars::{OMIT, Scope, Templar, Val, data_layer, task_magic, tmpl_layer};
@@ -19,6 +19,7 @@ use crate::template::single_expression;
 
 mod facts;
 mod imports;
+mod sequence;
 mod task;
 
 /// How often the play's last flush may start over (see `run_play`).
@@ -99,6 +100,9 @@ struct Exec {
     aborted: bool,
     /// set_fact and register: the highest precedence.
     facts_layer: BTreeMap<String, Val>,
+    /// `check_mode` of the play and of the enclosing blocks and imports.
+    play_check: Option<bool>,
+    inherited_check: Option<bool>,
 }
 
 /// Runs `playbook` natively. `Err` when it cannot be loaded (with file and line).
@@ -195,6 +199,8 @@ pub fn run(playbook: &Path, opts: &Options) -> Result<(PlaybookResult, String), 
                 last_failure: None,
                 aborted: false,
                 facts_layer: BTreeMap::new(),
+                play_check: play.check_mode,
+                inherited_check: None,
             };
             ex.run_play(&play, opts, &hvars);
             once = std::mem::take(&mut ex.once);
@@ -339,6 +345,9 @@ impl Exec {
                 Json::String(self.playbook_dir.display().to_string()),
             ),
             ("omit".to_owned(), Json::String(OMIT.to_owned())),
+            // Whether the run is a check run (ansible-playbook --check), which a stepdef run
+            // never is: a task's `check_mode: true` leaves it false, as in Ansible.
+            ("ansible_check_mode".to_owned(), Json::Bool(false)),
         ]));
         scope.push(tmpl_layer(&play.vars));
         for f in &play.vars_files {
@@ -453,6 +462,10 @@ impl Exec {
     /// `notify` of a block or a static import (a dynamic include's keywords are its own).
     fn with_inherited<T>(&mut self, task: &Task, f: impl FnOnce(&mut Self) -> T) -> T {
         let saved = self.inherited_become.clone();
+        let saved_check = self.inherited_check;
+        if task.check_mode.is_some() {
+            self.inherited_check = task.check_mode;
+        }
         if task.become_.is_some() {
             self.inherited_become.0 = task.become_;
         }
@@ -471,6 +484,7 @@ impl Exec {
         let out = f(self);
         self.inherited_notify.truncate(notified);
         self.inherited_become = saved;
+        self.inherited_check = saved_check;
         out
     }
 
@@ -687,7 +701,7 @@ impl Exec {
                     Err(flow) => return flow,
                 };
                 for item in items {
-                    let (ibase, iscope) = self.with_item(task, base, &scope, item);
+                    let (ibase, iscope) = self.with_item(base, &scope, item);
                     let flow = self.include_file(task, file, dir, &ibase, &iscope, inherited_when);
                     if flow != Flow::Continue {
                         return flow;
@@ -708,7 +722,7 @@ impl Exec {
                     Err(flow) => return flow,
                 };
                 for item in items {
-                    let (ibase, iscope) = self.with_item(task, base, &scope, item);
+                    let (ibase, iscope) = self.with_item(base, &scope, item);
                     let flow = self.include_role(
                         task,
                         (role, from),
@@ -727,21 +741,44 @@ impl Exec {
         }
     }
 
-    /// The scopes of one item of a dynamic include: the tasks it includes see the item.
+    /// The scopes of one item of a dynamic include: the tasks it includes see the item (and
+    /// the loop's other variables, see [`item_layer`]).
     fn with_item(
         &self,
-        task: &Task,
         base: &Scope,
         scope: &Scope,
-        item: Option<Json>,
+        item: Option<BTreeMap<String, Val>>,
     ) -> (Scope, Scope) {
         match item {
-            Some(i) => {
-                let layer = data_layer([(task.loop_var.clone(), i)]);
-                (base.with(layer.clone()), scope.with(layer))
-            }
+            Some(layer) => (base.with(layer.clone()), scope.with(layer)),
             None => (base.clone(), scope.clone()),
         }
+    }
+
+    /// A task's `loop_control` settings that may be templates, rendered once for its loop.
+    fn loop_settings(&self, task: &Task, scope: &Scope) -> Result<LoopSettings, String> {
+        let lc = &task.loop_control;
+        let ctx = self.templar.context(scope);
+        let flag = |v: &Option<Json>, default: bool| -> Result<bool, String> {
+            let Some(v) = v else {
+                return Ok(default);
+            };
+            let r = self.templar.render(v, &ctx)?;
+            crate::boolean::from_json(&r)
+                .ok_or_else(|| format!("loop_control: {r} is not a boolean"))
+        };
+        let pause = match &lc.pause {
+            None => 0.0,
+            Some(v) => {
+                let r = self.templar.render(v, &ctx)?;
+                seconds(&r).ok_or_else(|| format!("loop_control.pause: {r} is not a number"))?
+            }
+        };
+        Ok(LoopSettings {
+            extended: flag(&lc.extended, false)?,
+            allitems: flag(&lc.extended_allitems, true)?,
+            pause,
+        })
     }
 
     /// The tasks of an include or import (its file name rendered), run in `base`.
@@ -896,24 +933,32 @@ impl Exec {
         task: &Task,
         conds: &[String],
         scope: &Scope,
-    ) -> Result<Vec<Option<Json>>, Flow> {
+    ) -> Result<Vec<Option<BTreeMap<String, Val>>>, Flow> {
         self.header(task);
         let host = self.host.clone();
         let items = match self.loop_items(task, scope) {
             Ok(items) => items,
             Err(e) => return Err(self.task_error(task, &host, e)),
         };
-        let runs: Vec<Option<Json>> = match items {
+        let settings = match self.loop_settings(task, scope) {
+            Ok(s) => s,
+            Err(e) => return Err(self.task_error(task, &host, e)),
+        };
+        let runs: Vec<Option<(usize, &Json)>> = match &items {
             None => vec![None],
-            Some(items) => items.into_iter().map(Some).collect(),
+            Some(items) => items.iter().enumerate().map(Some).collect(),
         };
         let mut included = Vec::new();
-        for item in runs {
-            let shown = item
-                .as_ref()
-                .map(|i| format!(" => (item={})", task::short(i, task.no_log)))
+        let all = items.as_deref().unwrap_or_default();
+        for run in runs {
+            let shown = run
+                .map(|(_, i)| format!(" => (item={})", task::short(i, task.no_log)))
                 .unwrap_or_default();
-            let (_, iscope) = self.with_item(task, scope, scope, item.clone());
+            let item = run.map(|(n, _)| item_layer(task, &settings, n, all));
+            if run.is_some_and(|(n, _)| n > 0) {
+                pause(settings.pause);
+            }
+            let (_, iscope) = self.with_item(scope, scope, item.clone());
             match self.when_holds(conds, &iscope) {
                 Ok(true) => {
                     self.counts.ok += 1;
@@ -922,6 +967,14 @@ impl Exec {
                 }
                 Ok(false) => self.log.push_str(&format!("skipping: [{host}]{shown}\n")),
                 Err(e) => return Err(self.task_error(task, &host, e)),
+            }
+            // The executor decides on `break_when` per item, before any included task runs.
+            if run.is_some() && !task.loop_control.break_when.is_empty() {
+                match self.when_holds(&task.loop_control.break_when, &iscope) {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => return Err(self.task_error(task, &host, e)),
+                }
             }
         }
         if included.is_empty() {
@@ -939,17 +992,25 @@ impl Exec {
             return Ok(None);
         };
         let ctx = self.templar.context(scope);
-        match self.templar.render(l, &ctx) {
-            Ok(Json::Array(a)) => Ok(Some(a)),
-            Ok(Json::Null) => Ok(Some(Vec::new())),
-            Ok(other) => Err(format!(
-                "Invalid data passed to 'loop', it requires a list, got this instead: {other}"
-            )),
-            Err(e) => Err(match l {
-                Json::String(text) => self.name_undefined(text, &ctx, e),
-                _ => e,
-            }),
+        let rendered = match self.templar.render(l, &ctx) {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(match l {
+                    Json::String(text) => self.name_undefined(text, &ctx, e),
+                    _ => e,
+                });
+            }
+        };
+        if task.loop_kind == LoopKind::Loop {
+            return match rendered {
+                Json::Array(a) => Ok(Some(a)),
+                Json::Null => Ok(Some(Vec::new())),
+                other => Err(format!(
+                    "Invalid data passed to 'loop', it requires a list, got this instead: {other}"
+                )),
+            };
         }
+        lookup_items(task.loop_kind, rendered).map(Some)
     }
 
     /// A task that fails before its module runs (its `when` or `loop` cannot be evaluated):
@@ -1050,5 +1111,160 @@ impl Exec {
         }
         self.in_handler = false;
         flow
+    }
+}
+
+/// `loop_control`'s rendered settings: `extended` (with `allitems`) and `pause` in seconds.
+pub(super) struct LoopSettings {
+    pub extended: bool,
+    pub allitems: bool,
+    pub pause: f64,
+}
+
+/// Sleeps `secs` seconds (loop_control's `pause`, `delay` between retries).
+pub(super) fn pause(secs: f64) {
+    if secs > 0.0 {
+        std::thread::sleep(std::time::Duration::from_secs_f64(secs.min(86_400.0)));
+    }
+}
+
+/// A number of seconds as Ansible reads one (a number or its text); never negative.
+pub(super) fn seconds(v: &Json) -> Option<f64> {
+    let f = match v {
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }?;
+    f.is_finite().then_some(f.max(0.0))
+}
+
+/// The variables of item `index` of a loop over `items`: the loop variable, its name in
+/// `ansible_loop_var`, `index_var` (named in `ansible_index_var`) and, when extended,
+/// `ansible_loop`, as Ansible's task executor sets them.
+pub(super) fn item_layer(
+    task: &Task,
+    settings: &LoopSettings,
+    index: usize,
+    items: &[Json],
+) -> BTreeMap<String, Val> {
+    let item = items.get(index).cloned().unwrap_or(Json::Null);
+    let mut vars = vec![
+        (task.loop_var.clone(), item),
+        (
+            "ansible_loop_var".to_owned(),
+            Json::String(task.loop_var.clone()),
+        ),
+    ];
+    if let Some(iv) = &task.loop_control.index_var {
+        vars.push((iv.clone(), Json::from(index)));
+        vars.push(("ansible_index_var".to_owned(), Json::String(iv.clone())));
+    }
+    if let Some(l) = loop_info(settings, index, items) {
+        vars.push(("ansible_loop".to_owned(), l));
+    }
+    data_layer(vars)
+}
+
+/// `ansible_loop` of item `index` when the loop is extended.
+pub(super) fn loop_info(settings: &LoopSettings, index: usize, items: &[Json]) -> Option<Json> {
+    if !settings.extended {
+        return None;
+    }
+    let len = items.len();
+    let mut l = serde_json::json!({
+        "index": index + 1,
+        "index0": index,
+        "first": index == 0,
+        "last": index + 1 == len,
+        "length": len,
+        "revindex": len.saturating_sub(index),
+        "revindex0": len.saturating_sub(index + 1),
+    });
+    if let Json::Object(m) = &mut l {
+        if settings.allitems {
+            m.insert("allitems".into(), Json::Array(items.to_vec()));
+        }
+        if let Some(next) = items.get(index + 1) {
+            m.insert("nextitem".into(), next.clone());
+        }
+        if let Some(prev) = index.checked_sub(1).and_then(|p| items.get(p)) {
+            m.insert("previtem".into(), prev.clone());
+        }
+    }
+    Some(l)
+}
+
+/// The items of a `with_<lookup>` loop from its rendered value, as the lookup plugin makes
+/// them: its terms are the value, a list as it is and anything else as a list of one.
+fn lookup_items(kind: LoopKind, value: Json) -> Result<Vec<Json>, String> {
+    let terms = match value {
+        Json::Array(a) => a,
+        other => vec![other],
+    };
+    // Lookups flatten one level: a list among the terms gives its elements.
+    let flatten = |terms: Vec<Json>| -> Vec<Json> {
+        terms
+            .into_iter()
+            .flat_map(|t| match t {
+                Json::Array(a) => a,
+                other => vec![other],
+            })
+            .collect()
+    };
+    match kind {
+        LoopKind::Loop => Ok(terms),
+        LoopKind::Items => Ok(flatten(terms)),
+        LoopKind::IndexedItems => Ok(flatten(terms)
+            .into_iter()
+            .enumerate()
+            .map(|(i, x)| Json::Array(vec![Json::from(i), x]))
+            .collect()),
+        LoopKind::Dict => {
+            let mut out = Vec::new();
+            for t in terms {
+                let Json::Object(m) = t else {
+                    return Err(format!(
+                        "the 'dict' lookup plugin expects a dictionary, got '{t}'"
+                    ));
+                };
+                out.extend(
+                    m.into_iter()
+                        .map(|(k, v)| serde_json::json!({"key": k, "value": v})),
+                );
+            }
+            Ok(out)
+        }
+        LoopKind::Sequence => {
+            let mut out = Vec::new();
+            for t in terms {
+                let Json::String(term) = t else {
+                    return Err(format!("with_sequence takes `key=value` words, not {t}"));
+                };
+                out.extend(sequence::sequence(&term)?);
+            }
+            Ok(out)
+        }
+        LoopKind::Together => {
+            if terms.is_empty() {
+                return Err("with_together requires at least one element in each list".into());
+            }
+            let lists: Vec<Vec<Json>> = terms
+                .into_iter()
+                .map(|t| match t {
+                    Json::Array(a) => a,
+                    other => vec![other],
+                })
+                .collect();
+            let longest = lists.iter().map(Vec::len).max().unwrap_or(0);
+            Ok((0..longest)
+                .map(|i| {
+                    let row = lists
+                        .iter()
+                        .map(|l| l.get(i).cloned().unwrap_or(Json::Null))
+                        .collect();
+                    Json::Array(flatten(row))
+                })
+                .collect())
+        }
     }
 }
