@@ -771,7 +771,9 @@ fn task_texts(t: &Task) -> Vec<String> {
         .when
         .iter()
         .chain(t.changed_when.iter().flatten())
-        .chain(t.failed_when.iter().flatten());
+        .chain(t.failed_when.iter().flatten())
+        .chain(&t.retry.until)
+        .chain(&t.loop_control.break_when);
     out.extend(conditions.map(|c| format!("{{{{ {c} }}}}")));
     if let Some(items) = &t.loop_items {
         strings(items, &mut out);
@@ -786,6 +788,7 @@ fn task_texts(t: &Task) -> Vec<String> {
         Action::Block { .. } | Action::Meta(_) => {}
     }
     out.extend(t.delegate_to.iter().cloned());
+    out.extend(t.loop_control.label.iter().cloned());
     out
 }
 

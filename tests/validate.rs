@@ -243,6 +243,9 @@ fn every_filter_test_lookup_and_argument_outside_the_subset_is_an_error_up_front
     - set_fact:
         y: \"{{ query('pipee', 'date') }}\"
     - template: {src: t.j2, dest: /tmp/t}
+    - command: /bin/true
+      ignore_errors: '{{ x | bool }}'
+      no_log: '{{ x == 1 }}'
     - include_vars: {dir: vars}
     - copy: {dest: /tmp/x, content: a, mdoe: '0644'}
     - copy: {dest: /tmp/x, content: a, backup: true}
@@ -285,27 +288,27 @@ fn every_filter_test_lookup_and_argument_outside_the_subset_is_an_error_up_front
             "neither the built-in runner nor Ansible",
         ),
         (
-            "server.yml:15:",
+            "server.yml:18:",
             "argument `dir` of module `include_vars` is not in the built-in subset",
             "runner: ansible",
         ),
         (
-            "server.yml:16:",
+            "server.yml:19:",
             "unknown argument `mdoe` of module `copy`",
             "did you mean `mode`?",
         ),
         (
-            "server.yml:17:",
+            "server.yml:20:",
             "module `copy`: `backup: true` is not in the built-in subset (it accepts `false`)",
             "runner: ansible",
         ),
         (
-            "server.yml:18:",
+            "server.yml:21:",
             "module `file`: `recurse: true` is not in the built-in subset (it accepts `false`)",
             "runner: ansible",
         ),
         (
-            "server.yml:19:",
+            "server.yml:22:",
             "module `template`: `variable_start_string: [[` is not in the built-in subset (it accepts `{{`)",
             "runner: ansible",
         ),

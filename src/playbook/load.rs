@@ -191,6 +191,36 @@ impl RoleFiles {
     }
 }
 
+/// A boolean task keyword that may be a template (`ignore_errors: "{{ tolerate }}"`):
+/// rendered when the task runs, as Ansible renders it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TaskFlag {
+    #[default]
+    Off,
+    On,
+    Template(String),
+}
+
+impl TaskFlag {
+    /// Whether it is on; a template counts once rendered (see `Exec::run_task`).
+    pub fn on(&self) -> bool {
+        *self == TaskFlag::On
+    }
+
+    fn of(src: &Source, n: &Spanned<Node>, what: &str) -> Result<TaskFlag, Diagnostic> {
+        match &n.value {
+            Node::Str(s) if s.contains("{{") || s.contains("{%") => {
+                Ok(TaskFlag::Template(s.clone()))
+            }
+            _ => Ok(if boolean(src, n, what)? {
+                TaskFlag::On
+            } else {
+                TaskFlag::Off
+            }),
+        }
+    }
+}
+
 /// How a task's loop turns its value into items: `loop` and `with_list` take the list as it
 /// is, the `with_<lookup>` keywords as their lookup plugins do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -251,10 +281,10 @@ pub struct Task {
     pub register: Option<String>,
     pub changed_when: Option<Vec<String>>,
     pub failed_when: Option<Vec<String>>,
-    pub ignore_errors: bool,
+    pub ignore_errors: TaskFlag,
     pub notify: Vec<String>,
     pub listen: Vec<String>,
-    pub no_log: bool,
+    pub no_log: TaskFlag,
     pub become_: Option<bool>,
     pub become_user: Option<String>,
     /// `check_mode:` of the task, or of a block or import for its tasks.
@@ -384,6 +414,18 @@ struct Cx {
     skipped: std::cell::RefCell<Diagnostics>,
     /// The `check_mode` the tasks being loaded inherit (their play's, their block's).
     check_mode: std::cell::Cell<Option<bool>>,
+    /// The `ignore_errors` and `no_log` of the blocks being loaded, which their tasks inherit
+    /// unless they set their own.
+    flags: std::cell::RefCell<(TaskFlag, TaskFlag)>,
+}
+
+/// Puts back the inherited `ignore_errors` and `no_log` when the block that set them is loaded.
+struct FlagsScope<'a>(&'a Cx, (TaskFlag, TaskFlag));
+
+impl Drop for FlagsScope<'_> {
+    fn drop(&mut self) {
+        *self.0.flags.borrow_mut() = std::mem::take(&mut self.1);
+    }
 }
 
 /// Puts back the inherited `check_mode` when the play or block that set it is loaded.
@@ -397,6 +439,12 @@ impl Drop for CheckModeScope<'_> {
 
 impl Cx {
     /// `own` (when set) is the `check_mode` of what loads until the scope is dropped.
+    /// `flags` are what the tasks that load until the scope is dropped inherit.
+    fn flags_of(&self, flags: (TaskFlag, TaskFlag)) -> FlagsScope<'_> {
+        let saved = std::mem::replace(&mut *self.flags.borrow_mut(), flags);
+        FlagsScope(self, saved)
+    }
+
     fn check_mode_of(&self, own: Option<bool>) -> CheckModeScope<'_> {
         let saved = self.check_mode.get();
         if own.is_some() {
@@ -682,10 +730,10 @@ fn load_task(
         register: None,
         changed_when: None,
         failed_when: None,
-        ignore_errors: false,
+        ignore_errors: cx.flags.borrow().0.clone(),
         notify: Vec::new(),
         listen: Vec::new(),
-        no_log: false,
+        no_log: cx.flags.borrow().1.clone(),
         become_: None,
         become_user: None,
         check_mode: None,
@@ -701,6 +749,15 @@ fn load_task(
         t.check_mode = Some(boolean(src, v, "check_mode")?);
     }
     let _check = cx.check_mode_of(t.check_mode);
+    // So do its ignore_errors and no_log (Ansible's block inheritance).
+    for (k, v) in m {
+        match k.value.as_str() {
+            "ignore_errors" => t.ignore_errors = TaskFlag::of(src, v, "ignore_errors")?,
+            "no_log" => t.no_log = TaskFlag::of(src, v, "no_log")?,
+            _ => {}
+        }
+    }
+    let _flags = cx.flags_of((t.ignore_errors.clone(), t.no_log.clone()));
     let mut module: Option<(String, &'static dyn Registered, &Spanned<Node>)> = None;
     let mut extra_args: Option<&Spanned<Node>> = None;
     let (mut block, mut rescue, mut always) = (None, Vec::new(), Vec::new());
@@ -780,14 +837,12 @@ fn load_task(
             "register" => t.register = Some(string_of(src, v, "register")?),
             "changed_when" => t.changed_when = Some(strings(src, v, "changed_when")?),
             "failed_when" => t.failed_when = Some(strings(src, v, "failed_when")?),
-            "ignore_errors" => t.ignore_errors = boolean(src, v, "ignore_errors")?,
             "notify" => t.notify = strings(src, v, "notify")?,
             "listen" => t.listen = strings(src, v, "listen")?,
-            "no_log" => t.no_log = boolean(src, v, "no_log")?,
             "become" => t.become_ = Some(boolean(src, v, "become")?),
             "become_user" => t.become_user = Some(string_of(src, v, "become_user")?),
             // Read above.
-            "check_mode" => {}
+            "check_mode" | "ignore_errors" | "no_log" => {}
             "delegate_to" => t.delegate_to = Some(string_of(src, v, "delegate_to")?),
             "run_once" => t.run_once = boolean(src, v, "run_once")?,
             "vars" => t.vars = var_map(src, v, "vars")?,
@@ -839,7 +894,35 @@ fn load_task(
                         }
                         None => return Err(src.diag_at(format!("{key} needs `name:`"), v).into()),
                     },
-                    _ => string_of(src, v, key)?,
+                    // `name=x tasks_from=y`, as Ansible splits it; a bare name is refused, as
+                    // Ansible refuses it ("'name' is a required field").
+                    Node::Str(raw) if raw.contains('=') => {
+                        let Json::Object(kv) = key_values(src, key, raw, v)? else {
+                            return Err(src.diag_at(format!("{key} needs `name=`"), v).into());
+                        };
+                        let allowed = ["name", "tasks_from", "vars_from", "defaults_from"];
+                        if let Some(k) = kv.keys().find(|k| !allowed.contains(&k.as_str())) {
+                            return Err(src
+                                .diag_at(format!("`{k}` of {key} is not in the built-in subset"), v)
+                                .with_hint(RUNNER_HINT)
+                                .into());
+                        }
+                        let text = |k: &str| kv.get(k).and_then(Json::as_str).map(str::to_owned);
+                        from.tasks = text("tasks_from");
+                        from.vars = text("vars_from");
+                        from.defaults = text("defaults_from");
+                        text("name")
+                            .ok_or_else(|| src.diag_at(format!("{key} needs `name=`"), v))?
+                    }
+                    _ => {
+                        return Err(src
+                            .diag_at(
+                                format!("{key} needs `name:` (Ansible takes no bare role name)"),
+                                v,
+                            )
+                            .with_hint(format!("write `{key}: {{name: ...}}`"))
+                            .into());
+                    }
                 };
                 include = Some(Action::IncludeRole {
                     role,

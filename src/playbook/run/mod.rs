@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
 
-use super::load::{Action, LoopKind, Play, RoleFiles, Roles, Task, load_playbook, load_task_file};
+use super::load::{
+    Action, LoopKind, Play, RoleFiles, Roles, Task, TaskFlag, load_playbook, load_task_file,
+};
 use super::ssh::{Dest, SshPool};
 use super::target::{Local, LocalShell, Shell, ShellTarget, Target};
 use super::vars::{OMIT, Scope, Templar, Val, data_layer, task_magic, tmpl_layer};
@@ -620,11 +622,50 @@ impl Exec {
     }
 
     fn run_task(&mut self, task: &Task, base: &Scope, inherited_when: &[String]) -> Flow {
+        // Templated `ignore_errors` / `no_log` are rendered with the task's variables first.
+        let resolved;
+        let task = match self.resolve_flags(task, base) {
+            Ok(Some(t)) => {
+                resolved = t;
+                &resolved
+            }
+            Ok(None) => task,
+            Err(e) => {
+                self.header(task);
+                let host = self.host.clone();
+                return self.task_error(task, &host, e);
+            }
+        };
         if matches!(task.action, Action::Module { .. }) {
             self.run_task_inner(task, base, inherited_when)
         } else {
             self.with_inherited(task, |me| me.run_task_inner(task, base, inherited_when))
         }
+    }
+
+    /// `task` with its templated flags rendered, if it has any. A flag that does not render
+    /// fails the task, and is not itself ignored (the task's flag is still a template then).
+    fn resolve_flags(&self, task: &Task, base: &Scope) -> Result<Option<Task>, String> {
+        let templated = |f: &TaskFlag| matches!(f, TaskFlag::Template(_));
+        if !templated(&task.ignore_errors) && !templated(&task.no_log) {
+            return Ok(None);
+        }
+        let ctx = self.templar.context(&self.scope_for(base, task));
+        let render = |f: &TaskFlag, what: &str| -> Result<TaskFlag, String> {
+            let TaskFlag::Template(t) = f else {
+                return Ok(f.clone());
+            };
+            let v = self.templar.render_str(t, &ctx)?;
+            match crate::boolean::from_json(&v) {
+                Some(true) => Ok(TaskFlag::On),
+                Some(false) => Ok(TaskFlag::Off),
+                None => Err(format!("{what}: {v} is not a boolean")),
+            }
+        };
+        let mut t = task.clone();
+        t.no_log = render(&task.no_log, "no_log")?;
+        t.ignore_errors = render(&task.ignore_errors, "ignore_errors")?;
+        Ok(Some(t))
     }
 
     fn run_task_inner(&mut self, task: &Task, base: &Scope, inherited_when: &[String]) -> Flow {
@@ -952,7 +993,7 @@ impl Exec {
         let all = items.as_deref().unwrap_or_default();
         for run in runs {
             let shown = run
-                .map(|(_, i)| format!(" => (item={})", task::short(i, task.no_log)))
+                .map(|(_, i)| format!(" => (item={})", task::short(i, task.no_log.on())))
                 .unwrap_or_default();
             let item = run.map(|(n, _)| item_layer(task, &settings, n, all));
             if run.is_some_and(|(n, _)| n > 0) {
@@ -1023,7 +1064,7 @@ impl Exec {
             self.facts_layer
                 .insert(reg.clone(), Val::Data(result.clone()));
         }
-        if task.ignore_errors {
+        if task.ignore_errors.on() {
             self.counts.ignored += 1;
             self.counts.ok += 1;
             self.log.push_str("...ignoring\n");

@@ -150,17 +150,17 @@ impl Exec {
                 Some(l) => {
                     let ctx = self.templar.context(&item_scope);
                     match self.templar.render_str(l, &ctx) {
-                        Ok(v) => short(&v, task.no_log),
+                        Ok(v) => short(&v, task.no_log.on()),
                         Err(e) => {
                             label_error = Some(format!(
                                 "Failed to template loop_control.label: {}",
                                 self.name_undefined(l, &ctx, e)
                             ));
-                            short(i, task.no_log)
+                            short(i, task.no_log.on())
                         }
                     }
                 }
-                None => short(i, task.no_log),
+                None => short(i, task.no_log.on()),
             });
             // An item's `when` (a task without a loop has passed its own above).
             let holds = match &item {
@@ -276,7 +276,7 @@ impl Exec {
             } else {
                 "ok"
             };
-            let shown = if task.no_log {
+            let shown = if task.no_log.on() {
                 "{\"censored\": \"the output has been hidden due to the fact that 'no_log: true' was specified for this result\"}".to_owned()
             } else {
                 j.to_string()
@@ -290,7 +290,7 @@ impl Exec {
                     .push_str(&format!("failed: [{host}] (item={l}) => {shown}\n")),
                 (None, true) => {}
                 (None, false) => {
-                    if module == "debug" && !task.no_log {
+                    if module == "debug" && !task.no_log.on() {
                         self.log
                             .push_str(&format!("{status}: [{host}] => {shown}\n"));
                     } else {
@@ -304,7 +304,7 @@ impl Exec {
                 let msg = failure_text(&r);
                 self.log
                     .push_str(&format!("fatal: [{host}]: FAILED! => {shown}\n"));
-                if !task.ignore_errors {
+                if !task.ignore_errors.on() {
                     self.message.get_or_insert_with(|| {
                         format!(
                             "{host}: {}: {msg}",
@@ -362,7 +362,7 @@ impl Exec {
             self.facts_layer.insert(reg.clone(), Val::Data(registered));
         }
         if any_failed {
-            if items.is_some() && !task.ignore_errors {
+            if items.is_some() && !task.ignore_errors.on() {
                 self.message.get_or_insert_with(|| {
                     format!(
                         "{host}: {}: One or more items failed",
@@ -373,7 +373,7 @@ impl Exec {
                     "fatal: [{host}]: FAILED! => {{\"msg\": \"One or more items failed\"}}\n"
                 ));
             }
-            if task.ignore_errors {
+            if task.ignore_errors.on() {
                 // Ansible counts an ignored failure as ok (and changed, if it changed).
                 self.counts.ignored += 1;
                 self.counts.ok += 1;
