@@ -455,12 +455,10 @@ impl Templar {
     }
 
     pub fn has_lookup(name: &str) -> bool {
-        LOOKUPS.contains(&name.strip_prefix("ansible.builtin.").unwrap_or(name))
+        crate::playbook::lookup::LOOKUPS
+            .contains(&name.strip_prefix("ansible.builtin.").unwrap_or(name))
     }
 }
-
-/// The lookups `lookup()` answers (probing it would run them).
-const LOOKUPS: &[&str] = &["env", "file"];
 
 #[cfg(test)]
 mod tests {
