@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use minijinja::value::{Kwargs, Rest, Value};
 use minijinja::{Error, ErrorKind, State};
 
+use super::vars::{search_loader, without_last_newline};
 use crate::template::{defined_chains_in, describe, render_bounded};
 
 /// The key under which the template context hands itself to the `template` lookup, which
@@ -112,17 +113,22 @@ fn find(state: &State, subdir: &str, name: &str) -> Option<PathBuf> {
     {
         return None;
     }
-    let dirs: Vec<String> = state
-        .lookup("ansible_search_path")
-        .and_then(|v| v.try_iter().ok().map(|i| i.map(|d| text(&d)).collect()))
-        .unwrap_or_default();
-    dirs.iter()
+    search_path(state)
+        .iter()
         .flat_map(|d| [Path::new(d).join(subdir).join(rel), Path::new(d).join(rel)])
         .find(|p| p.is_file())
 }
 
-/// `lookup('template', name)`: the file rendered with the task's variables, its text kept
-/// whole (the last newline too, as Ansible's lookup keeps it).
+/// The task's `ansible_search_path`.
+fn search_path(state: &State) -> Vec<String> {
+    state
+        .lookup("ansible_search_path")
+        .and_then(|v| v.try_iter().ok().map(|i| i.map(|d| text(&d)).collect()))
+        .unwrap_or_default()
+}
+
+/// `lookup('template', name)`: the file rendered with the task's variables, its trailing
+/// newlines kept, as Ansible's lookup keeps them.
 fn template(state: &State, name: &str) -> Result<String, Error> {
     let path = find(state, "templates", name)
         .ok_or_else(|| error(format!("the template file {name} could not be found")))?;
@@ -131,12 +137,26 @@ fn template(state: &State, name: &str) -> Result<String, Error> {
     let vars = state
         .lookup(VARS_KEY)
         .ok_or_else(|| error("lookup('template') outside of a task".to_owned()))?;
-    let code = defined_chains_in(&text);
-    state
-        .env()
+    // `{% include %}` and the like find their files as the template module's do: in
+    // `templates/` and the folder of each search path entry, then beside the template.
+    let mut search: Vec<PathBuf> = search_path(state)
+        .iter()
+        .flat_map(|d| [Path::new(d).join("templates"), PathBuf::from(d)])
+        .collect();
+    search.extend(path.parent().map(Path::to_path_buf));
+    let mut env = state.env().clone();
+    env.set_loader(search_loader(search));
+    // As the template module renders (and Ansible's lookup the same way): the text without
+    // its last newline, the result's trailing newlines topped up to the file's.
+    let code = defined_chains_in(without_last_newline(&text));
+    let mut out = env
         .template_from_str(&code)
         .and_then(|t| render_bounded(&t, vars))
-        .map_err(|e| error(format!("lookup('template', {name}): {}", describe(&e))))
+        .map_err(|e| error(format!("lookup('template', {name}): {}", describe(&e))))?;
+    let newlines = |s: &str| s.len() - s.trim_end_matches('\n').len();
+    let missing = newlines(&text).saturating_sub(newlines(&out));
+    out.push_str(&"\n".repeat(missing));
+    Ok(out)
 }
 
 /// `lookup('pipe', command)`: the command run by `/bin/sh` on the controller in the

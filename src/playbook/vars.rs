@@ -264,35 +264,7 @@ impl Templar {
         // role's); an environment per file also keeps one role's `child.j2` out of the next
         // role's cache.
         let mut env = self.env.clone();
-        env.set_loader(
-            move |name: &str| -> Result<Option<String>, minijinja::Error> {
-                // Jinja2's FileSystemLoader: names are relative, `..` may not climb out.
-                let rel = Path::new(name);
-                if rel.is_absolute()
-                    || rel
-                        .components()
-                        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-                {
-                    return Ok(None);
-                }
-                for dir in &search {
-                    let p = dir.join(rel);
-                    if p.is_file() {
-                        // Jinja2 drops a template's last newline (Ansible keeps only the
-                        // outer file's): `{% include %}` of "a\n" inserts "a".
-                        return std::fs::read_to_string(&p)
-                            .map(|t| Some(defined_chains_in(without_last_newline(&t)).into_owned()))
-                            .map_err(|e| {
-                                minijinja::Error::new(
-                                    ErrorKind::TemplateNotFound,
-                                    format!("cannot read {}: {e}", p.display()),
-                                )
-                            });
-                    }
-                }
-                Ok(None)
-            },
-        );
+        env.set_loader(search_loader(search));
         let ctx = Value::from_object(TemplateVars { base: ctx.clone() });
         // Ansible renders the file as Jinja2 reads it, without its last newline (so a final
         // `{% endfor %}\n` has no newline for trim_blocks to take), then tops the result's
@@ -324,9 +296,43 @@ impl Templar {
     }
 }
 
+/// Jinja2's FileSystemLoader over `search`, in order, for `{% include %}`, `{% import %}` and
+/// `{% extends %}`: names are relative, `..` may not climb out.
+pub(super) fn search_loader(
+    search: Vec<PathBuf>,
+) -> impl Fn(&str) -> Result<Option<String>, minijinja::Error> + Send + Sync + 'static {
+    move |name: &str| -> Result<Option<String>, minijinja::Error> {
+        // Jinja2's FileSystemLoader: names are relative, `..` may not climb out.
+        let rel = Path::new(name);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Ok(None);
+        }
+        for dir in &search {
+            let p = dir.join(rel);
+            if p.is_file() {
+                // Jinja2 drops a template's last newline (Ansible keeps only the
+                // outer file's): `{% include %}` of "a\n" inserts "a".
+                return std::fs::read_to_string(&p)
+                    .map(|t| Some(defined_chains_in(without_last_newline(&t)).into_owned()))
+                    .map_err(|e| {
+                        minijinja::Error::new(
+                            ErrorKind::TemplateNotFound,
+                            format!("cannot read {}: {e}", p.display()),
+                        )
+                    });
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// The text as Jinja2's lexer takes it without `keep_trailing_newline`: one last line break
 /// dropped.
-fn without_last_newline(t: &str) -> &str {
+pub(super) fn without_last_newline(t: &str) -> &str {
     t.strip_suffix("\r\n")
         .or_else(|| t.strip_suffix(['\n', '\r']))
         .unwrap_or(t)
@@ -535,7 +541,12 @@ mod tests {
         let t = Arc::new(Templar::new());
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("templates")).unwrap();
-        std::fs::write(dir.path().join("templates/t.j2"), "v={{ v }}\n").unwrap();
+        std::fs::write(
+            dir.path().join("templates/t.j2"),
+            "v={{ v }}\n{% include 'part.j2' %}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("templates/part.j2"), "part {{ v }}\n").unwrap();
         let mut s = Scope::default();
         s.push(task_magic(dir.path(), None, &dir.path().join("play.yml")));
         s.push(data_layer([
@@ -556,7 +567,10 @@ mod tests {
             r("{{ lookup('pipe', 'echo a', wantlist=True) }}"),
             json!(["a"])
         );
-        assert_eq!(r("{{ lookup('template', 't.j2') }}"), json!("v=5\n"));
+        assert_eq!(
+            r("{{ lookup('template', 't.j2') }}"),
+            json!("v=5\npart 5\n")
+        );
         assert!(
             t.render_str("{{ lookup('pipe', 'exit 3') }}", &ctx)
                 .is_err()
