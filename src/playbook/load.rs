@@ -262,12 +262,6 @@ pub struct Retry {
     pub poll: Option<Json>,
 }
 
-impl Retry {
-    pub fn is_set(&self) -> bool {
-        !self.until.is_empty() || self.retries.is_some()
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Task {
     pub name: Option<String>,
@@ -1013,8 +1007,8 @@ fn load_task(
             }
         }
     }
-    // `until`/`retries`/`delay` repeat a module call; Ansible refuses them on a block, and
-    // an include would be repeated only in name.
+    // `until`/`retries`/`delay` repeat a module call and `async`/`poll` run one as a job;
+    // Ansible refuses them on a block, and an include would be repeated only in name.
     if (block.is_some() || include.is_some())
         && let Some((k, _)) = m.iter().find(|(k, _)| {
             matches!(
@@ -1025,7 +1019,10 @@ fn load_task(
     {
         return Err(src
             .diag_at(
-                format!("`{}` repeats a module call; this task has none", k.value),
+                format!(
+                    "`{}` is for a module call (repeated or run as a job); this task has none",
+                    k.value
+                ),
                 k,
             )
             .with_hint("set it on the tasks inside")
@@ -1334,7 +1331,7 @@ mod tests {
         let e = load_str("- block: [{debug: {}}]\n  until: true\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`until` repeats a module call"), "{e}");
+        assert!(e.contains("`until` is for a module call"), "{e}");
         let e = load_str("- command: sleep 9\n  async: 10\n  poll: 0\n")
             .unwrap_err()
             .to_string();
