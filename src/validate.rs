@@ -740,8 +740,29 @@ fn check_task(roles: &Roles, t: &Task, w: &mut Walk, diags: &mut Diagnostics) {
                 )));
             }
         }
-        Action::IncludeRole { role, .. } if !role.contains("{{") => {
+        Action::IncludeRole { role, from, .. } if !role.contains("{{") => {
             check_role(roles, role, &t.origin, w, diags);
+            // `tasks_from` and the like name files the runner reads instead of main.yml.
+            for part in ["tasks", "vars", "defaults"] {
+                let Some(name) = from.of(part).filter(|n| !n.contains("{{")) else {
+                    continue;
+                };
+                match roles.file(role, part, name) {
+                    Some(f) if part == "tasks" => {
+                        check_task_file(roles, &f, Some(role), w, diags);
+                    }
+                    Some(f) => {
+                        if let Err(d) = load_vars_file(&f, Some(&t.origin)) {
+                            diags.push(d);
+                        }
+                    }
+                    None if roles.path(role, "").is_dir() => diags.push(t.origin.diag(format!(
+                        "{part}_from: role `{role}` has no {part} file `{name}` in {}",
+                        roles.path(role, part).display()
+                    ))),
+                    None => {}
+                }
+            }
         }
         Action::Module { name, args } if matches!(name.as_str(), "copy" | "template") => {
             if let Some(found) = check_src(roles, t, name, args, diags)

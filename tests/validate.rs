@@ -285,7 +285,7 @@ fn every_filter_test_lookup_and_argument_outside_the_subset_is_an_error_up_front
         (
             "server.yml:12:",
             "unknown lookup `pipee`",
-            "neither the built-in runner nor Ansible",
+            "did you mean `pipe`?",
         ),
         (
             "server.yml:18:",
@@ -417,6 +417,10 @@ fn handlers_must_exist_includes_take_their_keywords_and_load_when_they_run() {
       when: false
     - name: an argument the runner would drop
       import_role: {name: greet, rolespec_validate: false}
+    - name: a tasks file the role lacks
+      import_role: {name: greet, tasks_from: missing}
+    - name: a tasks file of the role, checked like main.yml
+      include_role: {name: greet, tasks_from: other}
   roles: [greet]
   handlers:
     - name: restart server
@@ -427,6 +431,10 @@ fn handlers_must_exist_includes_take_their_keywords_and_load_when_they_run() {
     svc.file(
         "playbooks/roles/greet/tasks/main.yml",
         "- debug: {msg: hi}\n  notify: greeted\n",
+    );
+    svc.file(
+        "playbooks/roles/greet/tasks/other.yml",
+        "- debug: {msg: '{{ 1 | nope_filter }}'}\n",
     );
     svc.file(
         "playbooks/roles/greet/handlers/main.yml",
@@ -455,7 +463,17 @@ fn handlers_must_exist_includes_take_their_keywords_and_load_when_they_run() {
         "{err}"
     );
     assert!(
-        out.stdout.starts_with("invalid: 4 errors"),
+        err.contains("tasks_from: role `greet` has no tasks file `missing`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "unknown filter `nope_filter`\n  --> playbooks/roles/greet/tasks/other.yml:1:"
+        ),
+        "{err}"
+    );
+    assert!(
+        out.stdout.starts_with("invalid: 6 errors"),
         "{}",
         out.stdout
     );
