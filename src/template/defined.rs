@@ -11,7 +11,7 @@ use std::borrow::Cow;
 /// `text` (a whole template) with the `is [not] defined` / `is [not] undefined` tests on
 /// dotted names of its `{{ }}` and `{% %}` blocks spelled out; unchanged when it has none.
 pub(crate) fn in_template(text: &str) -> Cow<'_, str> {
-    if !text.contains("defined") {
+    if !text.contains("defined") && !text.contains('+') {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
@@ -43,9 +43,12 @@ pub(crate) fn in_template(text: &str) -> Cow<'_, str> {
             rest = &tail[block_end..];
             continue;
         }
-        let new = in_expression(inner);
+        // A block's `+`/`-` right after `{%` (or `-` after `{{`) is whitespace control.
+        let marker =
+            usize::from(inner.starts_with('-') || (close == "%}" && inner.starts_with('+')));
+        let new = in_expression(&inner[marker..]);
         changed |= matches!(new, Cow::Owned(_));
-        out.push_str(&tail[..2]);
+        out.push_str(&tail[..2 + marker]);
         out.push_str(&new);
         out.push_str(close);
         rest = &tail[block_end..];
@@ -89,9 +92,12 @@ fn code_end(s: &str, close: &str) -> Option<usize> {
     None
 }
 
-/// `code` (an expression or the inside of a block) with its tests on dotted names spelled out.
+/// `code` (an expression or the inside of a block) with its tests on dotted names spelled out,
+/// and each unary `+` written `- -`: Jinja2 has unary plus, minijinja only unary minus, and
+/// two minuses are what `+` is in Python — the number itself, an error on anything else —
+/// at the same precedence.
 pub(crate) fn in_expression(code: &str) -> Cow<'_, str> {
-    if !code.contains("defined") {
+    if !code.contains("defined") && !code.contains('+') {
         return Cow::Borrowed(code);
     }
     let b = code.as_bytes();
@@ -109,6 +115,14 @@ pub(crate) fn in_expression(code: &str) -> Cow<'_, str> {
                 i += if b[i] == b'\\' { 2 } else { 1 };
             }
             i += 1;
+            continue;
+        }
+        if c == b'+' && unary_position(&code[..i]) {
+            out.push_str(&code[copied..i]);
+            out.push_str("- -");
+            i += 1;
+            copied = i;
+            changed = true;
             continue;
         }
         if !(c.is_ascii_alphabetic() || c == b'_') {
@@ -159,6 +173,26 @@ pub(crate) fn in_expression(code: &str) -> Cow<'_, str> {
     }
     out.push_str(&code[copied..]);
     Cow::Owned(out)
+}
+
+/// Whether an operator right after `before` is a prefix one: at the start, after an opening
+/// bracket, a separator, another operator or a keyword that an operand follows.
+fn unary_position(before: &str) -> bool {
+    let t = before.trim_end();
+    let Some(last) = t.chars().last() else {
+        return true;
+    };
+    if last.is_ascii_alphanumeric() || last == '_' {
+        let word_start = t
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let word = &t[word_start..];
+        return matches!(
+            word,
+            "and" | "or" | "not" | "in" | "if" | "elif" | "else" | "is" | "return"
+        );
+    }
+    !matches!(last, ')' | ']' | '}' | '\'' | '"' | '.')
 }
 
 /// Whether `s` starts with ` is [not] defined` or ` is [not] undefined`: whether the test
@@ -229,6 +263,20 @@ mod tests {
             ),
             "t {{ 'x.y is defined' }} x.y is defined {% if (a is defined and a.b is defined) %}y{% endif %}"
         );
+        // Unary plus, which minijinja lacks, as two minuses; binary plus, exponents and
+        // whitespace control stay.
+        assert_eq!(in_expression("+x"), "- -x");
+        assert_eq!(in_expression("a * +b - (+1)"), "a * - -b - (- -1)");
+        assert_eq!(in_expression("x if +y else +z"), "x if - -y else - -z");
+        for same in ["a + b", "1e+5", "f(x) + 1", "'+x'", "[1] + [2]", "x.y+1"] {
+            assert!(matches!(in_expression(same), Cow::Borrowed(_)), "{same}");
+        }
+        assert_eq!(in_template("{{ +x }}"), "{{ - -x }}");
+        assert_eq!(
+            in_template("{%+ if +x +%}y{% endif %}"),
+            "{%+ if - -x +%}y{% endif %}"
+        );
+        assert_eq!(in_template("{{- +x -}}"), "{{- - -x -}}");
         let raw = "{% raw %}{{ a.b is defined }}{% endraw %}{# a.b is defined #}";
         assert!(matches!(in_template(raw), Cow::Borrowed(_)));
     }
