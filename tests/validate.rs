@@ -158,6 +158,8 @@ fn real_ansible_names_outside_the_subset_get_the_runner_hint_not_a_near_miss() {
       check_mode: true
     - debug: {msg: hi}
       debugger: on_failed
+    - debug: {msg: hi}
+      check_mode: '{{ dry }}'
     - community.general.ufw: {state: enabled}
     - debugg: {msg: typo}
 ",
@@ -171,7 +173,8 @@ fn real_ansible_names_outside_the_subset_get_the_runner_hint_not_a_near_miss() {
         (11, "module `service_facts`"),
         (12, "module `service` in check mode"),
         (15, "task keyword `debugger`"),
-        (16, "module `community.general.ufw`"),
+        (17, "a templated `check_mode`"),
+        (18, "module `community.general.ufw`"),
     ] {
         assert!(
             out.stderr.contains(&format!(
@@ -200,7 +203,7 @@ fn real_ansible_names_outside_the_subset_get_the_runner_hint_not_a_near_miss() {
         );
     }
     let hints = out.stderr.matches("set `runner: ansible`").count();
-    assert_eq!(hints, 8, "{}", out.stderr);
+    assert_eq!(hints, 9, "{}", out.stderr);
 
     // A play keyword of Ansible's is not a typo of one the runner has.
     svc.file(

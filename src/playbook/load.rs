@@ -372,6 +372,19 @@ fn boolean(src: &Source, n: &Spanned<Node>, what: &str) -> Result<bool, Diagnost
     })
 }
 
+/// `check_mode:` decides at load which modules may run (those whose check mode the runner
+/// mirrors), so a templated one is outside the subset rather than a type error.
+fn check_mode_of(src: &Source, n: &Spanned<Node>) -> Result<bool, Diagnostic> {
+    if let Node::Str(s) = &n.value
+        && (s.contains("{{") || s.contains("{%"))
+    {
+        return Err(src
+            .diag_at("a templated `check_mode` is not in the built-in subset", n)
+            .with_hint(RUNNER_HINT));
+    }
+    boolean(src, n, "check_mode")
+}
+
 fn vars_files(src: &Source, n: &Spanned<Node>) -> Result<Vec<VarsFile>, Diagnostic> {
     let items: Vec<&Spanned<Node>> = match &n.value {
         Node::Seq(items) => items.iter().collect(),
@@ -549,7 +562,7 @@ fn load_play(
     };
     // The play's check_mode reaches its tasks however its keys are ordered.
     if let Some((_, v)) = m.iter().find(|(k, _)| k.value == "check_mode") {
-        play.check_mode = Some(boolean(src, v, "check_mode")?);
+        play.check_mode = Some(check_mode_of(src, v)?);
     }
     let _check = cx.check_mode_of(play.check_mode);
     let mut has_hosts = false;
@@ -740,7 +753,7 @@ fn load_task(
     };
     // A block's check_mode reaches the tasks inside however its keys are ordered.
     if let Some((_, v)) = m.iter().find(|(k, _)| k.value == "check_mode") {
-        t.check_mode = Some(boolean(src, v, "check_mode")?);
+        t.check_mode = Some(check_mode_of(src, v)?);
     }
     let _check = cx.check_mode_of(t.check_mode);
     // So do its ignore_errors and no_log (Ansible's block inheritance).
