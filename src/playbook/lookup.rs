@@ -50,7 +50,9 @@ pub(super) fn call(
         "file" => {
             for t in &terms {
                 let name = text(t);
-                let path = find(state, "files", &name).unwrap_or_else(|| PathBuf::from(&name));
+                // As Ansible: searched for, never read from wherever the process runs.
+                let path = find(state, "files", &name)
+                    .ok_or_else(|| error(format!("could not locate file in lookup: {name}")))?;
                 let s = std::fs::read_to_string(&path)
                     .map_err(|e| error(format!("lookup('file', {name}): {e}")))?;
                 out.push(Value::from(s.trim_end().to_owned()));
@@ -130,6 +132,29 @@ fn search_path(state: &State) -> Vec<String> {
 /// `lookup('template', name)`: the file rendered with the task's variables, its trailing
 /// newlines kept, as Ansible's lookup keeps them.
 fn template(state: &State, name: &str) -> Result<String, Error> {
+    // Each lookup renders in an environment of its own, whose recursion limit starts anew:
+    // a template that looks itself up must still end.
+    thread_local! {
+        static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+    struct Level;
+    impl Drop for Level {
+        fn drop(&mut self) {
+            DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+    if DEPTH.with(|d| {
+        d.set(d.get() + 1);
+        d.get()
+    }) > crate::template::RECURSION_LIMIT
+    {
+        DEPTH.with(|d| d.set(d.get() - 1));
+        return Err(error(format!(
+            "lookup('template', {name}): more than {} nested template lookups",
+            crate::template::RECURSION_LIMIT
+        )));
+    }
+    let _level = Level;
     let path = find(state, "templates", name)
         .ok_or_else(|| error(format!("the template file {name} could not be found")))?;
     let text = std::fs::read_to_string(&path)
@@ -167,15 +192,40 @@ fn pipe(state: &State, command: &str) -> Result<String, Error> {
     if let Some(dir) = var(state, "playbook_dir").filter(|d| Path::new(d).is_dir()) {
         cmd.current_dir(dir);
     }
-    let out = cmd
+    let mut child = cmd
         .stdin(std::process::Stdio::null())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .map_err(|e| error(format!("lookup('pipe', {command}): {e}")))?;
-    if !out.status.success() {
+    // A value is at most what a template may produce: a command that prints more is
+    // stopped rather than allowed to fill the memory.
+    let mut stdout = Vec::new();
+    let read = child.stdout.take().map(|o| {
+        use std::io::Read;
+        o.take(crate::template::MAX_OUTPUT as u64 + 1)
+            .read_to_end(&mut stdout)
+    });
+    let too_much = stdout.len() > crate::template::MAX_OUTPUT;
+    if too_much {
+        let _ = child.kill();
+    }
+    let status = child
+        .wait()
+        .map_err(|e| error(format!("lookup('pipe', {command}): {e}")))?;
+    if let Some(Err(e)) = read {
+        return Err(error(format!("lookup('pipe', {command}): {e}")));
+    }
+    if too_much {
         return Err(error(format!(
-            "lookup_plugin.pipe({command}) returned {}",
-            out.status.code().unwrap_or(-1)
+            "lookup('pipe', {command}): more than {} bytes of output",
+            crate::template::MAX_OUTPUT
         )));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+    if !status.success() {
+        return Err(error(format!(
+            "lookup_plugin.pipe({command}) returned {}",
+            status.code().unwrap_or(-1)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&stdout).trim_end().to_owned())
 }

@@ -245,11 +245,12 @@ impl Target for Local {
         f.write_all(data)?;
         f.sync_all()?;
         if let Ok(old) = std::fs::metadata(path) {
-            std::fs::set_permissions(&tmp, old.permissions())?;
             // As Ansible's atomic_move: the file keeps its owner, where this user may keep it
-            // (not being root, it may not, and Ansible goes on too).
+            // (not being root, it may not, and Ansible goes on too), then its mode — in that
+            // order, since a chown clears the setuid and setgid bits.
             use std::os::unix::fs::MetadataExt;
             let _ = std::os::unix::fs::chown(&tmp, Some(old.uid()), Some(old.gid()));
+            std::fs::set_permissions(&tmp, old.permissions())?;
         }
         std::fs::rename(&tmp, path)
     }
@@ -461,13 +462,14 @@ impl Target for ShellTarget {
 
     fn write(&self, path: &str, data: &[u8]) -> io::Result<()> {
         // A temporary file beside the destination and a rename, as Ansible's modules do; a new
-        // file gets the shell's umask, an existing one keeps its mode and, where this user may
-        // keep it, its owner (Ansible's atomic_move goes on when it may not).
+        // file gets the shell's umask, an existing one keeps, where this user may keep it, its
+        // owner (Ansible's atomic_move goes on when it may not), then its mode (a chown clears
+        // the setuid and setgid bits).
         let p = quote(path);
         let script = format!(
             "t={p}.stepsync-tmp.$$\nrm -f \"$t\"\ncat > \"$t\" || {{ rm -f \"$t\"; exit 1; }}\n\
-             if [ -e {p} ]; then chmod --reference={p} \"$t\" || {{ rm -f \"$t\"; exit 1; }}; \
-             chown --reference={p} \"$t\" 2>/dev/null; fi\n\
+             if [ -e {p} ]; then chown --reference={p} \"$t\" 2>/dev/null; \
+             chmod --reference={p} \"$t\" || {{ rm -f \"$t\"; exit 1; }}; fi\n\
              mv -f \"$t\" {p}"
         );
         self.must("write", path, &script, Some(data))
@@ -566,6 +568,39 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// A file rewritten in place keeps its owner and all of its mode, setuid included,
+    /// whichever kind of target writes it (the shell one runs its script here).
+    #[test]
+    fn a_rewritten_file_keeps_its_owner_and_setuid_mode() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        // Only root may give a file to another user; otherwise the owner is the test's own.
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        for (i, target) in [
+            Box::new(Local { name: "l".into() }) as Box<dyn Target>,
+            Box::new(ShellTarget {
+                name: "s".into(),
+                shell: std::sync::Arc::new(LocalShell),
+                become_user: None,
+            }),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let f = dir.path().join(format!("f{i}"));
+            std::fs::write(&f, "old").unwrap();
+            if root {
+                std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
+            }
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4755)).unwrap();
+            let uid = std::fs::metadata(&f).unwrap().uid();
+            target.write(&f.display().to_string(), b"new").unwrap();
+            let m = std::fs::metadata(&f).unwrap();
+            assert_eq!(std::fs::read_to_string(&f).unwrap(), "new");
+            assert_eq!((m.mode() & 0o7777, m.uid()), (0o4755, uid), "target {i}");
+        }
     }
 
     #[test]

@@ -43,13 +43,16 @@ pub(crate) fn in_template(text: &str) -> Cow<'_, str> {
             rest = &tail[block_end..];
             continue;
         }
-        // A block's `+`/`-` right after `{%` (or `-` after `{{`) is whitespace control.
-        let marker =
-            usize::from(inner.starts_with('-') || (close == "%}" && inner.starts_with('+')));
-        let new = in_expression(&inner[marker..]);
+        // A block's `+`/`-` right after `{%` or before `%}` (a `-` for `{{ }}`) is
+        // whitespace control, not an operator.
+        let control = |c: char| c == '-' || (close == "%}" && c == '+');
+        let lead = usize::from(inner.starts_with(control));
+        let trail = usize::from(inner.len() > lead && inner.ends_with(control));
+        let new = in_expression(&inner[lead..inner.len() - trail]);
         changed |= matches!(new, Cow::Owned(_));
-        out.push_str(&tail[..2 + marker]);
+        out.push_str(&tail[..2 + lead]);
         out.push_str(&new);
+        out.push_str(&inner[inner.len() - trail..]);
         out.push_str(close);
         rest = &tail[block_end..];
         // A raw block is text up to its end tag.
@@ -84,7 +87,7 @@ fn code_end(s: &str, close: &str) -> Option<usize> {
                 }
             }
             None if close != "#}" && (b[i] == b'\'' || b[i] == b'"') => quote = Some(b[i]),
-            None if s[i..].starts_with(close) => return Some(i),
+            None if b[i..].starts_with(close.as_bytes()) => return Some(i),
             None => {}
         }
         i += 1;
@@ -182,11 +185,10 @@ fn unary_position(before: &str) -> bool {
     let Some(last) = t.chars().last() else {
         return true;
     };
-    if last.is_ascii_alphanumeric() || last == '_' {
-        let word_start = t
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .map_or(0, |i| i + 1);
-        let word = &t[word_start..];
+    if last.is_alphanumeric() || last == '_' {
+        let word = &t[t
+            .trim_end_matches(|c: char| c.is_alphanumeric() || c == '_')
+            .len()..];
         return matches!(
             word,
             "and" | "or" | "not" | "in" | "if" | "elif" | "else" | "is" | "return"
@@ -277,6 +279,11 @@ mod tests {
             "{%+ if - -x +%}y{% endif %}"
         );
         assert_eq!(in_template("{{- +x -}}"), "{{- - -x -}}");
+        assert_eq!(
+            in_template("{% if a %}x{% else +%}y{% endif %}{{ größe + 1 }}"),
+            "{% if a %}x{% else +%}y{% endif %}{{ größe + 1 }}"
+        );
+        assert_eq!(in_expression("größe and +1"), "größe and - -1");
         let raw = "{% raw %}{{ a.b is defined }}{% endraw %}{# a.b is defined #}";
         assert!(matches!(in_template(raw), Cow::Borrowed(_)));
     }

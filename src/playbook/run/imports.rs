@@ -2,6 +2,7 @@
 //! their defaults and vars visible to the whole play, before the import too (role vars are
 //! not private by default). An `include_role` is read when it runs and keeps them to itself.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::Exec;
@@ -16,13 +17,23 @@ impl Exec {
     /// run time and are left out, as are files that do not load (their run reports them).
     pub(super) fn imported_role_parts(&self, play: &Play, part: &str) -> Vec<PathBuf> {
         let mut out = Vec::new();
+        let mut seen = HashSet::new();
         for t in play.all_tasks() {
-            self.imported_in(t, part, 0, &mut out);
+            self.imported_in(t, part, 0, &mut seen, &mut out);
         }
         out
     }
 
-    fn imported_in(&self, t: &Task, part: &str, depth: usize, out: &mut Vec<PathBuf>) {
+    /// `seen`: the task files read so far; each is read once, so a file that imports itself
+    /// (or others in a ring) costs one read, not one per path to it.
+    fn imported_in(
+        &self,
+        t: &Task,
+        part: &str,
+        depth: usize,
+        seen: &mut HashSet<PathBuf>,
+        out: &mut Vec<PathBuf>,
+    ) {
         if depth > MAX_DEPTH {
             return;
         }
@@ -49,7 +60,7 @@ impl Exec {
                 always,
             } => {
                 for inner in block.iter().chain(rescue).chain(always) {
-                    self.imported_in(inner, part, depth + 1, out);
+                    self.imported_in(inner, part, depth + 1, seen, out);
                 }
             }
             Action::IncludeTasks {
@@ -58,9 +69,12 @@ impl Exec {
                 dynamic: false,
             } if !file.contains("{{") => {
                 let path: PathBuf = Path::new(base).join(file);
+                if !seen.insert(path.clone()) {
+                    return;
+                }
                 if let Ok(tasks) = load_task_file(&path, t.role.as_deref()) {
                     for inner in &tasks {
-                        self.imported_in(inner, part, depth + 1, out);
+                        self.imported_in(inner, part, depth + 1, seen, out);
                     }
                 }
             }

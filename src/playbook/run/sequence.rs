@@ -36,7 +36,11 @@ pub(super) fn sequence(term: &str) -> Result<Vec<Json>, String> {
             return Err("can't specify both count and end in with_sequence".into());
         }
         (Some(0), None) => return Ok(Vec::new()),
-        (Some(c), None) => start + c * stride - 1,
+        (Some(c), None) => c
+            .checked_mul(stride)
+            .and_then(|n| n.checked_add(start))
+            .and_then(|n| n.checked_sub(1))
+            .ok_or_else(|| format!("with_sequence: count={c} is out of range"))?,
         (None, Some(e)) => e,
     };
     if stride > 0 && end < start {
@@ -129,6 +133,10 @@ fn printf(format: &str, i: i64) -> Result<String, String> {
     } else {
         width.parse().map_err(|_| bad())?
     };
+    // One item's padding is bounded as a template's output is.
+    if width > 4096 {
+        return Err(format!("with_sequence: a width of {width} is too wide"));
+    }
     let alt = flags.contains('#');
     let (prefix, digits) = match conv {
         'd' | 'i' | 'u' | 's' => ("", i.unsigned_abs().to_string()),
@@ -175,6 +183,13 @@ mod tests {
             .into_iter()
             .map(|j| j.as_str().unwrap().to_owned())
             .collect()
+    }
+
+    #[test]
+    fn huge_counts_and_widths_are_errors_not_a_crash() {
+        assert!(sequence("count=9223372036854775807 stride=2").is_err());
+        assert!(sequence("count=1 format=%99999999999d").is_err());
+        assert_eq!(texts("count=1 format=%5d"), ["    1"]);
     }
 
     #[test]
