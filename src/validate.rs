@@ -713,12 +713,8 @@ fn check_task(roles: &Roles, t: &Task, w: &mut Walk, diags: &mut Diagnostics) {
     let outer = w.conditional;
     w.conditional |= !t.when.is_empty();
     match &t.action {
-        Action::Block {
-            block,
-            rescue,
-            always,
-        } => {
-            for inner in block.iter().chain(rescue).chain(always) {
+        Action::Block { .. } => {
+            for inner in t.inner() {
                 check_task(roles, inner, w, diags);
             }
         }

@@ -91,12 +91,8 @@ impl Walk<'_> {
                     self.source(src);
                 }
             }
-            Action::Block {
-                block,
-                rescue,
-                always,
-            } => {
-                for c in block.iter().chain(rescue).chain(always) {
+            Action::Block { .. } => {
+                for c in t.inner() {
                     self.task(c, depth + 1);
                 }
             }

@@ -14,16 +14,10 @@ use crate::yaml::{Node, Source, Spanned};
 pub(crate) const RUNNER_HINT: &str =
     "set `runner: ansible` in stepsync.yaml to run this playbook with ansible-playbook";
 
+/// The task keywords the runner reads, its loops aside ([`LOOPS`]).
 const TASK_KEYWORDS: &[&str] = &[
     "name",
     "when",
-    "loop",
-    "with_items",
-    "with_list",
-    "with_dict",
-    "with_together",
-    "with_indexed_items",
-    "with_sequence",
     "loop_control",
     "until",
     "retries",
@@ -57,17 +51,10 @@ const TASK_KEYWORDS: &[&str] = &[
 ];
 
 /// The task keywords Ansible takes on `include_tasks` and `include_role` (its
-/// `VALID_INCLUDE_KEYWORDS`, with a handler's `listen`).
+/// `VALID_INCLUDE_KEYWORDS`, with a handler's `listen`; every loop of [`LOOPS`] too).
 const INCLUDE_KEYWORDS: &[&str] = &[
     "name",
     "when",
-    "loop",
-    "with_items",
-    "with_list",
-    "with_dict",
-    "with_together",
-    "with_indexed_items",
-    "with_sequence",
     "loop_control",
     "register",
     "ignore_errors",
@@ -201,6 +188,21 @@ pub enum TaskFlag {
     Template(String),
 }
 
+impl Task {
+    /// The tasks of a block, rescue and always in order; none for any other task.
+    pub fn inner(&self) -> impl Iterator<Item = &Task> {
+        let (block, rescue, always): (&[Task], &[Task], &[Task]) = match &self.action {
+            Action::Block {
+                block,
+                rescue,
+                always,
+            } => (block, rescue, always),
+            _ => (&[], &[], &[]),
+        };
+        block.iter().chain(rescue).chain(always)
+    }
+}
+
 impl TaskFlag {
     /// Whether it is on; a template counts once rendered (see `Exec::run_task`).
     pub fn on(&self) -> bool {
@@ -209,15 +211,31 @@ impl TaskFlag {
 
     fn of(src: &Source, n: &Spanned<Node>, what: &str) -> Result<TaskFlag, Diagnostic> {
         match &n.value {
-            Node::Str(s) if s.contains("{{") || s.contains("{%") => {
-                Ok(TaskFlag::Template(s.clone()))
-            }
+            Node::Str(s) if templated(&n.value) => Ok(TaskFlag::Template(s.clone())),
             _ => Ok(if boolean(src, n, what)? {
                 TaskFlag::On
             } else {
                 TaskFlag::Off
             }),
         }
+    }
+}
+
+/// The loop keywords the runner has, with how each makes its items.
+const LOOPS: &[(&str, LoopKind)] = &[
+    ("loop", LoopKind::Loop),
+    ("with_list", LoopKind::Loop),
+    ("with_items", LoopKind::Items),
+    ("with_dict", LoopKind::Dict),
+    ("with_together", LoopKind::Together),
+    ("with_indexed_items", LoopKind::IndexedItems),
+    ("with_sequence", LoopKind::Sequence),
+];
+
+impl LoopKind {
+    /// The loop a task keyword asks for, if it is one (valid on includes too).
+    fn of(key: &str) -> Option<LoopKind> {
+        LOOPS.iter().find(|(k, _)| *k == key).map(|(_, l)| *l)
     }
 }
 
@@ -375,9 +393,7 @@ fn boolean(src: &Source, n: &Spanned<Node>, what: &str) -> Result<bool, Diagnost
 /// `check_mode:` decides at load which modules may run (those whose check mode the runner
 /// mirrors), so a templated one is outside the subset rather than a type error.
 fn check_mode_of(src: &Source, n: &Spanned<Node>) -> Result<bool, Diagnostic> {
-    if let Node::Str(s) = &n.value
-        && (s.contains("{{") || s.contains("{%"))
-    {
+    if matches!(n.value, Node::Str(_)) && templated(&n.value) {
         return Err(src
             .diag_at("a templated `check_mode` is not in the built-in subset", n)
             .with_hint(RUNNER_HINT));
@@ -774,22 +790,14 @@ fn load_task(
         match key {
             "name" => t.name = Some(string_of(src, v, "name")?),
             "when" => t.when = strings(src, v, "when")?,
-            "loop" | "with_items" | "with_list" | "with_dict" | "with_together"
-            | "with_indexed_items" | "with_sequence" => {
+            l if let Some(kind) = LoopKind::of(l) => {
                 if t.loop_items.is_some() {
                     return Err(src
                         .diag_at("a task has one loop (`loop` or one `with_*`)", k)
                         .into());
                 }
                 t.loop_items = Some(v.value.to_json());
-                t.loop_kind = match key {
-                    "with_items" => LoopKind::Items,
-                    "with_dict" => LoopKind::Dict,
-                    "with_together" => LoopKind::Together,
-                    "with_indexed_items" => LoopKind::IndexedItems,
-                    "with_sequence" => LoopKind::Sequence,
-                    _ => LoopKind::Loop,
-                };
+                t.loop_kind = kind;
             }
             "loop_control" => {
                 for (lk, lv) in as_map(src, v, "loop_control")? {
@@ -969,7 +977,11 @@ fn load_task(
                     .then(|| {
                         crate::diag::suggest(
                             other,
-                            TASK_KEYWORDS.iter().copied().chain(modules::names()),
+                            TASK_KEYWORDS
+                                .iter()
+                                .copied()
+                                .chain(LOOPS.iter().map(|(k, _)| *k))
+                                .chain(modules::names()),
                         )
                     })
                     .flatten();

@@ -54,12 +54,8 @@ impl Exec {
                     out.push(f);
                 }
             }
-            Action::Block {
-                block,
-                rescue,
-                always,
-            } => {
-                for inner in block.iter().chain(rescue).chain(always) {
+            Action::Block { .. } => {
+                for inner in t.inner() {
                     self.imported_in(inner, part, depth + 1, seen, out);
                 }
             }
