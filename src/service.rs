@@ -107,12 +107,20 @@ impl Service {
             None => Inventory::default(),
         };
         let secrets = Arc::new(Secrets::load(&config, dir));
-        let (stepdefs, more) =
-            Stepdefs::load_partial(dir, &schema, Templates::new(secrets.clone()));
-        take(more);
         let Ok(graph) = graph else {
+            // Watchers' paths need the graph: the stepdefs are checked on an empty one.
+            let (_, more) = Stepdefs::load_partial(
+                dir,
+                &schema,
+                &ModelGraph::default(),
+                Templates::new(secrets.clone()),
+            );
+            take(more);
             return (None, diags);
         };
+        let (stepdefs, more) =
+            Stepdefs::load_partial(dir, &schema, &graph, Templates::new(secrets.clone()));
+        take(more);
         let svc = Service {
             dir: dir.to_path_buf(),
             config,

@@ -25,11 +25,11 @@ pub(super) struct Cx<'a> {
 }
 
 impl Cx<'_> {
-    fn error(&mut self, d: Diagnostic) {
+    pub(super) fn error(&mut self, d: Diagnostic) {
         self.diags.push(d);
     }
 
-    fn tmpl(&mut self, s: &Spanned<String>) -> Option<Tmpl> {
+    pub(super) fn tmpl(&mut self, s: &Spanned<String>) -> Option<Tmpl> {
         match self.templates.compile_spanned(self.src, s) {
             Ok(t) => Some(t),
             Err(d) => {
@@ -39,7 +39,7 @@ impl Cx<'_> {
         }
     }
 
-    fn value(&mut self, n: &Spanned<Node>) -> Option<TValue> {
+    pub(super) fn value(&mut self, n: &Spanned<Node>) -> Option<TValue> {
         match self.templates.compile_value(self.src, n) {
             Ok(t) => Some(t),
             Err(d) => {
@@ -78,7 +78,7 @@ impl Cx<'_> {
     pub(super) fn actuator(&mut self, spec: StepdefSpec, schema: &Schema) -> Option<Actuator> {
         match spec.kind.value.as_str() {
             "Actuator" => {}
-            k @ ("Watcher" | "Policy" | "PullStep" | "EventStep") => {
+            k @ ("PullStep" | "EventStep") => {
                 self.error(self.src.diag_at(
                     format!("`kind: {k}` is planned but not supported yet"),
                     &spec.kind,
@@ -199,7 +199,7 @@ impl Cx<'_> {
         }
     }
 
-    fn payload(&mut self, p: &Spanned<PayloadSpec>, is_delete: bool) -> Option<Payload> {
+    pub(super) fn payload(&mut self, p: &Spanned<PayloadSpec>, is_delete: bool) -> Option<Payload> {
         let spec = &p.value;
         let vars = self.vars(&spec.vars, "payload var");
         let kind = match (&spec.rest, &spec.playbook) {

@@ -7,6 +7,7 @@
 mod actuator;
 mod check;
 mod spec;
+mod steps;
 
 use std::path::Path;
 
@@ -16,20 +17,24 @@ use indexmap::IndexMap;
 pub(crate) use actuator::{Actuator, Feedback, Payload, PayloadKind, PlaybookRef};
 pub use actuator::{Auth, Request, Rest};
 use check::Cx;
-pub(crate) use spec::StepdefSpec;
+pub(crate) use spec::{PolicySpec, StepdefSpec, WatcherSpec};
+pub(crate) use steps::{Action, Ensure, OnChange, Policy, Watch, Watcher};
 
 use crate::config::in_dir;
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::model::Schema;
+use crate::model::{ModelGraph, Schema};
 use crate::model::schema::yaml_files;
 use crate::template::Templates;
 use crate::yaml::Source;
 
 pub(crate) const STEPDEFS_DIR: &str = "stepdefs";
 
-/// Every actuator of a service, with the templates they compiled.
+/// Every step of a service — actuators, watchers, policies — with the templates they
+/// compiled.
 pub struct Stepdefs {
     pub(crate) actuators: IndexMap<String, Actuator>,
+    pub(crate) watchers: Vec<Watcher>,
+    pub(crate) policies: Vec<Policy>,
     pub(crate) templates: Templates,
 }
 
@@ -42,9 +47,10 @@ impl Stepdefs {
     pub fn load(
         dir: &Path,
         schema: &Schema,
+        graph: &ModelGraph,
         templates: Templates,
     ) -> Result<Stepdefs, Diagnostics> {
-        let (stepdefs, diags) = Stepdefs::load_partial(dir, schema, templates);
+        let (stepdefs, diags) = Stepdefs::load_partial(dir, schema, graph, templates);
         diags.into_result()?;
         Ok(stepdefs)
     }
@@ -54,11 +60,14 @@ impl Stepdefs {
     pub fn load_partial(
         dir: &Path,
         schema: &Schema,
+        graph: &ModelGraph,
         mut templates: Templates,
     ) -> (Stepdefs, Diagnostics) {
         let root = in_dir(dir, Path::new(STEPDEFS_DIR));
         let mut diags = Diagnostics::default();
         let mut actuators: IndexMap<String, Actuator> = IndexMap::new();
+        let mut watchers = Vec::new();
+        let mut policies = Vec::new();
         let files = if root.is_dir() {
             match yaml_files(&root) {
                 Ok(f) => f,
@@ -80,6 +89,37 @@ impl Stepdefs {
             };
             if src.is_blank() {
                 continue;
+            }
+            let kind: spec::KindSpec = match src.parse() {
+                Ok(s) => s,
+                Err(d) => {
+                    diags.push(d);
+                    continue;
+                }
+            };
+            let name = steps::step_name(&root, &file);
+            let mut cx = Cx {
+                src: &src,
+                templates: &mut templates,
+                diags: &mut diags,
+                rest_defaults: None,
+            };
+            match kind.kind.value.as_str() {
+                "Watcher" => {
+                    match src.parse::<WatcherSpec>() {
+                        Ok(spec) => watchers.extend(cx.watcher(spec, schema, graph, name)),
+                        Err(d) => cx.diags.push(d),
+                    }
+                    continue;
+                }
+                "Policy" => {
+                    match src.parse::<PolicySpec>() {
+                        Ok(spec) => policies.extend(cx.policy(spec, schema, name)),
+                        Err(d) => cx.diags.push(d),
+                    }
+                    continue;
+                }
+                _ => {}
             }
             let spec: StepdefSpec = match src.parse() {
                 Ok(s) => s,
@@ -114,6 +154,8 @@ impl Stepdefs {
         (
             Stepdefs {
                 actuators,
+                watchers,
+                policies,
                 templates,
             },
             diags,

@@ -320,3 +320,138 @@ pub(super) enum FeedbackSpec {
     Template(String),
     JsonPath(JsonPathSpec),
 }
+
+/// Only the `kind` of a stepdef file, read first to choose the format of the rest.
+#[derive(Deserialize)]
+pub(crate) struct KindSpec {
+    pub(super) kind: Spanned<String>,
+}
+
+/// A watcher (SPEC §11): objects of `model` react when a related object changes.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "stepsync watcher (stepdefs/*.yaml, kind: Watcher)")]
+pub(crate) struct WatcherSpec {
+    #[schemars(with = "String", extend("enum" = ["Watcher"]))]
+    pub(super) kind: Spanned<String>,
+    /// The actuated model whose objects react.
+    #[schemars(with = "String")]
+    pub(super) model: Spanned<String>,
+    /// What is watched: a model reached through `via` (a dot path of ref fields or links on
+    /// `model`), and which of its fields (none: any field).
+    #[serde(default)]
+    #[schemars(with = "Vec<WatchSpec>")]
+    pub(super) watches: Vec<Spanned<WatchSpec>>,
+    /// Instead of `watches`: every model within this many dependency hops, all fields.
+    #[serde(default)]
+    #[schemars(with = "Option<u32>")]
+    pub(super) watch_degree: Option<Spanned<u32>>,
+    /// `resync` (default: the linked objects become pending) or a payload of its own.
+    #[serde(default)]
+    #[schemars(with = "Option<OnChangeSpec>")]
+    pub(super) on_change: Option<Spanned<OnChangeSpec>>,
+    /// The author has proven that a loop through this watcher settles (SPEC §15).
+    #[serde(default)]
+    pub(super) converges: bool,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Watch")]
+pub(super) struct WatchSpec {
+    /// The watched model.
+    #[schemars(with = "String")]
+    pub(super) model: Spanned<String>,
+    /// A ref/refs field or `links` entry of the watching model, or a dot path of them,
+    /// that leads to the watched model.
+    #[schemars(with = "String")]
+    pub(super) via: Spanned<String>,
+    /// The watched fields, declarative or feedback (default: any field).
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(super) fields: Option<Vec<Spanned<String>>>,
+}
+
+/// `on_change: resync`, or a payload run once per linked object and change.
+#[derive(Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "OnChange")]
+pub(super) enum OnChangeSpec {
+    #[schemars(with = "String", extend("enum" = ["resync"]))]
+    Word(Spanned<String>),
+    Payload(PayloadSpec),
+}
+
+/// A model policy (SPEC §12): declarative state of other models kept from each object of
+/// `model`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "stepsync model policy (stepdefs/*.yaml, kind: Policy)")]
+pub(crate) struct PolicySpec {
+    #[schemars(with = "String", extend("enum" = ["Policy"]))]
+    pub(super) kind: Spanned<String>,
+    /// The source model.
+    #[schemars(with = "String")]
+    pub(super) model: Spanned<String>,
+    /// Actions when an object of `model` is created.
+    #[serde(default)]
+    #[schemars(with = "Vec<ActionSpec>")]
+    pub(super) on_create: Vec<Spanned<ActionSpec>>,
+    /// Actions when it changes (default: those of `on_create`).
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<ActionSpec>>")]
+    pub(super) on_update: Option<Vec<Spanned<ActionSpec>>>,
+    /// `cascade` (default): the objects this policy ensured are deleted with their source;
+    /// `keep` leaves them.
+    #[serde(default)]
+    #[schemars(with = "Option<String>", extend("enum" = ["cascade", "keep"]))]
+    pub(super) on_delete: Option<Spanned<String>>,
+    /// The author has proven that a loop through this policy settles (SPEC §15).
+    #[serde(default)]
+    pub(super) converges: bool,
+}
+
+/// One action: `ensure` or `delete`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "PolicyAction")]
+pub(super) struct ActionSpec {
+    #[serde(default)]
+    #[schemars(with = "Option<EnsureSpec>")]
+    pub(super) ensure: Option<Spanned<EnsureSpec>>,
+    #[serde(default)]
+    #[schemars(with = "Option<TargetSpec>")]
+    pub(super) delete: Option<Spanned<TargetSpec>>,
+}
+
+/// Create or update an object by key, owned by the source.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Ensure")]
+pub(super) struct EnsureSpec {
+    #[schemars(with = "String")]
+    pub(super) model: Spanned<String>,
+    /// The key (a template, `object` and `item` in context).
+    #[schemars(with = "String")]
+    pub(super) key: Spanned<String>,
+    /// Declarative field -> template or value.
+    #[serde(default)]
+    #[schemars(with = "IndexMap<String, serde_json::Value>")]
+    pub(super) fields: IndexMap<Spanned<String>, Spanned<Node>>,
+    /// A list (or a template giving one): one object per item, `item` in context.
+    #[serde(default, rename = "loop")]
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub(super) each: Option<Spanned<Node>>,
+}
+
+/// An object to delete, by model and key.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "PolicyDelete")]
+pub(super) struct TargetSpec {
+    #[schemars(with = "String")]
+    pub(super) model: Spanned<String>,
+    /// The key (a template).
+    #[schemars(with = "String")]
+    pub(super) key: Spanned<String>,
+}
