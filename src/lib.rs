@@ -28,6 +28,7 @@ pub mod secrets;
 pub mod service;
 pub mod snapshot;
 pub mod stepdef;
+pub mod steps;
 pub mod store;
 pub mod sysdir;
 pub mod template;

@@ -1,0 +1,1 @@
+//! Model policies at run time (SPEC §12).
