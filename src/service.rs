@@ -156,15 +156,18 @@ impl Service {
             .keeping_deleted(n(self.config.sys_keep_deleted))
     }
 
+    /// Opens the configured store, noting this service's watchers on every write to it.
     pub fn open_store(&self) -> Result<Box<dyn Store>> {
-        match &self.config.store {
-            StoreUrl::Sqlite(p) => Ok(Box::new(SqliteStore::open(
-                &self.config.resolve(&self.dir, p),
-            )?)),
-            StoreUrl::Postgres(_) => Err(Error::failed(
-                "the PostgreSQL store is planned but not built yet; use `store: sqlite:PATH`",
-            )),
-        }
+        let store: Box<dyn Store> = match &self.config.store {
+            StoreUrl::Sqlite(p) => Box::new(SqliteStore::open(&self.config.resolve(&self.dir, p))?),
+            StoreUrl::Postgres(_) => {
+                return Err(Error::failed(
+                    "the PostgreSQL store is planned but not built yet; use `store: sqlite:PATH`",
+                ));
+            }
+        };
+        store.set_triggers(Arc::new(self.stepdefs.triggers()));
+        Ok(store)
     }
 
     /// Objects of models without an actuator have nothing to dispatch: they are in sync as

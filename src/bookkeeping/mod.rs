@@ -120,8 +120,17 @@ pub struct Bookkeeping {
     /// and value it was rendered from (SPEC §5.1 rule 4). `None`: never synced, or synced by
     /// a stepsync that kept no digest.
     pub applied: Option<String>,
-    /// An input of its recipe changed since it last synced (rules 4–5).
+    /// An input of its recipe changed since it last synced (rules 4–5), or a watcher fired
+    /// for it (rule 6).
     pub drift: Option<Drift>,
+    /// The generation its model's policies last ran on successfully (SPEC §12).
+    pub policed_generation: i64,
+    /// Why its policies last failed; `None` when they succeeded or never ran.
+    pub policy_error: Option<String>,
+    /// Policy failures in a row, for the policies' own backoff.
+    pub policy_failures: u32,
+    /// Not before then are its policies tried again after a failure.
+    pub policy_retry_at: Option<Millis>,
 }
 
 /// Which input of an object's recipe changed.
@@ -131,6 +140,8 @@ pub enum Cause {
     Definition,
     /// An object it follows through a ref (`Model/key`) changed a field.
     Reference(String),
+    /// A watcher fired for it: `Model/key.field` changed (SPEC §11).
+    Watch(String),
 }
 
 impl fmt::Display for Cause {
@@ -138,6 +149,7 @@ impl fmt::Display for Cause {
         match self {
             Cause::Definition => f.write_str("definition"),
             Cause::Reference(name) => write!(f, "reference {name}"),
+            Cause::Watch(what) => write!(f, "watch {what}"),
         }
     }
 }
@@ -149,7 +161,8 @@ impl Cause {
             "definition" => Some(Cause::Definition),
             _ => s
                 .strip_prefix("reference ")
-                .map(|n| Cause::Reference(n.to_owned())),
+                .map(|n| Cause::Reference(n.to_owned()))
+                .or_else(|| s.strip_prefix("watch ").map(|w| Cause::Watch(w.to_owned()))),
         }
     }
 }
@@ -246,6 +259,8 @@ pub enum Due {
     Definition,
     /// Its recipe changed with a field of `Model/key`, which it refers to.
     Reference(String),
+    /// A watcher fired for it: `Model/key.field` changed.
+    Watch(String),
 }
 
 impl Due {
@@ -265,7 +280,16 @@ impl fmt::Display for Due {
             Due::Resync => f.write_str("resync"),
             Due::Definition => f.write_str("definition"),
             Due::Reference(name) => write!(f, "reference {name}"),
+            Due::Watch(what) => write!(f, "watch {what}"),
         }
+    }
+}
+
+impl Due {
+    /// Whether the work comes from inside the system — a watcher, a changed reference — and
+    /// not from a person or a definition: what the run-time loop guard counts (SPEC §15).
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Due::Watch(_) | Due::Reference(_))
     }
 }
 
@@ -274,6 +298,7 @@ impl From<&Cause> for Due {
         match c {
             Cause::Definition => Due::Definition,
             Cause::Reference(name) => Due::Reference(name.clone()),
+            Cause::Watch(what) => Due::Watch(what.clone()),
         }
     }
 }
@@ -306,6 +331,10 @@ pub fn created(now: Millis) -> Bookkeeping {
         attempted: false,
         applied: None,
         drift: None,
+        policed_generation: 0,
+        policy_error: None,
+        policy_failures: 0,
+        policy_retry_at: None,
     }
 }
 
@@ -357,6 +386,63 @@ pub fn on_inputs_changed(b: &mut Bookkeeping, cause: Cause) -> bool {
         found: false,
     });
     true
+}
+
+/// A watcher with `on_change: resync` fired for `b` (SPEC §11): it is actuated again even
+/// if its recipe renders as before. One with work on it already runs anyway (a failed one
+/// loses its backoff: the watched change may be the fix); one never synced or being deleted
+/// has nothing to resync. Returns whether `b` changed.
+pub fn on_watch(b: &mut Bookkeeping, cause: Cause) -> bool {
+    if b.deleted {
+        return false;
+    }
+    if b.status == Status::Error {
+        return b.next_retry_at.take().is_some();
+    }
+    if b.last_success_at.is_none() || work(b).is_some() {
+        return false;
+    }
+    b.drift = Some(Drift { cause, found: true });
+    b.status = Status::Pending;
+    true
+}
+
+/// Whether `b`'s model policies are due at `now` (SPEC §12): its generation moved past the
+/// one they last ran on, and no failure's backoff holds them.
+pub fn needs_policy(b: &Bookkeeping, now: Millis, backoff: &Backoff) -> bool {
+    !b.deleted
+        && b.policed_generation < b.generation
+        && (backoff.disabled || b.policy_retry_at.is_none_or(|t| t <= now))
+}
+
+/// Its policies ran and their writes are in the same transaction.
+pub fn on_policed(b: &mut Bookkeeping) {
+    b.policed_generation = b.generation;
+    b.policy_error = None;
+    b.policy_failures = 0;
+    b.policy_retry_at = None;
+}
+
+/// Its policies failed: nothing they would write was written; tried again after a backoff
+/// of their own (the object's actuation keeps its own bookkeeping). The `updated` stamp does
+/// not move: an error is not a change (the original framework's error path bumped it and
+/// so made the object dirty again, a loop of its own).
+pub fn on_policy_failed(
+    b: &mut Bookkeeping,
+    message: String,
+    now: Millis,
+    backoff: &Backoff,
+    jitter: f64,
+) {
+    b.policy_error = Some(message);
+    b.policy_failures = b.policy_failures.saturating_add(1);
+    b.policy_retry_at = (!backoff.disabled)
+        .then(|| now.after(crate::backoff::delay_with(backoff, b.policy_failures, jitter)));
+}
+
+/// When the clock alone next makes `b`'s policies due: after their backoff.
+pub fn policy_wake_at(b: &Bookkeeping) -> Option<Millis> {
+    b.policy_error.as_ref().and(b.policy_retry_at)
 }
 
 /// A suspect was rendered again: `digest` is what its recipe would now apply. The same as
@@ -453,6 +539,8 @@ pub fn on_change(b: &mut Bookkeeping, now: Millis) {
     b.next_retry_at = None;
     b.deleted = false;
     b.updated = now;
+    // The new state may be what the policies needed.
+    b.policy_retry_at = None;
 }
 
 /// Marked deleted: the engine runs its delete payload, then purges it.

@@ -121,6 +121,10 @@ pub struct Engine {
     pub definitions: Definitions,
     /// Told how each pass advances; the caller chooses it (`with_progress`), none by default.
     progress: Arc<dyn progress::Progress>,
+    /// Payload watchers' runs in flight (SPEC §11).
+    pub(crate) watch_runs: crate::steps::watch::Runs,
+    /// Recent internal actuations per object, for the run-time loop guard (SPEC §15).
+    pub(crate) loops: crate::steps::guard::Guard,
 }
 
 impl Engine {
@@ -143,6 +147,8 @@ impl Engine {
             payloads,
             definitions,
             progress: Arc::new(progress::NoProgress),
+            watch_runs: Default::default(),
+            loops: Default::default(),
         })
     }
 

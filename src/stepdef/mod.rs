@@ -43,6 +43,26 @@ impl Stepdefs {
         self.actuators.get(model)
     }
 
+    pub(crate) fn watcher(&self, name: &str) -> Option<&Watcher> {
+        self.watchers.iter().find(|w| w.name == name)
+    }
+
+    /// The policies of objects of `model`.
+    pub(crate) fn policies_of<'a>(&'a self, model: &'a str) -> impl Iterator<Item = &'a Policy> {
+        self.policies.iter().filter(move |p| p.model == model)
+    }
+
+    /// What the store must note on write for these watchers.
+    pub(crate) fn triggers(&self) -> crate::store::Triggers {
+        let mut t = crate::store::Triggers::default();
+        for w in &self.watchers {
+            for watch in &w.watches {
+                t.add(&watch.model, &w.name, watch.fields.as_deref());
+            }
+        }
+        t
+    }
+
     /// Reads every file of `stepdefs/`, reporting every problem found.
     pub fn load(
         dir: &Path,

@@ -1,1 +1,299 @@
-//! Watchers at run time (SPEC §11): the outbox the store fills on write, drained by passes.
+//! Watchers at run time (SPEC §11). The store notes each watched change in its outbox in
+//! the transaction of the write ([`crate::store::Triggers`]); a pass drains it here. A
+//! `resync` watcher makes the linked objects pending in one transaction with the removal of
+//! the entry, so a crash between the write and the drain loses nothing and a drain that
+//! committed is never repeated. A payload watcher's entry stays until its runs ended: at
+//! least once, never retried on failure, blocking nothing.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value as Json, json};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::bookkeeping::Cause;
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::model::deps::scalar_text;
+use crate::snapshot::Snapshot;
+use crate::stepdef::{OnChange, Payload, Watcher};
+use crate::store::{self, Millis, OutboxEntry, StoreError, WatcherStatus, WriteTx};
+use crate::sysdir::Phase;
+use crate::template::{ObjectView, from_serde};
+
+/// The payload watchers' runs in flight, which outlive the pass that started them: a slow
+/// watcher never holds up the actuators.
+#[derive(Default)]
+pub(crate) struct Runs {
+    /// Outbox entries being run, so the next drain does not start them twice.
+    in_flight: Arc<Mutex<HashSet<i64>>>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+/// What a drain did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Drained {
+    /// Objects a resync watcher made pending.
+    pub(crate) resynced: usize,
+    /// Payload runs started.
+    pub(crate) started: usize,
+}
+
+impl Runs {
+    /// Waits for every payload run in flight (`run --once` ends with them).
+    pub(crate) async fn wait(&self) {
+        loop {
+            let mut tasks = std::mem::take(&mut *lock(&self.tasks));
+            if tasks.is_empty() {
+                return;
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The reason a resync watcher gives its linked objects: `watch Instance/i1.ip`.
+fn cause(e: &OutboxEntry) -> Cause {
+    Cause::Watch(format!("{}/{}.{}", e.model, e.key, e.fields.join(",")))
+}
+
+/// The objects of the watcher's model that reach the changed object through a watch's
+/// `via` path, walked backwards from the changed object's fields as they now stand.
+fn linked(tx: &dyn WriteTx, w: &Watcher, e: &OutboxEntry) -> Result<Vec<i64>, StoreError> {
+    let mut out = BTreeSet::new();
+    for watch in w
+        .watches
+        .iter()
+        .filter(|x| x.model == e.model && x.fires_on(&e.fields))
+    {
+        let mut frontier: Vec<Map<String, Json>> = vec![e.new.clone()];
+        let mut ids: Vec<i64> = Vec::new();
+        for (i, hop) in watch.via.iter().enumerate().rev() {
+            ids.clear();
+            let mut seen = HashSet::new();
+            for fields in &frontier {
+                let Some(v) = fields.get(&hop.to_field).and_then(scalar_text) else {
+                    continue;
+                };
+                for id in tx.pointing_via(&hop.to, &hop.to_field, &v, &hop.field)? {
+                    if seen.insert(id) {
+                        ids.push(id);
+                    }
+                }
+            }
+            // The next hop back needs each object's fields, and only objects of the hop's
+            // own model count (another model may use the same field name).
+            let mut next = Vec::new();
+            let mut kept = Vec::new();
+            for id in &ids {
+                if let Some(o) = tx.get_by_id(*id)?
+                    && o.model == hop.from
+                    && !o.book.deleted
+                {
+                    kept.push(*id);
+                    if i > 0 {
+                        next.push(o.fields);
+                    }
+                }
+            }
+            ids = kept;
+            frontier = next;
+        }
+        out.extend(ids);
+    }
+    Ok(out.into_iter().collect())
+}
+
+impl Engine {
+    /// Drains the outbox (see the module's comment) and starts the payload watchers' runs.
+    pub(crate) fn drain_watchers(self: &Arc<Self>) -> Result<Drained> {
+        let entries = self.store.outbox()?;
+        if entries.is_empty() {
+            return Ok(Drained::default());
+        }
+        let mut drained = Drained::default();
+        let mut jobs: Vec<(OutboxEntry, Vec<i64>)> = Vec::new();
+        let in_flight = lock(&self.watch_runs.in_flight).clone();
+        let mut tx = self.store.write()?;
+        for e in entries {
+            if in_flight.contains(&e.id) {
+                continue;
+            }
+            let Some(w) = self.svc.stepdefs.watcher(&e.watcher) else {
+                // Its watcher was removed from the service: nobody waits for it.
+                tx.outbox_remove(e.id, e.seq)?;
+                continue;
+            };
+            let ids = linked(&*tx, w, &e)?;
+            match &w.on_change {
+                OnChange::Resync => {
+                    let c = cause(&e);
+                    for id in ids {
+                        if store::watched(&mut *tx, id, c.clone())? {
+                            drained.resynced += 1;
+                        }
+                    }
+                    tx.outbox_remove(e.id, e.seq)?;
+                }
+                OnChange::Payload(_) if ids.is_empty() => {
+                    tx.outbox_remove(e.id, e.seq)?;
+                }
+                OnChange::Payload(_) => jobs.push((e, ids)),
+            }
+        }
+        tx.commit()?;
+        if drained.resynced > 0 {
+            info!(objects = drained.resynced, "watchers made objects pending");
+        }
+        if jobs.is_empty() {
+            return Ok(drained);
+        }
+        let world = self.snapshot()?;
+        let mut tasks = lock(&self.watch_runs.tasks);
+        for (e, ids) in jobs {
+            drained.started += 1;
+            lock(&self.watch_runs.in_flight).insert(e.id);
+            let engine = self.clone();
+            let world = world.clone();
+            tasks.spawn(async move {
+                engine.run_watcher(&e, &ids, &world).await;
+                lock(&engine.watch_runs.in_flight).remove(&e.id);
+            });
+        }
+        Ok(drained)
+    }
+
+    /// Runs a payload watcher once per linked object for one (folded) change, records its
+    /// outcome in the watcher's status and removes the entry: never retried.
+    async fn run_watcher(&self, e: &OutboxEntry, ids: &[i64], world: &Arc<Snapshot>) {
+        let Some(w) = self.svc.stepdefs.watcher(&e.watcher) else {
+            return;
+        };
+        let OnChange::Payload(payload) = &w.on_change else {
+            return;
+        };
+        let span = tracing::info_span!("watcher", watcher = %w.name, changed = %format!("{}/{}", e.model, e.key));
+        let _enter = span.enter();
+        let mut failures: Vec<String> = Vec::new();
+        let mut ran = 0;
+        for id in ids {
+            let Some(obj) = world.by_id(*id) else {
+                continue;
+            };
+            ran += 1;
+            if let Err(msg) = self.watcher_payload(w, payload, e, &obj, world).await {
+                let msg = self.clean_message(&format!("{}: {msg}", obj.name()));
+                warn!(watcher = %w.name, object = %obj.name(), error = %msg, "watcher payload failed");
+                failures.push(msg);
+            } else {
+                info!(watcher = %w.name, object = %obj.name(), "watcher payload ok");
+            }
+        }
+        let now = Millis::now();
+        let record = || -> Result<()> {
+            let mut tx = self.store.write()?;
+            let mut st = tx.watcher_status(&w.name)?.unwrap_or_else(|| WatcherStatus {
+                name: w.name.clone(),
+                ..WatcherStatus::default()
+            });
+            st.runs += ran;
+            st.last_run = Some(now);
+            if failures.is_empty() {
+                st.last_ok = Some(now);
+                st.message = "OK".to_owned();
+            } else {
+                st.failures += i64::try_from(failures.len()).unwrap_or(i64::MAX);
+                st.last_error_at = Some(now);
+                st.message = self.clean_message(&failures.join("; "));
+            }
+            tx.put_watcher_status(&st)?;
+            tx.outbox_remove(e.id, e.seq)?;
+            tx.commit()?;
+            Ok(())
+        };
+        if let Err(err) = record() {
+            warn!(watcher = %w.name, error = %err, "cannot record the watcher's outcome");
+        }
+    }
+
+    /// Renders the watcher's payload for `obj`, with `watched` in its context, writes its
+    /// recipe under `<sys_dir>/.watch/<watcher>/` and sends it.
+    async fn watcher_payload(
+        &self,
+        w: &Watcher,
+        payload: &Payload,
+        e: &OutboxEntry,
+        obj: &Arc<crate::store::ObjectRecord>,
+        world: &Arc<Snapshot>,
+    ) -> std::result::Result<(), String> {
+        let watched = json!({
+            "model": e.model,
+            "key": e.key,
+            "fields": e.fields,
+            "old": e.old,
+            "new": e.new,
+        });
+        let t = &self.svc.stepdefs.templates;
+        let object = ObjectView::value(obj.clone(), world.clone());
+        let vars = serde_json::to_value(&self.svc.config.vars).unwrap_or(Json::Null);
+        let base = minijinja::Value::from(std::collections::BTreeMap::from([
+            ("object", object.clone()),
+            ("vars", from_serde(&vars)),
+            ("watched", from_serde(&watched)),
+        ]));
+        let mut attributes = Map::new();
+        for (name, tv) in &payload.vars {
+            let v = t.render_value(tv, &base).map_err(|e| e.to_string())?;
+            attributes.insert(name.clone(), v);
+        }
+        attributes.insert("watched".to_owned(), watched.clone());
+        let mut ctx: std::collections::BTreeMap<String, minijinja::Value> = attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), from_serde(v)))
+            .collect();
+        ctx.insert("object".to_owned(), object);
+        ctx.insert("vars".to_owned(), from_serde(&vars));
+        let recipe = self
+            .payloads
+            .render(t, &payload.kind, &minijinja::Value::from(ctx), &attributes)
+            .map_err(|e| e.to_string())?;
+        let sys = self.svc.sys_dir_at(self.watch_dir(w));
+        let title = format!("{} (watcher {})", obj.name(), w.name);
+        let vars_json = serde_json::to_string_pretty(
+            &self.svc.secrets.mask_json(&Json::Object(attributes.clone())),
+        )
+        .unwrap_or_default();
+        let files = recipe.files(Phase::Sync, &self.svc.secrets, &title, vars_json + "\n");
+        sys.write_files(&obj.model, &obj.key, &files)
+            .map_err(|e| format!("sys dir {}: {e}", sys.root().display()))?;
+        let dir = sys.object_dir(&obj.model, &obj.key);
+        let ex = self
+            .payloads
+            .execute(&recipe, Phase::Sync, &dir, &attributes)
+            .await;
+        match ex.response {
+            Ok(r) => match r.failure {
+                Some(f) => Err(f),
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Where a payload watcher's recipes go: `<sys_dir>/.watch/<file stem>/`.
+    fn watch_dir(&self, w: &Watcher) -> PathBuf {
+        let stem: String = w
+            .name
+            .trim_start_matches("stepdefs/")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '_' })
+            .collect();
+        self.sys.root().join(".watch").join(stem)
+    }
+}

@@ -5,6 +5,7 @@
 pub mod sqlite;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -45,6 +46,9 @@ pub struct ObjectRecord {
     /// Feedback fields, written only by the actuator.
     pub feedback: Map<String, Value>,
     pub book: Bookkeeping,
+    /// Who wrote it on its own, if not a person: `Network/n1` for the object a policy of
+    /// Network/n1 ensured (SPEC §12).
+    pub owner: Option<String>,
 }
 
 impl ObjectRecord {
@@ -52,6 +56,91 @@ impl ObjectRecord {
     pub fn name(&self) -> String {
         format!("{}/{}", self.model, self.key)
     }
+
+    /// Declarative and feedback fields in one map, as watchers see an object.
+    pub fn all_fields(&self) -> Map<String, Value> {
+        let mut all = self.fields.clone();
+        all.extend(self.feedback.iter().map(|(k, v)| (k.clone(), v.clone())));
+        all
+    }
+}
+
+/// What the store notes on write for the service's watchers (SPEC §11): per watched model,
+/// which watcher cares about which fields.
+#[derive(Debug, Default)]
+pub struct Triggers {
+    by_model: HashMap<String, Vec<(String, Option<Vec<String>>)>>,
+}
+
+impl Triggers {
+    /// `watcher` fires on changes of `fields` of `model` (`None`: any field).
+    pub fn add(&mut self, model: &str, watcher: &str, fields: Option<&[String]>) {
+        self.by_model
+            .entry(model.to_owned())
+            .or_default()
+            .push((watcher.to_owned(), fields.map(<[String]>::to_vec)));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_model.is_empty()
+    }
+
+    /// The watchers a change of `changed` fields of `model` fires, each with the changed
+    /// fields it watches.
+    fn fired(&self, model: &str, changed: &[String]) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for (watcher, fields) in self.by_model.get(model).into_iter().flatten() {
+            let hit: Vec<String> = changed
+                .iter()
+                .filter(|c| fields.as_ref().is_none_or(|f| f.contains(c)))
+                .cloned()
+                .collect();
+            if hit.is_empty() {
+                continue;
+            }
+            match out.iter_mut().find(|(w, _)| w == watcher) {
+                Some((_, f)) => {
+                    for h in hit {
+                        if !f.contains(&h) {
+                            f.push(h);
+                        }
+                    }
+                }
+                None => out.push((watcher.clone(), hit)),
+            }
+        }
+        out
+    }
+}
+
+/// A watched change waiting for its watcher, written in the transaction of the change.
+/// Changes of one object before the watcher runs fold into one entry: `old` stays the state
+/// before the first, `new` is the latest, `fields` the union; `seq` counts the folds, so
+/// a run that saw an older fold does not remove a newer one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub watcher: String,
+    /// The changed object.
+    pub obj: i64,
+    pub model: String,
+    pub key: String,
+    pub fields: Vec<String>,
+    pub old: Map<String, Value>,
+    pub new: Map<String, Value>,
+    pub seq: i64,
+}
+
+/// A payload watcher's last outcome (SPEC §11: shown, never retried).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WatcherStatus {
+    pub name: String,
+    pub runs: i64,
+    pub failures: i64,
+    pub last_run: Option<Millis>,
+    pub last_ok: Option<Millis>,
+    pub last_error_at: Option<Millis>,
+    pub message: String,
 }
 
 /// An object that points at another, as found by [`ReadOps::referrers`].
@@ -81,6 +170,21 @@ pub trait ReadOps {
     ) -> Result<Vec<i64>, StoreError>;
     /// Each model's definition digest as last recorded ([`sync_definitions`]).
     fn definitions(&self) -> Result<HashMap<String, String>, StoreError>;
+    /// Ids of the objects whose edge `field` into `to_model` holds `value` in `to_field`.
+    fn pointing_via(
+        &self,
+        to_model: &str,
+        to_field: &str,
+        value: &str,
+        field: &str,
+    ) -> Result<Vec<i64>, StoreError>;
+    /// The objects `owner` wrote on its own (SPEC §12), ordered by model then key.
+    fn owned_by(&self, owner: &str) -> Result<Vec<ObjectRecord>, StoreError>;
+    /// Ids of the live objects of `model` whose generation moved past the one their policies
+    /// last ran on (backoff aside: see [`bookkeeping::needs_policy`]).
+    fn unpoliced(&self, model: &str) -> Result<Vec<i64>, StoreError>;
+    /// The watched changes waiting for their watchers, oldest first.
+    fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
 }
 
 /// One write transaction; dropped without [`WriteTx::commit`] it rolls back. It persists
@@ -120,6 +224,16 @@ pub trait WriteTx: ReadOps {
     fn clear_journal(&mut self) -> Result<(), StoreError>;
     /// Removes the object and its edges for good.
     fn purge(&mut self, id: i64) -> Result<(), StoreError>;
+    /// What this transaction's writes note for watchers.
+    fn triggers(&self) -> Arc<Triggers>;
+    fn put_owner(&mut self, id: i64, owner: Option<&str>) -> Result<(), StoreError>;
+    fn outbox_get(&self, watcher: &str, obj: i64) -> Result<Option<OutboxEntry>, StoreError>;
+    /// Inserts `e`, or replaces the entry of the same watcher and object.
+    fn outbox_put(&mut self, e: &OutboxEntry) -> Result<(), StoreError>;
+    /// Removes entry `id` if no change folded into it since `seq`; returns whether it did.
+    fn outbox_remove(&mut self, id: i64, seq: i64) -> Result<bool, StoreError>;
+    fn watcher_status(&self, name: &str) -> Result<Option<WatcherStatus>, StoreError>;
+    fn put_watcher_status(&mut self, w: &WatcherStatus) -> Result<(), StoreError>;
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 
@@ -168,6 +282,12 @@ pub trait Store: ReadOps + Send + Sync {
     /// A file whose directory sees a write whenever the store changes, for waking on changes
     /// without polling; `None` when the store has no such file.
     fn watch_path(&self) -> Option<&std::path::Path>;
+    /// What every later write transaction notes for watchers (the service's, at open).
+    fn set_triggers(&self, triggers: Arc<Triggers>);
+    /// Every watcher's last outcome, by name.
+    fn watcher_statuses(&self) -> Result<Vec<WatcherStatus>, StoreError>;
+    /// The earliest time a failed policy is tried again, for the daemon's sleep.
+    fn policy_wake(&self) -> Result<Option<Millis>, StoreError>;
 }
 
 /// Creates an object, pending at generation 1.
@@ -179,7 +299,9 @@ pub fn create(
     refs: &[Edge],
     now: Millis,
 ) -> Result<i64, StoreError> {
-    tx.insert(model, key, fields, refs, &bookkeeping::created(now))
+    let id = tx.insert(model, key, fields, refs, &bookkeeping::created(now))?;
+    note_change(tx, id, model, key, &Map::new(), fields)?;
+    Ok(id)
 }
 
 /// Replaces an object's declarative fields: a new generation (SPEC §5.1).
@@ -193,9 +315,60 @@ pub fn change(
     let before = tx.get_by_id(id)?;
     tx.put_fields(id, fields, refs)?;
     if let Some(obj) = update(tx, id, |b| bookkeeping::on_change(b, now))?
-        && before.is_some_and(|b| b.fields != *fields)
+        && let Some(before) = before.filter(|b| b.fields != *fields)
     {
         mark_referrers(tx, &obj)?;
+        note_change(tx, id, &obj.model, &obj.key, &before.all_fields(), &obj.all_fields())?;
+    }
+    Ok(())
+}
+
+/// Notes a write that changed `old` into `new` in the outbox of every watcher that watches
+/// a changed field (SPEC §11), in the writer's transaction: a write that leaves the watched
+/// fields equal notes nothing.
+fn note_change(
+    tx: &mut dyn WriteTx,
+    id: i64,
+    model: &str,
+    key: &str,
+    old: &Map<String, Value>,
+    new: &Map<String, Value>,
+) -> Result<(), StoreError> {
+    let triggers = tx.triggers();
+    if triggers.is_empty() {
+        return Ok(());
+    }
+    let mut changed: Vec<String> = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    changed.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
+    for (watcher, fields) in triggers.fired(model, &changed) {
+        let entry = match tx.outbox_get(&watcher, id)? {
+            Some(mut e) => {
+                for f in fields {
+                    if !e.fields.contains(&f) {
+                        e.fields.push(f);
+                    }
+                }
+                e.new.clone_from(new);
+                e.seq += 1;
+                e
+            }
+            None => OutboxEntry {
+                id: 0,
+                watcher,
+                obj: id,
+                model: model.to_owned(),
+                key: key.to_owned(),
+                fields,
+                old: old.clone(),
+                new: new.clone(),
+                seq: 1,
+            },
+        };
+        tx.outbox_put(&entry)?;
     }
     Ok(())
 }
@@ -208,6 +381,19 @@ pub fn mark_deleted(tx: &mut dyn WriteTx, id: i64, now: Millis) -> Result<(), St
 /// A pass that had the object among its jobs did not end (see [`bookkeeping::on_interrupted`]).
 pub fn interrupted(tx: &mut dyn WriteTx, id: i64) -> Result<(), StoreError> {
     update(tx, id, bookkeeping::on_interrupted).map(drop)
+}
+
+/// A resync watcher fired for an object (see [`bookkeeping::on_watch`]); returns whether
+/// that gave it work.
+pub fn watched(tx: &mut dyn WriteTx, id: i64, cause: Cause) -> Result<bool, StoreError> {
+    let Some(mut cur) = tx.get_by_id(id)? else {
+        return Ok(false);
+    };
+    if !bookkeeping::on_watch(&mut cur.book, cause) {
+        return Ok(false);
+    }
+    tx.put_book(id, &cur.book, None)?;
+    Ok(true)
 }
 
 /// Clears an object's backoff so it is tried on the next pass.
@@ -255,6 +441,7 @@ pub fn record_run(
     let Some(cur) = tx.get_by_id(id)? else {
         return Ok((None, 0));
     };
+    let before = cur.all_fields();
     let (rec, moved) = apply_run(cur, run, now, rules, jitter);
     let Some(rec) = rec else {
         tx.purge(id)?;
@@ -265,8 +452,13 @@ pub fn record_run(
         _ => None,
     };
     tx.put_book(id, &rec.book, feedback)?;
-    // A feedback field its referrers' recipes may read (SPEC §5.1 rule 5).
-    let marked = if moved { mark_referrers(tx, &rec)? } else { 0 };
+    // A feedback field its referrers' recipes may read (SPEC §5.1 rule 5), or watchers watch.
+    let marked = if moved {
+        note_change(tx, id, &rec.model, &rec.key, &before, &rec.all_fields())?;
+        mark_referrers(tx, &rec)?
+    } else {
+        0
+    };
     Ok((Some(rec), marked))
 }
 

@@ -2,20 +2,20 @@
 //! writers queue on a busy timeout instead of failing with "database is locked".
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
 use super::{
-    Bookkeeping, Counts, Edge, Lease, Millis, ObjectRecord, ReadOps, Referrer, Status, Store,
-    StoreError, WriteTx,
+    Bookkeeping, Counts, Edge, Lease, Millis, ObjectRecord, OutboxEntry, ReadOps, Referrer,
+    Status, Store, StoreError, Triggers, WatcherStatus, WriteTx,
 };
 use crate::bookkeeping;
 
 /// The schema version this build writes. Each entry of `MIGRATIONS` moves one version up.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -79,6 +79,42 @@ const MIGRATIONS: &[&str] = &[
         model TEXT NOT NULL,
         key TEXT NOT NULL
      );",
+    // 3 -> 4: watchers and policies (SPEC §11, §12). Each object's policy bookkeeping and its
+    // owner; a partial index so finding the objects whose policies are due reads only those;
+    // the outbox, where a write that changes a watched field leaves a row in its own
+    // transaction (nothing lost to a crash, folded per watcher and object); each watcher's
+    // last outcome.
+    "ALTER TABLE objects ADD COLUMN policed_generation INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE objects ADD COLUMN policy_error TEXT;
+     ALTER TABLE objects ADD COLUMN policy_failures INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE objects ADD COLUMN policy_retry_at INTEGER;
+     ALTER TABLE objects ADD COLUMN owner TEXT;
+     CREATE INDEX objects_unpoliced ON objects(model)
+        WHERE policed_generation < generation AND deleted = 0;
+     CREATE INDEX objects_policy_error ON objects(policy_retry_at) WHERE policy_error IS NOT NULL;
+     CREATE INDEX objects_owner ON objects(owner) WHERE owner IS NOT NULL;
+     CREATE INDEX refs_via ON refs(to_model, value, field);
+     CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        watcher TEXT NOT NULL,
+        obj INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        old TEXT NOT NULL,
+        new TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        UNIQUE (watcher, obj)
+     );
+     CREATE TABLE watchers (
+        name TEXT PRIMARY KEY,
+        runs INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0,
+        last_run INTEGER,
+        last_ok INTEGER,
+        last_error_at INTEGER,
+        message TEXT NOT NULL DEFAULT ''
+     );",
 ];
 
 /// How long a writer waits for another process's transaction before giving up.
@@ -87,6 +123,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// What writes must note in the outbox: the service's watchers (SPEC §11).
+    triggers: std::sync::RwLock<Arc<Triggers>>,
 }
 
 impl SqliteStore {
@@ -112,6 +150,7 @@ impl SqliteStore {
         let store = SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            triggers: std::sync::RwLock::new(Arc::default()),
         };
         store.migrate()?;
         Ok(store)
@@ -216,7 +255,8 @@ fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
 
 const COLUMNS: &str = "id, model, key, fields, feedback, generation, synced_generation, status, \
     message, failures, next_retry_at, deleted, created, updated, enacted, last_success_at, last_error_at, \
-    attempted, applied, drift, drift_found";
+    attempted, applied, drift, drift_found, policed_generation, policy_error, policy_failures, \
+    policy_retry_at, owner";
 
 fn json_map(text: &str) -> Map<String, Value> {
     // The store only ever holds maps it serialized itself.
@@ -256,7 +296,12 @@ fn row_to_record(r: &Row<'_>) -> rusqlite::Result<ObjectRecord> {
                     cause,
                     found: r.get(20).unwrap_or(false),
                 }),
+            policed_generation: r.get(21)?,
+            policy_error: r.get(22)?,
+            policy_failures: r.get(23)?,
+            policy_retry_at: millis(24)?,
         },
+        owner: r.get(25)?,
     })
 }
 
@@ -337,6 +382,71 @@ fn pointing_at(
     run().map_err(sql_err(path))
 }
 
+fn pointing_via(
+    conn: &Connection,
+    path: &Path,
+    to_model: &str,
+    to_field: &str,
+    value: &str,
+    field: &str,
+) -> Result<Vec<i64>, StoreError> {
+    let run = || -> rusqlite::Result<Vec<i64>> {
+        let mut st = conn.prepare_cached(
+            "SELECT DISTINCT src FROM refs
+             WHERE to_model = ?1 AND value = ?2 AND field = ?3 AND to_field = ?4",
+        )?;
+        st.query_map(params![to_model, value, field, to_field], |r| r.get(0))?
+            .collect()
+    };
+    run().map_err(sql_err(path))
+}
+
+fn owned_by(conn: &Connection, path: &Path, owner: &str) -> Result<Vec<ObjectRecord>, StoreError> {
+    let run = || -> rusqlite::Result<Vec<ObjectRecord>> {
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM objects WHERE owner = ?1 ORDER BY model, key"
+        ))?;
+        st.query_map([owner], row_to_record)?.collect()
+    };
+    run().map_err(sql_err(path))
+}
+
+fn unpoliced(conn: &Connection, path: &Path, model: &str) -> Result<Vec<i64>, StoreError> {
+    let run = || -> rusqlite::Result<Vec<i64>> {
+        let mut st = conn.prepare_cached(
+            "SELECT id FROM objects INDEXED BY objects_unpoliced
+             WHERE model = ?1 AND policed_generation < generation AND deleted = 0 ORDER BY id",
+        )?;
+        st.query_map([model], |r| r.get(0))?.collect()
+    };
+    run().map_err(sql_err(path))
+}
+
+fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxEntry> {
+    Ok(OutboxEntry {
+        id: r.get(0)?,
+        watcher: r.get(1)?,
+        obj: r.get(2)?,
+        model: r.get(3)?,
+        key: r.get(4)?,
+        fields: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
+        old: json_map(&r.get::<_, String>(6)?),
+        new: json_map(&r.get::<_, String>(7)?),
+        seq: r.get(8)?,
+    })
+}
+
+const OUTBOX_COLUMNS: &str = "id, watcher, obj, model, key, fields, old, new, seq";
+
+fn outbox(conn: &Connection, path: &Path) -> Result<Vec<OutboxEntry>, StoreError> {
+    let run = || -> rusqlite::Result<Vec<OutboxEntry>> {
+        let mut st =
+            conn.prepare_cached(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id"))?;
+        st.query_map([], outbox_row)?.collect()
+    };
+    run().map_err(sql_err(path))
+}
+
 fn definitions(
     conn: &Connection,
     path: &Path,
@@ -368,6 +478,24 @@ impl ReadOps for SqliteStore {
     }
     fn definitions(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
         definitions(&self.lock(), &self.path)
+    }
+    fn pointing_via(
+        &self,
+        to_model: &str,
+        to_field: &str,
+        value: &str,
+        field: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        pointing_via(&self.lock(), &self.path, to_model, to_field, value, field)
+    }
+    fn owned_by(&self, owner: &str) -> Result<Vec<ObjectRecord>, StoreError> {
+        owned_by(&self.lock(), &self.path, owner)
+    }
+    fn unpoliced(&self, model: &str) -> Result<Vec<i64>, StoreError> {
+        unpoliced(&self.lock(), &self.path, model)
+    }
+    fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        outbox(&self.lock(), &self.path)
     }
 }
 
@@ -491,6 +619,44 @@ impl Store for SqliteStore {
         Some(&self.path)
     }
 
+    fn set_triggers(&self, triggers: Arc<Triggers>) {
+        *self.triggers.write().unwrap_or_else(|p| p.into_inner()) = triggers;
+    }
+
+    fn watcher_statuses(&self) -> Result<Vec<WatcherStatus>, StoreError> {
+        let conn = self.lock();
+        let run = || -> rusqlite::Result<Vec<WatcherStatus>> {
+            let mut st = conn.prepare_cached(
+                "SELECT name, runs, failures, last_run, last_ok, last_error_at, message
+                 FROM watchers ORDER BY name",
+            )?;
+            st.query_map([], |r| {
+                Ok(WatcherStatus {
+                    name: r.get(0)?,
+                    runs: r.get(1)?,
+                    failures: r.get(2)?,
+                    last_run: r.get::<_, Option<i64>>(3)?.map(Millis),
+                    last_ok: r.get::<_, Option<i64>>(4)?.map(Millis),
+                    last_error_at: r.get::<_, Option<i64>>(5)?.map(Millis),
+                    message: r.get(6)?,
+                })
+            })?
+            .collect()
+        };
+        run().map_err(sql_err(&self.path))
+    }
+
+    fn policy_wake(&self) -> Result<Option<Millis>, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT MIN(policy_retry_at) FROM objects WHERE policy_error IS NOT NULL",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|m| m.map(Millis))
+            .map_err(sql_err(&self.path))
+    }
+
     fn write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError> {
         let conn = self.lock();
         // IMMEDIATE takes the write lock up front, so the busy timeout applies and the
@@ -501,6 +667,11 @@ impl Store for SqliteStore {
             conn,
             path: &self.path,
             done: false,
+            triggers: self
+                .triggers
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }))
     }
 }
@@ -509,6 +680,7 @@ struct SqliteTx<'a> {
     conn: MutexGuard<'a, Connection>,
     path: &'a Path,
     done: bool,
+    triggers: Arc<Triggers>,
 }
 
 impl Drop for SqliteTx<'_> {
@@ -524,7 +696,7 @@ type SqlValue = rusqlite::types::Value;
 
 /// The bookkeeping columns in their order after `id` (or after `model, key, fields` in an
 /// insert), with the `pending` mark the state machine derives: one list for every write.
-fn book_columns(b: &Bookkeeping) -> [SqlValue; 18] {
+fn book_columns(b: &Bookkeeping) -> [SqlValue; 22] {
     [
         b.generation.into(),
         b.synced_generation.into(),
@@ -544,6 +716,10 @@ fn book_columns(b: &Bookkeeping) -> [SqlValue; 18] {
         b.drift.as_ref().map(|d| d.cause.to_string()).into(),
         b.drift.as_ref().is_some_and(|d| d.found).into(),
         bookkeeping::suspect(b).is_some().into(),
+        b.policed_generation.into(),
+        b.policy_error.clone().into(),
+        b.policy_failures.into(),
+        b.policy_retry_at.map(|m| m.0).into(),
     ]
 }
 
@@ -559,7 +735,9 @@ impl SqliteTx<'_> {
         const SET: &str = "generation = ?2, synced_generation = ?3, status = ?4, message = ?5,
             failures = ?6, next_retry_at = ?7, deleted = ?8, created = ?9, updated = ?10,
             enacted = ?11, last_success_at = ?12, last_error_at = ?13, pending = ?14,
-            attempted = ?15, applied = ?16, drift = ?17, drift_found = ?18, suspect = ?19";
+            attempted = ?15, applied = ?16, drift = ?17, drift_found = ?18, suspect = ?19,
+            policed_generation = ?20, policy_error = ?21, policy_failures = ?22,
+            policy_retry_at = ?23";
         match feedback {
             None => self
                 .conn
@@ -570,7 +748,7 @@ impl SqliteTx<'_> {
                 all.push(Value::Object(f.clone()).to_string().into());
                 self.conn
                     .prepare_cached(&format!(
-                        "UPDATE objects SET {SET}, feedback = ?20 WHERE id = ?1"
+                        "UPDATE objects SET {SET}, feedback = ?24 WHERE id = ?1"
                     ))?
                     .execute(rusqlite::params_from_iter(&all))?
             }
@@ -613,6 +791,24 @@ impl ReadOps for SqliteTx<'_> {
     fn definitions(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
         definitions(&self.conn, self.path)
     }
+    fn pointing_via(
+        &self,
+        to_model: &str,
+        to_field: &str,
+        value: &str,
+        field: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        pointing_via(&self.conn, self.path, to_model, to_field, value, field)
+    }
+    fn owned_by(&self, owner: &str) -> Result<Vec<ObjectRecord>, StoreError> {
+        owned_by(&self.conn, self.path, owner)
+    }
+    fn unpoliced(&self, model: &str) -> Result<Vec<i64>, StoreError> {
+        unpoliced(&self.conn, self.path, model)
+    }
+    fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        outbox(&self.conn, self.path)
+    }
 }
 
 impl WriteTx for SqliteTx<'_> {
@@ -644,9 +840,10 @@ impl WriteTx for SqliteTx<'_> {
                     "INSERT INTO objects (model, key, fields, generation, synced_generation,
                        status, message, failures, next_retry_at, deleted, created, updated,
                        enacted, last_success_at, last_error_at, pending, attempted, applied,
-                       drift, drift_found, suspect)
+                       drift, drift_found, suspect, policed_generation, policy_error,
+                       policy_failures, policy_retry_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                       ?16, ?17, ?18, ?19, ?20, ?21)",
+                       ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
                 )?
                 .execute(rusqlite::params_from_iter(&values))?;
             let id = self.conn.last_insert_rowid();
@@ -719,6 +916,105 @@ impl WriteTx for SqliteTx<'_> {
             )
             .and_then(|mut st| st.execute(params![model, digest]))
             .map(drop)
+            .map_err(sql_err(self.path))
+    }
+
+    fn triggers(&self) -> Arc<Triggers> {
+        self.triggers.clone()
+    }
+
+    fn put_owner(&mut self, id: i64, owner: Option<&str>) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE objects SET owner = ?2 WHERE id = ?1")
+            .and_then(|mut st| st.execute(params![id, owner]))
+            .map(drop)
+            .map_err(sql_err(self.path))
+    }
+
+    fn outbox_get(&self, watcher: &str, obj: i64) -> Result<Option<OutboxEntry>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE watcher = ?1 AND obj = ?2"
+            ))
+            .and_then(|mut st| st.query_row(params![watcher, obj], outbox_row).optional())
+            .map_err(sql_err(self.path))
+    }
+
+    fn outbox_put(&mut self, e: &OutboxEntry) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO outbox (watcher, obj, model, key, fields, old, new, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (watcher, obj) DO UPDATE SET fields = excluded.fields,
+                   old = excluded.old, new = excluded.new, seq = excluded.seq,
+                   model = excluded.model, key = excluded.key",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    e.watcher,
+                    e.obj,
+                    e.model,
+                    e.key,
+                    serde_json::to_string(&e.fields).unwrap_or_default(),
+                    Value::Object(e.old.clone()).to_string(),
+                    Value::Object(e.new.clone()).to_string(),
+                    e.seq
+                ])
+            })
+            .map(drop)
+            .map_err(sql_err(self.path))
+    }
+
+    fn outbox_remove(&mut self, id: i64, seq: i64) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM outbox WHERE id = ?1 AND seq = ?2")
+            .and_then(|mut st| st.execute(params![id, seq]))
+            .map(|n| n > 0)
+            .map_err(sql_err(self.path))
+    }
+
+    fn put_watcher_status(&mut self, w: &WatcherStatus) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO watchers
+                   (name, runs, failures, last_run, last_ok, last_error_at, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    w.name,
+                    w.runs,
+                    w.failures,
+                    w.last_run.map(|m| m.0),
+                    w.last_ok.map(|m| m.0),
+                    w.last_error_at.map(|m| m.0),
+                    w.message
+                ])
+            })
+            .map(drop)
+            .map_err(sql_err(self.path))
+    }
+
+    fn watcher_status(&self, name: &str) -> Result<Option<WatcherStatus>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT name, runs, failures, last_run, last_ok, last_error_at, message
+                 FROM watchers WHERE name = ?1",
+            )
+            .and_then(|mut st| {
+                st.query_row([name], |r| {
+                    Ok(WatcherStatus {
+                        name: r.get(0)?,
+                        runs: r.get(1)?,
+                        failures: r.get(2)?,
+                        last_run: r.get::<_, Option<i64>>(3)?.map(Millis),
+                        last_ok: r.get::<_, Option<i64>>(4)?.map(Millis),
+                        last_error_at: r.get::<_, Option<i64>>(5)?.map(Millis),
+                        message: r.get(6)?,
+                    })
+                })
+                .optional()
+            })
             .map_err(sql_err(self.path))
     }
 
