@@ -120,8 +120,11 @@ pub fn apply_then<T>(
             .rev()
             .filter(|m| models.contains(m.as_str()))
         {
+            // What a policy or a pull step wrote is theirs to remove, never a prune's.
             doomed.extend(tx.list(Some(model))?.into_iter().filter(|o| {
-                !o.book.deleted && !seen.contains_key(&(o.model.clone(), o.key.clone()))
+                !o.book.deleted
+                    && o.owner.is_none()
+                    && !seen.contains_key(&(o.model.clone(), o.key.clone()))
             }));
         }
         let doomed_ids: HashSet<i64> = doomed.iter().map(|o| o.id).collect();

@@ -59,27 +59,52 @@ pub fn referrers_of(
 }
 
 /// `root` and everything that depends on it, transitively, dependents first; with
-/// `live_only`, dependents already being deleted are left out.
-fn closure(tx: &dyn ReadOps, root: ObjectRecord, live_only: bool) -> Result<Vec<ObjectRecord>> {
+/// `live_only`, dependents already being deleted are left out. The objects its policies
+/// ensured go with it (SPEC §12, `on_delete: cascade`), before it, with their own
+/// dependents; their ids are added to `owned`.
+fn closure(
+    svc: &Service,
+    tx: &dyn ReadOps,
+    root: ObjectRecord,
+    live_only: bool,
+    owned: &mut HashSet<i64>,
+) -> Result<Vec<ObjectRecord>> {
     fn visit(
+        svc: &Service,
         tx: &dyn ReadOps,
         obj: ObjectRecord,
         live_only: bool,
         seen: &mut HashSet<i64>,
+        owned: &mut HashSet<i64>,
         out: &mut Vec<ObjectRecord>,
     ) -> Result<()> {
         seen.insert(obj.id);
+        if cascades(svc, &obj.model) {
+            for o in tx.owned_by(&obj.name())? {
+                if !seen.contains(&o.id) && !(live_only && o.book.deleted) {
+                    owned.insert(o.id);
+                    visit(svc, tx, o, live_only, seen, owned, out)?;
+                }
+            }
+        }
         for r in referrers_of(tx, &obj, live_only)? {
             if !seen.contains(&r.id) {
-                visit(tx, r, live_only, seen, out)?;
+                visit(svc, tx, r, live_only, seen, owned, out)?;
             }
         }
         out.push(obj);
         Ok(())
     }
     let mut out = Vec::new();
-    visit(tx, root, live_only, &mut HashSet::new(), &mut out)?;
+    visit(svc, tx, root, live_only, &mut HashSet::new(), owned, &mut out)?;
     Ok(out)
+}
+
+/// Whether deleting an object of `model` deletes what its policies ensured: unless every
+/// policy of the model says `on_delete: keep`.
+fn cascades(svc: &Service, model: &str) -> bool {
+    let mut policies = svc.stepdefs.policies_of(model).peekable();
+    policies.peek().is_some() && policies.any(|p| !p.keep_on_delete)
 }
 
 /// Removes `objs`, given dependents first. An object is purged at once when its model has
@@ -158,10 +183,11 @@ pub fn delete(
         let name = obj.name();
         // A forced purge takes what is already being deleted along: nothing may be left
         // pointing at a purged object.
-        let closure = closure(&*tx, obj, !force)?;
+        let mut owned = HashSet::new();
+        let closure = closure(svc, &*tx, obj, !force, &mut owned)?;
         let others: Vec<String> = closure[..closure.len() - 1]
             .iter()
-            .filter(|o| !chosen.contains(&o.id))
+            .filter(|o| !chosen.contains(&o.id) && !owned.contains(&o.id))
             .map(ObjectRecord::name)
             .collect();
         if !others.is_empty() && !cascade {

@@ -14,7 +14,20 @@ pub struct ObjectView {
     pub key: String,
     pub id: i64,
     pub fields: Map<String, Value>,
+    /// Who wrote it on its own (SPEC §12): `Network/n1` for what its policy ensured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub status: StatusView,
+}
+
+/// The outcome of an object's model policies (SPEC §12), shown once they ran.
+#[derive(Debug, Serialize)]
+pub struct PolicyView {
+    /// `ok` or `error`.
+    pub status: &'static str,
+    pub message: String,
+    pub failures: u32,
+    pub next_retry_at: Option<Millis>,
 }
 
 #[derive(Debug, Serialize)]
@@ -35,6 +48,11 @@ pub struct StatusView {
     pub enacted: Option<Millis>,
     pub last_success_at: Option<Millis>,
     pub last_error_at: Option<Millis>,
+    /// The generation its policies last ran on; only for objects of policed models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policed_generation: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_status: Option<PolicyView>,
 }
 
 /// Why an object is pending (SPEC §5.1), as `status.reason` and `get -o wide` show it;
@@ -63,6 +81,7 @@ impl ObjectView {
             key: o.key.clone(),
             id: o.id,
             fields,
+            owner: o.owner.clone(),
             status: StatusView {
                 status: b.status,
                 message: b.message.clone(),
@@ -78,6 +97,23 @@ impl ObjectView {
                 enacted: b.enacted,
                 last_success_at: b.last_success_at,
                 last_error_at: b.last_error_at,
+                policed_generation: (b.policed_generation > 0 || b.policy_error.is_some())
+                    .then_some(b.policed_generation),
+                policy_status: match &b.policy_error {
+                    Some(m) => Some(PolicyView {
+                        status: "error",
+                        message: m.clone(),
+                        failures: b.policy_failures,
+                        next_retry_at: b.policy_retry_at,
+                    }),
+                    None if b.policed_generation > 0 => Some(PolicyView {
+                        status: "ok",
+                        message: "OK".to_owned(),
+                        failures: 0,
+                        next_retry_at: None,
+                    }),
+                    None => None,
+                },
             },
         }
     }

@@ -23,19 +23,25 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn load(schema: Arc<Schema>, store: &dyn ReadOps) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::of(schema, store.list(None)?))
+    }
+
+    /// A snapshot of just these objects (for templates that need only them and what they
+    /// refer to).
+    pub fn of(schema: Arc<Schema>, objects: Vec<ObjectRecord>) -> Snapshot {
         let mut maps = Maps::default();
-        for o in store.list(None)? {
+        for o in objects {
             maps.by_key
                 .entry(o.model.clone())
                 .or_default()
                 .insert(o.key.clone(), o.id);
             maps.by_id.insert(o.id, Arc::new(o));
         }
-        Ok(Snapshot {
+        Snapshot {
             schema,
             maps: RwLock::new(maps),
             planning: std::sync::atomic::AtomicBool::new(false),
-        })
+        }
     }
 
     /// Marks this snapshot as a plan's: templates then read a feedback field that an object

@@ -130,6 +130,10 @@ impl Engine {
             if let Some(t) = crate::bookkeeping::wake_at(&o.book, now, &self.rules(&o.model)) {
                 next = next.min(at(t));
             }
+            // A failed policy is tried again after its own backoff (SPEC §12).
+            if let Some(t) = crate::bookkeeping::policy_wake_at(&o.book) {
+                next = next.min(at(t));
+            }
         }
         Ok(next.max(Duration::from_millis(10)))
     }

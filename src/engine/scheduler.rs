@@ -118,6 +118,12 @@ impl Engine {
         // Definitions edited since the store last saw them make their synced objects
         // suspects; comparing a digest per model is all an idle pass pays for rule 4.
         crate::store::sync_definitions(&*self.store, &self.definitions.digests())?;
+        // Watched changes first (an empty outbox is one small query), then the policies,
+        // whose writes may fire watchers again; actuators see the state after both.
+        self.drain_watchers()?;
+        if self.police()? {
+            self.drain_watchers()?;
+        }
         let counts = self.store.counts()?;
         if !self.resyncs() && counts.pending == 0 && counts.suspect == 0 {
             tracing::debug!(
@@ -320,6 +326,8 @@ impl Engine {
                 break stats.idle;
             }
         };
+        // Payload watchers started by these passes end before the run does.
+        self.watch_runs.wait().await;
         let counts = match idle {
             Some(c) => c,
             None => self.store.counts()?,
@@ -457,6 +465,14 @@ impl Pass<'_> {
         let mut waits = Vec::new();
         match phase {
             Phase::Sync => {
+                // The policy that owns it failed: what it would write now is unknown (SPEC §12).
+                if let Some(owner) = self.world.by_id(id).and_then(|o| o.owner.clone())
+                    && let Some((model, key)) = owner.split_once('/')
+                    && let Some(src) = self.world.get(model, key)
+                    && let Some(err) = &src.book.policy_error
+                {
+                    return Err(format!("blocked by the policy of {owner}: {err}"));
+                }
                 for dep in self.graph.deps(id) {
                     let t = match dep {
                         Dep::Missing(name) => return Err(format!("blocked by {name}: missing")),

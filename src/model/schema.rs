@@ -90,6 +90,62 @@ impl FieldType {
         }
     }
 
+    /// [`FieldType::check`] for a value a template rendered (a policy's `ensure`): a
+    /// template's text is read as the type the field wants (`"1500"` for an int, `"yes"`
+    /// for a bool), as Ansible reads rendered values.
+    pub fn check_rendered(&self, v: &Value) -> Result<Value, String> {
+        let kind = match v {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "list",
+            Value::Object(_) => "map",
+        };
+        let mismatch = || format!("expected {}, found {kind}", self.describe());
+        let key = |v: &Value| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+            _ => None,
+        };
+        match (self, v) {
+            (FieldType::String, Value::String(_)) => Ok(v.clone()),
+            (FieldType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
+            (FieldType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
+            (FieldType::Int, Value::Number(n)) => n.as_i64().map(Value::from).ok_or_else(mismatch),
+            (FieldType::Int, Value::String(s)) => {
+                s.trim().parse::<i64>().map(Value::from).map_err(|_| mismatch())
+            }
+            (FieldType::Float, Value::Number(n)) => n
+                .as_f64()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .ok_or_else(mismatch),
+            (FieldType::Float, Value::String(s)) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .ok_or_else(mismatch),
+            (FieldType::Bool, Value::Bool(_)) => Ok(v.clone()),
+            (FieldType::Bool, Value::String(s)) => crate::boolean::parse(s)
+                .map(Value::Bool)
+                .ok_or_else(mismatch),
+            (FieldType::List, Value::Array(_)) | (FieldType::Map, Value::Object(_)) => {
+                Ok(v.clone())
+            }
+            (FieldType::Json, _) => Ok(v.clone()),
+            (FieldType::Ref(_), _) => key(v).map(Value::String).ok_or_else(mismatch),
+            (FieldType::Refs(_), Value::Array(items)) => items
+                .iter()
+                .map(|i| key(i).map(Value::String).ok_or_else(mismatch))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array),
+            _ => Err(mismatch()),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             FieldType::Ref(t) => format!("the key of a {t} (string)"),

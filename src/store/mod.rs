@@ -180,9 +180,9 @@ pub trait ReadOps {
     ) -> Result<Vec<i64>, StoreError>;
     /// The objects `owner` wrote on its own (SPEC §12), ordered by model then key.
     fn owned_by(&self, owner: &str) -> Result<Vec<ObjectRecord>, StoreError>;
-    /// Ids of the live objects of `model` whose generation moved past the one their policies
-    /// last ran on (backoff aside: see [`bookkeeping::needs_policy`]).
-    fn unpoliced(&self, model: &str) -> Result<Vec<i64>, StoreError>;
+    /// The live objects of `model` whose generation moved past the one their policies last
+    /// ran on (backoff aside: see [`bookkeeping::needs_policy`]), by id.
+    fn unpoliced(&self, model: &str) -> Result<Vec<ObjectRecord>, StoreError>;
     /// The watched changes waiting for their watchers, oldest first.
     fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
 }
@@ -394,6 +394,26 @@ pub fn watched(tx: &mut dyn WriteTx, id: i64, cause: Cause) -> Result<bool, Stor
     }
     tx.put_book(id, &cur.book, None)?;
     Ok(true)
+}
+
+/// An object's policies ran; their writes are in `tx` (SPEC §12).
+pub fn policed(tx: &mut dyn WriteTx, id: i64) -> Result<(), StoreError> {
+    update(tx, id, bookkeeping::on_policed).map(drop)
+}
+
+/// An object's policies failed and wrote nothing (see [`bookkeeping::on_policy_failed`]).
+pub fn policy_failed(
+    tx: &mut dyn WriteTx,
+    id: i64,
+    message: String,
+    now: Millis,
+    backoff: &crate::config::Backoff,
+    jitter: f64,
+) -> Result<(), StoreError> {
+    update(tx, id, |b| {
+        bookkeeping::on_policy_failed(b, message, now, backoff, jitter);
+    })
+    .map(drop)
 }
 
 /// Clears an object's backoff so it is tried on the next pass.

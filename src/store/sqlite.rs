@@ -411,13 +411,13 @@ fn owned_by(conn: &Connection, path: &Path, owner: &str) -> Result<Vec<ObjectRec
     run().map_err(sql_err(path))
 }
 
-fn unpoliced(conn: &Connection, path: &Path, model: &str) -> Result<Vec<i64>, StoreError> {
-    let run = || -> rusqlite::Result<Vec<i64>> {
-        let mut st = conn.prepare_cached(
-            "SELECT id FROM objects INDEXED BY objects_unpoliced
-             WHERE model = ?1 AND policed_generation < generation AND deleted = 0 ORDER BY id",
-        )?;
-        st.query_map([model], |r| r.get(0))?.collect()
+fn unpoliced(conn: &Connection, path: &Path, model: &str) -> Result<Vec<ObjectRecord>, StoreError> {
+    let run = || -> rusqlite::Result<Vec<ObjectRecord>> {
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM objects INDEXED BY objects_unpoliced
+             WHERE model = ?1 AND policed_generation < generation AND deleted = 0 ORDER BY id"
+        ))?;
+        st.query_map([model], row_to_record)?.collect()
     };
     run().map_err(sql_err(path))
 }
@@ -491,7 +491,7 @@ impl ReadOps for SqliteStore {
     fn owned_by(&self, owner: &str) -> Result<Vec<ObjectRecord>, StoreError> {
         owned_by(&self.lock(), &self.path, owner)
     }
-    fn unpoliced(&self, model: &str) -> Result<Vec<i64>, StoreError> {
+    fn unpoliced(&self, model: &str) -> Result<Vec<ObjectRecord>, StoreError> {
         unpoliced(&self.lock(), &self.path, model)
     }
     fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
@@ -803,7 +803,7 @@ impl ReadOps for SqliteTx<'_> {
     fn owned_by(&self, owner: &str) -> Result<Vec<ObjectRecord>, StoreError> {
         owned_by(&self.conn, self.path, owner)
     }
-    fn unpoliced(&self, model: &str) -> Result<Vec<i64>, StoreError> {
+    fn unpoliced(&self, model: &str) -> Result<Vec<ObjectRecord>, StoreError> {
         unpoliced(&self.conn, self.path, model)
     }
     fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
