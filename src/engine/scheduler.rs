@@ -372,7 +372,9 @@ impl Pass<'_> {
             };
             let (phase, key) = if due.is_delete() {
                 (Phase::Delete, (models - r, o.key.clone(), o.id))
-            } else if !done.contains(&(o.id, o.book.generation)) {
+            } else if !done.contains(&(o.id, o.book.generation)) || matches!(due, bookkeeping::Due::Watch(_)) {
+                // A watcher that fired after this run's sync wants another (the loop guard
+                // stops one that never settles).
                 (Phase::Sync, (models + 1 + r, o.key.clone(), o.id))
             } else {
                 continue;
@@ -620,6 +622,14 @@ impl Pass<'_> {
         let engine = self.engine.clone();
         let world = self.world.clone();
         let check = self.checks.remove(&id);
+        // Before rendering: what the run reads is at least as new as this.
+        let started = Millis::now();
+        // Why it would be sent, for the loop guard: a suspect is sent because its input changed.
+        let why = match phase {
+            Phase::Sync if check => bookkeeping::suspect(&obj.book).map(bookkeeping::Due::from),
+            Phase::Sync => bookkeeping::work(&obj.book),
+            Phase::Delete => None,
+        };
         let span = info_span!("run", model = %obj.model, key = %obj.key, generation = obj.book.generation, action = phase.as_str());
         tasks.spawn(
             async move {
@@ -650,7 +660,20 @@ impl Pass<'_> {
                 };
                 let outcome = match prepared {
                     Ok(Err(digest)) => (Outcome::Unchanged(digest), String::new()),
-                    Ok(Ok(Some(p))) => engine.actuate(&p).await,
+                    Ok(Ok(Some(p))) => {
+                        match why.and_then(|d| engine.loops.check(&obj.name(), &d, started)) {
+                            Some(msg) => {
+                                tracing::warn!(object = %obj.name(), "{msg}");
+                                (Outcome::Error(RunError::Engine(msg)), String::new())
+                            }
+                            None => {
+                                if phase == Phase::Sync {
+                                    engine.watch_runs.note_start(p.obj.id, started);
+                                }
+                                engine.actuate(&p).await
+                            }
+                        }
+                    }
                     // The payload was checked when the job was made; only a race with a
                     // reload could get here, and then there is nothing to send.
                     Ok(Ok(None)) => (

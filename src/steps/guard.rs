@@ -1,5 +1,123 @@
-//! The run-time loop guard (SPEC §15): an object actuated more than 10 times within a minute
-//! with no outside change is stopped in error.
+//! The run-time loop guard (SPEC §15): an object actuated more than [`LIMIT`] times within
+//! [`WINDOW`] with no outside change — every one of those runs due to a watcher or a
+//! changed reference, none to a person's change or a definition — is stopped in error with
+//! `loop detected: ...` and the chain of triggers, so a loop that `validate` could not rule
+//! out (or one accepted with `converges: true` that does not settle) costs a minute, not a
+//! backend hammered for ever.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::bookkeeping::{Due, Millis};
+
+pub(crate) const LIMIT: usize = 10;
+pub(crate) const WINDOW: Duration = Duration::from_secs(60);
+
+/// How far the chain of triggers is followed back in a message.
+const CHAIN: usize = 8;
 
 #[derive(Default)]
-pub(crate) struct Guard;
+pub(crate) struct Guard {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Per object (`Model/key`), the times of its recent internal actuations.
+    runs: HashMap<String, VecDeque<Millis>>,
+    /// Per object, why it last ran.
+    last: HashMap<String, String>,
+}
+
+impl Guard {
+    /// `name`'s sync is about to run because of `due`: `Some(message)` if that would be one
+    /// run too many, and it must stop instead.
+    pub(crate) fn check(&self, name: &str, due: &Due, now: Millis) -> Option<String> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.last.insert(name.to_owned(), due.to_string());
+        if !due.is_internal() {
+            // An outside change: whatever came before was not a loop.
+            g.runs.remove(name);
+            return None;
+        }
+        let since = Millis(now.0.saturating_sub(i64::try_from(WINDOW.as_millis()).unwrap_or(0)));
+        let q = g.runs.entry(name.to_owned()).or_default();
+        q.retain(|t| *t > since);
+        q.push_back(now);
+        if q.len() <= LIMIT {
+            return None;
+        }
+        let n = q.len();
+        q.clear();
+        Some(format!(
+            "loop detected: {name} was actuated {n} times within {}s with no outside change; triggers: {}",
+            WINDOW.as_secs(),
+            chain(&g.last, name)
+        ))
+    }
+}
+
+/// `Fabric/f1 (watch Instance/i1.fabric_ip) <- Instance/i1 (watch Fabric/f1.ip) <- ...`:
+/// each object's last trigger, followed to the object that caused it.
+fn chain(last: &HashMap<String, String>, start: &str) -> String {
+    let mut parts = Vec::new();
+    let mut at = start.to_owned();
+    for _ in 0..CHAIN {
+        let Some(why) = last.get(&at) else {
+            parts.push(at);
+            break;
+        };
+        parts.push(format!("{at} ({why})"));
+        // `watch Model/key.field` or `reference Model/key`: the object that caused it.
+        let cause = why
+            .strip_prefix("watch ")
+            .map(|w| w.rsplit_once('.').map_or(w, |(obj, _)| obj))
+            .or_else(|| why.strip_prefix("reference "));
+        match cause {
+            Some(next) if next != start || parts.len() == 1 => at = next.to_owned(),
+            Some(next) => {
+                parts.push(next.to_owned());
+                break;
+            }
+            None => break,
+        }
+    }
+    parts.join(" <- ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eleventh_internal_run_within_a_minute_stops_with_the_chain() {
+        let g = Guard::default();
+        let due = Due::Watch("Instance/i1.ip".into());
+        for i in 0..LIMIT {
+            assert_eq!(g.check("Fabric/f1", &due, Millis(1000 + i as i64)), None);
+            g.check("Instance/i1", &Due::Watch("Fabric/f1.port".into()), Millis(1000));
+        }
+        let msg = g.check("Fabric/f1", &due, Millis(2000)).unwrap();
+        assert!(msg.starts_with("loop detected: Fabric/f1 was actuated 11 times"), "{msg}");
+        assert!(
+            msg.contains("Fabric/f1 (watch Instance/i1.ip) <- Instance/i1 (watch Fabric/f1.port) <- Fabric/f1"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_outside_change_or_a_minute_resets_the_count() {
+        let g = Guard::default();
+        let due = Due::Reference("Site/a".into());
+        for i in 0..LIMIT {
+            assert_eq!(g.check("Slice/s", &due, Millis(i as i64)), None);
+        }
+        assert_eq!(g.check("Slice/s", &Due::Changed, Millis(20)), None);
+        for i in 0..LIMIT {
+            assert_eq!(g.check("Slice/s", &due, Millis(30 + i as i64)), None);
+        }
+        // Runs older than the window no longer count.
+        assert_eq!(g.check("Slice/s", &due, Millis(100_000)), None);
+    }
+}

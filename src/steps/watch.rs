@@ -5,7 +5,7 @@
 //! committed is never repeated. A payload watcher's entry stays until its runs ended: at
 //! least once, never retried on failure, blocking nothing.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -30,6 +30,10 @@ pub(crate) struct Runs {
     /// Outbox entries being run, so the next drain does not start them twice.
     in_flight: Arc<Mutex<HashSet<i64>>>,
     tasks: Mutex<JoinSet<()>>,
+    /// When this process last started each object's sync: a resync watcher's change that
+    /// was written before the object's run started was seen by that run, and is not worth
+    /// another (a restarted runner knows none, and resyncs: harmless, runs are idempotent).
+    started: Mutex<HashMap<i64, Millis>>,
 }
 
 /// What a drain did.
@@ -42,6 +46,15 @@ pub(crate) struct Drained {
 }
 
 impl Runs {
+    /// An object's sync, which read the model at `at`, is being sent.
+    pub(crate) fn note_start(&self, id: i64, at: Millis) {
+        lock(&self.started).insert(id, at);
+    }
+
+    fn started_after(&self, id: i64, t: Millis) -> bool {
+        lock(&self.started).get(&id).is_some_and(|s| *s > t)
+    }
+
     /// Waits for every payload run in flight (`run --once` ends with them).
     pub(crate) async fn wait(&self) {
         loop {
@@ -135,6 +148,9 @@ impl Engine {
                 OnChange::Resync => {
                     let c = cause(&e);
                     for id in ids {
+                        if self.watch_runs.started_after(id, e.at) {
+                            continue;
+                        }
                         if store::watched(&mut *tx, id, c.clone())? {
                             drained.resynced += 1;
                         }

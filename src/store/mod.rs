@@ -129,6 +129,8 @@ pub struct OutboxEntry {
     pub old: Map<String, Value>,
     pub new: Map<String, Value>,
     pub seq: i64,
+    /// When the latest folded change was written.
+    pub at: Millis,
 }
 
 /// A payload watcher's last outcome (SPEC §11: shown, never retried).
@@ -354,6 +356,7 @@ fn note_change(
                 }
                 e.new.clone_from(new);
                 e.seq += 1;
+                e.at = Millis::now();
                 e
             }
             None => OutboxEntry {
@@ -366,6 +369,7 @@ fn note_change(
                 old: old.clone(),
                 new: new.clone(),
                 seq: 1,
+                at: Millis::now(),
             },
         };
         tx.outbox_put(&entry)?;

@@ -104,6 +104,7 @@ const MIGRATIONS: &[&str] = &[
         old TEXT NOT NULL,
         new TEXT NOT NULL,
         seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
         UNIQUE (watcher, obj)
      );
      CREATE TABLE watchers (
@@ -433,10 +434,11 @@ fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxEntry> {
         old: json_map(&r.get::<_, String>(6)?),
         new: json_map(&r.get::<_, String>(7)?),
         seq: r.get(8)?,
+        at: Millis(r.get(9)?),
     })
 }
 
-const OUTBOX_COLUMNS: &str = "id, watcher, obj, model, key, fields, old, new, seq";
+const OUTBOX_COLUMNS: &str = "id, watcher, obj, model, key, fields, old, new, seq, at";
 
 fn outbox(conn: &Connection, path: &Path) -> Result<Vec<OutboxEntry>, StoreError> {
     let run = || -> rusqlite::Result<Vec<OutboxEntry>> {
@@ -943,11 +945,11 @@ impl WriteTx for SqliteTx<'_> {
     fn outbox_put(&mut self, e: &OutboxEntry) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO outbox (watcher, obj, model, key, fields, old, new, seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO outbox (watcher, obj, model, key, fields, old, new, seq, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (watcher, obj) DO UPDATE SET fields = excluded.fields,
                    old = excluded.old, new = excluded.new, seq = excluded.seq,
-                   model = excluded.model, key = excluded.key",
+                   model = excluded.model, key = excluded.key, at = excluded.at",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -958,7 +960,8 @@ impl WriteTx for SqliteTx<'_> {
                     serde_json::to_string(&e.fields).unwrap_or_default(),
                     Value::Object(e.old.clone()).to_string(),
                     Value::Object(e.new.clone()).to_string(),
-                    e.seq
+                    e.seq,
+                    e.at.0
                 ])
             })
             .map(drop)
