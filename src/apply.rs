@@ -9,7 +9,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::error::{Error, Result};
 use crate::model::objects::{ObjectSpec, check_duplicates, load_objects};
 use crate::service::Service;
-use crate::store::{Millis, ObjectRecord, ReadOps, Store};
+use crate::store::{Millis, ObjectRecord, Store};
 use crate::yaml::Source;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -61,7 +61,7 @@ pub fn apply_then<T>(
     store: &dyn Store,
     files: &[PathBuf],
     opts: ApplyOptions,
-    then: impl FnOnce(&dyn ReadOps) -> Result<T>,
+    then: impl FnOnce(&mut dyn crate::store::WriteTx) -> Result<T>,
 ) -> Result<(ApplyReport, T)> {
     let mut diags = Diagnostics::default();
     let mut specs = Vec::new();
@@ -149,7 +149,7 @@ pub fn apply_then<T>(
             report.lines.push((name, Outcome::Removed(r)));
         }
     }
-    let after = then(&*tx)?;
+    let after = then(&mut *tx)?;
     if opts.dry_run {
         drop(tx); // rolls back
     } else {

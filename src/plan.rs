@@ -15,6 +15,7 @@ use crate::engine::{Engine, Prepared};
 use crate::error::Result;
 use crate::payload::rest::Action;
 use crate::snapshot::Snapshot;
+use crate::steps::police::EffectKind;
 use crate::store::ObjectRecord;
 use crate::sysdir::{Phase, SysDir};
 
@@ -41,8 +42,23 @@ pub struct PlanError {
     pub message: String,
 }
 
+/// A write a model policy would make before the actuators run (SPEC §12).
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyChange {
+    pub action: &'static str,
+    pub model: String,
+    pub key: String,
+    /// The policy's file.
+    pub policy: String,
+    /// The object whose policy it is.
+    pub source: String,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Plan {
+    /// What policies would write; the recipes of the objects they write are in `changes`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyChange>,
     pub changes: Vec<Change>,
     pub errors: Vec<PlanError>,
 }
@@ -53,8 +69,37 @@ pub struct PlanOptions {
     pub refresh: bool,
     /// The plan dir; `<sys_dir>/.plan` by default.
     pub out: Option<PathBuf>,
-    /// The objects to plan, when not the store's as they stand (`run --pretend -f`).
-    pub world: Option<Arc<Snapshot>>,
+    /// The objects to plan, when not the store's as they stand (`run --pretend -f`: see
+    /// [`pretend_world`]), with what policies wrote to make them.
+    pub world: Option<(Arc<Snapshot>, Vec<PolicyChange>)>,
+}
+
+/// What the next pass would start from, as `tx` sees it: resync watchers' marks and the
+/// policies' writes made in `tx` (which the caller rolls back), and the objects then.
+pub fn pretend_world(
+    engine: &Engine,
+    tx: &mut dyn crate::store::WriteTx,
+) -> Result<(Snapshot, Vec<PolicyChange>)> {
+    let now = crate::store::Millis::now();
+    engine.mark_watched(tx)?;
+    let policed = crate::steps::police::police(&engine.svc, tx, now)?;
+    engine.mark_watched(tx)?;
+    let changes = policed
+        .effects
+        .into_iter()
+        .map(|e| PolicyChange {
+            action: match e.kind {
+                EffectKind::Create => "create",
+                EffectKind::Update => "update",
+                EffectKind::Delete => "delete",
+            },
+            model: e.model,
+            key: e.key,
+            policy: e.policy,
+            source: e.source,
+        })
+        .collect();
+    Ok((Snapshot::load(engine.svc.schema.clone(), &*tx)?, changes))
 }
 
 /// The plan dir of `engine` (or `out`).
@@ -65,9 +110,15 @@ pub fn plan_dir(engine: &Engine, out: Option<PathBuf>) -> SysDir {
 /// Renders every pending object's recipe into the plan dir, in the order the engine would run
 /// them.
 pub async fn plan(engine: &Engine, opts: PlanOptions) -> Result<Plan> {
-    let world = match opts.world {
+    let (world, policies) = match opts.world {
         Some(w) => w,
-        None => engine.snapshot()?,
+        None => {
+            // Written and rolled back: nothing of the plan reaches the store.
+            let mut tx = engine.store.write()?;
+            let (world, policies) = pretend_world(engine, &mut *tx)?;
+            drop(tx);
+            (Arc::new(world), policies)
+        }
     };
     // A feedback field of an object that never synced is what the backend will say.
     let world = world.planning();
@@ -113,7 +164,10 @@ pub async fn plan(engine: &Engine, opts: PlanOptions) -> Result<Plan> {
             }
         }
     }
-    let mut out = Plan::default();
+    let mut out = Plan {
+        policies,
+        ..Plan::default()
+    };
     if opts.refresh {
         // Refreshing asks the backend, one object after the other.
         for (obj, phase, due, check) in todo {

@@ -71,15 +71,26 @@ pub(crate) fn report_plan_errors(p: &Plan) {
 /// The text form: one `+`/`~`/`-` line per object, its diff, and a count.
 pub(crate) fn plan_text(plan: &Plan) -> String {
     let mut s = String::new();
-    for c in &plan.changes {
-        let sign = match c.action {
-            "create" => "+",
-            "delete" => "-",
-            _ => "~",
-        };
+    for p in &plan.policies {
         s.push_str(&format!(
-            "{sign} {} {}/{} ({}) {}\n",
-            c.action, c.model, c.key, c.payload, c.reason
+            "{} {} {}/{} (policy {} of {})\n",
+            sign(p.action),
+            p.action,
+            p.model,
+            p.key,
+            p.policy,
+            p.source
+        ));
+    }
+    for c in &plan.changes {
+        s.push_str(&format!(
+            "{} {} {}/{} ({}) {}\n",
+            sign(c.action),
+            c.action,
+            c.model,
+            c.key,
+            c.payload,
+            c.reason
         ));
         for line in c.diff.lines() {
             s.push_str(&format!("    {line}\n"));
@@ -91,11 +102,23 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
         1 => ", 1 error".to_owned(),
         n => format!(", {n} errors"),
     };
+    let policies = match plan.policies.len() {
+        0 => String::new(),
+        n => format!(" ({n} written by policies)"),
+    };
     s.push_str(&format!(
-        "Plan: {} to create, {} to update, {} to delete{errors}.\n",
+        "Plan: {} to create, {} to update, {} to delete{errors}.{policies}\n",
         count("create"),
         count("update"),
         count("delete")
     ));
     s
+}
+
+fn sign(action: &str) -> &'static str {
+    match action {
+        "create" => "+",
+        "delete" => "-",
+        _ => "~",
+    }
 }

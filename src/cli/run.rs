@@ -11,9 +11,8 @@ use stepsync::apply::{ApplyOptions, apply_then};
 use stepsync::engine::daemon::runtime;
 use stepsync::engine::{Engine, Summary};
 use stepsync::error::Result;
-use stepsync::plan::{PlanOptions, plan};
+use stepsync::plan::{PlanOptions, plan, pretend_world};
 use stepsync::service::Service;
-use stepsync::snapshot::Snapshot;
 use stepsync::store::{Millis, Status};
 
 use super::objects::{apply_files, expand_files};
@@ -81,11 +80,11 @@ fn run_once(svc: Service, args: &RunArgs, out: &mut dyn Write) -> Result<bool> {
                 dry_run: true,
                 ..ApplyOptions::default()
             };
-            let schema = engine.svc.schema.clone();
-            let (_, world) = apply_then(&engine.svc, &*engine.store, &files, opts, |tx| {
-                Ok(Snapshot::load(schema, tx)?)
-            })?;
-            Some(Arc::new(world))
+            let (_, (world, policies)) =
+                apply_then(&engine.svc, &*engine.store, &files, opts, |tx| {
+                    pretend_world(&engine, tx)
+                })?;
+            Some((Arc::new(world), policies))
         };
         let opts = PlanOptions {
             world,

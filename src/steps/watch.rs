@@ -126,46 +126,18 @@ fn linked(tx: &dyn WriteTx, w: &Watcher, e: &OutboxEntry) -> Result<Vec<i64>, St
 impl Engine {
     /// Drains the outbox (see the module's comment) and starts the payload watchers' runs.
     pub(crate) fn drain_watchers(self: &Arc<Self>) -> Result<Drained> {
-        let entries = self.store.outbox()?;
-        if entries.is_empty() {
+        if self.store.outbox()?.is_empty() {
             return Ok(Drained::default());
         }
-        let mut drained = Drained::default();
-        let mut jobs: Vec<(OutboxEntry, Vec<i64>)> = Vec::new();
-        let in_flight = lock(&self.watch_runs.in_flight).clone();
         let mut tx = self.store.write()?;
-        for e in entries {
-            if in_flight.contains(&e.id) {
-                continue;
-            }
-            let Some(w) = self.svc.stepdefs.watcher(&e.watcher) else {
-                // Its watcher was removed from the service: nobody waits for it.
-                tx.outbox_remove(e.id, e.seq)?;
-                continue;
-            };
-            let ids = linked(&*tx, w, &e)?;
-            match &w.on_change {
-                OnChange::Resync => {
-                    let c = cause(&e);
-                    for id in ids {
-                        if self.watch_runs.started_after(id, e.at) {
-                            continue;
-                        }
-                        if store::watched(&mut *tx, id, c.clone())? {
-                            drained.resynced += 1;
-                        }
-                    }
-                    tx.outbox_remove(e.id, e.seq)?;
-                }
-                OnChange::Payload(_) if ids.is_empty() => {
-                    tx.outbox_remove(e.id, e.seq)?;
-                }
-                OnChange::Payload(_) => jobs.push((e, ids)),
-            }
-        }
+        let (resynced, jobs) = self.drain_in(&mut *tx)?;
         tx.commit()?;
-        if drained.resynced > 0 {
-            info!(objects = drained.resynced, "watchers made objects pending");
+        let mut drained = Drained {
+            resynced,
+            started: 0,
+        };
+        if resynced > 0 {
+            info!(objects = resynced, "watchers made objects pending");
         }
         if jobs.is_empty() {
             return Ok(drained);
@@ -183,6 +155,69 @@ impl Engine {
             });
         }
         Ok(drained)
+    }
+
+    /// What a plan shows of watchers: the objects resync watchers would make pending, marked
+    /// in `tx` (payload watchers run nothing in a plan). Returns how many.
+    pub(crate) fn mark_watched(&self, tx: &mut dyn WriteTx) -> Result<usize> {
+        let in_flight = lock(&self.watch_runs.in_flight).clone();
+        let mut n = 0;
+        for e in tx.outbox()? {
+            if in_flight.contains(&e.id) {
+                continue;
+            }
+            if let Some(w) = self.svc.stepdefs.watcher(&e.watcher)
+                && matches!(w.on_change, OnChange::Resync)
+            {
+                n += self.resync(tx, w, &e)?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Marks the objects a resync watcher's change links to, and removes the change.
+    fn resync(&self, tx: &mut dyn WriteTx, w: &Watcher, e: &OutboxEntry) -> Result<usize> {
+        let c = cause(e);
+        let mut n = 0;
+        for id in linked(&*tx, w, e)? {
+            if self.watch_runs.started_after(id, e.at) {
+                continue;
+            }
+            if store::watched(tx, id, c.clone())? {
+                n += 1;
+            }
+        }
+        tx.outbox_remove(e.id, e.seq)?;
+        Ok(n)
+    }
+
+    /// The outbox drained in `tx`: resyncs marked, the payload watchers' runs to start.
+    fn drain_in(&self, tx: &mut dyn WriteTx) -> Result<(usize, Vec<(OutboxEntry, Vec<i64>)>)> {
+        let in_flight = lock(&self.watch_runs.in_flight).clone();
+        let mut resynced = 0;
+        let mut jobs = Vec::new();
+        for e in tx.outbox()? {
+            if in_flight.contains(&e.id) {
+                continue;
+            }
+            let Some(w) = self.svc.stepdefs.watcher(&e.watcher) else {
+                // Its watcher was removed from the service: nobody waits for it.
+                tx.outbox_remove(e.id, e.seq)?;
+                continue;
+            };
+            match &w.on_change {
+                OnChange::Resync => resynced += self.resync(tx, w, &e)?,
+                OnChange::Payload(_) => {
+                    let ids = linked(&*tx, w, &e)?;
+                    if ids.is_empty() {
+                        tx.outbox_remove(e.id, e.seq)?;
+                    } else {
+                        jobs.push((e, ids));
+                    }
+                }
+            }
+        }
+        Ok((resynced, jobs))
     }
 
     /// Runs a payload watcher once per linked object for one (folded) change, records its
