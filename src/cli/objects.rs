@@ -187,10 +187,11 @@ pub(crate) fn status(dir: &Path, format: StatusFormat, out: &mut dyn Write) -> R
     let store = svc.open_store()?;
     let objs = store.list(None)?;
     let mismatches = stored_mismatches(&svc.schema, &objs);
+    let watchers = store.watcher_statuses()?;
     let text = match format {
-        StatusFormat::Table => status_report(&svc.schema, &objs, &mismatches, false),
-        StatusFormat::Wide => status_report(&svc.schema, &objs, &mismatches, true),
-        StatusFormat::Json => json(&status_json(&svc, &objs, &mismatches))?,
+        StatusFormat::Table => status_report(&svc.schema, &objs, &mismatches, &watchers, false),
+        StatusFormat::Wide => status_report(&svc.schema, &objs, &mismatches, &watchers, true),
+        StatusFormat::Json => json(&status_json(&svc, &objs, &mismatches, &watchers))?,
     };
     print(out, &text)?;
     Ok(ExitCode::SUCCESS)
@@ -202,6 +203,7 @@ fn status_json(
     svc: &Service,
     objs: &[stepsync::store::ObjectRecord],
     mismatches: &[stepsync::validate::Mismatch],
+    watchers: &[stepsync::store::WatcherStatus],
 ) -> serde_json::Value {
     let counts = status_counts(objs);
     let models: Vec<serde_json::Value> = svc
@@ -229,7 +231,25 @@ fn status_json(
         })
         .map(|o| ObjectView::new(&svc.schema, o))
         .collect();
-    serde_json::json!({"models": models, "errors": errors, "mismatches": mismatches})
+    let policy_errors: Vec<ObjectView> = objs
+        .iter()
+        .filter(|o| o.book.policy_error.is_some())
+        .map(|o| ObjectView::new(&svc.schema, o))
+        .collect();
+    let watchers: Vec<serde_json::Value> = watchers
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "name": w.name, "runs": w.runs, "failures": w.failures,
+                "last_run": w.last_run, "last_ok": w.last_ok,
+                "last_error_at": w.last_error_at, "message": w.message,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "models": models, "errors": errors, "mismatches": mismatches,
+        "policy_errors": policy_errors, "watchers": watchers,
+    })
 }
 
 /// `retry MODEL [KEY]`: clears the backoff of the objects in error.

@@ -147,6 +147,7 @@ pub(crate) fn status_report(
     schema: &Schema,
     objs: &[ObjectRecord],
     mismatches: &[Mismatch],
+    watchers: &[stepsync::store::WatcherStatus],
     wide: bool,
 ) -> String {
     let counts = status_counts(objs);
@@ -188,6 +189,35 @@ pub(crate) fn status_report(
                 short(&o.book.message)
             };
             out.push_str(&format!("  {} ({}): {msg}\n", o.name(), what.join(", ")));
+        }
+    }
+    let clip = |m: &str| if wide { one_line(m) } else { short(m) };
+    let policy_failing: Vec<&ObjectRecord> =
+        objs.iter().filter(|o| o.book.policy_error.is_some()).collect();
+    if !policy_failing.is_empty() {
+        out.push_str("\nPolicies in error:\n");
+        for o in policy_failing {
+            let n = o.book.policy_failures;
+            let mut what = vec![format!("{n} failure{}", if n == 1 { "" } else { "s" })];
+            let retry = next_retry(o.book.policy_retry_at, now);
+            if !retry.is_empty() {
+                what.push(retry);
+            }
+            let msg = clip(o.book.policy_error.as_deref().unwrap_or_default());
+            out.push_str(&format!("  {} ({}): {msg}\n", o.name(), what.join(", ")));
+        }
+    }
+    if !watchers.is_empty() {
+        out.push_str("\nWatchers:\n");
+        for w in watchers {
+            let last = w.last_run.map_or_else(|| "never".to_owned(), Millis::rfc3339);
+            out.push_str(&format!(
+                "  {}: {} runs, {} failed, last {last}: {}\n",
+                w.name,
+                w.runs,
+                w.failures,
+                clip(&w.message)
+            ));
         }
     }
     if !mismatches.is_empty() {
