@@ -440,6 +440,17 @@ pub fn on_policy_failed(
         .then(|| now.after(crate::backoff::delay_with(backoff, b.policy_failures, jitter)));
 }
 
+/// Its model's policies were edited: they run again (as an update) on the next pass, at
+/// once, whatever backoff an earlier failure set.
+pub fn on_policies_changed(b: &mut Bookkeeping) -> bool {
+    if b.deleted || b.policed_generation == 0 {
+        return false;
+    }
+    b.policed_generation = b.policed_generation.min(b.generation - 1);
+    b.policy_retry_at = None;
+    true
+}
+
 /// When the clock alone next makes `b`'s policies due: after their backoff.
 pub fn policy_wake_at(b: &Bookkeeping) -> Option<Millis> {
     b.policy_error.as_ref().and(b.policy_retry_at)

@@ -72,6 +72,7 @@ impl crate::engine::Engine {
     /// Runs the due policies in one transaction; returns whether they wrote anything.
     pub(crate) fn police(&self) -> Result<bool> {
         let now = Millis::now();
+        store::sync_policies(&*self.store, &digests(&self.svc))?;
         if !any_due(&self.svc, &*self.store, now)? {
             return Ok(false);
         }
@@ -103,6 +104,26 @@ pub(crate) fn any_due(svc: &Service, store: &dyn ReadOps, now: Millis) -> Result
         }
     }
     Ok(false)
+}
+
+/// Per policed model, a digest of its policies' files: an edit makes them run again.
+pub(crate) fn digests(svc: &Service) -> HashMap<String, String> {
+    use sha2::{Digest, Sha256};
+    // Policies read the service's `vars` too.
+    let vars = serde_json::to_string(&svc.config.vars).unwrap_or_default();
+    let mut by_model: HashMap<String, Sha256> = HashMap::new();
+    for p in &svc.stepdefs.policies {
+        let h = by_model.entry(p.model.clone()).or_default();
+        h.update(p.name.as_bytes());
+        h.update([0]);
+        h.update(p.origin.text.as_deref().unwrap_or_default().as_bytes());
+        h.update([0]);
+        h.update(vars.as_bytes());
+    }
+    by_model
+        .into_iter()
+        .map(|(m, h)| (m, crate::definition::hex(&h.finalize())))
+        .collect()
 }
 
 fn policed_models(svc: &Service) -> BTreeSet<String> {

@@ -555,6 +555,39 @@ pub fn sync_definitions(
     Ok(changed)
 }
 
+/// Brings the store's record of each policed model's policy digest up to `current`: the
+/// objects of a model whose policies were edited have them run again (SPEC §12). The store
+/// keeps these beside the models' definition digests, as `policy:<Model>`.
+pub fn sync_policies(
+    store: &dyn Store,
+    current: &HashMap<String, String>,
+) -> Result<usize, StoreError> {
+    let known = store.definitions()?;
+    let key = |m: &str| format!("policy:{m}");
+    let mut changed: Vec<&String> = current
+        .iter()
+        .filter(|(m, d)| known.get(&key(m)) != Some(*d))
+        .map(|(m, _)| m)
+        .collect();
+    if changed.is_empty() {
+        return Ok(0);
+    }
+    changed.sort();
+    let mut touched = 0;
+    let mut tx = store.write()?;
+    for model in changed {
+        for mut o in tx.list(Some(model))? {
+            if bookkeeping::on_policies_changed(&mut o.book) {
+                tx.put_book(o.id, &o.book, None)?;
+                touched += 1;
+            }
+        }
+        tx.put_definition(&key(model), &current[model.as_str()])?;
+    }
+    tx.commit()?;
+    Ok(touched)
+}
+
 fn update(
     tx: &mut dyn WriteTx,
     id: i64,
