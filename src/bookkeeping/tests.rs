@@ -561,3 +561,76 @@ fn drift_suspect_check_and_success() {
         assert_eq!(Cause::parse(&c.to_string()), Some(c));
     }
 }
+
+#[test]
+fn a_watcher_makes_an_in_sync_object_pending_with_its_reason() {
+    let mut b = book(synced);
+    assert!(on_watch(&mut b, Cause::Watch("Instance/i1.ip".into())));
+    assert_eq!(work(&b), Some(Due::Watch("Instance/i1.ip".into())));
+    assert_eq!(b.status, Status::Pending);
+    assert_eq!(
+        Cause::parse("watch Instance/i1.ip"),
+        Some(Cause::Watch("Instance/i1.ip".into()))
+    );
+    // Its success ends it; a second fire before then changes nothing.
+    assert!(!on_watch(&mut b, Cause::Watch("Instance/i1.mac".into())));
+    let ok = RunRecord::Success {
+        intent: Intent::of(&b),
+        feedback: None,
+        digest: Some("d".into()),
+    };
+    on_run(&mut b, &ok, T0, &rules(&backoff(false)), 0.5);
+    assert_eq!(work(&b), None);
+}
+
+#[test]
+fn a_watcher_leaves_new_and_deleted_objects_alone_and_clears_a_failure_s_backoff() {
+    let mut new = created(T0);
+    assert!(!on_watch(&mut new, Cause::Watch("A/a.x".into())));
+    let mut gone = book(|b| {
+        synced(b);
+        on_delete(b, T0);
+    });
+    assert!(!on_watch(&mut gone, Cause::Watch("A/a.x".into())));
+    let mut failed = book(synced);
+    on_run(&mut failed, &failure(1), T0, &rules(&backoff(false)), 0.5);
+    assert!(failed.next_retry_at.is_some());
+    assert!(on_watch(&mut failed, Cause::Watch("A/a.x".into())));
+    assert_eq!(failed.next_retry_at, None);
+}
+
+#[test]
+fn policies_are_due_after_a_change_and_wait_out_their_backoff() {
+    let bo = backoff(false);
+    let mut b = created(T0);
+    assert!(needs_policy(&b, T0, &bo));
+    on_policed(&mut b);
+    assert!(!needs_policy(&b, T0, &bo));
+    on_change(&mut b, T0);
+    assert!(needs_policy(&b, T0, &bo));
+    on_policy_failed(&mut b, "bad".into(), T0, &bo, 0.5);
+    assert_eq!(b.policy_failures, 1);
+    assert_eq!(policy_wake_at(&b), Some(T0.after(Duration::from_secs(10))));
+    assert!(!needs_policy(&b, T0, &bo));
+    assert!(needs_policy(&b, T0.after(Duration::from_secs(10)), &bo));
+    assert!(needs_policy(&b, T0, &backoff(true)));
+    // A failure moves nothing of the object's own: an error is not a change.
+    assert_eq!(b.updated, T0);
+    assert_eq!(b.generation, 2);
+    // A new change is tried at once.
+    on_change(&mut b, T0);
+    assert!(needs_policy(&b, T0, &bo));
+    on_policed(&mut b);
+    assert_eq!(b.policy_error, None);
+    assert_eq!(b.policed_generation, b.generation);
+    assert!(on_policies_changed(&mut b));
+    assert!(needs_policy(&b, T0, &bo));
+}
+
+fn rules(b: &Backoff) -> Rules<'_> {
+    Rules {
+        backoff: b,
+        resync: Duration::ZERO,
+        defer_retry: Duration::ZERO,
+    }
+}
