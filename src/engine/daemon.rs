@@ -126,6 +126,10 @@ impl Engine {
         let mut next = IDLE_WAKE;
         let at =
             |t: Millis| Duration::from_millis(u64::try_from((t.0 - now.0).max(0)).unwrap_or(0));
+        // Watched changes this runner's own runs wrote (their feedback) wake nobody else.
+        if self.watchers_waiting()? {
+            return Ok(Duration::from_millis(10));
+        }
         for o in self.store.list(None)? {
             if let Some(t) = crate::bookkeeping::wake_at(&o.book, now, &self.rules(&o.model)) {
                 next = next.min(at(t));

@@ -68,7 +68,8 @@ pub(crate) struct Policy {
     pub(crate) name: String,
     pub(crate) model: String,
     pub(crate) on_create: Vec<Action>,
-    pub(crate) on_update: Vec<Action>,
+    /// `None`: the `on_create` actions (ensures are idempotent).
+    pub(crate) on_update: Option<Vec<Action>>,
     /// `on_delete: keep`: the ensured objects outlive their source.
     pub(crate) keep_on_delete: bool,
     pub(crate) converges: bool,
@@ -76,11 +77,19 @@ pub(crate) struct Policy {
 }
 
 impl Policy {
+    /// The actions for a source being created, or changed.
+    pub(crate) fn actions(&self, creating: bool) -> &[Action] {
+        match &self.on_update {
+            Some(u) if !creating => u,
+            _ => &self.on_create,
+        }
+    }
+
     /// Every model this policy writes.
     pub(crate) fn targets(&self) -> impl Iterator<Item = &str> {
         self.on_create
             .iter()
-            .chain(&self.on_update)
+            .chain(self.on_update.iter().flatten())
             .map(|a| match a {
                 Action::Ensure(e) => e.model.as_str(),
                 Action::Delete { model, .. } => model.as_str(),
@@ -249,10 +258,7 @@ impl Cx<'_> {
         let model = self.known_model(schema, &spec.model)?;
         let before = self.diags.0.len();
         let on_create = self.actions(&spec.on_create, schema);
-        let on_update = match &spec.on_update {
-            Some(a) => self.actions(a, schema),
-            None => self.actions(&spec.on_create, schema),
-        };
+        let on_update = spec.on_update.as_ref().map(|a| self.actions(a, schema));
         let keep_on_delete = match &spec.on_delete {
             None => false,
             Some(w) if w.value == "cascade" => false,

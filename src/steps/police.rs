@@ -226,8 +226,7 @@ fn writes_of(
     let mut wanted: HashSet<(String, String)> = HashSet::new();
     for p in svc.stepdefs.policies_of(&obj.model) {
         let fail = |m: String| format!("policy {}: {m}", p.name);
-        let actions = if creating { &p.on_create } else { &p.on_update };
-        for a in actions {
+        for a in p.actions(creating) {
             match a {
                 Action::Ensure(e) => {
                     let base = ctx(&object, &vars, None);

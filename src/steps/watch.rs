@@ -157,6 +157,16 @@ impl Engine {
         Ok(drained)
     }
 
+    /// Whether watched changes wait for a drain (payload runs in flight aside).
+    pub(crate) fn watchers_waiting(&self) -> Result<bool> {
+        let in_flight = lock(&self.watch_runs.in_flight).clone();
+        Ok(self
+            .store
+            .outbox()?
+            .iter()
+            .any(|e| !in_flight.contains(&e.id)))
+    }
+
     /// What a plan shows of watchers: the objects resync watchers would make pending, marked
     /// in `tx` (payload watchers run nothing in a plan). Returns how many.
     pub(crate) fn mark_watched(&self, tx: &mut dyn WriteTx) -> Result<usize> {
