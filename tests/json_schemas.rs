@@ -9,8 +9,8 @@ use serde_json::Value;
 use stepsync::config::Config;
 use stepsync::diag::Diagnostics;
 use stepsync::json_schema::{self, SCHEMAS};
-use stepsync::model::Schema;
 use stepsync::model::objects::load_objects;
+use stepsync::model::{ModelGraph, Schema};
 use stepsync::secrets::Secrets;
 use stepsync::stepdef::Stepdefs;
 use stepsync::template::Templates;
@@ -347,7 +347,7 @@ fn stepdef_schema_refuses_what_loading_refuses() {
         std::fs::create_dir(dir.path().join("stepdefs")).unwrap();
         std::fs::write(dir.path().join("stepdefs/s.yaml"), text).unwrap();
         let templates = Templates::new(Arc::new(Secrets::load(&config, dir.path())));
-        Stepdefs::load(dir.path(), &model, templates).is_ok()
+        Stepdefs::load(dir.path(), &model, &ModelGraph::default(), templates).is_ok()
     });
 }
 

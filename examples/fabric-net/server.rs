@@ -90,7 +90,10 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Response> {
     if ok {
         Ok(())
     } else {
-        Err(reply(StatusCode::UNAUTHORIZED, json!({"error": "bad token"})))
+        Err(reply(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "bad token"}),
+        ))
     }
 }
 
