@@ -43,7 +43,7 @@ pub const SCHEMAS: &[SchemaName] = &[
     },
     SchemaName {
         name: "stepdef",
-        files: "stepdefs/*.yaml",
+        files: "stepdefs/*.yaml (actuators, watchers, policies)",
         json_file: "schemas/json/stepdef.json",
     },
     SchemaName {
