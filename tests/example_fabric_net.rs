@@ -110,6 +110,7 @@ fn the_fabric_route_follows_its_instance() {
         c.instances["vm-1"]["ip"].as_str().unwrap().to_owned()
     };
     assert!(new_ip.starts_with("10.2.0."), "{new_ip}");
+    // Without stepdefs/fabric-watcher.yaml the route would still hold the old address here.
     assert_eq!(
         svc.object("Instance", "vm-1")["fields"]["ip"],
         new_ip.as_str()
@@ -132,14 +133,14 @@ fn the_fabric_route_follows_its_instance() {
     run(&["plan", "--detailed-exitcode"]).run();
 }
 
-/// The policy case: every network gets an interface it owns. Only the networks are applied,
-/// so the two cases fail (or pass) independently.
+/// The policy case: every network gets an interface it owns. The whole of `objects/` is
+/// applied, as the README does, so the two cases also run side by side.
 #[test]
 fn every_network_gets_an_interface_it_owns() {
     let (state, addr) = start_controller();
     let svc = example_service(addr);
     let run = |args: &[&str]| svc.test().env("FABRIC_TOKEN", TOKEN).args(args);
-    run(&["apply", "-f", "objects/networks.yaml"]).run();
+    run(&["apply", "-f", "objects/"]).run();
     run(&["run", "--once"]).run();
 
     {
