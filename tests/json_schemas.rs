@@ -347,7 +347,8 @@ fn stepdef_schema_refuses_what_loading_refuses() {
         std::fs::create_dir(dir.path().join("stepdefs")).unwrap();
         std::fs::write(dir.path().join("stepdefs/s.yaml"), text).unwrap();
         let templates = Templates::new(Arc::new(Secrets::load(&config, dir.path())));
-        Stepdefs::load(dir.path(), &model, &ModelGraph::default(), templates).is_ok()
+        let graph = stepsync::model::ModelGraph::build(&model, Vec::new()).unwrap();
+        Stepdefs::load(dir.path(), &model, &graph, templates).is_ok()
     });
 }
 
