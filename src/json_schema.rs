@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::model::schema::{FieldSpecLong, SchemaFile};
 use crate::model::{FieldType, Model};
 use crate::service::SCHEMAS_DIR;
-use crate::stepdef::StepdefSpec;
+use crate::stepdef::{PolicySpec, StepdefSpec, WatcherSpec};
 
 /// One printable schema: its name on the command line and the files it describes.
 pub struct SchemaName {
@@ -43,7 +43,7 @@ pub const SCHEMAS: &[SchemaName] = &[
     },
     SchemaName {
         name: "stepdef",
-        files: "stepdefs/*.yaml",
+        files: "stepdefs/*.yaml (actuators, watchers, policies)",
         json_file: "schemas/json/stepdef.json",
     },
     SchemaName {
@@ -62,7 +62,7 @@ pub fn generate(name: &str) -> Option<Value> {
     let schema = match name {
         "config" => root::<Config>(),
         "model" => root::<SchemaFile>(),
-        "stepdef" => root::<StepdefSpec>(),
+        "stepdef" => root::<AnyStepdef>(),
         "objects" => objects_generic(),
         _ => return None,
     };
@@ -168,6 +168,75 @@ impl JsonSchema for Dur {
 }
 
 // ---- stepdefs -----------------------------------------------------------------------------
+
+/// The step kinds a stepdef file may hold, with the format of each.
+fn step_kinds(generator: &mut SchemaGenerator) -> [(&'static str, Schema, &'static str); 3] {
+    [
+        (
+            "Actuator",
+            generator.subschema_for::<StepdefSpec>(),
+            "syncs the objects of a model with their backend",
+        ),
+        (
+            "Watcher",
+            generator.subschema_for::<WatcherSpec>(),
+            "makes the objects of a model react when related objects change",
+        ),
+        (
+            "Policy",
+            generator.subschema_for::<PolicySpec>(),
+            "keeps objects of other models from each object of a model",
+        ),
+    ]
+}
+
+/// A file of `stepdefs/`: one schema for every kind, chosen by `kind`, as the loader reads
+/// `kind` first. One schema rather than one per kind because editors map schemas to files
+/// by path (`stepdefs/*.yaml`), and a file's `$schema` line should not change with its kind.
+/// `if`/`then` rather than `oneOf`: an editor then reports the errors of the kind written,
+/// not those of every kind.
+pub struct AnyStepdef;
+
+impl JsonSchema for AnyStepdef {
+    fn schema_name() -> Cow<'static, str> {
+        "Stepdef".into()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        "stepsync::stepdef::AnyStepdef".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let kinds = step_kinds(generator);
+        let choices: Vec<Value> = kinds
+            .iter()
+            .map(|(kind, _, what)| json!({"const": kind, "description": what}))
+            .collect();
+        let branches: Vec<Value> = kinds
+            .into_iter()
+            .map(|(kind, schema, _)| {
+                json!({
+                    // `required`: without a `kind`, no branch applies and only the missing
+                    // `kind` is reported.
+                    "if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+                    "then": schema
+                })
+            })
+            .collect();
+        json_schema!({
+            "title": "stepsync step definition (stepdefs/*.yaml)",
+            "description": "A step definition: an actuator (`kind: Actuator`), a watcher \
+                            (`kind: Watcher`) or a model policy (`kind: Policy`). Strings in \
+                            attributes, payloads, feedback and policy fields are Jinja2 templates.",
+            "type": "object",
+            "required": ["kind"],
+            "properties": {
+                "kind": {"description": "The step kind.", "type": "string", "oneOf": choices}
+            },
+            "allOf": branches
+        })
+    }
+}
 
 /// An HTTP method: token characters (RFC 9110), what `reqwest::Method::from_bytes` accepts.
 pub const HTTP_METHOD: &str = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";

@@ -9,8 +9,8 @@ use serde_json::Value;
 use stepsync::config::Config;
 use stepsync::diag::Diagnostics;
 use stepsync::json_schema::{self, SCHEMAS};
-use stepsync::model::Schema;
 use stepsync::model::objects::load_objects;
+use stepsync::model::{ModelGraph, Schema};
 use stepsync::secrets::Secrets;
 use stepsync::stepdef::Stepdefs;
 use stepsync::template::Templates;
@@ -350,6 +350,172 @@ fn stepdef_schema_refuses_what_loading_refuses() {
         let graph = stepsync::model::ModelGraph::build(&model, Vec::new()).unwrap();
         Stepdefs::load(dir.path(), &model, &graph, templates).is_ok()
     });
+}
+
+/// The models the watcher and policy cases below refer to: the fabric-net example's.
+fn fabric_net_model() -> Schema {
+    Schema::load_dir(&repo().join("examples/fabric-net/schemas")).unwrap()
+}
+
+/// Whether the loader accepts `text` as the only stepdef of a service with `model`.
+fn stepdef_loads(model: &Schema, text: &str) -> bool {
+    let config = Config::parse(&Source::from_text("stepsync.yaml", "name: t\n")).unwrap();
+    let graph = ModelGraph::build(model, vec![]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("stepdefs")).unwrap();
+    std::fs::write(dir.path().join("stepdefs/s.yaml"), text).unwrap();
+    let templates = Templates::new(Arc::new(Secrets::load(&config, dir.path())));
+    Stepdefs::load(dir.path(), model, &graph, templates).is_ok()
+}
+
+/// `head` before each body, as owned cases for `agree`.
+fn with_head(head: &str, bodies: &[(&str, bool)]) -> Vec<(String, bool)> {
+    bodies
+        .iter()
+        .map(|(body, valid)| (format!("{head}{body}"), *valid))
+        .collect()
+}
+
+#[test]
+fn watcher_schema_refuses_what_loading_refuses() {
+    let model = fabric_net_model();
+    let watch = "watches: [{model: Instance, via: instance}]\n";
+    let mut cases = with_head(
+        "kind: Watcher\nmodel: Fabric\n",
+        &[
+            (
+                "watches:\n  - {model: Instance, via: instance, fields: [ip, subnet]}\non_change: resync\nconverges: true\n",
+                true,
+            ),
+            (watch, true),
+            ("watch_degree: 2\n", true),
+            // An empty list beside `watch_degree` is no list at all.
+            ("watch_degree: 1\nwatches: []\n", true),
+            (
+                &format!(
+                    "{watch}on_change:\n  rest: {{method: POST, url: 'http://x/{{{{ object.name }}}}'}}\n"
+                ),
+                true,
+            ),
+            (
+                &format!("{watch}on_change: {{playbook: notify.yml}}\n"),
+                true,
+            ),
+            ("", false),
+            ("watches: []\n", false),
+            (&format!("{watch}watch_degree: 1\n"), false),
+            ("watch_degree: -1\n", false),
+            ("watches: [{model: Instance}]\n", false),
+            ("watches: [{via: instance}]\n", false),
+            (
+                "watches: [{model: Instance, via: instance, feilds: [ip]}]\n",
+                false,
+            ),
+            ("watches: {model: Instance, via: instance}\n", false),
+            (&format!("{watch}on_change: resink\n"), false),
+            (
+                &format!("{watch}on_change: {{playbook: x.yml, rest: {{url: http://x}}}}\n"),
+                false,
+            ),
+            (
+                &format!("{watch}on_change: {{rest: {{method: PUT}}}}\n"),
+                false,
+            ),
+            // An actuator's keys are not a watcher's.
+            (&format!("{watch}sync: {{playbook: x.yml}}\n"), false),
+            (&format!("{watch}attributes: {{a: 1}}\n"), false),
+        ],
+    );
+    cases.push((
+        "kind: Wacher\nmodel: Fabric\nwatch_degree: 1\n".to_owned(),
+        false,
+    ));
+    cases.push(("model: Fabric\nwatch_degree: 1\n".to_owned(), false));
+    let cases: Vec<(&str, bool)> = cases.iter().map(|(t, v)| (t.as_str(), *v)).collect();
+    agree("stepdef", &cases, |text| stepdef_loads(&model, text));
+}
+
+#[test]
+fn policy_schema_refuses_what_loading_refuses() {
+    let model = fabric_net_model();
+    let ensure = "on_create:\n  - ensure: {model: Interface, key: '{{ object.name }}-if0'}\n";
+    let mut cases = with_head(
+        "kind: Policy\nmodel: Network\n",
+        &[
+            (
+                "on_create:\n  - ensure:\n      model: Interface\n      key: '{{ object.name }}-if0'\n      fields: {network: '{{ object.name }}', mtu: '{{ object.mtu }}'}\non_delete: cascade\n",
+                true,
+            ),
+            (
+                "on_create:\n  - ensure: {model: Interface, key: '{{ object.name }}-p{{ item }}', loop: [1, 2], fields: {network: '{{ object.name }}'}}\n  - delete: {model: Interface, key: '{{ object.name }}-old'}\non_update: []\non_delete: keep\nconverges: true\n",
+                true,
+            ),
+            (
+                "on_update:\n  - delete: {model: Interface, key: old}\n",
+                true,
+            ),
+            (ensure, true),
+            ("", false),
+            ("on_create: []\n", false),
+            ("on_create: []\non_update: []\n", false),
+            ("on_create:\n  - {}\n", false),
+            (
+                "on_create:\n  - ensure: {model: Interface, key: k}\n    delete: {model: Interface, key: k}\n",
+                false,
+            ),
+            (
+                "on_create:\n  - create: {model: Interface, key: k}\n",
+                false,
+            ),
+            ("on_create:\n  - ensure: {model: Interface}\n", false),
+            ("on_create:\n  - ensure: {key: k}\n", false),
+            (
+                "on_create:\n  - ensure: {model: Interface, key: k, feilds: {}}\n",
+                false,
+            ),
+            ("on_create:\n  - delete: {model: Interface}\n", false),
+            ("on_create:\n  ensure: {model: Interface, key: k}\n", false),
+            (&format!("{ensure}on_delete: orphan\n"), false),
+            // Neither an actuator's keys nor a watcher's.
+            (&format!("{ensure}watch_degree: 1\n"), false),
+            (&format!("{ensure}feedback: {{}}\n"), false),
+        ],
+    );
+    cases.push(("kind: Policy\non_create: []\n".to_owned(), false));
+    let cases: Vec<(&str, bool)> = cases.iter().map(|(t, v)| (t.as_str(), *v)).collect();
+    agree("stepdef", &cases, |text| stepdef_loads(&model, text));
+}
+
+/// The examples ship a stepdef of every kind, so `every_shipped_file_validates_against_its_schema`
+/// checks each branch of the stepdef schema on real files; and a typo in each is refused by
+/// its own kind's schema (the branch applies, not only the `kind` check).
+#[test]
+fn every_step_kind_is_shipped_and_checked_by_its_schema() {
+    let schema = schema("stepdef");
+    let mut kinds = std::collections::BTreeSet::new();
+    for (path, name) in shipped_files() {
+        if name != "stepdef" {
+            continue;
+        }
+        let src = Source::read(&path).unwrap();
+        for doc in yaml_docs(&src) {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+            let mut typo = doc.clone();
+            typo.as_object_mut()
+                .unwrap()
+                .insert("modle".to_owned(), Value::from("X"));
+            let said = complaints(&schema, &typo);
+            assert!(
+                said.iter().any(|c| c.contains("modle")),
+                "{}: {said:?}",
+                rel(&path)
+            );
+            kinds.insert(kind);
+        }
+    }
+    let want: std::collections::BTreeSet<String> =
+        ["Actuator", "Policy", "Watcher"].map(String::from).into();
+    assert_eq!(kinds, want);
 }
 
 #[test]

@@ -15,14 +15,18 @@ use crate::yaml::{Node, Spanned};
 // the values inside the `Spanned` wrappers, which carry positions only. The `extend`s state
 // the checks of `Cx` that a schema can express, so editors flag them while typing.
 
-/// A stepsync step definition: how the objects of one model reach their backend. Strings
-/// in `attributes`, payloads and `feedback` are Jinja2 templates.
+/// An actuator: how the objects of one model reach their backend. Strings in `attributes`,
+/// payloads and `feedback` are Jinja2 templates.
+// Named `Actuator` in the schema: `stepsync schema stepdef` holds it beside `Watcher` and
+// `Policy`, chosen by `kind` (see `crate::json_schema::AnyStepdef`).
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "stepsync step definition (stepdefs/*.yaml)")]
+#[schemars(
+    rename = "Actuator",
+    title = "stepsync actuator (stepdefs/*.yaml, kind: Actuator)"
+)]
 pub(crate) struct StepdefSpec {
-    /// The step kind. Only `Actuator` for now; `Watcher`, `Policy`, `PullStep` and
-    /// `EventStep` are planned.
+    /// The step kind: `Actuator` (this one), `Watcher` or `Policy`.
     #[schemars(with = "String", extend("enum" = ["Actuator"]))]
     pub(super) kind: Spanned<String>,
     /// The model whose objects this actuator synchronizes (one actuator per model).
@@ -328,10 +332,27 @@ pub(crate) struct KindSpec {
 }
 
 /// A watcher (SPEC §11): objects of `model` react when a related object changes.
+// The `anyOf` states `Cx::watcher`'s rule: a non-empty `watches` or a `watch_degree`, not
+// both (an empty `watches` beside `watch_degree` is the same as none).
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "stepsync watcher (stepdefs/*.yaml, kind: Watcher)")]
+#[schemars(
+    rename = "Watcher",
+    title = "stepsync watcher (stepdefs/*.yaml, kind: Watcher)",
+    extend("anyOf" = [
+        {
+            "required": ["watches"],
+            "properties": {"watches": {"minItems": 1}},
+            "not": {"required": ["watch_degree"]}
+        },
+        {
+            "required": ["watch_degree"],
+            "properties": {"watches": {"maxItems": 0}}
+        }
+    ])
+)]
 pub(crate) struct WatcherSpec {
+    /// The step kind: `Watcher` (this one), `Actuator` or `Policy`.
     #[schemars(with = "String", extend("enum" = ["Watcher"]))]
     pub(super) kind: Spanned<String>,
     /// The actuated model whose objects react.
@@ -384,10 +405,19 @@ pub(super) enum OnChangeSpec {
 
 /// A model policy (SPEC §12): declarative state of other models kept from each object of
 /// `model`.
+// The `anyOf` states `Cx::policy`'s rule: some actions, on create or on update.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "stepsync model policy (stepdefs/*.yaml, kind: Policy)")]
+#[schemars(
+    rename = "Policy",
+    title = "stepsync model policy (stepdefs/*.yaml, kind: Policy)",
+    extend("anyOf" = [
+        {"required": ["on_create"], "properties": {"on_create": {"minItems": 1}}},
+        {"required": ["on_update"], "properties": {"on_update": {"type": "array", "minItems": 1}}}
+    ])
+)]
 pub(crate) struct PolicySpec {
+    /// The step kind: `Policy` (this one), `Actuator` or `Watcher`.
     #[schemars(with = "String", extend("enum" = ["Policy"]))]
     pub(super) kind: Spanned<String>,
     /// The source model.
@@ -414,7 +444,10 @@ pub(crate) struct PolicySpec {
 /// One action: `ensure` or `delete`.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "PolicyAction")]
+#[schemars(
+    rename = "PolicyAction",
+    extend("oneOf" = [{"required": ["ensure"]}, {"required": ["delete"]}])
+)]
 pub(super) struct ActionSpec {
     #[serde(default)]
     #[schemars(with = "Option<EnsureSpec>")]
