@@ -81,7 +81,7 @@ fn closure(
         seen.insert(obj.id);
         if cascades(svc, &obj.model) {
             for o in tx.owned_by(&obj.name())? {
-                if !seen.contains(&o.id) && !(live_only && o.book.deleted) {
+                if !(seen.contains(&o.id) || live_only && o.book.deleted) {
                     owned.insert(o.id);
                     visit(svc, tx, o, live_only, seen, owned, out)?;
                 }

@@ -18,7 +18,7 @@ pub(crate) use actuator::{Actuator, Feedback, Payload, PayloadKind, PlaybookRef}
 pub use actuator::{Auth, Request, Rest};
 use check::Cx;
 pub(crate) use spec::{PolicySpec, StepdefSpec, WatcherSpec};
-pub(crate) use steps::{Action, Ensure, OnChange, Policy, Watch, Watcher};
+pub(crate) use steps::{Action, OnChange, Policy, Watcher};
 
 use crate::config::in_dir;
 use crate::diag::{Diagnostic, Diagnostics};

@@ -400,7 +400,7 @@ pub(super) struct WatchSpec {
 pub(super) enum OnChangeSpec {
     #[schemars(with = "String", extend("enum" = ["resync"]))]
     Word(Spanned<String>),
-    Payload(PayloadSpec),
+    Payload(Box<PayloadSpec>),
 }
 
 /// A model policy (SPEC §12): declarative state of other models kept from each object of

@@ -58,7 +58,7 @@ pub(crate) enum OnChange {
     /// The linked objects become pending; their actuator runs as usual.
     Resync,
     /// A payload of the watcher's own, once per linked object and change.
-    Payload(Payload),
+    Payload(Box<Payload>),
 }
 
 /// A model policy on objects of `model`.
@@ -173,8 +173,8 @@ impl Cx<'_> {
                     return None;
                 }
                 OnChangeSpec::Payload(p) => {
-                    let p = Spanned::new(p, oc.referenced, oc.defined);
-                    OnChange::Payload(self.payload(&p, false)?)
+                    let p = Spanned::new(*p, oc.referenced, oc.defined);
+                    OnChange::Payload(Box::new(self.payload(&p, false)?))
                 }
             },
         };

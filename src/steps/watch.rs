@@ -36,14 +36,8 @@ pub(crate) struct Runs {
     started: Mutex<HashMap<i64, Millis>>,
 }
 
-/// What a drain did.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Drained {
-    /// Objects a resync watcher made pending.
-    pub(crate) resynced: usize,
-    /// Payload runs started.
-    pub(crate) started: usize,
-}
+/// A payload watcher's change and the objects it runs for.
+type Job = (OutboxEntry, Vec<i64>);
 
 impl Runs {
     /// An object's sync, which read the model at `at`, is being sent.
@@ -125,27 +119,22 @@ fn linked(tx: &dyn WriteTx, w: &Watcher, e: &OutboxEntry) -> Result<Vec<i64>, St
 
 impl Engine {
     /// Drains the outbox (see the module's comment) and starts the payload watchers' runs.
-    pub(crate) fn drain_watchers(self: &Arc<Self>) -> Result<Drained> {
+    pub(crate) fn drain_watchers(self: &Arc<Self>) -> Result<()> {
         if self.store.outbox()?.is_empty() {
-            return Ok(Drained::default());
+            return Ok(());
         }
         let mut tx = self.store.write()?;
         let (resynced, jobs) = self.drain_in(&mut *tx)?;
         tx.commit()?;
-        let mut drained = Drained {
-            resynced,
-            started: 0,
-        };
         if resynced > 0 {
             info!(objects = resynced, "watchers made objects pending");
         }
         if jobs.is_empty() {
-            return Ok(drained);
+            return Ok(());
         }
         let world = self.snapshot()?;
         let mut tasks = lock(&self.watch_runs.tasks);
         for (e, ids) in jobs {
-            drained.started += 1;
             lock(&self.watch_runs.in_flight).insert(e.id);
             let engine = self.clone();
             let world = world.clone();
@@ -154,7 +143,7 @@ impl Engine {
                 lock(&engine.watch_runs.in_flight).remove(&e.id);
             });
         }
-        Ok(drained)
+        Ok(())
     }
 
     /// Whether watched changes wait for a drain (payload runs in flight aside).
@@ -202,7 +191,7 @@ impl Engine {
     }
 
     /// The outbox drained in `tx`: resyncs marked, the payload watchers' runs to start.
-    fn drain_in(&self, tx: &mut dyn WriteTx) -> Result<(usize, Vec<(OutboxEntry, Vec<i64>)>)> {
+    fn drain_in(&self, tx: &mut dyn WriteTx) -> Result<(usize, Vec<Job>)> {
         let in_flight = lock(&self.watch_runs.in_flight).clone();
         let mut resynced = 0;
         let mut jobs = Vec::new();

@@ -69,8 +69,11 @@ impl ObjectRecord {
 /// which watcher cares about which fields.
 #[derive(Debug, Default)]
 pub struct Triggers {
-    by_model: HashMap<String, Vec<(String, Option<Vec<String>>)>>,
+    by_model: HashMap<String, Vec<Rule>>,
 }
+
+/// A watcher's name and the fields it watches (`None`: any).
+type Rule = (String, Option<Vec<String>>);
 
 impl Triggers {
     /// `watcher` fires on changes of `fields` of `model` (`None`: any field).
