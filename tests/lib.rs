@@ -18,6 +18,7 @@ mod goal;
 mod hello;
 mod intent;
 mod json_schemas;
+mod loops;
 mod malformed;
 mod modules_registry;
 mod modules_system;
