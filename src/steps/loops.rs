@@ -754,6 +754,95 @@ on_create:
         );
     }
 
+    /// The ring of SPEC §15's example, built by hand: two watchers whose `via` would go
+    /// against dependencies (which the schema cannot express today: it would need refs both
+    /// ways), so each resync reaches objects that do not depend on the changed one.
+    fn ping_pong(along_deps: bool) -> RwGraph {
+        let mut g = RwGraph {
+            graph: DiGraph::new(),
+            index: HashMap::new(),
+        };
+        let origin = |f: &str| Origin {
+            file: f.into(),
+            pos: Some(crate::diag::Pos { line: 1, col: 7 }),
+            text: None,
+        };
+        let field = |g: &mut RwGraph, m: &str, f: &str| {
+            let key = Key::Field {
+                model: m.to_owned(),
+                field: f.to_owned(),
+            };
+            g.node(key, || format!("{m}.{f} (feedback of {m})"), None)
+        };
+        let fabric_ip = field(&mut g, "Fabric", "ip");
+        let instance_ip = field(&mut g, "Instance", "fabric_ip");
+        let w = g.node(
+            Key::Watcher(0),
+            || "watcher stepdefs/w.yaml".to_owned(),
+            Some((origin("stepdefs/w.yaml"), false)),
+        );
+        let v = g.node(
+            Key::Watcher(1),
+            || "watcher stepdefs/v.yaml".to_owned(),
+            Some((origin("stepdefs/v.yaml"), false)),
+        );
+        let instance = g.actuate("Instance");
+        let fabric = g.actuate("Fabric");
+        g.edge(fabric_ip, w, true);
+        g.edge(w, instance, along_deps);
+        g.edge(instance, instance_ip, true);
+        g.edge(instance_ip, v, true);
+        g.edge(v, fabric, along_deps);
+        g.edge(fabric, fabric_ip, true);
+        g
+    }
+
+    #[test]
+    fn a_watcher_ring_against_dependencies_reads_as_in_the_spec() {
+        let loops = ping_pong(false).loops();
+        assert_eq!(loops.len(), 1, "{loops:?}");
+        assert_eq!(
+            loops[0].message(),
+            "loop: Fabric.ip (feedback of Fabric) -> watcher stepdefs/w.yaml -> Instance resync \
+             -> Instance.fabric_ip (feedback of Instance) -> watcher stepdefs/v.yaml -> Fabric resync \
+             -> Fabric.ip (feedback of Fabric)"
+        );
+        assert_eq!(
+            loops[0].at.as_ref().map(Origin::short).as_deref(),
+            Some("stepdefs/w.yaml:1:7")
+        );
+        assert!(
+            ping_pong(true).loops().is_empty(),
+            "along dependencies it ends"
+        );
+    }
+
+    #[test]
+    fn a_via_against_dependencies_is_told_apart() {
+        let dep = |from: &str, to: &str| crate::model::Dep {
+            from: from.to_owned(),
+            field: "x".to_owned(),
+            to: to.to_owned(),
+            to_field: "name".to_owned(),
+            many: false,
+            origin: Origin {
+                file: "schemas/m.yaml".into(),
+                pos: None,
+                text: None,
+            },
+        };
+        let watch = |via| Watch {
+            model: "C".to_owned(),
+            via,
+            fields: None,
+        };
+        assert!(follows_deps(
+            "A",
+            &watch(vec![dep("A", "B"), dep("B", "C")])
+        ));
+        assert!(!follows_deps("A", &watch(vec![dep("B", "A")])));
+    }
+
     #[test]
     fn a_service_without_steps_has_no_loops_and_no_step_edges() {
         let (_d, svc) = service(&[(
