@@ -15,7 +15,8 @@
 //! objects reach through `via`. Object dependencies are acyclic (§4.2: between models, and
 //! between the objects of a model that refers to itself), so a cycle made only of such
 //! edges — a tree whose nodes watch their parent — ends at the leaves. Only a cycle with at
-//! least one edge that does not follow dependencies is reported as a loop.
+//! least one edge that does not follow dependencies (a policy's write, or a watcher's `via`
+//! against them, should one ever be allowed) is reported as a loop.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
