@@ -142,8 +142,9 @@ fn every_loop_is_reported_at_once() {
         out.stderr
     );
     assert!(
-        out.stderr
-            .contains("error: loop: Node.parent -> policy stepdefs/node-policy.yaml -> Node.parent\n"),
+        out.stderr.contains(
+            "error: loop: Node.parent -> policy stepdefs/node-policy.yaml -> Node.parent\n"
+        ),
         "{}",
         out.stderr
     );
