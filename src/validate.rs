@@ -53,6 +53,8 @@ pub fn validate(dir: &Path, objects: &[PathBuf]) -> Diagnostics {
             }
         }
     }
+    // Watchers and policies that start each other again with no outside change (SPEC §15).
+    diags.0.extend(crate::steps::loops::check(&svc).0);
     // As `apply` reads them: all files together, so an object listed in two is caught.
     let mut specs = Vec::new();
     for f in objects {
@@ -324,6 +326,25 @@ fn check_actuator(svc: &Service, act: &Actuator, config_loaded: bool, diags: &mu
     }
 }
 
+/// Every template of an actuator: attributes, both payloads, feedback and `defer_when` —
+/// what it reads of its object, for loop detection (SPEC §15).
+pub(crate) fn actuator_tmpls(act: &Actuator) -> Vec<&Tmpl> {
+    let mut out: Vec<&Tmpl> = act
+        .attributes
+        .iter()
+        .flat_map(|(_, v)| tmpls_of(v))
+        .collect();
+    for p in [&act.sync, &act.delete].into_iter().flatten() {
+        out.extend(payload_tmpls(p));
+    }
+    out.extend(act.feedback.iter().filter_map(|(_, f)| match f {
+        Feedback::Template(t) => Some(t),
+        Feedback::JsonPath(_) => None,
+    }));
+    out.extend(act.defer_when.as_ref());
+    out
+}
+
 /// Every template of a payload: the request parts of a REST call, a playbook's hosts, vars.
 fn payload_tmpls(p: &Payload) -> Vec<&Tmpl> {
     let mut out: Vec<&Tmpl> = p.vars.iter().flat_map(|(_, v)| tmpls_of(v)).collect();
@@ -360,7 +381,7 @@ fn request_tmpls<'a>(r: &'a Request, out: &mut Vec<&'a Tmpl>) {
     }
 }
 
-fn tmpls_of(v: &TValue) -> Vec<&Tmpl> {
+pub(crate) fn tmpls_of(v: &TValue) -> Vec<&Tmpl> {
     match v {
         TValue::Lit(_) => Vec::new(),
         TValue::Tmpl(t) => vec![t],
@@ -513,36 +534,77 @@ fn check_object_paths(
     diags: &mut Diagnostics,
 ) {
     for path in templates.free_variables(t) {
-        let mut parts = path.split('.');
-        if parts.next() != Some("object") {
+        let Some(walk) = object_path(schema, model, &path) else {
             continue;
-        }
-        let mut current = model;
-        for name in parts {
-            if matches!(name, "key" | "model") && !current.fields.contains_key(name) {
-                break;
-            }
-            let Some(field) = current.fields.get(name) else {
-                diags.push(
-                    t.origin
-                        .diag(format!(
-                            "{} has no field `{name}` (in `{path}`)",
-                            current.name
-                        ))
-                        .with_hint(expected_hint(name, &current.field_names())),
-                );
-                break;
-            };
-            match &field.ty {
-                FieldType::Ref(to) => match schema.model(to) {
-                    Some(m) => current = m,
-                    None => break,
-                },
-                // A list or free-form data: what lies inside is not in the schema.
-                _ => break,
-            }
+        };
+        if let Some((current, name)) = walk.unknown {
+            diags.push(
+                t.origin
+                    .diag(format!(
+                        "{} has no field `{name}` (in `{path}`)",
+                        current.name
+                    ))
+                    .with_hint(expected_hint(name, &current.field_names())),
+            );
         }
     }
+}
+
+/// What one `object.a.b` path of a template reads, as far as the schema tells.
+pub(crate) struct ObjectPath<'s, 'p> {
+    /// Each field read, with the model it is a field of, in path order: `object.slice.site.name`
+    /// reads Slice.site (on the stepdef's model), then Site.name.
+    pub(crate) fields: Vec<(&'s Model, &'s crate::model::schema::Field)>,
+    /// The first name the schema lacks, and the model that lacks it.
+    pub(crate) unknown: Option<(&'s Model, &'p str)>,
+    /// The model whose objects the path yields whole: it ends at a `ref` (`object.site`) or
+    /// a `refs` field (a list a template loops over), so any of their fields may be read.
+    pub(crate) whole: Option<&'s Model>,
+}
+
+/// Walks `path` (a free variable of a template) when it is an `object.` path, following
+/// `ref` fields to their models: what `validate` checks names with and loop detection reads
+/// fields with. `None` for a path of another root.
+pub(crate) fn object_path<'s, 'p>(
+    schema: &'s Schema,
+    model: &'s Model,
+    path: &'p str,
+) -> Option<ObjectPath<'s, 'p>> {
+    let mut parts = path.split('.').peekable();
+    if parts.next() != Some("object") {
+        return None;
+    }
+    let mut out = ObjectPath {
+        fields: Vec::new(),
+        unknown: None,
+        whole: None,
+    };
+    let mut current = model;
+    while let Some(name) = parts.next() {
+        if matches!(name, "key" | "model") && !current.fields.contains_key(name) {
+            break;
+        }
+        let Some(field) = current.fields.get(name) else {
+            out.unknown = Some((current, name));
+            break;
+        };
+        out.fields.push((current, field));
+        let last = parts.peek().is_none();
+        match &field.ty {
+            FieldType::Ref(to) => match schema.model(to) {
+                Some(m) if last => out.whole = Some(m),
+                Some(m) => current = m,
+                None => break,
+            },
+            FieldType::Refs(to) => {
+                out.whole = schema.model(to);
+                break;
+            }
+            // A list or free-form data: what lies inside is not in the schema.
+            _ => break,
+        }
+    }
+    Some(out)
 }
 
 /// A playbook must exist; with the built-in runner it must also stay inside the subset, and

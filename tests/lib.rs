@@ -19,6 +19,7 @@ mod goal;
 mod hello;
 mod intent;
 mod json_schemas;
+mod loops;
 mod malformed;
 mod modules_registry;
 mod modules_system;

@@ -8,6 +8,7 @@ use stepsync::engine::graph::{Dep, ObjectGraph};
 use stepsync::error::Result;
 use stepsync::service::Service;
 use stepsync::snapshot::Snapshot;
+use stepsync::steps::loops::{StepEdge, StepKind, step_edges};
 
 use super::print;
 
@@ -53,6 +54,9 @@ pub(crate) fn graph(
     };
     edges.sort();
     edges.dedup();
+    // Watchers and policies are rules between models, with or without `--objects`: drawn
+    // as edges of their own so they never read as dependencies.
+    let steps = step_edges(&svc);
     let mut t = String::new();
     match format {
         GraphFormat::Text => {
@@ -68,6 +72,9 @@ pub(crate) fn graph(
                     t.push_str(&format!("{n} -> {}\n", deps.join(", ")));
                 }
             }
+            for e in &steps {
+                t.push_str(&format!("{}\n", e.line()));
+            }
         }
         GraphFormat::Dot => {
             let q = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
@@ -78,9 +85,55 @@ pub(crate) fn graph(
             for (a, b) in &edges {
                 t.push_str(&format!("  {} -> {};\n", q(a), q(b)));
             }
+            if !steps.is_empty() {
+                dot_steps(&steps, objects, &q, &mut t);
+            }
             t.push_str("}\n");
         }
     }
     print(out, &t)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Watchers (dashed, blue) and policies (bold, green; a delete red) as dot edges in the
+/// direction changes flow, labelled with what they watch or write and their file. With
+/// `--objects` the nodes are objects: the rules go between boxes for their models, in a
+/// cluster of their own.
+fn dot_steps(steps: &[StepEdge], objects: bool, q: &dyn Fn(&str) -> String, t: &mut String) {
+    let indent = if objects { "    " } else { "  " };
+    if objects {
+        t.push_str("  subgraph cluster_steps {\n    label=\"watchers and policies\";\n");
+        let mut models: Vec<&str> = steps
+            .iter()
+            .flat_map(|e| [e.from.as_str(), e.to.as_str()])
+            .collect();
+        models.sort_unstable();
+        models.dedup();
+        for m in models {
+            t.push_str(&format!("    {} [shape=box];\n", q(m)));
+        }
+    }
+    for e in steps {
+        let (style, color) = match e.kind {
+            StepKind::Watch => ("dashed", "blue"),
+            StepKind::Ensure => ("bold", "darkgreen"),
+            StepKind::Delete => ("bold", "red"),
+        };
+        let mut label = format!("{}\n{}", e.label, e.file);
+        if e.payload {
+            label.push_str("\nruns its own payload");
+        }
+        if e.converges {
+            label.push_str("\nconverges: true");
+        }
+        t.push_str(&format!(
+            "{indent}{} -> {} [style={style}, color={color}, fontcolor={color}, label={}];\n",
+            q(&e.from),
+            q(&e.to),
+            q(&label)
+        ));
+    }
+    if objects {
+        t.push_str("  }\n");
+    }
 }
