@@ -96,7 +96,15 @@ fn closure(
         Ok(())
     }
     let mut out = Vec::new();
-    visit(svc, tx, root, live_only, &mut HashSet::new(), owned, &mut out)?;
+    visit(
+        svc,
+        tx,
+        root,
+        live_only,
+        &mut HashSet::new(),
+        owned,
+        &mut out,
+    )?;
     Ok(out)
 }
 

@@ -436,8 +436,13 @@ pub fn on_policy_failed(
 ) {
     b.policy_error = Some(message);
     b.policy_failures = b.policy_failures.saturating_add(1);
-    b.policy_retry_at = (!backoff.disabled)
-        .then(|| now.after(crate::backoff::delay_with(backoff, b.policy_failures, jitter)));
+    b.policy_retry_at = (!backoff.disabled).then(|| {
+        now.after(crate::backoff::delay_with(
+            backoff,
+            b.policy_failures,
+            jitter,
+        ))
+    });
 }
 
 /// Its model's policies were edited: they run again (as an update) on the next pass, at

@@ -192,8 +192,10 @@ pub(crate) fn status_report(
         }
     }
     let clip = |m: &str| if wide { one_line(m) } else { short(m) };
-    let policy_failing: Vec<&ObjectRecord> =
-        objs.iter().filter(|o| o.book.policy_error.is_some()).collect();
+    let policy_failing: Vec<&ObjectRecord> = objs
+        .iter()
+        .filter(|o| o.book.policy_error.is_some())
+        .collect();
     if !policy_failing.is_empty() {
         out.push_str("\nPolicies in error:\n");
         for o in policy_failing {
@@ -210,7 +212,9 @@ pub(crate) fn status_report(
     if !watchers.is_empty() {
         out.push_str("\nWatchers:\n");
         for w in watchers {
-            let last = w.last_run.map_or_else(|| "never".to_owned(), Millis::rfc3339);
+            let last = w
+                .last_run
+                .map_or_else(|| "never".to_owned(), Millis::rfc3339);
             out.push_str(&format!(
                 "  {}: {} runs, {} failed, last {last}: {}\n",
                 w.name,

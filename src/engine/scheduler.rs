@@ -372,7 +372,9 @@ impl Pass<'_> {
             };
             let (phase, key) = if due.is_delete() {
                 (Phase::Delete, (models - r, o.key.clone(), o.id))
-            } else if !done.contains(&(o.id, o.book.generation)) || matches!(due, bookkeeping::Due::Watch(_)) {
+            } else if !done.contains(&(o.id, o.book.generation))
+                || matches!(due, bookkeeping::Due::Watch(_))
+            {
                 // A watcher that fired after this run's sync wants another (the loop guard
                 // stops one that never settles).
                 (Phase::Sync, (models + 1 + r, o.key.clone(), o.id))

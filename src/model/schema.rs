@@ -113,9 +113,11 @@ impl FieldType {
             (FieldType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
             (FieldType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
             (FieldType::Int, Value::Number(n)) => n.as_i64().map(Value::from).ok_or_else(mismatch),
-            (FieldType::Int, Value::String(s)) => {
-                s.trim().parse::<i64>().map(Value::from).map_err(|_| mismatch())
-            }
+            (FieldType::Int, Value::String(s)) => s
+                .trim()
+                .parse::<i64>()
+                .map(Value::from)
+                .map_err(|_| mismatch()),
             (FieldType::Float, Value::Number(n)) => n
                 .as_f64()
                 .and_then(serde_json::Number::from_f64)

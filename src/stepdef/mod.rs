@@ -18,12 +18,12 @@ pub(crate) use actuator::{Actuator, Feedback, Payload, PayloadKind, PlaybookRef}
 pub use actuator::{Auth, Request, Rest};
 use check::Cx;
 pub(crate) use spec::{PolicySpec, StepdefSpec, WatcherSpec};
-pub(crate) use steps::{Action, OnChange, Policy, Watcher};
+pub(crate) use steps::{Action, OnChange, Policy, Watch, Watcher};
 
 use crate::config::in_dir;
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::model::{ModelGraph, Schema};
 use crate::model::schema::yaml_files;
+use crate::model::{ModelGraph, Schema};
 use crate::template::Templates;
 use crate::yaml::Source;
 

@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
+use super::Payload;
 use super::check::Cx;
 use super::spec::{ActionSpec, OnChangeSpec, PolicySpec, TargetSpec, WatcherSpec};
-use super::Payload;
 use crate::diag::{Origin, expected_hint};
 use crate::model::deps::Dep;
 use crate::model::{ModelGraph, Schema};
@@ -113,7 +113,11 @@ pub(crate) struct Ensure {
 }
 
 impl Cx<'_> {
-    fn known_model<'s>(&mut self, schema: &'s Schema, name: &Spanned<String>) -> Option<&'s crate::model::Model> {
+    fn known_model<'s>(
+        &mut self,
+        schema: &'s Schema,
+        name: &Spanned<String>,
+    ) -> Option<&'s crate::model::Model> {
         let m = schema.model(&name.value);
         if m.is_none() {
             let hint = expected_hint(&name.value, &schema.model_names());
@@ -143,7 +147,9 @@ impl Cx<'_> {
                         .diag_at("`watches` and `watch_degree` are alternatives; give one", d),
                 );
             }
-            (Some(d), true) => degree_watches(graph, &model.name, d.value, &mut Vec::new(), &mut watches),
+            (Some(d), true) => {
+                degree_watches(graph, &model.name, d.value, &mut Vec::new(), &mut watches)
+            }
             (None, true) => {
                 self.error(
                     self.src
@@ -168,7 +174,9 @@ impl Cx<'_> {
                     self.error(
                         self.src
                             .diag_at(format!("unknown on_change `{}`", w.value), &at)
-                            .with_hint("`resync`, or a payload: `{rest: {...}}` or `{playbook: FILE}`"),
+                            .with_hint(
+                                "`resync`, or a payload: `{rest: {...}}` or `{playbook: FILE}`",
+                            ),
                     );
                     return None;
                 }
@@ -254,7 +262,12 @@ impl Cx<'_> {
         })
     }
 
-    pub(super) fn policy(&mut self, spec: PolicySpec, schema: &Schema, name: String) -> Option<Policy> {
+    pub(super) fn policy(
+        &mut self,
+        spec: PolicySpec,
+        schema: &Schema,
+        name: String,
+    ) -> Option<Policy> {
         let model = self.known_model(schema, &spec.model)?;
         let before = self.diags.0.len();
         let on_create = self.actions(&spec.on_create, schema);
@@ -273,10 +286,10 @@ impl Cx<'_> {
             }
         };
         if spec.on_create.is_empty() && spec.on_update.as_ref().is_none_or(Vec::is_empty) {
-            self.error(
-                self.src
-                    .diag_at("a policy needs `on_create:` or `on_update:` actions", &spec.kind),
-            );
+            self.error(self.src.diag_at(
+                "a policy needs `on_create:` or `on_update:` actions",
+                &spec.kind,
+            ));
         }
         if self.diags.0.len() > before {
             return None;
@@ -317,7 +330,8 @@ impl Cx<'_> {
                                 }
                             }
                             None => {
-                                let msg = format!("`{}` is not a field of {}", k.value, target.name);
+                                let msg =
+                                    format!("`{}` is not a field of {}", k.value, target.name);
                                 self.error(
                                     self.src
                                         .diag_at(msg, k)
@@ -339,9 +353,10 @@ impl Cx<'_> {
                 }
                 (None, Some(d)) => {
                     let TargetSpec { model, key } = &d.value;
-                    if let (Some(target), Some(key)) =
-                        (self.known_model(schema, model).map(|m| m.name.clone()), self.tmpl(key))
-                    {
+                    if let (Some(target), Some(key)) = (
+                        self.known_model(schema, model).map(|m| m.name.clone()),
+                        self.tmpl(key),
+                    ) {
                         out.push(Action::Delete { model: target, key });
                     }
                 }
@@ -357,7 +372,13 @@ impl Cx<'_> {
 
 /// `watch_degree: n` as the watches it stands for: every model reachable from `model` within
 /// `n` dependency hops, by each path, all fields.
-fn degree_watches(graph: &ModelGraph, model: &str, n: u32, path: &mut Vec<Dep>, out: &mut Vec<Watch>) {
+fn degree_watches(
+    graph: &ModelGraph,
+    model: &str,
+    n: u32,
+    path: &mut Vec<Dep>,
+    out: &mut Vec<Watch>,
+) {
     if n == 0 {
         return;
     }
@@ -379,6 +400,8 @@ fn degree_watches(graph: &ModelGraph, model: &str, n: u32, path: &mut Vec<Dep>, 
 
 /// The file name watchers and policies are known by: `stepdefs/<path in stepdefs>`.
 pub(super) fn step_name(root: &std::path::Path, file: &std::path::Path) -> String {
-    let rel: PathBuf = file.strip_prefix(root).map_or_else(|_| file.to_path_buf(), PathBuf::from);
+    let rel: PathBuf = file
+        .strip_prefix(root)
+        .map_or_else(|_| file.to_path_buf(), PathBuf::from);
     format!("{}/{}", super::STEPDEFS_DIR, rel.display())
 }

@@ -41,7 +41,10 @@ impl Guard {
             g.runs.remove(name);
             return None;
         }
-        let since = Millis(now.0.saturating_sub(i64::try_from(WINDOW.as_millis()).unwrap_or(0)));
+        let since = Millis(
+            now.0
+                .saturating_sub(i64::try_from(WINDOW.as_millis()).unwrap_or(0)),
+        );
         let q = g.runs.entry(name.to_owned()).or_default();
         q.retain(|t| *t > since);
         q.push_back(now);
@@ -96,10 +99,17 @@ mod tests {
         let due = Due::Watch("Instance/i1.ip".into());
         for i in 0..LIMIT {
             assert_eq!(g.check("Fabric/f1", &due, Millis(1000 + i as i64)), None);
-            g.check("Instance/i1", &Due::Watch("Fabric/f1.port".into()), Millis(1000));
+            g.check(
+                "Instance/i1",
+                &Due::Watch("Fabric/f1.port".into()),
+                Millis(1000),
+            );
         }
         let msg = g.check("Fabric/f1", &due, Millis(2000)).unwrap();
-        assert!(msg.starts_with("loop detected: Fabric/f1 was actuated 11 times"), "{msg}");
+        assert!(
+            msg.starts_with("loop detected: Fabric/f1 was actuated 11 times"),
+            "{msg}"
+        );
         assert!(
             msg.contains("Fabric/f1 (watch Instance/i1.ip) <- Instance/i1 (watch Fabric/f1.port) <- Fabric/f1"),
             "{msg}"

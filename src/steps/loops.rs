@@ -252,7 +252,7 @@ impl RwGraph {
             let n = self.field(schema, &source.name, &f.name);
             self.edge(n, me, true);
         }
-        for a in p.on_create.iter().chain(&p.on_update) {
+        for a in p.on_create.iter().chain(p.on_update.iter().flatten()) {
             // A delete never brings an object back: it starts nothing that could come round.
             let Action::Ensure(e) = a else { continue };
             let Some(target) = schema.model(&e.model) else {
@@ -483,7 +483,7 @@ pub fn step_edges(svc: &Service) -> Vec<StepEdge> {
         }
     }
     for p in &svc.stepdefs.policies {
-        for a in p.on_create.iter().chain(&p.on_update) {
+        for a in p.on_create.iter().chain(p.on_update.iter().flatten()) {
             let (kind, target) = match a {
                 Action::Ensure(e) => (StepKind::Ensure, &e.model),
                 Action::Delete { model, .. } => (StepKind::Delete, model),

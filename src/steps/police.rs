@@ -194,7 +194,10 @@ fn world_of(svc: &Service, tx: &dyn WriteTx, due: &[ObjectRecord]) -> Result<Sna
     let mut next: Vec<ObjectRecord> = due.to_vec();
     while let Some(o) = next.pop() {
         for e in svc.graph.edges(&o.model, &o.fields) {
-            let is_key = svc.schema.model(&e.to_model).is_some_and(|m| m.key == e.to_field);
+            let is_key = svc
+                .schema
+                .model(&e.to_model)
+                .is_some_and(|m| m.key == e.to_field);
             if !is_key {
                 continue;
             }
@@ -241,7 +244,9 @@ fn writes_of(
                                     e.model
                                 )));
                             }
-                            Err(err) => return Err(fail(format!("ensure {} loop: {err}", e.model))),
+                            Err(err) => {
+                                return Err(fail(format!("ensure {} loop: {err}", e.model)));
+                            }
                         },
                     };
                     for item in items {
@@ -256,8 +261,8 @@ fn writes_of(
                             })?;
                             rendered.insert(name.clone(), v);
                         }
-                        let up = checked(svc, tx, p, &owner, &e.model, &key, rendered)
-                            .map_err(&fail)?;
+                        let up =
+                            checked(svc, tx, p, &owner, &e.model, &key, rendered).map_err(&fail)?;
                         if !wanted.insert((up.model.clone(), up.key.clone())) {
                             return Err(fail(format!(
                                 "ensure yields {}/{} twice",
@@ -297,11 +302,13 @@ fn writes_of(
     Ok(w)
 }
 
-fn ctx(object: &minijinja::Value, vars: &minijinja::Value, item: Option<&Value>) -> minijinja::Value {
-    let mut m = std::collections::BTreeMap::from([
-        ("object", object.clone()),
-        ("vars", vars.clone()),
-    ]);
+fn ctx(
+    object: &minijinja::Value,
+    vars: &minijinja::Value,
+    item: Option<&Value>,
+) -> minijinja::Value {
+    let mut m =
+        std::collections::BTreeMap::from([("object", object.clone()), ("vars", vars.clone())]);
     if let Some(i) = item {
         m.insert("item", from_serde(i));
     }
@@ -332,11 +339,13 @@ fn checked(
     if let Some(o) = &existing
         && o.owner.as_deref() != Some(owner)
     {
-        let whose = o
-            .owner
-            .as_deref()
-            .map_or_else(|| "it was written by a person, not a policy".to_owned(), |w| format!("its owner is {w}"));
-        return Err(format!("ensure {name}: it exists and is not owned by {owner} ({whose})"));
+        let whose = o.owner.as_deref().map_or_else(
+            || "it was written by a person, not a policy".to_owned(),
+            |w| format!("its owner is {w}"),
+        );
+        return Err(format!(
+            "ensure {name}: it exists and is not owned by {owner} ({whose})"
+        ));
     }
     let mut fields = match &existing {
         Some(o) => o.fields.clone(),
@@ -344,16 +353,17 @@ fn checked(
     };
     for (fname, v) in rendered {
         let Some(f) = model.fields.get(&fname) else {
-            return Err(format!("ensure {name}: `{fname}` is not a field of {model_name}"));
+            return Err(format!(
+                "ensure {name}: `{fname}` is not a field of {model_name}"
+            ));
         };
         if v.is_null() {
             fields.remove(&fname);
             continue;
         }
-        let v = f
-            .ty
-            .check_rendered(&v)
-            .map_err(|e| format!("ensure {name} field `{fname}`: {e}"))?;
+        let v =
+            f.ty.check_rendered(&v)
+                .map_err(|e| format!("ensure {name} field `{fname}`: {e}"))?;
         if let Some(allowed) = &f.allowed
             && !allowed.contains(&v)
         {
@@ -383,13 +393,19 @@ fn checked(
                 ordered.insert(f.name.clone(), v);
             }
             None if f.required => {
-                return Err(format!("ensure {name}: missing required field `{}`", f.name));
+                return Err(format!(
+                    "ensure {name}: missing required field `{}`",
+                    f.name
+                ));
             }
             None => {}
         }
     }
     for e in svc.graph.edges(model_name, &ordered) {
-        let is_key = svc.schema.model(&e.to_model).is_some_and(|m| m.key == e.to_field);
+        let is_key = svc
+            .schema
+            .model(&e.to_model)
+            .is_some_and(|m| m.key == e.to_field);
         if !is_key {
             continue;
         }

@@ -248,10 +248,12 @@ impl Engine {
         let now = Millis::now();
         let record = || -> Result<()> {
             let mut tx = self.store.write()?;
-            let mut st = tx.watcher_status(&w.name)?.unwrap_or_else(|| WatcherStatus {
-                name: w.name.clone(),
-                ..WatcherStatus::default()
-            });
+            let mut st = tx
+                .watcher_status(&w.name)?
+                .unwrap_or_else(|| WatcherStatus {
+                    name: w.name.clone(),
+                    ..WatcherStatus::default()
+                });
             st.runs += ran;
             st.last_run = Some(now);
             if failures.is_empty() {
@@ -316,7 +318,10 @@ impl Engine {
         let sys = self.svc.sys_dir_at(self.watch_dir(w));
         let title = format!("{} (watcher {})", obj.name(), w.name);
         let vars_json = serde_json::to_string_pretty(
-            &self.svc.secrets.mask_json(&Json::Object(attributes.clone())),
+            &self
+                .svc
+                .secrets
+                .mask_json(&Json::Object(attributes.clone())),
         )
         .unwrap_or_default();
         let files = recipe.files(Phase::Sync, &self.svc.secrets, &title, vars_json + "\n");
@@ -342,7 +347,13 @@ impl Engine {
             .name
             .trim_start_matches("stepdefs/")
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         self.sys.root().join(".watch").join(stem)
     }

@@ -323,7 +323,14 @@ pub fn change(
         && let Some(before) = before.filter(|b| b.fields != *fields)
     {
         mark_referrers(tx, &obj)?;
-        note_change(tx, id, &obj.model, &obj.key, &before.all_fields(), &obj.all_fields())?;
+        note_change(
+            tx,
+            id,
+            &obj.model,
+            &obj.key,
+            &before.all_fields(),
+            &obj.all_fields(),
+        )?;
     }
     Ok(())
 }

@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
 use super::{
-    Bookkeeping, Counts, Edge, Lease, Millis, ObjectRecord, OutboxEntry, ReadOps, Referrer,
-    Status, Store, StoreError, Triggers, WatcherStatus, WriteTx,
+    Bookkeeping, Counts, Edge, Lease, Millis, ObjectRecord, OutboxEntry, ReadOps, Referrer, Status,
+    Store, StoreError, Triggers, WatcherStatus, WriteTx,
 };
 use crate::bookkeeping;
 
