@@ -82,7 +82,7 @@ pub fn pretend_world(
 ) -> Result<(Snapshot, Vec<PolicyChange>)> {
     let now = crate::store::Millis::now();
     engine.mark_watched(tx)?;
-    let policed = crate::steps::police::police(&engine.svc, tx, now)?;
+    let policed = crate::steps::police::police(&engine.svc, tx, now, None)?;
     engine.mark_watched(tx)?;
     let changes = policed
         .effects

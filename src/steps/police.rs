@@ -77,7 +77,7 @@ impl crate::engine::Engine {
             return Ok(false);
         }
         let mut tx = self.store.write()?;
-        let done = police(&self.svc, &mut *tx, now)?;
+        let done = police(&self.svc, &mut *tx, now, Some(&self.loops))?;
         tx.commit()?;
         if done.ran > 0 {
             tracing::info!(
@@ -135,7 +135,13 @@ fn policed_models(svc: &Service) -> BTreeSet<String> {
 }
 
 /// Runs every due object's policies in `tx` (see the module's comment).
-pub fn police(svc: &Service, tx: &mut dyn WriteTx, now: Millis) -> Result<Policed> {
+/// With a `guard`, a ring of policies that never settles is stopped (SPEC §15).
+pub(crate) fn police(
+    svc: &Service,
+    tx: &mut dyn WriteTx,
+    now: Millis,
+    guard: Option<&crate::steps::guard::Guard>,
+) -> Result<Policed> {
     let models = policed_models(svc);
     let mut out = Policed::default();
     if models.is_empty() {
@@ -162,10 +168,22 @@ pub fn police(svc: &Service, tx: &mut dyn WriteTx, now: Millis) -> Result<Police
             out.ran += 1;
             let span = tracing::info_span!("policy", object = %obj.name());
             let _enter = span.enter();
-            match writes_of(svc, &*tx, &world, &obj) {
+            let looping = guard.and_then(|g| g.check_policy(&obj.name(), now));
+            match looping.map_or_else(|| writes_of(svc, &*tx, &world, &obj), Err) {
                 Ok(w) => {
+                    let first = out.effects.len();
                     apply(svc, tx, &obj, w, now, &mut out.effects)?;
                     store::policed(tx, obj.id)?;
+                    if let Some(g) = guard {
+                        for e in &out.effects[first..] {
+                            if e.kind != EffectKind::Delete {
+                                g.note_written(
+                                    &format!("{}/{}", e.model, e.key),
+                                    format!("policy {} of {}", e.policy, e.source),
+                                );
+                            }
+                        }
+                    }
                 }
                 Err(message) => {
                     out.failed += 1;
