@@ -53,6 +53,15 @@ pub fn validate(dir: &Path, objects: &[PathBuf]) -> Diagnostics {
             }
         }
     }
+    check_steps(&svc, config_loaded, &mut diags);
+    for w in &svc.stepdefs.watchers {
+        if let crate::stepdef::OnChange::Payload(p) = &w.on_change
+            && let PayloadKind::Playbook(pb) = &p.kind
+            && seen.insert(pb.playbook.clone())
+        {
+            check_playbook(&svc, &pb.playbook, &pb.origin, &mut diags);
+        }
+    }
     // Watchers and policies that start each other again with no outside change (SPEC §15).
     diags.0.extend(crate::steps::loops::check(&svc).0);
     // As `apply` reads them: all files together, so an object listed in two is caught.
@@ -232,6 +241,53 @@ fn check_objects_syntax(f: &Path, diags: &mut Diagnostics) {
     match Source::read(f).and_then(|s| s.documents().map(|_| ())) {
         Ok(()) => {}
         Err(d) => diags.push(d),
+    }
+}
+
+/// The templates of watchers' payloads and policies' actions, as an actuator's are checked:
+/// names in scope (`watched` for a watcher, `item` in a policy), secrets, vars and
+/// `object.` paths on the step's model.
+fn check_steps(svc: &Service, config_loaded: bool, diags: &mut Diagnostics) {
+    let templates = &svc.stepdefs.templates;
+    let mut check = |model: &Model, t: &Tmpl, names: &[&str], what: &str| {
+        check_names(templates, t, names, what, diags);
+        if config_loaded {
+            check_secrets(svc, t, diags);
+            check_vars(svc, templates, t, diags);
+        }
+        check_object_paths(templates, &svc.schema, model, t, diags);
+    };
+    for w in &svc.stepdefs.watchers {
+        let (Some(model), crate::stepdef::OnChange::Payload(p)) =
+            (svc.schema.model(&w.model), &w.on_change)
+        else {
+            continue;
+        };
+        let mut names: Vec<&str> = p.vars.iter().map(|(k, _)| k.as_str()).collect();
+        names.extend(COMMON);
+        names.push("watched");
+        for t in payload_tmpls(p) {
+            check(model, t, &names, "the watcher's payload");
+        }
+    }
+    for p in &svc.stepdefs.policies {
+        let Some(model) = svc.schema.model(&p.model) else {
+            continue;
+        };
+        let mut names: Vec<&str> = COMMON.to_vec();
+        names.push("item");
+        for a in p.on_create.iter().chain(p.on_update.iter().flatten()) {
+            let tmpls: Vec<&Tmpl> = match a {
+                crate::stepdef::Action::Ensure(e) => std::iter::once(&e.key)
+                    .chain(e.fields.iter().flat_map(|(_, v)| tmpls_of(v)))
+                    .chain(e.each.iter().flat_map(tmpls_of))
+                    .collect(),
+                crate::stepdef::Action::Delete { key, .. } => vec![key],
+            };
+            for t in tmpls {
+                check(model, t, &names, "a policy");
+            }
+        }
     }
 }
 

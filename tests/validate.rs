@@ -481,3 +481,46 @@ fn handlers_must_exist_includes_take_their_keywords_and_load_when_they_run() {
         out.stdout
     );
 }
+
+/// Watchers' payloads and policies' actions are checked as actuators' templates are.
+#[test]
+fn watcher_and_policy_templates_are_checked_with_their_places() {
+    let svc = Service::empty();
+    svc.file("stepsync.yaml", "name: steps\n");
+    svc.file(
+        "schemas/m.yaml",
+        "models:\n  Network:\n    fields:\n      name: string\n      ports: {type: list, default: []}\n  \
+         Port:\n    fields:\n      name: string\n      network: {type: ref, to: Network}\n      \
+         number: int\n      note: string\n",
+    );
+    svc.file(
+        "stepdefs/policy.yaml",
+        "kind: Policy\nmodel: Network\non_create:\n  - ensure:\n      model: Port\n      \
+         loop: \"{{ object.prots }}\"\n      key: \"{{ object.name }}-{{ itme }}\"\n      \
+         fields: {network: \"{{ object.name }}\", number: \"{{ item }}\"}\n",
+    );
+    svc.file(
+        "stepdefs/watcher.yaml",
+        "kind: Watcher\nmodel: Port\nwatches:\n  - {model: Network, via: network}\non_change:\n  \
+         rest: {method: POST, url: \"http://127.0.0.1:1/{{ watched.key }}/{{ wached }}\"}\n",
+    );
+    let out = svc.expect(&["validate"], 2);
+    let err = &out.stderr;
+    for (what, place) in [
+        ("Network has no field `prots`", "stepdefs/policy.yaml:6:"),
+        (
+            "`itme` is not defined in a policy",
+            "stepdefs/policy.yaml:7:",
+        ),
+        (
+            "`wached` is not defined in the watcher's payload",
+            "stepdefs/watcher.yaml:6:",
+        ),
+    ] {
+        assert!(err.contains(what), "missing `{what}` in:\n{err}");
+        assert!(err.contains(place), "missing `{place}` in:\n{err}");
+    }
+    assert!(err.contains("did you mean `item`?"), "{err}");
+    assert!(!err.contains("`item` is not defined"), "{err}");
+    assert!(!err.contains("`watched` is not defined"), "{err}");
+}

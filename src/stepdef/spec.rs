@@ -394,13 +394,39 @@ pub(super) struct WatchSpec {
 }
 
 /// `on_change: resync`, or a payload run once per linked object and change.
-#[derive(Deserialize, JsonSchema)]
+#[derive(JsonSchema)]
 #[serde(untagged)]
 #[schemars(rename = "OnChange")]
 pub(super) enum OnChangeSpec {
     #[schemars(with = "String", extend("enum" = ["resync"]))]
-    Word(Spanned<String>),
+    Word(String),
     Payload(Box<PayloadSpec>),
+}
+
+// Read by hand rather than as an untagged enum: untagged buffers the value and loses every
+// position inside the payload, and with it the file:line:col of its errors. A map is handed
+// on to the payload's own reader, whose values the YAML reader still locates.
+impl<'de> Deserialize<'de> for OnChangeSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OnChangeSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`resync` or a payload (`{rest: ...}` or `{playbook: FILE}`)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OnChangeSpec, E> {
+                Ok(OnChangeSpec::Word(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<OnChangeSpec, A::Error> {
+                PayloadSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|p| OnChangeSpec::Payload(Box::new(p)))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A model policy (SPEC §12): declarative state of other models kept from each object of

@@ -167,13 +167,12 @@ impl Cx<'_> {
         let on_change = match spec.on_change {
             None => OnChange::Resync,
             Some(oc) => match oc.value {
-                OnChangeSpec::Word(w) if w.value == "resync" => OnChange::Resync,
+                OnChangeSpec::Word(w) if w == "resync" => OnChange::Resync,
                 OnChangeSpec::Word(w) => {
-                    // The untagged enum read the word without its position: the key's stands in.
-                    let at = Spanned::new(w.value.clone(), oc.referenced, oc.defined);
+                    let at = Spanned::new(w.clone(), oc.referenced, oc.defined);
                     self.error(
                         self.src
-                            .diag_at(format!("unknown on_change `{}`", w.value), &at)
+                            .diag_at(format!("unknown on_change `{w}`"), &at)
                             .with_hint(
                                 "`resync`, or a payload: `{rest: {...}}` or `{playbook: FILE}`",
                             ),
