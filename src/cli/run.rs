@@ -146,12 +146,8 @@ fn summary_text(summary: &Summary, engine: &Engine) -> Result<String> {
     );
     if !summary.all_ok {
         let now = Millis::now();
-        for o in engine
-            .store
-            .list(None)?
-            .iter()
-            .filter(|o| o.book.status != Status::Ok)
-        {
+        let all = engine.store.list(None)?;
+        for o in all.iter().filter(|o| o.book.status != Status::Ok) {
             let retry = next_retry(o.book.next_retry_at, now);
             let retry = if retry.is_empty() {
                 String::new()
@@ -163,6 +159,19 @@ fn summary_text(summary: &Summary, engine: &Engine) -> Result<String> {
                 o.name(),
                 o.book.status,
                 o.book.message
+            ));
+        }
+        for o in all.iter().filter(|o| o.book.policy_error.is_some()) {
+            let retry = next_retry(o.book.policy_retry_at, now);
+            let retry = if retry.is_empty() {
+                String::new()
+            } else {
+                format!(" ({retry})")
+            };
+            text.push_str(&format!(
+                "  {} policy error{retry}: {}\n",
+                o.name(),
+                o.book.policy_error.as_deref().unwrap_or_default()
             ));
         }
     }

@@ -108,6 +108,8 @@ pub struct Summary {
     /// Objects deleted from their backends (and purged) by these passes.
     pub purged: usize,
     pub counts: Vec<(Status, usize)>,
+    /// Objects whose policies failed (SPEC §12): the run is not all ok while any did.
+    pub policy_errors: usize,
     pub all_ok: bool,
 }
 

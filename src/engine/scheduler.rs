@@ -332,7 +332,9 @@ impl Engine {
             Some(c) => c,
             None => self.store.counts()?,
         };
-        summary.all_ok = counts.by_status.iter().all(|(st, _)| *st == Status::Ok);
+        summary.policy_errors = self.store.policy_errors()?;
+        summary.all_ok =
+            counts.by_status.iter().all(|(st, _)| *st == Status::Ok) && summary.policy_errors == 0;
         summary.counts = counts.by_status;
         Ok(summary)
     }

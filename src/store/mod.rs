@@ -291,8 +291,8 @@ pub trait Store: ReadOps + Send + Sync {
     fn set_triggers(&self, triggers: Arc<Triggers>);
     /// Every watcher's last outcome, by name.
     fn watcher_statuses(&self) -> Result<Vec<WatcherStatus>, StoreError>;
-    /// The earliest time a failed policy is tried again, for the daemon's sleep.
-    fn policy_wake(&self) -> Result<Option<Millis>, StoreError>;
+    /// How many objects' policies failed last time they ran.
+    fn policy_errors(&self) -> Result<usize, StoreError>;
 }
 
 /// Creates an object, pending at generation 1.

@@ -648,14 +648,15 @@ impl Store for SqliteStore {
         run().map_err(sql_err(&self.path))
     }
 
-    fn policy_wake(&self) -> Result<Option<Millis>, StoreError> {
+    fn policy_errors(&self) -> Result<usize, StoreError> {
         self.lock()
             .query_row(
-                "SELECT MIN(policy_retry_at) FROM objects WHERE policy_error IS NOT NULL",
+                "SELECT COUNT(*) FROM objects INDEXED BY objects_policy_error
+                 WHERE policy_error IS NOT NULL",
                 [],
-                |r| r.get::<_, Option<i64>>(0),
+                |r| r.get::<_, i64>(0),
             )
-            .map(|m| m.map(Millis))
+            .map(|n| usize::try_from(n).unwrap_or(0))
             .map_err(sql_err(&self.path))
     }
 
