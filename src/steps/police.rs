@@ -306,6 +306,10 @@ fn writes_of(
             }
         }
     }
+    // Refs may point at what the same policies ensure, in any order, or at live stored ones.
+    for up in &w.upserts {
+        refs_exist(svc, tx, up, &wanted)?;
+    }
     // An ensure that no longer yields an object it made (a smaller loop) deletes it.
     for o in tx.owned_by(&owner).map_err(|e| e.to_string())? {
         if !o.book.deleted
@@ -422,24 +426,6 @@ fn checked(
             None => {}
         }
     }
-    for e in svc.graph.edges(model_name, &ordered) {
-        let is_key = svc
-            .schema
-            .model(&e.to_model)
-            .is_some_and(|m| m.key == e.to_field);
-        if !is_key {
-            continue;
-        }
-        match tx.get(&e.to_model, &e.value).map_err(|e| e.to_string())? {
-            Some(t) if !t.book.deleted => {}
-            _ => {
-                return Err(format!(
-                    "ensure {name} field `{}`: {}/{} does not exist",
-                    e.field, e.to_model, e.value
-                ));
-            }
-        }
-    }
     Ok(Upsert {
         existing,
         model: model_name.to_owned(),
@@ -447,6 +433,34 @@ fn checked(
         fields: ordered,
         policy: p.name.clone(),
     })
+}
+
+/// Every object `up` refers to exists and is not being deleted, or is ensured with it.
+fn refs_exist(
+    svc: &Service,
+    tx: &dyn WriteTx,
+    up: &Upsert,
+    wanted: &HashSet<(String, String)>,
+) -> std::result::Result<(), String> {
+    for e in svc.graph.edges(&up.model, &up.fields) {
+        let is_key = svc
+            .schema
+            .model(&e.to_model)
+            .is_some_and(|m| m.key == e.to_field);
+        if !is_key || wanted.contains(&(e.to_model.clone(), e.value.clone())) {
+            continue;
+        }
+        match tx.get(&e.to_model, &e.value).map_err(|e| e.to_string())? {
+            Some(t) if !t.book.deleted => {}
+            _ => {
+                return Err(format!(
+                    "policy {}: ensure {}/{} field `{}`: {}/{} does not exist",
+                    up.policy, up.model, up.key, e.field, e.to_model, e.value
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn apply(
