@@ -148,12 +148,7 @@ fn summary_text(summary: &Summary, engine: &Engine) -> Result<String> {
         let now = Millis::now();
         let all = engine.store.list(None)?;
         for o in all.iter().filter(|o| o.book.status != Status::Ok) {
-            let retry = next_retry(o.book.next_retry_at, now);
-            let retry = if retry.is_empty() {
-                String::new()
-            } else {
-                format!(" ({retry})")
-            };
+            let retry = retry_note(o.book.next_retry_at, now);
             text.push_str(&format!(
                 "  {} {}{retry}: {}\n",
                 o.name(),
@@ -162,12 +157,7 @@ fn summary_text(summary: &Summary, engine: &Engine) -> Result<String> {
             ));
         }
         for o in all.iter().filter(|o| o.book.policy_error.is_some()) {
-            let retry = next_retry(o.book.policy_retry_at, now);
-            let retry = if retry.is_empty() {
-                String::new()
-            } else {
-                format!(" ({retry})")
-            };
+            let retry = retry_note(o.book.policy_retry_at, now);
             text.push_str(&format!(
                 "  {} policy error{retry}: {}\n",
                 o.name(),
@@ -176,6 +166,16 @@ fn summary_text(summary: &Summary, engine: &Engine) -> Result<String> {
         }
     }
     Ok(text)
+}
+
+/// ` (retry in 4s at ...)`, or nothing when nothing waits.
+fn retry_note(at: Option<Millis>, now: Millis) -> String {
+    let retry = next_retry(at, now);
+    if retry.is_empty() {
+        retry
+    } else {
+        format!(" ({retry})")
+    }
 }
 
 /// `run` without `--once`: the daemon, until SIGINT/SIGTERM.

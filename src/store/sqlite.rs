@@ -438,6 +438,19 @@ fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxEntry> {
     })
 }
 
+/// A row of `watchers`, selected in column order.
+fn watcher_row(r: &Row<'_>) -> rusqlite::Result<WatcherStatus> {
+    Ok(WatcherStatus {
+        name: r.get(0)?,
+        runs: r.get(1)?,
+        failures: r.get(2)?,
+        last_run: r.get::<_, Option<i64>>(3)?.map(Millis),
+        last_ok: r.get::<_, Option<i64>>(4)?.map(Millis),
+        last_error_at: r.get::<_, Option<i64>>(5)?.map(Millis),
+        message: r.get(6)?,
+    })
+}
+
 const OUTBOX_COLUMNS: &str = "id, watcher, obj, model, key, fields, old, new, seq, at";
 
 fn outbox(conn: &Connection, path: &Path) -> Result<Vec<OutboxEntry>, StoreError> {
@@ -632,18 +645,7 @@ impl Store for SqliteStore {
                 "SELECT name, runs, failures, last_run, last_ok, last_error_at, message
                  FROM watchers ORDER BY name",
             )?;
-            st.query_map([], |r| {
-                Ok(WatcherStatus {
-                    name: r.get(0)?,
-                    runs: r.get(1)?,
-                    failures: r.get(2)?,
-                    last_run: r.get::<_, Option<i64>>(3)?.map(Millis),
-                    last_ok: r.get::<_, Option<i64>>(4)?.map(Millis),
-                    last_error_at: r.get::<_, Option<i64>>(5)?.map(Millis),
-                    message: r.get(6)?,
-                })
-            })?
-            .collect()
+            st.query_map([], watcher_row)?.collect()
         };
         run().map_err(sql_err(&self.path))
     }
@@ -1005,20 +1007,7 @@ impl WriteTx for SqliteTx<'_> {
                 "SELECT name, runs, failures, last_run, last_ok, last_error_at, message
                  FROM watchers WHERE name = ?1",
             )
-            .and_then(|mut st| {
-                st.query_row([name], |r| {
-                    Ok(WatcherStatus {
-                        name: r.get(0)?,
-                        runs: r.get(1)?,
-                        failures: r.get(2)?,
-                        last_run: r.get::<_, Option<i64>>(3)?.map(Millis),
-                        last_ok: r.get::<_, Option<i64>>(4)?.map(Millis),
-                        last_error_at: r.get::<_, Option<i64>>(5)?.map(Millis),
-                        message: r.get(6)?,
-                    })
-                })
-                .optional()
-            })
+            .and_then(|mut st| st.query_row([name], watcher_row).optional())
             .map_err(sql_err(self.path))
     }
 
