@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The benchmarks of issues #7 and #13 (see BENCHMARKS.md): builds in release mode, runs B1-B5
-# side by side, and prints one table (median, min and max over BENCH_RUNS runs, default 5).
+# The benchmarks of issues #7, #13 and #16 (see BENCHMARKS.md): builds in release mode, runs
+# B1-B7 and B3S side by side, and prints one table (median, min and max over BENCH_RUNS runs,
+# default 5).
 #
 #   bash scripts/bench.sh                   everything (about 20-35 minutes on 2 cores)
 #   bash scripts/bench.sh --only B1,B3      some of them (or BENCH_ONLY=B1,B3): B1 B2 B3 B4 B4H B5
+#                                           B6 B7 B3S
 #   bash scripts/bench.sh --runs 7          more runs (or BENCH_RUNS=7; at least 5 for the record)
-#   bash scripts/bench.sh --quick           a smoke test: 1 run, smaller B2, B3, B5 (not for the record)
+#   bash scripts/bench.sh --quick           a smoke test: 1 run, smaller B2, B3, B5, B6, B7, B3S
+#                                           (not for the record)
 #   BENCH_BASELINE=/path/to/stepsync bash scripts/bench.sh --only B1,B3
 #                                           also times another build (say, of an earlier commit)
 #                                           in B1, B3's plan and B5, side by side: before/after
@@ -23,7 +26,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 RUNS=${BENCH_RUNS:-5}
-ONLY=${BENCH_ONLY:-B1,B2,B3,B4,B4H,B5}
+ONLY=${BENCH_ONLY:-B1,B2,B3,B4,B4H,B5,B6,B7,B3S}
 QUICK=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,6 +47,10 @@ B1_SITES=100 B1_SLICES=1000 B1_INSTANCES=8900
 B2_OBJECTS=${BENCH_B2_OBJECTS:-20}
 B3_SITES=1000 B3_SLICES=10000 B3_INSTANCES=89000
 B4_CHANGES=50
+# B6: one Site whose watched field changes, and this many Slices watching it (SPEC §11).
+B6_SLICES=10000
+# B7: this many Networks, each with a policy ensuring two Interfaces (SPEC §12).
+B7_NETWORKS=10000
 # B4H: B4 with one request, for an unrelated Site, hung this long the whole time.
 B4H_HANG_S=${BENCH_B4H_HANG_S:-10}
 DELAY_MS=2
@@ -53,6 +60,8 @@ if [ "$QUICK" = 1 ]; then
   B2_OBJECTS=${BENCH_B2_OBJECTS:-4}
   B3_SITES=100 B3_SLICES=1000 B3_INSTANCES=8900
   B4_CHANGES=10
+  B6_SLICES=1000
+  B7_NETWORKS=1000
 fi
 B1_TOTAL=$((B1_SITES + B1_SLICES + B1_INSTANCES))
 B3_TOTAL=$((B3_SITES + B3_SLICES + B3_INSTANCES))
@@ -757,6 +766,293 @@ b5() {
   [ "$bad" = 0 ] || die "B5: see the notes under the table"
 }
 
+# --- The daemon's log, for B6 and B7 ---------------------------------------------------------
+# The lines B6 and B7 time come from the daemon itself, each written just after the commit it
+# reports: `watchers made objects pending` (stepsync::steps::watch), `policies`
+# (stepsync::steps::police) and the end of a pass that ran something (stepsync::engine::
+# scheduler). Only those are logged, in JSON with their timestamps, so the daemon writes a few
+# lines per change and not one per run (B1's `run --once` logs nothing either).
+STEPS_LOG_FILTER="warn,stepsync::engine::daemon=info,stepsync::engine::scheduler=info,stepsync::steps=info"
+
+# start_daemon SVC LOG: `stepsync run` on SVC, its log to LOG; waits until it has started and
+# made its first pass; sets DAEMON_PID.
+start_daemon() {
+  local svc=$1 dlog=$2 i
+  STEPSYNC_LOG=$STEPS_LOG_FILTER "$STEPSYNC" -C "$svc" --log-format json run >"$dlog.out" 2>"$dlog" &
+  DAEMON_PID=$!
+  track "$DAEMON_PID"
+  for i in $(seq 600); do
+    grep -q '"message":"started"' "$dlog" 2>/dev/null && break
+    kill -0 "$DAEMON_PID" 2>/dev/null || die "the daemon on $svc exited: $(tail -3 "$dlog")"
+    sleep 0.05
+  done
+  grep -q '"message":"started"' "$dlog" || die "the daemon on $svc did not start: $(tail -3 "$dlog")"
+  # Its first pass (idle, or whatever the store held) is over before anything is timed.
+  sleep 1
+}
+stop_daemon() {
+  kill -TERM "$DAEMON_PID" 2>/dev/null || true
+  timeout 60 tail --pid="$DAEMON_PID" -f /dev/null || kill -KILL "$DAEMON_PID" 2>/dev/null || true
+  wait "$DAEMON_PID" 2>/dev/null || true
+}
+
+# daemon_wait LOG OFFSET LIMIT_S MESSAGE FIELD MIN: waits until the JSON lines of LOG after
+# byte OFFSET whose message is MESSAGE add up to at least MIN in FIELD (a number of objects),
+# and prints "NS SUM": the Unix time in ns of the line that got there, and the sum. Fails
+# after LIMIT_S seconds, or when the daemon (DAEMON_PID) is gone.
+daemon_wait() {
+  python3 - "$@" "$DAEMON_PID" <<'PY'
+import datetime, json, os, re, sys, time
+log, off, limit, msg, field, need, pid = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
+deadline = time.time() + limit
+total, buf = 0, b""
+with open(log, "rb") as f:
+    f.seek(off)
+    while True:
+        chunk = f.read()
+        if chunk:
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue
+                fl = e.get("fields", {})
+                if fl.get("message") != msg:
+                    continue
+                total += int(fl.get(field, 0))
+                if total >= need:
+                    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z", e["timestamp"])
+                    t = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+                    frac = (m.group(2) or "0")[:9].ljust(9, "0")
+                    print(int(t.timestamp()) * 10**9 + int(frac), total)
+                    sys.exit(0)
+            continue
+        if time.time() > deadline:
+            sys.exit(f"daemon_wait: no {msg!r} lines adding up to {field}={need} within {limit}s (got {total})")
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            sys.exit(f"daemon_wait: the daemon exited (got {msg!r} {field}={total} of {need})")
+        time.sleep(0.005)
+PY
+}
+ms_between() { calc "($2 - $1) / 1e6" 1; } # ms_between NS0 NS1
+store_q() { sqlite3 -cmd ".timeout 60000" "$1/.stepsync/state.db" "$2"; }
+
+# --- B6: watch fan-out --------------------------------------------------------------------------
+# B1's service with 1 Site and B6_SLICES Slices (no Instances), and a watcher: every Slice
+# resyncs when its Site's `login_base` changes. In sync, with the daemon running; each run
+# applies one new `login_base` for the Site and times, from just before `apply` is spawned:
+# (a) the watchers' drain committing every Slice pending (the daemon's log line, written after
+# the commit), (b) the end of the pass that re-synced the Site and every Slice against B1's
+# 2 ms server. The raw client sends the same requests (1 Site, then every Slice) in the same
+# run, for the ratio.
+b6() {
+  local total=$((B6_SLICES + 1))
+  log "B6: one watched field change linked to $B6_SLICES Slices (server delay ${DELAY_MS} ms, concurrency $CONCURRENCY), daemon running, $RUNS runs"
+  local d=$WORK/b6 svc r off t0 t1 tp ts np ns raw n notok fresh
+  svc=$d/svc
+  mkdir -p "$d"
+  start_server "$DELAY_MS"
+  "$BB/gen" --dir "$svc" --url "$SERVER_URL" --sites 1 --slices "$B6_SLICES" --instances 0 \
+    --concurrency $CONCURRENCY --requests "$d/requests.jsonl" 2>/dev/null
+  cat >"$svc/stepdefs/slice-watch.yaml" <<'YAML'
+kind: Watcher
+model: Slice
+watches:
+  - {model: Site, via: site, fields: [login_base]}
+YAML
+  "$STEPSYNC" -C "$svc" -q validate >/dev/null || die "B6: the service does not validate"
+  timeout 300 "$STEPSYNC" -C "$svc" -q apply -f objects/ >/dev/null
+  timeout 900 "$STEPSYNC" -C "$svc" run --once >"$d/sync.out" 2>&1 || die "B6: the first sync failed: $(tail -3 "$d/sync.out")"
+  grep -q "^run: $total ok" "$d/sync.out" || die "B6: the first sync left objects not ok: $(head -3 "$d/sync.out")"
+  start_daemon "$svc" "$d/daemon.log"
+  for r in $(seq "$RUNS"); do
+    printf 'Site:\n  - {name: site-0, login_base: b6-r%s}\n' "$r" >"$d/change.yaml"
+    server_reset
+    settle
+    off=$(stat -c %s "$d/daemon.log")
+    t0=$(date +%s%N)
+    timeout 60 "$STEPSYNC" -C "$svc" -q apply -f "$d/change.yaml" >/dev/null || die "B6: run $r: apply failed"
+    t1=$(date +%s%N)
+    read -r tp np <<<"$(daemon_wait "$d/daemon.log" "$off" 120 "watchers made objects pending" objects "$B6_SLICES")" \
+      || die "B6: run $r: the Slices were not made pending"
+    read -r ts ns <<<"$(daemon_wait "$d/daemon.log" "$off" 900 pass ran "$total")" \
+      || die "B6: run $r: the resync did not end"
+    n=$(server_stat requests)
+    [ "$n" = "$total" ] || note "B6: run $r: the daemon sent $n requests, expected $total"
+    # Every Slice synced again after t0, and nothing is left to do.
+    fresh=$(store_q "$svc" "SELECT COUNT(*) FROM objects WHERE model = 'Slice' AND status = 'ok' AND pending = 0 AND last_success_at >= $((t0 / 1000000))")
+    notok=$(store_q "$svc" "SELECT COUNT(*) FROM objects WHERE status != 'ok' OR pending != 0")
+    [ "$fresh" = "$B6_SLICES" ] && [ "$notok" = 0 ] \
+      || die "B6: run $r: $fresh of $B6_SLICES Slices synced after the change, $notok objects not ok or pending"
+    record b6_pending_ms "$(ms_between "$t0" "$tp")"
+    record b6_apply_ms "$(ms_between "$t0" "$t1")"
+    record b6_apply_exit_pending_ms "$(ms_between "$t1" "$tp")"
+    record b6_made_pending "$np"
+    record b6_resync_s "$(calc "($ts - $t0) / 1e9")"
+    record b6_requests "$n"
+
+    server_reset
+    settle
+    measure 600 "$d/raw.out" "$BB/raw_client" --requests "$d/requests.jsonl" --concurrency $CONCURRENCY
+    raw=$WALL
+    n=$(server_stat requests)
+    [ "$n" = "$total" ] || die "B6: the raw client sent $n requests, expected $total"
+    record b6_raw "$raw"
+    record b6_ratio "$(calc "($ts - $t0) / 1e9 / $raw")"
+    log "  run $r: apply $(ms_between "$t0" "$t1") ms; all $np pending at $(ms_between "$t0" "$tp") ms; all $ns re-synced at $(calc "($ts - $t0) / 1e9") s; raw ${raw}s, ratio $(calc "($ts - $t0) / 1e9 / $raw" 2)"
+  done
+  stop_daemon
+}
+
+# --- B7: policies -----------------------------------------------------------------------------
+# Networks and Interfaces, no actuators (their objects are in sync as soon as they are
+# written: only the policies' work is timed), a policy ensuring two Interfaces per Network.
+# Each run: a fresh service directory and store, the daemon running on it, then `apply` of
+# B7_NETWORKS Networks; timed from just before `apply` is spawned to the daemon's `policies`
+# line (written after the commit of the transaction with every Interface) adding up to
+# 2 x B7_NETWORKS writes; the store is then checked for 3 x B7_NETWORKS objects.
+b7() {
+  local want=$((B7_NETWORKS * 3))
+  log "B7: apply $B7_NETWORKS Networks, a policy ensuring 2 Interfaces each, daemon running; $RUNS runs"
+  local d=$WORK/b7 svc r i off t0 t1 tw nw n owned
+  mkdir -p "$d/svc/schemas" "$d/svc/stepdefs" "$d/svc/objects"
+  cat >"$d/svc/stepsync.yaml" <<YAML
+name: bench-policies
+concurrency: $CONCURRENCY
+logging: {level: warn}
+YAML
+  cat >"$d/svc/schemas/models.yaml" <<'YAML'
+models:
+  Network:
+    fields:
+      name: {type: string, required: true}
+      mtu: {type: int, default: 1500}
+  Interface:
+    fields:
+      name: {type: string, required: true}
+      network: {type: ref, to: Network, required: true}
+      index: {type: int, required: true}
+      mtu: int
+YAML
+  cat >"$d/svc/stepdefs/network-policy.yaml" <<'YAML'
+kind: Policy
+model: Network
+on_create:
+  - ensure:
+      model: Interface
+      key: "{{ object.name }}-if0"
+      fields: {network: "{{ object.name }}", index: 0, mtu: "{{ object.mtu }}"}
+  - ensure:
+      model: Interface
+      key: "{{ object.name }}-if1"
+      fields: {network: "{{ object.name }}", index: 1, mtu: "{{ object.mtu }}"}
+YAML
+  { echo "Network:"; for i in $(seq 0 $((B7_NETWORKS - 1))); do echo "  - {name: net-$i}"; done; } >"$d/svc/objects/networks.yaml"
+  "$STEPSYNC" -C "$d/svc" -q validate >/dev/null || die "B7: the service does not validate"
+  for r in $(seq "$RUNS"); do
+    svc=$d/svc-r$r
+    cp -r "$d/svc" "$svc"
+    # The store exists (and is empty) before the daemon starts.
+    timeout 60 "$STEPSYNC" -C "$svc" -q status >/dev/null 2>&1 || true
+    start_daemon "$svc" "$d/daemon-r$r.log"
+    settle
+    off=$(stat -c %s "$d/daemon-r$r.log")
+    t0=$(date +%s%N)
+    timeout 300 "$STEPSYNC" -C "$svc" -q apply -f objects/ >/dev/null || die "B7: run $r: apply failed"
+    t1=$(date +%s%N)
+    read -r tw nw <<<"$(daemon_wait "$d/daemon-r$r.log" "$off" 300 policies writes $((B7_NETWORKS * 2)))" \
+      || die "B7: run $r: the policies did not write every Interface"
+    stop_daemon
+    n=$(store_q "$svc" "SELECT COUNT(*) FROM objects WHERE deleted = 0")
+    owned=$(store_q "$svc" "SELECT COUNT(*) FROM objects WHERE model = 'Interface' AND owner IS NOT NULL")
+    [ "$n" = "$want" ] && [ "$owned" = $((B7_NETWORKS * 2)) ] || die "B7: run $r: $n objects in the store ($owned owned Interfaces), expected $want"
+    record b7_s "$(calc "($tw - $t0) / 1e9")"
+    record b7_apply_s "$(calc "($t1 - $t0) / 1e9")"
+    record b7_policy_s "$(calc "($tw - $t1) / 1e9")"
+    record b7_objects "$n"
+    log "  run $r: apply $(calc "($t1 - $t0) / 1e9") s, $nw Interfaces committed at $(calc "($tw - $t0) / 1e9") s, $n objects"
+  done
+}
+
+# --- B3S: idle with watchers and policies ------------------------------------------------------
+# B3's service with a watcher on Instances (a Slice's `max_instances`, its Site's `login_base`
+# through slice.site) and a policy on Sites (one SiteTag each, a model without an actuator);
+# one Instance fewer per SiteTag, so the store holds B3's 100,000 objects. Applied and synced
+# (times in the log), then per run: an idle `run --once` with the steps loaded, timed from
+# process start to exit, and its pass's own time (its `idle pass` debug line); then the same
+# with the two step files moved aside, side by side.
+b3s() {
+  local instances=$((B3_INSTANCES - B3_SITES))
+  log "B3S: $B3_TOTAL objects in sync with a watcher and a policy loaded: idle run --once; $RUNS runs"
+  local d=$WORK/b3s svc r n wall pass_ms label
+  svc=$d/svc
+  mkdir -p "$d"
+  start_server 0
+  "$BB/gen" --dir "$svc" --url "$SERVER_URL" --sites $B3_SITES --slices $B3_SLICES \
+    --instances $instances --concurrency $CONCURRENCY 2>/dev/null
+  cat >"$svc/schemas/steps.yaml" <<'YAML'
+models:
+  SiteTag:
+    fields:
+      name: {type: string, required: true}
+      site: {type: ref, to: Site, required: true}
+YAML
+  cat >"$svc/stepdefs/instance-watch.yaml" <<'YAML'
+kind: Watcher
+model: Instance
+watches:
+  - {model: Slice, via: slice, fields: [max_instances]}
+  - {model: Site, via: slice.site, fields: [login_base]}
+YAML
+  cat >"$svc/stepdefs/site-policy.yaml" <<'YAML'
+kind: Policy
+model: Site
+on_create:
+  - ensure:
+      model: SiteTag
+      key: "{{ object.name }}-tag"
+      fields: {site: "{{ object.name }}"}
+YAML
+  "$STEPSYNC" -C "$svc" -q validate >/dev/null || die "B3S: the service does not validate"
+  settle
+  measure 900 "$d/apply.out" "$STEPSYNC" -C "$svc" -q apply -f objects/ || die "B3S: apply failed"
+  log "  apply of $((B3_TOTAL - B3_SITES)) objects: ${WALL}s"
+  server_reset
+  settle
+  measure 1800 "$d/sync.out" "$STEPSYNC" -C "$svc" run --once || die "B3S: the first sync failed"
+  grep -q "^run: $B3_TOTAL ok" "$d/sync.out" || die "B3S: the first sync left objects not ok: $(head -3 "$d/sync.out")"
+  record b3s_sync_s "$WALL"
+  log "  first sync (policies for $B3_SITES Sites, then $(server_stat requests) requests): ${WALL}s"
+  mkdir -p "$d/aside"
+  for r in $(seq "$RUNS"); do
+    for label in steps plain; do
+      if [ "$label" = plain ]; then mv "$svc/stepdefs/instance-watch.yaml" "$svc/stepdefs/site-policy.yaml" "$d/aside/"; fi
+      server_reset
+      STEPSYNC_LOG=warn,stepsync::engine::scheduler=debug measure 600 "$d/idle.out" \
+        "$STEPSYNC" -C "$svc" --log-format json run --once || die "B3S: run $r: the idle pass ($label) failed"
+      wall=$WALL
+      if [ "$label" = plain ]; then mv "$d/aside/instance-watch.yaml" "$d/aside/site-policy.yaml" "$svc/stepdefs/"; fi
+      n=$(server_stat requests)
+      [ "$n" = 0 ] || die "B3S: run $r: the idle pass ($label) sent $n requests"
+      grep -q "^run: $B3_TOTAL ok" "$d/idle.out" || die "B3S: run $r: not every object ok after the idle pass ($label): $(head -3 "$d/idle.out")"
+      pass_ms=$(python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    try: f = json.loads(line).get("fields", {})
+    except ValueError: continue
+    if f.get("message", "").startswith("idle pass"): print(f.get("ms")); break
+else: sys.exit(1)' "$d/idle.out.err") || die "B3S: run $r: no \`idle pass\` line ($label): $(tail -3 "$d/idle.out.err")"
+      record "b3s_${label}_s" "$wall"
+      record "b3s_${label}_pass_ms" "$pass_ms"
+      log "  run $r ($label): idle run --once ${wall}s, its pass ${pass_ms} ms"
+    done
+  done
+}
+
 # --- Run, then the table ----------------------------------------------------------------------
 run_bench() { # NAME FUNCTION: a failure is reported in the table, the others still run
   local name=$1 fn=$2
@@ -784,6 +1080,9 @@ run_bench B3 b3
 run_bench B4 b4
 run_bench B4H b4h
 run_bench B5 b5
+run_bench B6 b6
+run_bench B7 b7
+run_bench B3S b3s
 
 # stats METRIC -> "n median min max" (median of an even count: the mean of the middle two)
 stats() {
@@ -877,6 +1176,23 @@ row() {
   row "B5 \`plan\`, baseline build (s)" b5_baseline_plan_s 2
   row "B5 \`plan\`, baseline build: \`~ update $B5_MODEL/...\` lines" b5_baseline_plan_listed 0
   row "B5 first idle \`run --once\`, baseline build (s)" b5_baseline_idle1_s 3
+  row "B6 apply of one watched change -> all $B6_SLICES linked Slices pending (ms)" b6_pending_ms 0 "<=" 1000
+  row "B6 made pending by the watcher (of $B6_SLICES)" b6_made_pending 0 "=" "$B6_SLICES"
+  row "B6 apply process alone (ms)" b6_apply_ms 0
+  row "B6 apply exit -> all pending (ms)" b6_apply_exit_pending_ms 0
+  row "B6 apply -> Site and $B6_SLICES Slices re-synced, 2 ms server (s)" b6_resync_s 2
+  row "B6 raw reqwest client, same $((B6_SLICES + 1)) requests (s)" b6_raw 2
+  row "B6 ratio re-sync / raw (per run)" b6_ratio 2
+  row "B6 requests sent by the daemon (of $((B6_SLICES + 1)))" b6_requests 0 "=" "$((B6_SLICES + 1))"
+  row "B7 apply of $B7_NETWORKS Networks -> $((B7_NETWORKS * 3)) objects committed, daemon (s)" b7_s 2 "<=" 5
+  row "B7 apply process alone (s)" b7_apply_s 2
+  row "B7 apply exit -> the policies' commit (s)" b7_policy_s 2
+  row "B7 objects in the store (of $((B7_NETWORKS * 3)))" b7_objects 0 "=" "$((B7_NETWORKS * 3))"
+  row "B3S first sync with a watcher and a policy, 0 ms server (s)" b3s_sync_s 1
+  row "B3S idle pass with the steps loaded, $B3_TOTAL in sync (ms)" b3s_steps_pass_ms 0 "<=" 100
+  row "B3S idle pass without them, same store (ms)" b3s_plain_pass_ms 0
+  row "B3S idle \`run --once\` with the steps loaded (s)" b3s_steps_s 3
+  row "B3S idle \`run --once\` without them (s)" b3s_plain_s 3
   if [ -s "$RES/notes" ]; then
     echo
     sed 's/^/- /' "$RES/notes"
