@@ -408,6 +408,20 @@ fn a_failing_policy_writes_nothing_backs_off_blocks_only_its_own_and_a_fix_clear
         "{}",
         out.stdout
     );
+    // `status` lists it among the policies in error, with its message.
+    let table = fx.svc.ok(&["status"]).stdout;
+    assert!(
+        table.contains("Policies in error:") && table.contains("Network/n1 (1 failure"),
+        "{table}"
+    );
+    let v: Value = serde_json::from_str(&fx.svc.ok(&["status", "-o", "json"]).stdout).unwrap();
+    let keys: Vec<&Value> = v["policy_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["key"])
+        .collect();
+    assert_eq!(keys, ["n1"], "{v}");
     // Not retried before its backoff ends...
     fx.svc.test().args(["run", "--once"]).any_status().run();
     assert!(
