@@ -420,6 +420,13 @@ fn a_payload_watcher_runs_once_per_linked_object_with_watched_in_its_context() {
         "{http}"
     );
     assert!(http.contains("10.0.0.9"), "{http}");
+    for f in ["sync.sh", "vars.json"] {
+        assert!(dir.join(f).is_file(), "{} has no {f}", dir.display());
+    }
+    // Not among the actuators' recipes.
+    let own = std::fs::read_to_string(fx.svc.path().join(".stepsync/sys/Fabric/f1/sync.http"))
+        .expect("f1's own recipe");
+    assert!(!own.contains("/hooks/"), "{own}");
     // Nothing changed since: nothing runs again.
     fx.server.clear();
     assert_eq!(fx.run(), Vec::<String>::new());
