@@ -497,3 +497,31 @@ fn plan_shows_a_policys_effects_as_lines_of_their_own() {
     // And nothing is written: the plan only shows it.
     assert_eq!(fx.svc.keys("Interface"), Vec::<String>::new());
 }
+
+#[test]
+fn retry_clears_a_failing_policys_backoff() {
+    let fx = Fx::new(&policy("updated"));
+    // A long backoff: only `retry` can make the policy run again within this test.
+    fx.svc.file(
+        "stepsync.yaml",
+        &format!(
+            "name: policy-test\nvars: {{base: \"{}\"}}\nbackoff: {{initial: 1h, jitter: 0}}\n",
+            fx.server.url
+        ),
+    );
+    fx.apply("Network:\n  - {name: n1, mtu: big}\n");
+    fx.svc.test().args(["run", "--once"]).any_status().run();
+    assert_eq!(fx.status("Network", "n1")["policy_status"]["failures"], 1);
+    // SPEC §5.3: `stepsync retry MODEL [KEY]` clears the backoff; a policy's is one.
+    fx.svc
+        .test()
+        .args(["retry", "Network", "n1"])
+        .any_status()
+        .run();
+    fx.svc.test().args(["run", "--once"]).any_status().run();
+    let ps = fx.status("Network", "n1")["policy_status"].clone();
+    assert_eq!(
+        ps["failures"], 2,
+        "retry did not make the policy run again: {ps}"
+    );
+}

@@ -552,36 +552,69 @@ fn kill(mut d: Child) {
 #[test]
 fn kill_9_between_a_watched_write_and_the_watcher_loses_no_trigger() {
     let fx = Fx::new(ONE_HOP_IP, OBJECTS);
-    // While i2's request hangs, the daemon's pass cannot end, so the watcher (drained at
-    // the start of a pass) has not run when i1's new ip is recorded.
-    fx.server.hold("/instances/i2", Duration::from_secs(60));
+    // f1's switch is being synced and its request hangs: whenever the daemon drains the
+    // watcher, f1 cannot run before the kill (it waits for s1), while i1's sync records a
+    // new ip.
+    fx.server.hold("/switches/s1", Duration::from_secs(60));
     fx.ip("i1", "10.0.0.66");
-    fx.apply("Instance:\n  - {name: i1, node: n1, size: 2}\n  - {name: i2, node: n2, size: 2}\n");
+    fx.apply("Switch:\n  - {name: s1, ports: 2}\nInstance:\n  - {name: i1, node: n1, size: 2}\n");
     let d = fx.svc.daemon();
     let recorded = poll(Duration::from_secs(20), || {
         fx.svc.object("Instance", "i1")["fields"]["ip"] == "10.0.0.66"
     });
-    assert!(
-        fx.server
-            .wait_for("PUT /instances/i2", Duration::from_secs(5))
-            .is_some()
-    );
+    let held = fx
+        .server
+        .wait_for("PUT /switches/s1", Duration::from_secs(5))
+        .is_some();
     // kill -9: the daemon cannot save anything now.
     kill(d);
     assert!(recorded, "the daemon did not record i1's new ip");
+    assert!(held, "s1 was not being synced: {:?}", fx.server.lines());
     assert!(
         !fx.server.lines().contains(&"PUT /fabrics/f1".to_owned()),
         "f1 ran before the kill, the test proves nothing: {:?}",
         fx.server.lines()
     );
-    fx.server.hold("/instances/i2", Duration::ZERO);
+    fx.server.hold("/switches/s1", Duration::ZERO);
     fx.server.clear();
-    // The trigger was written with the ip: the next run re-pushes f1.
+    // The trigger was written with the ip (in the outbox, or as f1's mark if the daemon
+    // drained it): the next run re-pushes f1, and only f1. Nothing else makes f1 run: its
+    // recipe reads neither its switch nor its instance.
     let sent = fx.run();
     assert!(sent.contains(&"PUT /fabrics/f1".to_owned()), "{sent:?}");
     assert!(!sent.contains(&"PUT /fabrics/f2".to_owned()), "{sent:?}");
     assert_eq!(fx.status("Fabric", "f1")["status"], "ok");
     assert_eq!(fx.run(), Vec::<String>::new());
+}
+
+#[test]
+fn a_slow_request_does_not_hold_up_a_watched_change_in_the_daemon() {
+    let fx = Fx::new(ONE_HOP_IP, OBJECTS);
+    // i2's request hangs for 15 s: SPEC §5.5, a slow run never holds up others.
+    fx.server.hold("/instances/i2", Duration::from_secs(15));
+    fx.apply("Instance:\n  - {name: i2, node: n2, size: 2}\n");
+    let d = fx.svc.daemon();
+    let slow = fx
+        .server
+        .wait_for("PUT /instances/i2", Duration::from_secs(5))
+        .is_some();
+    fx.ip("i1", "10.0.0.88");
+    fx.apply("Instance:\n  - {name: i1, node: n1, size: 2}\n");
+    let i1 = fx
+        .server
+        .wait_for("PUT /instances/i1", Duration::from_secs(5));
+    // i1's new ip must reach f1 while i2 still hangs, not after the slow request ends.
+    let f1 = fx
+        .server
+        .wait_for("PUT /fabrics/f1", Duration::from_secs(5));
+    kill(d);
+    fx.server.hold("/instances/i2", Duration::ZERO);
+    assert!(slow && i1.is_some(), "{:?}", fx.server.lines());
+    assert!(
+        f1.is_some(),
+        "f1 waited for an unrelated slow request: {:?}",
+        fx.server.lines()
+    );
 }
 
 #[test]
