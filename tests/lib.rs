@@ -26,9 +26,11 @@ mod modules_system;
 mod objects;
 mod operator;
 mod playbook;
+mod policies;
 mod rest;
 mod service;
 mod validate;
+mod watchers;
 
 /// With `autotests = false`, a `tests/*.rs` file not listed above would silently never run.
 #[test]

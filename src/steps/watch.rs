@@ -45,6 +45,12 @@ impl Runs {
         lock(&self.started).insert(id, at);
     }
 
+    /// Whether any of these outbox entries waits for a drain (is not being run now).
+    pub(crate) fn has_undrained(&self, entries: &[OutboxEntry]) -> bool {
+        let f = lock(&self.in_flight);
+        entries.iter().any(|e| !f.contains(&e.id))
+    }
+
     fn started_after(&self, id: i64, t: Millis) -> bool {
         lock(&self.started).get(&id).is_some_and(|s| *s > t)
     }
