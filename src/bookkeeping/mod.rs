@@ -467,6 +467,11 @@ pub fn policy_wake_at(b: &Bookkeeping) -> Option<Millis> {
 /// one applied (there is nothing to compare it with).
 pub fn on_check(b: &mut Bookkeeping, digest: &str) {
     let Some(d) = &mut b.drift else { return };
+    // Found pending meanwhile (a watcher fired while the check was queued): that work is
+    // not the check's to clear.
+    if d.found {
+        return;
+    }
     match &b.applied {
         Some(a) if a != digest => {
             d.found = true;
@@ -576,9 +581,10 @@ pub fn on_interrupted(b: &mut Bookkeeping) {
     b.attempted = true;
 }
 
-/// `stepsync retry`: tried on the next pass.
+/// `stepsync retry`: tried on the next pass, its policies too.
 pub fn on_retry(b: &mut Bookkeeping) {
     b.next_retry_at = None;
+    b.policy_retry_at = None;
 }
 
 /// A run's outcome. `jitter` is a sample in [0, 1) for the backoff's spread (0.5: none),

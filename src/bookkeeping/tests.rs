@@ -634,3 +634,18 @@ fn rules(b: &Backoff) -> Rules<'_> {
         defer_retry: Duration::ZERO,
     }
 }
+
+#[test]
+fn a_check_queued_before_a_watcher_fired_leaves_the_watch_in_charge() {
+    let mut b = book(|b| {
+        synced(b);
+        b.applied = Some("d".into());
+    });
+    assert!(on_inputs_changed(
+        &mut b,
+        Cause::Reference("Instance/i1".into())
+    ));
+    assert!(on_watch(&mut b, Cause::Watch("Instance/i1.ip".into())));
+    on_check(&mut b, "d");
+    assert_eq!(work(&b), Some(Due::Watch("Instance/i1.ip".into())));
+}

@@ -283,7 +283,10 @@ pub(crate) fn retry(
         ],
         None => tx.list(Some(&m.name))?,
     };
-    for o in targets.iter().filter(|o| o.book.next_retry_at.is_some()) {
+    for o in targets
+        .iter()
+        .filter(|o| o.book.next_retry_at.is_some() || o.book.policy_retry_at.is_some())
+    {
         stepsync::store::clear_backoff(&mut *tx, o.id)?;
         lines.push(format!("{}: backoff cleared", o.name()));
     }

@@ -124,11 +124,6 @@ impl Engine {
     fn next_wake(&self) -> Result<Duration> {
         let now = Millis::now();
         let mut next = IDLE_WAKE;
-        // Watched changes the last pass wrote itself (a run's feedback) are drained by the
-        // next pass: the daemon's own writes do not wake it.
-        if self.watch_runs.has_undrained(&self.store.outbox()?) {
-            return Ok(Duration::from_millis(10));
-        }
         let at =
             |t: Millis| Duration::from_millis(u64::try_from((t.0 - now.0).max(0)).unwrap_or(0));
         // Watched changes this runner's own runs wrote (their feedback) wake nobody else.

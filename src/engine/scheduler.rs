@@ -219,6 +219,9 @@ impl Engine {
                         let reload = std::mem::take(&mut pass.reload);
                         let recollect = std::mem::take(&mut pass.recollect);
                         let stopping = *shutdown.borrow();
+                        // The runs' feedback fired watchers: their objects may run in this
+                        // pass (the objects' runs that started after the change are spared).
+                        let reload = reload || (!stopping && self.watchers_waiting()?);
                         if reload && !stopping {
                             pass.refresh(done)?;
                         } else if recollect && !stopping {
@@ -423,6 +426,11 @@ impl Pass<'_> {
     /// with; their outcomes are weighed against those.
     fn refresh(&mut self, done: &HashSet<(i64, i64)>) -> Result<()> {
         let e = self.engine;
+        // What the change fires is taken on now too, not after the slowest run (SPEC §5.5).
+        e.drain_watchers()?;
+        if e.police()? {
+            e.drain_watchers()?;
+        }
         self.world = Arc::new(Snapshot::load(e.svc.schema.clone(), &*e.store)?);
         self.graph = ObjectGraph::build(&e.svc.graph, &self.world);
         let before = self.queue.len();
@@ -625,9 +633,11 @@ impl Pass<'_> {
         };
         let engine = self.engine.clone();
         let world = self.world.clone();
-        let check = self.checks.remove(&id);
+        // A suspect that got work meanwhile (a watcher fired for it) is sent, not checked.
+        let check = self.checks.remove(&id) && bookkeeping::suspect(&obj.book).is_some();
         // Before rendering: what the run reads is at least as new as this.
         let started = Millis::now();
+        let started_us = crate::store::now_micros();
         // Why it would be sent, for the loop guard: a suspect is sent because its input changed.
         let why = match phase {
             Phase::Sync if check => bookkeeping::suspect(&obj.book).map(bookkeeping::Due::from),
@@ -672,7 +682,7 @@ impl Pass<'_> {
                             }
                             None => {
                                 if phase == Phase::Sync {
-                                    engine.watch_runs.note_start(p.obj.id, started);
+                                    engine.watch_runs.note_start(p.obj.id, started_us);
                                 }
                                 engine.actuate(&p).await
                             }

@@ -45,6 +45,10 @@ impl Guard {
         let why = match (due, by_policy) {
             (Due::Changed | Due::Created, Some(w)) => w,
             (d, _) if d.is_internal() => d.to_string(),
+            // A retry after a failure — the guard's own stop, say — is no outside change
+            // either: it neither counts nor wipes the count, so a loop that resumes after
+            // its backoff is stopped again at its first internal run.
+            (Due::Retry, _) => return None,
             (d, _) => {
                 // An outside change: whatever came before was not a loop.
                 g.last.insert(name.to_owned(), d.to_string());
@@ -86,7 +90,8 @@ impl Guard {
 }
 
 /// Adds a run at `now` to `q`; `Some(n)` when that makes more than [`LIMIT`] within
-/// [`WINDOW`] (and starts counting afresh).
+/// [`WINDOW`]. The count is kept: until the runs age out of the window, every further
+/// internal run is stopped too.
 fn count(q: &mut VecDeque<Millis>, now: Millis) -> Option<usize> {
     let since = Millis(
         now.0
@@ -94,12 +99,7 @@ fn count(q: &mut VecDeque<Millis>, now: Millis) -> Option<usize> {
     );
     q.retain(|t| *t > since);
     q.push_back(now);
-    if q.len() <= LIMIT {
-        return None;
-    }
-    let n = q.len();
-    q.clear();
-    Some(n)
+    (q.len() > LIMIT).then_some(q.len())
 }
 
 /// `Fabric/f1 (watch Instance/i1.fabric_ip) <- Instance/i1 (watch Fabric/f1.ip) <- ...`:
@@ -175,6 +175,22 @@ mod tests {
         }
         // Runs older than the window no longer count.
         assert_eq!(g.check("Slice/s", &due, Millis(100_000)), None);
+    }
+
+    #[test]
+    fn a_stopped_loop_that_resumes_after_its_backoff_is_stopped_at_once() {
+        let g = Guard::default();
+        let due = Due::Watch("Peer/p1.n".into());
+        for i in 0..LIMIT {
+            assert_eq!(g.check("Peer/p1", &due, Millis(i as i64)), None);
+        }
+        assert!(g.check("Peer/p1", &due, Millis(20)).is_some());
+        // The retry after the stop's backoff runs; the loop's next turn does not.
+        assert_eq!(g.check("Peer/p1", &Due::Retry, Millis(30)), None);
+        assert!(g.check("Peer/p1", &due, Millis(40)).is_some());
+        // A person's change is a fresh start.
+        assert_eq!(g.check("Peer/p1", &Due::Changed, Millis(50)), None);
+        assert_eq!(g.check("Peer/p1", &due, Millis(60)), None);
     }
 
     #[test]

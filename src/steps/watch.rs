@@ -33,26 +33,22 @@ pub(crate) struct Runs {
     /// When this process last started each object's sync: a resync watcher's change that
     /// was written before the object's run started was seen by that run, and is not worth
     /// another (a restarted runner knows none, and resyncs: harmless, runs are idempotent).
-    started: Mutex<HashMap<i64, Millis>>,
+    started: Mutex<HashMap<i64, i64>>,
 }
 
 /// A payload watcher's change and the objects it runs for.
 type Job = (OutboxEntry, Vec<i64>);
 
 impl Runs {
-    /// An object's sync, which read the model at `at`, is being sent.
-    pub(crate) fn note_start(&self, id: i64, at: Millis) {
-        lock(&self.started).insert(id, at);
+    /// An object's sync, which read the model at `at_us` (microseconds), is being sent.
+    pub(crate) fn note_start(&self, id: i64, at_us: i64) {
+        lock(&self.started).insert(id, at_us);
     }
 
-    /// Whether any of these outbox entries waits for a drain (is not being run now).
-    pub(crate) fn has_undrained(&self, entries: &[OutboxEntry]) -> bool {
-        let f = lock(&self.in_flight);
-        entries.iter().any(|e| !f.contains(&e.id))
-    }
-
-    fn started_after(&self, id: i64, t: Millis) -> bool {
-        lock(&self.started).get(&id).is_some_and(|s| *s > t)
+    /// Strictly after: a run that started in the very microsecond of the change may not have
+    /// read it, and an extra run is harmless where a missed one is not.
+    fn started_after(&self, id: i64, t_us: i64) -> bool {
+        lock(&self.started).get(&id).is_some_and(|s| *s > t_us)
     }
 
     /// Waits for every payload run in flight (`run --once` ends with them).
@@ -185,7 +181,7 @@ impl Engine {
         let c = cause(e);
         let mut n = 0;
         for id in linked(&*tx, w, e)? {
-            if self.watch_runs.started_after(id, e.at) {
+            if self.watch_runs.started_after(id, e.at_us) {
                 continue;
             }
             if store::watched(tx, id, c.clone())? {

@@ -132,8 +132,16 @@ pub struct OutboxEntry {
     pub old: Map<String, Value>,
     pub new: Map<String, Value>,
     pub seq: i64,
-    /// When the latest folded change was written.
-    pub at: Millis,
+    /// When the latest folded change was written, in microseconds since the epoch: finer
+    /// than a run's start in milliseconds would tell apart (see `steps::watch`).
+    pub at_us: i64,
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// A payload watcher's last outcome (SPEC §11: shown, never retried).
@@ -366,7 +374,7 @@ fn note_change(
                 }
                 e.new.clone_from(new);
                 e.seq += 1;
-                e.at = Millis::now();
+                e.at_us = now_micros();
                 e
             }
             None => OutboxEntry {
@@ -379,7 +387,7 @@ fn note_change(
                 old: old.clone(),
                 new: new.clone(),
                 seq: 1,
-                at: Millis::now(),
+                at_us: now_micros(),
             },
         };
         tx.outbox_put(&entry)?;

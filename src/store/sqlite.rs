@@ -153,8 +153,11 @@ impl SqliteStore {
         // marks the statement to be prepared again whenever that value is rebound, which
         // rusqlite's statement cache does on every use (it clears the bindings): `apply` of
         // one Site with 10,000 Slices spent 2/3 of its time re-preparing `pointing_at`.
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
-            .map_err(&err)?;
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(&err)?;
         let store = SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -441,7 +444,7 @@ fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxEntry> {
         old: json_map(&r.get::<_, String>(6)?),
         new: json_map(&r.get::<_, String>(7)?),
         seq: r.get(8)?,
-        at: Millis(r.get(9)?),
+        at_us: r.get(9)?,
     })
 }
 
@@ -971,7 +974,7 @@ impl WriteTx for SqliteTx<'_> {
                     Value::Object(e.old.clone()).to_string(),
                     Value::Object(e.new.clone()).to_string(),
                     e.seq,
-                    e.at.0
+                    e.at_us
                 ])
             })
             .map(drop)
