@@ -350,9 +350,9 @@ on_change:
     url: "{{{{ vars.base }}}}/hooks/{{{{ object.name }}}}"
     body:
       changed: "{{{{ watched.fields }}}}"
-      new_ip: "{{{{ watched.new.ip | default(none) }}}}"
-      old_ip: "{{{{ watched.old.ip | default(none) }}}}"
-      old_size: "{{{{ watched.old.size | default(none) }}}}"
+      new_ip: "{{{{ watched.new.ip }}}}"
+      old_ip: "{{{{ watched.old.ip }}}}"
+      old_size: "{{{{ watched.old.size }}}}"
       new_size: "{{{{ watched.new.size }}}}"
       what: "{{{{ watched.model }}}}/{{{{ watched.key }}}}"
 "#

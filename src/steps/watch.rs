@@ -286,12 +286,23 @@ impl Engine {
         obj: &Arc<crate::store::ObjectRecord>,
         world: &Arc<Snapshot>,
     ) -> std::result::Result<(), String> {
+        // Every field of the schema is there, unset ones `none`, as in any template
+        // (SPEC §5.1): `watched.old.ip` of a created object is none, not undefined.
+        let whole = |m: &Map<String, Json>| -> Map<String, Json> {
+            let mut out = m.clone();
+            if let Some(model) = self.svc.schema.model(&e.model) {
+                for f in model.fields.keys() {
+                    out.entry(f.clone()).or_insert(Json::Null);
+                }
+            }
+            out
+        };
         let watched = json!({
             "model": e.model,
             "key": e.key,
             "fields": e.fields,
-            "old": e.old,
-            "new": e.new,
+            "old": whole(&e.old),
+            "new": whole(&e.new),
         });
         let t = &self.svc.stepdefs.templates;
         let object = ObjectView::value(obj.clone(), world.clone());
