@@ -111,8 +111,7 @@ fn closure(
 /// Whether deleting an object of `model` deletes what its policies ensured: unless every
 /// policy of the model says `on_delete: keep`.
 fn cascades(svc: &Service, model: &str) -> bool {
-    let mut policies = svc.stepdefs.policies_of(model).peekable();
-    policies.peek().is_some() && policies.any(|p| !p.keep_on_delete)
+    svc.stepdefs.policies_of(model).any(|p| !p.keep_on_delete)
 }
 
 /// Removes `objs`, given dependents first. An object is purged at once when its model has

@@ -207,6 +207,22 @@ pub(crate) fn police(
     Ok(out)
 }
 
+/// The dependency edges of an object with these fields that name their target by its key
+/// (a ref): those a lookup by model and key finds. A `links` entry on another field is
+/// matched by value, not looked up.
+fn key_edges(
+    svc: &Service,
+    model: &str,
+    fields: &Map<String, Value>,
+) -> impl Iterator<Item = crate::model::deps::Edge> {
+    let schema = svc.schema.clone();
+    svc.graph.edges(model, fields).into_iter().filter(move |e| {
+        schema
+            .model(&e.to_model)
+            .is_some_and(|m| m.key == e.to_field)
+    })
+}
+
 /// The objects the policies' templates may read: the due objects and what they refer to,
 /// transitively (not the whole store: a policy on one object of 100,000 reads a few).
 fn world_of(svc: &Service, tx: &dyn WriteTx, due: &[ObjectRecord]) -> Result<Snapshot> {
@@ -214,14 +230,7 @@ fn world_of(svc: &Service, tx: &dyn WriteTx, due: &[ObjectRecord]) -> Result<Sna
     let mut all: Vec<ObjectRecord> = due.to_vec();
     let mut next: Vec<ObjectRecord> = due.to_vec();
     while let Some(o) = next.pop() {
-        for e in svc.graph.edges(&o.model, &o.fields) {
-            let is_key = svc
-                .schema
-                .model(&e.to_model)
-                .is_some_and(|m| m.key == e.to_field);
-            if !is_key {
-                continue;
-            }
+        for e in key_edges(svc, &o.model, &o.fields) {
             if let Some(t) = tx.get(&e.to_model, &e.value)?
                 && seen.insert(t.id)
             {
@@ -442,12 +451,8 @@ fn refs_exist(
     up: &Upsert,
     wanted: &HashSet<(String, String)>,
 ) -> std::result::Result<(), String> {
-    for e in svc.graph.edges(&up.model, &up.fields) {
-        let is_key = svc
-            .schema
-            .model(&e.to_model)
-            .is_some_and(|m| m.key == e.to_field);
-        if !is_key || wanted.contains(&(e.to_model.clone(), e.value.clone())) {
+    for e in key_edges(svc, &up.model, &up.fields) {
+        if wanted.contains(&(e.to_model.clone(), e.value.clone())) {
             continue;
         }
         match tx.get(&e.to_model, &e.value).map_err(|e| e.to_string())? {

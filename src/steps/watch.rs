@@ -5,7 +5,7 @@
 //! committed is never repeated. A payload watcher's entry stays until its runs ended: at
 //! least once, never retried on failure, blocking nothing.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -73,50 +73,44 @@ fn cause(e: &OutboxEntry) -> Cause {
 }
 
 /// The objects of the watcher's model that reach the changed object through a watch's
-/// `via` path, walked backwards from the changed object's fields as they now stand.
-fn linked(tx: &dyn WriteTx, w: &Watcher, e: &OutboxEntry) -> Result<Vec<i64>, StoreError> {
-    let mut out = BTreeSet::new();
+/// `via` path, walked backwards from the changed object's fields as they now stand, by id.
+fn linked(
+    tx: &dyn WriteTx,
+    w: &Watcher,
+    e: &OutboxEntry,
+) -> Result<Vec<crate::store::ObjectRecord>, StoreError> {
+    let mut out = std::collections::BTreeMap::new();
     for watch in w
         .watches
         .iter()
         .filter(|x| x.model == e.model && x.fires_on(&e.fields))
     {
         let mut frontier: Vec<Map<String, Json>> = vec![e.new.clone()];
-        let mut ids: Vec<i64> = Vec::new();
-        for (i, hop) in watch.via.iter().enumerate().rev() {
-            ids.clear();
+        let mut found = Vec::new();
+        for hop in watch.via.iter().rev() {
             let mut seen = HashSet::new();
+            found.clear();
             for fields in &frontier {
                 let Some(v) = fields.get(&hop.to_field).and_then(scalar_text) else {
                     continue;
                 };
                 for id in tx.pointing_via(&hop.to, &hop.to_field, &v, &hop.field)? {
-                    if seen.insert(id) {
-                        ids.push(id);
+                    // Only objects of the hop's own model count (another model may use the
+                    // same field name).
+                    if seen.insert(id)
+                        && let Some(o) = tx.get_by_id(id)?
+                        && o.model == hop.from
+                        && !o.book.deleted
+                    {
+                        found.push(o);
                     }
                 }
             }
-            // The next hop back needs each object's fields, and only objects of the hop's
-            // own model count (another model may use the same field name).
-            let mut next = Vec::new();
-            let mut kept = Vec::new();
-            for id in &ids {
-                if let Some(o) = tx.get_by_id(*id)?
-                    && o.model == hop.from
-                    && !o.book.deleted
-                {
-                    kept.push(*id);
-                    if i > 0 {
-                        next.push(o.fields);
-                    }
-                }
-            }
-            ids = kept;
-            frontier = next;
+            frontier = found.iter().map(|o| o.fields.clone()).collect();
         }
-        out.extend(ids);
+        out.extend(found.into_iter().map(|o| (o.id, o)));
     }
-    Ok(out.into_iter().collect())
+    Ok(out.into_values().collect())
 }
 
 impl Engine {
@@ -180,11 +174,11 @@ impl Engine {
     fn resync(&self, tx: &mut dyn WriteTx, w: &Watcher, e: &OutboxEntry) -> Result<usize> {
         let c = cause(e);
         let mut n = 0;
-        for id in linked(&*tx, w, e)? {
-            if self.watch_runs.started_after(id, e.at_us) {
+        for o in linked(&*tx, w, e)? {
+            if self.watch_runs.started_after(o.id, e.at_us) {
                 continue;
             }
-            if store::watched(tx, id, c.clone())? {
+            if store::watched(tx, o, c.clone())? {
                 n += 1;
             }
         }
@@ -209,7 +203,7 @@ impl Engine {
             match &w.on_change {
                 OnChange::Resync => resynced += self.resync(tx, w, &e)?,
                 OnChange::Payload(_) => {
-                    let ids = linked(&*tx, w, &e)?;
+                    let ids: Vec<i64> = linked(&*tx, w, &e)?.iter().map(|o| o.id).collect();
                     if ids.is_empty() {
                         tx.outbox_remove(e.id, e.seq)?;
                     } else {

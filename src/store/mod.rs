@@ -407,14 +407,16 @@ pub fn interrupted(tx: &mut dyn WriteTx, id: i64) -> Result<(), StoreError> {
 
 /// A resync watcher fired for an object (see [`bookkeeping::on_watch`]); returns whether
 /// that gave it work.
-pub fn watched(tx: &mut dyn WriteTx, id: i64, cause: Cause) -> Result<bool, StoreError> {
-    let Some(mut cur) = tx.get_by_id(id)? else {
-        return Ok(false);
-    };
+/// `cur` is the object as `tx` holds it (the caller just read it).
+pub fn watched(
+    tx: &mut dyn WriteTx,
+    mut cur: ObjectRecord,
+    cause: Cause,
+) -> Result<bool, StoreError> {
     if !bookkeeping::on_watch(&mut cur.book, cause) {
         return Ok(false);
     }
-    tx.put_book(id, &cur.book, None)?;
+    tx.put_book(cur.id, &cur.book, None)?;
     Ok(true)
 }
 
