@@ -83,6 +83,32 @@ pub struct Config {
     /// Limits of REST payloads.
     #[serde(default)]
     pub http: HttpConfig,
+    /// The event bus that event steps consume (SPEC §14); none: no event steps.
+    #[serde(default)]
+    pub event_bus: Option<EventBus>,
+}
+
+/// `event_bus:` (SPEC §14): where event steps read their messages.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventBus {
+    pub kind: BusKind,
+    /// `HOST:PORT` of a broker (Kafka bootstrap server, or NATS server).
+    #[schemars(extend("pattern" = "^[^\\s:]+:[0-9]+$", "patternErrorMessage" = "expected HOST:PORT"))]
+    pub endpoint: String,
+    /// The Kafka consumer group (default: the service's `name`). For NATS, the durable
+    /// consumers are named `<group>-<step>`.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// Kafka topics, read by a consumer group.
+    Kafka,
+    /// NATS JetStream: a subject captured by a stream, read by durable consumers.
+    Nats,
 }
 
 /// `http:` (SPEC §3, §6.2).

@@ -121,6 +121,17 @@ impl Service {
         let (stepdefs, more) =
             Stepdefs::load_partial(dir, &schema, &graph, Templates::new(secrets.clone()));
         take(more);
+        if config.event_bus.is_none() {
+            for e in &stepdefs.events {
+                diags.push(
+                    e.origin
+                        .diag(format!("event step `{}` needs an event bus", e.name))
+                        .with_hint(
+                            "set `event_bus: {kind: kafka|nats, endpoint: HOST:PORT}` in stepsync.yaml",
+                        ),
+                );
+            }
+        }
         let svc = Service {
             dir: dir.to_path_buf(),
             config,

@@ -203,7 +203,7 @@ fn status_json(
     svc: &Service,
     objs: &[stepsync::store::ObjectRecord],
     mismatches: &[stepsync::validate::Mismatch],
-    watchers: &[stepsync::store::WatcherStatus],
+    watchers: &[stepsync::store::StepStatus],
 ) -> serde_json::Value {
     let counts = status_counts(objs);
     let models: Vec<serde_json::Value> = svc

@@ -147,7 +147,7 @@ pub(crate) fn status_report(
     schema: &Schema,
     objs: &[ObjectRecord],
     mismatches: &[Mismatch],
-    watchers: &[stepsync::store::WatcherStatus],
+    watchers: &[stepsync::store::StepStatus],
     wide: bool,
 ) -> String {
     let counts = status_counts(objs);

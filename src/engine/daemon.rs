@@ -68,6 +68,10 @@ impl Engine {
         }
         let mut marker = self.store.change_marker()?;
         let mut stop = stop_rx.clone();
+        // Pull and event steps write on their own timers and streams; each write they
+        // make wakes the loop.
+        let (fed_tx, mut fed) = mpsc::channel::<()>(1);
+        let mut feeds = crate::steps::Feeds::start(&engine, &fed_tx);
         loop {
             if *stop.borrow() {
                 break;
@@ -94,6 +98,7 @@ impl Engine {
                 tokio::select! {
                     _ = &mut sleep => break,
                     _ = stop.changed() => break,
+                    Some(()) = fed.recv() => break,
                     Some(()) = changes.recv() => {
                         if self.store.change_marker()? != marker {
                             break;
@@ -106,6 +111,8 @@ impl Engine {
                             Ok(e) => {
                                 info!("service files changed; running on the new definitions");
                                 engine = Arc::new(e);
+                                drop(feeds);
+                                feeds = crate::steps::Feeds::start(&engine, &fed_tx);
                                 break;
                             }
                             Err(e) => warn!(error = %e, "service files changed but do not load; keeping the running definitions"),
@@ -116,6 +123,7 @@ impl Engine {
             // Polling without events: only a changed marker or a due time warrants a pass.
             marker = self.store.change_marker()?;
         }
+        drop(feeds);
         info!("stopped");
         Ok(())
     }

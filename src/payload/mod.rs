@@ -157,6 +157,11 @@ impl Dispatcher {
         })
     }
 
+    /// The HTTP client REST payloads and pull steps share.
+    pub(crate) fn http(&self) -> &rest::Http {
+        &self.http
+    }
+
     /// Files the sys dir's root needs for these payloads (`ansible.cfg` and the result
     /// callback, when any actuator runs playbooks).
     pub fn root_files(&self, svc: &Service) -> Vec<(&'static str, String)> {

@@ -117,7 +117,8 @@ pub fn render(
     })
 }
 
-fn render_request(
+/// Renders one request (a pull step's, SPEC §13).
+pub fn render_request(
     t: &Templates,
     req: &Request,
     ctx: &Value,
@@ -387,6 +388,17 @@ pub async fn execute(http: &Http, plan: &RestPlan, is_delete: bool) -> Exchange 
             }
         }
     }
+}
+
+/// Sends one read request and returns its answer, a status outside `expect` being an
+/// error (a pull step's page, SPEC §13).
+pub async fn fetch(http: &Http, req: &HttpRequest) -> Result<RestResult, String> {
+    let mut log = Vec::new();
+    let r = exchange_one(http, req, Action::None, &mut log).await?;
+    if !req.accepts(r.status) {
+        return Err(unexpected(req, &r));
+    }
+    Ok(r)
 }
 
 /// `plan --refresh`: sends only the read-only observe request of a delta recipe and says

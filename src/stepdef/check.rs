@@ -182,7 +182,7 @@ impl Cx<'_> {
         })
     }
 
-    fn jsonpath(&mut self, s: &Spanned<String>) -> Option<String> {
+    pub(super) fn jsonpath(&mut self, s: &Spanned<String>) -> Option<String> {
         match jsonpath_rust::parser::parse_json_path(&s.value) {
             Ok(_) => Some(s.value.clone()),
             Err(e) => {
@@ -325,7 +325,7 @@ impl Cx<'_> {
         self.request(&r.value, r, None)
     }
 
-    fn request<T>(
+    pub(super) fn request<T>(
         &mut self,
         f: &RequestSpec,
         at: &Spanned<T>,

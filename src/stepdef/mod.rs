@@ -6,6 +6,7 @@
 
 mod actuator;
 mod check;
+mod feeds;
 mod spec;
 mod steps;
 
@@ -17,7 +18,8 @@ use indexmap::IndexMap;
 pub(crate) use actuator::{Actuator, Feedback, Payload, PayloadKind, PlaybookRef};
 pub use actuator::{Auth, Request, Rest};
 use check::Cx;
-pub(crate) use spec::{PolicySpec, StepdefSpec, WatcherSpec};
+pub(crate) use feeds::{Decode, EventStep, Mapping, PullStep};
+pub(crate) use spec::{EventStepSpec, PolicySpec, PullStepSpec, StepdefSpec, WatcherSpec};
 pub(crate) use steps::{Action, OnChange, Policy, Watch, Watcher};
 
 use crate::config::in_dir;
@@ -35,6 +37,8 @@ pub struct Stepdefs {
     pub(crate) actuators: IndexMap<String, Actuator>,
     pub(crate) watchers: Vec<Watcher>,
     pub(crate) policies: Vec<Policy>,
+    pub(crate) pulls: Vec<PullStep>,
+    pub(crate) events: Vec<EventStep>,
     pub(crate) templates: Templates,
 }
 
@@ -88,6 +92,8 @@ impl Stepdefs {
         let mut actuators: IndexMap<String, Actuator> = IndexMap::new();
         let mut watchers = Vec::new();
         let mut policies = Vec::new();
+        let mut pulls: Vec<PullStep> = Vec::new();
+        let mut events: Vec<EventStep> = Vec::new();
         let files = if root.is_dir() {
             match yaml_files(&root) {
                 Ok(f) => f,
@@ -139,6 +145,42 @@ impl Stepdefs {
                     }
                     continue;
                 }
+                "PullStep" => {
+                    match src.parse::<PullStepSpec>() {
+                        Ok(spec) => {
+                            if let Some(p) = cx.pull_step(spec, schema) {
+                                match pulls.iter().find(|q| q.name == p.name) {
+                                    Some(q) => cx.diags.push(p.origin.diag(format!(
+                                        "a second pull step named `{}` (the first is in {})",
+                                        p.name,
+                                        q.origin.file.display()
+                                    ))),
+                                    None => pulls.push(p),
+                                }
+                            }
+                        }
+                        Err(d) => cx.diags.push(d),
+                    }
+                    continue;
+                }
+                "EventStep" => {
+                    match src.parse::<EventStepSpec>() {
+                        Ok(spec) => {
+                            if let Some(e) = cx.event_step(spec, schema) {
+                                match events.iter().find(|q| q.name == e.name) {
+                                    Some(q) => cx.diags.push(e.origin.diag(format!(
+                                        "a second event step named `{}` (the first is in {})",
+                                        e.name,
+                                        q.origin.file.display()
+                                    ))),
+                                    None => events.push(e),
+                                }
+                            }
+                        }
+                        Err(d) => cx.diags.push(d),
+                    }
+                    continue;
+                }
                 _ => {}
             }
             let spec: StepdefSpec = match src.parse() {
@@ -176,6 +218,8 @@ impl Stepdefs {
                 actuators,
                 watchers,
                 policies,
+                pulls,
+                events,
                 templates,
             },
             diags,

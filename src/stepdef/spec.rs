@@ -514,3 +514,89 @@ pub(super) struct TargetSpec {
     #[schemars(with = "String")]
     pub(super) key: Spanned<String>,
 }
+
+/// A pull step (SPEC §13): polls a backend on a timer and writes what it lists into the
+/// data model.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    rename = "PullStep",
+    title = "stepsync pull step (stepdefs/*.yaml, kind: PullStep)"
+)]
+pub(crate) struct PullStepSpec {
+    /// The step kind: `PullStep` (this one).
+    #[schemars(with = "String", extend("enum" = ["PullStep"]))]
+    pub(super) kind: Spanned<String>,
+    /// The step's name: its objects are owned by `pull/<name>`.
+    #[schemars(with = "String", extend("pattern" = "^[A-Za-z0-9_.-]+$"))]
+    pub(super) name: Spanned<String>,
+    /// How often to poll, with ±10% jitter; each step has its own timer.
+    pub(super) interval: Dur,
+    /// The request that lists the backend's objects (`vars` and `secret()` in context).
+    #[schemars(with = "RequestSpec")]
+    pub(super) request: Spanned<RequestSpec>,
+    /// Pagination: a JSONPath to the next page's URL; followed until it is empty.
+    #[serde(default)]
+    pub(super) next: Option<JsonPathSpec>,
+    /// A JSONPath to the listed items in each page.
+    pub(super) items: JsonPathSpec,
+    /// The model the items become objects of.
+    #[schemars(with = "String")]
+    pub(super) model: Spanned<String>,
+    /// The object's key (a template, `item` in context).
+    #[schemars(with = "String")]
+    pub(super) key: Spanned<String>,
+    /// Declarative field -> template or value (`item` in context).
+    #[serde(default)]
+    #[schemars(with = "IndexMap<String, serde_json::Value>")]
+    pub(super) fields: IndexMap<Spanned<String>, Spanned<Node>>,
+    /// Feedback field -> template or value: written without making the object pending.
+    #[serde(default)]
+    #[schemars(with = "IndexMap<String, serde_json::Value>")]
+    pub(super) feedback: IndexMap<Spanned<String>, Spanned<Node>>,
+    /// Delete the objects this step owns that a poll no longer lists.
+    #[serde(default)]
+    pub(super) prune: bool,
+}
+
+/// An event step (SPEC §14): consumes a topic of the event bus and writes each message
+/// into the data model.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    rename = "EventStep",
+    title = "stepsync event step (stepdefs/*.yaml, kind: EventStep)"
+)]
+pub(crate) struct EventStepSpec {
+    /// The step kind: `EventStep` (this one).
+    #[schemars(with = "String", extend("enum" = ["EventStep"]))]
+    pub(super) kind: Spanned<String>,
+    /// The step's name: its consumer is named after it, its objects owned by `event/<name>`.
+    #[schemars(with = "String", extend("pattern" = "^[A-Za-z0-9_.-]+$"))]
+    pub(super) name: Spanned<String>,
+    /// A Kafka topic, or a NATS subject captured by a JetStream stream.
+    #[schemars(with = "String")]
+    pub(super) topic: Spanned<String>,
+    /// How a message's payload becomes `event`: `json` (default), `yaml` or `text`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>", extend("enum" = ["json", "yaml", "text"]))]
+    pub(super) decode: Option<Spanned<String>>,
+    /// The model the messages write.
+    #[schemars(with = "String")]
+    pub(super) model: Spanned<String>,
+    /// A template giving `upsert` (default), `delete` or `ignore` (`event` in context).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub(super) action: Option<Spanned<String>>,
+    /// The object's key (a template, `event` in context).
+    #[schemars(with = "String")]
+    pub(super) key: Spanned<String>,
+    /// Declarative field -> template or value.
+    #[serde(default)]
+    #[schemars(with = "IndexMap<String, serde_json::Value>")]
+    pub(super) fields: IndexMap<Spanned<String>, Spanned<Node>>,
+    /// Feedback field -> template or value: written without making the object pending.
+    #[serde(default)]
+    #[schemars(with = "IndexMap<String, serde_json::Value>")]
+    pub(super) feedback: IndexMap<Spanned<String>, Spanned<Node>>,
+}

@@ -13,7 +13,6 @@ use serde_json::{Map, Value};
 
 use crate::bookkeeping::{self, Millis};
 use crate::error::Result;
-use crate::model::deps::scalar_text;
 use crate::service::Service;
 use crate::snapshot::Snapshot;
 use crate::stepdef::{Action, Policy};
@@ -210,7 +209,7 @@ pub(crate) fn police(
 /// The dependency edges of an object with these fields that name their target by its key
 /// (a ref): those a lookup by model and key finds. A `links` entry on another field is
 /// matched by value, not looked up.
-fn key_edges(
+pub(crate) fn key_edges(
     svc: &Service,
     model: &str,
     fields: &Map<String, Value>,
@@ -381,65 +380,17 @@ fn checked(
             "ensure {name}: it exists and is not owned by {owner} ({whose})"
         ));
     }
-    let mut fields = match &existing {
-        Some(o) => o.fields.clone(),
-        None => Map::new(),
-    };
-    for (fname, v) in rendered {
-        let Some(f) = model.fields.get(&fname) else {
-            return Err(format!(
-                "ensure {name}: `{fname}` is not a field of {model_name}"
-            ));
-        };
-        if v.is_null() {
-            fields.remove(&fname);
-            continue;
-        }
-        let v =
-            f.ty.check_rendered(&v)
-                .map_err(|e| format!("ensure {name} field `{fname}`: {e}"))?;
-        if let Some(allowed) = &f.allowed
-            && !allowed.contains(&v)
-        {
-            return Err(format!(
-                "ensure {name} field `{fname}`: {v} is not an allowed value"
-            ));
-        }
-        fields.insert(fname, v);
-    }
-    match fields.get(&model.key).and_then(scalar_text) {
-        Some(k) if k != key => {
-            return Err(format!(
-                "ensure {name}: field `{}` is {k}, not the key {key}",
-                model.key
-            ));
-        }
-        Some(_) => {}
-        None => {
-            fields.insert(model.key.clone(), Value::String(key.to_owned()));
-        }
-    }
-    // Declarative fields in schema order, defaults filled in, as `apply` stores them.
-    let mut ordered = Map::new();
-    for f in model.fields.values().filter(|f| !f.feedback) {
-        match fields.remove(&f.name).or_else(|| f.default.clone()) {
-            Some(v) => {
-                ordered.insert(f.name.clone(), v);
-            }
-            None if f.required => {
-                return Err(format!(
-                    "ensure {name}: missing required field `{}`",
-                    f.name
-                ));
-            }
-            None => {}
-        }
-    }
+    let base = existing
+        .as_ref()
+        .map(|o| o.fields.clone())
+        .unwrap_or_default();
+    let fields = super::feed::merged_fields(model, key, base, rendered)
+        .map_err(|e| format!("ensure {e}"))?;
     Ok(Upsert {
         existing,
         model: model_name.to_owned(),
         key: key.to_owned(),
-        fields: ordered,
+        fields,
         policy: p.name.clone(),
     })
 }

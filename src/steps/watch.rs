@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::model::deps::scalar_text;
 use crate::snapshot::Snapshot;
 use crate::stepdef::{OnChange, Payload, Watcher};
-use crate::store::{self, Millis, OutboxEntry, StoreError, WatcherStatus, WriteTx};
+use crate::store::{self, Millis, OutboxEntry, StepStatus, StoreError, WriteTx};
 use crate::sysdir::Phase;
 use crate::template::{ObjectView, from_serde};
 
@@ -244,12 +244,10 @@ impl Engine {
         let now = Millis::now();
         let record = || -> Result<()> {
             let mut tx = self.store.write()?;
-            let mut st = tx
-                .watcher_status(&w.name)?
-                .unwrap_or_else(|| WatcherStatus {
-                    name: w.name.clone(),
-                    ..WatcherStatus::default()
-                });
+            let mut st = tx.watcher_status(&w.name)?.unwrap_or_else(|| StepStatus {
+                name: w.name.clone(),
+                ..StepStatus::default()
+            });
             st.runs += ran;
             st.last_run = Some(now);
             if failures.is_empty() {

@@ -144,9 +144,11 @@ pub fn now_micros() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
-/// A payload watcher's last outcome (SPEC §11: shown, never retried).
+/// A step's last outcome: a payload watcher's (SPEC §11: shown, never retried), a pull
+/// step's polls or an event step's messages (SPEC §13, §14). `failures` counts the failures
+/// since the last success.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct WatcherStatus {
+pub struct StepStatus {
     pub name: String,
     pub runs: i64,
     pub failures: i64,
@@ -155,6 +157,25 @@ pub struct WatcherStatus {
     pub last_error_at: Option<Millis>,
     pub message: String,
 }
+
+/// A message an event step could not decode or map (SPEC §14), kept with its error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub id: i64,
+    /// `event/<step>`.
+    pub step: String,
+    /// The message's place: `topic/partition` (Kafka) or the stream (NATS), and its offset
+    /// or sequence there.
+    pub part: String,
+    pub pos: i64,
+    pub at: Millis,
+    /// The payload, as text (invalid UTF-8 replaced), at most [`DEAD_LETTER_LIMIT`] bytes.
+    pub message: String,
+    pub error: String,
+}
+
+/// What a dead letter keeps of its message.
+pub const DEAD_LETTER_LIMIT: usize = 64 * 1024;
 
 /// An object that points at another, as found by [`ReadOps::referrers`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,8 +266,15 @@ pub trait WriteTx: ReadOps {
     fn outbox_put(&mut self, e: &OutboxEntry) -> Result<(), StoreError>;
     /// Removes entry `id` if no change folded into it since `seq`; returns whether it did.
     fn outbox_remove(&mut self, id: i64, seq: i64) -> Result<bool, StoreError>;
-    fn watcher_status(&self, name: &str) -> Result<Option<WatcherStatus>, StoreError>;
-    fn put_watcher_status(&mut self, w: &WatcherStatus) -> Result<(), StoreError>;
+    fn watcher_status(&self, name: &str) -> Result<Option<StepStatus>, StoreError>;
+    fn put_watcher_status(&mut self, w: &StepStatus) -> Result<(), StoreError>;
+    /// A pull or event step's last outcome (`pull/<name>`, `event/<name>`).
+    fn feed_status(&self, name: &str) -> Result<Option<StepStatus>, StoreError>;
+    fn put_feed_status(&mut self, s: &StepStatus) -> Result<(), StoreError>;
+    /// The last message position an event step applied in `part`, if any.
+    fn position(&self, step: &str, part: &str) -> Result<Option<i64>, StoreError>;
+    fn put_position(&mut self, step: &str, part: &str, pos: i64) -> Result<(), StoreError>;
+    fn put_dead_letter(&mut self, d: &DeadLetter) -> Result<(), StoreError>;
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 
@@ -298,9 +326,13 @@ pub trait Store: ReadOps + Send + Sync {
     /// What every later write transaction notes for watchers (the service's, at open).
     fn set_triggers(&self, triggers: Arc<Triggers>);
     /// Every watcher's last outcome, by name.
-    fn watcher_statuses(&self) -> Result<Vec<WatcherStatus>, StoreError>;
+    fn watcher_statuses(&self) -> Result<Vec<StepStatus>, StoreError>;
     /// How many objects' policies failed last time they ran.
     fn policy_errors(&self) -> Result<usize, StoreError>;
+    /// Every pull and event step's last outcome, by name.
+    fn feed_statuses(&self) -> Result<Vec<StepStatus>, StoreError>;
+    /// How many dead letters there are, and the newest `limit` of them, newest first.
+    fn dead_letters(&self, limit: usize) -> Result<(usize, Vec<DeadLetter>), StoreError>;
 }
 
 /// Creates an object, pending at generation 1.
@@ -395,6 +427,40 @@ fn note_change(
     Ok(())
 }
 
+/// Merges `feedback` into an object's feedback fields without touching its generation
+/// (SPEC §13: writing only feedback never makes an object pending); returns whether they
+/// changed. A change is noted for watchers and makes referrers suspects, as a run's is.
+pub fn put_feedback(
+    tx: &mut dyn WriteTx,
+    cur: &ObjectRecord,
+    feedback: &Map<String, Value>,
+) -> Result<bool, StoreError> {
+    let mut merged = cur.feedback.clone();
+    for (k, v) in feedback {
+        if v.is_null() {
+            merged.remove(k);
+        } else {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    if merged == cur.feedback {
+        return Ok(false);
+    }
+    tx.put_book(cur.id, &cur.book, Some(&merged))?;
+    let mut after = cur.clone();
+    after.feedback = merged;
+    note_change(
+        tx,
+        cur.id,
+        &cur.model,
+        &cur.key,
+        &cur.all_fields(),
+        &after.all_fields(),
+    )?;
+    mark_referrers(tx, &after)?;
+    Ok(true)
+}
+
 /// Marks an object deleted (SPEC §5.4).
 pub fn mark_deleted(tx: &mut dyn WriteTx, id: i64, now: Millis) -> Result<(), StoreError> {
     update(tx, id, |b| bookkeeping::on_delete(b, now)).map(drop)
@@ -462,9 +528,13 @@ pub fn apply_run(
         RunRecord::Success {
             feedback: Some(f), ..
         } => {
-            let moved = cur.feedback != *f;
-            cur.feedback.clone_from(f);
-            moved
+            // Merged, not replaced: feedback fields a pull or event step writes (SPEC §13,
+            // §14) are not the actuator's, and its run reports all of its own.
+            let before = cur.feedback.clone();
+            for (k, v) in f {
+                cur.feedback.insert(k.clone(), v.clone());
+            }
+            before != cur.feedback
         }
         _ => false,
     };
@@ -492,7 +562,9 @@ pub fn record_run(
         return Ok((None, 0));
     };
     let feedback = match run {
-        RunRecord::Success { feedback, .. } => feedback.as_ref(),
+        RunRecord::Success {
+            feedback: Some(_), ..
+        } => Some(&rec.feedback),
         _ => None,
     };
     tx.put_book(id, &rec.book, feedback)?;

@@ -9,13 +9,13 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
 use super::{
-    Bookkeeping, Counts, Edge, Lease, Millis, ObjectRecord, OutboxEntry, ReadOps, Referrer, Status,
-    Store, StoreError, Triggers, WatcherStatus, WriteTx,
+    Bookkeeping, Counts, DeadLetter, Edge, Lease, Millis, ObjectRecord, OutboxEntry, ReadOps,
+    Referrer, Status, StepStatus, Store, StoreError, Triggers, WriteTx,
 };
 use crate::bookkeeping;
 
 /// The schema version this build writes. Each entry of `MIGRATIONS` moves one version up.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -115,6 +115,34 @@ const MIGRATIONS: &[&str] = &[
         last_ok INTEGER,
         last_error_at INTEGER,
         message TEXT NOT NULL DEFAULT ''
+     );",
+    // 4 -> 5: pull and event steps (SPEC §13, §14). Each step's last outcome; each event
+    // step's last applied position per partition (or stream), written in the same
+    // transaction as the message's writes so a redelivery is recognised; dead letters.
+    "CREATE TABLE feeds (
+        name TEXT PRIMARY KEY,
+        runs INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0,
+        last_run INTEGER,
+        last_ok INTEGER,
+        last_error_at INTEGER,
+        message TEXT NOT NULL DEFAULT ''
+     );
+     CREATE TABLE positions (
+        step TEXT NOT NULL,
+        part TEXT NOT NULL,
+        pos INTEGER NOT NULL,
+        PRIMARY KEY (step, part)
+     ) WITHOUT ROWID;
+     CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        step TEXT NOT NULL,
+        part TEXT NOT NULL,
+        pos INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        error TEXT NOT NULL,
+        UNIQUE (step, part, pos)
      );",
 ];
 
@@ -449,8 +477,8 @@ fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxEntry> {
 }
 
 /// A row of `watchers`, selected in column order.
-fn watcher_row(r: &Row<'_>) -> rusqlite::Result<WatcherStatus> {
-    Ok(WatcherStatus {
+fn watcher_row(r: &Row<'_>) -> rusqlite::Result<StepStatus> {
+    Ok(StepStatus {
         name: r.get(0)?,
         runs: r.get(1)?,
         failures: r.get(2)?,
@@ -648,14 +676,52 @@ impl Store for SqliteStore {
         *self.triggers.write().unwrap_or_else(|p| p.into_inner()) = triggers;
     }
 
-    fn watcher_statuses(&self) -> Result<Vec<WatcherStatus>, StoreError> {
+    fn watcher_statuses(&self) -> Result<Vec<StepStatus>, StoreError> {
         let conn = self.lock();
-        let run = || -> rusqlite::Result<Vec<WatcherStatus>> {
+        let run = || -> rusqlite::Result<Vec<StepStatus>> {
             let mut st = conn.prepare_cached(
                 "SELECT name, runs, failures, last_run, last_ok, last_error_at, message
                  FROM watchers ORDER BY name",
             )?;
             st.query_map([], watcher_row)?.collect()
+        };
+        run().map_err(sql_err(&self.path))
+    }
+
+    fn feed_statuses(&self) -> Result<Vec<StepStatus>, StoreError> {
+        let conn = self.lock();
+        let run = || -> rusqlite::Result<Vec<StepStatus>> {
+            let mut st = conn.prepare_cached(
+                "SELECT name, runs, failures, last_run, last_ok, last_error_at, message
+                 FROM feeds ORDER BY name",
+            )?;
+            st.query_map([], watcher_row)?.collect()
+        };
+        run().map_err(sql_err(&self.path))
+    }
+
+    fn dead_letters(&self, limit: usize) -> Result<(usize, Vec<DeadLetter>), StoreError> {
+        let conn = self.lock();
+        let run = || -> rusqlite::Result<(usize, Vec<DeadLetter>)> {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?;
+            let mut st = conn.prepare_cached(
+                "SELECT id, step, part, pos, at, message, error FROM dead_letters
+                 ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = st
+                .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                    Ok(DeadLetter {
+                        id: r.get(0)?,
+                        step: r.get(1)?,
+                        part: r.get(2)?,
+                        pos: r.get(3)?,
+                        at: Millis(r.get(4)?),
+                        message: r.get(5)?,
+                        error: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((usize::try_from(n).unwrap_or(0), rows))
         };
         run().map_err(sql_err(&self.path))
     }
@@ -989,7 +1055,7 @@ impl WriteTx for SqliteTx<'_> {
             .map_err(sql_err(self.path))
     }
 
-    fn put_watcher_status(&mut self, w: &WatcherStatus) -> Result<(), StoreError> {
+    fn put_watcher_status(&mut self, w: &StepStatus) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO watchers
@@ -1011,7 +1077,70 @@ impl WriteTx for SqliteTx<'_> {
             .map_err(sql_err(self.path))
     }
 
-    fn watcher_status(&self, name: &str) -> Result<Option<WatcherStatus>, StoreError> {
+    fn feed_status(&self, name: &str) -> Result<Option<StepStatus>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT name, runs, failures, last_run, last_ok, last_error_at, message
+                 FROM feeds WHERE name = ?1",
+            )
+            .and_then(|mut st| st.query_row([name], watcher_row).optional())
+            .map_err(sql_err(self.path))
+    }
+
+    fn put_feed_status(&mut self, w: &StepStatus) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO feeds
+                   (name, runs, failures, last_run, last_ok, last_error_at, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    w.name,
+                    w.runs,
+                    w.failures,
+                    w.last_run.map(|m| m.0),
+                    w.last_ok.map(|m| m.0),
+                    w.last_error_at.map(|m| m.0),
+                    w.message
+                ])
+            })
+            .map(drop)
+            .map_err(sql_err(self.path))
+    }
+
+    fn position(&self, step: &str, part: &str) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT pos FROM positions WHERE step = ?1 AND part = ?2")
+            .and_then(|mut st| st.query_row([step, part], |r| r.get(0)).optional())
+            .map_err(sql_err(self.path))
+    }
+
+    fn put_position(&mut self, step: &str, part: &str, pos: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO positions (step, part, pos) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (step, part) DO UPDATE SET pos = excluded.pos",
+            )
+            .and_then(|mut st| st.execute(params![step, part, pos]))
+            .map(drop)
+            .map_err(sql_err(self.path))
+    }
+
+    fn put_dead_letter(&mut self, d: &DeadLetter) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO dead_letters (step, part, pos, at, message, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![d.step, d.part, d.pos, d.at.0, d.message, d.error])
+            })
+            .map(drop)
+            .map_err(sql_err(self.path))
+    }
+
+    fn watcher_status(&self, name: &str) -> Result<Option<StepStatus>, StoreError> {
         self.conn
             .prepare_cached(
                 "SELECT name, runs, failures, last_run, last_ok, last_error_at, message

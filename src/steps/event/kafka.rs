@@ -1,0 +1,99 @@
+//! The event steps' Kafka consumer (librdkafka through rdkafka): one consumer in the group
+//! named after the service reads every event step's topic. Offsets are never committed
+//! automatically: a batch's offsets are committed after its store commit.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::Message;
+
+pub(super) struct Source {
+    consumer: StreamConsumer,
+    /// The next offset to commit per (topic, partition), from the last batch.
+    pending: BTreeMap<(String, i32), i64>,
+}
+
+impl Source {
+    pub(super) fn connect(
+        endpoint: &str,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Source, String> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", endpoint)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            // A new group starts at the beginning: nothing published before stepsync first
+            // ran is skipped.
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("reconnect.backoff.max.ms", "5000")
+            .create()
+            .map_err(|e| format!("cannot create the Kafka consumer for {endpoint}: {e}"))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|e| format!("cannot subscribe to {}: {e}", names.join(", ")))?;
+        Ok(Source {
+            consumer,
+            pending: BTreeMap::new(),
+        })
+    }
+
+    pub(super) async fn batch(
+        &mut self,
+        max: usize,
+        gather: Duration,
+    ) -> Result<Vec<Message>, String> {
+        let mut out = Vec::new();
+        let first = self.consumer.recv().await;
+        take(&mut self.pending, first, &mut out)?;
+        while out.len() < max {
+            match tokio::time::timeout(gather, self.consumer.recv()).await {
+                Ok(m) => take(&mut self.pending, m, &mut out)?,
+                Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits the offsets after the last batch. Asynchronous: a commit lost to a crash
+    /// only brings messages again, which the store's positions skip.
+    pub(super) fn ack(&mut self) -> Result<(), String> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in std::mem::take(&mut self.pending) {
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(next))
+                .map_err(|e| format!("Kafka offsets: {e}"))?;
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Async)
+            .map_err(|e| format!("Kafka commit: {e}"))
+    }
+}
+
+/// Adds a received message to `out`, noting its partition's next offset in `pending`.
+fn take(
+    pending: &mut BTreeMap<(String, i32), i64>,
+    m: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
+    out: &mut Vec<Message>,
+) -> Result<(), String> {
+    let m = m.map_err(|e| format!("Kafka: {e}"))?;
+    let topic = m.topic().to_owned();
+    out.push(Message {
+        part: format!("{topic}/{}", m.partition()),
+        pos: m.offset(),
+        payload: m.payload().unwrap_or_default().to_vec(),
+        topic: topic.clone(),
+    });
+    pending.insert((topic, m.partition()), m.offset() + 1);
+    Ok(())
+}
