@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::model::schema::{FieldSpecLong, SchemaFile};
 use crate::model::{FieldType, Model};
 use crate::service::SCHEMAS_DIR;
-use crate::stepdef::{PolicySpec, StepdefSpec, WatcherSpec};
+use crate::stepdef::{EventStepSpec, PolicySpec, PullStepSpec, StepdefSpec, WatcherSpec};
 
 /// One printable schema: its name on the command line and the files it describes.
 pub struct SchemaName {
@@ -170,7 +170,7 @@ impl JsonSchema for Dur {
 // ---- stepdefs -----------------------------------------------------------------------------
 
 /// The step kinds a stepdef file may hold, with the format of each.
-fn step_kinds(generator: &mut SchemaGenerator) -> [(&'static str, Schema, &'static str); 3] {
+fn step_kinds(generator: &mut SchemaGenerator) -> [(&'static str, Schema, &'static str); 5] {
     [
         (
             "Actuator",
@@ -186,6 +186,16 @@ fn step_kinds(generator: &mut SchemaGenerator) -> [(&'static str, Schema, &'stat
             "Policy",
             generator.subschema_for::<PolicySpec>(),
             "keeps objects of other models from each object of a model",
+        ),
+        (
+            "PullStep",
+            generator.subschema_for::<PullStepSpec>(),
+            "polls a backend on a timer and writes what it lists into the data model",
+        ),
+        (
+            "EventStep",
+            generator.subschema_for::<EventStepSpec>(),
+            "writes each message of an event bus topic into the data model",
         ),
     ]
 }

@@ -13,7 +13,7 @@ use stepsync::output::ObjectView;
 use stepsync::service::Service;
 use stepsync::validate::stored_mismatches;
 
-use super::table::{models_table, objects_table, status_counts, status_report};
+use super::table::{Steps, models_table, objects_table, status_counts, status_report};
 use super::{io_err, json, print, stdout_err, yaml};
 
 /// `get -o`.
@@ -187,23 +187,37 @@ pub(crate) fn status(dir: &Path, format: StatusFormat, out: &mut dyn Write) -> R
     let store = svc.open_store()?;
     let objs = store.list(None)?;
     let mismatches = stored_mismatches(&svc.schema, &objs);
-    let watchers = store.watcher_statuses()?;
+    let limit = if matches!(format, StatusFormat::Json) {
+        DEAD_LETTERS_SHOWN_JSON
+    } else {
+        DEAD_LETTERS_SHOWN
+    };
+    let steps = Steps {
+        watchers: store.watcher_statuses()?,
+        feeds: store.feed_statuses()?,
+        dead: store.dead_letters(limit)?,
+    };
     let text = match format {
-        StatusFormat::Table => status_report(&svc.schema, &objs, &mismatches, &watchers, false),
-        StatusFormat::Wide => status_report(&svc.schema, &objs, &mismatches, &watchers, true),
-        StatusFormat::Json => json(&status_json(&svc, &objs, &mismatches, &watchers))?,
+        StatusFormat::Table => status_report(&svc.schema, &objs, &mismatches, &steps, false),
+        StatusFormat::Wide => status_report(&svc.schema, &objs, &mismatches, &steps, true),
+        StatusFormat::Json => json(&status_json(&svc, &objs, &mismatches, &steps))?,
     };
     print(out, &text)?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// The dead letters `status` lists: the newest few in text, many more in JSON.
+const DEAD_LETTERS_SHOWN: usize = 10;
+const DEAD_LETTERS_SHOWN_JSON: usize = 1000;
+
 /// `status -o json`: `{"models": [{"model", "total", "<status>": n...}], "errors": [object
-/// views], "mismatches": [...]}`.
+/// views], "mismatches": [...], "watchers", "pull_steps", "event_steps", "dead_letters":
+/// {"total", "newest": [...]}}`.
 fn status_json(
     svc: &Service,
     objs: &[stepsync::store::ObjectRecord],
     mismatches: &[stepsync::validate::Mismatch],
-    watchers: &[stepsync::store::StepStatus],
+    steps: &Steps,
 ) -> serde_json::Value {
     let counts = status_counts(objs);
     let models: Vec<serde_json::Value> = svc
@@ -236,19 +250,38 @@ fn status_json(
         .filter(|o| o.book.policy_error.is_some())
         .map(|o| ObjectView::new(&svc.schema, o))
         .collect();
-    let watchers: Vec<serde_json::Value> = watchers
+    let step = |w: &stepsync::store::StepStatus| {
+        serde_json::json!({
+            "name": w.name, "runs": w.runs, "failures": w.failures,
+            "last_run": w.last_run, "last_ok": w.last_ok,
+            "last_error_at": w.last_error_at, "message": w.message,
+        })
+    };
+    let watchers: Vec<serde_json::Value> = steps.watchers.iter().map(step).collect();
+    let of = |prefix: &str| -> Vec<serde_json::Value> {
+        steps
+            .feeds
+            .iter()
+            .filter(|f| f.name.starts_with(prefix))
+            .map(step)
+            .collect()
+    };
+    let dead: Vec<serde_json::Value> = steps
+        .dead
+        .1
         .iter()
-        .map(|w| {
+        .map(|d| {
             serde_json::json!({
-                "name": w.name, "runs": w.runs, "failures": w.failures,
-                "last_run": w.last_run, "last_ok": w.last_ok,
-                "last_error_at": w.last_error_at, "message": w.message,
+                "step": d.step, "part": d.part, "position": d.pos, "at": d.at,
+                "message": d.message, "error": d.error,
             })
         })
         .collect();
     serde_json::json!({
         "models": models, "errors": errors, "mismatches": mismatches,
         "policy_errors": policy_errors, "watchers": watchers,
+        "pull_steps": of("pull/"), "event_steps": of("event/"),
+        "dead_letters": {"total": steps.dead.0, "newest": dead},
     })
 }
 

@@ -141,15 +141,24 @@ pub(crate) fn status_counts(objs: &[ObjectRecord]) -> BTreeMap<&str, [usize; 6]>
     counts
 }
 
+/// What `status` shows of the steps besides actuators: payload watchers, pull and event
+/// steps (`pull/<name>`, `event/<name>`), and the dead letters (how many, the newest).
+pub(crate) struct Steps {
+    pub(crate) watchers: Vec<stepsync::store::StepStatus>,
+    pub(crate) feeds: Vec<stepsync::store::StepStatus>,
+    pub(crate) dead: (usize, Vec<stepsync::store::DeadLetter>),
+}
+
 /// `stepsync status`: counts per model and status, then every object in error with its
 /// next retry, then the stored objects the schema no longer describes.
 pub(crate) fn status_report(
     schema: &Schema,
     objs: &[ObjectRecord],
     mismatches: &[Mismatch],
-    watchers: &[stepsync::store::StepStatus],
+    steps: &Steps,
     wide: bool,
 ) -> String {
+    let watchers = &steps.watchers;
     let counts = status_counts(objs);
     let mut rows = Vec::new();
     for model in schema.models.keys() {
@@ -221,6 +230,56 @@ pub(crate) fn status_report(
                 w.runs,
                 w.failures,
                 clip(&w.message)
+            ));
+        }
+    }
+    for (title, prefix, what) in [
+        ("Pull steps", "pull/", "poll"),
+        ("Event steps", "event/", "message"),
+    ] {
+        let rows: Vec<_> = steps
+            .feeds
+            .iter()
+            .filter(|f| f.name.starts_with(prefix))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("\n{title}:\n"));
+        for f in rows {
+            let plural = |n: i64, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+            let ok = f
+                .last_ok
+                .map_or_else(|| "never".to_owned(), Millis::rfc3339);
+            let mut line = format!("  {}: {}, last ok {ok}", f.name, plural(f.runs, what));
+            if f.failures > 0 {
+                let at = f
+                    .last_error_at
+                    .map_or_else(String::new, |t| format!(" at {}", t.rfc3339()));
+                line.push_str(&format!(
+                    ", {} failing{at}: {}",
+                    plural(f.failures, "time"),
+                    clip(&f.message)
+                ));
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    let (dead, newest) = &steps.dead;
+    if *dead > 0 {
+        out.push_str(&format!(
+            "\nDead letters: {dead} (newest first; `status -o json` has the messages)\n"
+        ));
+        for d in newest {
+            out.push_str(&format!(
+                "  {} {}@{} at {}: {}\n    message: {}\n",
+                d.step,
+                d.part,
+                d.pos,
+                d.at.rfc3339(),
+                clip(&d.error),
+                clip(&d.message)
             ));
         }
     }

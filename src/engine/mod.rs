@@ -110,6 +110,8 @@ pub struct Summary {
     pub counts: Vec<(Status, usize)>,
     /// Objects whose policies failed (SPEC §12): the run is not all ok while any did.
     pub policy_errors: usize,
+    /// Pull steps whose poll failed (SPEC §13): the run is not all ok while any did.
+    pub pull_errors: usize,
     pub all_ok: bool,
 }
 

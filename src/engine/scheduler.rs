@@ -321,6 +321,15 @@ impl Engine {
         let (_tx, rx) = watch::channel(false);
         let mut done = HashSet::new();
         let mut summary = Summary::default();
+        // A one-shot run reads the backends first, as the daemon's timers would: every pull
+        // step polls once, all at the same time.
+        let polls = (0..self.svc.stepdefs.pulls.len()).map(|i| crate::steps::pull::poll(self, i));
+        for (i, r) in futures_util::future::join_all(polls).await.into_iter().enumerate() {
+            if let Err(e) = r {
+                summary.pull_errors += 1;
+                tracing::warn!(step = %self.svc.stepdefs.pulls[i].name, error = %e, "poll failed");
+            }
+        }
         let idle = loop {
             summary.passes += 1;
             let stats = self.pass(&mut done, &rx, None).await?;
@@ -336,8 +345,9 @@ impl Engine {
             None => self.store.counts()?,
         };
         summary.policy_errors = self.store.policy_errors()?;
-        summary.all_ok =
-            counts.by_status.iter().all(|(st, _)| *st == Status::Ok) && summary.policy_errors == 0;
+        summary.all_ok = counts.by_status.iter().all(|(st, _)| *st == Status::Ok)
+            && summary.policy_errors == 0
+            && summary.pull_errors == 0;
         summary.counts = counts.by_status;
         Ok(summary)
     }

@@ -78,13 +78,6 @@ impl Cx<'_> {
     pub(super) fn actuator(&mut self, spec: StepdefSpec, schema: &Schema) -> Option<Actuator> {
         match spec.kind.value.as_str() {
             "Actuator" => {}
-            k @ ("PullStep" | "EventStep") => {
-                self.error(self.src.diag_at(
-                    format!("`kind: {k}` is planned but not supported yet"),
-                    &spec.kind,
-                ));
-                return None;
-            }
             other => {
                 let hint = expected_hint(
                     other,
