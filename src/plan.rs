@@ -54,8 +54,32 @@ pub struct PolicyChange {
     pub source: String,
 }
 
+/// A write a pull step's poll would make (`plan --refresh`, SPEC §13).
+#[derive(Debug, Clone, Serialize)]
+pub struct PullChange {
+    /// `pull/<name>`.
+    pub step: String,
+    /// `create`, `update`, `feedback` or `delete`.
+    pub action: &'static str,
+    pub model: String,
+    pub key: String,
+}
+
+/// A pull step whose poll failed (`plan --refresh`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PullError {
+    pub step: String,
+    pub message: String,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Plan {
+    /// What pull steps' polls would write (`--refresh` only); the recipes of the objects
+    /// they write are in `changes`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pulls: Vec<PullChange>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pull_errors: Vec<PullError>,
     /// What policies would write; the recipes of the objects they write are in `changes`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<PolicyChange>,
@@ -110,11 +134,49 @@ pub fn plan_dir(engine: &Engine, out: Option<PathBuf>) -> SysDir {
 /// Renders every pending object's recipe into the plan dir, in the order the engine would run
 /// them.
 pub async fn plan(engine: &Engine, opts: PlanOptions) -> Result<Plan> {
+    // `--refresh` asks the backends what pull steps would write (read-only requests).
+    let mut listings = Vec::new();
+    if opts.refresh && opts.world.is_none() {
+        for step in &engine.svc.stepdefs.pulls {
+            listings.push((step, crate::steps::pull::list(engine, step).await));
+        }
+    }
+    let mut pulls = Vec::new();
+    let mut pull_errors = Vec::new();
     let (world, policies) = match opts.world {
         Some(w) => w,
         None => {
             // Written and rolled back: nothing of the plan reaches the store.
             let mut tx = engine.store.write()?;
+            let now = crate::store::Millis::now();
+            for (step, listing) in listings {
+                let polled = listing.and_then(|l| {
+                    crate::steps::pull::apply(engine, &mut *tx, step, &l, now)
+                        .map_err(|e| e.to_string())
+                });
+                match polled {
+                    Ok(p) => pulls.extend(p.effects.into_iter().filter_map(|(w, model, key)| {
+                        use crate::steps::feed::Written;
+                        let action = match w {
+                            Written::Created => "create",
+                            Written::Updated => "update",
+                            Written::Feedback => "feedback",
+                            Written::Deleted => "delete",
+                            Written::Unchanged | Written::Missing => return None,
+                        };
+                        Some(PullChange {
+                            step: step.owner(),
+                            action,
+                            model,
+                            key,
+                        })
+                    })),
+                    Err(message) => pull_errors.push(PullError {
+                        step: step.owner(),
+                        message: engine.clean_message(&message),
+                    }),
+                }
+            }
             let (world, policies) = pretend_world(engine, &mut *tx)?;
             drop(tx);
             (Arc::new(world), policies)
@@ -165,6 +227,8 @@ pub async fn plan(engine: &Engine, opts: PlanOptions) -> Result<Plan> {
         }
     }
     let mut out = Plan {
+        pulls,
+        pull_errors,
         policies,
         ..Plan::default()
     };

@@ -289,6 +289,32 @@ fn check_steps(svc: &Service, config_loaded: bool, diags: &mut Diagnostics) {
             }
         }
     }
+    // Pull and event steps see `vars`, `secret()` and their item or message, no object.
+    let mut feeds: Vec<(Vec<&Tmpl>, &[&str], &str)> = Vec::new();
+    for p in &svc.stepdefs.pulls {
+        let mut request = Vec::new();
+        request_tmpls(&p.request, &mut request);
+        feeds.push((request, &["vars", "secret"], "a pull step's request"));
+        feeds.push((
+            mapping_tmpls(&p.map),
+            &["vars", "secret", "item"],
+            "a pull step",
+        ));
+    }
+    for e in &svc.stepdefs.events {
+        let mut t = mapping_tmpls(&e.map);
+        t.extend(&e.action);
+        feeds.push((t, &["vars", "secret", "event"], "an event step"));
+    }
+    for (tmpls, names, what) in feeds {
+        for t in tmpls {
+            check_names(templates, t, names, what, diags);
+            if config_loaded {
+                check_secrets(svc, t, diags);
+                check_vars(svc, templates, t, diags);
+            }
+        }
+    }
 }
 
 fn check_actuator(svc: &Service, act: &Actuator, config_loaded: bool, diags: &mut Diagnostics) {
@@ -422,6 +448,18 @@ fn payload_tmpls(p: &Payload) -> Vec<&Tmpl> {
         }
     }
     out
+}
+
+/// The templates of a pull or event step's mapping: the key, the fields and feedback.
+fn mapping_tmpls(m: &crate::stepdef::Mapping) -> Vec<&Tmpl> {
+    std::iter::once(&m.key)
+        .chain(
+            m.fields
+                .iter()
+                .chain(&m.feedback)
+                .flat_map(|(_, v)| tmpls_of(v)),
+        )
+        .collect()
 }
 
 fn request_tmpls<'a>(r: &'a Request, out: &mut Vec<&'a Tmpl>) {

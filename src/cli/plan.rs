@@ -50,7 +50,7 @@ pub(crate) fn plan_cmd(dir: &Path, args: PlanArgs, out: &mut dyn Write) -> Resul
     report_plan_errors(&p);
     Ok(ExitCode::from(
         match (
-            p.errors.is_empty(),
+            p.errors.is_empty() && p.pull_errors.is_empty(),
             args.detailed_exitcode,
             p.changes.is_empty(),
         ) {
@@ -63,6 +63,9 @@ pub(crate) fn plan_cmd(dir: &Path, args: PlanArgs, out: &mut dyn Write) -> Resul
 
 /// The objects whose recipe could not be rendered, on stderr.
 pub(crate) fn report_plan_errors(p: &Plan) {
+    for e in &p.pull_errors {
+        eprintln!("error: {}: {}", e.step, e.message);
+    }
     for e in &p.errors {
         eprintln!("error: {}/{}: {}", e.model, e.key, e.message);
     }
@@ -71,6 +74,16 @@ pub(crate) fn report_plan_errors(p: &Plan) {
 /// The text form: one `+`/`~`/`-` line per object, its diff, and a count.
 pub(crate) fn plan_text(plan: &Plan) -> String {
     let mut s = String::new();
+    for p in &plan.pulls {
+        s.push_str(&format!(
+            "{} {}: {} {}/{}\n",
+            sign(p.action),
+            p.step,
+            p.action,
+            p.model,
+            p.key
+        ));
+    }
     for p in &plan.policies {
         s.push_str(&format!(
             "{} {} {}/{} (policy {} of {})\n",
@@ -105,6 +118,10 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
     let policies = match plan.policies.len() {
         0 => String::new(),
         n => format!(" ({n} written by policies)"),
+    };
+    let policies = match plan.pulls.len() {
+        0 => policies,
+        n => format!("{policies} ({n} written by pull steps)"),
     };
     s.push_str(&format!(
         "Plan: {} to create, {} to update, {} to delete{errors}.{policies}\n",

@@ -42,6 +42,10 @@ enum Key {
     Watcher(usize),
     /// Index into the service's policies.
     Policy(usize),
+    /// A pull or event step (`pull/<name>`, `event/<name>`): it writes, and nothing of the
+    /// data model starts it, so it is never on a loop; it is in the graph so the graph is
+    /// the whole picture of who writes what.
+    Feed(String),
 }
 
 #[derive(Debug, Clone)]
@@ -110,7 +114,45 @@ impl RwGraph {
         for (i, p) in svc.stepdefs.policies.iter().enumerate() {
             g.policy(&svc.schema, i, p);
         }
+        let feeds = svc
+            .stepdefs
+            .pulls
+            .iter()
+            .map(|p| (p.owner(), &p.map, &p.origin))
+            .chain(
+                svc.stepdefs
+                    .events
+                    .iter()
+                    .map(|e| (e.owner(), &e.map, &e.origin)),
+            );
+        for (name, map, origin) in feeds {
+            g.feed(&svc.schema, name, map, origin);
+        }
         g
+    }
+
+    fn feed(
+        &mut self,
+        schema: &Schema,
+        name: String,
+        map: &crate::stepdef::Mapping,
+        origin: &Origin,
+    ) {
+        let Some(target) = schema.model(&map.model) else {
+            return;
+        };
+        let label = name.clone();
+        let me = self.node(Key::Feed(name), || label, Some((origin.clone(), false)));
+        let written = map
+            .fields
+            .iter()
+            .chain(&map.feedback)
+            .map(|(f, _)| f.as_str())
+            .chain(std::iter::once(target.key.as_str()));
+        for f in written {
+            let n = self.field(schema, &target.name, f);
+            self.edge(me, n, false);
+        }
     }
 
     fn node(
