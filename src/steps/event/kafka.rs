@@ -3,17 +3,52 @@
 //! automatically: a batch's offsets are committed after its store commit.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Message;
 
+/// How long a wait for messages goes before it asks whether librdkafka reported trouble.
+const CHECK: Duration = Duration::from_secs(2);
+
+/// librdkafka's errors and logs: into tracing, and the last error kept, so that a broker that
+/// cannot be reached shows in `status` (librdkafka itself only retries, silently).
+#[derive(Clone, Default)]
+struct Context {
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl rdkafka::ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::warn!(facility = fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Warning | RDKafkaLogLevel::Notice => {
+                tracing::info!(facility = fac, "librdkafka: {message}")
+            }
+            _ => tracing::debug!(facility = fac, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let msg = format!("Kafka: {error}: {reason}");
+        tracing::debug!("{msg}");
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
+    }
+}
+
+impl ConsumerContext for Context {}
+
 pub(super) struct Source {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<Context>,
+    context: Context,
     /// The next offset to commit per (topic, partition), from the last batch.
     pending: BTreeMap<(String, i32), i64>,
 }
@@ -24,7 +59,8 @@ impl Source {
         group: &str,
         topics: &[String],
     ) -> Result<Source, String> {
-        let consumer: StreamConsumer = ClientConfig::new()
+        let context = Context::default();
+        let consumer: StreamConsumer<Context> = ClientConfig::new()
             .set("bootstrap.servers", endpoint)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
@@ -34,7 +70,7 @@ impl Source {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("reconnect.backoff.max.ms", "5000")
-            .create()
+            .create_with_context(context.clone())
             .map_err(|e| format!("cannot create the Kafka consumer for {endpoint}: {e}"))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer
@@ -42,6 +78,7 @@ impl Source {
             .map_err(|e| format!("cannot subscribe to {}: {e}", names.join(", ")))?;
         Ok(Source {
             consumer,
+            context,
             pending: BTreeMap::new(),
         })
     }
@@ -52,7 +89,31 @@ impl Source {
         gather: Duration,
     ) -> Result<Vec<Message>, String> {
         let mut out = Vec::new();
-        let first = self.consumer.recv().await;
+        // Waiting with nothing to read: fine while librdkafka says nothing is wrong.
+        let first = loop {
+            match tokio::time::timeout(CHECK, self.consumer.recv()).await {
+                Ok(m) => {
+                    // Messages flow: what librdkafka reported before is over.
+                    self.context
+                        .error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
+                    break m;
+                }
+                Err(_) => {
+                    if let Some(e) = self
+                        .context
+                        .error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take()
+                    {
+                        return Err(e);
+                    }
+                }
+            }
+        };
         take(&mut self.pending, first, &mut out)?;
         while out.len() < max {
             match tokio::time::timeout(gather, self.consumer.recv()).await {
