@@ -18,6 +18,9 @@ const FALLBACK_POLL: Duration = Duration::from_millis(500);
 /// The longest sleep with nothing scheduled; a safety net, not the change detector.
 const IDLE_WAKE: Duration = Duration::from_secs(60);
 
+/// How long the daemon lets the writes of pull and event steps gather before a pass.
+const FEED_SETTLE: Duration = Duration::from_millis(200);
+
 /// How long the daemon lets a burst of file events settle before it reloads the service
 /// (an editor's save is several events).
 const RELOAD_SETTLE: Duration = Duration::from_millis(100);
@@ -98,7 +101,13 @@ impl Engine {
                 tokio::select! {
                     _ = &mut sleep => break,
                     _ = stop.changed() => break,
-                    Some(()) = fed.recv() => break,
+                    Some(()) = fed.recv() => {
+                        // A busy stream commits a batch every few milliseconds: one pass
+                        // takes up what a short while brought, rather than one pass a batch.
+                        tokio::time::sleep(FEED_SETTLE).await;
+                        while fed.try_recv().is_ok() {}
+                        break;
+                    }
                     Some(()) = changes.recv() => {
                         if self.store.change_marker()? != marker {
                             break;
