@@ -817,9 +817,14 @@ fn a_hanging_pull_step_delays_neither_another_step_nor_the_actuators_and_never_o
 // `"pulls": [{"step", "action", "model", "key"}]` in `plan -o json`.
 
 fn plan_pulls(v: &Value) -> Vec<(String, String, String, String)> {
-    let mut out: Vec<_> = v["pulls"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no `pulls` in {v}"))
+    // An empty list may be left out.
+    let none = Vec::new();
+    let pulls = match &v["pulls"] {
+        Value::Null => &none,
+        p => p.as_array().unwrap_or_else(|| panic!("`pulls` is no list in {v}")),
+    };
+    assert!(v["changes"].is_array(), "not a plan: {v}");
+    let mut out: Vec<_> = pulls
         .iter()
         .map(|p| {
             let s = |k: &str| p[k].as_str().unwrap_or_default().to_owned();
