@@ -539,6 +539,9 @@ fn prune_deletes_only_the_objects_the_step_owns_that_it_no_longer_lists() {
 
 // ---- 5. failed polls --------------------------------------------------------------------------
 
+/// What makes the backend fail, for one failure case.
+type Breaks<'a> = Box<dyn Fn() + 'a>;
+
 #[test]
 fn a_failed_poll_changes_nothing_shows_in_status_and_the_daemon_retries_it() {
     // A short request timeout for the transport failure; a short interval for the daemon.
@@ -565,7 +568,7 @@ fn a_failed_poll_changes_nothing_shows_in_status_and_the_daemon_retries_it() {
     let page1 = json!({"zones": [zone("a", "gone", "r9")], "next": "zones2"}).to_string();
     fx.server.respond("GET", "/api/zones", 200, &page1);
 
-    let failures: [(&str, Box<dyn Fn()>, &str); 4] = [
+    let failures: [(&str, Breaks, &str); 4] = [
         (
             "status",
             Box::new(|| {
@@ -821,7 +824,9 @@ fn plan_pulls(v: &Value) -> Vec<(String, String, String, String)> {
     let none = Vec::new();
     let pulls = match &v["pulls"] {
         Value::Null => &none,
-        p => p.as_array().unwrap_or_else(|| panic!("`pulls` is no list in {v}")),
+        p => p
+            .as_array()
+            .unwrap_or_else(|| panic!("`pulls` is no list in {v}")),
     };
     assert!(v["changes"].is_array(), "not a plan: {v}");
     let mut out: Vec<_> = pulls
