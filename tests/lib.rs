@@ -27,6 +27,7 @@ mod objects;
 mod operator;
 mod playbook;
 mod policies;
+mod pull;
 mod rest;
 mod service;
 mod validate;

@@ -67,6 +67,17 @@ pub(crate) async fn list(engine: &Engine, step: &PullStep) -> Result<Listing, St
         let items = body
             .query(&step.items)
             .map_err(|e| format!("items {}: {e}", step.items))?;
+        // A page without the list the items come from is no listing (an error object, an API
+        // that changed): a failed poll, never an empty listing that `prune` would act on.
+        if items.is_empty()
+            && let Some(list) = container(&step.items)
+            && body.query(list).map_or(true, |found| found.is_empty())
+        {
+            return Err(format!(
+                "{} {}: items {}: the page has nothing at {list}",
+                req.method, req.url, step.items
+            ));
+        }
         for item in items {
             let c = minijinja::Value::from(std::collections::BTreeMap::from([
                 ("vars", vars.clone()),
@@ -97,6 +108,22 @@ pub(crate) async fn list(engine: &Engine, step: &PullStep) -> Result<Listing, St
         req.body = None;
     }
     Ok(Listing { writes, pages })
+}
+
+/// The path of the list an items path takes its items from (`$.zones` of `$.zones[*]`, of
+/// `$.zones.*` or of `$.zones[?@.up]`), when it has that shape and is not the root.
+fn container(items: &str) -> Option<&str> {
+    let p = items.trim_end();
+    let list = p
+        .strip_suffix("[*]")
+        .or_else(|| p.strip_suffix(".*"))
+        .or_else(|| {
+            p.ends_with(']')
+                .then(|| p.rfind("[?"))
+                .flatten()
+                .map(|i| &p[..i])
+        })?;
+    (list.trim() != "$").then_some(list)
 }
 
 /// Writes a listing in `tx`: every item, then (`prune`) the deletion of the objects the step
