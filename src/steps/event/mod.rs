@@ -48,7 +48,7 @@ pub(crate) struct Message {
 
 /// A connection to the bus for some of the event steps.
 enum Source {
-    Nats(nats::Source),
+    Nats(Box<nats::Source>),
     Kafka(kafka::Source),
 }
 
@@ -72,7 +72,7 @@ impl Source {
                 };
                 nats::Source::connect(&bus.endpoint, &group, &s.name, &s.topic, &recorded)
                     .await
-                    .map(Source::Nats)
+                    .map(|s| Source::Nats(Box::new(s)))
             }
             BusKind::Kafka => {
                 let topics: Vec<String> = steps.iter().map(|&i| events[i].topic.clone()).collect();

@@ -79,13 +79,13 @@ impl Source {
         // again, delivering from just after the recorded position.
         let after = recorded(&stream_name)?;
         let from = after.map_or(0, |p| u64::try_from(p).unwrap_or(0));
-        if let Ok(c) = stream.get_consumer::<pull::Config>(&durable).await {
-            if c.cached_info().delivered.stream_sequence > from {
-                stream
-                    .delete_consumer(&durable)
-                    .await
-                    .map_err(|e| format!("NATS consumer {durable} on {stream_name}: {e}"))?;
-            }
+        if let Ok(c) = stream.get_consumer::<pull::Config>(&durable).await
+            && c.cached_info().delivered.stream_sequence > from
+        {
+            stream
+                .delete_consumer(&durable)
+                .await
+                .map_err(|e| format!("NATS consumer {durable} on {stream_name}: {e}"))?;
         }
         let deliver_policy = match after {
             Some(_) => DeliverPolicy::ByStartSequence {
