@@ -20,6 +20,11 @@ apt_install "${missing[@]}"
 # ansible-core from PyPI, for the compatibility tests.
 ensure_ansible
 
+# The event step tests' brokers: NATS JetStream on 127.0.0.1:4222 (started when nothing
+# listens there) and tansu, a Kafka-protocol broker each Kafka test starts on its own port.
+ensure_nats_server
+ensure_kafka_broker
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked

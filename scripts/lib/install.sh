@@ -24,3 +24,60 @@ ensure_ansible() {
   echo "${INSTALL_BY:-install}: ansible-playbook not on PATH after install" >&2
   return 1
 }
+
+# ensure_kafka_broker: the Kafka-protocol broker `tansu` (crates.io, pinned) for the Kafka
+# event step tests, installed into a cache directory when missing; exports STEPSYNC_TANSU
+# (the tests run it) and puts it on the PATH. tansu's default features have no storage
+# engine (records are accepted and never returned), so `dynostore` (memory://) is required;
+# `tansu --help` ends with the engines it has. A first build takes minutes.
+TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
+TANSU_FEATURES="${TANSU_FEATURES:-dynostore}"
+TANSU_ROOT="${TANSU_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/stepsync/tansu-$TANSU_VERSION}"
+
+# tansu_usable BIN: BIN is tansu $TANSU_VERSION with the dynostore storage engine.
+tansu_usable() {
+  [ -x "$1" ] || return 1
+  "$1" --version 2>/dev/null | grep -qF "$TANSU_VERSION" || return 1
+  "$1" --help 2>/dev/null | grep '^Storage engines:' | grep -q dynostore
+}
+
+ensure_kafka_broker() {
+  local bin
+  for bin in "${STEPSYNC_TANSU:-}" "$(command -v tansu 2>/dev/null || true)" "$TANSU_ROOT/bin/tansu"; do
+    [ -n "$bin" ] && tansu_usable "$bin" && break
+    bin=
+  done
+  if [ -z "$bin" ]; then
+    command -v cc >/dev/null 2>&1 || apt_install build-essential
+    echo "${INSTALL_BY:-install}: installing tansu $TANSU_VERSION into $TANSU_ROOT" >&2
+    cargo install --locked --quiet tansu --version "$TANSU_VERSION" \
+      --features "$TANSU_FEATURES" --root "$TANSU_ROOT" >&2
+    bin="$TANSU_ROOT/bin/tansu"
+    if ! tansu_usable "$bin"; then
+      echo "${INSTALL_BY:-install}: $bin is not tansu $TANSU_VERSION with dynostore" >&2
+      return 1
+    fi
+  fi
+  STEPSYNC_TANSU="$bin"
+  PATH="$(dirname "$bin"):$PATH"
+  export STEPSYNC_TANSU PATH
+}
+
+# ensure_nats_server: nats-server with JetStream on 127.0.0.1:4222 (the NATS event step
+# tests use it), installed and started when nothing listens there.
+ensure_nats_server() {
+  (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && return 0
+  [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || apt_install nats-server
+  local bin i
+  bin="$(command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server)"
+  echo "${INSTALL_BY:-install}: starting nats-server on 127.0.0.1:4222" >&2
+  as_root mkdir -p /var/lib/nats-server
+  as_root start-stop-daemon --start --oknodo --background --exec "$bin" -- \
+    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+  for i in $(seq 1 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "${INSTALL_BY:-install}: nats-server did not start (see /var/log/nats-server.log)" >&2
+  return 1
+}

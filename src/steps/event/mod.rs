@@ -65,7 +65,12 @@ impl Source {
         match bus.kind {
             BusKind::Nats => {
                 let s = &events[steps[0]];
-                nats::Source::connect(&bus.endpoint, &group, &s.name, &s.topic)
+                let owner = s.owner();
+                let recorded = |stream: &str| -> Result<Option<i64>, String> {
+                    let tx = engine.store.write().map_err(|e| e.to_string())?;
+                    tx.position(&owner, stream).map_err(|e| e.to_string())
+                };
+                nats::Source::connect(&bus.endpoint, &group, &s.name, &s.topic, &recorded)
                     .await
                     .map(|s| Source::Nats(Box::new(s)))
             }

@@ -25,6 +25,7 @@ impl Source {
         group: &str,
         step: &str,
         subject: &str,
+        recorded: &(dyn Fn(&str) -> Result<Option<i64>, String> + Sync),
     ) -> Result<Source, String> {
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
@@ -70,6 +71,28 @@ impl Source {
                 }
             })
             .collect::<String>();
+        // The store, not the consumer, knows what was applied. A durable consumer that
+        // delivered past the recorded position holds messages delivered but never written
+        // (a stop or crash before their commit): JetStream would send them again only after
+        // `ack_wait`, after newer ones whose cumulative ack drops them, and their position
+        // would be below the recorded one, so they would be lost. Such a consumer is made
+        // again, delivering from just after the recorded position.
+        let after = recorded(&stream_name)?;
+        let from = after.map_or(0, |p| u64::try_from(p).unwrap_or(0));
+        if let Ok(c) = stream.get_consumer::<pull::Config>(&durable).await
+            && c.cached_info().delivered.stream_sequence > from
+        {
+            stream
+                .delete_consumer(&durable)
+                .await
+                .map_err(|e| format!("NATS consumer {durable} on {stream_name}: {e}"))?;
+        }
+        let deliver_policy = match after {
+            Some(_) => DeliverPolicy::ByStartSequence {
+                start_sequence: from + 1,
+            },
+            None => DeliverPolicy::All,
+        };
         let consumer = stream
             .get_or_create_consumer(
                 &durable,
@@ -77,7 +100,7 @@ impl Source {
                     durable_name: Some(durable.clone()),
                     filter_subject: subject.to_owned(),
                     ack_policy: AckPolicy::All,
-                    deliver_policy: DeliverPolicy::All,
+                    deliver_policy,
                     ack_wait: ACK_WAIT,
                     max_ack_pending: i64::try_from(super::BATCH * 10).unwrap_or(i64::MAX),
                     ..Default::default()
