@@ -13,6 +13,7 @@ mod compat;
 mod crash;
 mod drift;
 mod engine;
+mod example_cloud_sites;
 mod example_fabric_net;
 mod example_rest_devices;
 mod goal;
