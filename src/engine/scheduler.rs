@@ -324,7 +324,11 @@ impl Engine {
         // A one-shot run reads the backends first, as the daemon's timers would: every pull
         // step polls once, all at the same time.
         let polls = (0..self.svc.stepdefs.pulls.len()).map(|i| crate::steps::pull::poll(self, i));
-        for (i, r) in futures_util::future::join_all(polls).await.into_iter().enumerate() {
+        for (i, r) in futures_util::future::join_all(polls)
+            .await
+            .into_iter()
+            .enumerate()
+        {
             if let Err(e) = r {
                 summary.pull_errors += 1;
                 tracing::warn!(step = %self.svc.stepdefs.pulls[i].name, error = %e, "poll failed");
