@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The benchmarks of issues #7, #13 and #16 (see BENCHMARKS.md): builds in release mode, runs
-# B1-B7 and B3S side by side, and prints one table (median, min and max over BENCH_RUNS runs,
+# The benchmarks of issues #7, #13, #16 and #17 (see BENCHMARKS.md): builds in release mode, runs
+# B1-B9 and B3S side by side, and prints one table (median, min and max over BENCH_RUNS runs,
 # default 5).
 #
 #   bash scripts/bench.sh                   everything (about 20-35 minutes on 2 cores)

@@ -21,7 +21,9 @@ fn main() {
     let mut delete = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let v = args.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
+        let v = args
+            .next()
+            .unwrap_or_else(|| usage(&format!("{a} needs a value")));
         match a.as_str() {
             "--url" => url = v,
             "--subject" => subject = v,
@@ -50,7 +52,13 @@ fn main() {
         if js.stream_by_subject(&subject).await.is_err() {
             let name: String = subject
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             js.get_or_create_stream(jetstream::stream::Config {
                 name,
@@ -66,7 +74,11 @@ fn main() {
         let mut last = 0u64;
         for i in 0..count {
             let body = format!("{{\"name\": \"ev-{i:06}\", \"value\": \"v{i}\"}}");
-            pending.push(js.publish(subject.clone(), body.into()).await.expect("publish"));
+            pending.push(
+                js.publish(subject.clone(), body.into())
+                    .await
+                    .expect("publish"),
+            );
             if pending.len() == WINDOW || i + 1 == count {
                 for p in pending.drain(..) {
                     last = last.max(p.await.expect("acknowledged").sequence);
@@ -79,6 +91,8 @@ fn main() {
 }
 
 fn usage(msg: &str) -> ! {
-    eprintln!("nats_pub: {msg}\nusage: nats_pub [--url HOST:PORT] --subject S (--count N | --delete 1)");
+    eprintln!(
+        "nats_pub: {msg}\nusage: nats_pub [--url HOST:PORT] --subject S (--count N | --delete 1)"
+    );
     std::process::exit(2);
 }

@@ -206,7 +206,11 @@ async fn list(State(app): State<App>, Query(q): Query<ListQuery>) -> Response {
         String::new()
     };
     let body = serde_json::json!({"items": items, "next": next});
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn list_bump(State(app): State<App>) -> Response {
