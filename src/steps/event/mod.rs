@@ -48,7 +48,8 @@ pub(crate) struct Message {
 
 /// A connection to the bus for some of the event steps.
 enum Source {
-    Nats(nats::Source),
+    /// Boxed: the JetStream pull stream is large beside the Kafka consumer's handle.
+    Nats(Box<nats::Source>),
     Kafka(kafka::Source),
 }
 
@@ -67,7 +68,7 @@ impl Source {
                 let s = &events[steps[0]];
                 nats::Source::connect(&bus.endpoint, &group, &s.name, &s.topic)
                     .await
-                    .map(Source::Nats)
+                    .map(|s| Source::Nats(Box::new(s)))
             }
             BusKind::Kafka => {
                 let topics: Vec<String> = steps.iter().map(|&i| events[i].topic.clone()).collect();
