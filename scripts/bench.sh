@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The benchmarks of issues #7, #13 and #16 (see BENCHMARKS.md): builds in release mode, runs
-# B1-B7 and B3S side by side, and prints one table (median, min and max over BENCH_RUNS runs,
+# The benchmarks of issues #7, #13, #16 and #17 (see BENCHMARKS.md): builds in release mode, runs
+# B1-B9 and B3S side by side, and prints one table (median, min and max over BENCH_RUNS runs,
 # default 5).
 #
 #   bash scripts/bench.sh                   everything (about 20-35 minutes on 2 cores)
 #   bash scripts/bench.sh --only B1,B3      some of them (or BENCH_ONLY=B1,B3): B1 B2 B3 B4 B4H B5
-#                                           B6 B7 B3S
+#                                           B6 B7 B3S B8 B9 (B8 needs a NATS server with
+#                                           JetStream, BENCH_B8_NATS, default 127.0.0.1:4222)
 #   bash scripts/bench.sh --runs 7          more runs (or BENCH_RUNS=7; at least 5 for the record)
 #   bash scripts/bench.sh --quick           a smoke test: 1 run, smaller B2, B3, B5, B6, B7, B3S
 #                                           (not for the record)
@@ -26,7 +27,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 RUNS=${BENCH_RUNS:-5}
-ONLY=${BENCH_ONLY:-B1,B2,B3,B4,B4H,B5,B6,B7,B3S}
+ONLY=${BENCH_ONLY:-B1,B2,B3,B4,B4H,B5,B6,B7,B3S,B8,B9}
 QUICK=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -51,6 +52,11 @@ B4_CHANGES=50
 B6_SLICES=10000
 # B7: this many Networks, each with a policy ensuring two Interfaces (SPEC §12).
 B7_NETWORKS=10000
+# B8: this many messages on NATS, into upserts (SPEC §14); the NATS server.
+B8_MESSAGES=${BENCH_B8_MESSAGES:-100000}
+B8_NATS=${BENCH_B8_NATS:-127.0.0.1:4222}
+# B9: one pull step listing this many items in this many pages (SPEC §13).
+B9_ITEMS=10000 B9_PAGES=10
 # B4H: B4 with one request, for an unrelated Site, hung this long the whole time.
 B4H_HANG_S=${BENCH_B4H_HANG_S:-10}
 DELAY_MS=2
@@ -62,6 +68,7 @@ if [ "$QUICK" = 1 ]; then
   B4_CHANGES=10
   B6_SLICES=1000
   B7_NETWORKS=1000
+  B8_MESSAGES=${BENCH_B8_MESSAGES:-10000}
 fi
 B1_TOTAL=$((B1_SITES + B1_SLICES + B1_INSTANCES))
 B3_TOTAL=$((B3_SITES + B3_SLICES + B3_INSTANCES))
@@ -1053,6 +1060,151 @@ else: sys.exit(1)' "$d/idle.out.err") || die "B3S: run $r: no \`idle pass\` line
   done
 }
 
+# --- B8: event ingest ---------------------------------------------------------------------------
+# An event step turning each message of a NATS subject into an upsert of one object (a model
+# without an actuator: nothing but the ingest is timed). Each run: a fresh service and store,
+# a subject and stream of its own, the daemon started (it makes the durable consumer), then
+# B8_MESSAGES small JSON messages published (bench/src/bin/nats_pub.rs, 1,000 in flight, each
+# acknowledged by the stream) while the daemon consumes. Timed from the first publish to the
+# moment the step's position in the store (written in each batch's commit) reaches the last
+# message's sequence, polled every 20 ms; the objects are then counted. Peak RSS is the
+# daemon's VmHWM. Needs a NATS server with JetStream on $B8_NATS (started when it is the
+# local default and nats-server is installed).
+# TODO(#17): the same on Kafka (`event_bus: {kind: kafka}`) once a broker can be run here
+# (/work/tools/tansu is being looked at): publish with a small rdkafka producer, wait for
+# the positions of every partition.
+b8() {
+  log "B8: $B8_MESSAGES JSON messages on NATS into upserts, daemon running; $RUNS runs"
+  local d=$WORK/b8 r svc subj t0 t1 last tdone pos n hwm i
+  mkdir -p "$d/svc/schemas" "$d/svc/stepdefs"
+  if ! (exec 3<>/dev/tcp/${B8_NATS%:*}/${B8_NATS#*:}) 2>/dev/null; then
+    if [ "$B8_NATS" = 127.0.0.1:4222 ] && [ -x /usr/sbin/nats-server ]; then
+      as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+        -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+      sleep 1
+    fi
+    (exec 3<>/dev/tcp/${B8_NATS%:*}/${B8_NATS#*:}) 2>/dev/null || die "B8: no NATS server on $B8_NATS"
+  fi
+  cat >"$d/svc/schemas/models.yaml" <<'YAML'
+models:
+  Event:
+    fields:
+      name: {type: string, required: true}
+      value: string
+YAML
+  for r in $(seq "$RUNS"); do
+    svc=$d/svc-r$r
+    cp -r "$d/svc" "$svc"
+    subj="bench.b8-$$-$r-$(date +%s%N)"
+    cat >"$svc/stepsync.yaml" <<YAML
+name: bench-events
+logging: {level: warn}
+event_bus: {kind: nats, endpoint: $B8_NATS}
+YAML
+    cat >"$svc/stepdefs/events.yaml" <<YAML
+kind: EventStep
+name: events
+topic: $subj
+decode: json
+model: Event
+key: "{{ event.name }}"
+fields: {value: "{{ event.value }}"}
+YAML
+    "$STEPSYNC" -C "$svc" -q validate >/dev/null || die "B8: the service does not validate"
+    timeout 60 "$STEPSYNC" -C "$svc" -q status >/dev/null 2>&1 || true
+    start_daemon "$svc" "$d/daemon-r$r.log"
+    settle
+    "$BB/nats_pub" --url "$B8_NATS" --subject "$subj" --count "$B8_MESSAGES" >"$d/pub-r$r.out" 2>"$d/pub-r$r.err" &
+    local pub=$!
+    track "$pub"
+    tdone=""
+    for i in $(seq 15000); do # 300 s
+      if [ -s "$d/pub-r$r.out" ]; then
+        read -r t0 t1 last <"$d/pub-r$r.out"
+        pos=$(store_q "$svc" "SELECT COALESCE(MAX(pos), 0) FROM positions WHERE step = 'event/events'" 2>/dev/null || echo 0)
+        if [ "${pos:-0}" -ge "$last" ]; then tdone=$(date +%s%N); break; fi
+      fi
+      kill -0 "$DAEMON_PID" 2>/dev/null || die "B8: run $r: the daemon exited: $(tail -3 "$d/daemon-r$r.log")"
+      sleep 0.02
+    done
+    wait "$pub" || die "B8: run $r: the publisher failed: $(tail -3 "$d/pub-r$r.err")"
+    [ -n "$tdone" ] || die "B8: run $r: the daemon did not commit every message within 300 s (position ${pos:-?} of ${last:-?})"
+    hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$DAEMON_PID/status")
+    stop_daemon
+    "$BB/nats_pub" --url "$B8_NATS" --subject "$subj" --delete 1 || log "B8: could not delete the stream of $subj"
+    n=$(store_q "$svc" "SELECT COUNT(*) FROM objects WHERE model = 'Event' AND deleted = 0")
+    [ "$n" = "$B8_MESSAGES" ] || die "B8: run $r: $n Events in the store, expected $B8_MESSAGES"
+    record b8_nats_rate "$(calc "$B8_MESSAGES / (($tdone - $t0) / 1e9)" 0)"
+    record b8_nats_s "$(calc "($tdone - $t0) / 1e9")"
+    record b8_nats_publish_s "$(calc "($t1 - $t0) / 1e9")"
+    record b8_nats_rss "$(calc "$hwm / 1024" 1)"
+    log "  run $r: published in $(calc "($t1 - $t0) / 1e9") s, all committed at $(calc "($tdone - $t0) / 1e9") s ($(calc "$B8_MESSAGES / (($tdone - $t0) / 1e9)" 0)/s), daemon peak RSS $(calc "$hwm / 1024" 0) MiB"
+  done
+}
+
+# --- B9: pull ----------------------------------------------------------------------------------
+# One pull step listing B9_ITEMS items in B9_PAGES pages from the bench server's /_bench/list
+# (not delayed), into a model without an actuator. `run --once` polls each pull step once
+# before its passes; a poll's cost is the time of `run --once` with the step minus that of
+# `run --once` on the same store with the step moved aside, run by run. Measured with nothing
+# changed since the last poll, and with every item's value changed (POST /_bench/list/bump
+# before the run: B9_ITEMS updates in the poll's transaction, and a pass over them).
+b9() {
+  log "B9: a pull step listing $B9_ITEMS items in $B9_PAGES pages; $RUNS runs"
+  local d=$WORK/b9 svc r same changed plain
+  svc=$d/svc
+  mkdir -p "$svc/schemas" "$svc/stepdefs" "$d/aside"
+  start_server 0
+  cat >"$svc/stepsync.yaml" <<YAML
+name: bench-pull
+logging: {level: warn}
+vars: {server: "$SERVER_URL"}
+YAML
+  cat >"$svc/schemas/models.yaml" <<'YAML'
+models:
+  Item:
+    fields:
+      name: {type: string, required: true}
+      value: string
+YAML
+  cat >"$svc/stepdefs/items.yaml" <<YAML
+kind: PullStep
+name: items
+interval: 1h
+request: {method: GET, url: "{{ vars.server }}/_bench/list?total=$B9_ITEMS&per_page=$((B9_ITEMS / B9_PAGES))"}
+next: {jsonpath: "\$.next"}
+items: {jsonpath: "\$.items[*]"}
+model: Item
+key: "{{ item.name }}"
+fields: {value: "{{ item.value }}"}
+prune: true
+YAML
+  "$STEPSYNC" -C "$svc" -q validate >/dev/null || die "B9: the service does not validate"
+  measure 300 "$d/first.out" "$STEPSYNC" -C "$svc" run --once || die "B9: the first poll failed"
+  log "  first poll (creates $B9_ITEMS Items) and its pass: ${WALL}s"
+  n=$(store_q "$svc" "SELECT COUNT(*) FROM objects WHERE model = 'Item' AND deleted = 0")
+  [ "$n" = "$B9_ITEMS" ] || die "B9: $n Items after the first poll, expected $B9_ITEMS"
+  for r in $(seq "$RUNS"); do
+    measure 300 "$d/same.out" "$STEPSYNC" -C "$svc" run --once || die "B9: run $r: run --once failed"
+    same=$WALL
+    mv "$svc/stepdefs/items.yaml" "$d/aside/"
+    measure 300 "$d/plain.out" "$STEPSYNC" -C "$svc" run --once || die "B9: run $r: run --once without the step failed"
+    plain=$WALL
+    mv "$d/aside/items.yaml" "$svc/stepdefs/"
+    curl -fsS -m 5 -X POST "$SERVER_URL/_bench/list/bump" >/dev/null
+    measure 300 "$d/changed.out" "$STEPSYNC" -C "$svc" run --once || die "B9: run $r: run --once after the change failed"
+    changed=$WALL
+    n=$(store_q "$svc" "SELECT COUNT(*) FROM objects WHERE model = 'Item' AND deleted = 0 AND fields LIKE '%\"v$r\"%'")
+    [ "$n" = "$B9_ITEMS" ] || note "B9: run $r: $n of $B9_ITEMS Items have the new value"
+    record b9_same_s "$(calc "$same - $plain")"
+    record b9_changed_s "$(calc "$changed - $plain")"
+    record b9_same_total_s "$same"
+    record b9_changed_total_s "$changed"
+    record b9_plain_s "$plain"
+    log "  run $r: run --once unchanged ${same}s, every item changed ${changed}s, without the step ${plain}s"
+  done
+}
+
 # --- Run, then the table ----------------------------------------------------------------------
 run_bench() { # NAME FUNCTION: a failure is reported in the table, the others still run
   local name=$1 fn=$2
@@ -1083,6 +1235,8 @@ run_bench B5 b5
 run_bench B6 b6
 run_bench B7 b7
 run_bench B3S b3s
+run_bench B8 b8
+run_bench B9 b9
 
 # stats METRIC -> "n median min max" (median of an even count: the mean of the middle two)
 stats() {
@@ -1193,6 +1347,15 @@ row() {
   row "B3S idle pass without them, same store (ms)" b3s_plain_pass_ms 0
   row "B3S idle \`run --once\` with the steps loaded (s)" b3s_steps_s 3
   row "B3S idle \`run --once\` without them (s)" b3s_plain_s 3
+  row "B8 NATS: $B8_MESSAGES messages, first publish -> last commit (messages/s)" b8_nats_rate 0 ">=" 20000
+  row "B8 NATS: first publish -> last commit (s)" b8_nats_s 2
+  row "B8 NATS: publishing alone (s)" b8_nats_publish_s 2
+  row "B8 NATS: daemon peak RSS (MiB)" b8_nats_rss 0
+  row "B9 one poll, $B9_ITEMS items in $B9_PAGES pages, nothing changed (s)" b9_same_s 3 "<=" 1
+  row "B9 one poll, every item changed (s)" b9_changed_s 3
+  row "B9 \`run --once\` with the step, nothing changed (s)" b9_same_total_s 3
+  row "B9 \`run --once\` with the step, every item changed (s)" b9_changed_total_s 3
+  row "B9 \`run --once\` without the step (s)" b9_plain_s 3
   if [ -s "$RES/notes" ]; then
     echo
     sed 's/^/- /' "$RES/notes"

@@ -390,7 +390,20 @@ fn check_actuator(svc: &Service, act: &Actuator, config_loaded: bool, diags: &mu
             .warning(),
         );
     }
-    let written: BTreeSet<&str> = act.feedback.iter().map(|(f, _)| f.as_str()).collect();
+    // Feedback comes from the actuator, and also from the pull and event steps that write
+    // the model (SPEC §13, §14): a field only those write is not unwritten.
+    let steps = svc.stepdefs.pulls.iter().map(|p| &p.map);
+    let steps = steps.chain(svc.stepdefs.events.iter().map(|e| &e.map));
+    let written: BTreeSet<&str> = act
+        .feedback
+        .iter()
+        .map(|(f, _)| f.as_str())
+        .chain(
+            steps
+                .filter(|m| m.model == model.name)
+                .flat_map(|m| m.feedback.iter().map(|(f, _)| f.as_str())),
+        )
+        .collect();
     for f in model.fields.values().filter(|f| f.feedback) {
         if !written.contains(f.name.as_str()) {
             diags.push(

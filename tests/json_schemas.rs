@@ -514,7 +514,9 @@ fn every_step_kind_is_shipped_and_checked_by_its_schema() {
         }
     }
     let want: std::collections::BTreeSet<String> =
-        ["Actuator", "Policy", "Watcher"].map(String::from).into();
+        ["Actuator", "EventStep", "Policy", "PullStep", "Watcher"]
+            .map(String::from)
+            .into();
     assert_eq!(kinds, want);
 }
 

@@ -14,6 +14,7 @@ mod crash;
 mod drift;
 mod engine;
 mod events;
+mod example_cloud_sites;
 mod example_fabric_net;
 mod example_rest_devices;
 mod goal;

@@ -13,6 +13,12 @@
 //!                                               `ms=0` removes the hold and answers the
 //!                                               requests held at `path` at once
 //!   POST /_bench/reset                         forget everything recorded (not the holds)
+//!   GET  /_bench/list?total=10000&per_page=1000&page=1
+//!                                               a paginated listing for pull steps (B9):
+//!                                               {"items": [{"name": "item-00000", "value":
+//!                                               "v0"}, ...], "next": "/_bench/list?...&page=2"}
+//!                                               (`next` is "" on the last page); not delayed
+//!   POST /_bench/list/bump                     a new value for every listed item
 //!
 //! `--hold PATH=SECONDS` (repeatable) sets a hold from the start, like `/_bench/hold`.
 //! `--threads N` picks the runtime's worker threads (default 1: the server stays out of the
@@ -40,6 +46,8 @@ struct Recorder {
     max_inflight: AtomicU64,
     held: AtomicU64,
     holding: AtomicU64,
+    /// The listing's version: every item's `value` is `v<version>`.
+    list_version: AtomicU64,
 }
 
 /// Paths whose requests are held (a hung backend call), and how long.
@@ -161,6 +169,55 @@ async fn hold(State(app): State<App>, Query(q): Query<HoldQuery>) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    #[serde(default = "default_total")]
+    total: usize,
+    #[serde(default = "default_per_page")]
+    per_page: usize,
+    #[serde(default = "default_page")]
+    page: usize,
+}
+fn default_total() -> usize {
+    10_000
+}
+fn default_per_page() -> usize {
+    1000
+}
+fn default_page() -> usize {
+    1
+}
+
+async fn list(State(app): State<App>, Query(q): Query<ListQuery>) -> Response {
+    let v = app.rec.list_version.load(Ordering::Relaxed);
+    let per = q.per_page.max(1);
+    let start = (q.page.max(1) - 1) * per;
+    let end = (start + per).min(q.total);
+    let items: Vec<serde_json::Value> = (start..end)
+        .map(|i| serde_json::json!({"name": format!("item-{i:05}"), "value": format!("v{v}")}))
+        .collect();
+    let next = if end < q.total {
+        format!(
+            "/_bench/list?total={}&per_page={per}&page={}",
+            q.total,
+            q.page.max(1) + 1
+        )
+    } else {
+        String::new()
+    };
+    let body = serde_json::json!({"items": items, "next": next});
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn list_bump(State(app): State<App>) -> Response {
+    app.rec.list_version.fetch_add(1, Ordering::Relaxed);
+    StatusCode::NO_CONTENT.into_response()
+}
+
 fn main() {
     let mut delay_ms = 2.0f64;
     let mut port = 0u16;
@@ -207,6 +264,8 @@ fn main() {
             .route("/_bench/stats", get(stats))
             .route("/_bench/reset", post(reset))
             .route("/_bench/hold", post(hold))
+            .route("/_bench/list", get(list))
+            .route("/_bench/list/bump", post(list_bump))
             .fallback(backend)
             .with_state(app);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))

@@ -48,6 +48,7 @@ pub(crate) struct Message {
 
 /// A connection to the bus for some of the event steps.
 enum Source {
+    /// Boxed: the JetStream pull stream is large beside the Kafka consumer's handle.
     Nats(Box<nats::Source>),
     Kafka(kafka::Source),
 }
