@@ -7,7 +7,7 @@
 //! among 1,000; a broker that is down; redelivered messages skipped.
 //!
 //! The broker for Kafka is found through `STEPSYNC_TANSU`, `TANSU_BIN`, the PATH or
-//! `/work/tools/tansu*/bin` (scripts/test.sh installs it, `ensure_kafka_broker`); it must be
+//! `~/.cache/stepsync/tansu-0.6.0/bin` (scripts/test.sh installs it there, `ensure_kafka_broker`); it must be
 //! built with a storage engine (`tansu --help` ends with `Storage engines: dynostore, ...`).
 
 use std::fs::File;
@@ -438,7 +438,8 @@ fn has_storage(bin: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// The tansu to run: `STEPSYNC_TANSU`, `TANSU_BIN`, the PATH, then `/work/tools`.
+/// The tansu to run: `STEPSYNC_TANSU`, `TANSU_BIN`, the PATH, then where
+/// `ensure_kafka_broker` installs it (`~/.cache/stepsync/tansu-0.6.0`).
 fn tansu_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
@@ -451,8 +452,12 @@ fn tansu_bin() -> PathBuf {
         if let Some(path) = std::env::var_os("PATH") {
             candidates.extend(std::env::split_paths(&path).map(|d| d.join("tansu")));
         }
-        candidates.push("/work/tools/tansu-full/bin/tansu".into());
-        candidates.push("/work/tools/tansu/bin/tansu".into());
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+        if let Some(c) = cache {
+            candidates.push(c.join("stepsync/tansu-0.6.0/bin/tansu"));
+        }
         for c in candidates {
             if c.is_file() {
                 if has_storage(&c) {

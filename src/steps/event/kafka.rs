@@ -69,6 +69,9 @@ impl Source {
             // ran is skipped.
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
+            // Static membership (KIP-345): a restarted stepsync takes the place of the one
+            // that died at once, instead of waiting for the group to time the dead one out.
+            .set("group.instance.id", group)
             .set("reconnect.backoff.max.ms", "5000")
             .create_with_context(context.clone())
             .map_err(|e| format!("cannot create the Kafka consumer for {endpoint}: {e}"))?;
