@@ -489,6 +489,63 @@ fn watcher_row(r: &Row<'_>) -> rusqlite::Result<StepStatus> {
     })
 }
 
+/// Every step's status in `table`, by name.
+fn step_statuses(
+    conn: &Connection,
+    path: &Path,
+    table: &str,
+) -> Result<Vec<StepStatus>, StoreError> {
+    let run = || -> rusqlite::Result<Vec<StepStatus>> {
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT name, runs, failures, last_run, last_ok, last_error_at, message
+             FROM {table} ORDER BY name"
+        ))?;
+        st.query_map([], watcher_row)?.collect()
+    };
+    run().map_err(sql_err(path))
+}
+
+/// A step's status from `table` (`watchers` or `feeds`: one row shape, two kinds of step).
+fn step_status(
+    conn: &Connection,
+    path: &Path,
+    table: &str,
+    name: &str,
+) -> Result<Option<StepStatus>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT name, runs, failures, last_run, last_ok, last_error_at, message
+         FROM {table} WHERE name = ?1"
+    ))
+    .and_then(|mut st| st.query_row([name], watcher_row).optional())
+    .map_err(sql_err(path))
+}
+
+fn put_step_status(
+    conn: &Connection,
+    path: &Path,
+    table: &str,
+    w: &StepStatus,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO {table}
+           (name, runs, failures, last_run, last_ok, last_error_at, message)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    ))
+    .and_then(|mut st| {
+        st.execute(params![
+            w.name,
+            w.runs,
+            w.failures,
+            w.last_run.map(|m| m.0),
+            w.last_ok.map(|m| m.0),
+            w.last_error_at.map(|m| m.0),
+            w.message
+        ])
+    })
+    .map(drop)
+    .map_err(sql_err(path))
+}
+
 const OUTBOX_COLUMNS: &str = "id, watcher, obj, model, key, fields, old, new, seq, at";
 
 fn outbox(conn: &Connection, path: &Path) -> Result<Vec<OutboxEntry>, StoreError> {
@@ -677,27 +734,11 @@ impl Store for SqliteStore {
     }
 
     fn watcher_statuses(&self) -> Result<Vec<StepStatus>, StoreError> {
-        let conn = self.lock();
-        let run = || -> rusqlite::Result<Vec<StepStatus>> {
-            let mut st = conn.prepare_cached(
-                "SELECT name, runs, failures, last_run, last_ok, last_error_at, message
-                 FROM watchers ORDER BY name",
-            )?;
-            st.query_map([], watcher_row)?.collect()
-        };
-        run().map_err(sql_err(&self.path))
+        step_statuses(&self.lock(), &self.path, "watchers")
     }
 
     fn feed_statuses(&self) -> Result<Vec<StepStatus>, StoreError> {
-        let conn = self.lock();
-        let run = || -> rusqlite::Result<Vec<StepStatus>> {
-            let mut st = conn.prepare_cached(
-                "SELECT name, runs, failures, last_run, last_ok, last_error_at, message
-                 FROM feeds ORDER BY name",
-            )?;
-            st.query_map([], watcher_row)?.collect()
-        };
-        run().map_err(sql_err(&self.path))
+        step_statuses(&self.lock(), &self.path, "feeds")
     }
 
     fn dead_letters(&self, limit: usize) -> Result<(usize, Vec<DeadLetter>), StoreError> {
@@ -1056,57 +1097,15 @@ impl WriteTx for SqliteTx<'_> {
     }
 
     fn put_watcher_status(&mut self, w: &StepStatus) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO watchers
-                   (name, runs, failures, last_run, last_ok, last_error_at, message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    w.name,
-                    w.runs,
-                    w.failures,
-                    w.last_run.map(|m| m.0),
-                    w.last_ok.map(|m| m.0),
-                    w.last_error_at.map(|m| m.0),
-                    w.message
-                ])
-            })
-            .map(drop)
-            .map_err(sql_err(self.path))
+        put_step_status(&self.conn, self.path, "watchers", w)
     }
 
     fn feed_status(&self, name: &str) -> Result<Option<StepStatus>, StoreError> {
-        self.conn
-            .prepare_cached(
-                "SELECT name, runs, failures, last_run, last_ok, last_error_at, message
-                 FROM feeds WHERE name = ?1",
-            )
-            .and_then(|mut st| st.query_row([name], watcher_row).optional())
-            .map_err(sql_err(self.path))
+        step_status(&self.conn, self.path, "feeds", name)
     }
 
     fn put_feed_status(&mut self, w: &StepStatus) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO feeds
-                   (name, runs, failures, last_run, last_ok, last_error_at, message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    w.name,
-                    w.runs,
-                    w.failures,
-                    w.last_run.map(|m| m.0),
-                    w.last_ok.map(|m| m.0),
-                    w.last_error_at.map(|m| m.0),
-                    w.message
-                ])
-            })
-            .map(drop)
-            .map_err(sql_err(self.path))
+        put_step_status(&self.conn, self.path, "feeds", w)
     }
 
     fn position(&self, step: &str, part: &str) -> Result<Option<i64>, StoreError> {
@@ -1141,13 +1140,7 @@ impl WriteTx for SqliteTx<'_> {
     }
 
     fn watcher_status(&self, name: &str) -> Result<Option<StepStatus>, StoreError> {
-        self.conn
-            .prepare_cached(
-                "SELECT name, runs, failures, last_run, last_ok, last_error_at, message
-                 FROM watchers WHERE name = ?1",
-            )
-            .and_then(|mut st| st.query_row([name], watcher_row).optional())
-            .map_err(sql_err(self.path))
+        step_status(&self.conn, self.path, "watchers", name)
     }
 
     fn purge(&mut self, id: i64) -> Result<(), StoreError> {

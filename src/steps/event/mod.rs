@@ -296,6 +296,34 @@ fn record_failure(engine: &Engine, steps: &[usize], msg: &str) {
     }
 }
 
+/// The backoff of a consumer whose bus or store fails.
+struct Retry {
+    wait: Duration,
+    failing: bool,
+}
+
+impl Retry {
+    /// Records `msg` as the steps' failure and waits before the next try; `false` when
+    /// `stop` came first.
+    async fn failed(
+        &mut self,
+        engine: &Arc<Engine>,
+        steps: &[usize],
+        msg: String,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> bool {
+        let (e, st) = (engine.clone(), steps.to_vec());
+        let _ = tokio::task::spawn_blocking(move || record_failure(&e, &st, &msg)).await;
+        self.failing = true;
+        let wait = self.wait;
+        self.wait = (self.wait * 2).min(RETRY_MAX);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => true,
+            _ = stop.changed() => false,
+        }
+    }
+}
+
 /// Consumes for `steps` until `stop`: connects (retrying with backoff), then applies batch
 /// after batch, acknowledging each after its commit. `changed` hears of every batch that
 /// wrote something.
@@ -310,8 +338,10 @@ pub(crate) async fn run(
         .map(|&i| engine.svc.stepdefs.events[i].name.as_str())
         .collect();
     let span = info_span!("event", steps = %names.join(","));
-    let mut wait = RETRY_FIRST;
-    let mut failing = false;
+    let mut retry = Retry {
+        wait: RETRY_FIRST,
+        failing: false,
+    };
     'connect: loop {
         if *stop.borrow() {
             return;
@@ -323,16 +353,10 @@ pub(crate) async fn run(
         let mut source = match source {
             Ok(s) => s,
             Err(e) => {
-                span.in_scope(|| warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach the event bus"));
-                let e2 = engine.clone();
-                let st = steps.clone();
-                let _ = tokio::task::spawn_blocking(move || record_failure(&e2, &st, &e)).await;
-                failing = true;
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.changed() => return,
+                span.in_scope(|| warn!(error = %e, "cannot reach the event bus"));
+                if !retry.failed(&engine, &steps, e, &mut stop).await {
+                    return;
                 }
-                wait = (wait * 2).min(RETRY_MAX);
                 continue 'connect;
             }
         };
@@ -347,15 +371,9 @@ pub(crate) async fn run(
                 Ok(b) => b,
                 Err(e) => {
                     span.in_scope(|| warn!(error = %e, "the event bus failed; reconnecting"));
-                    let e2 = engine.clone();
-                    let st = steps.clone();
-                    let _ = tokio::task::spawn_blocking(move || record_failure(&e2, &st, &e)).await;
-                    failing = true;
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = stop.changed() => return,
+                    if !retry.failed(&engine, &steps, e, &mut stop).await {
+                        return;
                     }
-                    wait = (wait * 2).min(RETRY_MAX);
                     continue 'connect;
                 }
             };
@@ -377,11 +395,13 @@ pub(crate) async fn run(
                     if let Err(e) = source.ack().await {
                         span.in_scope(|| warn!(error = %e, "cannot acknowledge; the messages will come again and be skipped"));
                     }
-                    if failing {
+                    if retry.failing {
                         span.in_scope(|| info!("consuming again"));
-                        failing = false;
                     }
-                    wait = RETRY_FIRST;
+                    retry = Retry {
+                        wait: RETRY_FIRST,
+                        failing: false,
+                    };
                     if a.dead > 0 {
                         span.in_scope(|| {
                             warn!(
@@ -399,17 +419,10 @@ pub(crate) async fn run(
                     span.in_scope(
                         || warn!(error = %msg, "cannot write the messages; they will come again"),
                     );
-                    let e2 = engine.clone();
-                    let st = steps.clone();
-                    let _ =
-                        tokio::task::spawn_blocking(move || record_failure(&e2, &st, &msg)).await;
-                    failing = true;
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = stop.changed() => return,
+                    // Unacknowledged messages are delivered again to a new consumer session.
+                    if !retry.failed(&engine, &steps, msg, &mut stop).await {
+                        return;
                     }
-                    wait = (wait * 2).min(RETRY_MAX);
-                    // Unacknowledged messages are redelivered to a new consumer session.
                     continue 'connect;
                 }
             }
