@@ -1070,9 +1070,9 @@ else: sys.exit(1)' "$d/idle.out.err") || die "B3S: run $r: no \`idle pass\` line
 # message's sequence, polled every 20 ms; the objects are then counted. Peak RSS is the
 # daemon's VmHWM. Needs a NATS server with JetStream on $B8_NATS (started when it is the
 # local default and nats-server is installed).
-# TODO(#17): the same on Kafka (`event_bus: {kind: kafka}`) once a broker can be run here
-# (/work/tools/tansu is being looked at): publish with a small rdkafka producer, wait for
-# the positions of every partition.
+# TODO(#17): the same on Kafka (`event_bus: {kind: kafka}`) against a tansu broker
+# (scripts/lib/install.sh `ensure_kafka_broker`, as the Kafka event step tests run it):
+# publish with a small rdkafka producer, wait for the positions of every partition.
 b8() {
   log "B8: $B8_MESSAGES JSON messages on NATS into upserts, daemon running; $RUNS runs"
   local d=$WORK/b8 r svc subj t0 t1 last tdone pos n hwm i
