@@ -130,6 +130,8 @@ pub(crate) fn apply(
     now: Millis,
 ) -> Result<Applied, FeedError> {
     let events = &engine.svc.stepdefs.events;
+    // The service vars as a template value once per batch, not once per message.
+    let vars = from_serde(&engine.svc.config.vars);
     let mut out = Applied::default();
     let mut last: HashMap<(usize, String), Option<i64>> = HashMap::new();
     let mut counts: HashMap<usize, i64> = HashMap::new();
@@ -149,7 +151,7 @@ pub(crate) fn apply(
                 out.skipped += 1;
                 continue;
             }
-            match handle(engine, tx, step, m, now) {
+            match handle(engine, tx, step, &vars, m, now) {
                 Ok(w) => {
                     if w.changed() {
                         out.written += 1;
@@ -195,6 +197,7 @@ fn handle(
     engine: &Engine,
     tx: &mut dyn WriteTx,
     step: &EventStep,
+    vars: &minijinja::Value,
     m: &Message,
     now: Millis,
 ) -> Result<Written, FeedError> {
@@ -202,7 +205,7 @@ fn handle(
     let svc = &engine.svc;
     let t = &svc.stepdefs.templates;
     let ctx = minijinja::Value::from(std::collections::BTreeMap::from([
-        ("vars", from_serde(&svc.config.vars)),
+        ("vars", vars.clone()),
         ("event", from_serde(&event)),
     ]));
     let action = match &step.action {

@@ -41,16 +41,7 @@ impl Source {
                 .await
                 .map_err(|e| format!("NATS stream {name}: {e}"))?,
             Err(_) => {
-                let name: String = subject
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
+                let name = name_token(subject);
                 js.get_or_create_stream(jetstream::stream::Config {
                     name: name.clone(),
                     subjects: vec![subject.to_owned()],
@@ -61,16 +52,7 @@ impl Source {
             }
         };
         let stream_name = stream.cached_info().config.name.clone();
-        let durable = format!("{group}-{step}")
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect::<String>();
+        let durable = name_token(&format!("{group}-{step}"));
         // The store, not the consumer, knows what was applied. A durable consumer that
         // delivered past the recorded position holds messages delivered but never written
         // (a stop or crash before their commit): JetStream would send them again only after
@@ -167,4 +149,18 @@ impl Source {
             None => Ok(()),
         }
     }
+}
+
+/// `s` as a JetStream stream or consumer name: letters, digits, `-` and `_`, anything else
+/// (`.`, `*`, `>`, spaces) as `_`.
+fn name_token(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
