@@ -6,7 +6,8 @@
 #   bash scripts/bench.sh                   everything (about 20-35 minutes on 2 cores)
 #   bash scripts/bench.sh --only B1,B3      some of them (or BENCH_ONLY=B1,B3): B1 B2 B3 B4 B4H B5
 #                                           B6 B7 B3S B8 B9 (B8 needs a NATS server with
-#                                           JetStream, BENCH_B8_NATS, default 127.0.0.1:4222)
+#                                           JetStream, BENCH_B8_NATS, default 127.0.0.1:4222,
+#                                           and tansu for Kafka; BENCH_B8_BUSES=nats for one)
 #   bash scripts/bench.sh --runs 7          more runs (or BENCH_RUNS=7; at least 5 for the record)
 #   bash scripts/bench.sh --quick           a smoke test: 1 run, smaller B2, B3, B5, B6, B7, B3S
 #                                           (not for the record)
@@ -1061,29 +1062,51 @@ else: sys.exit(1)' "$d/idle.out.err") || die "B3S: run $r: no \`idle pass\` line
 }
 
 # --- B8: event ingest ---------------------------------------------------------------------------
-# An event step turning each message of a NATS subject into an upsert of one object (a model
-# without an actuator: nothing but the ingest is timed). Each run: a fresh service and store,
-# a subject and stream of its own, the daemon started (it makes the durable consumer), then
-# B8_MESSAGES small JSON messages published (bench/src/bin/nats_pub.rs, 1,000 in flight, each
-# acknowledged by the stream) while the daemon consumes. Timed from the first publish to the
-# moment the step's position in the store (written in each batch's commit) reaches the last
-# message's sequence, polled every 20 ms; the objects are then counted. Peak RSS is the
-# daemon's VmHWM. Needs a NATS server with JetStream on $B8_NATS (started when it is the
-# local default and nats-server is installed).
-# TODO(#17): the same on Kafka (`event_bus: {kind: kafka}`) against a tansu broker
-# (scripts/lib/install.sh `ensure_kafka_broker`, as the Kafka event step tests run it):
-# publish with a small rdkafka producer, wait for the positions of every partition.
+# An event step turning each message into an upsert of one object (a model without an
+# actuator: nothing but the ingest is timed), on NATS JetStream and on Kafka, one after the
+# other in each run (side by side). Each run and bus: a fresh service (named per run, so a
+# Kafka consumer group of its own) and store, a subject/topic of its own, the daemon started
+# (it makes the durable consumer or joins the group), then B8_MESSAGES small JSON messages
+# published (bench/src/bin/nats_pub.rs and kafka_pub.rs, 1,000 in flight, each acknowledged
+# by the broker) while the daemon consumes. Timed from the first publish to the moment the
+# step's positions in the store (written in each batch's commit) reach the last message of
+# every stream/partition, polled every 20 ms; the objects are then counted. Peak RSS is the
+# daemon's VmHWM. NATS: a server with JetStream on $B8_NATS (started when it is the local
+# default and nats-server is installed). Kafka: a tansu broker started here on a free port,
+# its storage in memory (scripts/lib/install.sh `ensure_kafka_broker` installs it, as for the
+# Kafka event step tests; the first build takes about 20 minutes), a topic of
+# B8_KAFKA_PARTITIONS partitions.
+B8_BUSES=${BENCH_B8_BUSES:-nats,kafka}
+B8_KAFKA_PARTITIONS=${BENCH_B8_KAFKA_PARTITIONS:-1}
 b8() {
-  log "B8: $B8_MESSAGES JSON messages on NATS into upserts, daemon running; $RUNS runs"
-  local d=$WORK/b8 r svc subj t0 t1 last tdone pos n hwm i
+  log "B8: $B8_MESSAGES JSON messages on $B8_BUSES into upserts, daemon running; $RUNS runs"
+  local d=$WORK/b8 r bus
   mkdir -p "$d/svc/schemas" "$d/svc/stepdefs"
-  if ! (exec 3<>/dev/tcp/${B8_NATS%:*}/${B8_NATS#*:}) 2>/dev/null; then
+  if [[ ",$B8_BUSES," == *",nats,"* ]] && ! (exec 3<>/dev/tcp/${B8_NATS%:*}/${B8_NATS#*:}) 2>/dev/null; then
     if [ "$B8_NATS" = 127.0.0.1:4222 ] && [ -x /usr/sbin/nats-server ]; then
       as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
         -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
       sleep 1
     fi
     (exec 3<>/dev/tcp/${B8_NATS%:*}/${B8_NATS#*:}) 2>/dev/null || die "B8: no NATS server on $B8_NATS"
+  fi
+  if [[ ",$B8_BUSES," == *",kafka,"* ]]; then
+    INSTALL_BY=bench.sh ensure_kafka_broker || die "B8: no tansu broker could be installed"
+    local kport
+    kport=$(free_ports 1)
+    B8_KAFKA=127.0.0.1:$kport
+    mkdir -p "$d/tansu"
+    # tansu reads a .env in its working directory: the empty dir has none.
+    (cd "$d/tansu" && exec "$STEPSYNC_TANSU" broker --listener-url "tcp://$B8_KAFKA" \
+      --advertised-listener-url "tcp://$B8_KAFKA" --storage-engine memory://tansu/ \
+      --cluster-id stepsync-bench) >"$d/tansu.log" 2>&1 &
+    track $!
+    local i
+    for i in $(seq 200); do
+      (exec 3<>/dev/tcp/127.0.0.1/$kport) 2>/dev/null && break
+      sleep 0.05
+    done
+    (exec 3<>/dev/tcp/127.0.0.1/$kport) 2>/dev/null || die "B8: tansu did not listen on $B8_KAFKA: $(tail -3 "$d/tansu.log")"
   fi
   cat >"$d/svc/schemas/models.yaml" <<'YAML'
 models:
@@ -1093,53 +1116,85 @@ models:
       value: string
 YAML
   for r in $(seq "$RUNS"); do
-    svc=$d/svc-r$r
-    cp -r "$d/svc" "$svc"
-    subj="bench.b8-$$-$r-$(date +%s%N)"
-    cat >"$svc/stepsync.yaml" <<YAML
-name: bench-events
+    for bus in ${B8_BUSES//,/ }; do b8_run "$bus" "$r"; done
+  done
+}
+
+# b8_run BUS RUN: one measured ingest of B8_MESSAGES on BUS (nats or kafka).
+b8_run() {
+  local bus=$1 r=$2 d=$WORK/b8 svc topic endpoint t0 t1 parts tdone n hwm i pub p part want got ok
+  svc=$d/svc-$bus-r$r
+  cp -r "$d/svc" "$svc"
+  topic="bench.b8-$$-$r-$(date +%s%N)"
+  if [ "$bus" = nats ]; then endpoint=$B8_NATS; else endpoint=$B8_KAFKA; fi
+  cat >"$svc/stepsync.yaml" <<YAML
+name: bench-events-$bus-$r
 logging: {level: warn}
-event_bus: {kind: nats, endpoint: $B8_NATS}
+event_bus: {kind: $bus, endpoint: "$endpoint"}
 YAML
-    cat >"$svc/stepdefs/events.yaml" <<YAML
+  cat >"$svc/stepdefs/events.yaml" <<YAML
 kind: EventStep
 name: events
-topic: $subj
+topic: $topic
 decode: json
 model: Event
 key: "{{ event.name }}"
 fields: {value: "{{ event.value }}"}
 YAML
-    "$STEPSYNC" -C "$svc" -q validate >/dev/null || die "B8: the service does not validate"
-    timeout 60 "$STEPSYNC" -C "$svc" -q status >/dev/null 2>&1 || true
-    start_daemon "$svc" "$d/daemon-r$r.log"
-    settle
-    "$BB/nats_pub" --url "$B8_NATS" --subject "$subj" --count "$B8_MESSAGES" >"$d/pub-r$r.out" 2>"$d/pub-r$r.err" &
-    local pub=$!
-    track "$pub"
-    tdone=""
-    for i in $(seq 15000); do # 300 s
-      if [ -s "$d/pub-r$r.out" ]; then
-        read -r t0 t1 last <"$d/pub-r$r.out"
-        pos=$(store_q "$svc" "SELECT COALESCE(MAX(pos), 0) FROM positions WHERE step = 'event/events'" 2>/dev/null || echo 0)
-        if [ "${pos:-0}" -ge "$last" ]; then tdone=$(date +%s%N); break; fi
-      fi
-      kill -0 "$DAEMON_PID" 2>/dev/null || die "B8: run $r: the daemon exited: $(tail -3 "$d/daemon-r$r.log")"
-      sleep 0.02
-    done
-    wait "$pub" || die "B8: run $r: the publisher failed: $(tail -3 "$d/pub-r$r.err")"
-    [ -n "$tdone" ] || die "B8: run $r: the daemon did not commit every message within 300 s (position ${pos:-?} of ${last:-?})"
-    hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$DAEMON_PID/status")
-    stop_daemon
-    "$BB/nats_pub" --url "$B8_NATS" --subject "$subj" --delete 1 || log "B8: could not delete the stream of $subj"
-    n=$(store_q "$svc" "SELECT COUNT(*) FROM objects WHERE model = 'Event' AND deleted = 0")
-    [ "$n" = "$B8_MESSAGES" ] || die "B8: run $r: $n Events in the store, expected $B8_MESSAGES"
-    record b8_nats_rate "$(calc "$B8_MESSAGES / (($tdone - $t0) / 1e9)" 0)"
-    record b8_nats_s "$(calc "($tdone - $t0) / 1e9")"
-    record b8_nats_publish_s "$(calc "($t1 - $t0) / 1e9")"
-    record b8_nats_rss "$(calc "$hwm / 1024" 1)"
-    log "  run $r: published in $(calc "($t1 - $t0) / 1e9") s, all committed at $(calc "($tdone - $t0) / 1e9") s ($(calc "$B8_MESSAGES / (($tdone - $t0) / 1e9)" 0)/s), daemon peak RSS $(calc "$hwm / 1024" 0) MiB"
+  "$STEPSYNC" -C "$svc" -q validate >/dev/null || die "B8: the service does not validate"
+  timeout 60 "$STEPSYNC" -C "$svc" -q status >/dev/null 2>&1 || true
+  if [ "$bus" = kafka ]; then
+    # The topic exists before the daemon subscribes, as a team's topics do.
+    timeout 60 "$BB/kafka_pub" --brokers "$endpoint" --topic "$topic" --count 0 \
+      --partitions "$B8_KAFKA_PARTITIONS" >/dev/null 2>"$d/pub-$bus-r$r.err" ||
+      die "B8: run $r: could not create the Kafka topic: $(tail -3 "$d/pub-$bus-r$r.err")"
+  fi
+  start_daemon "$svc" "$d/daemon-$bus-r$r.log"
+  settle
+  if [ "$bus" = nats ]; then
+    "$BB/nats_pub" --url "$endpoint" --subject "$topic" --count "$B8_MESSAGES" >"$d/pub-$bus-r$r.out" 2>"$d/pub-$bus-r$r.err" &
+  else
+    "$BB/kafka_pub" --brokers "$endpoint" --topic "$topic" --count "$B8_MESSAGES" \
+      --partitions "$B8_KAFKA_PARTITIONS" >"$d/pub-$bus-r$r.out" 2>"$d/pub-$bus-r$r.err" &
+  fi
+  pub=$!
+  track "$pub"
+  tdone=""
+  for i in $(seq 15000); do # 300 s
+    if [ -s "$d/pub-$bus-r$r.out" ]; then
+      read -r t0 t1 parts <"$d/pub-$bus-r$r.out"
+      ok=1
+      # NATS prints the stream's last sequence (one stream, recorded under any part name);
+      # Kafka prints TOPIC/PARTITION:OFFSET of each partition.
+      for p in $parts; do
+        if [ "$bus" = nats ]; then
+          got=$(store_q "$svc" "SELECT COALESCE(MAX(pos), 0) FROM positions WHERE step = 'event/events'" 2>/dev/null || echo 0)
+          want=$p
+        else
+          part=${p%:*} want=${p##*:}
+          got=$(store_q "$svc" "SELECT COALESCE(MAX(pos), -1) FROM positions WHERE step = 'event/events' AND part = '$part'" 2>/dev/null || echo -1)
+        fi
+        [ "${got:-0}" -ge "$want" ] || { ok=0; break; }
+      done
+      if [ "$ok" = 1 ]; then tdone=$(date +%s%N); break; fi
+    fi
+    kill -0 "$DAEMON_PID" 2>/dev/null || die "B8: $bus run $r: the daemon exited: $(tail -3 "$d/daemon-$bus-r$r.log")"
+    sleep 0.02
   done
+  wait "$pub" || die "B8: $bus run $r: the publisher failed: $(tail -3 "$d/pub-$bus-r$r.err")"
+  [ -n "$tdone" ] || die "B8: $bus run $r: the daemon did not commit every message within 300 s (${got:-?} of ${want:-?} in ${part:-the stream})"
+  hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$DAEMON_PID/status")
+  stop_daemon
+  if [ "$bus" = nats ]; then
+    "$BB/nats_pub" --url "$endpoint" --subject "$topic" --delete 1 || log "B8: could not delete the stream of $topic"
+  fi
+  n=$(store_q "$svc" "SELECT COUNT(*) FROM objects WHERE model = 'Event' AND deleted = 0")
+  [ "$n" = "$B8_MESSAGES" ] || die "B8: $bus run $r: $n Events in the store, expected $B8_MESSAGES"
+  record "b8_${bus}_rate" "$(calc "$B8_MESSAGES / (($tdone - $t0) / 1e9)" 0)"
+  record "b8_${bus}_s" "$(calc "($tdone - $t0) / 1e9")"
+  record "b8_${bus}_publish_s" "$(calc "($t1 - $t0) / 1e9")"
+  record "b8_${bus}_rss" "$(calc "$hwm / 1024" 1)"
+  log "  run $r $bus: published in $(calc "($t1 - $t0) / 1e9") s, all committed at $(calc "($tdone - $t0) / 1e9") s ($(calc "$B8_MESSAGES / (($tdone - $t0) / 1e9)" 0)/s), daemon peak RSS $(calc "$hwm / 1024" 0) MiB"
 }
 
 # --- B9: pull ----------------------------------------------------------------------------------
@@ -1351,6 +1406,10 @@ row() {
   row "B8 NATS: first publish -> last commit (s)" b8_nats_s 2
   row "B8 NATS: publishing alone (s)" b8_nats_publish_s 2
   row "B8 NATS: daemon peak RSS (MiB)" b8_nats_rss 0
+  row "B8 Kafka: $B8_MESSAGES messages, first publish -> last commit (messages/s)" b8_kafka_rate 0
+  row "B8 Kafka: first publish -> last commit (s)" b8_kafka_s 2
+  row "B8 Kafka: publishing alone (s)" b8_kafka_publish_s 2
+  row "B8 Kafka: daemon peak RSS (MiB)" b8_kafka_rss 0
   row "B9 one poll, $B9_ITEMS items in $B9_PAGES pages, nothing changed (s)" b9_same_s 3 "<=" 1
   row "B9 one poll, every item changed (s)" b9_changed_s 3
   row "B9 \`run --once\` with the step, nothing changed (s)" b9_same_total_s 3

@@ -18,8 +18,18 @@ const FALLBACK_POLL: Duration = Duration::from_millis(500);
 /// The longest sleep with nothing scheduled; a safety net, not the change detector.
 const IDLE_WAKE: Duration = Duration::from_secs(60);
 
-/// How long the daemon lets the writes of pull and event steps gather before a pass.
+/// How long the daemon lets the writes of pull and event steps gather before a pass, at
+/// least; a pass that took longer makes the next wait that many times its length (below).
 const FEED_SETTLE: Duration = Duration::from_millis(200);
+/// Under a steady stream of feed writes the wait before the next pass is this many times the
+/// last pass's length: a pass loads the store, so back-to-back passes over a store that a
+/// stream keeps growing would take most of the CPU from the stream itself (B8 measured
+/// twice as much pass CPU as ingest CPU with a fixed 200 ms). This keeps passes to at most
+/// a third of the time while the stream lasts; objects wait at most that long for their run.
+const FEED_SETTLE_RATIO: u32 = 2;
+/// The longest wait for feed writes to gather: a pass that was long because its runs were
+/// (a slow backend, not the store) must not hold back the stream's objects for long.
+const FEED_SETTLE_MAX: Duration = Duration::from_secs(2);
 
 /// How long the daemon lets a burst of file events settle before it reloads the service
 /// (an editor's save is several events).
@@ -84,7 +94,10 @@ impl Engine {
                 events: &mut changes,
                 marker: &mut marker,
             };
+            let pass_started = tokio::time::Instant::now();
             engine.pass(&mut done, &stop_rx, Some(wake)).await?;
+            let feed_settle =
+                (pass_started.elapsed() * FEED_SETTLE_RATIO).clamp(FEED_SETTLE, FEED_SETTLE_MAX);
             if *stop.borrow() {
                 break;
             }
@@ -104,7 +117,10 @@ impl Engine {
                     Some(()) = fed.recv() => {
                         // A busy stream commits a batch every few milliseconds: one pass
                         // takes up what a short while brought, rather than one pass a batch.
-                        tokio::time::sleep(FEED_SETTLE).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(feed_settle) => {}
+                            _ = stop.changed() => {}
+                        }
                         while fed.try_recv().is_ok() {}
                         break;
                     }
