@@ -26,7 +26,7 @@ const FEED_SETTLE: Duration = Duration::from_millis(200);
 /// stream keeps growing would take most of the CPU from the stream itself (B8 measured
 /// twice as much pass CPU as ingest CPU with a fixed 200 ms). This keeps passes to at most
 /// a third of the time while the stream lasts; objects wait at most that long for their run.
-const FEED_SETTLE_RATIO: u32 = 2;
+const FEED_SETTLE_RATIO: u32 = 4;
 /// The longest wait for feed writes to gather: a pass that was long because its runs were
 /// (a slow backend, not the store) must not hold back the stream's objects for long.
 const FEED_SETTLE_MAX: Duration = Duration::from_secs(2);

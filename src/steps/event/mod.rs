@@ -380,8 +380,12 @@ pub(crate) async fn run(
                     continue 'connect;
                 }
             };
-            let e2 = engine.clone();
-            let st = steps.clone();
+            let (e2, st, n, t0) = (
+                engine.clone(),
+                steps.clone(),
+                batch.len(),
+                std::time::Instant::now(),
+            );
             // The commit is not raced against `stop`: once started it ends, and the ack after
             // it is what a stop may lose (the redelivery is then skipped).
             let result = tokio::task::spawn_blocking(move || {
@@ -395,6 +399,14 @@ pub(crate) async fn run(
             .and_then(|r| r);
             match result {
                 Ok(a) => {
+                    span.in_scope(|| {
+                        tracing::debug!(
+                            messages = n,
+                            written = a.written,
+                            ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+                            "batch committed"
+                        )
+                    });
                     if let Err(e) = source.ack().await {
                         span.in_scope(|| warn!(error = %e, "cannot acknowledge; the messages will come again and be skipped"));
                     }
