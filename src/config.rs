@@ -86,6 +86,47 @@ pub struct Config {
     /// The event bus that event steps consume (SPEC §14); none: no event steps.
     #[serde(default)]
     pub event_bus: Option<EventBus>,
+    /// `stepsync serve`: where it listens and who may call it (SPEC §16).
+    #[serde(default)]
+    pub serve: Option<ServeConfig>,
+}
+
+/// `serve:` (SPEC §16).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// `HOST:PORT` to listen on (`--listen` overrides it).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The bearer tokens: a read token for reads, a write token for reads and writes.
+    /// Without them `serve` listens on loopback only, and the API is open to this host.
+    #[serde(default)]
+    pub tokens: Option<ServeTokens>,
+    /// `/metrics` and `/healthz` answer without a token.
+    #[serde(default)]
+    pub open_metrics: bool,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: default_listen(),
+            tokens: None,
+            open_metrics: false,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+
+/// `serve.tokens:` where the API's tokens come from, as secrets do (never stored).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServeTokens {
+    pub read: SecretSource,
+    pub write: SecretSource,
 }
 
 /// `event_bus:` (SPEC §14): where event steps read their messages.

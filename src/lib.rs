@@ -25,6 +25,7 @@ pub mod payload;
 pub mod plan;
 pub mod playbook;
 pub mod secrets;
+pub mod serve;
 pub mod service;
 pub mod snapshot;
 pub mod stepdef;

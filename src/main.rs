@@ -112,6 +112,12 @@ enum Command {
         #[arg(long, value_name = "N", value_parser = cli::positive)]
         concurrency: Option<std::num::NonZeroU32>,
     },
+    /// The daemon plus the HTTP API, metrics and probes (SPEC §16)
+    Serve {
+        /// HOST:PORT to listen on (default: `serve.listen`, else 127.0.0.1:8080)
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
     /// Clear the backoff of objects in error so the next pass retries them
     Retry {
         /// The model, as named in schemas/
@@ -251,6 +257,7 @@ fn run(args: Cli) -> stepsync::Result<ExitCode> {
             };
             cli::run::run(&dir, args, out)
         }
+        Command::Serve { listen } => cli::serve::serve(&dir, listen.as_deref(), out),
         Command::Retry { model, key } => {
             cli::objects::retry(&dir, &model, key.as_deref(), chatter(q, out, sink))
         }

@@ -8,11 +8,13 @@ use crate::model::Schema;
 use crate::store::{Millis, ObjectRecord, Status};
 
 /// The JSON shape of one object (SPEC §5.1).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ObjectView {
     pub model: String,
     pub key: String,
     pub id: i64,
+    /// Declarative and feedback fields, in schema order (secrets masked).
+    #[schema(value_type = Object)]
     pub fields: Map<String, Value>,
     /// Who wrote it on its own (SPEC §12): `Network/n1` for what its policy ensured.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -21,17 +23,19 @@ pub struct ObjectView {
 }
 
 /// The outcome of an object's model policies (SPEC §12), shown once they ran.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PolicyView {
     /// `ok` or `error`.
     pub status: &'static str,
     pub message: String,
     pub failures: u32,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_retry_at: Option<Millis>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatusView {
+    #[schema(value_type = String, example = "ok")]
     pub status: Status,
     pub message: String,
     /// Why it is pending (SPEC §5.1): `created`, `changed`, `deleted`, `retry`; `null` when
@@ -41,12 +45,18 @@ pub struct StatusView {
     pub generation: i64,
     pub synced_generation: i64,
     pub failures: u32,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_retry_at: Option<Millis>,
     pub deleted: bool,
+    #[schema(value_type = String, format = DateTime)]
     pub created: Millis,
+    #[schema(value_type = String, format = DateTime)]
     pub updated: Millis,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub enacted: Option<Millis>,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_success_at: Option<Millis>,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_error_at: Option<Millis>,
     /// The generation its policies last ran on; only for objects of policed models.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -15,22 +15,25 @@ pub struct Secrets {
     values: BTreeMap<String, Result<String, String>>,
 }
 
+/// The value `src` names (an environment variable, or a file's content without its final
+/// newline), or why there is none; `what` names it in the message.
+pub fn read(src: &SecretSource, dir: &Path, what: &str) -> Result<String, String> {
+    match src {
+        SecretSource::Env(var) => {
+            std::env::var(var).map_err(|_| format!("{what}: environment variable {var} is not set"))
+        }
+        SecretSource::File(p) => std::fs::read_to_string(in_dir(dir, p))
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+            .map_err(|e| format!("{what}: cannot read {}: {e}", p.display())),
+    }
+}
+
 impl Secrets {
     pub fn load(config: &Config, dir: &Path) -> Secrets {
         let values = config
             .secrets
             .iter()
-            .map(|(name, src)| {
-                let v = match src {
-                    SecretSource::Env(var) => std::env::var(var).map_err(|_| {
-                        format!("secret `{name}`: environment variable {var} is not set")
-                    }),
-                    SecretSource::File(p) => std::fs::read_to_string(in_dir(dir, p))
-                        .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
-                        .map_err(|e| format!("secret `{name}`: cannot read {}: {e}", p.display())),
-                };
-                (name.clone(), v)
-            })
+            .map(|(name, src)| (name.clone(), read(src, dir, &format!("secret `{name}`"))))
             .collect();
         Secrets { values }
     }

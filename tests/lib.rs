@@ -31,6 +31,7 @@ mod playbook;
 mod policies;
 mod pull;
 mod rest;
+mod serve;
 mod service;
 mod validate;
 mod watchers;

@@ -11,6 +11,7 @@ pub(crate) mod progress;
 pub(crate) mod render;
 pub(crate) mod run;
 pub(crate) mod schema;
+pub(crate) mod serve;
 pub(crate) mod table;
 pub(crate) mod validate;
 

@@ -104,6 +104,18 @@ pub enum Outcome {
     Unchanged(String),
 }
 
+impl Outcome {
+    /// The outcome's name as metrics label it.
+    pub fn result(&self) -> &'static str {
+        match self {
+            Outcome::Ok { .. } => "ok",
+            Outcome::Error(_) => "error",
+            Outcome::Deferred(_) => "deferred",
+            Outcome::Unchanged(_) => "unchanged",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Summary {
     pub passes: usize,

@@ -15,6 +15,17 @@ pub trait Progress: Send + Sync {
 
     /// The pass is over.
     fn finish(&self) {}
+
+    /// A run of an object of `model` starts (rendering, then the backend call).
+    fn run_started(&self, model: &str) {
+        let _ = model;
+    }
+
+    /// That run ended: `phase` is `sync` or `delete`, `result` one of `ok`, `error`,
+    /// `deferred`, `unchanged` (a suspect whose recipe had not changed), after `secs`.
+    fn run_finished(&self, model: &str, phase: &str, result: &str, secs: f64) {
+        let _ = (model, phase, result, secs);
+    }
 }
 
 /// The default reporter: nothing is shown.

@@ -659,6 +659,8 @@ impl Pass<'_> {
             Phase::Delete => None,
         };
         let span = info_span!("run", model = %obj.model, key = %obj.key, generation = obj.book.generation, action = phase.as_str());
+        self.engine.progress.run_started(&obj.model);
+        let clock = std::time::Instant::now();
         tasks.spawn(
             async move {
                 // Rendering and the recipe files are CPU and file system work: off the
@@ -713,6 +715,12 @@ impl Pass<'_> {
                     ),
                     Err(e) => (Outcome::Error(e), String::new()),
                 };
+                engine.progress.run_finished(
+                    &obj.model,
+                    phase.as_str(),
+                    outcome.0.result(),
+                    clock.elapsed().as_secs_f64(),
+                );
                 Finished {
                     obj,
                     phase,

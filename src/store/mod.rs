@@ -189,6 +189,18 @@ pub struct Referrer {
 }
 
 /// Reads, available both outside and inside a write transaction.
+/// A page of objects: the filters, where the last page ended, and how many at most.
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery<'a> {
+    pub model: Option<&'a str>,
+    pub status: Option<Status>,
+    /// Keys that start with this.
+    pub prefix: Option<&'a str>,
+    /// The (model, key) the previous page ended with: this page starts after it.
+    pub after: Option<(&'a str, &'a str)>,
+    pub limit: usize,
+}
+
 pub trait ReadOps {
     fn get(&self, model: &str, key: &str) -> Result<Option<ObjectRecord>, StoreError>;
     /// Every object of `model` (or of all models), ordered by model then key.
@@ -214,6 +226,8 @@ pub trait ReadOps {
     ) -> Result<Vec<i64>, StoreError>;
     /// The objects `owner` wrote on its own (SPEC §12), ordered by model then key.
     fn owned_by(&self, owner: &str) -> Result<Vec<ObjectRecord>, StoreError>;
+    /// One page of objects in (model, key) order: what the API's list shows (SPEC §16).
+    fn page(&self, q: &PageQuery<'_>) -> Result<Vec<ObjectRecord>, StoreError>;
     /// The live objects of `model` whose generation moved past the one their policies last
     /// ran on (backoff aside: see [`bookkeeping::needs_policy`]), by id.
     fn unpoliced(&self, model: &str) -> Result<Vec<ObjectRecord>, StoreError>;
@@ -313,6 +327,8 @@ pub trait Store: ReadOps + Send + Sync {
     /// Objects per model (every model with at least one, sorted by name), as one aggregate
     /// query: for `get` without a model and for finding models the schema lost.
     fn counts_by_model(&self) -> Result<Vec<(String, usize)>, StoreError>;
+    /// Objects per model and status, zero counts left out (the API and `/metrics`).
+    fn counts_by_model_status(&self) -> Result<Vec<(String, Status, usize)>, StoreError>;
     /// Starts a write transaction that excludes other writers until it ends.
     fn write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError>;
     /// The objects whose folders the last pass may have left half written (see

@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
 use super::{
-    Bookkeeping, Counts, DeadLetter, Edge, Lease, Millis, ObjectRecord, OutboxEntry, ReadOps,
-    Referrer, Status, StepStatus, Store, StoreError, Triggers, WriteTx,
+    Bookkeeping, Counts, DeadLetter, Edge, Lease, Millis, ObjectRecord, OutboxEntry, PageQuery,
+    ReadOps, Referrer, Status, StepStatus, Store, StoreError, Triggers, WriteTx,
 };
 use crate::bookkeeping;
 
@@ -461,6 +461,40 @@ fn pointing_via(
     run().map_err(sql_err(path))
 }
 
+fn page(
+    conn: &Connection,
+    path: &Path,
+    q: &PageQuery<'_>,
+) -> Result<Vec<ObjectRecord>, StoreError> {
+    let run = || -> rusqlite::Result<Vec<ObjectRecord>> {
+        // One statement for every filter combination (a NULL parameter turns its filter
+        // off), walked in the (model, key) order of the unique index: the page after the
+        // previous one is a seek, not an offset counted from the start.
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM objects
+             WHERE (?1 IS NULL OR model = ?1)
+               AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR substr(key, 1, length(?3)) = ?3)
+               AND (?4 IS NULL OR model > ?4 OR (model = ?4 AND key > ?5))
+             ORDER BY model, key LIMIT ?6"
+        ))?;
+        let (after_model, after_key) = q.after.unzip();
+        st.query_map(
+            rusqlite::params![
+                q.model,
+                q.status.map(|s| s.as_str()),
+                q.prefix,
+                after_model,
+                after_key,
+                i64::try_from(q.limit).unwrap_or(i64::MAX),
+            ],
+            row_to_record,
+        )?
+        .collect()
+    };
+    run().map_err(sql_err(path))
+}
+
 fn owned_by(conn: &Connection, path: &Path, owner: &str) -> Result<Vec<ObjectRecord>, StoreError> {
     let run = || -> rusqlite::Result<Vec<ObjectRecord>> {
         let mut st = conn.prepare_cached(&format!(
@@ -622,6 +656,9 @@ impl ReadOps for SqliteStore {
     fn owned_by(&self, owner: &str) -> Result<Vec<ObjectRecord>, StoreError> {
         owned_by(&self.lock(), &self.path, owner)
     }
+    fn page(&self, q: &PageQuery<'_>) -> Result<Vec<ObjectRecord>, StoreError> {
+        page(&self.read_lock(), &self.path, q)
+    }
     fn unpoliced(&self, model: &str) -> Result<Vec<ObjectRecord>, StoreError> {
         unpoliced(&self.lock(), &self.path, model)
     }
@@ -726,6 +763,22 @@ impl Store for SqliteStore {
         Ok(rows
             .into_iter()
             .map(|(m, n)| (m, usize::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    fn counts_by_model_status(&self) -> Result<Vec<(String, Status, usize)>, StoreError> {
+        let conn = self.read_lock();
+        let run = || -> rusqlite::Result<Vec<(String, String, i64)>> {
+            let mut st = conn.prepare_cached(
+                "SELECT model, status, COUNT(*) FROM objects GROUP BY model, status ORDER BY model",
+            )?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        };
+        let rows = run().map_err(sql_err(&self.path))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(m, s, n)| Some((m, Status::parse(&s)?, usize::try_from(n).unwrap_or(0))))
             .collect())
     }
 
@@ -945,6 +998,9 @@ impl ReadOps for SqliteTx<'_> {
     }
     fn owned_by(&self, owner: &str) -> Result<Vec<ObjectRecord>, StoreError> {
         owned_by(&self.conn, self.path, owner)
+    }
+    fn page(&self, q: &PageQuery<'_>) -> Result<Vec<ObjectRecord>, StoreError> {
+        page(&self.conn, self.path, q)
     }
     fn unpoliced(&self, model: &str) -> Result<Vec<ObjectRecord>, StoreError> {
         unpoliced(&self.conn, self.path, model)

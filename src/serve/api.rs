@@ -1,0 +1,308 @@
+//! The JSON API's handlers (SPEC §16). Each carries its OpenAPI description
+//! (`#[utoipa::path]`), built from the same types it answers with, so the document at
+//! `/api/v1/openapi.json` cannot drift from what the handlers do.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, AppState};
+use crate::output::ObjectView;
+use crate::store::{Millis, PageQuery, Status};
+
+/// Objects per page when the caller does not say, and at most.
+const PAGE_DEFAULT: usize = 50;
+const PAGE_MAX: usize = 500;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "stepsync API", description = "The data model and its sync state (SPEC §16)."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(ApiError))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(list_models))
+        .routes(routes!(list_objects))
+        .routes(routes!(get_object))
+        .routes(routes!(status))
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+/// Masks every secret value the service knows in `v` (SPEC §16: no secret is returned).
+fn masked<T: Serialize>(state: &AppState, v: &T) -> Json<serde_json::Value> {
+    let v = serde_json::to_value(v).unwrap_or_default();
+    Json(state.svc.secrets.mask_json(&v))
+}
+
+/// `GET /healthz`: the process answers.
+pub(crate) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: the store is open and this process holds the runner lease.
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str) {
+    let held = blocking(move || {
+        Ok(state
+            .store
+            .lease()?
+            .is_some_and(|l| l.pid == std::process::id() && l.expires > Millis::now()))
+    })
+    .await;
+    match held {
+        Ok(true) => (StatusCode::OK, "ready\n"),
+        Ok(false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the runner lease is not held\n",
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the store cannot be read\n",
+        ),
+    }
+}
+
+/// A model and how many of its objects are in each status.
+#[derive(Debug, Serialize, ToSchema)]
+struct ModelInfo {
+    name: String,
+    /// Its fields, in schema order.
+    fields: Vec<String>,
+    /// Objects by status (zero counts left out).
+    counts: BTreeMap<String, usize>,
+    total: usize,
+}
+
+/// The models of the schema with their objects' counts by status.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models",
+    responses(
+        (status = 200, body = Vec<ModelInfo>),
+        (status = 401, body = ApiError),
+    )
+)]
+async fn list_models(State(state): State<Arc<AppState>>) -> Result<Json<Vec<ModelInfo>>, ApiError> {
+    blocking(move || {
+        let counts = state.store.counts_by_model_status()?;
+        let models = state
+            .svc
+            .schema
+            .models
+            .iter()
+            .map(|(name, m)| {
+                let by: BTreeMap<String, usize> = counts
+                    .iter()
+                    .filter(|(model, ..)| model == name)
+                    .map(|(_, s, n)| (s.as_str().to_owned(), *n))
+                    .collect();
+                ModelInfo {
+                    name: name.clone(),
+                    fields: m.fields.keys().cloned().collect(),
+                    total: by.values().sum(),
+                    counts: by,
+                }
+            })
+            .collect();
+        Ok(Json(models))
+    })
+    .await
+}
+
+/// The list's filters and page.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// Only this model's objects.
+    model: Option<String>,
+    /// Only objects in this status: pending, ok, error, deferred, blocked, deleting.
+    status: Option<String>,
+    /// Only keys that start with this.
+    prefix: Option<String>,
+    /// Objects per page (default 50, at most 500).
+    limit: Option<usize>,
+    /// Where the previous page ended: its `next`.
+    after: Option<String>,
+}
+
+/// A page of objects.
+#[derive(Debug, Serialize, ToSchema)]
+struct ObjectPage {
+    items: Vec<ObjectView>,
+    /// Pass as `after` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+/// Objects in (model, key) order, filtered, a page at a time (the page after the previous
+/// is a seek on the store's index, as fast at the 2,000th page as at the first).
+#[utoipa::path(
+    get,
+    path = "/api/v1/objects",
+    params(ListQuery),
+    responses(
+        (status = 200, body = ObjectPage),
+        (status = 400, body = ApiError),
+        (status = 401, body = ApiError),
+    )
+)]
+async fn list_objects(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    if let Some(m) = &q.model
+        && state.svc.schema.model(m).is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no model `{m}` in the schema"),
+        ));
+    }
+    let status = match &q.status {
+        None => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            bad(format!(
+                "unknown status `{s}`: expected one of {}",
+                Status::ALL.map(|s| s.as_str()).join(", ")
+            ))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(PAGE_DEFAULT);
+    if limit == 0 || limit > PAGE_MAX {
+        return Err(bad(format!("limit must be 1 to {PAGE_MAX}")));
+    }
+    let after = match &q.after {
+        None => None,
+        Some(a) => Some(
+            a.split_once('/')
+                .map(|(m, k)| (m.to_owned(), k.to_owned()))
+                .ok_or_else(|| bad(format!("after `{a}` is not MODEL/KEY (a page's `next`)")))?,
+        ),
+    };
+    blocking(move || {
+        // One more than the page: whether there is a next one.
+        let recs = state.store.page(&PageQuery {
+            model: q.model.as_deref(),
+            status,
+            prefix: q.prefix.as_deref(),
+            after: after.as_ref().map(|(m, k)| (m.as_str(), k.as_str())),
+            limit: limit + 1,
+        })?;
+        let more = recs.len() > limit;
+        let items: Vec<ObjectView> = recs
+            .iter()
+            .take(limit)
+            .map(|r| ObjectView::new(&state.svc.schema, r))
+            .collect();
+        let next = more
+            .then(|| items.last().map(|o| format!("{}/{}", o.model, o.key)))
+            .flatten();
+        Ok(masked(&state, &ObjectPage { items, next }))
+    })
+    .await
+}
+
+/// One object: its fields, feedback and bookkeeping.
+#[utoipa::path(
+    get,
+    path = "/api/v1/objects/{model}/{key}",
+    params(("model" = String, Path), ("key" = String, Path)),
+    responses(
+        (status = 200, body = ObjectView),
+        (status = 401, body = ApiError),
+        (status = 404, body = ApiError),
+    )
+)]
+async fn get_object(
+    State(state): State<Arc<AppState>>,
+    Path((model, key)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    blocking(move || {
+        let rec = state.store.get(&model, &key)?.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("{model}/{key} not found"))
+        })?;
+        Ok(masked(&state, &ObjectView::new(&state.svc.schema, &rec)))
+    })
+    .await
+}
+
+/// The store's totals, and the lease.
+#[derive(Debug, Serialize, ToSchema)]
+struct StatusReport {
+    /// Objects by status, all models together.
+    counts: BTreeMap<String, usize>,
+    /// Objects with work on them.
+    pending: usize,
+    /// The runner holding the store, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease: Option<LeaseInfo>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct LeaseInfo {
+    holder: String,
+    pid: u32,
+    host: String,
+    #[schema(value_type = String, format = DateTime)]
+    expires: Millis,
+}
+
+/// Totals by status and who holds the store.
+#[utoipa::path(
+    get,
+    path = "/api/v1/status",
+    responses((status = 200, body = StatusReport), (status = 401, body = ApiError))
+)]
+async fn status(State(state): State<Arc<AppState>>) -> Result<Json<StatusReport>, ApiError> {
+    blocking(move || {
+        let c = state.store.counts()?;
+        let lease = state.store.lease()?.map(|l| LeaseInfo {
+            holder: l.holder,
+            pid: l.pid,
+            host: l.host,
+            expires: l.expires,
+        });
+        Ok(Json(StatusReport {
+            counts: c
+                .by_status
+                .iter()
+                .map(|(s, n)| (s.as_str().to_owned(), *n))
+                .collect(),
+            pending: c.pending,
+            lease,
+        }))
+    })
+    .await
+}

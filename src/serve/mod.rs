@@ -1,0 +1,174 @@
+//! `stepsync serve` (SPEC §16): the HTTP side of the daemon — the JSON API under `/api/v1/`
+//! with its OpenAPI document, `/metrics`, `/healthz` and `/readyz`.
+//!
+//! The server reads the store through a store handle of its own (SQLite in WAL mode lets it
+//! read while the daemon writes), so a slow client never holds the daemon's connection.
+//! Every response that shows model values passes through the service's secret masking.
+
+mod api;
+mod auth;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::service::Service;
+use crate::store::{Store, StoreError};
+
+pub use metrics::Metrics;
+
+/// What can stop `serve` from starting.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("serve: cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "serve: {addr} is not a loopback address and `serve.tokens` is not set in stepsync.yaml: set a read and a write token before listening beyond this host"
+    )]
+    OpenBeyondLoopback { addr: String },
+    #[error("serve: {0}")]
+    Token(String),
+    #[error("serve: `{0}` is not HOST:PORT")]
+    Address(String),
+}
+
+/// Everything a request handler reads.
+pub(crate) struct AppState {
+    pub(crate) svc: Service,
+    pub(crate) store: Box<dyn Store>,
+    pub(crate) tokens: Option<auth::Tokens>,
+    pub(crate) open_metrics: bool,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// A bound listener, before it serves: its address is known (port 0 picks one).
+pub struct Listener {
+    inner: tokio::net::TcpListener,
+    app: Router,
+}
+
+impl Listener {
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// Serves until `stop` turns true.
+    pub async fn serve(self, mut stop: tokio::sync::watch::Receiver<bool>) -> std::io::Result<()> {
+        axum::serve(self.inner, self.app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    }
+}
+
+impl From<ServeError> for crate::error::Error {
+    fn from(e: ServeError) -> Self {
+        crate::error::Error::failed(e.to_string())
+    }
+}
+
+/// Binds `listen` (or `serve.listen`) for `svc`, with a store handle of its own, and builds
+/// the routes. Refuses a non-loopback address without tokens (SPEC §16).
+pub async fn bind(
+    svc: Service,
+    listen: Option<&str>,
+    metrics: Arc<Metrics>,
+) -> Result<Listener, crate::error::Error> {
+    let cfg = svc.config.serve.clone().unwrap_or_default();
+    let addr = listen.unwrap_or(&cfg.listen).to_owned();
+    let tokens = match &cfg.tokens {
+        Some(t) => Some(auth::Tokens::load(t, &svc.dir).map_err(ServeError::Token)?),
+        None => None,
+    };
+    let inner = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: addr.clone(),
+            source,
+        })?;
+    let bound = inner
+        .local_addr()
+        .map_err(|_| ServeError::Address(addr.clone()))?;
+    if tokens.is_none() && !bound.ip().is_loopback() {
+        return Err(ServeError::OpenBeyondLoopback { addr }.into());
+    }
+    let store = svc.open_store()?;
+    let state = Arc::new(AppState {
+        svc,
+        store,
+        tokens,
+        open_metrics: cfg.open_metrics,
+        metrics,
+    });
+    Ok(Listener {
+        inner,
+        app: routes(state),
+    })
+}
+
+fn routes(state: Arc<AppState>) -> Router {
+    let (api, doc) = api::router().split_for_parts();
+    let doc = Arc::new(doc);
+    let open = Router::new()
+        .route("/healthz", axum::routing::get(api::healthz))
+        .route("/readyz", axum::routing::get(api::readyz))
+        .route("/metrics", axum::routing::get(metrics::scrape));
+    Router::new()
+        .merge(api)
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json((*doc).clone()) }
+            }),
+        )
+        .merge(open)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::check,
+        ))
+        .with_state(state)
+}
+
+/// An error as the API answers it: `{"error": "..."}` with the status, the message the CLI
+/// prints for the same failure.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ApiError {
+    #[serde(skip)]
+    #[schema(ignore)]
+    status: u16,
+    /// What went wrong, as the CLI says it.
+    error: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
+        ApiError {
+            status: status.as_u16(),
+            error: error.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self)).into_response()
+    }
+}

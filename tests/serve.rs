@@ -1,0 +1,428 @@
+//! `stepsync serve` (SPEC §16) through the real binary: the probes, bearer tokens (401
+//! without one, 403 for a read token on a write), the API's list with filters and
+//! pagination, one object, the status, the OpenAPI document, no secret in any response,
+//! `/metrics` families that move after a sync, and the refusal to listen beyond loopback
+//! without tokens.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::Service;
+use crate::common::fixtures::rest_stepdef;
+use crate::common::http::TestServer;
+
+const SCHEMA: &str = "models:
+  Site:
+    fields:
+      name: {type: string, required: true}
+      login_base: string
+";
+
+const READ_ENV: &str = "STEPSYNC_SERVE_TEST_READ";
+const WRITE_ENV: &str = "STEPSYNC_SERVE_TEST_WRITE";
+const READ: &str = "read-tok-7f3a9c";
+const WRITE: &str = "write-tok-b81e04";
+/// A secret the service knows; an object that holds it must never show it.
+const SECRET_ENV: &str = "STEPSYNC_SERVE_TEST_SECRET";
+const SECRET: &str = "s3cr3t-Pa55-serve";
+
+/// A running `serve` and where it listens.
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 exchange: (status, body).
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to serve");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the answer");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        unchunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+fn json(addr: &str, path: &str, token: &str) -> Value {
+    let (code, body) = http(addr, "GET", path, Some(token));
+    assert_eq!(code, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+}
+
+/// A service with a REST actuator for Site against `server`, tokens from the environment
+/// when `tokens`, and the secret declared.
+fn service(server: &TestServer, tokens: bool) -> Service {
+    let svc = Service::new(SCHEMA);
+    let tokens = if tokens {
+        format!("  tokens: {{read: {{env: {READ_ENV}}}, write: {{env: {WRITE_ENV}}}}}\n")
+    } else {
+        String::new()
+    };
+    svc.file(
+        "stepsync.yaml",
+        &format!(
+            "name: serve-test
+vars: {{base: \"{}\"}}
+secrets:
+  pw: {{env: {SECRET_ENV}}}
+serve:
+  listen: 127.0.0.1:0
+{tokens}",
+            server.url
+        ),
+    );
+    svc.file("stepdefs/site.yaml", &rest_stepdef("Site", "sites", ""));
+    svc
+}
+
+/// Starts `serve` with `args` and waits for its `listening on` line.
+fn serve(svc: &Service, args: &[&str]) -> Served {
+    let mut all = vec!["serve"];
+    all.extend_from_slice(args);
+    let mut child = svc
+        .command(&all)
+        .env(READ_ENV, READ)
+        .env(WRITE_ENV, WRITE)
+        .env(SECRET_ENV, SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read serve's first line");
+    let addr = line
+        .trim()
+        .strip_prefix("serve: listening on http://")
+        .unwrap_or_else(|| panic!("serve said {line:?}"))
+        .to_owned();
+    Served { child, addr }
+}
+
+/// Polls `f` every 50 ms until it is true or `limit` passes.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+#[test]
+fn tokens_guard_the_api_and_a_read_token_cannot_write() {
+    let server = TestServer::start();
+    let svc = service(&server, true);
+    let s = serve(&svc, &[]);
+    // The probes answer without a token.
+    assert_eq!(http(&s.addr, "GET", "/healthz", None).0, 200);
+    assert!(
+        eventually(Duration::from_secs(10), || http(
+            &s.addr, "GET", "/readyz", None
+        )
+        .0 == 200),
+        "readyz never became ready while serve holds the lease"
+    );
+    for path in [
+        "/api/v1/models",
+        "/api/v1/objects",
+        "/api/v1/status",
+        "/metrics",
+    ] {
+        let (code, body) = http(&s.addr, "GET", path, None);
+        assert_eq!(code, 401, "GET {path} without a token: {body}");
+        let err: Value = serde_json::from_str(&body).expect("errors are JSON");
+        assert!(
+            err["error"].as_str().unwrap().contains("bearer token"),
+            "{body}"
+        );
+        assert_eq!(
+            http(&s.addr, "GET", path, Some("wrong")).0,
+            401,
+            "{path}: a wrong token"
+        );
+        assert_eq!(
+            http(&s.addr, "GET", path, Some(READ)).0,
+            200,
+            "{path}: the read token"
+        );
+        assert_eq!(
+            http(&s.addr, "GET", path, Some(WRITE)).0,
+            200,
+            "{path}: the write token"
+        );
+    }
+    let (code, body) = http(&s.addr, "POST", "/api/v1/models", Some(READ));
+    assert_eq!(code, 403, "a write with the read token: {body}");
+    assert!(body.contains("write token"), "{body}");
+    // The write token passes the guard (the route itself takes no POST).
+    assert_eq!(http(&s.addr, "POST", "/api/v1/models", Some(WRITE)).0, 405);
+}
+
+#[test]
+fn the_list_pages_and_filters_on_the_server_and_nothing_of_a_secret_is_returned() {
+    let server = TestServer::start();
+    for bad in ["bad-7", "bad-47", "bad-87"] {
+        server.respond("PUT", &format!("/sites/{bad}"), 500, "boom");
+    }
+    let svc = service(&server, true);
+    let mut objects = String::from("Site:\n");
+    for i in 0..120 {
+        // One object holds the secret's value, as a model value may.
+        let login = if i == 3 {
+            SECRET.to_owned()
+        } else {
+            format!("l{i}")
+        };
+        let name = if i % 40 == 7 {
+            format!("bad-{i}")
+        } else {
+            format!("s{i:03}")
+        };
+        objects.push_str(&format!("  - {{name: {name}, login_base: \"{login}\"}}\n"));
+    }
+    svc.file("objects.yaml", &objects);
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    svc.test()
+        .args(["run", "--once"])
+        .env(SECRET_ENV, SECRET)
+        .status(1)
+        .run();
+    let s = serve(&svc, &[]);
+    // Every object exactly once, 50 at a time, in key order.
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/objects?model=Site&limit=50".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = json(&s.addr, &path, READ);
+        let items = page["items"].as_array().expect("items");
+        assert!(items.len() <= 50);
+        seen.extend(items.iter().map(|o| o["key"].as_str().unwrap().to_owned()));
+        pages += 1;
+        match page["next"].as_str() {
+            Some(n) => path = format!("/api/v1/objects?model=Site&limit=50&after={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "in key order, no repeats");
+    assert_eq!(seen.len(), 120);
+    // The status filter: the objects whose PUT failed, and only those.
+    let errors = json(&s.addr, "/api/v1/objects?status=error", READ);
+    let keys: Vec<&str> = errors["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["bad-47", "bad-7", "bad-87"], "{errors}");
+    let prefixed = json(&s.addr, "/api/v1/objects?prefix=s11", READ);
+    assert_eq!(
+        prefixed["items"].as_array().unwrap().len(),
+        10,
+        "{prefixed}"
+    );
+    // Bad filters are the caller's error.
+    assert_eq!(
+        http(&s.addr, "GET", "/api/v1/objects?status=nope", Some(READ)).0,
+        400
+    );
+    assert_eq!(
+        http(&s.addr, "GET", "/api/v1/objects?model=Nope", Some(READ)).0,
+        404
+    );
+    assert_eq!(
+        http(&s.addr, "GET", "/api/v1/objects?limit=0", Some(READ)).0,
+        400
+    );
+    // One object; the one holding the secret shows it masked, in the list and alone.
+    let one = json(&s.addr, "/api/v1/objects/Site/s003", READ);
+    assert_eq!(one["fields"]["login_base"], "********", "{one}");
+    assert_eq!(
+        http(&s.addr, "GET", "/api/v1/objects/Site/none", Some(READ)).0,
+        404
+    );
+    for path in [
+        "/api/v1/objects?limit=500",
+        "/api/v1/objects/Site/s003",
+        "/api/v1/models",
+        "/api/v1/status",
+        "/api/v1/openapi.json",
+        "/metrics",
+    ] {
+        let (_, body) = http(&s.addr, "GET", path, Some(READ));
+        assert!(!body.contains(SECRET), "{path} shows the secret: {body}");
+        assert!(
+            !body.contains(READ) && !body.contains(WRITE),
+            "{path} shows a token"
+        );
+    }
+    let models = json(&s.addr, "/api/v1/models", READ);
+    assert_eq!(models[0]["name"], "Site");
+    assert_eq!(models[0]["total"], 120);
+}
+
+#[test]
+fn the_openapi_document_describes_every_api_route() {
+    let server = TestServer::start();
+    let svc = service(&server, true);
+    let s = serve(&svc, &[]);
+    let doc = json(&s.addr, "/api/v1/openapi.json", READ);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    for p in [
+        "/api/v1/models",
+        "/api/v1/objects",
+        "/api/v1/objects/{model}/{key}",
+        "/api/v1/status",
+    ] {
+        assert!(
+            doc["paths"][p]["get"].is_object(),
+            "{p} is not in the document"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer",
+        "{doc}"
+    );
+    assert!(doc["components"]["schemas"]["ObjectView"].is_object());
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text scrape.
+fn sample(scrape: &str, name: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_count_runs_and_objects_and_move_after_a_sync() {
+    let server = TestServer::start();
+    server.respond("PUT", "/sites/b", 500, "boom");
+    let svc = service(&server, true);
+    let s = serve(&svc, &[]);
+    let scrape = || http(&s.addr, "GET", "/metrics", Some(READ)).1;
+    let before = scrape();
+    for family in [
+        "# TYPE stepsync_objects gauge",
+        "# TYPE stepsync_runs_in_flight gauge",
+        "# TYPE stepsync_queue_depth gauge",
+        "# TYPE stepsync_lease_held gauge",
+        "# TYPE stepsync_dead_letters gauge",
+    ] {
+        assert!(before.contains(family), "no `{family}` in {before}");
+    }
+    assert_eq!(
+        sample(&before, "stepsync_objects{model=\"Site\",status=\"ok\"}"),
+        Some(0.0)
+    );
+    assert_eq!(sample(&before, "stepsync_lease_held"), Some(1.0));
+    svc.file(
+        "objects.yaml",
+        "Site:\n  - {name: a}\n  - {name: b}\n  - {name: c}\n",
+    );
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let ok = "stepsync_runs_total{model=\"Site\",phase=\"sync\",result=\"ok\"}";
+    let failed = "stepsync_runs_total{model=\"Site\",phase=\"sync\",result=\"error\"}";
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let m = scrape();
+            sample(&m, ok) == Some(2.0) && sample(&m, failed).is_some_and(|n| n >= 1.0)
+        }),
+        "the runs were not counted: {}",
+        scrape()
+    );
+    let after = scrape();
+    assert_eq!(
+        sample(&after, "stepsync_objects{model=\"Site\",status=\"ok\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&after, "stepsync_objects{model=\"Site\",status=\"error\"}"),
+        Some(1.0)
+    );
+    assert!(sample(&after, "stepsync_run_errors_total{model=\"Site\"}").is_some_and(|n| n >= 1.0));
+    assert!(
+        sample(
+            &after,
+            "stepsync_run_duration_seconds_count{model=\"Site\"}"
+        )
+        .is_some_and(|n| n >= 3.0),
+        "{after}"
+    );
+    assert!(!after.contains("key="), "no per-object label: {after}");
+}
+
+#[test]
+fn serve_without_tokens_refuses_to_listen_beyond_loopback() {
+    let server = TestServer::start();
+    let svc = service(&server, false);
+    let out = svc
+        .test()
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .status(1)
+        .run();
+    assert!(out.stderr.contains("serve.tokens"), "{}", out.stderr);
+    // The store was not taken: nothing ran, no lease was left behind.
+    svc.ok(&["status"]);
+}
+
+#[test]
+fn serve_without_tokens_on_loopback_answers_this_host() {
+    let server = TestServer::start();
+    let svc = service(&server, false);
+    let s = serve(&svc, &[]);
+    assert_eq!(http(&s.addr, "GET", "/api/v1/status", None).0, 200);
+}
