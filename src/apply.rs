@@ -63,10 +63,33 @@ pub fn apply_then<T>(
     opts: ApplyOptions,
     then: impl FnOnce(&mut dyn crate::store::WriteTx) -> Result<T>,
 ) -> Result<(ApplyReport, T)> {
+    let sources = files.iter().map(|f| Source::read(f)).collect();
+    apply_sources_then(svc, store, sources, opts, then)
+}
+
+/// [`apply`] of objects-file texts that are not files (the API's request bodies): each is
+/// named as its diagnostics will say it, `(request body)` say.
+pub fn apply_sources(
+    svc: &Service,
+    store: &dyn Store,
+    sources: Vec<Source>,
+    opts: ApplyOptions,
+) -> Result<ApplyReport> {
+    let sources = sources.into_iter().map(Ok).collect();
+    apply_sources_then(svc, store, sources, opts, |_| Ok(())).map(|(report, ())| report)
+}
+
+fn apply_sources_then<T>(
+    svc: &Service,
+    store: &dyn Store,
+    sources: Vec<std::result::Result<Source, Diagnostic>>,
+    opts: ApplyOptions,
+    then: impl FnOnce(&mut dyn crate::store::WriteTx) -> Result<T>,
+) -> Result<(ApplyReport, T)> {
     let mut diags = Diagnostics::default();
     let mut specs = Vec::new();
-    for file in files {
-        match Source::read(file) {
+    for src in sources {
+        match src {
             Ok(src) => specs.extend(load_objects(&src, &svc.schema, &mut diags)),
             Err(d) => diags.push(d),
         }

@@ -24,6 +24,7 @@ pub mod output;
 pub mod payload;
 pub mod plan;
 pub mod playbook;
+pub mod retry;
 pub mod secrets;
 pub mod serve;
 pub mod service;

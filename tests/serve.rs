@@ -45,6 +45,17 @@ impl Drop for Served {
 
 /// One HTTP/1.1 exchange: (status, body).
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    http_body(addr, method, path, token, "")
+}
+
+/// One HTTP/1.1 exchange with a request body.
+fn http_body(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect to serve");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let auth = token
@@ -52,7 +63,8 @@ fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, Stri
         .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut raw = Vec::new();
@@ -354,6 +366,10 @@ fn metrics_count_runs_and_objects_and_move_after_a_sync() {
     let svc = service(&server, true);
     let s = serve(&svc, &[]);
     let scrape = || http(&s.addr, "GET", "/metrics", Some(READ)).1;
+    // The lease is taken once the daemon starts, just after the server listens.
+    assert!(eventually(Duration::from_secs(10), || {
+        http(&s.addr, "GET", "/readyz", None).0 == 200
+    }));
     let before = scrape();
     for family in [
         "# TYPE stepsync_objects gauge",
@@ -425,4 +441,141 @@ fn serve_without_tokens_on_loopback_answers_this_host() {
     let svc = service(&server, false);
     let s = serve(&svc, &[]);
     assert_eq!(http(&s.addr, "GET", "/api/v1/status", None).0, 200);
+}
+
+#[test]
+fn writes_go_through_apply_all_or_nothing_with_the_problems_where_they_are() {
+    let server = TestServer::start();
+    let svc = Service::new(
+        "models:
+  Site:
+    fields:
+      name: {type: string, required: true}
+      login_base: string
+      enabled: {type: bool, default: false}
+",
+    );
+    svc.file(
+        "stepsync.yaml",
+        &format!(
+            "name: serve-test\nvars: {{base: \"{}\"}}\nserve:\n  listen: 127.0.0.1:0\n  tokens: {{read: {{env: {READ_ENV}}}, write: {{env: {WRITE_ENV}}}}}\n",
+            server.url
+        ),
+    );
+    svc.file("stepdefs/site.yaml", &rest_stepdef("Site", "sites", ""));
+    let s = serve(&svc, &[]);
+    let good = "Site:\n  - {name: a, login_base: la}\n  - {name: b}\n";
+    // A read token cannot apply.
+    assert_eq!(
+        http_body(&s.addr, "POST", "/api/v1/apply", Some(READ), good).0,
+        403
+    );
+    // A dry run answers what would happen and writes nothing.
+    let (code, body) = http_body(
+        &s.addr,
+        "POST",
+        "/api/v1/apply?dry_run=true",
+        Some(WRITE),
+        good,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"outcome\":\"created\""), "{body}");
+    assert_eq!(
+        http(&s.addr, "GET", "/api/v1/objects/Site/a", Some(READ)).0,
+        404
+    );
+    // One invalid field among valid objects: 422, nothing written, the field named with
+    // its line and column in the body.
+    let bad = "Site:\n  - {name: c}\n  - {name: d, enabled: maybe}\n";
+    let (code, body) = http_body(&s.addr, "POST", "/api/v1/apply", Some(WRITE), bad);
+    assert_eq!(code, 422, "{body}");
+    let err: Value = serde_json::from_str(&body).unwrap();
+    let p = &err["problems"][0];
+    assert!(p["message"].as_str().unwrap().contains("enabled"), "{body}");
+    assert_eq!(p["line"], 3, "{body}");
+    assert!(p["column"].as_u64().is_some(), "{body}");
+    assert_eq!(
+        http(&s.addr, "GET", "/api/v1/objects/Site/c", Some(READ)).0,
+        404,
+        "all or nothing"
+    );
+    // The real apply; the daemon syncs what it wrote.
+    let (code, body) = http_body(&s.addr, "POST", "/api/v1/apply", Some(WRITE), good);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        server
+            .wait_for("PUT /sites/a", Duration::from_secs(10))
+            .is_some(),
+        "the daemon did not sync what the API applied: {:?}",
+        server.lines()
+    );
+    // Delete: 404 for what is not there, then the object goes.
+    assert_eq!(
+        http(&s.addr, "DELETE", "/api/v1/objects/Site/zz", Some(WRITE)).0,
+        404
+    );
+    let (code, body) = http(&s.addr, "DELETE", "/api/v1/objects/Site/b", Some(WRITE));
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        server
+            .wait_for("DELETE /sites/b", Duration::from_secs(10))
+            .is_some(),
+        "{:?}",
+        server.lines()
+    );
+}
+
+#[test]
+fn a_retry_through_the_api_reaches_the_backend_before_the_backoff_would() {
+    let server = TestServer::start();
+    server.respond("PUT", "/sites/a", 500, "boom");
+    let svc = service(&server, true);
+    // A long backoff: only the retry can bring the next attempt within the test.
+    let cfg = std::fs::read_to_string(svc.path().join("stepsync.yaml")).unwrap();
+    svc.file(
+        "stepsync.yaml",
+        &format!("{cfg}backoff: {{initial: 1h, max: 1h, jitter: 0}}\n"),
+    );
+    svc.file("objects.yaml", "Site:\n  - {name: a}\n");
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let s = serve(&svc, &[]);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            json(&s.addr, "/api/v1/objects/Site/a", READ)["status"]["status"] == "error"
+        }),
+        "the first sync did not fail"
+    );
+    let puts = || {
+        server
+            .lines()
+            .iter()
+            .filter(|l| l.starts_with("PUT /sites/a"))
+            .count()
+    };
+    assert_eq!(puts(), 1);
+    server.respond("PUT", "/sites/a", 200, "{}");
+    assert_eq!(
+        http(&s.addr, "POST", "/api/v1/objects/Site/a/retry", Some(READ)).0,
+        403
+    );
+    let (code, body) = http(&s.addr, "POST", "/api/v1/objects/Site/a/retry", Some(WRITE));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("backoff cleared"), "{body}");
+    assert!(
+        eventually(Duration::from_secs(10), || puts() == 2
+            && json(&s.addr, "/api/v1/objects/Site/a", READ)["status"]["status"]
+                == "ok"),
+        "the retry did not reach the backend: {:?}",
+        server.lines()
+    );
+    assert_eq!(
+        http(
+            &s.addr,
+            "POST",
+            "/api/v1/objects/Site/zz/retry",
+            Some(WRITE)
+        )
+        .0,
+        404
+    );
 }

@@ -293,40 +293,8 @@ pub(crate) fn retry(
     out: &mut dyn Write,
 ) -> Result<ExitCode> {
     let svc = Service::load(dir)?;
-    let m = svc.model(model)?;
     let store = svc.open_store()?;
-    // Edited definitions count as the next pass will count them (SPEC §5.1 rule 4): the
-    // model's synced objects become suspects, its failed ones lose their backoff.
-    let edited = stepsync::store::sync_definitions(
-        &*store,
-        &stepsync::definition::Definitions::of(&svc).digests(),
-    )?;
-    let mut lines = Vec::new();
-    if let Some((_, touched)) = edited.iter().find(|(e, _)| *e == m.name) {
-        lines.push(format!(
-            "{}: definitions changed; {touched} object(s) are rendered again on the next pass and sent if their recipe changed",
-            m.name
-        ));
-    }
-    let mut tx = store.write()?;
-    let targets = match key {
-        Some(k) => vec![
-            tx.get(&m.name, k)?
-                .ok_or_else(|| Error::failed(format!("{}/{k} not found", m.name)))?,
-        ],
-        None => tx.list(Some(&m.name))?,
-    };
-    for o in targets
-        .iter()
-        .filter(|o| o.book.next_retry_at.is_some() || o.book.policy_retry_at.is_some())
-    {
-        stepsync::store::clear_backoff(&mut *tx, o.id)?;
-        lines.push(format!("{}: backoff cleared", o.name()));
-    }
-    tx.commit()?;
-    if lines.is_empty() {
-        lines.push(format!("no {} object is waiting on a backoff", m.name));
-    }
+    let lines = stepsync::retry::retry(&svc, &*store, model, key)?;
     for l in lines {
         writeln!(out, "{l}").map_err(stdout_err)?;
     }

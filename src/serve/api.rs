@@ -49,6 +49,9 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(list_objects))
         .routes(routes!(get_object))
         .routes(routes!(status))
+        .routes(routes!(apply))
+        .routes(routes!(delete_object))
+        .routes(routes!(retry_object))
 }
 
 /// Runs blocking store work off the async threads.
@@ -303,6 +306,176 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<StatusReport>
             pending: c.pending,
             lease,
         }))
+    })
+    .await
+}
+
+/// `apply`'s options.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ApplyQuery {
+    /// Delete stored objects of the applied models that the body does not list.
+    #[serde(default)]
+    prune: bool,
+    /// Check and report, write nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// What an apply did to one object.
+#[derive(Debug, Serialize, ToSchema)]
+struct Applied {
+    /// `Model/key`.
+    object: String,
+    /// `created`, `configured`, `unchanged`, or `pruned (...)`.
+    outcome: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct ApplyAnswer {
+    objects: Vec<Applied>,
+    dry_run: bool,
+}
+
+/// Applies an objects file (YAML or JSON, the format of `stepsync apply -f`) as
+/// `stepsync apply` does: checked whole, then written in one transaction, all or nothing.
+/// Invalid input is 422 with every problem, its line and column in the body.
+#[utoipa::path(
+    post,
+    path = "/api/v1/apply",
+    params(ApplyQuery),
+    request_body(content = String, content_type = "application/yaml", description = "An objects file: `Model: [{name: ..., field: ...}]`"),
+    responses(
+        (status = 200, body = ApplyAnswer),
+        (status = 401, body = ApiError),
+        (status = 403, body = ApiError),
+        (status = 409, body = ApiError),
+        (status = 422, body = ApiError),
+    )
+)]
+async fn apply(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<ApplyQuery>,
+    body: String,
+) -> Result<Json<ApplyAnswer>, ApiError> {
+    blocking(move || {
+        let src = crate::yaml::Source::from_text("(request body)", body);
+        let opts = crate::apply::ApplyOptions {
+            prune: q.prune,
+            dry_run: q.dry_run,
+        };
+        let report = crate::apply::apply_sources(&state.svc, &*state.store, vec![src], opts)?;
+        Ok(Json(ApplyAnswer {
+            objects: report
+                .lines
+                .into_iter()
+                .map(|(object, o)| Applied {
+                    object,
+                    outcome: o.to_string(),
+                })
+                .collect(),
+            dry_run: q.dry_run,
+        }))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DeleteQuery {
+    /// Delete what depends on it too.
+    #[serde(default)]
+    cascade: bool,
+    /// Purge at once, without any backend call.
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Removed {
+    object: String,
+    /// `marked for deletion`, `deleted`, `already being deleted`, ...
+    removal: String,
+}
+
+/// Deletes an object as `stepsync delete` does (its dependents only with `cascade`).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/objects/{model}/{key}",
+    params(("model" = String, Path), ("key" = String, Path), DeleteQuery),
+    responses(
+        (status = 200, body = Vec<Removed>),
+        (status = 401, body = ApiError),
+        (status = 403, body = ApiError),
+        (status = 404, body = ApiError),
+        (status = 409, body = ApiError),
+    )
+)]
+async fn delete_object(
+    State(state): State<Arc<AppState>>,
+    Path((model, key)): Path<(String, String)>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<Json<Vec<Removed>>, ApiError> {
+    blocking(move || {
+        found(&state, &model, &key)?;
+        let removed = crate::deletion::delete(
+            &state.svc,
+            &*state.store,
+            &model,
+            crate::deletion::Which::One(&key),
+            q.cascade,
+            q.force,
+        )?;
+        Ok(Json(
+            removed
+                .into_iter()
+                .map(|(object, r)| Removed {
+                    object,
+                    removal: r.to_string(),
+                })
+                .collect(),
+        ))
+    })
+    .await
+}
+
+/// 404 unless `model/key` is stored.
+fn found(state: &AppState, model: &str, key: &str) -> Result<(), ApiError> {
+    match state.store.get(model, key)? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{model}/{key} not found"),
+        )),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct RetryAnswer {
+    /// What was done, as `stepsync retry` says it.
+    lines: Vec<String>,
+}
+
+/// Clears the object's backoff so the daemon's next pass tries it (`stepsync retry`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/objects/{model}/{key}/retry",
+    params(("model" = String, Path), ("key" = String, Path)),
+    responses(
+        (status = 200, body = RetryAnswer),
+        (status = 401, body = ApiError),
+        (status = 403, body = ApiError),
+        (status = 404, body = ApiError),
+    )
+)]
+async fn retry_object(
+    State(state): State<Arc<AppState>>,
+    Path((model, key)): Path<(String, String)>,
+) -> Result<Json<RetryAnswer>, ApiError> {
+    blocking(move || {
+        found(&state, &model, &key)?;
+        let lines = crate::retry::retry(&state.svc, &*state.store, &model, Some(&key))?;
+        Ok(Json(RetryAnswer { lines }))
     })
     .await
 }

@@ -141,7 +141,7 @@ fn routes(state: Arc<AppState>) -> Router {
 }
 
 /// An error as the API answers it: `{"error": "..."}` with the status, the message the CLI
-/// prints for the same failure.
+/// prints for the same failure; for invalid input, each problem with where it is.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ApiError {
     #[serde(skip)]
@@ -149,6 +149,23 @@ pub(crate) struct ApiError {
     status: u16,
     /// What went wrong, as the CLI says it.
     error: String,
+    /// Invalid input (422): every problem found, as `validate` and `apply` list them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    problems: Vec<Problem>,
+}
+
+/// One problem of invalid input.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Problem {
+    /// What is wrong, naming the object and the field (`Site/a: field `enabled`: ...`).
+    message: String,
+    /// Where in the request body (1-based), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    column: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<String>,
 }
 
 impl ApiError {
@@ -156,6 +173,32 @@ impl ApiError {
         ApiError {
             status: status.as_u16(),
             error: error.into(),
+            problems: Vec::new(),
+        }
+    }
+}
+
+impl From<crate::error::Error> for ApiError {
+    fn from(e: crate::error::Error) -> ApiError {
+        use crate::error::Error;
+        match e {
+            Error::Invalid(diags) => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY.as_u16(),
+                error: diags.to_string(),
+                problems: diags
+                    .0
+                    .iter()
+                    .map(|d| Problem {
+                        message: d.message.clone(),
+                        line: d.pos.map(|p| p.line),
+                        column: d.pos.map(|p| p.col),
+                        hint: d.hint.clone(),
+                    })
+                    .collect(),
+            },
+            Error::Store(e) => e.into(),
+            // Refused (a prune or delete that would orphan a dependent, say).
+            Error::Failed(d) => ApiError::new(StatusCode::CONFLICT, d.to_string()),
         }
     }
 }
