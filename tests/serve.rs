@@ -579,3 +579,53 @@ fn a_retry_through_the_api_reaches_the_backend_before_the_backoff_would() {
         404
     );
 }
+
+/// Reads server-sent events from `r` until one `counts` event's data satisfies `want`.
+fn next_counts(r: &mut impl BufRead, want: impl Fn(&Value) -> bool) -> Value {
+    let mut event = String::new();
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).expect("read the event stream");
+        assert!(n > 0, "the event stream ended");
+        let line = line.trim_end();
+        // Chunked transfer: the chunk sizes come as lines of their own.
+        if let Some(e) = line.strip_prefix("event: ") {
+            event = e.to_owned();
+        } else if let Some(d) = line.strip_prefix("data: ")
+            && event == "counts"
+        {
+            let v: Value = serde_json::from_str(d).expect("counts are JSON");
+            if want(&v) {
+                return v;
+            }
+        }
+    }
+}
+
+#[test]
+fn the_events_stream_delivers_a_change() {
+    let server = TestServer::start();
+    let svc = service(&server, true);
+    let s = serve(&svc, &[]);
+    let mut conn = TcpStream::connect(&s.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READ}\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = BufReader::new(conn);
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    assert!(status.contains(" 200 "), "{status}");
+    // At once: the store as it is (empty).
+    next_counts(&mut r, |v| v.as_object().is_some_and(|m| m.is_empty()));
+    // A change by another process, then its sync, arrive on the stream.
+    svc.file("objects.yaml", "Site:\n  - {name: a}\n");
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let v = next_counts(&mut r, |v| v["Site"]["ok"] == 1);
+    assert_eq!(v["Site"].as_object().unwrap().len(), 1, "{v}");
+    // Without a token: 401, no stream.
+    assert_eq!(http(&s.addr, "GET", "/api/v1/events", None).0, 401);
+}

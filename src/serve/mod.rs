@@ -48,6 +48,16 @@ pub(crate) struct AppState {
     pub(crate) tokens: Option<auth::Tokens>,
     pub(crate) open_metrics: bool,
     pub(crate) metrics: Arc<Metrics>,
+    /// Writes made through the API: the store's change marker only moves for commits of
+    /// other connections, so the events stream counts these itself.
+    pub(crate) writes: std::sync::atomic::AtomicU64,
+}
+
+impl AppState {
+    pub(crate) fn wrote(&self) {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A bound listener, before it serves: its address is known (port 0 picks one).
@@ -109,6 +119,7 @@ pub async fn bind(
         tokens,
         open_metrics: cfg.open_metrics,
         metrics,
+        writes: Default::default(),
     });
     Ok(Listener {
         inner,
