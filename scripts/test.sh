@@ -24,6 +24,8 @@ ensure_ansible
 # listens there) and tansu, a Kafka-protocol broker each Kafka test starts on its own port.
 ensure_nats_server
 ensure_kafka_broker
+# The API fuzz test (tests/serve.rs) runs schemathesis against serve's OpenAPI document.
+ensure_schemathesis
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -629,3 +629,50 @@ fn the_events_stream_delivers_a_change() {
     // Without a token: 401, no stream.
     assert_eq!(http(&s.addr, "GET", "/api/v1/events", None).0, 401);
 }
+
+/// The schemathesis command: `STEPSYNC_SCHEMATHESIS`, else the PATH (scripts/test.sh
+/// installs it, `ensure_schemathesis`).
+fn schemathesis() -> String {
+    std::env::var("STEPSYNC_SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".to_owned())
+}
+
+#[test]
+fn the_api_fuzzed_from_its_own_openapi_document_answers_no_5xx_and_keeps_to_its_schema() {
+    let server = TestServer::start();
+    let svc = service(&server, true);
+    svc.file(
+        "objects.yaml",
+        "Site:\n  - {name: a, login_base: la}\n  - {name: b}\n",
+    );
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let s = serve(&svc, &[]);
+    let out = std::process::Command::new(schemathesis())
+        .args([
+            "run",
+            &format!("http://{}/api/v1/openapi.json", s.addr),
+            "-H",
+            &format!("Authorization: Bearer {WRITE}"),
+            "--checks",
+            "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+            "--max-examples",
+            "25",
+            "--seed",
+            "1",
+            "--no-color",
+        ])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e}; install it with `pip install schemathesis` (scripts/test.sh does)",
+                schemathesis()
+            )
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "schemathesis found problems:\n{text}");
+    assert!(text.contains("passed"), "{text}");
+}

@@ -25,6 +25,22 @@ ensure_ansible() {
   return 1
 }
 
+# ensure_schemathesis: schemathesis (PyPI, pinned) for the API fuzz test, which runs it
+# against `serve`'s own OpenAPI document.
+SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
+ensure_schemathesis() {
+  command -v schemathesis >/dev/null 2>&1 && return 0
+  echo "${INSTALL_BY:-install}: installing schemathesis $SCHEMATHESIS_VERSION" >&2
+  python3 -m pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "schemathesis==$SCHEMATHESIS_VERSION"
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+  PATH="$PATH:$(python3 -m site --user-base)/bin"
+  export PATH
+  command -v schemathesis >/dev/null 2>&1 && return 0
+  echo "${INSTALL_BY:-install}: schemathesis not on PATH after install" >&2
+  return 1
+}
+
 # ensure_kafka_broker: the Kafka-protocol broker `tansu` (crates.io, pinned) for the Kafka
 # event step tests, installed into a cache directory when missing; exports STEPSYNC_TANSU
 # (the tests run it) and puts it on the PATH. tansu's default features have no storage

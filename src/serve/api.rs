@@ -18,6 +18,44 @@ use super::{ApiError, AppState};
 use crate::output::ObjectView;
 use crate::store::{Millis, PageQuery, Status};
 
+/// `Query`, with a malformed query string answered as every other error is: JSON, 400.
+struct ApiQuery<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for ApiQuery<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
+/// `Path`, likewise.
+struct ApiPath<T>(T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for ApiPath<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| ApiPath(p))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
 /// Objects per page when the caller does not say, and at most.
 const PAGE_DEFAULT: usize = 50;
 const PAGE_MAX: usize = 500;
@@ -179,11 +217,12 @@ struct ObjectPage {
         (status = 200, body = ObjectPage),
         (status = 400, body = ApiError),
         (status = 401, body = ApiError),
+        (status = 404, body = ApiError, description = "no such model"),
     )
 )]
 async fn list_objects(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
     if let Some(m) = &q.model
@@ -245,13 +284,14 @@ async fn list_objects(
     params(("model" = String, Path), ("key" = String, Path)),
     responses(
         (status = 200, body = ObjectView),
+        (status = 400, body = ApiError),
         (status = 401, body = ApiError),
         (status = 404, body = ApiError),
     )
 )]
 async fn get_object(
     State(state): State<Arc<AppState>>,
-    Path((model, key)): Path<(String, String)>,
+    ApiPath((model, key)): ApiPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     blocking(move || {
         let rec = state.store.get(&model, &key)?.ok_or_else(|| {
@@ -348,6 +388,7 @@ struct ApplyAnswer {
     request_body(content = String, content_type = "application/yaml", description = "An objects file: `Model: [{name: ..., field: ...}]`"),
     responses(
         (status = 200, body = ApplyAnswer),
+        (status = 400, body = ApiError),
         (status = 401, body = ApiError),
         (status = 403, body = ApiError),
         (status = 409, body = ApiError),
@@ -356,9 +397,11 @@ struct ApplyAnswer {
 )]
 async fn apply(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<ApplyQuery>,
-    body: String,
+    ApiQuery(q): ApiQuery<ApplyQuery>,
+    body: axum::body::Bytes,
 ) -> Result<Json<ApplyAnswer>, ApiError> {
+    let body = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the request body is not UTF-8"))?;
     blocking(move || {
         let src = crate::yaml::Source::from_text("(request body)", body);
         let opts = crate::apply::ApplyOptions {
@@ -407,6 +450,7 @@ struct Removed {
     params(("model" = String, Path), ("key" = String, Path), DeleteQuery),
     responses(
         (status = 200, body = Vec<Removed>),
+        (status = 400, body = ApiError),
         (status = 401, body = ApiError),
         (status = 403, body = ApiError),
         (status = 404, body = ApiError),
@@ -415,8 +459,8 @@ struct Removed {
 )]
 async fn delete_object(
     State(state): State<Arc<AppState>>,
-    Path((model, key)): Path<(String, String)>,
-    Query(q): Query<DeleteQuery>,
+    ApiPath((model, key)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> Result<Json<Vec<Removed>>, ApiError> {
     blocking(move || {
         found(&state, &model, &key)?;
@@ -466,6 +510,7 @@ struct RetryAnswer {
     params(("model" = String, Path), ("key" = String, Path)),
     responses(
         (status = 200, body = RetryAnswer),
+        (status = 400, body = ApiError),
         (status = 401, body = ApiError),
         (status = 403, body = ApiError),
         (status = 404, body = ApiError),
@@ -473,7 +518,7 @@ struct RetryAnswer {
 )]
 async fn retry_object(
     State(state): State<Arc<AppState>>,
-    Path((model, key)): Path<(String, String)>,
+    ApiPath((model, key)): ApiPath<(String, String)>,
 ) -> Result<Json<RetryAnswer>, ApiError> {
     blocking(move || {
         found(&state, &model, &key)?;
@@ -486,6 +531,15 @@ async fn retry_object(
 
 /// How often the events stream looks for a change in the store.
 const EVENTS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// One server-sent event.
+#[derive(Debug, Serialize, ToSchema)]
+struct SseEvent {
+    /// `counts`.
+    event: String,
+    /// JSON: objects by model and status, `{"Site": {"ok": 3, "error": 1}}`.
+    data: String,
+}
 
 /// Objects by model and status: what the `counts` event carries.
 type ModelCounts = BTreeMap<String, BTreeMap<String, usize>>;
@@ -508,7 +562,7 @@ fn model_counts(state: &AppState) -> Result<ModelCounts, ApiError> {
     get,
     path = "/api/v1/events",
     responses(
-        (status = 200, content_type = "text/event-stream", body = String, description = "`event: counts` with `data: {\"Site\": {\"ok\": 3}}`"),
+        (status = 200, content_type = "text/event-stream", body = SseEvent),
         (status = 401, body = ApiError),
     )
 )]
