@@ -17,7 +17,7 @@ pub fn retry(
     // Edited definitions count as the next pass will count them (SPEC §5.1 rule 4): the
     // model's synced objects become suspects, its failed ones lose their backoff.
     let edited =
-        crate::store::sync_definitions(store, &crate::definition::Definitions::of(&svc).digests())?;
+        crate::store::sync_definitions(store, &crate::definition::Definitions::of(svc).digests())?;
     let mut lines = Vec::new();
     if let Some((_, touched)) = edited.iter().find(|(e, _)| *e == m.name) {
         lines.push(format!(
