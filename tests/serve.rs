@@ -676,3 +676,148 @@ fn the_api_fuzzed_from_its_own_openapi_document_answers_no_5xx_and_keeps_to_its_
     assert!(out.status.success(), "schemathesis found problems:\n{text}");
     assert!(text.contains("passed"), "{text}");
 }
+
+/// Logs in to the dashboard with `token`: the session cookie (`name=value`).
+fn login(addr: &str, token: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let body = format!("token={token}");
+    write!(
+        s,
+        "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 303"), "{raw}");
+    let cookie = raw
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap_or_else(|| panic!("no cookie: {raw}"));
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains(token),
+        "the cookie carries the token itself"
+    );
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+/// A dashboard request with a session cookie: (status, body).
+fn page(addr: &str, method: &str, path: &str, cookie: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let code = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn the_dashboard_shows_errors_the_dependency_tree_and_retries_from_the_object_page() {
+    let server = TestServer::start();
+    server.respond("PUT", "/sites/a", 500, "backend says no <script>");
+    let svc = Service::new(crate::common::fixtures::SITE_SLICE);
+    let cfg = format!(
+        "name: dash\nvars: {{base: \"{}\"}}\nbackoff: {{initial: 1h, max: 1h, jitter: 0}}\nserve:\n  listen: 127.0.0.1:0\n  tokens: {{read: {{env: {READ_ENV}}}, write: {{env: {WRITE_ENV}}}}}\n",
+        server.url
+    );
+    svc.file("stepsync.yaml", &cfg);
+    svc.file("stepdefs/site.yaml", &rest_stepdef("Site", "sites", ""));
+    svc.file("stepdefs/slice.yaml", &rest_stepdef("Slice", "slices", ""));
+    svc.file(
+        "objects.yaml",
+        "Site:\n  - {name: a}\n  - {name: b}\nSlice:\n  - {name: a1, site: a}\n  - {name: b1, site: b}\n",
+    );
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let s = serve(&svc, &[]);
+    // No session: the pages send to the login form; a wrong token gets no session.
+    let (code, _) = page(&s.addr, "GET", "/", "stepsync_session=forged");
+    assert_eq!(code, 303);
+    assert_eq!(page(&s.addr, "GET", "/login", "").0, 200);
+    let cookie = login(&s.addr, WRITE);
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            page(&s.addr, "GET", "/", &cookie)
+                .1
+                .contains("backend says no")
+        }),
+        "the overview never showed the error"
+    );
+    let (code, overview) = page(&s.addr, "GET", "/", &cookie);
+    assert_eq!(code, 200);
+    assert!(overview.contains("class=\"dot\""), "the red mark");
+    assert!(overview.contains("href=\"/objects/Site/a\""), "{overview}");
+    // Model values are escaped, never markup.
+    assert!(overview.contains("&lt;script&gt;") && !overview.contains("no <script>"));
+    // The model page pages and filters on the server.
+    let (code, list) = page(&s.addr, "GET", "/models/Site?status=error", &cookie);
+    assert_eq!(code, 200);
+    assert!(
+        list.contains(">a</a>") && !list.contains(">b</a>"),
+        "{list}"
+    );
+    // The object page: its dependency tree both ways, the worst status along the path.
+    let (_, slice) = page(&s.addr, "GET", "/objects/Slice/a1", &cookie);
+    assert!(
+        slice.contains("href=\"/objects/Site/a\""),
+        "depends on Site/a: {slice}"
+    );
+    assert!(slice.contains("blocked by Site/a"), "why it waits: {slice}");
+    let (_, site) = page(&s.addr, "GET", "/objects/Site/a", &cookie);
+    assert!(
+        site.contains("href=\"/objects/Slice/a1\""),
+        "depended on by Slice/a1: {site}"
+    );
+    // The retry button reaches the backend (the backoff is an hour).
+    let puts = || {
+        server
+            .lines()
+            .iter()
+            .filter(|l| *l == "PUT /sites/a")
+            .count()
+    };
+    let before = puts();
+    server.respond("PUT", "/sites/a", 200, "{}");
+    let read_cookie = login(&s.addr, READ);
+    assert_eq!(
+        page(&s.addr, "POST", "/objects/Site/a/retry", &read_cookie).0,
+        403,
+        "a read session cannot retry"
+    );
+    assert_eq!(
+        page(&s.addr, "POST", "/objects/Site/a/retry", &cookie).0,
+        303
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || puts() > before),
+        "the retry did not reach the backend: {:?}",
+        server.lines()
+    );
+    // The session also opens the events stream the page listens to.
+    let mut c = TcpStream::connect(&s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        c,
+        "GET /api/v1/events HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = BufReader::new(c);
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    assert!(status.contains(" 200 "), "{status}");
+}

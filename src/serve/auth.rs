@@ -20,6 +20,18 @@ pub(crate) struct Tokens {
 }
 
 impl Tokens {
+    /// What `given` is: the write token, the read token, or neither (constant time).
+    pub(crate) fn grant(&self, given: &str) -> Option<Grant> {
+        let g = given.as_bytes();
+        if bool::from(g.ct_eq(self.write.as_bytes())) {
+            Some(Grant::Write)
+        } else if bool::from(g.ct_eq(self.read.as_bytes())) {
+            Some(Grant::Read)
+        } else {
+            None
+        }
+    }
+
     pub(crate) fn load(t: &ServeTokens, dir: &Path) -> Result<Tokens, String> {
         let read = crate::secrets::read(&t.read, dir, "serve.tokens.read")?;
         let write = crate::secrets::read(&t.write, dir, "serve.tokens.write")?;
@@ -35,7 +47,7 @@ impl Tokens {
 
 /// What a request's token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Grant {
+pub(crate) enum Grant {
     Read,
     Write,
 }
@@ -49,7 +61,7 @@ fn needs_write(m: &Method) -> bool {
 /// metrics.
 fn open_path(path: &str, open_metrics: bool) -> bool {
     match path {
-        "/healthz" | "/readyz" => true,
+        "/healthz" | "/readyz" | "/login" => true,
         "/metrics" => open_metrics,
         _ => false,
     }
@@ -74,17 +86,16 @@ pub(crate) async fn check(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let grant = given.and_then(|g| {
-        let g = g.as_bytes();
-        if bool::from(g.ct_eq(tokens.write.as_bytes())) {
-            Some(Grant::Write)
-        } else if bool::from(g.ct_eq(tokens.read.as_bytes())) {
-            Some(Grant::Read)
-        } else {
-            None
-        }
-    });
+    // The dashboard's pages (and its events stream) ride on a session cookie made from a
+    // token at /login.
+    let grant = given
+        .and_then(|g| tokens.grant(g))
+        .or_else(|| session_of(&req).and_then(|id| state.sessions.get(&id)));
+    let page = !path_is_api(req.uri().path());
     match grant {
+        None if page && req.method() == Method::GET => {
+            axum::response::Redirect::to("/login").into_response()
+        }
         None => {
             let mut r = ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -103,5 +114,56 @@ pub(crate) async fn check(
         )
         .into_response(),
         Some(_) => next.run(req).await,
+    }
+}
+
+/// Whether `path` is the API's or the metrics' (answered 401, never sent to the login page).
+fn path_is_api(path: &str) -> bool {
+    path.starts_with("/api/") || path == "/metrics"
+}
+
+/// The session cookie's name.
+pub(crate) const SESSION_COOKIE: &str = "stepsync_session";
+
+/// The session id the request's cookie carries, if any.
+fn session_of(req: &Request) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Dashboard sessions: a random id per login, kept in memory (a restart logs everyone
+/// out), mapped to what the token it was made from allows. The token itself never leaves
+/// the login request.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    by_id: std::sync::Mutex<std::collections::HashMap<String, Grant>>,
+}
+
+impl Sessions {
+    fn get(&self, id: &str) -> Option<Grant> {
+        self.by_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied()
+    }
+
+    /// A new session for `grant`: its id, 128 random bits in hex.
+    pub(crate) fn open(&self, grant: Grant) -> std::io::Result<String> {
+        use std::io::Read;
+        let mut bytes = [0u8; 16];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        self.by_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), grant);
+        Ok(id)
     }
 }

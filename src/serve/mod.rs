@@ -7,6 +7,7 @@
 
 mod api;
 mod auth;
+mod dashboard;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -51,6 +52,8 @@ pub(crate) struct AppState {
     /// Writes made through the API: the store's change marker only moves for commits of
     /// other connections, so the events stream counts these itself.
     pub(crate) writes: std::sync::atomic::AtomicU64,
+    /// Dashboard logins.
+    pub(crate) sessions: auth::Sessions,
 }
 
 impl AppState {
@@ -120,6 +123,7 @@ pub async fn bind(
         open_metrics: cfg.open_metrics,
         metrics,
         writes: Default::default(),
+        sessions: Default::default(),
     });
     Ok(Listener {
         inner,
@@ -133,7 +137,21 @@ fn routes(state: Arc<AppState>) -> Router {
     let open = Router::new()
         .route("/healthz", axum::routing::get(api::healthz))
         .route("/readyz", axum::routing::get(api::readyz))
-        .route("/metrics", axum::routing::get(metrics::scrape));
+        .route("/metrics", axum::routing::get(metrics::scrape))
+        .route("/", axum::routing::get(dashboard::overview))
+        .route("/models/{model}", axum::routing::get(dashboard::model))
+        .route(
+            "/objects/{model}/{key}",
+            axum::routing::get(dashboard::object),
+        )
+        .route(
+            "/objects/{model}/{key}/retry",
+            axum::routing::post(dashboard::retry),
+        )
+        .route(
+            "/login",
+            axum::routing::get(dashboard::login_form).post(dashboard::login),
+        );
     Router::new()
         .merge(api)
         .route(
