@@ -112,9 +112,7 @@ fn fail(e: impl std::fmt::Display) -> Response {
 }
 
 async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| fail(e))
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(fail)
 }
 
 /// `GET /`: the overview.
