@@ -15,6 +15,9 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # become (sudo) in the playbook tests, on both runners.
 command -v sudo >/dev/null 2>&1 || missing+=(sudo)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+# The dashboard's browser tests: Debian's Chromium, driven through chromedriver.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 apt_install "${missing[@]}"
 
 # ansible-core from PyPI, for the compatibility tests.

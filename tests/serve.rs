@@ -821,3 +821,222 @@ fn the_dashboard_shows_errors_the_dependency_tree_and_retries_from_the_object_pa
     r.read_line(&mut status).unwrap();
     assert!(status.contains(" 200 "), "{status}");
 }
+
+/// A headless Chromium driven through chromedriver's WebDriver HTTP API (Debian's
+/// `chromium` and `chromium-driver`; scripts/test.sh installs them).
+struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let port = crate::common::free_port();
+        let driver = std::process::Command::new(
+            std::env::var("STEPSYNC_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()),
+        )
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver (apt install chromium chromium-driver; scripts/test.sh does)");
+        let addr = format!("127.0.0.1:{port}");
+        assert!(
+            eventually(Duration::from_secs(20), || TcpStream::connect(&addr)
+                .is_ok()),
+            "chromedriver did not listen"
+        );
+        let profile = tempfile::tempdir().unwrap();
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": std::env::var("STEPSYNC_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync",
+                         "--window-size=1280,900",
+                         format!("--user-data-dir={}", profile.path().display())],
+            }
+        }}});
+        let mut b = Browser {
+            driver,
+            port,
+            session: String::new(),
+            _profile: profile,
+        };
+        let v = b.call("POST", "/session", Some(&caps));
+        b.session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
+            .to_owned();
+        b
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        // chromedriver keeps the connection open: read the head, then Content-Length bytes.
+        let mut r = BufReader::new(s);
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).expect("WebDriver answer");
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut buf = vec![0u8; len];
+        r.read_exact(&mut buf).expect("WebDriver body");
+        let body = String::from_utf8_lossy(&buf).into_owned();
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("WebDriver {path}: {e}: {body}"))
+    }
+
+    fn s(&self, path: &str) -> String {
+        format!("/session/{}{path}", self.session)
+    }
+
+    fn go(&self, url: &str) {
+        self.call(
+            "POST",
+            &self.s("/url"),
+            Some(&serde_json::json!({"url": url})),
+        );
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            &self.s("/element"),
+            Some(&serde_json::json!({"using": "css selector", "value": css})),
+        );
+        v["value"]
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_owned()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.call(
+            "POST",
+            &self.s(&format!("/element/{e}/value")),
+            Some(&serde_json::json!({"text": text})),
+        );
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.call(
+            "POST",
+            &self.s(&format!("/element/{e}/click")),
+            Some(&serde_json::json!({})),
+        );
+    }
+
+    fn source(&self) -> String {
+        self.call("GET", &self.s("/source"), None)["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Writes a screenshot of the page to `target/screenshots/NAME.png`.
+    fn screenshot(&self, name: &str) {
+        use base64::Engine as _;
+        let v = self.call("GET", &self.s("/screenshot"), None);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v["value"].as_str().expect("a screenshot"))
+            .expect("base64");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let s = self.s("");
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.call("DELETE", &s, None)
+            }));
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[test]
+fn in_chromium_the_overview_shows_the_error_the_object_page_its_tree_and_retry_reaches_the_backend()
+{
+    let server = TestServer::start();
+    server.respond("PUT", "/sites/a", 500, "backend says no");
+    let svc = Service::new(crate::common::fixtures::SITE_SLICE);
+    svc.file(
+        "stepsync.yaml",
+        &format!(
+            "name: dash\nvars: {{base: \"{}\"}}\nbackoff: {{initial: 1h, max: 1h, jitter: 0}}\nserve:\n  listen: 127.0.0.1:0\n  tokens: {{read: {{env: {READ_ENV}}}, write: {{env: {WRITE_ENV}}}}}\n",
+            server.url
+        ),
+    );
+    svc.file("stepdefs/site.yaml", &rest_stepdef("Site", "sites", ""));
+    svc.file("stepdefs/slice.yaml", &rest_stepdef("Slice", "slices", ""));
+    svc.file(
+        "objects.yaml",
+        "Site:\n  - {name: a}\n  - {name: b}\nSlice:\n  - {name: a1, site: a}\n  - {name: b1, site: b}\n",
+    );
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let s = serve(&svc, &[]);
+    assert!(eventually(Duration::from_secs(15), || {
+        json(&s.addr, "/api/v1/objects/Site/a", READ)["status"]["status"] == "error"
+    }));
+    let b = Browser::start();
+    let base = format!("http://{}", s.addr);
+    b.go(&format!("{base}/"));
+    // Sent to the login form first.
+    b.type_into("input[name=token]", WRITE);
+    b.click("button[type=submit]");
+    let overview = b.source();
+    assert!(overview.contains("backend says no"), "{overview}");
+    assert!(overview.contains("class=\"dot\""), "the red mark");
+    b.screenshot("serve-overview");
+    b.go(&format!("{base}/models/Site"));
+    b.screenshot("serve-model");
+    b.go(&format!("{base}/objects/Slice/a1"));
+    let slice = b.source();
+    assert!(slice.contains("/objects/Site/a"), "the tree: {slice}");
+    b.screenshot("serve-object");
+    server.respond("PUT", "/sites/a", 200, "{}");
+    let puts = || {
+        server
+            .lines()
+            .iter()
+            .filter(|l| *l == "PUT /sites/a")
+            .count()
+    };
+    let before = puts();
+    b.go(&format!("{base}/objects/Site/a"));
+    b.click("form[action$='/retry'] button");
+    assert!(
+        eventually(Duration::from_secs(10), || puts() > before),
+        "the retry button did not reach the backend: {:?}",
+        server.lines()
+    );
+}
