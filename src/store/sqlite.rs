@@ -466,31 +466,39 @@ fn page(
     path: &Path,
     q: &PageQuery<'_>,
 ) -> Result<Vec<ObjectRecord>, StoreError> {
+    // Only the filters in use go into the statement (at most 16 shapes, each prepared once):
+    // a `?1 IS NULL OR ...` form keeps SQLite from seeking the (model, key) index, and a
+    // deep page took 30 ms at 100,000 objects.
+    let mut sql = format!("SELECT {COLUMNS} FROM objects WHERE 1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut arg = |sql: &mut String, cond: &str, v: rusqlite::types::Value| {
+        args.push(v);
+        sql.push_str(&cond.replace('?', &format!("?{}", args.len())));
+    };
+    if let Some(m) = q.model {
+        arg(&mut sql, " AND model = ?", m.to_owned().into());
+    }
+    if let Some(s) = q.status {
+        arg(&mut sql, " AND status = ?", s.as_str().to_owned().into());
+    }
+    if let Some(p) = q.prefix {
+        // A range on the key, which the index can seek, rather than a function of it.
+        arg(&mut sql, " AND key >= ?", p.to_owned().into());
+        arg(&mut sql, " AND key < ?", format!("{p}\u{10FFFF}").into());
+    }
+    if let Some((m, k)) = q.after {
+        arg(&mut sql, " AND (model, key) > (?", m.to_owned().into());
+        arg(&mut sql, ", ?)", k.to_owned().into());
+    }
+    arg(
+        &mut sql,
+        " ORDER BY model, key LIMIT ?",
+        i64::try_from(q.limit).unwrap_or(i64::MAX).into(),
+    );
     let run = || -> rusqlite::Result<Vec<ObjectRecord>> {
-        // One statement for every filter combination (a NULL parameter turns its filter
-        // off), walked in the (model, key) order of the unique index: the page after the
-        // previous one is a seek, not an offset counted from the start.
-        let mut st = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM objects
-             WHERE (?1 IS NULL OR model = ?1)
-               AND (?2 IS NULL OR status = ?2)
-               AND (?3 IS NULL OR substr(key, 1, length(?3)) = ?3)
-               AND (?4 IS NULL OR model > ?4 OR (model = ?4 AND key > ?5))
-             ORDER BY model, key LIMIT ?6"
-        ))?;
-        let (after_model, after_key) = q.after.unzip();
-        st.query_map(
-            rusqlite::params![
-                q.model,
-                q.status.map(|s| s.as_str()),
-                q.prefix,
-                after_model,
-                after_key,
-                i64::try_from(q.limit).unwrap_or(i64::MAX),
-            ],
-            row_to_record,
-        )?
-        .collect()
+        let mut st = conn.prepare_cached(&sql)?;
+        st.query_map(rusqlite::params_from_iter(args.iter()), row_to_record)?
+            .collect()
     };
     run().map_err(sql_err(path))
 }
