@@ -661,6 +661,8 @@ fn the_api_fuzzed_from_its_own_openapi_document_answers_no_5xx_and_keeps_to_its_
             "--no-color",
         ])
         .env("SCHEMATHESIS_HOOKS", "")
+        // It keeps a cache of what it found in its working directory: not in the repo.
+        .current_dir(svc.path())
         .output()
         .unwrap_or_else(|e| {
             panic!(
