@@ -729,16 +729,17 @@ fn page(addr: &str, method: &str, path: &str, cookie: &str) -> (u16, String) {
     (code, body)
 }
 
-#[test]
-fn the_dashboard_shows_errors_the_dependency_tree_and_retries_from_the_object_page() {
-    let server = TestServer::start();
-    server.respond("PUT", "/sites/a", 500, "backend says no <script>");
+/// Sites and Slices with REST actuators against `server`, an hour's backoff (only a retry
+/// brings a failed object back within a test), tokens, and two trees applied.
+fn dashboard_service(server: &TestServer) -> Service {
     let svc = Service::new(crate::common::fixtures::SITE_SLICE);
-    let cfg = format!(
-        "name: dash\nvars: {{base: \"{}\"}}\nbackoff: {{initial: 1h, max: 1h, jitter: 0}}\nserve:\n  listen: 127.0.0.1:0\n  tokens: {{read: {{env: {READ_ENV}}}, write: {{env: {WRITE_ENV}}}}}\n",
-        server.url
+    svc.file(
+        "stepsync.yaml",
+        &format!(
+            "name: dash\nvars: {{base: \"{}\"}}\nbackoff: {{initial: 1h, max: 1h, jitter: 0}}\nserve:\n  listen: 127.0.0.1:0\n  tokens: {{read: {{env: {READ_ENV}}}, write: {{env: {WRITE_ENV}}}}}\n",
+            server.url
+        ),
     );
-    svc.file("stepsync.yaml", &cfg);
     svc.file("stepdefs/site.yaml", &rest_stepdef("Site", "sites", ""));
     svc.file("stepdefs/slice.yaml", &rest_stepdef("Slice", "slices", ""));
     svc.file(
@@ -746,6 +747,14 @@ fn the_dashboard_shows_errors_the_dependency_tree_and_retries_from_the_object_pa
         "Site:\n  - {name: a}\n  - {name: b}\nSlice:\n  - {name: a1, site: a}\n  - {name: b1, site: b}\n",
     );
     svc.ok(&["apply", "-f", "objects.yaml"]);
+    svc
+}
+
+#[test]
+fn the_dashboard_shows_errors_the_dependency_tree_and_retries_from_the_object_page() {
+    let server = TestServer::start();
+    server.respond("PUT", "/sites/a", 500, "backend says no <script>");
+    let svc = dashboard_service(&server);
     let s = serve(&svc, &[]);
     // No session: the pages send to the login form; a wrong token gets no session.
     let (code, _) = page(&s.addr, "GET", "/", "stepsync_session=forged");
@@ -990,21 +999,7 @@ fn in_chromium_the_overview_shows_the_error_the_object_page_its_tree_and_retry_r
 {
     let server = TestServer::start();
     server.respond("PUT", "/sites/a", 500, "backend says no");
-    let svc = Service::new(crate::common::fixtures::SITE_SLICE);
-    svc.file(
-        "stepsync.yaml",
-        &format!(
-            "name: dash\nvars: {{base: \"{}\"}}\nbackoff: {{initial: 1h, max: 1h, jitter: 0}}\nserve:\n  listen: 127.0.0.1:0\n  tokens: {{read: {{env: {READ_ENV}}}, write: {{env: {WRITE_ENV}}}}}\n",
-            server.url
-        ),
-    );
-    svc.file("stepdefs/site.yaml", &rest_stepdef("Site", "sites", ""));
-    svc.file("stepdefs/slice.yaml", &rest_stepdef("Slice", "slices", ""));
-    svc.file(
-        "objects.yaml",
-        "Site:\n  - {name: a}\n  - {name: b}\nSlice:\n  - {name: a1, site: a}\n  - {name: b1, site: b}\n",
-    );
-    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let svc = dashboard_service(&server);
     let s = serve(&svc, &[]);
     assert!(eventually(Duration::from_secs(15), || {
         json(&s.addr, "/api/v1/objects/Site/a", READ)["status"]["status"] == "error"
