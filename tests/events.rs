@@ -197,8 +197,35 @@ impl Bus {
                                 .expect("publish"),
                         );
                     }
-                    for a in acks {
-                        a.await.expect("JetStream stored the message");
+                    let mut again = Vec::new();
+                    for (a, (_, p)) in acks.into_iter().zip(msgs) {
+                        match a.await {
+                            Ok(_) => {}
+                            // A server that has just started (the broker-down test) may not
+                            // yet route the stream's subject though the stream exists: the
+                            // publish finds no responder. Sent again, in order, below.
+                            Err(e) if e.kind() == async_nats::jetstream::context::PublishErrorKind::StreamNotFound => {
+                                again.push(p.clone())
+                            }
+                            Err(e) => panic!("JetStream stored the message: {e:?}"),
+                        }
+                    }
+                    for p in again {
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        loop {
+                            let r = js
+                                .publish(topic.to_owned(), p.clone().into())
+                                .await
+                                .expect("publish");
+                            match r.await {
+                                Ok(_) => break,
+                                Err(e) if Instant::now() < deadline => {
+                                    eprintln!("publish again after {e:?}");
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                }
+                                Err(e) => panic!("JetStream stored the message: {e:?}"),
+                            }
+                        }
                     }
                 });
             }
