@@ -56,14 +56,33 @@ fn http_body(
     token: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to serve");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let (status, _, body) = exchange(
+        addr,
+        method,
+        path,
+        &format!("{auth}Content-Type: application/yaml\r\n"),
+        body,
+    );
+    (status, body)
+}
+
+/// Sends one request with `headers` (each line ending in CRLF) and `body`; answers the
+/// status, the head and the body (de-chunked).
+fn exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to serve");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -84,7 +103,12 @@ fn http_body(
     } else {
         body.to_owned()
     };
-    (status, body)
+    (status, head.to_owned(), body)
+}
+
+/// How many requests `line` (`PUT /sites/a`) the server has had.
+fn count(server: &TestServer, line: &str) -> usize {
+    server.lines().iter().filter(|l| *l == line).count()
 }
 
 fn unchunk(mut body: &str) -> String {
@@ -545,13 +569,7 @@ fn a_retry_through_the_api_reaches_the_backend_before_the_backoff_would() {
         }),
         "the first sync did not fail"
     );
-    let puts = || {
-        server
-            .lines()
-            .iter()
-            .filter(|l| l.starts_with("PUT /sites/a"))
-            .count()
-    };
+    let puts = || count(&server, "PUT /sites/a");
     assert_eq!(puts(), 1);
     server.respond("PUT", "/sites/a", 200, "{}");
     assert_eq!(
@@ -681,21 +699,18 @@ fn the_api_fuzzed_from_its_own_openapi_document_answers_no_5xx_and_keeps_to_its_
 
 /// Logs in to the dashboard with `token`: the session cookie (`name=value`).
 fn login(addr: &str, token: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let body = format!("token={token}");
-    write!(
-        s,
-        "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    assert!(raw.starts_with("HTTP/1.1 303"), "{raw}");
-    let cookie = raw
+    let (status, head, _) = exchange(
+        addr,
+        "POST",
+        "/login",
+        "Content-Type: application/x-www-form-urlencoded\r\n",
+        &format!("token={token}"),
+    );
+    assert_eq!(status, 303, "{head}");
+    let cookie = head
         .lines()
         .find_map(|l| l.strip_prefix("set-cookie: "))
-        .unwrap_or_else(|| panic!("no cookie: {raw}"));
+        .unwrap_or_else(|| panic!("no cookie: {head}"));
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
@@ -709,24 +724,8 @@ fn login(addr: &str, token: &str) -> String {
 
 /// A dashboard request with a session cookie: (status, body).
 fn page(addr: &str, method: &str, path: &str, cookie: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let code = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
+    let (status, _, body) = exchange(addr, method, path, &format!("Cookie: {cookie}\r\n"), "");
+    (status, body)
 }
 
 /// Sites and Slices with REST actuators against `server`, an hour's backoff (only a retry
@@ -795,13 +794,7 @@ fn the_dashboard_shows_errors_the_dependency_tree_and_retries_from_the_object_pa
         "depended on by Slice/a1: {site}"
     );
     // The retry button reaches the backend (the backoff is an hour).
-    let puts = || {
-        server
-            .lines()
-            .iter()
-            .filter(|l| *l == "PUT /sites/a")
-            .count()
-    };
+    let puts = || count(&server, "PUT /sites/a");
     let before = puts();
     server.respond("PUT", "/sites/a", 200, "{}");
     let read_cookie = login(&s.addr, READ);
@@ -1021,13 +1014,7 @@ fn in_chromium_the_overview_shows_the_error_the_object_page_its_tree_and_retry_r
     assert!(slice.contains("/objects/Site/a"), "the tree: {slice}");
     b.screenshot("serve-object");
     server.respond("PUT", "/sites/a", 200, "{}");
-    let puts = || {
-        server
-            .lines()
-            .iter()
-            .filter(|l| *l == "PUT /sites/a")
-            .count()
-    };
+    let puts = || count(&server, "PUT /sites/a");
     let before = puts();
     b.go(&format!("{base}/objects/Site/a"));
     b.click("form[action$='/retry'] button");

@@ -115,13 +115,7 @@ pub(crate) async fn healthz() -> &'static str {
 
 /// `GET /readyz`: the store is open and this process holds the runner lease.
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str) {
-    let held = blocking(move || {
-        Ok(state
-            .store
-            .lease()?
-            .is_some_and(|l| l.pid == std::process::id() && l.expires > Millis::now()))
-    })
-    .await;
+    let held = blocking(move || Ok(state.holds_lease()?)).await;
     match held {
         Ok(true) => (StatusCode::OK, "ready\n"),
         Ok(false) => (

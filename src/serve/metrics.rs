@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 
 use super::AppState;
 use crate::engine::progress::Progress;
-use crate::store::{Millis, Status};
+use crate::store::Status;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RunLabels {
@@ -218,9 +218,7 @@ impl Metrics {
         let (dead, _) = store.dead_letters(0)?;
         self.dead_letters
             .set(i64::try_from(dead).unwrap_or(i64::MAX));
-        let held = store
-            .lease()?
-            .is_some_and(|l| l.pid == std::process::id() && l.expires > Millis::now());
+        let held = state.holds_lease()?;
         self.lease_held.set(i64::from(held));
         Ok(())
     }

@@ -57,6 +57,13 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
+    /// Whether this process holds the store's runner lease now (`/readyz`, `lease_held`).
+    pub(crate) fn holds_lease(&self) -> Result<bool, StoreError> {
+        Ok(self.store.lease()?.is_some_and(|l| {
+            l.pid == std::process::id() && l.expires > crate::store::Millis::now()
+        }))
+    }
+
     pub(crate) fn wrote(&self) {
         self.writes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
