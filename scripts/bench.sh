@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The benchmarks of issues #7, #13, #16 and #17 (see BENCHMARKS.md): builds in release mode, runs
-# B1-B9 and B3S side by side, and prints one table (median, min and max over BENCH_RUNS runs,
+# The benchmarks of issues #7, #13, #16, #17 and #18 (see BENCHMARKS.md): builds in release mode,
+# runs B1-B10 and B3S side by side, and prints one table (median, min and max over BENCH_RUNS runs,
 # default 5).
 #
 #   bash scripts/bench.sh                   everything (about 20-35 minutes on 2 cores)
 #   bash scripts/bench.sh --only B1,B3      some of them (or BENCH_ONLY=B1,B3): B1 B2 B3 B4 B4H B5
-#                                           B6 B7 B3S B8 B9 (B8 needs a NATS server with
+#                                           B6 B7 B3S B8 B9 B10 (B8 needs a NATS server with
 #                                           JetStream, BENCH_B8_NATS, default 127.0.0.1:4222,
 #                                           and tansu for Kafka; BENCH_B8_BUSES=nats for one)
 #   bash scripts/bench.sh --runs 7          more runs (or BENCH_RUNS=7; at least 5 for the record)
@@ -784,9 +784,10 @@ STEPS_LOG_FILTER="warn,stepsync::engine::daemon=info,stepsync::engine::scheduler
 
 # start_daemon SVC LOG: `stepsync run` on SVC, its log to LOG; waits until it has started and
 # made its first pass; sets DAEMON_PID.
-start_daemon() {
-  local svc=$1 dlog=$2 i
-  STEPSYNC_LOG=$STEPS_LOG_FILTER "$STEPSYNC" -C "$svc" --log-format json run >"$dlog.out" 2>"$dlog" &
+start_daemon() { # SVC LOG [COMMAND ARGS...]: `run` unless a command (`serve ...`) is given
+  local svc=$1 dlog=$2 i cmd=("${@:3}")
+  [ ${#cmd[@]} -gt 0 ] || cmd=(run)
+  STEPSYNC_LOG=$STEPS_LOG_FILTER "$STEPSYNC" -C "$svc" --log-format json "${cmd[@]}" >"$dlog.out" 2>"$dlog" &
   DAEMON_PID=$!
   track "$DAEMON_PID"
   for i in $(seq 600); do
@@ -1283,6 +1284,94 @@ YAML
   done
 }
 
+# --- B10: serve under readers -----------------------------------------------------------------
+# B3's 100,000 objects in sync, `stepsync serve` running (the daemon and the HTTP server in one
+# process, with a read token). Each run applies B1's size of changes (B10_CHANGES Instances,
+# their flavor flipped) twice and times apply start -> every object in sync against B1's
+# server delay: once with no reader, then with B10_CLIENTS clients paging through the API's
+# list call (50 a page, status=ok) and the dashboard's model page (status=ok, 50 a page) the
+# whole time (bench/src/bin/http_load.rs). p50 and p99 are each run's over all its requests.
+B10_CLIENTS=${BENCH_B10_CLIENTS:-20}
+B10_CHANGES=${BENCH_B10_CHANGES:-$B1_TOTAL}
+b10() {
+  log "B10: serve with $B3_TOTAL objects, $B10_CLIENTS readers while $B10_CHANGES changes sync (server delay ${DELAY_MS} ms); $RUNS runs"
+  local d=$WORK/b10 svc r port token t0 n alone loaded
+  mkdir -p "$d"
+  start_server "$DELAY_MS"
+  svc=$d/svc
+  "$BB/gen" --dir "$svc" --url "$SERVER_URL" --sites $B3_SITES --slices $B3_SLICES \
+    --instances $B3_INSTANCES --concurrency $CONCURRENCY 2>/dev/null
+  [ "$B10_CHANGES" -le "$B3_INSTANCES" ] || die "B10: $B10_CHANGES changes but only $B3_INSTANCES Instances"
+  # The first B10_CHANGES Instances with their flavor flipped, and as they were.
+  awk -v n="$B10_CHANGES" '/^Instance:/ { on = 1; print; next } on && n-- > 0 { print }' \
+    "$svc/objects/objects.yaml" >"$d/changes-b.yaml"
+  sed -e 's/flavor: small}/flavor: SMALL}/; s/flavor: large}/flavor: small}/; s/flavor: SMALL}/flavor: large}/' \
+    "$d/changes-b.yaml" >"$d/changes-a.yaml"
+  [ "$(grep -c '^  - ' "$d/changes-a.yaml")" = "$B10_CHANGES" ] || die "B10: the changes file does not have $B10_CHANGES objects"
+  port=$(free_ports 1)
+  token=b10-$RANDOM$RANDOM$RANDOM
+  cat >>"$svc/stepsync.yaml" <<YAML
+serve:
+  listen: 127.0.0.1:$port
+  tokens:
+    read: {env: B10_READ_TOKEN}
+YAML
+  timeout 300 "$STEPSYNC" -C "$svc" -q apply -f objects/ >/dev/null || die "B10: apply failed"
+  measure 900 "$d/first.out" "$STEPSYNC" -C "$svc" run --once || die "B10: the first sync failed"
+  grep -q "^run: $B3_TOTAL ok" "$d/first.out" || die "B10: not every object ok: $(head -3 "$d/first.out")"
+  log "  first sync of $B3_TOTAL: ${WALL}s"
+  B10_READ_TOKEN=$token start_daemon "$svc" "$d/serve.log" serve
+  for n in $(seq 200); do
+    curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null && break
+    sleep 0.05
+  done
+  curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$port/readyz" || die "B10: serve is not ready: $(tail -3 "$d/serve.log")"
+  # b10_sync FILE: applies FILE and sets WALL to apply start -> nothing pending or suspect.
+  b10_sync() {
+    local t0 t1 i left
+    t0=$(date +%s%N)
+    timeout 300 "$STEPSYNC" -C "$svc" -q apply -f "$1" >/dev/null || die "B10: apply of $1 failed"
+    for i in $(seq 30000); do # 600 s
+      left=$(store_q "$svc" "SELECT COUNT(*) FROM objects WHERE pending = 1 OR suspect = 1" 2>/dev/null || echo 1)
+      [ "${left:-1}" = 0 ] && break
+      sleep 0.02
+    done
+    [ "${left:-1}" = 0 ] || die "B10: $left objects still pending 600 s after the apply"
+    t1=$(date +%s%N)
+    WALL=$(calc "($t1 - $t0) / 1e9")
+  }
+  for r in $(seq "$RUNS"); do
+    settle
+    b10_sync "$d/changes-a.yaml"
+    alone=$WALL
+    rm -f "$d/stop"
+    "$BB/http_load" --base "http://127.0.0.1:$port" --token "$token" --clients "$B10_CLIENTS" \
+      --path "list=/api/v1/objects?model=Instance&status=ok&limit=50" \
+      --path "page=/models/Instance?status=ok" \
+      --stop-file "$d/stop" --max-s 900 >"$d/load-r$r.out" 2>"$d/load-r$r.err" &
+    local load=$!
+    track "$load"
+    sleep 1 # every client has its connection and is paging
+    b10_sync "$d/changes-b.yaml"
+    loaded=$WALL
+    touch "$d/stop"
+    wait "$load" || die "B10: run $r: the load client failed: $(tail -3 "$d/load-r$r.err")"
+    [ -s "$d/load-r$r.err" ] && note "B10: run $r: $(head -2 "$d/load-r$r.err" | tr '\n' ' ')"
+    local name p50 p99 reqs errs
+    while read -r name reqs p50 p99 _ errs; do
+      record "b10_${name}_p50" "${p50#p50_ms=}"
+      record "b10_${name}_p99" "${p99#p99_ms=}"
+      record "b10_${name}_requests" "${reqs#requests=}"
+      [ "${errs#errors=}" = 0 ] || note "B10: run $r: ${errs#errors=} $name requests did not answer 200"
+    done <"$d/load-r$r.out"
+    record b10_sync_alone_s "$alone"
+    record b10_sync_loaded_s "$loaded"
+    record b10_sync_ratio "$(calc "$loaded / $alone")"
+    log "  run $r: $B10_CHANGES changes synced in ${alone}s alone, ${loaded}s with $B10_CLIENTS readers; $(tr '\n' ' ' <"$d/load-r$r.out")"
+  done
+  stop_daemon
+}
+
 # --- Run, then the table ----------------------------------------------------------------------
 run_bench() { # NAME FUNCTION: a failure is reported in the table, the others still run
   local name=$1 fn=$2
@@ -1315,6 +1404,7 @@ run_bench B7 b7
 run_bench B3S b3s
 run_bench B8 b8
 run_bench B9 b9
+run_bench B10 b10
 
 # stats METRIC -> "n median min max" (median of an even count: the mean of the middle two)
 stats() {
@@ -1441,6 +1531,15 @@ row() {
   row "B9 \`run --once\` with the step, nothing changed (s)" b9_same_total_s 3
   row "B9 \`run --once\` with the step, every item changed (s)" b9_changed_total_s 3
   row "B9 \`run --once\` without the step (s)" b9_plain_s 3
+  row "B10 API list, 50 a page, status=ok, $B10_CLIENTS clients, p50 (ms)" b10_list_p50 1 "<=" 20
+  row "B10 API list, p99 (ms)" b10_list_p99 1 "<=" 100
+  row "B10 dashboard model page, status=ok, $B10_CLIENTS clients, p50 (ms)" b10_page_p50 1 "<=" 20
+  row "B10 dashboard model page, p99 (ms)" b10_page_p99 1 "<=" 100
+  row "B10 requests answered in a run, API list" b10_list_requests 0
+  row "B10 requests answered in a run, model page" b10_page_requests 0
+  row "B10 $B10_CHANGES changes synced, no readers (s)" b10_sync_alone_s 2
+  row "B10 $B10_CHANGES changes synced, $B10_CLIENTS readers (s)" b10_sync_loaded_s 2
+  row "B10 sync time with readers / without" b10_sync_ratio 2
   if [ -s "$RES/notes" ]; then
     echo
     sed 's/^/- /' "$RES/notes"

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::common::Service;
 use crate::common::fixtures::rest_stepdef;
@@ -360,11 +360,24 @@ fn the_openapi_document_describes_every_api_route() {
         "/api/v1/models",
         "/api/v1/objects",
         "/api/v1/objects/{model}/{key}",
+        "/api/v1/objects/{model}/{key}/files",
+        "/api/v1/objects/{model}/{key}/graph",
         "/api/v1/status",
+        "/api/v1/events",
     ] {
         assert!(
             doc["paths"][p]["get"].is_object(),
             "{p} is not in the document"
+        );
+    }
+    for p in [
+        "/api/v1/apply",
+        "/api/v1/plan",
+        "/api/v1/objects/{model}/{key}/retry",
+    ] {
+        assert!(
+            doc["paths"][p]["post"].is_object(),
+            "POST {p} is not in the document"
         );
     }
     assert_eq!(
@@ -826,6 +839,111 @@ fn the_dashboard_shows_errors_the_dependency_tree_and_retries_from_the_object_pa
     assert!(status.contains(" 200 "), "{status}");
 }
 
+#[test]
+fn an_objects_recipes_run_logs_and_graph_and_the_plan_come_through_the_api() {
+    let server = TestServer::start();
+    server.respond("PUT", "/sites/a", 500, "backend says no");
+    let svc = dashboard_service(&server);
+    let s = serve(&svc, &[]);
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let a = json(&s.addr, "/api/v1/objects/Site/a", READ);
+            let b = json(&s.addr, "/api/v1/objects/Slice/b1", READ);
+            a["status"]["status"] == "error" && b["status"]["status"] == "ok"
+        }),
+        "Site/a never failed or Slice/b1 never synced"
+    );
+    // The graph both ways, with the worst status at or below each node.
+    let g = json(&s.addr, "/api/v1/objects/Slice/a1/graph", READ);
+    assert_eq!(g["object"], "Slice/a1", "{g:#}");
+    assert_eq!(g["depends_on"][0]["key"], "a", "{g:#}");
+    assert_eq!(g["depends_on"][0]["status"], "error", "{g:#}");
+    assert_eq!(g["depended_on_by"], json!([]), "{g:#}");
+    let g = json(&s.addr, "/api/v1/objects/Site/a/graph?depth=1", READ);
+    assert_eq!(g["depended_on_by"][0]["model"], "Slice", "{g:#}");
+    assert_eq!(g["depended_on_by"][0]["status"], "blocked", "{g:#}");
+    assert_eq!(
+        g["depended_on_by"][0]["children"],
+        json!([]),
+        "depth 1: {g:#}"
+    );
+    assert_eq!(
+        http(
+            &s.addr,
+            "GET",
+            "/api/v1/objects/Site/a/graph?depth=0",
+            Some(READ)
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        http(&s.addr, "GET", "/api/v1/objects/Site/zz/graph", Some(READ)).0,
+        404
+    );
+    // Its recipes are the sys dir's files, and its run logs, newest first.
+    let f = json(&s.addr, "/api/v1/objects/Site/b/files", READ);
+    let recipes = f["recipes"].as_array().unwrap();
+    assert!(!recipes.is_empty(), "{f:#}");
+    // Where the sys dir is, relative to the service folder, as `sys_dir` in stepsync.yaml.
+    let folder = svc.path().join(f["folder"].as_str().unwrap());
+    for r in recipes {
+        let on_disk = std::fs::read_to_string(folder.join(r["name"].as_str().unwrap())).unwrap();
+        assert_eq!(r["content"], on_disk, "the file as the sys dir has it");
+    }
+    assert!(
+        recipes
+            .iter()
+            .any(|r| r["content"].as_str().unwrap().contains("/sites/b")),
+        "the recipe names its request: {f:#}"
+    );
+    let runs = f["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{f:#}");
+    assert!(
+        runs[0]["name"].as_str().unwrap().starts_with("runs/"),
+        "{f:#}"
+    );
+    let failed = json(&s.addr, "/api/v1/objects/Site/a/files", READ);
+    assert!(
+        failed["runs"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("500"),
+        "the failed run's log has the backend's answer: {failed:#}"
+    );
+    assert_eq!(
+        http(&s.addr, "GET", "/api/v1/objects/Site/zz/files", Some(READ)).0,
+        404
+    );
+    // The dashboard's object page shows the same files' contents.
+    let cookie = login(&s.addr, READ);
+    let (_, page_b) = page(&s.addr, "GET", "/objects/Site/b", &cookie);
+    assert!(
+        page_b.contains(runs[0]["name"].as_str().unwrap()),
+        "{page_b}"
+    );
+    assert!(page_b.contains("/sites/b"), "{page_b}");
+    // The plan: a write call (it holds the store's writer), the same as `plan -o json`.
+    assert_eq!(http(&s.addr, "POST", "/api/v1/plan", Some(READ)).0, 403);
+    let (code, body) = http(&s.addr, "POST", "/api/v1/plan", Some(WRITE));
+    assert_eq!(code, 200, "{body}");
+    let api: Value = serde_json::from_str(&body).unwrap();
+    let cli: Value = serde_json::from_str(&svc.ok(&["plan", "-o", "json"]).stdout).unwrap();
+    let names = |p: &Value| -> Vec<String> {
+        p["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| format!("{} {}/{}", c["action"], c["model"], c["key"]))
+            .collect()
+    };
+    assert!(
+        !names(&api).is_empty(),
+        "Site/a and Slice/a1 are pending: {api:#}"
+    );
+    assert_eq!(names(&api), names(&cli), "{api:#}");
+}
+
 /// A headless Chromium driven through chromedriver's WebDriver HTTP API (Debian's
 /// `chromium` and `chromium-driver`; scripts/test.sh installs them).
 struct Browser {
@@ -954,6 +1072,18 @@ impl Browser {
         );
     }
 
+    /// The page's source once it contains `text` (a click's navigation is not waited for
+    /// by WebDriver), or as it is after 10 s.
+    fn source_with(&self, text: &str) -> String {
+        let mut src = self.source();
+        let until = Instant::now() + Duration::from_secs(10);
+        while !src.contains(text) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+            src = self.source();
+        }
+        src
+    }
+
     fn source(&self) -> String {
         self.call("GET", &self.s("/source"), None)["value"]
             .as_str()
@@ -1003,7 +1133,7 @@ fn in_chromium_the_overview_shows_the_error_the_object_page_its_tree_and_retry_r
     // Sent to the login form first.
     b.type_into("input[name=token]", WRITE);
     b.click("button[type=submit]");
-    let overview = b.source();
+    let overview = b.source_with("backend says no");
     assert!(overview.contains("backend says no"), "{overview}");
     assert!(overview.contains("class=\"dot\""), "the red mark");
     b.screenshot("serve-overview");

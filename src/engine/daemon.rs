@@ -163,7 +163,15 @@ impl Engine {
         if self.watchers_waiting()? {
             return Ok(Duration::from_millis(10));
         }
-        for o in self.store.list(None)? {
+        // Without a resync period only failed, deferred and policy-failed objects can come
+        // due by the clock: reading those alone keeps a pass over a large store from ending
+        // in a read of every row (B8: after every pass while a stream lasted).
+        let candidates = if self.resyncs() {
+            self.store.list(None)?
+        } else {
+            self.store.waking()?
+        };
+        for o in candidates {
             if let Some(t) = crate::bookkeeping::wake_at(&o.book, now, &self.rules(&o.model)) {
                 next = next.min(at(t));
             }

@@ -124,6 +124,7 @@ impl Engine {
         if self.police()? {
             self.drain_watchers()?;
         }
+        let settled = self.settle_without_runs(done)?;
         let counts = self.store.counts()?;
         if !self.resyncs() && counts.pending == 0 && counts.suspect == 0 {
             tracing::debug!(
@@ -131,7 +132,8 @@ impl Engine {
                 "idle pass: nothing pending"
             );
             return Ok(PassStats {
-                idle: Some(counts),
+                idle: (settled == 0).then_some(counts),
+                progress: settled,
                 ..PassStats::default()
             });
         }
@@ -144,7 +146,10 @@ impl Engine {
             queue: ReadyQueue::default(),
             phases: HashMap::new(),
             checks: HashSet::new(),
-            stats: PassStats::default(),
+            stats: PassStats {
+                progress: settled,
+                ..PassStats::default()
+            },
             writes: Vec::new(),
             recording: JoinSet::new(),
             recollect: false,
@@ -281,8 +286,55 @@ impl Engine {
         Ok(stats)
     }
 
+    /// Brings in sync, without a snapshot of the store, the objects that need no run and
+    /// wait on nothing: those of models with no sync payload and no dependencies. Their
+    /// outcome is what the full pass would record for them inline (success, or a check for
+    /// a suspect), so a stream of new objects of such a model costs its own rows, not a
+    /// read of every row (B8). Deletes are left to the full pass: they wait on dependents.
+    fn settle_without_runs(&self, done: &mut HashSet<(i64, i64)>) -> Result<usize> {
+        let now = Millis::now();
+        let mut writes = Vec::new();
+        for model in self.svc.graph.order() {
+            if self.has_payload(model, Phase::Sync) || !self.svc.graph.deps_of(model).is_empty() {
+                continue;
+            }
+            let rules = self.rules(model);
+            for o in self.store.with_work(model)? {
+                let seen = done.contains(&(o.id, o.book.generation));
+                let run = match bookkeeping::due(&o.book, now, &rules) {
+                    Some(due) if due.is_delete() => continue,
+                    // As `collect`: once a generation, unless a watcher fired since.
+                    Some(due) if seen && !matches!(due, bookkeeping::Due::Watch(_)) => continue,
+                    // Nothing ran, so there is no feedback to report (the object's own stays).
+                    Some(_) => RunRecord::Success {
+                        intent: Intent::of(&o.book),
+                        feedback: None,
+                        digest: None,
+                    },
+                    None if seen => continue,
+                    None if bookkeeping::suspect(&o.book).is_some() => RunRecord::Checked {
+                        digest: o.book.applied.clone().unwrap_or_default(),
+                    },
+                    // Waiting on its backoff.
+                    None => continue,
+                };
+                writes.push((Arc::new(o), run));
+            }
+        }
+        let recs = self.record_batch(&writes)?;
+        for ((obj, _), rec) in writes.iter().zip(&recs) {
+            if rec.is_some() {
+                done.insert((obj.id, obj.book.generation));
+            }
+        }
+        if !writes.is_empty() {
+            tracing::debug!(objects = writes.len(), "in sync without a run");
+        }
+        Ok(writes.len())
+    }
+
     /// Whether any object may become due by the clock alone (a `resync` period is set).
-    fn resyncs(&self) -> bool {
+    pub(super) fn resyncs(&self) -> bool {
         !self.svc.config.resync.0.is_zero()
             || self
                 .svc
@@ -586,7 +638,9 @@ impl Pass<'_> {
                 } else {
                     RunRecord::Success {
                         intent: Intent::of(&obj.book),
-                        feedback: (phase == Phase::Sync).then(|| obj.feedback.clone()),
+                        // Nothing ran, so nothing reports feedback: the snapshot's copy,
+                        // written back, would undo a pull or event step's newer write.
+                        feedback: None,
                         digest: None,
                     }
                 };

@@ -14,9 +14,10 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::view::{GraphNode, SysFiles, TREE_DEPTH, TREE_DEPTH_MAX, sys_files, tree};
 use super::{ApiError, AppState};
 use crate::output::ObjectView;
-use crate::store::{Millis, PageQuery, Status};
+use crate::store::{Millis, ObjectRecord, PageQuery, Status};
 
 /// `Query`, with a malformed query string answered as every other error is: JSON, 400.
 struct ApiQuery<T>(T);
@@ -90,6 +91,9 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(apply))
         .routes(routes!(delete_object))
         .routes(routes!(retry_object))
+        .routes(routes!(object_files))
+        .routes(routes!(object_graph))
+        .routes(routes!(plan))
         .routes(routes!(events))
 }
 
@@ -288,9 +292,7 @@ async fn get_object(
     ApiPath((model, key)): ApiPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     blocking(move || {
-        let rec = state.store.get(&model, &key)?.ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, format!("{model}/{key} not found"))
-        })?;
+        let rec = found(&state, &model, &key)?;
         Ok(masked(&state, &ObjectView::new(&state.svc.schema, &rec)))
     })
     .await
@@ -480,15 +482,12 @@ async fn delete_object(
     .await
 }
 
-/// 404 unless `model/key` is stored.
-fn found(state: &AppState, model: &str, key: &str) -> Result<(), ApiError> {
-    match state.store.get(model, key)? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("{model}/{key} not found"),
-        )),
-    }
+/// The stored `model/key`, or a 404.
+fn found(state: &AppState, model: &str, key: &str) -> Result<ObjectRecord, ApiError> {
+    state
+        .store
+        .get(model, key)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{model}/{key} not found")))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -519,6 +518,120 @@ async fn retry_object(
         let lines = crate::retry::retry(&state.svc, &*state.store, &model, Some(&key))?;
         state.wrote();
         Ok(Json(RetryAnswer { lines }))
+    })
+    .await
+}
+
+/// An object's recipes (the rendered files of its sys dir folder, to read and re-run) and
+/// its run logs, newest first; secrets masked.
+#[utoipa::path(
+    get,
+    path = "/api/v1/objects/{model}/{key}/files",
+    params(("model" = String, Path), ("key" = String, Path)),
+    responses(
+        (status = 200, body = SysFiles),
+        (status = 400, body = ApiError),
+        (status = 401, body = ApiError),
+        (status = 404, body = ApiError),
+    )
+)]
+async fn object_files(
+    State(state): State<Arc<AppState>>,
+    ApiPath((model, key)): ApiPath<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    blocking(move || {
+        let rec = found(&state, &model, &key)?;
+        Ok(masked(&state, &sys_files(&state, &rec)))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct GraphQuery {
+    /// Levels each way (default 3, at most 6); each level lists 50 objects at most.
+    depth: Option<usize>,
+}
+
+/// The dependency graph around an object.
+#[derive(Debug, Serialize, ToSchema)]
+struct Graph {
+    object: String,
+    status: String,
+    /// What it depends on, and what those depend on.
+    depends_on: Vec<GraphNode>,
+    /// What depends on it, and what depends on those.
+    depended_on_by: Vec<GraphNode>,
+}
+
+/// What an object depends on and what depends on it, with the worst status at or below
+/// each node (the reason an object waits is the worst status on its path).
+#[utoipa::path(
+    get,
+    path = "/api/v1/objects/{model}/{key}/graph",
+    params(("model" = String, Path), ("key" = String, Path), GraphQuery),
+    responses(
+        (status = 200, body = Graph),
+        (status = 400, body = ApiError),
+        (status = 401, body = ApiError),
+        (status = 404, body = ApiError),
+    )
+)]
+async fn object_graph(
+    State(state): State<Arc<AppState>>,
+    ApiPath((model, key)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<GraphQuery>,
+) -> Result<Json<Graph>, ApiError> {
+    let depth = q.depth.unwrap_or(TREE_DEPTH);
+    if depth == 0 || depth > TREE_DEPTH_MAX {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("depth must be 1 to {TREE_DEPTH_MAX}"),
+        ));
+    }
+    blocking(move || {
+        let rec = found(&state, &model, &key)?;
+        let nodes = |up| {
+            tree(&state, &rec, up, depth)
+                .iter()
+                .map(GraphNode::from)
+                .collect()
+        };
+        Ok(Json(Graph {
+            object: rec.name(),
+            status: rec.book.status.as_str().to_owned(),
+            depends_on: nodes(true),
+            depended_on_by: nodes(false),
+        }))
+    })
+    .await
+}
+
+/// What a run would do now, as `stepsync plan -o json` prints it: every pending object's
+/// recipe rendered into the plan dir, nothing sent. A write call: like `plan`, it holds
+/// the store's writer for its length (its pretend writes are rolled back) and writes the
+/// plan dir.
+#[utoipa::path(
+    post,
+    path = "/api/v1/plan",
+    responses(
+        (status = 200, body = serde_json::Value, description = "the plan, as `stepsync plan -o json`"),
+        (status = 401, body = ApiError),
+        (status = 403, body = ApiError),
+        (status = 422, body = ApiError, description = "the service's files do not load"),
+    )
+)]
+async fn plan(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let rt = tokio::runtime::Handle::current();
+    blocking(move || {
+        // The service as its files now stand, as the daemon runs it after a reload.
+        let engine =
+            crate::engine::Engine::open(crate::service::Service::load(&state.svc.dir)?, None)?;
+        let p = rt.block_on(crate::plan::plan(
+            &engine,
+            crate::plan::PlanOptions::default(),
+        ))?;
+        Ok(masked(&state, &p))
     })
     .await
 }

@@ -16,6 +16,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
 use super::AppState;
+use super::view::{Node, TREE_DEPTH, sys_files, tree};
 use crate::output::ObjectView;
 use crate::store::{Millis, ObjectRecord, PageQuery, Status};
 
@@ -53,6 +54,10 @@ ul.tree { list-style:none; margin:0; padding:6px 14px; } ul.tree ul { list-style
 ul.tree li { padding:2px 0; }
 td:first-child { white-space:nowrap; }
 .pager { margin-top:12px; display:flex; gap:14px; }
+details.file { border-bottom:1px solid var(--line); padding:6px 14px; } details.file:last-child { border-bottom:none; }
+details.file summary { cursor:pointer; }
+details.file pre { margin:8px 0 4px; padding:10px; background:var(--bg); border-radius:6px; overflow-x:auto;
+  font: 12.5px/1.45 ui-monospace, SFMono-Regular, Menlo, monospace; max-height:420px; }
 "#;
 
 /// Reloads `<main>` when the counts change: the events stream says when.
@@ -305,64 +310,6 @@ fn value_text(v: Option<&serde_json::Value>) -> String {
     }
 }
 
-/// The worst of two statuses along a dependency path: error over blocked over deferred
-/// over pending over deleting over ok.
-fn worse(a: Status, b: Status) -> Status {
-    let rank = |s: Status| match s {
-        Status::Error => 5,
-        Status::Blocked => 4,
-        Status::Deferred => 3,
-        Status::Pending => 2,
-        Status::Deleting => 1,
-        Status::Ok => 0,
-    };
-    if rank(b) > rank(a) { b } else { a }
-}
-
-/// One node of a dependency tree, with the worst status below it.
-struct Node {
-    obj: ObjectRecord,
-    worst: Status,
-    children: Vec<Node>,
-}
-
-/// What `obj` depends on (`up`) or what depends on it, `depth` levels at most.
-fn tree(state: &AppState, obj: &ObjectRecord, up: bool, depth: usize) -> Vec<Node> {
-    if depth == 0 {
-        return Vec::new();
-    }
-    let next: Vec<ObjectRecord> = if up {
-        state
-            .svc
-            .graph
-            .edges(&obj.model, &obj.fields)
-            .into_iter()
-            .filter_map(|e| {
-                let key_field = state.svc.schema.model(&e.to_model).map(|m| m.key.clone())?;
-                (e.to_field == key_field)
-                    .then(|| state.store.get(&e.to_model, &e.value).ok().flatten())
-                    .flatten()
-            })
-            .collect()
-    } else {
-        crate::deletion::referrers_of(&*state.store, obj, false).unwrap_or_default()
-    };
-    next.into_iter()
-        .take(PAGE)
-        .map(|o| {
-            let children = tree(state, &o, up, depth - 1);
-            let worst = children
-                .iter()
-                .fold(o.book.status, |w, c| worse(w, c.worst));
-            Node {
-                obj: o,
-                worst,
-                children,
-            }
-        })
-        .collect()
-}
-
 fn tree_html(nodes: &[Node]) -> Markup {
     html! {
         ul {
@@ -392,19 +339,10 @@ pub(crate) async fn object(
             Err(e) => return fail(e),
         };
         let v = masked_view(&state, &o);
-        let up = tree(&state, &o, true, 3);
-        let down = tree(&state, &o, false, 3);
+        let up = tree(&state, &o, true, TREE_DEPTH);
+        let down = tree(&state, &o, false, TREE_DEPTH);
         let now = Millis::now();
-        let root = crate::config::in_dir(&state.svc.dir, &state.svc.config.sys_dir);
-        let folder = state.svc.sys_dir_at(root).object_dir(&o.model, &o.key);
-        let mut files: Vec<String> = std::fs::read_dir(&folder)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
+        let files = sys_files(&state, &o);
         let body = html! {
             h1 { (o.model) "/" (o.key) " " (chip(o.book.status)) }
             @if o.book.status == Status::Error {
@@ -437,15 +375,32 @@ pub(crate) async fn object(
             div.card { @if up.is_empty() { p.muted style="padding:0 14px" { "Nothing." } } @else { ul.tree { li { (tree_html(&up)) } } } }
             h2 { "Depended on by" }
             div.card { @if down.is_empty() { p.muted style="padding:0 14px" { "Nothing." } } @else { ul.tree { li { (tree_html(&down)) } } } }
-            h2 { "Recipes and run logs" }
-            div.card { dl {
-                dt { "folder" } dd { (folder.display()) }
-                @for f in &files { dt { "" } dd { (f) } }
-            } }
+            h2 { "Recipes" }
+            p.muted { "In " code { (files.folder) } ": what the last sync rendered, to read and re-run." }
+            div.card {
+                @if files.recipes.is_empty() { p.muted style="padding:0 14px" { "Nothing rendered yet." } }
+                @for f in &files.recipes { (file_html(f, false)) }
+            }
+            h2 { "Run logs" }
+            div.card {
+                @if files.runs.is_empty() { p.muted style="padding:0 14px" { "No run yet." } }
+                // The newest open: what happened last is what one came to read.
+                @for (i, f) in files.runs.iter().enumerate() { (file_html(f, i == 0)) }
+            }
         };
         page(&state, &format!("{model}/{key}"), body).into_response()
     })
     .await
+}
+
+/// One sys dir file, folded.
+fn file_html(f: &super::view::SysFile, open: bool) -> Markup {
+    html! {
+        details.file open[open] {
+            summary { code { (f.name) } @if f.truncated { span.muted { " (first 256 KiB)" } } }
+            pre { (f.content) }
+        }
+    }
 }
 
 /// `POST /objects/{model}/{key}/retry` from the object page's button.

@@ -9,6 +9,7 @@ mod api;
 mod auth;
 mod dashboard;
 mod metrics;
+mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

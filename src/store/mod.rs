@@ -233,6 +233,12 @@ pub trait ReadOps {
     fn unpoliced(&self, model: &str) -> Result<Vec<ObjectRecord>, StoreError>;
     /// The watched changes waiting for their watchers, oldest first.
     fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// The objects of `model` with work or a suspicion (see [`bookkeeping::work`] and
+    /// [`bookkeeping::suspect`]), by id.
+    fn with_work(&self, model: &str) -> Result<Vec<ObjectRecord>, StoreError>;
+    /// The objects the clock alone can make due when no resync period is set: failed or
+    /// deferred ones (their retry) and those whose policies failed (their backoff).
+    fn waking(&self) -> Result<Vec<ObjectRecord>, StoreError>;
 }
 
 /// One write transaction; dropped without [`WriteTx::commit`] it rolls back. It persists

@@ -15,7 +15,7 @@ use super::{
 use crate::bookkeeping;
 
 /// The schema version this build writes. Each entry of `MIGRATIONS` moves one version up.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -144,6 +144,13 @@ const MIGRATIONS: &[&str] = &[
         error TEXT NOT NULL,
         UNIQUE (step, part, pos)
      );",
+    // 5 -> 6: two indexes. The objects with work or a suspicion, by model, so a pass marks
+    // a stream's new objects of a model with nothing to run without reading every row (B8:
+    // a pass over 100,000 objects cost ~33 µs an object); a row leaves it once in sync.
+    // (model, status, key) covers the per-model counts and seeks a model's objects of one
+    // status in key order (the API's filtered list and the dashboard's model page, B10).
+    "CREATE INDEX objects_work ON objects(model) WHERE pending = 1 OR suspect = 1;
+     CREATE INDEX objects_model_status ON objects(model, status, key);",
 ];
 
 /// How long a writer waits for another process's transaction before giving up.
@@ -503,6 +510,28 @@ fn page(
     run().map_err(sql_err(path))
 }
 
+fn with_work(conn: &Connection, path: &Path, model: &str) -> Result<Vec<ObjectRecord>, StoreError> {
+    let run = || -> rusqlite::Result<Vec<ObjectRecord>> {
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM objects INDEXED BY objects_work
+             WHERE model = ?1 AND (pending = 1 OR suspect = 1) ORDER BY id"
+        ))?;
+        st.query_map([model], row_to_record)?.collect()
+    };
+    run().map_err(sql_err(path))
+}
+
+fn waking(conn: &Connection, path: &Path) -> Result<Vec<ObjectRecord>, StoreError> {
+    let run = || -> rusqlite::Result<Vec<ObjectRecord>> {
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM objects WHERE status IN ('error', 'deferred')
+             UNION SELECT {COLUMNS} FROM objects WHERE policy_error IS NOT NULL"
+        ))?;
+        st.query_map([], row_to_record)?.collect()
+    };
+    run().map_err(sql_err(path))
+}
+
 fn owned_by(conn: &Connection, path: &Path, owner: &str) -> Result<Vec<ObjectRecord>, StoreError> {
     let run = || -> rusqlite::Result<Vec<ObjectRecord>> {
         let mut st = conn.prepare_cached(&format!(
@@ -669,6 +698,12 @@ impl ReadOps for SqliteStore {
     }
     fn unpoliced(&self, model: &str) -> Result<Vec<ObjectRecord>, StoreError> {
         unpoliced(&self.lock(), &self.path, model)
+    }
+    fn with_work(&self, model: &str) -> Result<Vec<ObjectRecord>, StoreError> {
+        with_work(&self.lock(), &self.path, model)
+    }
+    fn waking(&self) -> Result<Vec<ObjectRecord>, StoreError> {
+        waking(&self.lock(), &self.path)
     }
     fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
         outbox(&self.lock(), &self.path)
@@ -1012,6 +1047,12 @@ impl ReadOps for SqliteTx<'_> {
     }
     fn unpoliced(&self, model: &str) -> Result<Vec<ObjectRecord>, StoreError> {
         unpoliced(&self.conn, self.path, model)
+    }
+    fn with_work(&self, model: &str) -> Result<Vec<ObjectRecord>, StoreError> {
+        with_work(&self.conn, self.path, model)
+    }
+    fn waking(&self) -> Result<Vec<ObjectRecord>, StoreError> {
+        waking(&self.conn, self.path)
     }
     fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
         outbox(&self.conn, self.path)
