@@ -1315,12 +1315,13 @@ serve:
   listen: 127.0.0.1:$port
   tokens:
     read: {env: B10_READ_TOKEN}
+    write: {env: B10_WRITE_TOKEN}
 YAML
   timeout 300 "$STEPSYNC" -C "$svc" -q apply -f objects/ >/dev/null || die "B10: apply failed"
   measure 900 "$d/first.out" "$STEPSYNC" -C "$svc" run --once || die "B10: the first sync failed"
   grep -q "^run: $B3_TOTAL ok" "$d/first.out" || die "B10: not every object ok: $(head -3 "$d/first.out")"
   log "  first sync of $B3_TOTAL: ${WALL}s"
-  B10_READ_TOKEN=$token start_daemon "$svc" "$d/serve.log" serve
+  B10_READ_TOKEN=$token B10_WRITE_TOKEN=$token-w start_daemon "$svc" "$d/serve.log" serve
   for n in $(seq 200); do
     curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null && break
     sleep 0.05

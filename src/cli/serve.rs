@@ -22,24 +22,24 @@ pub(crate) fn serve(dir: &Path, listen: Option<&str>, out: &mut dyn Write) -> Re
     let engine = Arc::new(Engine::open(svc, None)?.with_progress(metrics.clone()));
     let reload = || Ok(Engine::open(Service::load(dir)?, None)?.with_progress(metrics.clone()));
     let rt = runtime()?;
-    rt.block_on(async {
-        // The API reads through a store handle of its own (the daemon's stays its own).
-        let listener = bind(Service::load(dir)?, listen, metrics.clone()).await?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| stepsync::error::Error::failed(format!("serve: {e}")))?;
-        writeln!(out, "serve: listening on http://{addr}").map_err(stdout_err)?;
-        out.flush().map_err(stdout_err)?;
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server = tokio::spawn(listener.serve(stop_rx));
-        let ran = engine.run_daemon(&reload).await;
-        let _ = stop_tx.send(true);
-        match server.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "the HTTP server failed"),
-            Err(e) => tracing::warn!(error = %e, "the HTTP server stopped"),
-            Ok(Ok(())) => {}
-        }
-        ran
-    })?;
+    // The HTTP side on a runtime of its own, at a lower priority than the daemon's.
+    let http_rt = stepsync::serve::runtime()?;
+    // The API reads through a store handle of its own (the daemon's stays its own).
+    let listener = http_rt.block_on(bind(Service::load(dir)?, listen, metrics.clone()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| stepsync::error::Error::failed(format!("serve: {e}")))?;
+    writeln!(out, "serve: listening on http://{addr}").map_err(stdout_err)?;
+    out.flush().map_err(stdout_err)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = http_rt.spawn(listener.serve(stop_rx));
+    let ran = rt.block_on(engine.run_daemon(&reload));
+    let _ = stop_tx.send(true);
+    match http_rt.block_on(server) {
+        Ok(Err(e)) => tracing::warn!(error = %e, "the HTTP server failed"),
+        Err(e) => tracing::warn!(error = %e, "the HTTP server stopped"),
+        Ok(Ok(())) => {}
+    }
+    ran?;
     Ok(ExitCode::SUCCESS)
 }

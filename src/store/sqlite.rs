@@ -153,17 +153,24 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX objects_model_status ON objects(model, status, key);",
 ];
 
+/// Reader connections a store keeps beside its writer: two cores, and one more so a long
+/// read (a pass's snapshot) leaves two for the rest.
+const READERS: usize = 3;
+
 /// How long a writer waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
-    /// A second connection for whole-store reads (a pass's snapshot of every object): in
-    /// WAL mode it reads the last commit while the writer goes on, so loading 100,000
-    /// objects (about a second) does not stall an event stream's commits behind it (B8).
-    /// `None` only while the schema is migrated, before it is opened.
-    reader: Option<Mutex<Connection>>,
+    /// Connections for whole-store and page reads (a pass's snapshot of every object, the
+    /// API's lists): in WAL mode they read the last commit while the writer goes on, so
+    /// loading 100,000 objects (about a second) does not stall an event stream's commits
+    /// behind it (B8). Several, so concurrent readers (the API's clients, B10) use both
+    /// cores instead of queueing for one. Empty only while the schema is migrated.
+    readers: Vec<Mutex<Connection>>,
+    /// Where the next reader that finds every connection busy waits.
+    next_reader: std::sync::atomic::AtomicUsize,
     /// What writes must note in the outbox: the service's watchers (SPEC §11).
     triggers: std::sync::RwLock<Arc<Triggers>>,
 }
@@ -207,11 +214,14 @@ impl SqliteStore {
         let mut store = SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
-            reader: None,
+            readers: Vec::new(),
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
             triggers: std::sync::RwLock::new(Arc::default()),
         };
         store.migrate()?;
-        store.reader = Some(Mutex::new(connect(path)?));
+        store.readers = (0..READERS)
+            .map(|_| connect(path).map(Mutex::new))
+            .collect::<Result<_, _>>()?;
         Ok(store)
     }
 
@@ -254,12 +264,22 @@ impl SqliteStore {
         result
     }
 
-    /// The reader connection (the writer's while none is open yet).
+    /// A free reader connection, or, when all are busy, one of them in turn (the writer's
+    /// while none is open yet).
     fn read_lock(&self) -> MutexGuard<'_, Connection> {
-        match &self.reader {
-            Some(r) => r.lock().unwrap_or_else(|p| p.into_inner()),
-            None => self.lock(),
+        for r in &self.readers {
+            if let Ok(g) = r.try_lock() {
+                return g;
+            }
         }
+        if self.readers.is_empty() {
+            return self.lock();
+        }
+        let i = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.readers.len();
+        self.readers[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -493,9 +513,23 @@ fn page(
         arg(&mut sql, " AND key >= ?", p.to_owned().into());
         arg(&mut sql, " AND key < ?", format!("{p}\u{10FFFF}").into());
     }
-    if let Some((m, k)) = q.after {
-        arg(&mut sql, " AND (model, key) > (?", m.to_owned().into());
-        arg(&mut sql, ", ?)", k.to_owned().into());
+    match (q.model, q.after) {
+        // Within one model the cursor is a range on the key, which SQLite seeks in the
+        // (model, status, key) and (model, key) indexes; as a row value it scanned every
+        // entry before it (a deep page of a status filter: O(offset), B10).
+        (Some(m), Some((am, k))) if am == m => {
+            arg(&mut sql, " AND key > ?", k.to_owned().into());
+        }
+        (Some(m), Some((am, _))) => {
+            if am > m {
+                sql.push_str(" AND 0");
+            }
+        }
+        (None, Some((m, k))) => {
+            arg(&mut sql, " AND (model, key) > (?", m.to_owned().into());
+            arg(&mut sql, ", ?)", k.to_owned().into());
+        }
+        (_, None) => {}
     }
     arg(
         &mut sql,
@@ -1387,6 +1421,81 @@ mod tests {
         }
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.counts().unwrap().pending, 1);
+        std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    }
+
+    #[test]
+    fn pages_follow_the_cursor_within_a_model_and_across_models() {
+        let path = tmp("pages");
+        let store = SqliteStore::open(&path).unwrap();
+        let mut tx = store.write().unwrap();
+        for m in ["A", "B", "C"] {
+            for i in 0..30 {
+                let id = crate::store::create(
+                    &mut *tx,
+                    m,
+                    &format!("k{i:02}"),
+                    &Map::new(),
+                    &[],
+                    Millis(1),
+                )
+                .unwrap();
+                if i % 3 == 0 {
+                    let mut b = tx.get_by_id(id).unwrap().unwrap().book;
+                    b.status = Status::Error;
+                    tx.put_book(id, &b, None).unwrap();
+                }
+            }
+        }
+        tx.commit().unwrap();
+        let keys = |q: PageQuery<'_>| -> Vec<String> {
+            store
+                .page(&q)
+                .unwrap()
+                .into_iter()
+                .map(|o| format!("{}/{}", o.model, o.key))
+                .collect()
+        };
+        // One model, one status, paged: every object once, in key order.
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = keys(PageQuery {
+                model: Some("B"),
+                status: Some(Status::Error),
+                after: after.as_deref().map(|k| ("B", k)),
+                limit: 4,
+                ..PageQuery::default()
+            });
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|n| n["B/".len()..].to_owned());
+            seen.extend(page);
+        }
+        let want: Vec<String> = (0..30).step_by(3).map(|i| format!("B/k{i:02}")).collect();
+        assert_eq!(seen, want);
+        // A cursor of an earlier model starts the model at its first key; of a later one,
+        // past its end.
+        let first = |am: &'static str| {
+            keys(PageQuery {
+                model: Some("B"),
+                after: Some((am, "k99")),
+                limit: 1,
+                ..PageQuery::default()
+            })
+        };
+        assert_eq!(first("A"), vec!["B/k00".to_owned()]);
+        assert!(first("C").is_empty());
+        // Without a model the cursor crosses from one model into the next.
+        assert_eq!(
+            keys(PageQuery {
+                after: Some(("A", "k29")),
+                limit: 2,
+                ..PageQuery::default()
+            }),
+            vec!["B/k00".to_owned(), "B/k01".to_owned()]
+        );
         std::fs::remove_dir_all(path.parent().unwrap()).ok();
     }
 
