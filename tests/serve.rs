@@ -437,11 +437,15 @@ fn metrics_count_runs_and_objects_and_move_after_a_sync() {
         "the runs were not counted: {}",
         scrape()
     );
-    let after = scrape();
-    assert_eq!(
-        sample(&after, "stepsync_objects{model=\"Site\",status=\"ok\"}"),
-        Some(2.0)
+    // A run is counted when it ends, its outcome shows in the store's counts once recorded.
+    let site_ok = "stepsync_objects{model=\"Site\",status=\"ok\"}";
+    assert!(
+        eventually(Duration::from_secs(10), || sample(&scrape(), site_ok)
+            == Some(2.0)),
+        "the objects gauge: {}",
+        scrape()
     );
+    let after = scrape();
     assert_eq!(
         sample(&after, "stepsync_objects{model=\"Site\",status=\"error\"}"),
         Some(1.0)
