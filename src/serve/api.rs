@@ -538,10 +538,11 @@ async fn retry_object(
 async fn object_files(
     State(state): State<Arc<AppState>>,
     ApiPath((model, key)): ApiPath<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SysFiles>, ApiError> {
     blocking(move || {
         let rec = found(&state, &model, &key)?;
-        Ok(masked(&state, &sys_files(&state, &rec)))
+        // `sys_files` masks each file's text already, for the dashboard too.
+        Ok(Json(sys_files(&state, &rec)))
     })
     .await
 }

@@ -2,6 +2,7 @@
 //! tree around it, and the files of its sys dir folder (recipes and run logs). One home, so
 //! the two views cannot disagree.
 
+use std::io::Read;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -138,17 +139,17 @@ pub(crate) fn sys_files(state: &AppState, obj: &ObjectRecord) -> SysFiles {
         names
             .into_iter()
             .map(|n| {
-                let text = std::fs::read(dir.join(&n))
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default();
-                let truncated = text.len() > FILE_LIMIT;
-                let mut end = text.len().min(FILE_LIMIT);
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
+                // Only what is shown is read: one byte past the limit tells it was cut.
+                let mut bytes = Vec::new();
+                let _ = std::fs::File::open(dir.join(&n))
+                    .and_then(|f| f.take(FILE_LIMIT as u64 + 1).read_to_end(&mut bytes));
+                let truncated = bytes.len() > FILE_LIMIT;
+                bytes.truncate(FILE_LIMIT);
+                // A multi-byte character cut at the limit shows as one replacement mark.
+                let text = String::from_utf8_lossy(&bytes);
                 SysFile {
                     name: format!("{prefix}{n}"),
-                    content: state.svc.secrets.mask(&text[..end]),
+                    content: state.svc.secrets.mask(&text),
                     truncated,
                 }
             })

@@ -558,6 +558,7 @@ fn with_work(conn: &Connection, path: &Path, model: &str) -> Result<Vec<ObjectRe
 fn waking(conn: &Connection, path: &Path) -> Result<Vec<ObjectRecord>, StoreError> {
     let run = || -> rusqlite::Result<Vec<ObjectRecord>> {
         let mut st = conn.prepare_cached(&format!(
+            // Two selects, so each uses its index (an OR of the two terms scans the table).
             "SELECT {COLUMNS} FROM objects WHERE status IN ('error', 'deferred')
              UNION SELECT {COLUMNS} FROM objects WHERE policy_error IS NOT NULL"
         ))?;
