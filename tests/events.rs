@@ -500,11 +500,16 @@ struct Daemon {
 
 impl Daemon {
     fn start(svc: &Service) -> Daemon {
+        Daemon::command(svc, "run")
+    }
+
+    /// `stepsync COMMAND` (`run` or `serve`), its output into a log file.
+    fn command(svc: &Service, command: &str) -> Daemon {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let log = svc.path().join(format!("daemon-{n}.log"));
         let f = File::create(&log).expect("log file");
         let child = svc
-            .command(&["run"])
+            .command(&[command])
             .env("STEPSYNC_LOG", "info")
             .stdout(f.try_clone().unwrap())
             .stderr(f)
@@ -1230,4 +1235,103 @@ fn nats_redelivered_messages_are_skipped() {
 #[test]
 fn kafka_redelivered_messages_are_skipped() {
     redelivery_is_skipped(Kind::Kafka);
+}
+
+// ---- 6. consumer lag in /metrics ---------------------------------------------------------
+
+/// One `GET /metrics` from `serve` at `addr` (no tokens: loopback only, open).
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The value of `stepsync_event_consumer_lag{step="event/count"}` in a scrape.
+fn lag(scrape: &str) -> Option<f64> {
+    let name = "stepsync_event_consumer_lag{step=\"event/count\"} ";
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Messages waiting when `serve` starts: the lag shows them being worked off and is 0 once
+/// every one is applied. NATS reports it per batch (at most 2,000 messages), Kafka each
+/// second from librdkafka's statistics: enough messages for Kafka to take a few seconds.
+fn consumer_lag(kind: Kind) {
+    let n = match kind {
+        Kind::Nats => 10_000,
+        Kind::Kafka => 60_000,
+    };
+    let bus = Bus::up(kind, "lag");
+    let topic = bus.topic("count", 1);
+    let svc = service(
+        &format!("{}-svc", bus.tag),
+        &bus,
+        COUNTERS,
+        &[("count", counter_step(&topic))],
+    );
+    let config = std::fs::read_to_string(svc.path().join("stepsync.yaml")).unwrap();
+    svc.file(
+        "stepsync.yaml",
+        &format!("{config}serve: {{listen: 127.0.0.1:0}}\n"),
+    );
+    bus.publish(&topic, &counter_msgs(0..n));
+    let d = Daemon::command(&svc, "serve");
+    let mut addr = String::new();
+    until(
+        "serve to listen",
+        Duration::from_secs(30),
+        || {
+            addr = d
+                .log()
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("serve: listening on http://"))
+                .unwrap_or_default()
+                .to_owned();
+            !addr.is_empty()
+        },
+        || d.log(),
+    );
+    let mut seen = Vec::new();
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let last = lag(&scrape(&addr));
+        seen.extend(last);
+        if last == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the lag did not come to 0 in 120 s; seen: {seen:?}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        seen.iter().any(|&l| l > 0.0 && l < n as f64),
+        "the lag never showed messages still to apply: {seen:?}"
+    );
+    // 0 is reported after the last batch's commit: every message is applied by then.
+    assert_applied_once(&svc, n);
+    d.stop();
+}
+
+#[test]
+fn nats_the_consumer_lag_is_in_metrics_and_comes_to_0() {
+    consumer_lag(Kind::Nats);
+}
+
+#[test]
+fn kafka_the_consumer_lag_is_in_metrics_and_comes_to_0() {
+    consumer_lag(Kind::Kafka);
 }

@@ -665,6 +665,42 @@ fn the_events_stream_delivers_a_change() {
     assert_eq!(http(&s.addr, "GET", "/api/v1/events", None).0, 401);
 }
 
+#[test]
+fn serve_stops_on_sigterm_while_an_events_stream_is_open() {
+    let server = TestServer::start();
+    let svc = service(&server, true);
+    let mut s = serve(&svc, &[]);
+    let mut conn = TcpStream::connect(&s.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READ}\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = BufReader::new(conn);
+    next_counts(&mut r, |_| true);
+    let t0 = Instant::now();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status();
+    let exited = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t0.elapsed() > Duration::from_secs(15) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let st = exited.expect("serve still runs 15 s after SIGTERM with an events stream open");
+    assert!(st.success(), "serve exited {st}");
+    // The stream was ended, not cut: its chunked body closes.
+    let mut rest = String::new();
+    let _ = r.read_to_string(&mut rest);
+    assert!(rest.ends_with("0\r\n\r\n"), "the stream's end: {rest:?}");
+}
+
 /// The schemathesis command: `STEPSYNC_SCHEMATHESIS`, else the PATH (scripts/test.sh
 /// installs it, `ensure_schemathesis`).
 fn schemathesis() -> String {

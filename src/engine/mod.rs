@@ -138,7 +138,7 @@ pub struct Engine {
     /// The digests of the service's definitions, for drift (SPEC §5.1 rule 4).
     pub definitions: Definitions,
     /// Told how each pass advances; the caller chooses it (`with_progress`), none by default.
-    progress: Arc<dyn progress::Progress>,
+    pub(crate) progress: Arc<dyn progress::Progress>,
     /// Payload watchers' runs in flight (SPEC §11).
     pub(crate) watch_runs: crate::steps::watch::Runs,
     /// Recent internal actuations per object, for the run-time loop guard (SPEC §15).

@@ -26,6 +26,12 @@ pub trait Progress: Send + Sync {
     fn run_finished(&self, model: &str, phase: &str, result: &str, secs: f64) {
         let _ = (model, phase, result, secs);
     }
+
+    /// The event step `step` has `behind` messages on its bus still to apply, as its
+    /// consumer learned with its last batch (0: caught up).
+    fn event_lag(&self, step: &str, behind: u64) {
+        let _ = (step, behind);
+    }
 }
 
 /// The default reporter: nothing is shown.

@@ -680,6 +680,8 @@ async fn events(
     impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
 > {
     use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt;
+    let mut stopping = state.stopping.subscribe();
     struct Cursor {
         state: Arc<AppState>,
         marker: Option<(i64, u64)>,
@@ -712,6 +714,9 @@ async fn events(
             }
             tokio::time::sleep(EVENTS_POLL).await;
         }
+    });
+    let stream = stream.take_until(async move {
+        let _ = stopping.wait_for(|s| *s).await;
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

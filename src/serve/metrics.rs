@@ -55,6 +55,7 @@ pub struct Metrics {
     step_last_success: Family<StepLabel, Gauge<f64, AtomicU64>>,
     step_failures: Family<StepLabel, Gauge>,
     dead_letters: Gauge,
+    event_lag: Family<StepLabel, Gauge>,
     lease_held: Gauge,
 }
 
@@ -123,6 +124,12 @@ impl Default for Metrics {
             "Event messages kept as dead letters",
             dead_letters.clone(),
         );
+        let event_lag = Family::<StepLabel, Gauge>::default();
+        registry.register(
+            "event_consumer_lag",
+            "Messages on the bus each event step has yet to apply, as of its last batch",
+            event_lag.clone(),
+        );
         let lease_held = Gauge::default();
         registry.register(
             "lease_held",
@@ -140,6 +147,7 @@ impl Default for Metrics {
             step_last_success,
             step_failures,
             dead_letters,
+            event_lag,
             lease_held,
         }
     }
@@ -178,6 +186,14 @@ impl Progress for Metrics {
             self.run_errors.get_or_create(&m).inc();
         }
         self.run_seconds.get_or_create(&m).observe(secs);
+    }
+
+    fn event_lag(&self, step: &str, behind: u64) {
+        self.event_lag
+            .get_or_create(&StepLabel {
+                step: step.to_owned(),
+            })
+            .set(i64::try_from(behind).unwrap_or(i64::MAX));
     }
 }
 

@@ -55,6 +55,9 @@ pub(crate) struct AppState {
     pub(crate) writes: std::sync::atomic::AtomicU64,
     /// Dashboard logins.
     pub(crate) sessions: auth::Sessions,
+    /// Turns true when the server stops: the events streams end then, since a graceful
+    /// shutdown waits for every connection and a stream would keep it waiting for ever.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -97,6 +100,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, crate::error::Error> {
 pub struct Listener {
     inner: tokio::net::TcpListener,
     app: Router,
+    state: Arc<AppState>,
 }
 
 impl Listener {
@@ -106,9 +110,11 @@ impl Listener {
 
     /// Serves until `stop` turns true.
     pub async fn serve(self, mut stop: tokio::sync::watch::Receiver<bool>) -> std::io::Result<()> {
+        let state = self.state;
         axum::serve(self.inner, self.app)
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;
+                state.stopping.send_replace(true);
             })
             .await
     }
@@ -154,10 +160,12 @@ pub async fn bind(
         metrics,
         writes: Default::default(),
         sessions: Default::default(),
+        stopping: tokio::sync::watch::Sender::new(false),
     });
     Ok(Listener {
         inner,
-        app: routes(state),
+        app: routes(state.clone()),
+        state,
     })
 }
 

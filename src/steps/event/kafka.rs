@@ -12,15 +12,26 @@ use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Message;
+use crate::engine::progress::Progress;
 
 /// How long a wait for messages goes before it asks whether librdkafka reported trouble.
 const CHECK: Duration = Duration::from_secs(2);
+/// How often librdkafka reports its statistics (milliseconds), where the consumer lag is.
+const STATS_EVERY: &str = "1000";
 
 /// librdkafka's errors and logs: into tracing, and the last error kept, so that a broker that
 /// cannot be reached shows in `status` (librdkafka itself only retries, silently).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Context {
     error: Arc<Mutex<Option<String>>>,
+    lag: Lag,
+}
+
+/// Where the consumer's lag goes: to whom, and which step (`event/<name>`) reads each topic.
+#[derive(Clone)]
+pub(super) struct Lag {
+    pub(super) to: Arc<dyn Progress>,
+    pub(super) steps: Vec<(String, String)>,
 }
 
 impl rdkafka::ClientContext for Context {
@@ -34,6 +45,30 @@ impl rdkafka::ClientContext for Context {
                 tracing::info!(facility = fac, "librdkafka: {message}")
             }
             _ => tracing::debug!(facility = fac, "librdkafka: {message}"),
+        }
+    }
+
+    /// librdkafka's statistics, every [`STATS_EVERY`]: each partition's `consumer_lag` is its
+    /// high watermark less the group's committed offset, and offsets are committed only after
+    /// the store commit, so the lag counts the messages not yet applied. Reported here, not
+    /// per batch, so it comes down to 0 once the stream is idle.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, owner) in &self.lag.steps {
+            let Some(t) = statistics.topics.get(topic) else {
+                continue;
+            };
+            // Partition -1 is librdkafka's internal one; a lag of -1 is not known yet (no
+            // offset committed).
+            let known: Vec<i64> = t
+                .partitions
+                .iter()
+                .filter(|(id, p)| **id >= 0 && p.consumer_lag >= 0)
+                .map(|(_, p)| p.consumer_lag)
+                .collect();
+            if !known.is_empty() {
+                let behind = known.iter().map(|&n| u64::try_from(n).unwrap_or(0)).sum();
+                self.lag.to.event_lag(owner, behind);
+            }
         }
     }
 
@@ -84,8 +119,12 @@ impl Source {
         endpoint: &str,
         group: &str,
         topics: &[String],
+        lag: Lag,
     ) -> Result<Source, String> {
-        let context = Context::default();
+        let context = Context {
+            error: Arc::default(),
+            lag,
+        };
         let consumer: StreamConsumer<Context> = ClientConfig::new()
             .set("bootstrap.servers", endpoint)
             .set("group.id", group)
@@ -99,6 +138,7 @@ impl Source {
             // that died at once, instead of waiting for the group to time the dead one out.
             .set("group.instance.id", group)
             .set("reconnect.backoff.max.ms", "5000")
+            .set("statistics.interval.ms", STATS_EVERY)
             .create_with_context(context.clone())
             .map_err(|e| format!("cannot create the Kafka consumer for {endpoint}: {e}"))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();

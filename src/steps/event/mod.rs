@@ -77,7 +77,14 @@ impl Source {
             }
             BusKind::Kafka => {
                 let topics: Vec<String> = steps.iter().map(|&i| events[i].topic.clone()).collect();
-                kafka::Source::connect(&bus.endpoint, &group, &topics).map(Source::Kafka)
+                let lag = kafka::Lag {
+                    to: engine.progress.clone(),
+                    steps: steps
+                        .iter()
+                        .map(|&i| (events[i].topic.clone(), events[i].owner()))
+                        .collect(),
+                };
+                kafka::Source::connect(&bus.endpoint, &group, &topics, lag).map(Source::Kafka)
             }
         }
     }
@@ -87,6 +94,15 @@ impl Source {
         match self {
             Source::Nats(s) => s.batch(BATCH, GATHER).await,
             Source::Kafka(s) => s.batch(BATCH, GATHER).await,
+        }
+    }
+
+    /// How many messages the consumer is behind, as of the last batch (NATS: JetStream's
+    /// pending count; Kafka reports its lag from librdkafka's statistics instead).
+    fn behind(&self) -> Option<u64> {
+        match self {
+            Source::Nats(s) => Some(s.behind()),
+            Source::Kafka(_) => None,
         }
     }
 
@@ -407,6 +423,12 @@ pub(crate) async fn run(
                             "batch committed"
                         )
                     });
+                    if let Some(behind) = source.behind() {
+                        for &i in &steps {
+                            let owner = engine.svc.stepdefs.events[i].owner();
+                            engine.progress.event_lag(&owner, behind);
+                        }
+                    }
                     if let Err(e) = source.ack().await {
                         span.in_scope(|| warn!(error = %e, "cannot acknowledge; the messages will come again and be skipped"));
                     }

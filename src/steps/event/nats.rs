@@ -17,6 +17,8 @@ pub(super) struct Source {
     stream: String,
     /// The last message of the last batch, acknowledged after the commit.
     last: Option<jetstream::Message>,
+    /// The messages JetStream still held for the consumer past the last one received.
+    behind: u64,
 }
 
 impl Source {
@@ -102,6 +104,7 @@ impl Source {
             messages,
             stream: stream_name,
             last: None,
+            behind: 0,
         })
     }
 
@@ -139,8 +142,14 @@ impl Source {
             pos: i64::try_from(info.stream_sequence).unwrap_or(i64::MAX),
             payload: m.payload.to_vec(),
         });
+        self.behind = info.pending;
         self.last = Some(m);
         Ok(())
+    }
+
+    /// How many messages the consumer is behind, as of the last message received.
+    pub(super) fn behind(&self) -> u64 {
+        self.behind
     }
 
     pub(super) async fn ack(&mut self) -> Result<(), String> {
