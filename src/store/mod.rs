@@ -4,6 +4,8 @@
 
 pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod suite;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
