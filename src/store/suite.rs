@@ -1407,12 +1407,24 @@ mod pg_only {
                 s.spawn(|| store.list(None).unwrap());
             }
         });
+        // Ends the store's connections and waits until they are gone: the server ends a
+        // backend after it answered, and one still there could take the next statement.
         let end = || {
             pg_admin(
                 "postgres",
                 format!(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
-                    b.db
+                    "DO $$ BEGIN
+                       PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
+                         WHERE datname = '{db}';
+                       FOR i IN 1..500 LOOP
+                         -- The view is read once a transaction unless told otherwise.
+                         PERFORM pg_stat_clear_snapshot();
+                         EXIT WHEN NOT EXISTS
+                           (SELECT 1 FROM pg_stat_activity WHERE datname = '{db}');
+                         PERFORM pg_sleep(0.01);
+                       END LOOP;
+                     END $$",
+                    db = b.db
                 ),
             );
         };
