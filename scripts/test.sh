@@ -27,6 +27,8 @@ ensure_ansible
 # listens there) and tansu, a Kafka-protocol broker each Kafka test starts on its own port.
 ensure_nats_server
 ensure_kafka_broker
+# The PostgreSQL store's half of the store suite: a server on 127.0.0.1:5432.
+ensure_postgres
 # The API fuzz test (tests/serve.rs) runs schemathesis against serve's OpenAPI document.
 ensure_schemathesis
 

@@ -224,7 +224,7 @@ fn default_defer_retry() -> Dur {
 ))]
 pub enum StoreUrl {
     Sqlite(PathBuf),
-    /// Planned (SPEC §11); accepted in the file so configs can be written ahead of time.
+    /// A PostgreSQL database (SPEC §17), as the `postgres` client takes it.
     Postgres(String),
 }
 
@@ -256,6 +256,20 @@ impl std::fmt::Display for StoreUrl {
                 let (auth, host) = match rest.split_once('@') {
                     Some((a, h)) => (Some(a), h),
                     None => (None, rest),
+                };
+                // The client also takes a password as a query parameter.
+                let host = match host.split_once('?') {
+                    Some((h, query)) => {
+                        let params: Vec<String> = query
+                            .split('&')
+                            .map(|p| match p.split_once('=') {
+                                Some(("password", _)) => "password=********".to_owned(),
+                                _ => p.to_owned(),
+                            })
+                            .collect();
+                        format!("{h}?{}", params.join("&"))
+                    }
+                    None => host.to_owned(),
                 };
                 match auth.map(|a| a.split_once(':').map_or(a, |(user, _)| user)) {
                     Some(user) if auth.is_some_and(|a| a.contains(':')) => {
@@ -528,6 +542,10 @@ mod tests {
         );
         assert_eq!(shown("postgres://sync@db/x"), "postgres://sync@db/x");
         assert_eq!(shown("postgresql://db/x"), "postgresql://db/x");
+        assert_eq!(
+            shown("postgres://sync@db/x?sslmode=disable&password=hunter2"),
+            "postgres://sync@db/x?sslmode=disable&password=********"
+        );
         assert_eq!(shown("sqlite:a.db"), "sqlite:a.db");
     }
 

@@ -11,7 +11,7 @@ use crate::model::deps::load_model_deps;
 use crate::model::{Model, ModelGraph, Schema};
 use crate::secrets::Secrets;
 use crate::stepdef::Stepdefs;
-use crate::store::{SqliteStore, Store};
+use crate::store::{PostgresStore, SqliteStore, Store};
 use crate::template::Templates;
 
 pub const SCHEMAS_DIR: &str = "schemas";
@@ -171,11 +171,7 @@ impl Service {
     pub fn open_store(&self) -> Result<Box<dyn Store>> {
         let store: Box<dyn Store> = match &self.config.store {
             StoreUrl::Sqlite(p) => Box::new(SqliteStore::open(&self.config.resolve(&self.dir, p))?),
-            StoreUrl::Postgres(_) => {
-                return Err(Error::failed(
-                    "the PostgreSQL store is planned but not built yet; use `store: sqlite:PATH`",
-                ));
-            }
+            StoreUrl::Postgres(url) => Box::new(PostgresStore::open(url)?),
         };
         store.set_triggers(Arc::new(self.stepdefs.triggers()));
         Ok(store)

@@ -97,3 +97,35 @@ ensure_nats_server() {
   echo "${INSTALL_BY:-install}: nats-server did not start (see /var/log/nats-server.log)" >&2
   return 1
 }
+
+# ensure_postgres: PostgreSQL on 127.0.0.1:5432 for the PostgreSQL store's tests (the store
+# suite, src/store/suite.rs: user postgres, trust auth on loopback, as this project's
+# machines have it), started when nothing listens there and installed when missing. The
+# suite reads STEPSYNC_TEST_POSTGRES for another server.
+pg_listening() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+ensure_postgres() {
+  [ -n "${STEPSYNC_TEST_POSTGRES:-}" ] && return 0
+  pg_listening && return 0
+  local fresh= version hba i
+  if ! command -v pg_ctlcluster >/dev/null 2>&1 || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    apt_install postgresql
+    fresh=1
+  fi
+  version="$(ls /etc/postgresql | sort -V | tail -n1)"
+  hba="/etc/postgresql/$version/main/pg_hba.conf"
+  # Debian's own cluster asks for passwords over TCP; the tests connect as postgres without
+  # one. Only a cluster installed here is changed.
+  if [ -n "$fresh" ] && ! grep -q '^host all postgres 127.0.0.1/32 trust' "$hba"; then
+    as_root sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+  fi
+  echo "${INSTALL_BY:-install}: starting PostgreSQL $version on 127.0.0.1:5432" >&2
+  # An install may have started it already (then the trust line needs a reload).
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
+    || as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+  for i in $(seq 1 100); do
+    pg_listening && return 0
+    sleep 0.1
+  done
+  echo "${INSTALL_BY:-install}: PostgreSQL did not start (see /var/log/postgresql/)" >&2
+  return 1
+}

@@ -74,10 +74,19 @@ impl Engine {
         let (edit_tx, mut edits) = mpsc::channel::<()>(1);
         let _svc_watcher = self.watch_service(edit_tx);
         if _watcher.is_none() {
-            warn!(
-                "file events unavailable; checking the store every {} ms",
-                FALLBACK_POLL.as_millis()
-            );
+            // A store without a file (PostgreSQL) is polled by design; a file that cannot
+            // be watched is worth a warning.
+            if self.store.watch_path().is_some() {
+                warn!(
+                    "file events unavailable; checking the store every {} ms",
+                    FALLBACK_POLL.as_millis()
+                );
+            } else {
+                info!(
+                    "checking the store for other processes' changes every {} ms",
+                    FALLBACK_POLL.as_millis()
+                );
+            }
         }
         let mut marker = self.store.change_marker()?;
         let mut stop = stop_rx.clone();

@@ -1,14 +1,18 @@
 //! The data model store. The [`Store`] trait is what the engine and commands use; SQLite is
-//! the embedded implementation. Writes go through a [`WriteTx`] so an apply is all or
-//! nothing, and a PostgreSQL store with several workers can implement the same calls.
+//! the embedded implementation, PostgreSQL the shared one (SPEC §17). Writes go through a
+//! [`WriteTx`] so an apply is all or nothing.
 
+pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod suite;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 // The bookkeeping types are the state machine's; the store persists them.
@@ -24,6 +28,13 @@ pub enum StoreError {
         path: String,
         #[source]
         source: rusqlite::Error,
+    },
+    /// `url` is shown without its password.
+    #[error("store {url}: {source}")]
+    Postgres {
+        url: String,
+        #[source]
+        source: ::postgres::Error,
     },
     #[error("store {path}: {message}")]
     Invalid { path: String, message: String },

@@ -1322,6 +1322,8 @@ impl WriteTx for SqliteTx<'_> {
     }
 }
 
+// The behaviour both stores share is tested once for both, in `super::suite`; these are
+// SQLite's own.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1373,38 +1375,6 @@ mod tests {
     }
 
     #[test]
-    fn insert_update_and_rollback() {
-        let path = tmp("basic");
-        let store = SqliteStore::open(&path).unwrap();
-        let mut fields = Map::new();
-        fields.insert("name".into(), Value::from("a"));
-        let mut tx = store.write().unwrap();
-        let id = crate::store::create(&mut *tx, "Site", "a", &fields, &[], Millis(1000)).unwrap();
-        tx.commit().unwrap();
-        let rec = store.get("Site", "a").unwrap().unwrap();
-        assert_eq!(
-            (rec.id, rec.book.generation, rec.book.status),
-            (id, 1, Status::Pending)
-        );
-
-        // Dropped without commit: nothing changes.
-        let mut tx = store.write().unwrap();
-        crate::store::change(&mut *tx, id, &fields, &[], Millis(2000)).unwrap();
-        drop(tx);
-        assert_eq!(store.get("Site", "a").unwrap().unwrap().book.generation, 1);
-
-        let mut tx = store.write().unwrap();
-        crate::store::change(&mut *tx, id, &fields, &[], Millis(2000)).unwrap();
-        tx.commit().unwrap();
-        assert_eq!(store.get("Site", "a").unwrap().unwrap().book.generation, 2);
-        assert_eq!(
-            store.get("Site", "a").unwrap().unwrap().book.updated,
-            Millis(2000)
-        );
-        std::fs::remove_dir_all(path.parent().unwrap()).ok();
-    }
-
-    #[test]
     fn version_1_stores_get_their_pending_marks() {
         let path = tmp("v1");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -1422,101 +1392,6 @@ mod tests {
         }
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.counts().unwrap().pending, 1);
-        std::fs::remove_dir_all(path.parent().unwrap()).ok();
-    }
-
-    #[test]
-    fn pages_follow_the_cursor_within_a_model_and_across_models() {
-        let path = tmp("pages");
-        let store = SqliteStore::open(&path).unwrap();
-        let mut tx = store.write().unwrap();
-        for m in ["A", "B", "C"] {
-            for i in 0..30 {
-                let id = crate::store::create(
-                    &mut *tx,
-                    m,
-                    &format!("k{i:02}"),
-                    &Map::new(),
-                    &[],
-                    Millis(1),
-                )
-                .unwrap();
-                if i % 3 == 0 {
-                    let mut b = tx.get_by_id(id).unwrap().unwrap().book;
-                    b.status = Status::Error;
-                    tx.put_book(id, &b, None).unwrap();
-                }
-            }
-        }
-        tx.commit().unwrap();
-        let keys = |q: PageQuery<'_>| -> Vec<String> {
-            store
-                .page(&q)
-                .unwrap()
-                .into_iter()
-                .map(|o| format!("{}/{}", o.model, o.key))
-                .collect()
-        };
-        // One model, one status, paged: every object once, in key order.
-        let mut seen = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = keys(PageQuery {
-                model: Some("B"),
-                status: Some(Status::Error),
-                after: after.as_deref().map(|k| ("B", k)),
-                limit: 4,
-                ..PageQuery::default()
-            });
-            if page.is_empty() {
-                break;
-            }
-            after = page.last().map(|n| n["B/".len()..].to_owned());
-            seen.extend(page);
-        }
-        let want: Vec<String> = (0..30).step_by(3).map(|i| format!("B/k{i:02}")).collect();
-        assert_eq!(seen, want);
-        // A cursor of an earlier model starts the model at its first key; of a later one,
-        // past its end.
-        let first = |am: &'static str| {
-            keys(PageQuery {
-                model: Some("B"),
-                after: Some((am, "k99")),
-                limit: 1,
-                ..PageQuery::default()
-            })
-        };
-        assert_eq!(first("A"), vec!["B/k00".to_owned()]);
-        assert!(first("C").is_empty());
-        // Without a model the cursor crosses from one model into the next.
-        assert_eq!(
-            keys(PageQuery {
-                after: Some(("A", "k29")),
-                limit: 2,
-                ..PageQuery::default()
-            }),
-            vec!["B/k00".to_owned(), "B/k01".to_owned()]
-        );
-        std::fs::remove_dir_all(path.parent().unwrap()).ok();
-    }
-
-    #[test]
-    fn reopening_keeps_data_and_refuses_newer_schema() {
-        let path = tmp("reopen");
-        {
-            let store = SqliteStore::open(&path).unwrap();
-            let mut tx = store.write().unwrap();
-            crate::store::create(&mut *tx, "Site", "a", &Map::new(), &[], Millis(1)).unwrap();
-            tx.commit().unwrap();
-        }
-        let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.list(None).unwrap().len(), 1);
-        drop(store);
-        let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", 99).unwrap();
-        drop(conn);
-        let err = SqliteStore::open(&path).err().unwrap();
-        assert!(err.to_string().contains("newer stepsync"), "{err}");
         std::fs::remove_dir_all(path.parent().unwrap()).ok();
     }
 
