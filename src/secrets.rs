@@ -13,6 +13,9 @@ pub const MASK: &str = "********";
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
     values: BTreeMap<String, Result<String, String>>,
+    /// What [`Secrets::mask`] looks for, worked out on first use: `serve` masks every string
+    /// of every answer, and building these per string was most of a masked page's cost.
+    forms: std::sync::OnceLock<Vec<String>>,
 }
 
 /// The value `src` names (an environment variable, or a file's content without its final
@@ -35,7 +38,10 @@ impl Secrets {
             .iter()
             .map(|(name, src)| (name.clone(), read(src, dir, &format!("secret `{name}`"))))
             .collect();
-        Secrets { values }
+        Secrets {
+            values,
+            forms: Default::default(),
+        }
     }
 
     /// The value of `name`, or why there is none.
@@ -98,17 +104,28 @@ impl Secrets {
     /// secret takes inside a JSON string.
     pub fn mask(&self, text: &str) -> String {
         let mut out = text.to_owned();
-        for (_, v) in self.known() {
-            let escaped = serde_json::to_string(v).unwrap_or_default();
-            let mut forms = vec![v.to_owned(), escaped.trim_matches('"').to_owned()];
-            forms.extend(Self::base64_cores(v));
-            for form in forms {
-                if !form.is_empty() && out.contains(&form) {
-                    out = out.replace(&form, MASK);
-                }
+        for form in self.forms() {
+            if out.contains(form.as_str()) {
+                out = out.replace(form.as_str(), MASK);
             }
         }
         out
+    }
+
+    /// Every form of every secret, in the order masking replaces them: secret by secret,
+    /// longest first, each as itself, as its JSON-escaped text and as its base64 cores.
+    fn forms(&self) -> &[String] {
+        self.forms.get_or_init(|| {
+            let mut all = Vec::new();
+            for (_, v) in self.known() {
+                let escaped = serde_json::to_string(v).unwrap_or_default();
+                all.push(v.to_owned());
+                all.push(escaped.trim_matches('"').to_owned());
+                all.extend(Self::base64_cores(v));
+            }
+            all.retain(|f| !f.is_empty());
+            all
+        })
     }
 
     /// `v` with every secret masked in each string it holds (keys too), value by value, so
@@ -176,7 +193,10 @@ mod tests {
         values.insert("tok".to_owned(), Ok("s3cr3t".to_owned()));
         values.insert("long".to_owned(), Ok("s3cr3t-and-more".to_owned()));
         values.insert("gone".to_owned(), Err("missing".to_owned()));
-        Secrets { values }
+        Secrets {
+            values,
+            forms: Default::default(),
+        }
     }
 
     #[test]
@@ -193,7 +213,10 @@ mod tests {
         let mut values = BTreeMap::new();
         // A secret with a quote: masking the JSON text would miss its escaped form's edges.
         values.insert("q".to_owned(), Ok("pa\"ss".to_owned()));
-        let s = Secrets { values };
+        let s = Secrets {
+            values,
+            forms: Default::default(),
+        };
         let v = serde_json::json!({"a": ["x pa\"ss y", 1], "pa\"ss": {"b": "pa\"ss"}});
         assert_eq!(
             s.mask_json(&v),
