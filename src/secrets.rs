@@ -112,6 +112,11 @@ impl Secrets {
         out
     }
 
+    /// Whether there is nothing to mask: no secret with a value.
+    pub fn is_empty(&self) -> bool {
+        self.forms().is_empty()
+    }
+
     /// Every form of every secret, in the order masking replaces them: secret by secret,
     /// longest first, each as itself, as its JSON-escaped text and as its base64 cores.
     fn forms(&self) -> &[String] {
