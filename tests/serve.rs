@@ -637,12 +637,9 @@ fn next_counts(r: &mut impl BufRead, want: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
-#[test]
-fn the_events_stream_delivers_a_change() {
-    let server = TestServer::start();
-    let svc = service(&server, true);
-    let s = serve(&svc, &[]);
-    let mut conn = TcpStream::connect(&s.addr).unwrap();
+/// `GET /api/v1/events` with the read token, on a connection of its own, ready to read.
+fn events_stream(addr: &str) -> BufReader<TcpStream> {
+    let mut conn = TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     write!(
@@ -650,7 +647,15 @@ fn the_events_stream_delivers_a_change() {
         "GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READ}\r\n\r\n"
     )
     .unwrap();
-    let mut r = BufReader::new(conn);
+    BufReader::new(conn)
+}
+
+#[test]
+fn the_events_stream_delivers_a_change() {
+    let server = TestServer::start();
+    let svc = service(&server, true);
+    let s = serve(&svc, &[]);
+    let mut r = events_stream(&s.addr);
     let mut status = String::new();
     r.read_line(&mut status).unwrap();
     assert!(status.contains(" 200 "), "{status}");
@@ -670,15 +675,7 @@ fn serve_stops_on_sigterm_while_an_events_stream_is_open() {
     let server = TestServer::start();
     let svc = service(&server, true);
     let mut s = serve(&svc, &[]);
-    let mut conn = TcpStream::connect(&s.addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    write!(
-        conn,
-        "GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READ}\r\n\r\n"
-    )
-    .unwrap();
-    let mut r = BufReader::new(conn);
+    let mut r = events_stream(&s.addr);
     next_counts(&mut r, |_| true);
     let t0 = Instant::now();
     let _ = std::process::Command::new("kill")
