@@ -1334,46 +1334,6 @@ mod tests {
         d.join("state.db")
     }
 
-    /// SPEC §5.5: no command ever shows "database is locked". Many connections opening one
-    /// fresh file at once race to create it, switch it to WAL and migrate it; each then
-    /// reads and writes.
-    #[test]
-    fn many_openers_of_a_fresh_store_at_once_never_see_a_lock() {
-        let mut failures = Vec::new();
-        for round in 0..20 {
-            let path = tmp(&format!("race{round}"));
-            let start = std::sync::Arc::new(std::sync::Barrier::new(16));
-            let threads: Vec<_> = (0..16)
-                .map(|i| {
-                    let (path, start) = (path.clone(), start.clone());
-                    std::thread::spawn(move || -> Result<(), StoreError> {
-                        start.wait();
-                        let store = SqliteStore::open(&path)?;
-                        store.counts()?;
-                        let mut tx = store.write()?;
-                        let book = bookkeeping::created(Millis(1));
-                        tx.insert("Site", &format!("s{i}"), &Map::new(), &[], &book)?;
-                        tx.commit()?;
-                        store.list(None)?;
-                        Ok(())
-                    })
-                })
-                .collect();
-            for t in threads {
-                if let Err(e) = t.join().expect("thread") {
-                    failures.push(e.to_string());
-                }
-            }
-            let _ = std::fs::remove_dir_all(path.parent().unwrap());
-        }
-        assert!(
-            failures.is_empty(),
-            "{} failures: {:?}",
-            failures.len(),
-            &failures[..failures.len().min(5)]
-        );
-    }
-
     #[test]
     fn version_1_stores_get_their_pending_marks() {
         let path = tmp("v1");
