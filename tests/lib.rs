@@ -35,6 +35,7 @@ mod serve;
 mod service;
 mod validate;
 mod watchers;
+mod workers;
 
 /// With `autotests = false`, a `tests/*.rs` file not listed above would silently never run.
 #[test]

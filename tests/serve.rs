@@ -617,19 +617,30 @@ fn a_retry_through_the_api_reaches_the_backend_before_the_backoff_would() {
 
 /// Reads server-sent events from `r` until one `counts` event's data satisfies `want`.
 fn next_counts(r: &mut impl BufRead, want: impl Fn(&Value) -> bool) -> Value {
-    let mut event = String::new();
+    next_event(r, "counts", want)
+}
+
+/// Reads the stream up to the next `event` whose JSON data `want` takes; that data.
+fn next_event(r: &mut impl BufRead, event: &str, want: impl Fn(&Value) -> bool) -> Value {
+    let mut name = String::new();
+    // The stream's keep-alive comments defeat the read timeout: a deadline of its own.
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        assert!(
+            Instant::now() < deadline,
+            "no {event} event as wanted within 30 s"
+        );
         let mut line = String::new();
         let n = r.read_line(&mut line).expect("read the event stream");
         assert!(n > 0, "the event stream ended");
         let line = line.trim_end();
         // Chunked transfer: the chunk sizes come as lines of their own.
         if let Some(e) = line.strip_prefix("event: ") {
-            event = e.to_owned();
+            e.clone_into(&mut name);
         } else if let Some(d) = line.strip_prefix("data: ")
-            && event == "counts"
+            && name == event
         {
-            let v: Value = serde_json::from_str(d).expect("counts are JSON");
+            let v: Value = serde_json::from_str(d).expect("event data is JSON");
             if want(&v) {
                 return v;
             }
@@ -664,8 +675,31 @@ fn the_events_stream_delivers_a_change() {
     // A change by another process, then its sync, arrive on the stream.
     svc.file("objects.yaml", "Site:\n  - {name: a}\n");
     svc.ok(&["apply", "-f", "objects.yaml"]);
+    // Object by object (a poll sends the objects' changes before the counts they make):
+    // Site/a as its sync left it, then the counts.
+    let a = next_event(&mut r, "object", |v| v["key"] == "a" && v["status"] == "ok");
+    assert_eq!(a["model"], "Site", "{a}");
     let v = next_counts(&mut r, |v| v["Site"]["ok"] == 1);
     assert_eq!(v["Site"].as_object().unwrap().len(), 1, "{v}");
+    assert_eq!(
+        (&a["purged"], &a["deleted"]),
+        (&json!(false), &json!(false))
+    );
+    // A failure shows with its message, the secret in it masked.
+    server.respond("PUT", "/sites/b", 500, &format!("no {SECRET} here"));
+    svc.file("objects.yaml", "Site:\n  - {name: a}\n  - {name: b}\n");
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let b = next_event(&mut r, "object", |v| {
+        v["key"] == "b" && v["status"] == "error"
+    });
+    let message = b["message"].as_str().unwrap();
+    assert!(message.contains("500"), "{b}");
+    assert!(!message.contains(SECRET), "the secret in an event: {b}");
+    assert!(b["rev"].as_i64() > a["rev"].as_i64(), "{a} then {b}");
+    // A delete: the object goes, and the stream says it is gone.
+    svc.file("objects.yaml", "Site:\n  - {name: b}\n");
+    svc.ok(&["apply", "-f", "objects.yaml", "--prune"]);
+    next_event(&mut r, "object", |v| v["key"] == "a" && v["purged"] == true);
     // Without a token: 401, no stream.
     assert_eq!(http(&s.addr, "GET", "/api/v1/events", None).0, 401);
 }

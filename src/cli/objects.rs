@@ -196,6 +196,8 @@ pub(crate) fn status(dir: &Path, format: StatusFormat, out: &mut dyn Write) -> R
         watchers: store.watcher_statuses()?,
         feeds: store.feed_statuses()?,
         dead: store.dead_letters(limit)?,
+        workers: store.workers()?,
+        lease: store.lease()?,
     };
     let text = match format {
         StatusFormat::Table => status_report(&svc.schema, &objs, &mismatches, &steps, false),
@@ -277,11 +279,22 @@ fn status_json(
             })
         })
         .collect();
+    let workers: Vec<serde_json::Value> = steps
+        .workers
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "name": w.name, "host": w.host, "pid": w.pid, "since": w.since,
+                "heartbeat": w.heartbeat, "claims": w.claims, "leads": steps.leads(w),
+            })
+        })
+        .collect();
     serde_json::json!({
         "models": models, "errors": errors, "mismatches": mismatches,
         "policy_errors": policy_errors, "watchers": watchers,
         "pull_steps": of("pull/"), "event_steps": of("event/"),
         "dead_letters": {"total": steps.dead.0, "newest": dead},
+        "workers": workers,
     })
 }
 

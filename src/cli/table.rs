@@ -147,6 +147,18 @@ pub(crate) struct Steps {
     pub(crate) watchers: Vec<stepsync::store::StepStatus>,
     pub(crate) feeds: Vec<stepsync::store::StepStatus>,
     pub(crate) dead: (usize, Vec<stepsync::store::DeadLetter>),
+    /// The workers of a shared store, and which of them leads (holds the runner lease).
+    pub(crate) workers: Vec<stepsync::store::WorkerInfo>,
+    pub(crate) lease: Option<stepsync::store::Lease>,
+}
+
+impl Steps {
+    /// Whether `w` holds the runner lease, so leads (SPEC §17).
+    pub(crate) fn leads(&self, w: &stepsync::store::WorkerInfo) -> bool {
+        self.lease
+            .as_ref()
+            .is_some_and(|l| l.pid == w.pid && l.host == w.host && l.expires > Millis::now())
+    }
 }
 
 /// `stepsync status`: counts per model and status, then every object in error with its
@@ -264,6 +276,21 @@ pub(crate) fn status_report(
             }
             out.push_str(&line);
             out.push('\n');
+        }
+    }
+    if !steps.workers.is_empty() {
+        out.push_str("\nWorkers:\n");
+        for w in &steps.workers {
+            let ago = Millis::now().0.saturating_sub(w.heartbeat.0) as f64 / 1000.0;
+            let lead = if steps.leads(w) { ", leads" } else { "" };
+            out.push_str(&format!(
+                "  {} (pid {} on {}{lead}): {} claim{}, heartbeat {ago:.1} s ago\n",
+                w.name,
+                w.pid,
+                w.host,
+                w.claims,
+                if w.claims == 1 { "" } else { "s" }
+            ));
         }
     }
     let (dead, newest) = &steps.dead;

@@ -44,7 +44,7 @@ impl Engine {
         self: &Arc<Self>,
         reload: &(dyn Fn() -> Result<Engine> + Sync),
     ) -> Result<()> {
-        let _lease = self.lease()?;
+        let _part = self.take_part()?;
         info!(
             service = %self.svc.config.name,
             store = %self.svc.config.store,
@@ -93,10 +93,20 @@ impl Engine {
         // Pull and event steps write on their own timers and streams; each write they
         // make wakes the loop.
         let (fed_tx, mut fed) = mpsc::channel::<()>(1);
-        let mut feeds = crate::steps::Feeds::start(&engine, &fed_tx);
+        // Only the leader runs them on a shared store (SPEC §17); a worker that comes to lead
+        // starts them before its next pass.
+        let mut feeds = engine
+            .leads()
+            .then(|| crate::steps::Feeds::start(&engine, &fed_tx));
         loop {
             if *stop.borrow() {
                 break;
+            }
+            if feeds.is_none() && engine.leads() {
+                feeds = Some(crate::steps::Feeds::start(&engine, &fed_tx));
+            } else if feeds.is_some() && !engine.leads() {
+                // Demoted (paused past the ttl, another worker leads now).
+                feeds = None;
             }
             let mut done = HashSet::new();
             let wake = super::scheduler::Wake {
@@ -144,9 +154,11 @@ impl Engine {
                         match tokio::task::block_in_place(reload) {
                             Ok(e) => {
                                 info!("service files changed; running on the new definitions");
-                                engine = Arc::new(e);
+                                engine = Arc::new(e.with_worker(&engine));
                                 drop(feeds);
-                                feeds = crate::steps::Feeds::start(&engine, &fed_tx);
+                                feeds = engine
+                                    .leads()
+                                    .then(|| crate::steps::Feeds::start(&engine, &fed_tx));
                                 break;
                             }
                             Err(e) => warn!(error = %e, "service files changed but do not load; keeping the running definitions"),

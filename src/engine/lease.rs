@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::error::{Error, Result};
 use crate::store::{Lease, Millis, Store};
@@ -43,12 +43,17 @@ fn pid_alive(pid: u32) -> bool {
     std::path::Path::new("/proc").join(pid.to_string()).exists()
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// This process's name as a lease holder and a worker: host, pid and start time.
+pub(crate) fn process_name(now: Millis) -> String {
+    format!("{}:{}:{}", hostname(), std::process::id(), now.0)
 }
 
 /// A held lease: renewed in the background while it lives, released when dropped.
@@ -58,13 +63,42 @@ pub(crate) struct LeaseGuard {
     renewer: tokio::task::JoinHandle<()>,
 }
 
+/// What a holder does when a renewal finds the lease taken by another (it was paused or
+/// cut off past its ttl).
+pub(crate) enum OnLost {
+    /// The one runner of a store: stops before any outcome of its can overwrite the new
+    /// runner's work.
+    Exit,
+    /// A leading worker of a shared store: it stops leading (this turns false) and goes on
+    /// as a worker, its outcomes fenced by their claims.
+    Demote(Arc<std::sync::atomic::AtomicBool>),
+}
+
 /// Takes the store's lease for this process, or says who holds it.
 pub(crate) fn acquire(store: Arc<dyn Store>, ttl: Duration) -> Result<LeaseGuard> {
+    match try_acquire(store, ttl, OnLost::Exit)? {
+        Ok(guard) => Ok(guard),
+        Err(l) => Err(Error::failed(format!(
+            "store is driven by another stepsync run (pid {} on host {}, since {})",
+            l.pid,
+            l.host,
+            l.since.rfc3339()
+        ))),
+    }
+}
+
+/// Takes the store's lease for this process when nobody else holds it; the holder's lease
+/// when another live runner does.
+pub(crate) fn try_acquire(
+    store: Arc<dyn Store>,
+    ttl: Duration,
+    on_lost: OnLost,
+) -> Result<std::result::Result<LeaseGuard, Lease>> {
     let now = Millis::now();
     let pid = std::process::id();
     let host = hostname();
     let me = Lease {
-        holder: format!("{host}:{pid}:{}", now.0),
+        holder: process_name(now),
         pid,
         host,
         since: now,
@@ -74,20 +108,13 @@ pub(crate) fn acquire(store: Arc<dyn Store>, ttl: Duration) -> Result<LeaseGuard
     for _ in 0..2 {
         let found = store.lease()?;
         match verdict(found.as_ref(), &me, now, pid_alive) {
-            Verdict::Held(l) => {
-                return Err(Error::failed(format!(
-                    "store is driven by another stepsync run (pid {} on host {}, since {})",
-                    l.pid,
-                    l.host,
-                    l.since.rfc3339()
-                )));
-            }
+            Verdict::Held(l) => return Ok(Err(l)),
             Verdict::Take => {
                 if store.swap_lease(found.as_ref(), Some(&me))? {
                     if let Some(old) = found.filter(|l| l.holder != me.holder) {
                         info!(pid = old.pid, host = %old.host, "took over the lease of a runner that is gone");
                     }
-                    return Ok(start(store, me, ttl));
+                    return Ok(Ok(start(store, me, ttl, on_lost)));
                 }
             }
         }
@@ -97,7 +124,7 @@ pub(crate) fn acquire(store: Arc<dyn Store>, ttl: Duration) -> Result<LeaseGuard
     ))
 }
 
-fn start(store: Arc<dyn Store>, me: Lease, ttl: Duration) -> LeaseGuard {
+fn start(store: Arc<dyn Store>, me: Lease, ttl: Duration, on_lost: OnLost) -> LeaseGuard {
     let lease = Arc::new(std::sync::Mutex::new(me));
     let renewer = {
         let (store, lease) = (store.clone(), lease.clone());
@@ -121,12 +148,19 @@ fn start(store: Arc<dyn Store>, me: Lease, ttl: Duration) -> LeaseGuard {
                 };
                 match swapped {
                     Ok(Ok(true)) => *lease.lock().unwrap_or_else(|p| p.into_inner()) = renewed,
-                    Ok(Ok(false)) => {
+                    Ok(Ok(false)) => match &on_lost {
                         // Another runner took the store over (this one was paused past its
                         // ttl): stop before any outcome of ours can overwrite its work.
-                        error!("lost the store's lease to another stepsync run; stopping");
-                        std::process::exit(1);
-                    }
+                        OnLost::Exit => {
+                            error!("lost the store's lease to another stepsync run; stopping");
+                            std::process::exit(1);
+                        }
+                        OnLost::Demote(leads) => {
+                            warn!("lost the lead to another worker; going on as a worker");
+                            leads.store(false, std::sync::atomic::Ordering::SeqCst);
+                            return;
+                        }
+                    },
                     // A store error is retried on the next tick, well before the ttl ends.
                     Ok(Err(e)) => error!(error = %e, "cannot renew the store's lease"),
                     Err(e) => error!(error = %e, "the lease renewal task failed"),

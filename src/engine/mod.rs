@@ -8,6 +8,7 @@ mod lease;
 pub mod progress;
 mod queue;
 pub mod scheduler;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -143,6 +144,26 @@ pub struct Engine {
     pub(crate) watch_runs: crate::steps::watch::Runs,
     /// Recent internal actuations per object, for the run-time loop guard (SPEC §15).
     pub(crate) loops: crate::steps::guard::Guard,
+    /// This process as one of several workers of a shared store (SPEC §17): its claims and
+    /// whether it leads. `None` outside `run` and `serve`, and on a store one runner drives.
+    /// Set once, when the process takes its part ([`Engine::take_part`]).
+    pub(crate) worker: std::sync::OnceLock<Arc<worker::Worker>>,
+}
+
+/// What a process holds while it drives the store ([`Engine::take_part`]).
+pub(crate) enum Part {
+    Runner(#[allow(dead_code)] lease::LeaseGuard),
+    /// The worker (also the engine's) and the renewal of its claims.
+    Worker(Arc<worker::Worker>, tokio::task::JoinHandle<()>),
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        if let Part::Worker(w, renewer) = self {
+            renewer.abort();
+            w.stop();
+        }
+    }
 }
 
 impl Engine {
@@ -167,6 +188,7 @@ impl Engine {
             progress: Arc::new(progress::NoProgress),
             watch_runs: Default::default(),
             loops: Default::default(),
+            worker: std::sync::OnceLock::new(),
         })
     }
 
@@ -176,9 +198,35 @@ impl Engine {
         self
     }
 
-    /// Takes the store's runner lease for as long as the guard lives (SPEC §5.5).
-    pub(crate) fn lease(&self) -> Result<lease::LeaseGuard> {
-        lease::acquire(self.store.clone(), self.svc.config.lease.ttl.0)
+    /// Takes this process's part in driving the store for as long as the guard lives: the
+    /// runner lease on a store one runner drives (SPEC §5.5, refused while another runner
+    /// holds it), or a worker's registration and claims on a shared one (SPEC §17), which
+    /// the engine then uses (and so do engines made with [`Engine::with_worker`]).
+    pub(crate) fn take_part(&self) -> Result<Part> {
+        let ttl = self.svc.config.lease.ttl.0;
+        if !self.store.shared() {
+            return Ok(Part::Runner(lease::acquire(self.store.clone(), ttl)?));
+        }
+        let w = worker::Worker::register(self.store.clone(), ttl)?;
+        if self.worker.set(w.clone()).is_err() {
+            return Err(Error::failed("this engine already drives the store"));
+        }
+        let renewer = w.keep_renewed();
+        Ok(Part::Worker(w, renewer))
+    }
+
+    /// This engine as the same worker as `other` (a reload keeps its claims and lead).
+    pub(crate) fn with_worker(self, other: &Engine) -> Engine {
+        if let Some(w) = other.worker.get() {
+            let _ = self.worker.set(w.clone());
+        }
+        self
+    }
+
+    /// Whether this process runs the pull and event steps, watchers and policies: the one
+    /// runner, or the leading worker.
+    pub(crate) fn leads(&self) -> bool {
+        self.worker.get().is_none_or(|w| w.leads())
     }
 
     pub fn snapshot(&self) -> Result<Arc<Snapshot>> {
@@ -480,6 +528,12 @@ impl Engine {
         let mut marked = 0;
         let mut tx = self.store.write()?;
         for ((obj, ..), (run, jitter)) in runs.iter().zip(&records) {
+            if !self.fenced(&mut *tx, obj)? {
+                // Another worker took the object over: its state is that worker's to
+                // write, and the files below are rewritten from it.
+                recs.push(tx.get_by_id(obj.id)?);
+                continue;
+            }
             let rules = self.rules(&obj.model);
             let (rec, m) = store::record_run(&mut *tx, obj.id, run, now, &rules, *jitter)?;
             recs.push(rec);
@@ -504,6 +558,24 @@ impl Engine {
         Ok((recs, failed, marked))
     }
 
+    /// Whether the outcome of `obj`'s run may be written in `tx`: always, but on a shared
+    /// store where the run was claimed and the claim is no longer current (SPEC §17's
+    /// fence: a worker paused or cut off past its ttl never overwrites a newer outcome).
+    fn fenced(&self, tx: &mut dyn store::WriteTx, obj: &ObjectRecord) -> Result<bool> {
+        let Some(w) = self.worker.get() else {
+            return Ok(true);
+        };
+        let held = match w.fence(obj.id) {
+            worker::Fence::Unclaimed => return Ok(true),
+            worker::Fence::Claim(c) => tx.fence(w.name(), &c)?,
+            worker::Fence::Lost => false,
+        };
+        if !held {
+            warn!(object = %obj.name(), "lost the claim on this object to another worker; its outcome is not written");
+        }
+        Ok(held)
+    }
+
     fn status_write(&self, r: &ObjectRecord) -> SysWrite {
         SysWrite::Status {
             model: r.model.clone(),
@@ -523,7 +595,7 @@ impl Engine {
     /// folder of an object the store no longer has moves aside (SPEC §8). Cheap when the
     /// last pass ended: the journal is then empty.
     pub(crate) fn repair(&self) -> Result<()> {
-        let journaled = self.store.journaled()?;
+        let journaled = self.store.journaled(&self.journal_owner())?;
         if journaled.is_empty() {
             return Ok(());
         }
@@ -564,9 +636,19 @@ impl Engine {
         for (id, ..) in &journaled {
             store::interrupted(&mut *tx, *id)?;
         }
-        tx.clear_journal()?;
+        tx.clear_journal(&self.journal_owner())?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Whose journal this engine keeps: the worker's, when workers share the store (their
+    /// sys dirs may be one), so none repairs or clears what another has in flight; `""` for
+    /// the one runner of a store nobody shares.
+    fn journal_owner(&self) -> String {
+        match self.worker.get() {
+            Some(w) => w.name().to_owned(),
+            None => String::new(),
+        }
     }
 
     /// Writes many bookkeeping-only outcomes (no run log, no recipe), [`RECORD_CHUNK`] to a
@@ -615,7 +697,7 @@ impl Engine {
             return Ok(());
         }
         let mut tx = self.store.write()?;
-        tx.journal(objects)?;
+        tx.journal(&self.journal_owner(), objects)?;
         tx.commit()?;
         Ok(())
     }
@@ -623,7 +705,7 @@ impl Engine {
     /// A pass ended with every folder it journaled written.
     pub(crate) fn end_journal(&self) -> Result<()> {
         let mut tx = self.store.write()?;
-        tx.clear_journal()?;
+        tx.clear_journal(&self.journal_owner())?;
         tx.commit()?;
         Ok(())
     }

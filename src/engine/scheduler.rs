@@ -37,6 +37,9 @@ pub struct PassStats {
     pub unchanged: usize,
     /// Objects whose deletion finished: gone from the store.
     pub purged: usize,
+    /// Runs left to another worker of a shared store (it holds their claims), with the
+    /// jobs waiting on them (SPEC §17).
+    pub elsewhere: usize,
 }
 
 /// What a finished task hands back to the pass.
@@ -175,8 +178,16 @@ impl Engine {
             } else {
                 let engine = &self.engine_limits();
                 let limit = limit.saturating_add(pass.recording_jobs);
-                for id in pass.queue.take(limit, |model| engine(model)) {
-                    pass.start(id, &mut tasks);
+                // Runs left to other workers free their slots: take again until the slots
+                // are full or nothing more is ready.
+                loop {
+                    let ready = pass.queue.take(limit, |model| engine(model));
+                    if ready.is_empty() {
+                        break;
+                    }
+                    for id in pass.claimed(ready)? {
+                        pass.start(id, &mut tasks);
+                    }
                 }
             }
             if pass.queue.in_flight() == 0 {
@@ -369,13 +380,19 @@ impl Engine {
 
     /// `run --once`: passes until one makes no progress.
     pub async fn run_once(self: &Arc<Self>) -> Result<Summary> {
-        let _lease = self.lease()?;
+        let _part = self.take_part()?;
         let (_tx, rx) = watch::channel(false);
         let mut done = HashSet::new();
         let mut summary = Summary::default();
         // A one-shot run reads the backends first, as the daemon's timers would: every pull
         // step polls once, all at the same time.
-        let polls = (0..self.svc.stepdefs.pulls.len()).map(|i| crate::steps::pull::poll(self, i));
+        // On a shared store the leader alone reads them (SPEC §17).
+        let pulls = if self.leads() {
+            self.svc.stepdefs.pulls.len()
+        } else {
+            0
+        };
+        let polls = (0..pulls).map(|i| crate::steps::pull::poll(self, i));
         for (i, r) in futures_util::future::join_all(polls)
             .await
             .into_iter()
@@ -862,6 +879,55 @@ impl Pass<'_> {
             }
         }
         self.sys_failed(failed);
+    }
+
+    /// The jobs of `ready` this pass may start. On a shared store each run is claimed first
+    /// (SPEC §17); one another worker holds, or whose object changed since this pass read it
+    /// (another worker's outcome landed in between), is left out with every job waiting on
+    /// it, without an error: the worker that holds it records it, and the next pass here
+    /// reads what it recorded.
+    fn claimed(&mut self, ready: Vec<i64>) -> Result<Vec<i64>> {
+        let Some(worker) = self.engine.worker.get() else {
+            return Ok(ready);
+        };
+        if ready.is_empty() {
+            return Ok(ready);
+        }
+        let won: HashSet<i64> = worker.take(&ready)?.into_iter().collect();
+        let mut start = Vec::with_capacity(won.len());
+        let mut stale = Vec::new();
+        for id in ready {
+            let seen = self.world.by_id(id);
+            let current = match (&seen, won.contains(&id)) {
+                (Some(o), true) => self
+                    .engine
+                    .store
+                    .get(&o.model, &o.key)?
+                    .is_some_and(|c| c.id == o.id && c.book == o.book && c.fields == o.fields),
+                _ => false,
+            };
+            if current {
+                start.push(id);
+                continue;
+            }
+            if won.contains(&id) {
+                stale.push(id);
+            }
+            self.stats.elsewhere += 1;
+            self.phases.remove(&id);
+            for (w, _) in self.queue.block(id) {
+                self.phases.remove(&w);
+                self.stats.elsewhere += 1;
+            }
+        }
+        worker.give_back(&stale)?;
+        if !stale.is_empty() {
+            tracing::debug!(
+                objects = stale.len(),
+                "changed by another worker since read; left to the next pass"
+            );
+        }
+        Ok(start)
     }
 
     /// `id` did not succeed (or was blocked): it leaves the queue, and every job waiting on

@@ -66,7 +66,7 @@ const PAGE_MAX: usize = 500;
     info(title = "stepsync API", description = "The data model and its sync state (SPEC §16)."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    components(schemas(ApiError))
+    components(schemas(ApiError, ObjectEvent))
 )]
 struct ApiDoc;
 
@@ -663,13 +663,50 @@ const EVENTS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 /// One server-sent event.
 #[derive(Debug, Serialize, ToSchema)]
 struct SseEvent {
-    /// `counts`.
+    /// `counts` or `object`.
     event: String,
-    /// JSON: objects by model and status, `{"Site": {"ok": 3, "error": 1}}`.
+    /// JSON. `counts`: objects by model and status, `{"Site": {"ok": 3, "error": 1}}`.
+    /// `object`: an [`ObjectEvent`].
     data: String,
 }
 
-/// Objects by model and status: what the `counts` event carries.
+/// What an `object` event carries: one object's visible change (its status, message,
+/// fields, feedback or deletion), or its purge. `rev` is the store's revision at the
+/// change; the stream sends each object once per poll, at its latest.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ObjectEvent {
+    rev: i64,
+    model: String,
+    key: String,
+    /// Absent when the object was purged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted: Option<bool>,
+    /// True when the object is gone from the store.
+    purged: bool,
+}
+
+impl From<crate::store::ObjectChange> for ObjectEvent {
+    fn from(c: crate::store::ObjectChange) -> Self {
+        ObjectEvent {
+            rev: c.rev,
+            model: c.model,
+            key: c.key,
+            purged: c.state.is_none(),
+            status: c.state.as_ref().map(|s| s.status.as_str().to_owned()),
+            deleted: c.state.as_ref().map(|s| s.deleted),
+            message: c.state.map(|s| s.message),
+        }
+    }
+}
+
+/// Changes read per poll at most: a stream far behind catches up over several polls
+/// instead of one huge read.
+const EVENTS_BATCH: usize = 500;
+
 type ModelCounts = BTreeMap<String, BTreeMap<String, usize>>;
 
 fn model_counts(state: &AppState) -> Result<ModelCounts, ApiError> {
@@ -683,9 +720,10 @@ fn model_counts(state: &AppState) -> Result<ModelCounts, ApiError> {
 }
 
 /// Server-sent events for live views: a `counts` event (objects by model and status, as
-/// JSON) at once and whenever they change. The store is looked at every 250 ms, and only
-/// when something committed since (one `PRAGMA data_version`), so an idle stream costs
-/// nothing at 100,000 objects.
+/// JSON) at once and whenever they change, and an `object` event for each object's visible
+/// change after the stream opened, oldest first (the store's revision order, SPEC §16). The
+/// store is looked at every 250 ms, and only when something committed since (one `PRAGMA
+/// data_version`), so an idle stream costs nothing at 100,000 objects.
 #[utoipa::path(
     get,
     path = "/api/v1/events",
@@ -706,14 +744,22 @@ async fn events(
         state: Arc<AppState>,
         marker: Option<(i64, u64)>,
         sent: Option<ModelCounts>,
+        /// The revision of the last change sent (or the store's when the stream opened).
+        rev: Option<i64>,
+        queue: std::collections::VecDeque<Event>,
     }
     let start = Cursor {
         state,
         marker: None,
         sent: None,
+        rev: None,
+        queue: std::collections::VecDeque::new(),
     };
     let stream = futures_util::stream::unfold(start, |mut c| async move {
         loop {
+            if let Some(e) = c.queue.pop_front() {
+                return Some((Ok(e), c));
+            }
             let st = c.state.clone();
             let marker = (
                 blocking(move || Ok(st.store.change_marker()?))
@@ -721,15 +767,38 @@ async fn events(
                     .unwrap_or(-1),
                 c.state.writes.load(std::sync::atomic::Ordering::Relaxed),
             );
+            if c.rev.is_none() {
+                let st = c.state.clone();
+                c.rev = blocking(move || Ok(st.store.revision()?)).await.ok();
+            }
             if c.marker != Some(marker) {
-                c.marker = Some(marker);
+                let st = c.state.clone();
+                let after = c.rev.unwrap_or(0);
+                let changes = blocking(move || Ok(st.store.changes(after, EVENTS_BATCH)?)).await;
+                if let Ok(changes) = changes {
+                    // A full batch: more may wait, so the marker is left to read again.
+                    if changes.len() < EVENTS_BATCH {
+                        c.marker = Some(marker);
+                    }
+                    for change in changes {
+                        c.rev = Some(change.rev);
+                        let body = masked(&c.state, &ObjectEvent::from(change));
+                        let data = String::from_utf8_lossy(&body.0).into_owned();
+                        c.queue
+                            .push_back(Event::default().event("object").data(data));
+                    }
+                }
                 let st = c.state.clone();
                 if let Ok(counts) = blocking(move || model_counts(&st)).await
                     && c.sent.as_ref() != Some(&counts)
                 {
                     let data = serde_json::to_string(&counts).unwrap_or_default();
                     c.sent = Some(counts);
-                    return Some((Ok(Event::default().event("counts").data(data)), c));
+                    c.queue
+                        .push_back(Event::default().event("counts").data(data));
+                }
+                if !c.queue.is_empty() {
+                    continue;
                 }
             }
             tokio::time::sleep(EVENTS_POLL).await;

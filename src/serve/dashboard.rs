@@ -60,19 +60,32 @@ details.file pre { margin:8px 0 4px; padding:10px; background:var(--bg); border-
   font: 12.5px/1.45 ui-monospace, SFMono-Regular, Menlo, monospace; max-height:420px; }
 "#;
 
-/// Reloads `<main>` when the counts change: the events stream says when.
+/// Reloads `<main>` when the counts change, or when an object the page shows (an element
+/// with its `data-obj`) changes: the events stream says when. A change that arrives while a
+/// reload is under way reloads once more after it, so the page never rests on stale data.
 const LIVE: &str = r#"
 (function () {
   if (!window.EventSource) return;
-  var es = new EventSource('/api/v1/events'), first = true, busy = false;
-  es.addEventListener('counts', function () {
-    if (first) { first = false; return; }
-    if (busy) return; busy = true;
+  var es = new EventSource('/api/v1/events'), first = true, busy = false, again = false;
+  function reload() {
+    if (busy) { again = true; return; }
+    busy = true; again = false;
     fetch(location.href, {credentials: 'same-origin'}).then(function (r) { return r.text(); }).then(function (t) {
       var d = new DOMParser().parseFromString(t, 'text/html'), m = d.querySelector('main');
       if (m) document.querySelector('main').innerHTML = m.innerHTML;
-      busy = false;
+      busy = false; if (again) reload();
     }, function () { busy = false; });
+  }
+  es.addEventListener('counts', function () {
+    if (first) { first = false; return; }
+    reload();
+  });
+  es.addEventListener('object', function (e) {
+    var o; try { o = JSON.parse(e.data); } catch (x) { return; }
+    var name = o.model + '/' + o.key, shown = document.querySelectorAll('[data-obj]');
+    for (var i = 0; i < shown.length; i++) {
+      if (shown[i].getAttribute('data-obj') === name) { reload(); return; }
+    }
   });
 })();
 "#;
@@ -169,7 +182,7 @@ pub(crate) async fn overview(State(state): State<Arc<AppState>>) -> Response {
                 div.card { table {
                     tr { th { "Object" } th { "Message" } th { "Failures" } th { "Next retry" } }
                     @for o in &errors {
-                        tr.error {
+                        tr.error data-obj=(o.name()) {
                             td { span.dot {} a href=(object_href(&o.model, &o.key)) { (o.model) "/" (o.key) } }
                             td.msg { (state.svc.secrets.mask(&o.book.message)) }
                             td.num { (o.book.failures) }
@@ -273,7 +286,7 @@ pub(crate) async fn model(
                 tr { th { (m.key) } th { "Status" } @for f in &fields { th { (f) } } th { "Message" } th { "Next retry" } }
                 @for o in shown {
                     @let v = masked_view(&state, o);
-                    tr {
+                    tr data-obj=(o.name()) {
                         td { @if o.book.status == Status::Error { span.dot {} }
                              a href=(object_href(&o.model, &o.key)) { (o.key) } }
                         td { (chip(o.book.status)) }
@@ -347,7 +360,7 @@ pub(crate) async fn object(
         let now = Millis::now();
         let files = sys_files(&state, &o);
         let body = html! {
-            h1 { (o.model) "/" (o.key) " " (chip(o.book.status)) }
+            h1 data-obj=(o.name()) { (o.model) "/" (o.key) " " (chip(o.book.status)) }
             @if o.book.status == Status::Error {
                 p { span.dot {} span.msg { (v["status"]["message"].as_str().unwrap_or("")) } }
             } @else if o.book.status != Status::Ok {

@@ -70,7 +70,8 @@ struct Writes {
 impl crate::engine::Engine {
     /// Runs the due policies in one transaction; returns whether they wrote anything.
     pub(crate) fn police(&self) -> Result<bool> {
-        if self.svc.stepdefs.policies.is_empty() {
+        // On a shared store the leader alone keeps the policies (SPEC §17).
+        if self.svc.stepdefs.policies.is_empty() || !self.leads() {
             return Ok(false);
         }
         let now = Millis::now();

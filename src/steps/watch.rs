@@ -116,7 +116,8 @@ fn linked(
 impl Engine {
     /// Drains the outbox (see the module's comment) and starts the payload watchers' runs.
     pub(crate) fn drain_watchers(self: &Arc<Self>) -> Result<()> {
-        if self.store.outbox()?.is_empty() {
+        // On a shared store the leader alone drains it (SPEC §17): one run per firing.
+        if !self.leads() || self.store.outbox()?.is_empty() {
             return Ok(());
         }
         let mut tx = self.store.write()?;
@@ -144,6 +145,9 @@ impl Engine {
 
     /// Whether watched changes wait for a drain (payload runs in flight aside).
     pub(crate) fn watchers_waiting(&self) -> Result<bool> {
+        if !self.leads() {
+            return Ok(false);
+        }
         let in_flight = lock(&self.watch_runs.in_flight).clone();
         Ok(self
             .store

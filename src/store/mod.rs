@@ -2,6 +2,7 @@
 //! the embedded implementation, PostgreSQL the shared one (SPEC §17). Writes go through a
 //! [`WriteTx`] so an apply is all or nothing.
 
+mod columns;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
@@ -9,6 +10,7 @@ mod suite;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -21,6 +23,17 @@ pub use crate::bookkeeping::{Bookkeeping, Intent, Millis, RunRecord, Status};
 use crate::bookkeeping::{self, Cause, Disposition};
 use crate::model::deps::Edge;
 
+/// What the server said: the client's own text for a server error is only "db error".
+fn pg_message(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_owned(),
+        },
+        None => e.to_string(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {path}: {source}")]
@@ -30,7 +43,7 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// `url` is shown without its password.
-    #[error("store {url}: {source}")]
+    #[error("store {url}: {}", pg_message(source))]
     Postgres {
         url: String,
         #[source]
@@ -185,6 +198,73 @@ pub struct DeadLetter {
     pub error: String,
 }
 
+/// A claim on one object's run (SPEC §17): one worker holds it until it expires or is
+/// released, and every claim of the object has a higher epoch than the last, so the write
+/// of a run's outcome can be fenced by it ([`WriteTx::fence`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Claim {
+    pub obj: i64,
+    pub epoch: i64,
+}
+
+/// A worker of a store, as `status` and the API show it: registered when it starts, its
+/// heartbeat moved with every renewal of its claims, gone when it stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// Unique per process: host, pid and start time, as the runner lease's holder.
+    pub name: String,
+    pub host: String,
+    pub pid: u32,
+    pub since: Millis,
+    pub heartbeat: Millis,
+    /// Object claims it holds now (unexpired, unreleased); filled in by [`Store::workers`].
+    pub claims: usize,
+}
+
+/// A visible change of one object, in store-wide revision order (SPEC §16's events stream):
+/// its state after the change, or that it was purged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectChange {
+    /// The store's revision at this change; later changes have higher ones.
+    pub rev: i64,
+    pub model: String,
+    pub key: String,
+    /// `None`: the object was purged (its delete ran, or it never reached a backend).
+    pub state: Option<ChangedState>,
+}
+
+impl ObjectChange {
+    /// From a row of either store's changes query: a purge has no status.
+    fn from_row(
+        rev: i64,
+        model: String,
+        key: String,
+        status: Option<String>,
+        message: Option<String>,
+        deleted: bool,
+    ) -> Self {
+        let state = status.map(|s| ChangedState {
+            status: Status::parse(&s).unwrap_or(Status::Pending),
+            message: message.unwrap_or_default(),
+            deleted,
+        });
+        ObjectChange {
+            rev,
+            model,
+            key,
+            state,
+        }
+    }
+}
+
+/// An object's status as a change left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedState {
+    pub status: Status,
+    pub message: String,
+    pub deleted: bool,
+}
+
 /// What a dead letter keeps of its message.
 pub const DEAD_LETTER_LIMIT: usize = 64 * 1024;
 
@@ -283,10 +363,13 @@ pub trait WriteTx: ReadOps {
     /// Objects of `model` that synced at least once and are not being deleted.
     fn synced_ids(&self, model: &str) -> Result<Vec<i64>, StoreError>;
     fn put_definition(&mut self, model: &str, digest: &str) -> Result<(), StoreError>;
-    /// Notes objects (id, model, key) whose sys dir folders a pass is about to write, so a
-    /// runner that dies mid-pass leaves a list of exactly the folders to repair.
-    fn journal(&mut self, objects: &[(i64, String, String)]) -> Result<(), StoreError>;
-    fn clear_journal(&mut self) -> Result<(), StoreError>;
+    /// Notes objects (id, model, key) whose folders in the sys dir `owner` names a pass is
+    /// about to write, so a runner that dies mid-pass leaves a list of exactly the folders
+    /// to repair. Each sys dir has a journal of its own: workers sharing a store journal
+    /// and repair only their own (`""` for the one runner of a store nobody shares).
+    fn journal(&mut self, owner: &str, objects: &[(i64, String, String)])
+    -> Result<(), StoreError>;
+    fn clear_journal(&mut self, owner: &str) -> Result<(), StoreError>;
     /// Removes the object and its edges for good.
     fn purge(&mut self, id: i64) -> Result<(), StoreError>;
     /// What this transaction's writes note for watchers.
@@ -306,6 +389,12 @@ pub trait WriteTx: ReadOps {
     fn position(&self, step: &str, part: &str) -> Result<Option<i64>, StoreError>;
     fn put_position(&mut self, step: &str, part: &str, pos: i64) -> Result<(), StoreError>;
     fn put_dead_letter(&mut self, d: &DeadLetter) -> Result<(), StoreError>;
+    /// Whether `claim` is still current: `worker` holds the object at that epoch. When it
+    /// is, the claim is released in this transaction, which writes the outcome it guards;
+    /// when not (the claim expired and another worker took the object over), the caller
+    /// must write nothing for the object. PostgreSQL holds the claim's row until commit, so
+    /// a takeover waits for this outcome rather than running past it.
+    fn fence(&mut self, worker: &str, claim: &Claim) -> Result<bool, StoreError>;
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 
@@ -350,9 +439,12 @@ pub trait Store: ReadOps + Send + Sync {
     fn write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError>;
     /// The objects whose folders the last pass may have left half written (see
     /// [`WriteTx::journal`]).
-    fn journaled(&self) -> Result<Vec<(i64, String, String)>, StoreError>;
+    fn journaled(&self, owner: &str) -> Result<Vec<(i64, String, String)>, StoreError>;
     /// A number that changes when another process commits a change.
     fn change_marker(&self) -> Result<i64, StoreError>;
+    /// Whether several workers may drive this store at once, claiming object runs (SPEC
+    /// §17: PostgreSQL); otherwise one runner drives it under the runner lease (SQLite).
+    fn shared(&self) -> bool;
     /// A file whose directory sees a write whenever the store changes, for waking on changes
     /// without polling; `None` when the store has no such file.
     fn watch_path(&self) -> Option<&std::path::Path>;
@@ -366,6 +458,28 @@ pub trait Store: ReadOps + Send + Sync {
     fn feed_statuses(&self) -> Result<Vec<StepStatus>, StoreError>;
     /// How many dead letters there are, and the newest `limit` of them, newest first.
     fn dead_letters(&self, limit: usize) -> Result<(usize, Vec<DeadLetter>), StoreError>;
+    /// Claims the runs of those of `ids` that nobody else holds (never claimed, released,
+    /// or expired) for `worker`, for `ttl`; each with its new epoch. An object another
+    /// worker is claiming at this moment is skipped, not waited for (PostgreSQL: `FOR
+    /// UPDATE SKIP LOCKED`). Expiry is read on the store's clock.
+    fn claim(&self, worker: &str, ids: &[i64], ttl: Duration) -> Result<Vec<Claim>, StoreError>;
+    /// Moves `worker`'s heartbeat and the expiry of every claim it still holds to `ttl`
+    /// from now; the claims it still holds (one taken over is not among them).
+    fn renew(&self, worker: &str, ttl: Duration) -> Result<Vec<Claim>, StoreError>;
+    /// Gives back claims whose run did not happen (the object was no longer due).
+    fn release(&self, worker: &str, claims: &[Claim]) -> Result<(), StoreError>;
+    /// Notes `w` among the store's workers (again: its heartbeat moves).
+    fn register_worker(&self, w: &WorkerInfo) -> Result<(), StoreError>;
+    /// Takes `name` off the workers and gives back every claim it holds (a clean stop).
+    fn retire_worker(&self, name: &str) -> Result<(), StoreError>;
+    /// The workers, by name, each with the claims it holds now.
+    fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError>;
+    /// The store's revision: that of its last visible object change (0 for none).
+    fn revision(&self) -> Result<i64, StoreError>;
+    /// The visible object changes after revision `after`, oldest first, at most `limit`.
+    /// Each object appears once, at its last change; purges are kept for the last 100,000
+    /// revisions.
+    fn changes(&self, after: i64, limit: usize) -> Result<Vec<ObjectChange>, StoreError>;
 }
 
 /// Creates an object, pending at generation 1.

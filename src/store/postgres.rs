@@ -12,20 +12,23 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
+use std::time::Duration;
 
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 use serde_json::{Map, Value};
 
+use super::columns::{self, OBJECT_COLUMNS, OUTBOX_COLUMNS, json_map};
 use super::{
-    Bookkeeping, Counts, DeadLetter, Edge, Lease, Millis, ObjectRecord, OutboxEntry, PageQuery,
-    ReadOps, Referrer, Status, StepStatus, Store, StoreError, Triggers, WriteTx,
+    Bookkeeping, Claim, Counts, DeadLetter, Edge, Lease, Millis, ObjectChange, ObjectRecord,
+    OutboxEntry, PageQuery, ReadOps, Referrer, Status, StepStatus, Store, StoreError, Triggers,
+    WorkerInfo, WriteTx,
 };
-use crate::bookkeeping;
 
 /// The schema version this build writes. Each entry of `MIGRATIONS` moves one version up.
-/// The numbers are this store's own: version 1 is the data model of SQLite's version 6.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// The numbers are this store's own: version 1 is the data model of SQLite's version 6,
+/// version 2 that of its version 7, version 3 that of its version 8.
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Text that `ORDER BY` sorts is `COLLATE "C"`: byte order, which for UTF-8 is code point
 /// order, as SQLite's BINARY collation sorts, whatever locale the database was made with.
@@ -152,7 +155,65 @@ const MIGRATIONS: &[&str] = &[
         n BIGINT NOT NULL
     );
     INSERT INTO stepsync_changes (id, n) VALUES (1, 0);"#,
+    // 1 -> 2: the store-wide revision of visible object changes and the purge tombstones,
+    // as SQLite's version 7 (see there for why triggers and a counter row). A row, not a
+    // sequence: a sequence's value moves before its transaction commits, so a reader could
+    // start after a change it never sees.
+    r#"CREATE TABLE revision (id INTEGER PRIMARY KEY CHECK (id = 1), n BIGINT NOT NULL);
+    INSERT INTO revision (id, n) VALUES (1, 0);
+    ALTER TABLE objects ADD COLUMN rev BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX objects_rev ON objects (rev);
+    CREATE TABLE purged (
+        rev BIGINT PRIMARY KEY,
+        model TEXT COLLATE "C" NOT NULL,
+        key TEXT COLLATE "C" NOT NULL
+    );
+    CREATE FUNCTION stepsync_bump_rev() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' AND (OLD.status, OLD.message, OLD.fields, OLD.feedback, OLD.deleted)
+            IS NOT DISTINCT FROM (NEW.status, NEW.message, NEW.fields, NEW.feedback, NEW.deleted)
+        THEN
+            RETURN NEW;
+        END IF;
+        UPDATE revision SET n = n + 1 RETURNING n INTO NEW.rev;
+        RETURN NEW;
+    END $$;
+    CREATE FUNCTION stepsync_purged() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE r BIGINT;
+    BEGIN
+        UPDATE revision SET n = n + 1 RETURNING n INTO r;
+        INSERT INTO purged (rev, model, key) VALUES (r, OLD.model, OLD.key);
+        DELETE FROM purged WHERE rev <= r - 100000;
+        RETURN OLD;
+    END $$;
+    CREATE TRIGGER objects_rev BEFORE INSERT OR UPDATE ON objects
+        FOR EACH ROW EXECUTE FUNCTION stepsync_bump_rev();
+    CREATE TRIGGER objects_purged AFTER DELETE ON objects
+        FOR EACH ROW EXECUTE FUNCTION stepsync_purged();"#,
+    // 2 -> 3: object claims and workers (SPEC §17), as SQLite's version 8. Times are the
+    // server's clock (`NOW_MS`), one clock for workers on many hosts.
+    r#"CREATE TABLE object_leases (
+        obj BIGINT PRIMARY KEY REFERENCES objects(id) ON DELETE CASCADE,
+        owner TEXT COLLATE "C" NOT NULL,
+        epoch BIGINT NOT NULL,
+        expires BIGINT NOT NULL
+    );
+    CREATE INDEX object_leases_owner ON object_leases (owner) WHERE expires > 0;
+    CREATE TABLE workers (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid BIGINT NOT NULL,
+        since BIGINT NOT NULL,
+        heartbeat BIGINT NOT NULL
+    );
+    ALTER TABLE journal ADD COLUMN owner TEXT COLLATE "C" NOT NULL DEFAULT '';
+    ALTER TABLE journal DROP CONSTRAINT journal_pkey;
+    ALTER TABLE journal ADD PRIMARY KEY (owner, id);"#,
 ];
+
+/// The server's clock in milliseconds since the epoch, for claims' expiry and heartbeats:
+/// workers on several hosts agree on it whatever their own clocks say.
+const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
 
 /// The transaction-level advisory lock every write transaction and the migration take: one
 /// writer at a time, as SQLite has (the callers' read-modify-write in a transaction relies
@@ -560,24 +621,9 @@ fn migrate(s: &mut Session) -> PgResult<Option<i64>> {
     Ok(None)
 }
 
-const COLUMNS: &str = "id, model, key, fields, feedback, generation, synced_generation, status, \
-    message, failures, next_retry_at, deleted, created, updated, enacted, last_success_at, last_error_at, \
-    attempted, applied, drift, drift_found, policed_generation, policy_error, policy_failures, \
-    policy_retry_at, owner";
-
-fn json_map(text: &str) -> Map<String, Value> {
-    // The store only ever holds maps it serialized itself.
-    serde_json::from_str(text).unwrap_or_default()
-}
-
 fn json_text(m: &Map<String, Value>) -> String {
     // Printing a map of JSON values cannot fail (its keys are strings); `Display` says so.
     Value::Object(m.clone()).to_string()
-}
-
-/// A failure count as stored (BIGINT) back in its type; only ever written from a `u32`.
-fn count(v: i64) -> u32 {
-    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
 
 /// PostgreSQL's TEXT cannot hold NUL, which messages quoting a backend's or a broker's
@@ -586,45 +632,28 @@ fn text(s: &str) -> String {
     s.replace('\0', "\u{FFFD}")
 }
 
+/// A row of an object read, for the shared mapping (`columns::record`).
+impl columns::Cells for Row {
+    type Error = postgres::Error;
+    fn int(&self, i: usize) -> PgResult<i64> {
+        self.try_get(i)
+    }
+    fn opt_int(&self, i: usize) -> PgResult<Option<i64>> {
+        self.try_get(i)
+    }
+    fn text(&self, i: usize) -> PgResult<String> {
+        self.try_get(i)
+    }
+    fn opt_text(&self, i: usize) -> PgResult<Option<String>> {
+        self.try_get(i)
+    }
+    fn flag(&self, i: usize) -> PgResult<bool> {
+        self.try_get(i)
+    }
+}
+
 fn record(r: &Row) -> PgResult<ObjectRecord> {
-    let millis =
-        |i: usize| -> PgResult<Option<Millis>> { Ok(r.try_get::<_, Option<i64>>(i)?.map(Millis)) };
-    let status: String = r.try_get(7)?;
-    Ok(ObjectRecord {
-        id: r.try_get(0)?,
-        model: r.try_get(1)?,
-        key: r.try_get(2)?,
-        fields: json_map(r.try_get(3)?),
-        feedback: json_map(r.try_get(4)?),
-        book: Bookkeeping {
-            generation: r.try_get(5)?,
-            synced_generation: r.try_get(6)?,
-            status: Status::parse(&status).unwrap_or(Status::Pending),
-            message: r.try_get(8)?,
-            failures: count(r.try_get(9)?),
-            next_retry_at: millis(10)?,
-            deleted: r.try_get(11)?,
-            created: Millis(r.try_get(12)?),
-            updated: Millis(r.try_get(13)?),
-            enacted: millis(14)?,
-            last_success_at: millis(15)?,
-            last_error_at: millis(16)?,
-            attempted: r.try_get(17)?,
-            applied: r.try_get(18)?,
-            drift: r
-                .try_get::<_, Option<String>>(19)?
-                .and_then(|c| bookkeeping::Cause::parse(&c))
-                .map(|cause| bookkeeping::Drift {
-                    cause,
-                    found: r.try_get(20).unwrap_or(false),
-                }),
-            policed_generation: r.try_get(21)?,
-            policy_error: r.try_get(22)?,
-            policy_failures: count(r.try_get(23)?),
-            policy_retry_at: millis(24)?,
-        },
-        owner: r.try_get(25)?,
-    })
+    columns::record(r)
 }
 
 fn records(rows: Vec<Row>) -> PgResult<Vec<ObjectRecord>> {
@@ -635,35 +664,21 @@ fn ids(rows: Vec<Row>) -> PgResult<Vec<i64>> {
     rows.iter().map(|r| r.try_get(0)).collect()
 }
 
-/// The bookkeeping columns in their order after `id` (or after `model, key, fields` in an
-/// insert), with the `pending` and `suspect` marks the state machine derives: one list for
-/// every write, as in the SQLite store.
-fn book_params(b: &Bookkeeping) -> Vec<Param> {
-    vec![
-        Box::new(b.generation),
-        Box::new(b.synced_generation),
-        Box::new(b.status.as_str().to_owned()),
-        Box::new(text(&b.message)),
-        Box::new(i64::from(b.failures)),
-        Box::new(b.next_retry_at.map(|m| m.0)),
-        Box::new(b.deleted),
-        Box::new(b.created.0),
-        Box::new(b.updated.0),
-        Box::new(b.enacted.map(|m| m.0)),
-        Box::new(b.last_success_at.map(|m| m.0)),
-        Box::new(b.last_error_at.map(|m| m.0)),
-        Box::new(bookkeeping::work(b).is_some()),
-        Box::new(b.attempted),
-        Box::new(b.applied.clone()),
-        Box::new(b.drift.as_ref().map(|d| d.cause.to_string())),
-        Box::new(b.drift.as_ref().is_some_and(|d| d.found)),
-        Box::new(bookkeeping::suspect(b).is_some()),
-        Box::new(b.policed_generation),
-        Box::new(b.policy_error.as_deref().map(text)),
-        Box::new(i64::from(b.policy_failures)),
-        Box::new(b.policy_retry_at.map(|m| m.0)),
-    ]
+/// A bookkeeping value as a parameter; text without NUL ([`text`]).
+fn param(c: columns::Cell) -> Param {
+    use columns::Cell;
+    match c {
+        Cell::Int(v) => Box::new(v),
+        Cell::OptInt(v) => Box::new(v),
+        Cell::Text(v) => Box::new(text(&v)),
+        Cell::OptText(v) => Box::new(v.as_deref().map(text)),
+        Cell::Flag(v) => Box::new(v),
+    }
 }
+
+/// The bookkeeping statements, with PostgreSQL's placeholders.
+static BOOK_SQL: std::sync::LazyLock<columns::BookSql> =
+    std::sync::LazyLock::new(|| columns::book_sql('$'));
 
 fn set_refs(s: &mut Session, id: i64, edges: &[Edge]) -> PgResult<()> {
     s.execute("DELETE FROM refs WHERE src = $1", &[&id])?;
@@ -694,8 +709,6 @@ fn outbox_row(r: &Row) -> PgResult<OutboxEntry> {
         at_us: r.try_get(9)?,
     })
 }
-
-const OUTBOX_COLUMNS: &str = "id, watcher, obj, model, key, fields, old, new, seq, at";
 
 /// A row of `watchers` or `feeds`, selected in column order.
 fn step_row(r: &Row) -> PgResult<StepStatus> {
@@ -775,7 +788,7 @@ fn put_step_status(s: &mut Session, t: Steps, w: &StepStatus) -> PgResult<()> {
 /// 16 shapes, each prepared once per connection), so the planner can seek the
 /// (model, status, key) and (model, key) indexes.
 fn page_query(q: &PageQuery<'_>) -> (String, Vec<Param>) {
-    let mut sql = format!("SELECT {COLUMNS} FROM objects WHERE TRUE");
+    let mut sql = format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE TRUE");
     let mut args: Vec<Param> = Vec::new();
     let mut arg = |sql: &mut String, cond: &str, v: Param| {
         args.push(v);
@@ -854,7 +867,7 @@ impl Runs for PgTx<'_> {
 fn get(r: &impl Runs, model: &str, key: &str) -> Result<Option<ObjectRecord>, StoreError> {
     let (model, key) = (model.to_owned(), key.to_owned());
     r.on(move |s| {
-        let sql = format!("SELECT {COLUMNS} FROM objects WHERE model = $1 AND key = $2");
+        let sql = format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE model = $1 AND key = $2");
         s.query_opt(&sql, &[&model, &key])?
             .as_ref()
             .map(record)
@@ -866,11 +879,11 @@ fn list(r: &impl Runs, model: Option<&str>) -> Result<Vec<ObjectRecord>, StoreEr
     let model = model.map(str::to_owned);
     r.on(move |s| match &model {
         Some(m) => records(s.query(
-            &format!("SELECT {COLUMNS} FROM objects WHERE model = $1 ORDER BY key"),
+            &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE model = $1 ORDER BY key"),
             &[&m],
         )?),
         None => records(s.query(
-            &format!("SELECT {COLUMNS} FROM objects ORDER BY model, key"),
+            &format!("SELECT {OBJECT_COLUMNS} FROM objects ORDER BY model, key"),
             &[],
         )?),
     })
@@ -946,7 +959,7 @@ fn owned_by(r: &impl Runs, owner: &str) -> Result<Vec<ObjectRecord>, StoreError>
     let owner = owner.to_owned();
     r.on(move |s| {
         records(s.query(
-            &format!("SELECT {COLUMNS} FROM objects WHERE owner = $1 ORDER BY model, key"),
+            &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE owner = $1 ORDER BY model, key"),
             &[&owner],
         )?)
     })
@@ -962,7 +975,7 @@ fn unpoliced(r: &impl Runs, model: &str) -> Result<Vec<ObjectRecord>, StoreError
     r.on(move |s| {
         records(s.query(
             &format!(
-                "SELECT {COLUMNS} FROM objects
+                "SELECT {OBJECT_COLUMNS} FROM objects
                  WHERE model = $1 AND policed_generation < generation AND NOT deleted ORDER BY id"
             ),
             &[&model],
@@ -975,7 +988,7 @@ fn with_work(r: &impl Runs, model: &str) -> Result<Vec<ObjectRecord>, StoreError
     r.on(move |s| {
         records(s.query(
             &format!(
-                "SELECT {COLUMNS} FROM objects WHERE model = $1 AND (pending OR suspect)
+                "SELECT {OBJECT_COLUMNS} FROM objects WHERE model = $1 AND (pending OR suspect)
                  ORDER BY id"
             ),
             &[&model],
@@ -989,7 +1002,7 @@ fn waking(r: &impl Runs) -> Result<Vec<ObjectRecord>, StoreError> {
         // a UNION of two selects; by id, the order SQLite's UNION gives.
         records(s.query(
             &format!(
-                "SELECT {COLUMNS} FROM objects
+                "SELECT {OBJECT_COLUMNS} FROM objects
                  WHERE status IN ('error', 'deferred') OR policy_error IS NOT NULL ORDER BY id"
             ),
             &[],
@@ -1140,8 +1153,30 @@ impl PostgresStore {
         &self,
         f: impl FnOnce(&mut Session) -> PgResult<(T, bool)> + Send + 'static,
     ) -> Result<T, StoreError> {
+        // The connection first, then the marker lock, as every holder of both takes them:
+        // the other order waits for a connection while a transaction that holds one waits
+        // for the lock to commit.
         let conn = self.conn()?;
         let _marker = self.marker.write().unwrap_or_else(|p| p.into_inner());
+        self.alone(conn, f)
+    }
+
+    /// Runs `f` in a transaction of its own that changes no data the change marker counts
+    /// (claims, heartbeats), so without the marker lock: a claim's renewal may wait for a
+    /// row an outcome's transaction holds (its fence), and that transaction takes the
+    /// marker lock to commit.
+    fn claims_alone<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Session) -> PgResult<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.alone(self.conn()?, move |s| f(s).map(|v| (v, false)))
+    }
+
+    fn alone<T: Send + 'static>(
+        &self,
+        conn: Conn<'_>,
+        f: impl FnOnce(&mut Session) -> PgResult<(T, bool)> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (value, wrote) = conn.run(|s| {
             s.again_if_closed(|s| s.batch("BEGIN"))?;
             let r = f(s).and_then(|(v, wrote)| {
@@ -1283,13 +1318,21 @@ impl Store for PostgresStore {
         }))
     }
 
-    fn journaled(&self) -> Result<Vec<(i64, String, String)>, StoreError> {
-        self.read(|s| {
-            s.query("SELECT id, model, key FROM journal ORDER BY id", &[])?
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-                .collect()
+    fn journaled(&self, owner: &str) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let owner = owner.to_owned();
+        self.read(move |s| {
+            s.query(
+                "SELECT id, model, key FROM journal WHERE owner = $1 ORDER BY id",
+                &[&owner],
+            )?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
         })
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 
     fn change_marker(&self) -> Result<i64, StoreError> {
@@ -1332,6 +1375,171 @@ impl Store for PostgresStore {
 
     fn feed_statuses(&self) -> Result<Vec<StepStatus>, StoreError> {
         self.read(|s| step_statuses(s, Steps::Feeds))
+    }
+
+    fn claim(&self, worker: &str, ids: &[i64], ttl: Duration) -> Result<Vec<Claim>, StoreError> {
+        let (worker, ids, ttl) = (worker.to_owned(), ids.to_vec(), ttl_ms(ttl));
+        // Outside the writer lock: claims of disjoint objects go on side by side, and one
+        // another worker is making at this moment is skipped (SKIP LOCKED), not waited for.
+        self.claims_alone(move |s| {
+            s.execute(
+                "INSERT INTO object_leases (obj, owner, epoch, expires)
+                 SELECT o.id, '', 0, 0 FROM objects o WHERE o.id = ANY($1)
+                 ON CONFLICT (obj) DO NOTHING",
+                &[&ids],
+            )?;
+            let mut claims = s
+                .query(
+                    &format!(
+                        "WITH free AS (
+                           SELECT obj FROM object_leases
+                           WHERE obj = ANY($1) AND (expires <= {NOW_MS} OR owner = $2)
+                           ORDER BY obj FOR UPDATE SKIP LOCKED)
+                         UPDATE object_leases l
+                         SET owner = $2, epoch = l.epoch + 1, expires = {NOW_MS} + $3
+                         FROM free WHERE l.obj = free.obj
+                         RETURNING l.obj, l.epoch"
+                    ),
+                    &[&ids, &worker, &ttl],
+                )?
+                .iter()
+                .map(|r| {
+                    Ok(Claim {
+                        obj: r.try_get(0)?,
+                        epoch: r.try_get(1)?,
+                    })
+                })
+                .collect::<PgResult<Vec<_>>>()?;
+            // In the order asked, as SQLite answers.
+            let order: HashMap<i64, usize> =
+                ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+            claims.sort_by_key(|c| order.get(&c.obj).copied());
+            Ok(claims)
+        })
+    }
+
+    fn renew(&self, worker: &str, ttl: Duration) -> Result<Vec<Claim>, StoreError> {
+        let (worker, ttl) = (worker.to_owned(), ttl_ms(ttl));
+        self.claims_alone(move |s| {
+            s.execute(
+                &format!("UPDATE workers SET heartbeat = {NOW_MS} WHERE name = $1"),
+                &[&worker],
+            )?;
+            let mut claims = s
+                .query(
+                    &format!(
+                        "UPDATE object_leases SET expires = {NOW_MS} + $2
+                         WHERE owner = $1 AND expires > 0 RETURNING obj, epoch"
+                    ),
+                    &[&worker, &ttl],
+                )?
+                .iter()
+                .map(|r| {
+                    Ok(Claim {
+                        obj: r.try_get(0)?,
+                        epoch: r.try_get(1)?,
+                    })
+                })
+                .collect::<PgResult<Vec<_>>>()?;
+            claims.sort_by_key(|c| c.obj);
+            Ok(claims)
+        })
+    }
+
+    fn release(&self, worker: &str, claims: &[Claim]) -> Result<(), StoreError> {
+        let worker = worker.to_owned();
+        let (objs, epochs): (Vec<i64>, Vec<i64>) = claims.iter().map(|c| (c.obj, c.epoch)).unzip();
+        self.claims_alone(move |s| {
+            s.execute(
+                "UPDATE object_leases l SET expires = 0
+                 FROM unnest($2::BIGINT[], $3::BIGINT[]) AS c(obj, epoch)
+                 WHERE l.obj = c.obj AND l.epoch = c.epoch AND l.owner = $1",
+                &[&worker, &objs, &epochs],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn register_worker(&self, w: &WorkerInfo) -> Result<(), StoreError> {
+        let w = w.clone();
+        self.claims_alone(move |s| {
+            s.execute(
+                &format!(
+                    "INSERT INTO workers (name, host, pid, since, heartbeat)
+                     VALUES ($1, $2, $3, $4, {NOW_MS})
+                     ON CONFLICT (name) DO UPDATE SET heartbeat = excluded.heartbeat"
+                ),
+                &[&w.name, &w.host, &i64::from(w.pid), &w.since.0],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn retire_worker(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.claims_alone(move |s| {
+            s.execute("DELETE FROM workers WHERE name = $1", &[&name])?;
+            s.execute(
+                "UPDATE object_leases SET expires = 0 WHERE owner = $1 AND expires > 0",
+                &[&name],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        self.read(|s| {
+            s.query(
+                &format!(
+                    "SELECT w.name, w.host, w.pid, w.since, w.heartbeat,
+                       (SELECT COUNT(*) FROM object_leases l
+                        WHERE l.owner = w.name AND l.expires > {NOW_MS})
+                     FROM workers w ORDER BY w.name"
+                ),
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(WorkerInfo {
+                    name: r.try_get(0)?,
+                    host: r.try_get(1)?,
+                    pid: u32::try_from(r.try_get::<_, i64>(2)?).unwrap_or(0),
+                    since: Millis(r.try_get(3)?),
+                    heartbeat: Millis(r.try_get(4)?),
+                    claims: usize::try_from(r.try_get::<_, i64>(5)?).unwrap_or(0),
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn revision(&self) -> Result<i64, StoreError> {
+        self.read(|s| s.query_one("SELECT n FROM revision", &[])?.try_get(0))
+    }
+
+    fn changes(&self, after: i64, limit: usize) -> Result<Vec<ObjectChange>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |s| {
+            s.query(
+                "SELECT rev, model, key, status, message, deleted FROM objects WHERE rev > $1
+                 UNION ALL
+                 SELECT rev, model, key, NULL, NULL, TRUE FROM purged WHERE rev > $1
+                 ORDER BY rev LIMIT $2",
+                &[&after, &limit],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(ObjectChange::from_row(
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                    r.try_get(5)?,
+                ))
+            })
+            .collect()
+        })
     }
 
     fn dead_letters(&self, limit: usize) -> Result<(usize, Vec<DeadLetter>), StoreError> {
@@ -1421,7 +1629,7 @@ impl WriteTx for PgTx<'_> {
     fn get_by_id(&self, id: i64) -> Result<Option<ObjectRecord>, StoreError> {
         self.on(move |s| {
             s.query_opt(
-                &format!("SELECT {COLUMNS} FROM objects WHERE id = $1"),
+                &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE id = $1"),
                 &[&id],
             )?
             .as_ref()
@@ -1443,23 +1651,13 @@ impl WriteTx for PgTx<'_> {
             Box::new(key.to_owned()),
             Box::new(json_text(fields)),
         ];
-        values.extend(book_params(book));
+        values.extend(columns::book_values(book).map(param));
         let edges = edges.to_vec();
         // One trip to the worker for the row and its edges: an apply of 100,000 objects is
         // 100,000 of these. A new object has no edges to delete.
         self.put(move |s| {
             let id: i64 = s
-                .query_one(
-                    "INSERT INTO objects (model, key, fields, generation, synced_generation,
-                       status, message, failures, next_retry_at, deleted, created, updated,
-                       enacted, last_success_at, last_error_at, pending, attempted, applied,
-                       drift, drift_found, suspect, policed_generation, policy_error,
-                       policy_failures, policy_retry_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                       $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)
-                     RETURNING id",
-                    &refs(&values),
-                )?
+                .query_one(&format!("{} RETURNING id", BOOK_SQL.insert), &refs(&values))?
                 .try_get(0)?;
             insert_refs(s, id, &edges)?;
             Ok(id)
@@ -1490,21 +1688,15 @@ impl WriteTx for PgTx<'_> {
         feedback: Option<&Map<String, Value>>,
     ) -> Result<(), StoreError> {
         let mut params: Vec<Param> = vec![Box::new(id)];
-        params.extend(book_params(book));
-        const SET: &str = "generation = $2, synced_generation = $3, status = $4, message = $5,
-            failures = $6, next_retry_at = $7, deleted = $8, created = $9, updated = $10,
-            enacted = $11, last_success_at = $12, last_error_at = $13, pending = $14,
-            attempted = $15, applied = $16, drift = $17, drift_found = $18, suspect = $19,
-            policed_generation = $20, policy_error = $21, policy_failures = $22,
-            policy_retry_at = $23";
+        params.extend(columns::book_values(book).map(param));
         let sql = match feedback {
-            None => format!("UPDATE objects SET {SET} WHERE id = $1"),
+            None => &BOOK_SQL.update,
             Some(f) => {
                 params.push(Box::new(json_text(f)));
-                format!("UPDATE objects SET {SET}, feedback = $24 WHERE id = $1")
+                &BOOK_SQL.update_feedback
             }
         };
-        self.put(move |s| s.execute(&sql, &refs(&params)).map(drop))
+        self.put(move |s| s.execute(sql, &refs(&params)).map(drop))
     }
 
     fn synced_ids(&self, model: &str) -> Result<Vec<i64>, StoreError> {
@@ -1530,22 +1722,30 @@ impl WriteTx for PgTx<'_> {
         })
     }
 
-    fn journal(&mut self, objects: &[(i64, String, String)]) -> Result<(), StoreError> {
-        let objects = objects.to_vec();
+    fn journal(
+        &mut self,
+        owner: &str,
+        objects: &[(i64, String, String)],
+    ) -> Result<(), StoreError> {
+        let (owner, objects) = (owner.to_owned(), objects.to_vec());
         self.put(move |s| {
             for (id, model, key) in &objects {
                 s.execute(
-                    "INSERT INTO journal (id, model, key) VALUES ($1, $2, $3)
-                     ON CONFLICT (id) DO NOTHING",
-                    &[id, model, key],
+                    "INSERT INTO journal (owner, id, model, key) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (owner, id) DO NOTHING",
+                    &[&owner, id, model, key],
                 )?;
             }
             Ok(())
         })
     }
 
-    fn clear_journal(&mut self) -> Result<(), StoreError> {
-        self.put(|s| s.execute("DELETE FROM journal", &[]).map(drop))
+    fn clear_journal(&mut self, owner: &str) -> Result<(), StoreError> {
+        let owner = owner.to_owned();
+        self.put(move |s| {
+            s.execute("DELETE FROM journal WHERE owner = $1", &[&owner])
+                .map(drop)
+        })
     }
 
     fn purge(&mut self, id: i64) -> Result<(), StoreError> {
@@ -1558,6 +1758,20 @@ impl WriteTx for PgTx<'_> {
 
     fn triggers(&self) -> Arc<Triggers> {
         self.triggers.clone()
+    }
+
+    fn fence(&mut self, worker: &str, claim: &Claim) -> Result<bool, StoreError> {
+        let (worker, c) = (worker.to_owned(), *claim);
+        // The row stays locked until this transaction ends: a takeover's claim skips it
+        // meanwhile instead of overtaking the outcome written here.
+        self.put(move |s| {
+            s.execute(
+                "UPDATE object_leases SET expires = 0 WHERE obj = $1 AND owner = $2 AND epoch = $3
+                 AND expires > 0",
+                &[&c.obj, &worker, &c.epoch],
+            )
+            .map(|n| n > 0)
+        })
     }
 
     fn put_owner(&mut self, id: i64, owner: Option<&str>) -> Result<(), StoreError> {
@@ -1714,4 +1928,9 @@ impl WriteTx for PgTx<'_> {
         }
         r
     }
+}
+
+/// A ttl in milliseconds, as the claims' expiry adds it to the server's clock.
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
 }

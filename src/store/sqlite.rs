@@ -8,14 +8,16 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
+use super::columns::{self, OBJECT_COLUMNS, OUTBOX_COLUMNS, json_map};
 use super::{
-    Bookkeeping, Counts, DeadLetter, Edge, Lease, Millis, ObjectRecord, OutboxEntry, PageQuery,
-    ReadOps, Referrer, Status, StepStatus, Store, StoreError, Triggers, WriteTx,
+    Bookkeeping, Claim, Counts, DeadLetter, Edge, Lease, Millis, ObjectChange, ObjectRecord,
+    OutboxEntry, PageQuery, ReadOps, Referrer, Status, StepStatus, Store, StoreError, Triggers,
+    WorkerInfo, WriteTx,
 };
 use crate::bookkeeping;
 
 /// The schema version this build writes. Each entry of `MIGRATIONS` moves one version up.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 8;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -151,6 +153,64 @@ const MIGRATIONS: &[&str] = &[
     // status in key order (the API's filtered list and the dashboard's model page, B10).
     "CREATE INDEX objects_work ON objects(model) WHERE pending = 1 OR suspect = 1;
      CREATE INDEX objects_model_status ON objects(model, status, key);",
+    // 6 -> 7: a store-wide revision, bumped by every visible change of an object (status,
+    // message, fields, feedback, deletion) and kept as the object's `rev`, and a tombstone
+    // for each purged object, for the events stream's object events (SPEC §16): readers ask
+    // what changed after the revision they saw. Triggers, so no write path can forget it;
+    // only a visible change bumps it, so a pass that rewrites a row's bookkeeping as it was
+    // sends nothing. A counter row, not max(rev): a purge must not hand its number out
+    // again. Tombstones older than 100,000 revisions go (a reader that far behind reads
+    // the counts again). Recursive triggers are off (SQLite's default), so a trigger's own
+    // UPDATE does not fire it again.
+    "CREATE TABLE revision (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+     INSERT INTO revision (id, n) VALUES (1, 0);
+     ALTER TABLE objects ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX objects_rev ON objects(rev);
+     CREATE TABLE purged (rev INTEGER PRIMARY KEY, model TEXT NOT NULL, key TEXT NOT NULL);
+     CREATE TRIGGER objects_rev_insert AFTER INSERT ON objects BEGIN
+        UPDATE revision SET n = n + 1;
+        UPDATE objects SET rev = (SELECT n FROM revision) WHERE id = NEW.id;
+     END;
+     CREATE TRIGGER objects_rev_update AFTER UPDATE ON objects
+        WHEN OLD.status IS NOT NEW.status OR OLD.message IS NOT NEW.message
+          OR OLD.fields IS NOT NEW.fields OR OLD.feedback IS NOT NEW.feedback
+          OR OLD.deleted IS NOT NEW.deleted
+     BEGIN
+        UPDATE revision SET n = n + 1;
+        UPDATE objects SET rev = (SELECT n FROM revision) WHERE id = NEW.id;
+     END;
+     CREATE TRIGGER objects_rev_delete AFTER DELETE ON objects BEGIN
+        UPDATE revision SET n = n + 1;
+        INSERT INTO purged (rev, model, key) SELECT n, OLD.model, OLD.key FROM revision;
+        DELETE FROM purged WHERE rev <= (SELECT n FROM revision) - 100000;
+     END;",
+    // 7 -> 8: object claims and workers (SPEC §17), the same tables as PostgreSQL's, so the
+    // store suite holds both to one contract; the journal keyed by sys dir as well. A claim's row stays when it is released
+    // (expires 0), so the next claim's epoch is higher than every earlier one's.
+    "CREATE TABLE object_leases (
+        obj INTEGER PRIMARY KEY REFERENCES objects(id) ON DELETE CASCADE,
+        owner TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        expires INTEGER NOT NULL
+     );
+     CREATE INDEX object_leases_owner ON object_leases(owner) WHERE expires > 0;
+     CREATE TABLE workers (
+        name TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        since INTEGER NOT NULL,
+        heartbeat INTEGER NOT NULL
+     );
+     CREATE TABLE journal_by_owner (
+        owner TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        key TEXT NOT NULL,
+        PRIMARY KEY (owner, id)
+     );
+     INSERT INTO journal_by_owner (owner, id, model, key) SELECT '', id, model, key FROM journal;
+     DROP TABLE journal;
+     ALTER TABLE journal_by_owner RENAME TO journal;",
 ];
 
 /// Reader connections a store keeps beside its writer: two cores, and one more so a long
@@ -266,6 +326,22 @@ impl SqliteStore {
 
     /// A free reader connection, or, when all are busy, one of them in turn (the writer's
     /// while none is open yet).
+    /// Runs `f` in a write transaction of its own (`BEGIN IMMEDIATE`, so the busy timeout
+    /// applies), committed when it succeeds and rolled back when it fails.
+    fn immediate<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let conn = self.lock();
+        let run = || -> rusqlite::Result<T> {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let r = f(&conn);
+            conn.execute_batch(if r.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+            r
+        };
+        run().map_err(sql_err(&self.path))
+    }
+
     fn read_lock(&self) -> MutexGuard<'_, Connection> {
         for r in &self.readers {
             if let Ok(g) = r.try_lock() {
@@ -318,7 +394,7 @@ fn when_not_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Res
 /// rules.
 fn backfill_pending(conn: &Connection) -> rusqlite::Result<()> {
     let rows: Vec<ObjectRecord> = conn
-        .prepare(&format!("SELECT {COLUMNS} FROM objects"))?
+        .prepare(&format!("SELECT {OBJECT_COLUMNS} FROM objects"))?
         .query_map([], row_to_record)?
         .collect::<rusqlite::Result<_>>()?;
     let mut st = conn.prepare("UPDATE objects SET pending = ?2, attempted = ?3 WHERE id = ?1")?;
@@ -340,57 +416,46 @@ fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     }
 }
 
-const COLUMNS: &str = "id, model, key, fields, feedback, generation, synced_generation, status, \
-    message, failures, next_retry_at, deleted, created, updated, enacted, last_success_at, last_error_at, \
-    attempted, applied, drift, drift_found, policed_generation, policy_error, policy_failures, \
-    policy_retry_at, owner";
-
-fn json_map(text: &str) -> Map<String, Value> {
-    // The store only ever holds maps it serialized itself.
-    serde_json::from_str(text).unwrap_or_default()
+/// A row of an object read, for the shared mapping (`columns::record`).
+impl columns::Cells for Row<'_> {
+    type Error = rusqlite::Error;
+    fn int(&self, i: usize) -> rusqlite::Result<i64> {
+        self.get(i)
+    }
+    fn opt_int(&self, i: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(i)
+    }
+    fn text(&self, i: usize) -> rusqlite::Result<String> {
+        self.get(i)
+    }
+    fn opt_text(&self, i: usize) -> rusqlite::Result<Option<String>> {
+        self.get(i)
+    }
+    fn flag(&self, i: usize) -> rusqlite::Result<bool> {
+        self.get(i)
+    }
 }
 
 fn row_to_record(r: &Row<'_>) -> rusqlite::Result<ObjectRecord> {
-    let status: String = r.get(7)?;
-    let millis = |i: usize| -> rusqlite::Result<Option<Millis>> {
-        Ok(r.get::<_, Option<i64>>(i)?.map(Millis))
-    };
-    Ok(ObjectRecord {
-        id: r.get(0)?,
-        model: r.get(1)?,
-        key: r.get(2)?,
-        fields: json_map(&r.get::<_, String>(3)?),
-        feedback: json_map(&r.get::<_, String>(4)?),
-        book: Bookkeeping {
-            generation: r.get(5)?,
-            synced_generation: r.get(6)?,
-            status: Status::parse(&status).unwrap_or(Status::Pending),
-            message: r.get(8)?,
-            failures: r.get(9)?,
-            next_retry_at: millis(10)?,
-            deleted: r.get(11)?,
-            created: Millis(r.get(12)?),
-            updated: Millis(r.get(13)?),
-            enacted: millis(14)?,
-            last_success_at: millis(15)?,
-            last_error_at: millis(16)?,
-            attempted: r.get(17)?,
-            applied: r.get(18)?,
-            drift: r
-                .get::<_, Option<String>>(19)?
-                .and_then(|c| bookkeeping::Cause::parse(&c))
-                .map(|cause| bookkeeping::Drift {
-                    cause,
-                    found: r.get(20).unwrap_or(false),
-                }),
-            policed_generation: r.get(21)?,
-            policy_error: r.get(22)?,
-            policy_failures: r.get(23)?,
-            policy_retry_at: millis(24)?,
-        },
-        owner: r.get(25)?,
-    })
+    columns::record(r)
 }
+
+impl From<columns::Cell> for SqlValue {
+    fn from(c: columns::Cell) -> SqlValue {
+        use columns::Cell;
+        match c {
+            Cell::Int(v) => v.into(),
+            Cell::OptInt(v) => v.into(),
+            Cell::Text(v) => v.into(),
+            Cell::OptText(v) => v.into(),
+            Cell::Flag(v) => v.into(),
+        }
+    }
+}
+
+/// The bookkeeping statements, with SQLite's placeholders.
+static BOOK_SQL: std::sync::LazyLock<columns::BookSql> =
+    std::sync::LazyLock::new(|| columns::book_sql('?'));
 
 fn get(
     conn: &Connection,
@@ -399,7 +464,7 @@ fn get(
     key: &str,
 ) -> Result<Option<ObjectRecord>, StoreError> {
     conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM objects WHERE model = ?1 AND key = ?2"
+        "SELECT {OBJECT_COLUMNS} FROM objects WHERE model = ?1 AND key = ?2"
     ))
     .and_then(|mut st| st.query_row(params![model, key], row_to_record).optional())
     .map_err(sql_err(path))
@@ -414,13 +479,13 @@ fn list(
         match model {
             Some(m) => {
                 let mut st = conn.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM objects WHERE model = ?1 ORDER BY key"
+                    "SELECT {OBJECT_COLUMNS} FROM objects WHERE model = ?1 ORDER BY key"
                 ))?;
                 st.query_map([m], row_to_record)?.collect()
             }
             None => {
                 let mut st = conn.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM objects ORDER BY model, key"
+                    "SELECT {OBJECT_COLUMNS} FROM objects ORDER BY model, key"
                 ))?;
                 st.query_map([], row_to_record)?.collect()
             }
@@ -496,7 +561,7 @@ fn page(
     // Only the filters in use go into the statement (at most 16 shapes, each prepared once):
     // a `?1 IS NULL OR ...` form keeps SQLite from seeking the (model, key) index, and a
     // deep page took 30 ms at 100,000 objects.
-    let mut sql = format!("SELECT {COLUMNS} FROM objects WHERE 1");
+    let mut sql = format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE 1");
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     let mut arg = |sql: &mut String, cond: &str, v: rusqlite::types::Value| {
         args.push(v);
@@ -547,7 +612,7 @@ fn page(
 fn with_work(conn: &Connection, path: &Path, model: &str) -> Result<Vec<ObjectRecord>, StoreError> {
     let run = || -> rusqlite::Result<Vec<ObjectRecord>> {
         let mut st = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM objects INDEXED BY objects_work
+            "SELECT {OBJECT_COLUMNS} FROM objects INDEXED BY objects_work
              WHERE model = ?1 AND (pending = 1 OR suspect = 1) ORDER BY id"
         ))?;
         st.query_map([model], row_to_record)?.collect()
@@ -559,8 +624,8 @@ fn waking(conn: &Connection, path: &Path) -> Result<Vec<ObjectRecord>, StoreErro
     let run = || -> rusqlite::Result<Vec<ObjectRecord>> {
         let mut st = conn.prepare_cached(&format!(
             // Two selects, so each uses its index (an OR of the two terms scans the table).
-            "SELECT {COLUMNS} FROM objects WHERE status IN ('error', 'deferred')
-             UNION SELECT {COLUMNS} FROM objects WHERE policy_error IS NOT NULL"
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE status IN ('error', 'deferred')
+             UNION SELECT {OBJECT_COLUMNS} FROM objects WHERE policy_error IS NOT NULL"
         ))?;
         st.query_map([], row_to_record)?.collect()
     };
@@ -570,7 +635,7 @@ fn waking(conn: &Connection, path: &Path) -> Result<Vec<ObjectRecord>, StoreErro
 fn owned_by(conn: &Connection, path: &Path, owner: &str) -> Result<Vec<ObjectRecord>, StoreError> {
     let run = || -> rusqlite::Result<Vec<ObjectRecord>> {
         let mut st = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM objects WHERE owner = ?1 ORDER BY model, key"
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE owner = ?1 ORDER BY model, key"
         ))?;
         st.query_map([owner], row_to_record)?.collect()
     };
@@ -580,7 +645,7 @@ fn owned_by(conn: &Connection, path: &Path, owner: &str) -> Result<Vec<ObjectRec
 fn unpoliced(conn: &Connection, path: &Path, model: &str) -> Result<Vec<ObjectRecord>, StoreError> {
     let run = || -> rusqlite::Result<Vec<ObjectRecord>> {
         let mut st = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM objects INDEXED BY objects_unpoliced
+            "SELECT {OBJECT_COLUMNS} FROM objects INDEXED BY objects_unpoliced
              WHERE model = ?1 AND policed_generation < generation AND deleted = 0 ORDER BY id"
         ))?;
         st.query_map([model], row_to_record)?.collect()
@@ -672,8 +737,6 @@ fn put_step_status(
     .map(drop)
     .map_err(sql_err(path))
 }
-
-const OUTBOX_COLUMNS: &str = "id, watcher, obj, model, key, fields, old, new, seq, at";
 
 fn outbox(conn: &Connection, path: &Path) -> Result<Vec<OutboxEntry>, StoreError> {
     let run = || -> rusqlite::Result<Vec<OutboxEntry>> {
@@ -769,30 +832,128 @@ impl Store for SqliteStore {
         expected: Option<&Lease>,
         new: Option<&Lease>,
     ) -> Result<bool, StoreError> {
-        let conn = self.lock();
-        let run = || -> rusqlite::Result<bool> {
-            conn.execute_batch("BEGIN IMMEDIATE")?;
-            let swapped = (|| {
-                if read_lease(&conn)?.as_ref() != expected {
-                    return Ok(false);
-                }
-                match new {
-                    Some(l) => conn.execute(
-                        "INSERT OR REPLACE INTO lease (id, holder, pid, host, since, expires)
-                         VALUES (1, ?1, ?2, ?3, ?4, ?5)",
-                        params![l.holder, l.pid, l.host, l.since.0, l.expires.0],
-                    )?,
-                    None => conn.execute("DELETE FROM lease", [])?,
-                };
-                Ok(true)
-            })();
-            let end = if swapped.is_ok() {
-                "COMMIT"
-            } else {
-                "ROLLBACK"
+        self.immediate(|conn| {
+            if read_lease(conn)?.as_ref() != expected {
+                return Ok(false);
+            }
+            match new {
+                Some(l) => conn.execute(
+                    "INSERT OR REPLACE INTO lease (id, holder, pid, host, since, expires)
+                     VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+                    params![l.holder, l.pid, l.host, l.since.0, l.expires.0],
+                )?,
+                None => conn.execute("DELETE FROM lease", [])?,
             };
-            conn.execute_batch(end)?;
-            swapped
+            Ok(true)
+        })
+    }
+
+    fn claim(&self, worker: &str, ids: &[i64], ttl: Duration) -> Result<Vec<Claim>, StoreError> {
+        let now = Millis::now();
+        let expires = now.after(ttl).0;
+        self.immediate(|conn| {
+            // One writer at a time: nobody can be claiming the same rows meanwhile, so
+            // there is nothing to skip.
+            let mut row = conn.prepare_cached(
+                "INSERT OR IGNORE INTO object_leases (obj, owner, epoch, expires)
+                 SELECT ?1, '', 0, 0 WHERE EXISTS (SELECT 1 FROM objects WHERE id = ?1)",
+            )?;
+            let mut take = conn.prepare_cached(
+                "UPDATE object_leases SET owner = ?2, epoch = epoch + 1, expires = ?3
+                 WHERE obj = ?1 AND (expires <= ?4 OR owner = ?2) RETURNING epoch",
+            )?;
+            let mut claims = Vec::new();
+            for &obj in ids {
+                row.execute([obj])?;
+                if let Some(epoch) = take
+                    .query_row(params![obj, worker, expires, now.0], |r| r.get(0))
+                    .optional()?
+                {
+                    claims.push(Claim { obj, epoch });
+                }
+            }
+            Ok(claims)
+        })
+    }
+
+    fn renew(&self, worker: &str, ttl: Duration) -> Result<Vec<Claim>, StoreError> {
+        let now = Millis::now();
+        self.immediate(|conn| {
+            conn.prepare_cached("UPDATE workers SET heartbeat = ?2 WHERE name = ?1")?
+                .execute(params![worker, now.0])?;
+            let mut st = conn.prepare_cached(
+                "UPDATE object_leases SET expires = ?2 WHERE owner = ?1 AND expires > 0
+                 RETURNING obj, epoch",
+            )?;
+            let mut claims = st
+                .query_map(params![worker, now.after(ttl).0], |r| {
+                    Ok(Claim {
+                        obj: r.get(0)?,
+                        epoch: r.get(1)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            claims.sort_by_key(|c| c.obj);
+            Ok(claims)
+        })
+    }
+
+    fn release(&self, worker: &str, claims: &[Claim]) -> Result<(), StoreError> {
+        self.immediate(|conn| {
+            let mut st = conn.prepare_cached(
+                "UPDATE object_leases SET expires = 0 WHERE obj = ?1 AND owner = ?2 AND epoch = ?3",
+            )?;
+            for c in claims {
+                st.execute(params![c.obj, worker, c.epoch])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn register_worker(&self, w: &WorkerInfo) -> Result<(), StoreError> {
+        self.immediate(|conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO workers (name, host, pid, since, heartbeat)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![w.name, w.host, w.pid, w.since.0, w.heartbeat.0],
+            )
+            .map(drop)
+        })
+    }
+
+    fn retire_worker(&self, name: &str) -> Result<(), StoreError> {
+        self.immediate(|conn| {
+            conn.execute("DELETE FROM workers WHERE name = ?1", [name])?;
+            conn.execute(
+                "UPDATE object_leases SET expires = 0 WHERE owner = ?1 AND expires > 0",
+                [name],
+            )
+            .map(drop)
+        })
+    }
+
+    fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        let now = Millis::now().0;
+        let conn = self.read_lock();
+        let run = || -> rusqlite::Result<Vec<WorkerInfo>> {
+            let mut st = conn.prepare_cached(
+                "SELECT w.name, w.host, w.pid, w.since, w.heartbeat,
+                   (SELECT COUNT(*) FROM object_leases l WHERE l.owner = w.name AND l.expires > ?1)
+                 FROM workers w ORDER BY w.name",
+            )?;
+            st.query_map([now], |r| {
+                Ok(WorkerInfo {
+                    name: r.get(0)?,
+                    host: r.get(1)?,
+                    pid: r.get(2)?,
+                    since: Millis(r.get(3)?),
+                    heartbeat: Millis(r.get(4)?),
+                    claims: r
+                        .get::<_, i64>(5)
+                        .map(|n| usize::try_from(n).unwrap_or(0))?,
+                })
+            })?
+            .collect()
         };
         run().map_err(sql_err(&self.path))
     }
@@ -860,14 +1021,20 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    fn journaled(&self) -> Result<Vec<(i64, String, String)>, StoreError> {
+    fn journaled(&self, owner: &str) -> Result<Vec<(i64, String, String)>, StoreError> {
         let conn = self.lock();
         let run = || -> rusqlite::Result<Vec<(i64, String, String)>> {
-            let mut st = conn.prepare_cached("SELECT id, model, key FROM journal ORDER BY id")?;
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            let mut st = conn.prepare_cached(
+                "SELECT id, model, key FROM journal WHERE owner = ?1 ORDER BY id",
+            )?;
+            st.query_map([owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect()
         };
         run().map_err(sql_err(&self.path))
+    }
+
+    fn shared(&self) -> bool {
+        false
     }
 
     fn change_marker(&self) -> Result<i64, StoreError> {
@@ -915,6 +1082,40 @@ impl Store for SqliteStore {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((usize::try_from(n).unwrap_or(0), rows))
+        };
+        run().map_err(sql_err(&self.path))
+    }
+
+    fn revision(&self) -> Result<i64, StoreError> {
+        self.read_lock()
+            .query_row("SELECT n FROM revision", [], |r| r.get(0))
+            .map_err(sql_err(&self.path))
+    }
+
+    fn changes(&self, after: i64, limit: usize) -> Result<Vec<ObjectChange>, StoreError> {
+        let conn = self.read_lock();
+        let run = || -> rusqlite::Result<Vec<ObjectChange>> {
+            // Both halves seek an index on rev (objects_rev, purged's key).
+            let mut st = conn.prepare_cached(
+                "SELECT rev, model, key, status, message, deleted FROM objects WHERE rev > ?1
+                 UNION ALL
+                 SELECT rev, model, key, NULL, NULL, 1 FROM purged WHERE rev > ?1
+                 ORDER BY rev LIMIT ?2",
+            )?;
+            st.query_map(
+                params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok(ObjectChange::from_row(
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )?
+            .collect()
         };
         run().map_err(sql_err(&self.path))
     }
@@ -970,33 +1171,6 @@ type SqlValue = rusqlite::types::Value;
 
 /// The bookkeeping columns in their order after `id` (or after `model, key, fields` in an
 /// insert), with the `pending` mark the state machine derives: one list for every write.
-fn book_columns(b: &Bookkeeping) -> [SqlValue; 22] {
-    [
-        b.generation.into(),
-        b.synced_generation.into(),
-        b.status.as_str().to_owned().into(),
-        b.message.clone().into(),
-        b.failures.into(),
-        b.next_retry_at.map(|m| m.0).into(),
-        b.deleted.into(),
-        b.created.0.into(),
-        b.updated.0.into(),
-        b.enacted.map(|m| m.0).into(),
-        b.last_success_at.map(|m| m.0).into(),
-        b.last_error_at.map(|m| m.0).into(),
-        bookkeeping::work(b).is_some().into(),
-        b.attempted.into(),
-        b.applied.clone().into(),
-        b.drift.as_ref().map(|d| d.cause.to_string()).into(),
-        b.drift.as_ref().is_some_and(|d| d.found).into(),
-        bookkeeping::suspect(b).is_some().into(),
-        b.policed_generation.into(),
-        b.policy_error.clone().into(),
-        b.policy_failures.into(),
-        b.policy_retry_at.map(|m| m.0).into(),
-    ]
-}
-
 impl SqliteTx<'_> {
     fn save_book(
         &self,
@@ -1005,25 +1179,17 @@ impl SqliteTx<'_> {
         feedback: Option<&Map<String, Value>>,
     ) -> rusqlite::Result<()> {
         let mut book: Vec<SqlValue> = vec![id.into()];
-        book.extend(book_columns(b));
-        const SET: &str = "generation = ?2, synced_generation = ?3, status = ?4, message = ?5,
-            failures = ?6, next_retry_at = ?7, deleted = ?8, created = ?9, updated = ?10,
-            enacted = ?11, last_success_at = ?12, last_error_at = ?13, pending = ?14,
-            attempted = ?15, applied = ?16, drift = ?17, drift_found = ?18, suspect = ?19,
-            policed_generation = ?20, policy_error = ?21, policy_failures = ?22,
-            policy_retry_at = ?23";
+        book.extend(columns::book_values(b).map(SqlValue::from));
         match feedback {
             None => self
                 .conn
-                .prepare_cached(&format!("UPDATE objects SET {SET} WHERE id = ?1"))?
+                .prepare_cached(&BOOK_SQL.update)?
                 .execute(rusqlite::params_from_iter(&book))?,
             Some(f) => {
                 let mut all = book;
                 all.push(Value::Object(f.clone()).to_string().into());
                 self.conn
-                    .prepare_cached(&format!(
-                        "UPDATE objects SET {SET}, feedback = ?24 WHERE id = ?1"
-                    ))?
+                    .prepare_cached(&BOOK_SQL.update_feedback)?
                     .execute(rusqlite::params_from_iter(&all))?
             }
         };
@@ -1097,7 +1263,9 @@ impl ReadOps for SqliteTx<'_> {
 impl WriteTx for SqliteTx<'_> {
     fn get_by_id(&self, id: i64) -> Result<Option<ObjectRecord>, StoreError> {
         self.conn
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM objects WHERE id = ?1"))
+            .prepare_cached(&format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects WHERE id = ?1"
+            ))
             .and_then(|mut st| st.query_row([id], row_to_record).optional())
             .map_err(sql_err(self.path))
     }
@@ -1117,17 +1285,9 @@ impl WriteTx for SqliteTx<'_> {
                 key.to_owned().into(),
                 Value::Object(fields.clone()).to_string().into(),
             ];
-            values.extend(book_columns(book));
+            values.extend(columns::book_values(book).map(SqlValue::from));
             self.conn
-                .prepare_cached(
-                    "INSERT INTO objects (model, key, fields, generation, synced_generation,
-                       status, message, failures, next_retry_at, deleted, created, updated,
-                       enacted, last_success_at, last_error_at, pending, attempted, applied,
-                       drift, drift_found, suspect, policed_generation, policy_error,
-                       policy_failures, policy_retry_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                       ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
-                )?
+                .prepare_cached(&BOOK_SQL.insert)?
                 .execute(rusqlite::params_from_iter(&values))?;
             let id = self.conn.last_insert_rowid();
             self.set_refs(id, refs)?;
@@ -1172,22 +1332,28 @@ impl WriteTx for SqliteTx<'_> {
         run().map_err(sql_err(self.path))
     }
 
-    fn journal(&mut self, objects: &[(i64, String, String)]) -> Result<(), StoreError> {
+    fn journal(
+        &mut self,
+        owner: &str,
+        objects: &[(i64, String, String)],
+    ) -> Result<(), StoreError> {
         let run = || -> rusqlite::Result<()> {
             let mut st = self.conn.prepare_cached(
-                "INSERT OR IGNORE INTO journal (id, model, key) VALUES (?1, ?2, ?3)",
+                "INSERT OR IGNORE INTO journal (owner, id, model, key) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for (id, model, key) in objects {
-                st.execute(params![id, model, key])?;
+                st.execute(params![owner, id, model, key])?;
             }
             Ok(())
         };
         run().map_err(sql_err(self.path))
     }
 
-    fn clear_journal(&mut self) -> Result<(), StoreError> {
+    fn clear_journal(&mut self, owner: &str) -> Result<(), StoreError> {
         self.conn
-            .execute_batch("DELETE FROM journal")
+            .prepare_cached("DELETE FROM journal WHERE owner = ?1")
+            .and_then(|mut st| st.execute([owner]))
+            .map(drop)
             .map_err(sql_err(self.path))
     }
 
@@ -1309,6 +1475,17 @@ impl WriteTx for SqliteTx<'_> {
             .prepare_cached("DELETE FROM objects WHERE id = ?1")
             .and_then(|mut st| st.execute([id]))
             .map(drop)
+            .map_err(sql_err(self.path))
+    }
+
+    fn fence(&mut self, worker: &str, claim: &Claim) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE object_leases SET expires = 0 WHERE obj = ?1 AND owner = ?2 AND epoch = ?3
+                 AND expires > 0",
+            )
+            .and_then(|mut st| st.execute(params![claim.obj, worker, claim.epoch]))
+            .map(|n| n > 0)
             .map_err(sql_err(self.path))
     }
 

@@ -12,8 +12,9 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Bookkeeping, Counts, DeadLetter, Edge, Lease, Millis, ObjectRecord, OutboxEntry, PageQuery,
-    PostgresStore, ReadOps, Referrer, SqliteStore, Status, StepStatus, Store, StoreError, Triggers,
+    Bookkeeping, ChangedState, Claim, Counts, DeadLetter, Edge, Lease, Millis, ObjectChange,
+    ObjectRecord, OutboxEntry, PageQuery, PostgresStore, ReadOps, Referrer, SqliteStore, Status,
+    StepStatus, Store, StoreError, Triggers, WorkerInfo,
 };
 use crate::bookkeeping::{self, Cause, Drift};
 
@@ -167,6 +168,11 @@ suite!(
     read_modify_write_in_a_transaction_loses_no_update,
     fresh_store_opened_by_many_at_once,
     calls_from_inside_a_tokio_runtime,
+    changes_follow_visible_writes_in_revision_order,
+    claims_are_exclusive_and_fence_outcomes_by_epoch,
+    expired_claims_are_taken_over_and_renewal_keeps_them,
+    workers_register_count_their_claims_and_retire,
+    concurrent_claimers_split_the_objects_without_overlap,
 );
 
 fn map(v: Value) -> Map<String, Value> {
@@ -988,26 +994,31 @@ fn dead_letters_count_and_newest_first(b: &dyn Backend) {
     assert_eq!(store.dead_letters(0).unwrap(), (3, vec![]));
 }
 
+/// Each sys dir's journal is its own: another owner's entries are neither listed nor
+/// cleared.
 fn journal(b: &dyn Backend) {
     let store = b.open().unwrap();
-    assert_eq!(store.journaled().unwrap(), vec![]);
+    assert_eq!(store.journaled("").unwrap(), vec![]);
     let j = |id: i64, key: &str| (id, "Site".to_owned(), key.to_owned());
     let mut tx = store.write().unwrap();
-    tx.journal(&[j(3, "c"), j(1, "a")]).unwrap();
-    tx.journal(&[j(1, "a"), j(2, "b")]).unwrap();
+    tx.journal("", &[j(3, "c"), j(1, "a")]).unwrap();
+    tx.journal("", &[j(1, "a"), j(2, "b")]).unwrap();
+    tx.journal("h2:/sys", &[j(1, "a")]).unwrap();
     tx.commit().unwrap();
     assert_eq!(
-        store.journaled().unwrap(),
+        store.journaled("").unwrap(),
         [j(1, "a"), j(2, "b"), j(3, "c")]
     );
+    assert_eq!(store.journaled("h2:/sys").unwrap(), [j(1, "a")]);
     let mut tx = store.write().unwrap();
-    tx.clear_journal().unwrap();
+    tx.clear_journal("").unwrap();
     drop(tx);
-    assert_eq!(store.journaled().unwrap().len(), 3);
+    assert_eq!(store.journaled("").unwrap().len(), 3);
     let mut tx = store.write().unwrap();
-    tx.clear_journal().unwrap();
+    tx.clear_journal("").unwrap();
     tx.commit().unwrap();
-    assert_eq!(store.journaled().unwrap(), vec![]);
+    assert_eq!(store.journaled("").unwrap(), vec![]);
+    assert_eq!(store.journaled("h2:/sys").unwrap(), [j(1, "a")]);
 }
 
 fn definitions_and_sync_definitions(b: &dyn Backend) {
@@ -1484,5 +1495,253 @@ mod pg_only {
                 });
             }
         });
+    }
+}
+
+/// The events stream's source (SPEC §16): every visible change, once per object at its
+/// latest, in commit order; rewrites that change nothing visible move nothing; a purge
+/// leaves a tombstone; a change of another handle is seen; revisions never repeat.
+fn changes_follow_visible_writes_in_revision_order(b: &dyn Backend) {
+    let store = b.open().unwrap();
+    let other = b.open().unwrap();
+    assert_eq!(store.revision().unwrap(), 0);
+    assert_eq!(store.changes(0, 10).unwrap(), vec![]);
+    let a = create(&*store, "Site", "a", json!({"n": 1}), &[]);
+    let c = create(&*other, "Site", "c", json!({}), &[]);
+    let r0 = store.revision().unwrap();
+    assert_eq!(r0, 2);
+    let state = |status, message: &str, deleted| {
+        Some(ChangedState {
+            status,
+            message: message.into(),
+            deleted,
+        })
+    };
+    let change = |rev, key: &str, state| ObjectChange {
+        rev,
+        model: "Site".into(),
+        key: key.into(),
+        state,
+    };
+    assert_eq!(
+        store.changes(0, 10).unwrap(),
+        [
+            change(1, "a", state(Status::Pending, "", false)),
+            change(2, "c", state(Status::Pending, "", false)),
+        ]
+    );
+    // Bookkeeping no one sees (a retry time) moves nothing; a status does.
+    edit(&*store, a, |bk| bk.next_retry_at = Some(Millis(5)));
+    assert_eq!(store.revision().unwrap(), r0);
+    edit(&*other, a, |bk| {
+        bk.status = Status::Error;
+        bk.message = "HTTP 500".into();
+    });
+    assert_eq!(
+        store.changes(r0, 10).unwrap(),
+        [change(3, "a", state(Status::Error, "HTTP 500", false))]
+    );
+    // Each object once, at its latest; the limit counts from the oldest.
+    edit(&*store, c, synced);
+    edit(&*store, a, synced);
+    assert_eq!(
+        store.changes(0, 10).unwrap(),
+        [
+            change(4, "c", state(Status::Ok, "", false)),
+            change(5, "a", state(Status::Ok, "HTTP 500", false)),
+        ]
+    );
+    assert_eq!(store.changes(0, 1).unwrap().len(), 1);
+    // Fields and deletion are visible; a purge leaves a tombstone, and its revision is
+    // not handed out again though the highest object row is gone.
+    let mut tx = store.write().unwrap();
+    tx.put_fields(a, &map(json!({"n": 2})), &[]).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(store.changes(5, 10).unwrap()[0].rev, 6);
+    let mut tx = store.write().unwrap();
+    super::mark_deleted(&mut *tx, a, Millis(3000)).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        store.changes(6, 10).unwrap(),
+        [change(7, "a", state(Status::Deleting, "", true))]
+    );
+    let mut tx = store.write().unwrap();
+    tx.purge(a).unwrap();
+    tx.commit().unwrap();
+    let d = create(&*store, "Site", "d", json!({}), &[]);
+    assert_eq!(
+        other.changes(6, 10).unwrap(),
+        [
+            change(8, "a", None),
+            change(9, "d", state(Status::Pending, "", false))
+        ]
+    );
+    // A rolled-back write leaves no trace.
+    let mut tx = store.write().unwrap();
+    tx.purge(d).unwrap();
+    drop(tx);
+    assert_eq!(store.revision().unwrap(), 9);
+    assert_eq!(store.changes(9, 10).unwrap(), vec![]);
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Whether `claim` still fences an outcome of `worker`, asked in a transaction that then
+/// commits (and so releases it when it does).
+fn fenced(store: &dyn Store, worker: &str, claim: Claim) -> bool {
+    let mut tx = store.write().unwrap();
+    let ok = tx.fence(worker, &claim).unwrap();
+    tx.commit().unwrap();
+    ok
+}
+
+fn claims_are_exclusive_and_fence_outcomes_by_epoch(b: &dyn Backend) {
+    let store = b.open().unwrap();
+    let other = b.open().unwrap();
+    let a = create(&*store, "Site", "a", json!({}), &[]);
+    let bb = create(&*store, "Site", "b", json!({}), &[]);
+    let c = create(&*store, "Site", "c", json!({}), &[]);
+    let claim = |obj, epoch| Claim { obj, epoch };
+    assert_eq!(
+        store.claim("w1", &[a, bb], LONG).unwrap(),
+        [claim(a, 1), claim(bb, 1)]
+    );
+    // Held objects are not handed out again; an id with no object is not claimed.
+    assert_eq!(
+        other.claim("w2", &[a, bb, c, 999_999], LONG).unwrap(),
+        [claim(c, 1)]
+    );
+    store.release("w1", &[claim(a, 1)]).unwrap();
+    assert_eq!(other.claim("w2", &[a], LONG).unwrap(), [claim(a, 2)]);
+    // The superseded claim fences nothing; the current one fences once and is released.
+    assert!(!fenced(&*store, "w1", claim(a, 1)));
+    assert!(
+        !fenced(&*store, "w1", claim(a, 2)),
+        "another worker's claim"
+    );
+    assert!(fenced(&*other, "w2", claim(a, 2)));
+    assert!(
+        !fenced(&*other, "w2", claim(a, 2)),
+        "released by the first fence"
+    );
+    assert_eq!(store.claim("w1", &[a], LONG).unwrap(), [claim(a, 3)]);
+    // A fence rolled back with its transaction releases nothing.
+    let mut tx = store.write().unwrap();
+    assert!(tx.fence("w1", &claim(bb, 1)).unwrap());
+    drop(tx);
+    assert_eq!(other.claim("w2", &[bb], LONG).unwrap(), []);
+    // A purged object takes its claim with it.
+    let mut tx = store.write().unwrap();
+    tx.purge(c).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(other.claim("w2", &[c], LONG).unwrap(), []);
+}
+
+fn expired_claims_are_taken_over_and_renewal_keeps_them(b: &dyn Backend) {
+    let store = b.open().unwrap();
+    let other = b.open().unwrap();
+    let a = create(&*store, "Site", "a", json!({}), &[]);
+    let bb = create(&*store, "Site", "b", json!({}), &[]);
+    let short = Duration::from_millis(300);
+    assert_eq!(store.claim("w1", &[a, bb], short).unwrap().len(), 2);
+    // Renewed with a long ttl before it ran out: still w1's after the short one ends.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        store.renew("w1", LONG).unwrap(),
+        [Claim { obj: a, epoch: 1 }, Claim { obj: bb, epoch: 1 }]
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(other.claim("w2", &[a, bb], LONG).unwrap(), []);
+    // Left to expire (a worker paused or gone): another takes it over with a new epoch,
+    // the old holder's renewal no longer has it and its outcome is fenced off.
+    assert_eq!(
+        store.claim("w1", &[a], Duration::from_millis(1)).unwrap(),
+        [Claim { obj: a, epoch: 2 }]
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        other.claim("w2", &[a], LONG).unwrap(),
+        [Claim { obj: a, epoch: 3 }]
+    );
+    assert_eq!(
+        store.renew("w1", LONG).unwrap(),
+        [Claim { obj: bb, epoch: 1 }]
+    );
+    assert!(!fenced(&*store, "w1", Claim { obj: a, epoch: 2 }));
+    assert!(fenced(&*other, "w2", Claim { obj: a, epoch: 3 }));
+}
+
+fn workers_register_count_their_claims_and_retire(b: &dyn Backend) {
+    let store = b.open().unwrap();
+    let a = create(&*store, "Site", "a", json!({}), &[]);
+    let bb = create(&*store, "Site", "b", json!({}), &[]);
+    let worker = |name: &str| WorkerInfo {
+        name: name.into(),
+        host: "h1".into(),
+        pid: 7,
+        since: Millis(1000),
+        heartbeat: Millis::now(),
+        claims: 0,
+    };
+    assert_eq!(store.workers().unwrap(), []);
+    store.register_worker(&worker("w1")).unwrap();
+    store.register_worker(&worker("w2")).unwrap();
+    store.claim("w1", &[a, bb], LONG).unwrap();
+    let ws = store.workers().unwrap();
+    assert_eq!(
+        ws.iter()
+            .map(|w| (w.name.as_str(), w.claims))
+            .collect::<Vec<_>>(),
+        [("w1", 2), ("w2", 0)]
+    );
+    assert_eq!(
+        (ws[0].pid, ws[0].since, ws[0].host.as_str()),
+        (7, Millis(1000), "h1")
+    );
+    // The heartbeat moves with a renewal.
+    let before = ws[0].heartbeat;
+    std::thread::sleep(Duration::from_millis(20));
+    store.renew("w1", LONG).unwrap();
+    assert!(store.workers().unwrap()[0].heartbeat > before);
+    // A clean stop gives its claims back at once.
+    store.retire_worker("w1").unwrap();
+    assert_eq!(names_of(&store.workers().unwrap()), ["w2"]);
+    assert_eq!(store.claim("w2", &[a, bb], LONG).unwrap().len(), 2);
+}
+
+fn names_of(ws: &[WorkerInfo]) -> Vec<&str> {
+    ws.iter().map(|w| w.name.as_str()).collect()
+}
+
+/// Four handles (processes) claim the same objects at once, in rounds: each object goes to
+/// exactly one of them per round.
+fn concurrent_claimers_split_the_objects_without_overlap(b: &dyn Backend) {
+    let store = b.open().unwrap();
+    let ids: Vec<i64> = (0..60)
+        .map(|i| create(&*store, "Site", &format!("s{i:02}"), json!({}), &[]))
+        .collect();
+    let handles: Vec<Box<dyn Store>> = (0..4).map(|_| b.open().unwrap()).collect();
+    for round in 0..3 {
+        let barrier = Barrier::new(handles.len());
+        let won: Vec<Vec<Claim>> = std::thread::scope(|s| {
+            let tasks: Vec<_> = handles
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    let (barrier, ids) = (&barrier, &ids);
+                    s.spawn(move || {
+                        barrier.wait();
+                        h.claim(&format!("w{i}"), ids, LONG).unwrap()
+                    })
+                })
+                .collect();
+            tasks.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let mut all: Vec<i64> = won.iter().flatten().map(|c| c.obj).collect();
+        all.sort_unstable();
+        assert_eq!(all, ids, "round {round}: each object claimed once");
+        for (i, claims) in won.iter().enumerate() {
+            handles[i].release(&format!("w{i}"), claims).unwrap();
+        }
     }
 }

@@ -1,0 +1,198 @@
+//! The layout of an object row, one home for both stores: the columns a read selects and
+//! their order, how such a row becomes an [`ObjectRecord`], and the bookkeeping values a
+//! write sets, with the `pending` and `suspect` marks the state machine derives. A column
+//! added here is added for SQLite and PostgreSQL at once; each store only says how its row
+//! type hands out a cell ([`Cells`]) and how a [`Cell`] becomes its parameter type.
+
+use serde_json::{Map, Value};
+
+use super::{Bookkeeping, Millis, ObjectRecord, Status};
+use crate::bookkeeping;
+
+/// What every object read selects, in the order [`record`] reads it.
+pub(super) const OBJECT_COLUMNS: &str = "id, model, key, fields, feedback, generation, \
+    synced_generation, status, message, failures, next_retry_at, deleted, created, updated, \
+    enacted, last_success_at, last_error_at, attempted, applied, drift, drift_found, \
+    policed_generation, policy_error, policy_failures, policy_retry_at, owner";
+
+/// What every outbox read selects.
+pub(super) const OUTBOX_COLUMNS: &str = "id, watcher, obj, model, key, fields, old, new, seq, at";
+
+/// The bookkeeping columns a write sets, in the order of [`book_values`].
+const BOOK_COLUMNS: [&str; 22] = [
+    "generation",
+    "synced_generation",
+    "status",
+    "message",
+    "failures",
+    "next_retry_at",
+    "deleted",
+    "created",
+    "updated",
+    "enacted",
+    "last_success_at",
+    "last_error_at",
+    "pending",
+    "attempted",
+    "applied",
+    "drift",
+    "drift_found",
+    "suspect",
+    "policed_generation",
+    "policy_error",
+    "policy_failures",
+    "policy_retry_at",
+];
+
+/// One value a write binds, in the few shapes the object row has.
+pub(super) enum Cell {
+    Int(i64),
+    OptInt(Option<i64>),
+    Text(String),
+    OptText(Option<String>),
+    Flag(bool),
+}
+
+/// The bookkeeping values of `b`, in [`BOOK_COLUMNS`] order.
+pub(super) fn book_values(b: &Bookkeeping) -> [Cell; 22] {
+    let millis = |m: Option<Millis>| Cell::OptInt(m.map(|m| m.0));
+    [
+        Cell::Int(b.generation),
+        Cell::Int(b.synced_generation),
+        Cell::Text(b.status.as_str().to_owned()),
+        Cell::Text(b.message.clone()),
+        Cell::Int(i64::from(b.failures)),
+        millis(b.next_retry_at),
+        Cell::Flag(b.deleted),
+        Cell::Int(b.created.0),
+        Cell::Int(b.updated.0),
+        millis(b.enacted),
+        millis(b.last_success_at),
+        millis(b.last_error_at),
+        Cell::Flag(bookkeeping::work(b).is_some()),
+        Cell::Flag(b.attempted),
+        Cell::OptText(b.applied.clone()),
+        Cell::OptText(b.drift.as_ref().map(|d| d.cause.to_string())),
+        Cell::Flag(b.drift.as_ref().is_some_and(|d| d.found)),
+        Cell::Flag(bookkeeping::suspect(b).is_some()),
+        Cell::Int(b.policed_generation),
+        Cell::OptText(b.policy_error.clone()),
+        Cell::Int(i64::from(b.policy_failures)),
+        millis(b.policy_retry_at),
+    ]
+}
+
+/// The statements that write an object's bookkeeping, in a store's placeholder style.
+pub(super) struct BookSql {
+    /// `INSERT INTO objects (model, key, fields, <book>) VALUES (1..25)`.
+    pub insert: String,
+    /// `UPDATE objects SET <book> WHERE id = 1` (the id first, then the book).
+    pub update: String,
+    /// The same, also setting `feedback` from the 24th value.
+    pub update_feedback: String,
+}
+
+/// The statements with placeholders `mark` followed by their number (`?` for SQLite, `$`
+/// for PostgreSQL).
+pub(super) fn book_sql(mark: char) -> BookSql {
+    let set = BOOK_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = {mark}{}", i + 2))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let n = BOOK_COLUMNS.len() + 3;
+    let values = (1..=n)
+        .map(|i| format!("{mark}{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    BookSql {
+        insert: format!(
+            "INSERT INTO objects (model, key, fields, {}) VALUES ({values})",
+            BOOK_COLUMNS.join(", ")
+        ),
+        update: format!("UPDATE objects SET {set} WHERE id = {mark}1"),
+        update_feedback: format!(
+            "UPDATE objects SET {set}, feedback = {mark}{} WHERE id = {mark}1",
+            BOOK_COLUMNS.len() + 2
+        ),
+    }
+}
+
+/// How a store's row type hands out the cell at a position.
+pub(super) trait Cells {
+    type Error;
+    fn int(&self, i: usize) -> Result<i64, Self::Error>;
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, Self::Error>;
+    fn text(&self, i: usize) -> Result<String, Self::Error>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>, Self::Error>;
+    fn flag(&self, i: usize) -> Result<bool, Self::Error>;
+}
+
+/// A map the store holds as JSON text. The store only ever holds maps it serialized itself.
+pub(super) fn json_map(text: &str) -> Map<String, Value> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// A count as stored back in its type; only ever written from a `u32`.
+fn count(v: i64) -> u32 {
+    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
+}
+
+/// The object of a row that selected [`OBJECT_COLUMNS`].
+pub(super) fn record<R: Cells>(r: &R) -> Result<ObjectRecord, R::Error> {
+    let millis = |i: usize| -> Result<Option<Millis>, R::Error> { Ok(r.opt_int(i)?.map(Millis)) };
+    Ok(ObjectRecord {
+        id: r.int(0)?,
+        model: r.text(1)?,
+        key: r.text(2)?,
+        fields: json_map(&r.text(3)?),
+        feedback: json_map(&r.text(4)?),
+        book: Bookkeeping {
+            generation: r.int(5)?,
+            synced_generation: r.int(6)?,
+            status: Status::parse(&r.text(7)?).unwrap_or(Status::Pending),
+            message: r.text(8)?,
+            failures: count(r.int(9)?),
+            next_retry_at: millis(10)?,
+            deleted: r.flag(11)?,
+            created: Millis(r.int(12)?),
+            updated: Millis(r.int(13)?),
+            enacted: millis(14)?,
+            last_success_at: millis(15)?,
+            last_error_at: millis(16)?,
+            attempted: r.flag(17)?,
+            applied: r.opt_text(18)?,
+            drift: r
+                .opt_text(19)?
+                .and_then(|c| bookkeeping::Cause::parse(&c))
+                .map(|cause| bookkeeping::Drift {
+                    cause,
+                    found: r.flag(20).unwrap_or(false),
+                }),
+            policed_generation: r.int(21)?,
+            policy_error: r.opt_text(22)?,
+            policy_failures: count(r.int(23)?),
+            policy_retry_at: millis(24)?,
+        },
+        owner: r.opt_text(25)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_statements_number_every_column_once() {
+        let sql = book_sql('$');
+        assert!(sql.insert.ends_with("$24, $25)"), "{}", sql.insert);
+        assert!(
+            sql.update
+                .starts_with("UPDATE objects SET generation = $2,")
+        );
+        assert!(sql.update.contains("policy_retry_at = $23 WHERE id = $1"));
+        assert!(sql.update_feedback.contains("feedback = $24 WHERE id = $1"));
+        assert_eq!(book_values(&bookkeeping::created(Millis(1))).len(), 22);
+    }
+}

@@ -1,0 +1,370 @@
+//! Several workers on one PostgreSQL store (SPEC §17), through the real binary: every run
+//! claimed by one worker, never two requests for one object at once, a killed worker's
+//! objects taken over within the ttl, a paused worker's late outcome fenced off, and the
+//! dependency order and error propagation holding across workers. The database is a fresh
+//! one per test on the server at `STEPSYNC_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432`), which `scripts/test.sh` starts.
+
+use std::collections::HashMap;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::Service;
+use crate::common::fixtures::{SITE_SLICE, rest_stepdef};
+use crate::common::http::{Recorded, TestServer};
+
+/// The claims' ttl in these tests: short, so takeovers are quick to wait for.
+const TTL_S: u64 = 3;
+
+fn pg_server() -> String {
+    std::env::var("STEPSYNC_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// Runs `sql` on the test server's `postgres` database, on a thread of its own (the client
+/// blocks on a runtime of its own).
+fn admin(sql: String) {
+    let url = format!("{}/postgres", pg_server());
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("PostgreSQL at {url} (scripts/test.sh starts it): {e}"));
+        c.batch_execute(&sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    })
+    .join()
+    .expect("admin thread");
+}
+
+/// A database of its own, dropped with this.
+struct Db(String);
+
+impl Db {
+    fn new() -> Db {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("stepsync_workers_{}_{nanos}", std::process::id());
+        admin(format!("CREATE DATABASE {name}"));
+        Db(name)
+    }
+    fn url(&self) -> String {
+        format!("{}/{}", pg_server(), self.0)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        admin(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
+    }
+}
+
+/// Site and Slice on `server`, on the database, each worker running 16 at a time.
+fn service(server: &TestServer, db: &Db) -> Service {
+    let svc = Service::new(SITE_SLICE);
+    svc.file(
+        "stepsync.yaml",
+        &format!(
+            "name: workers-test\nstore: {}\nvars: {{base: \"{}\"}}\nconcurrency: 16\n\
+             lease: {{ttl: {TTL_S}s}}\n",
+            db.url(),
+            server.url
+        ),
+    );
+    svc.file("stepdefs/site.yaml", &rest_stepdef("Site", "sites", ""));
+    svc.file("stepdefs/slice.yaml", &rest_stepdef("Slice", "slices", ""));
+    svc
+}
+
+/// A `stepsync run` worker with its log in the service directory.
+struct Worker {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Worker {
+    fn start(svc: &Service, name: &str) -> Worker {
+        let log = svc.path().join(format!("{name}.log"));
+        let child = svc
+            .command(&["run"])
+            .env("RUST_LOG", "stepsync=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start a worker");
+        Worker { child, log }
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn signal(&self, sig: &str) {
+        let _ = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status of every object of `model`, by key.
+fn statuses(svc: &Service, model: &str) -> HashMap<String, String> {
+    let out = svc.ok(&["get", model, "-o", "json"]);
+    let v: Value = serde_json::from_str(&out.stdout).expect("get -o json");
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|o| {
+            (
+                o["key"].as_str().unwrap_or_default().to_owned(),
+                o["status"]["status"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `model` has `n` objects and `done` holds for their statuses; how long it took.
+fn wait_until(
+    svc: &Service,
+    model: &str,
+    n: usize,
+    timeout: Duration,
+    done: impl Fn(&HashMap<String, String>) -> bool,
+) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let st = statuses(svc, model);
+        if st.len() == n && done(&st) {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "{model} not as wanted after {timeout:?}: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn all_ok(st: &HashMap<String, String>) -> bool {
+    st.values().all(|s| s == "ok")
+}
+
+/// The paths two of whose requests were in flight at once.
+fn overlapping(requests: &[Recorded]) -> Vec<String> {
+    let mut by_path: HashMap<&str, Vec<&Recorded>> = HashMap::new();
+    for r in requests {
+        by_path.entry(r.path.as_str()).or_default().push(r);
+    }
+    let mut out = Vec::new();
+    for (path, mut rs) in by_path {
+        rs.sort_by_key(|r| r.start);
+        if rs
+            .windows(2)
+            .any(|w| w[0].end.is_none_or(|end| w[1].start < end))
+        {
+            out.push(path.to_owned());
+        }
+    }
+    out
+}
+
+/// `PUT /sites/<key>` requests, by key.
+fn puts(server: &TestServer, what: &str) -> HashMap<String, usize> {
+    let mut n = HashMap::new();
+    for r in server.requests() {
+        if r.method == "PUT"
+            && let Some(key) = r.path.strip_prefix(&format!("/{what}/"))
+        {
+            *n.entry(key.to_owned()).or_default() += 1;
+        }
+    }
+    n
+}
+
+fn sites(n: usize) -> String {
+    let mut s = String::from("Site:\n");
+    for i in 0..n {
+        s.push_str(&format!("  - {{name: s{i:03}}}\n"));
+    }
+    s
+}
+
+#[test]
+fn three_workers_sync_every_object_exactly_once_and_never_one_twice_at_a_time() {
+    let server = TestServer::start();
+    // Long enough that the three workers' passes overlap.
+    server.set_delay(Duration::from_millis(100));
+    let db = Db::new();
+    let svc = service(&server, &db);
+    let workers: Vec<Worker> = (0..3)
+        .map(|i| Worker::start(&svc, &format!("w{i}")))
+        .collect();
+    // Each worker registered before the objects arrive, so all three have work to share.
+    wait_for_workers(&svc, 3);
+    svc.file("objects.yaml", &sites(150));
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    wait_until(&svc, "Site", 150, Duration::from_secs(60), all_ok);
+    let puts = puts(&server, "sites");
+    assert_eq!(puts.len(), 150, "every object synced");
+    let twice: Vec<_> = puts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "synced more than once: {twice:?}");
+    assert_eq!(overlapping(&server.requests()), Vec::<String>::new());
+    // The work was shared: more than one worker ran objects.
+    let ran: Vec<usize> = workers
+        .iter()
+        .map(|w| w.log().matches(" ok").count())
+        .collect();
+    assert!(
+        ran.iter().filter(|n| **n > 0).count() >= 2,
+        "runs per worker: {ran:?}"
+    );
+}
+
+/// Waits until `status` lists `n` workers.
+fn wait_for_workers(svc: &Service, n: usize) {
+    let t0 = Instant::now();
+    loop {
+        let out = svc.ok(&["status", "-o", "json"]);
+        let v: Value = serde_json::from_str(&out.stdout).expect("status -o json");
+        if v["workers"].as_array().is_some_and(|w| w.len() == n) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "not {n} workers: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_killed_workers_objects_are_taken_over_within_the_ttl_and_nothing_is_lost() {
+    let server = TestServer::start();
+    // Its requests never answer in time: the worker is killed with them in flight.
+    server.set_delay(Duration::from_secs(60));
+    let db = Db::new();
+    let svc = service(&server, &db);
+    svc.file("objects.yaml", &sites(40));
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let mut a = Worker::start(&svc, "a");
+    let t0 = Instant::now();
+    while server.requests().len() < 16 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no runs in flight");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let in_flight: Vec<String> = puts(&server, "sites").into_keys().collect();
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    let killed = Instant::now();
+    server.set_delay(Duration::ZERO);
+    let _b = Worker::start(&svc, "b");
+    wait_until(&svc, "Site", 40, Duration::from_secs(TTL_S + 30), all_ok);
+    let took = killed.elapsed();
+    assert!(
+        took <= Duration::from_secs(TTL_S + 5),
+        "converged {took:?} after the kill (ttl {TTL_S} s)"
+    );
+    // What the killed worker had in flight was sent again by the other.
+    let puts = puts(&server, "sites");
+    for key in &in_flight {
+        assert_eq!(puts[key], 2, "{key}: {puts:?}");
+    }
+    assert_eq!(puts.len(), 40);
+}
+
+#[test]
+fn a_paused_workers_late_outcome_is_fenced_off_and_the_newer_outcome_stays() {
+    let server = TestServer::start();
+    let db = Db::new();
+    let svc = service(&server, &db);
+    // Its first PUT of x fails, and slowly; the next one succeeds at once.
+    server.respond("PUT", "/sites/x", 500, "{\"error\": \"first try\"}");
+    server.hold("/sites/x", Duration::from_secs(TTL_S + 3));
+    svc.file("objects.yaml", "Site:\n  - {name: x}\n");
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let paused = Worker::start(&svc, "paused");
+    server
+        .wait_for("PUT /sites/x", Duration::from_secs(20))
+        .expect("a first PUT of x");
+    paused.signal("-STOP");
+    server.forget("PUT", "/sites/x");
+    server.hold("/sites/x", Duration::ZERO);
+    // Another worker takes x over once the paused one's claim expires, and syncs it.
+    let other = Worker::start(&svc, "other");
+    wait_until(&svc, "Site", 1, Duration::from_secs(TTL_S * 4 + 10), all_ok);
+    paused.signal("-CONT");
+    // The paused worker's 500 comes back after the other's success: fenced off.
+    let t0 = Instant::now();
+    while !paused.log().contains("lost the claim") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(TTL_S + 15),
+            "no fenced outcome; paused: {}",
+            paused.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Whatever it does next, x stays as the other worker left it.
+    std::thread::sleep(Duration::from_secs(1));
+    let x = svc.object("Site", "x");
+    assert_eq!(x["status"]["status"], "ok", "{x}\nother: {}", other.log());
+    assert_eq!(puts(&server, "sites")["x"], 2);
+}
+
+#[test]
+fn a_dependency_chain_across_workers_runs_in_order_and_a_failure_blocks_only_its_dependents() {
+    let server = TestServer::start();
+    server.set_delay(Duration::from_millis(50));
+    server.respond("PUT", "/sites/bad", 500, "{\"error\": \"no\"}");
+    let db = Db::new();
+    let svc = service(&server, &db);
+    let _workers: Vec<Worker> = (0..3)
+        .map(|i| Worker::start(&svc, &format!("w{i}")))
+        .collect();
+    wait_for_workers(&svc, 3);
+    let mut objects = String::from("Site:\n  - {name: bad}\n");
+    for i in 0..12 {
+        objects.push_str(&format!("  - {{name: s{i}}}\n"));
+    }
+    objects.push_str("Slice:\n  - {name: on-bad, site: bad}\n");
+    for i in 0..12 {
+        for j in 0..3 {
+            objects.push_str(&format!("  - {{name: s{i}-{j}, site: s{i}}}\n"));
+        }
+    }
+    svc.file("objects.yaml", &objects);
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    wait_until(&svc, "Slice", 37, Duration::from_secs(60), |st| {
+        st.iter().all(|(k, s)| {
+            if k == "on-bad" {
+                s == "blocked"
+            } else {
+                s == "ok"
+            }
+        })
+    });
+    let sites = statuses(&svc, "Site");
+    assert_eq!(sites["bad"], "error");
+    assert_eq!(sites.values().filter(|s| *s == "ok").count(), 12);
+    // Every slice's PUT began after its site's PUT had been answered.
+    let requests = server.requests();
+    let answered: HashMap<&str, Instant> = requests
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.starts_with("/sites/"))
+        .filter_map(|r| Some((&r.path["/sites/".len()..], r.end?)))
+        .collect();
+    for r in requests.iter().filter(|r| r.path.starts_with("/slices/")) {
+        let slice = &r.path["/slices/".len()..];
+        assert_ne!(slice, "on-bad", "a slice of the failed site was sent");
+        let site = slice.split('-').next().unwrap();
+        assert!(r.start >= answered[site], "{slice} before its site {site}");
+    }
+}
