@@ -39,6 +39,27 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum StoreAction {
+    /// Its kind, schema version, objects, revision, runner lease and workers
+    Info {
+        /// `sqlite:PATH` or `postgres://...` (default: the service's store)
+        store: Option<String>,
+    },
+    /// Bring its schema up to this stepsync's version
+    Migrate {
+        /// `sqlite:PATH` or `postgres://...` (default: the service's store)
+        store: Option<String>,
+    },
+    /// Copy the whole data model into an empty store, all or nothing
+    Copy {
+        /// The store to copy: `sqlite:PATH` or `postgres://...`
+        from: String,
+        /// The empty store to copy into
+        to: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Scaffold a service directory
     Init {
@@ -90,6 +111,11 @@ enum Command {
         /// Purge it from the store without any backend call (the backend object is gone)
         #[arg(long)]
         force: bool,
+    },
+    /// Look after the store: what it holds, its schema, a copy into another store
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
     },
     /// Per-model counts by status, then the objects in error
     Status {
@@ -242,6 +268,11 @@ fn run(args: Cli) -> stepsync::Result<ExitCode> {
             cli::objects::delete_cmd(&dir, &model, which, cascade, force, chatter(q, out, sink))
         }
         Command::Status { output } => cli::objects::status(&dir, output, out),
+        Command::Store { action } => match action {
+            StoreAction::Info { store } => cli::store::info(&dir, store.as_deref(), out),
+            StoreAction::Migrate { store } => cli::store::migrate(&dir, store.as_deref(), out),
+            StoreAction::Copy { from, to } => cli::store::copy(&dir, &from, &to, out),
+        },
         Command::Run {
             once,
             pretend,

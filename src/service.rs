@@ -169,7 +169,13 @@ impl Service {
 
     /// Opens the configured store, noting this service's watchers on every write to it.
     pub fn open_store(&self) -> Result<Box<dyn Store>> {
-        let store: Box<dyn Store> = match &self.config.store {
+        self.open_store_at(&self.config.store)
+    }
+
+    /// Opens (and migrates) the store at `url`, a relative SQLite path taken from the
+    /// service directory, with the service's watchers noted on its writes.
+    pub fn open_store_at(&self, url: &StoreUrl) -> Result<Box<dyn Store>> {
+        let store: Box<dyn Store> = match url {
             StoreUrl::Sqlite(p) => Box::new(SqliteStore::open(&self.config.resolve(&self.dir, p))?),
             StoreUrl::Postgres(url) => Box::new(PostgresStore::open(url)?),
         };

@@ -368,3 +368,119 @@ fn a_dependency_chain_across_workers_runs_in_order_and_a_failure_blocks_only_its
         assert!(r.start >= answered[site], "{slice} before its site {site}");
     }
 }
+
+/// Every object `get -o json` shows, without the ids (a copy numbers objects anew).
+fn everything(svc: &Service) -> String {
+    let mut out = String::new();
+    for args in [
+        &["get", "-o", "json"][..],
+        &["get", "Site", "-o", "json"],
+        &["get", "Slice", "-o", "json"],
+    ] {
+        out.push_str(&svc.ok(args).stdout);
+    }
+    out.lines()
+        .filter(|l| !l.trim_start().starts_with("\"id\":"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs `sql` on database `db` of the test server.
+fn on_db(db: &Db, sql: &str) {
+    let (url, sql) = (db.url(), sql.to_owned());
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        c.batch_execute(&sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    })
+    .join()
+    .expect("sql thread");
+}
+
+#[test]
+fn store_copy_moves_a_service_between_sqlite_and_postgresql_all_or_nothing() {
+    let server = TestServer::start();
+    server.respond("PUT", "/sites/bad", 500, "{\"error\": \"no\"}");
+    let svc = Service::new(SITE_SLICE);
+    svc.file(
+        "stepsync.yaml",
+        &format!("name: copy-test\nvars: {{base: \"{}\"}}\n", server.url),
+    );
+    svc.file("stepdefs/site.yaml", &rest_stepdef("Site", "sites", ""));
+    svc.file("stepdefs/slice.yaml", &rest_stepdef("Slice", "slices", ""));
+    let mut objects = sites(30);
+    objects.push_str(
+        "  - {name: bad}\nSlice:\n  - {name: on-bad, site: bad}\n  - {name: ok1, site: s001}\n",
+    );
+    svc.file("objects.yaml", &objects);
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    svc.expect(&["run", "--once"], 1);
+    let before = everything(&svc);
+
+    // Into a target that fails half way (a trigger of the test's): nothing is left there.
+    let db = Db::new();
+    let pg = db.url();
+    svc.ok(&["store", "migrate", &pg]);
+    on_db(
+        &db,
+        "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           IF (SELECT count(*) FROM objects) >= 20 THEN RAISE EXCEPTION 'boom at 20'; END IF;
+           RETURN NEW; END $$;
+         CREATE TRIGGER boom BEFORE INSERT ON objects FOR EACH ROW EXECUTE FUNCTION boom();",
+    );
+    let failed = svc.expect(&["store", "copy", "sqlite:.stepsync/state.db", &pg], 1);
+    assert!(failed.stderr.contains("boom at 20"), "{}", failed.stderr);
+    let info = svc.ok(&["store", "info", &pg]).stdout;
+    assert!(info.contains("objects:   0"), "{info}");
+    on_db(&db, "DROP TRIGGER boom ON objects");
+
+    // Then whole: the same objects, statuses, messages and feedback on PostgreSQL.
+    let copied = svc
+        .ok(&["store", "copy", "sqlite:.stepsync/state.db", &pg])
+        .stdout;
+    assert!(copied.contains("33 objects"), "{copied}");
+    // A second copy into it is refused: it is no longer empty.
+    let again = svc.expect(&["store", "copy", "sqlite:.stepsync/state.db", &pg], 1);
+    assert!(
+        again.stderr.contains("already holds objects"),
+        "{}",
+        again.stderr
+    );
+    svc.file(
+        "stepsync.yaml",
+        &format!(
+            "name: copy-test\nstore: {pg}\nvars: {{base: \"{}\"}}\n",
+            server.url
+        ),
+    );
+    let after = everything(&svc);
+    assert!(
+        after == before,
+        "the copy differs:\n{after}\nfrom:\n{before}"
+    );
+    // Nothing turned suspect or pending: a run on the copy sends nothing new.
+    let sent = server.requests().len();
+    svc.expect(&["run", "--once"], 1);
+    let resent: Vec<String> = server.requests()[sent..]
+        .iter()
+        .map(Recorded::line)
+        .filter(|l| !l.contains("/bad"))
+        .collect();
+    assert!(resent.is_empty(), "sent again after the copy: {resent:?}");
+
+    // And back into a fresh SQLite file, the same again.
+    let after = everything(&svc);
+    svc.ok(&["store", "copy", &pg, "sqlite:back.db"]);
+    svc.file(
+        "stepsync.yaml",
+        &format!(
+            "name: copy-test\nstore: sqlite:back.db\nvars: {{base: \"{}\"}}\n",
+            server.url
+        ),
+    );
+    let back = everything(&svc);
+    assert!(
+        back == after,
+        "the copy back differs:\n{back}\nfrom:\n{after}"
+    );
+}

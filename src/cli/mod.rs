@@ -12,6 +12,7 @@ pub(crate) mod render;
 pub(crate) mod run;
 pub(crate) mod schema;
 pub(crate) mod serve;
+pub(crate) mod store;
 pub(crate) mod table;
 pub(crate) mod validate;
 

@@ -83,38 +83,73 @@ pub(super) fn book_values(b: &Bookkeeping) -> [Cell; 22] {
 }
 
 /// The statements that write an object's bookkeeping, in a store's placeholder style.
+/// Each also sets the object's `rev` (the events stream's order, SPEC §16) to the value
+/// bound last, but only when what a reader sees changed (status, message, deletion,
+/// feedback): a pass that writes a row's bookkeeping back as it was moves nothing.
 pub(super) struct BookSql {
-    /// `INSERT INTO objects (model, key, fields, <book>) VALUES (1..25)`.
+    /// `INSERT INTO objects (model, key, fields, <book>, rev) VALUES (1..26)`.
     pub insert: String,
-    /// `UPDATE objects SET <book> WHERE id = 1` (the id first, then the book).
+    /// `UPDATE objects SET <book> WHERE id = 1` (the id first, then the book, then the rev).
     pub update: String,
-    /// The same, also setting `feedback` from the 24th value.
+    /// The same, also setting `feedback` from the 24th value (the rev is the 25th).
     pub update_feedback: String,
+    /// `UPDATE objects SET fields = 2 WHERE id = 1`, the rev third.
+    pub fields: String,
 }
 
+/// The bookkeeping columns whose change a reader of the events stream sees.
+const VISIBLE: [&str; 3] = ["status", "message", "deleted"];
+
 /// The statements with placeholders `mark` followed by their number (`?` for SQLite, `$`
-/// for PostgreSQL).
-pub(super) fn book_sql(mark: char) -> BookSql {
+/// for PostgreSQL), and the store's null-safe "differs" operator (`IS NOT`, `IS DISTINCT
+/// FROM`).
+pub(super) fn book_sql(mark: char, differs: &str) -> BookSql {
     let set = BOOK_COLUMNS
         .iter()
         .enumerate()
         .map(|(i, c)| format!("{c} = {mark}{}", i + 2))
         .collect::<Vec<_>>()
         .join(", ");
-    let n = BOOK_COLUMNS.len() + 3;
-    let values = (1..=n)
+    let changed = |extra: Option<(&str, usize)>| {
+        let mut terms: Vec<String> = VISIBLE
+            .iter()
+            .map(|c| {
+                let i = BOOK_COLUMNS.iter().position(|b| b == c).unwrap_or(0) + 2;
+                format!("{c} {differs} {mark}{i}")
+            })
+            .collect();
+        if let Some((c, i)) = extra {
+            terms.push(format!("{c} {differs} {mark}{i}"));
+        }
+        terms.join(" OR ")
+    };
+    let n = BOOK_COLUMNS.len();
+    let values = (1..=n + 4)
         .map(|i| format!("{mark}{i}"))
         .collect::<Vec<_>>()
         .join(", ");
+    // SET expressions read the row as it was, whatever their order.
     BookSql {
         insert: format!(
-            "INSERT INTO objects (model, key, fields, {}) VALUES ({values})",
+            "INSERT INTO objects (model, key, fields, {}, rev) VALUES ({values})",
             BOOK_COLUMNS.join(", ")
         ),
-        update: format!("UPDATE objects SET {set} WHERE id = {mark}1"),
+        update: format!(
+            "UPDATE objects SET rev = CASE WHEN {} THEN {mark}{} ELSE rev END, {set} \
+             WHERE id = {mark}1",
+            changed(None),
+            n + 2
+        ),
         update_feedback: format!(
-            "UPDATE objects SET {set}, feedback = {mark}{} WHERE id = {mark}1",
-            BOOK_COLUMNS.len() + 2
+            "UPDATE objects SET rev = CASE WHEN {} THEN {mark}{} ELSE rev END, {set}, \
+             feedback = {mark}{} WHERE id = {mark}1",
+            changed(Some(("feedback", n + 2))),
+            n + 3,
+            n + 2
+        ),
+        fields: format!(
+            "UPDATE objects SET rev = CASE WHEN fields {differs} {mark}2 THEN {mark}3 ELSE rev END, \
+             fields = {mark}2 WHERE id = {mark}1"
         ),
     }
 }
@@ -185,13 +220,22 @@ mod tests {
 
     #[test]
     fn the_statements_number_every_column_once() {
-        let sql = book_sql('$');
-        assert!(sql.insert.ends_with("$24, $25)"), "{}", sql.insert);
+        let sql = book_sql('$', "IS DISTINCT FROM");
+        assert!(sql.insert.ends_with("$25, $26)"), "{}", sql.insert);
+        assert!(sql.update.contains(", generation = $2,"), "{}", sql.update);
         assert!(
+            sql.update.starts_with(
+                "UPDATE objects SET rev = CASE WHEN status IS DISTINCT FROM $4 OR message \
+                 IS DISTINCT FROM $5 OR deleted IS DISTINCT FROM $8 THEN $24 ELSE rev END"
+            ),
+            "{}",
             sql.update
-                .starts_with("UPDATE objects SET generation = $2,")
         );
         assert!(sql.update.contains("policy_retry_at = $23 WHERE id = $1"));
+        assert!(
+            sql.update_feedback
+                .contains("feedback IS DISTINCT FROM $24 THEN $25")
+        );
         assert!(sql.update_feedback.contains("feedback = $24 WHERE id = $1"));
         assert_eq!(book_values(&bookkeeping::created(Millis(1))).len(), 22);
     }

@@ -3,6 +3,7 @@
 //! [`WriteTx`] so an apply is all or nothing.
 
 mod columns;
+pub mod copy;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
@@ -474,6 +475,10 @@ pub trait Store: ReadOps + Send + Sync {
     fn retire_worker(&self, name: &str) -> Result<(), StoreError>;
     /// The workers, by name, each with the claims it holds now.
     fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError>;
+    /// Every event step's last applied position per partition: (step, part, position).
+    fn positions(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// The schema version the store is at (this build's after opening it).
+    fn schema_version(&self) -> Result<i64, StoreError>;
     /// The store's revision: that of its last visible object change (0 for none).
     fn revision(&self) -> Result<i64, StoreError>;
     /// The visible object changes after revision `after`, oldest first, at most `limit`.

@@ -156,9 +156,9 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO stepsync_changes (id, n) VALUES (1, 0);"#,
     // 1 -> 2: the store-wide revision of visible object changes and the purge tombstones,
-    // as SQLite's version 7 (see there for why triggers and a counter row). A row, not a
-    // sequence: a sequence's value moves before its transaction commits, so a reader could
-    // start after a change it never sees.
+    // as SQLite's version 7 (see there). A row, not a sequence: a sequence's value moves
+    // before its transaction commits, so a reader could start after a change it never sees;
+    // the row is written under the writer lock, in the transaction of the changes.
     r#"CREATE TABLE revision (id INTEGER PRIMARY KEY CHECK (id = 1), n BIGINT NOT NULL);
     INSERT INTO revision (id, n) VALUES (1, 0);
     ALTER TABLE objects ADD COLUMN rev BIGINT NOT NULL DEFAULT 0;
@@ -167,29 +167,7 @@ const MIGRATIONS: &[&str] = &[
         rev BIGINT PRIMARY KEY,
         model TEXT COLLATE "C" NOT NULL,
         key TEXT COLLATE "C" NOT NULL
-    );
-    CREATE FUNCTION stepsync_bump_rev() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        IF TG_OP = 'UPDATE' AND (OLD.status, OLD.message, OLD.fields, OLD.feedback, OLD.deleted)
-            IS NOT DISTINCT FROM (NEW.status, NEW.message, NEW.fields, NEW.feedback, NEW.deleted)
-        THEN
-            RETURN NEW;
-        END IF;
-        UPDATE revision SET n = n + 1 RETURNING n INTO NEW.rev;
-        RETURN NEW;
-    END $$;
-    CREATE FUNCTION stepsync_purged() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE r BIGINT;
-    BEGIN
-        UPDATE revision SET n = n + 1 RETURNING n INTO r;
-        INSERT INTO purged (rev, model, key) VALUES (r, OLD.model, OLD.key);
-        DELETE FROM purged WHERE rev <= r - 100000;
-        RETURN OLD;
-    END $$;
-    CREATE TRIGGER objects_rev BEFORE INSERT OR UPDATE ON objects
-        FOR EACH ROW EXECUTE FUNCTION stepsync_bump_rev();
-    CREATE TRIGGER objects_purged AFTER DELETE ON objects
-        FOR EACH ROW EXECUTE FUNCTION stepsync_purged();"#,
+    );"#,
     // 2 -> 3: object claims and workers (SPEC §17), as SQLite's version 8. Times are the
     // server's clock (`NOW_MS`), one clock for workers on many hosts.
     r#"CREATE TABLE object_leases (
@@ -678,7 +656,7 @@ fn param(c: columns::Cell) -> Param {
 
 /// The bookkeeping statements, with PostgreSQL's placeholders.
 static BOOK_SQL: std::sync::LazyLock<columns::BookSql> =
-    std::sync::LazyLock::new(|| columns::book_sql('$'));
+    std::sync::LazyLock::new(|| columns::book_sql('$', "IS DISTINCT FROM"));
 
 fn set_refs(s: &mut Session, id: i64, edges: &[Edge]) -> PgResult<()> {
     s.execute("DELETE FROM refs WHERE src = $1", &[&id])?;
@@ -1308,6 +1286,7 @@ impl Store for PostgresStore {
             store: self,
             conn,
             done: false,
+            rev: None,
             wrote: false,
             failed: std::cell::Cell::new(false),
             triggers: self
@@ -1513,6 +1492,25 @@ impl Store for PostgresStore {
         })
     }
 
+    fn positions(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        self.read(|s| {
+            s.query(
+                "SELECT step, part, pos FROM positions ORDER BY step, part",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+        })
+    }
+
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        self.read(|s| {
+            s.query_one("SELECT version FROM stepsync_meta WHERE id = 1", &[])?
+                .try_get(0)
+        })
+    }
+
     fn revision(&self) -> Result<i64, StoreError> {
         self.read(|s| s.query_one("SELECT n FROM revision", &[])?.try_get(0))
     }
@@ -1589,6 +1587,8 @@ struct PgTx<'a> {
     /// back while answering success.
     failed: std::cell::Cell<bool>,
     triggers: Arc<Triggers>,
+    /// The last revision this transaction handed out (see the SQLite store's).
+    rev: Option<i64>,
 }
 
 impl Drop for PgTx<'_> {
@@ -1613,6 +1613,16 @@ impl PgTx<'_> {
             self.failed.set(true);
         }
         r
+    }
+
+    /// The next revision for an object write of this transaction.
+    fn next_rev(&mut self) -> Result<i64, StoreError> {
+        let last = match self.rev {
+            Some(r) => r,
+            None => self.once(|s| s.query_one("SELECT n FROM revision", &[])?.try_get(0))?,
+        };
+        self.rev = Some(last + 1);
+        Ok(last + 1)
     }
 
     /// Runs a write: noted for the commit's change count.
@@ -1652,6 +1662,7 @@ impl WriteTx for PgTx<'_> {
             Box::new(json_text(fields)),
         ];
         values.extend(columns::book_values(book).map(param));
+        values.push(Box::new(self.next_rev()?));
         let edges = edges.to_vec();
         // One trip to the worker for the row and its edges: an apply of 100,000 objects is
         // 100,000 of these. A new object has no edges to delete.
@@ -1672,11 +1683,9 @@ impl WriteTx for PgTx<'_> {
     ) -> Result<(), StoreError> {
         let fields = json_text(fields);
         let edges = edges.to_vec();
+        let rev = self.next_rev()?;
         self.put(move |s| {
-            s.execute(
-                "UPDATE objects SET fields = $2 WHERE id = $1",
-                &[&id, &fields],
-            )?;
+            s.execute(BOOK_SQL.fields.as_str(), &[&id, &fields, &rev])?;
             set_refs(s, id, &edges)
         })
     }
@@ -1696,6 +1705,7 @@ impl WriteTx for PgTx<'_> {
                 &BOOK_SQL.update_feedback
             }
         };
+        params.push(Box::new(self.next_rev()?));
         self.put(move |s| s.execute(sql, &refs(&params)).map(drop))
     }
 
@@ -1749,8 +1759,16 @@ impl WriteTx for PgTx<'_> {
     }
 
     fn purge(&mut self, id: i64) -> Result<(), StoreError> {
-        // Its edges go with it (ON DELETE CASCADE).
+        let rev = self.next_rev()?;
+        let oldest = rev - super::sqlite::PURGED_KEPT;
+        // Its tombstone for the events stream; its edges go with it (ON DELETE CASCADE).
         self.put(move |s| {
+            s.execute(
+                "INSERT INTO purged (rev, model, key) SELECT $2, model, key FROM objects
+                 WHERE id = $1",
+                &[&id, &rev],
+            )?;
+            s.execute("DELETE FROM purged WHERE rev <= $1", &[&oldest])?;
             s.execute("DELETE FROM objects WHERE id = $1", &[&id])
                 .map(drop)
         })
@@ -1910,14 +1928,20 @@ impl WriteTx for PgTx<'_> {
             });
         }
         let wrote = self.wrote;
+        let rev = self.rev;
         let store = self.store;
         let _marker = store.marker.write().unwrap_or_else(|p| p.into_inner());
         let r = self.conn.run(move |s| {
-            let r = if wrote {
-                s.batch(&format!("{BUMP}; COMMIT"))
-            } else {
-                s.batch("COMMIT")
-            };
+            let r = (|| {
+                if let Some(n) = rev {
+                    s.execute("UPDATE revision SET n = $1", &[&n])?;
+                }
+                if wrote {
+                    s.batch(&format!("{BUMP}; COMMIT"))
+                } else {
+                    s.batch("COMMIT")
+                }
+            })();
             if r.is_err() {
                 let _ = s.batch("ROLLBACK");
             }

@@ -153,37 +153,17 @@ const MIGRATIONS: &[&str] = &[
     // status in key order (the API's filtered list and the dashboard's model page, B10).
     "CREATE INDEX objects_work ON objects(model) WHERE pending = 1 OR suspect = 1;
      CREATE INDEX objects_model_status ON objects(model, status, key);",
-    // 6 -> 7: a store-wide revision, bumped by every visible change of an object (status,
-    // message, fields, feedback, deletion) and kept as the object's `rev`, and a tombstone
-    // for each purged object, for the events stream's object events (SPEC §16): readers ask
-    // what changed after the revision they saw. Triggers, so no write path can forget it;
-    // only a visible change bumps it, so a pass that rewrites a row's bookkeeping as it was
-    // sends nothing. A counter row, not max(rev): a purge must not hand its number out
-    // again. Tombstones older than 100,000 revisions go (a reader that far behind reads
-    // the counts again). Recursive triggers are off (SQLite's default), so a trigger's own
-    // UPDATE does not fire it again.
+    // 6 -> 7: a store-wide revision, handed out by write transactions to every visible
+    // change of an object (status, message, fields, feedback, deletion) and kept as the
+    // object's `rev`, and a tombstone for each purged object, for the events stream's object
+    // events (SPEC §16): readers ask what changed after the revision they saw. A counter
+    // row, not max(rev): a purge must not hand its number out again. Tombstones older than
+    // 100,000 revisions go (a reader that far behind reads the counts again).
     "CREATE TABLE revision (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
      INSERT INTO revision (id, n) VALUES (1, 0);
      ALTER TABLE objects ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX objects_rev ON objects(rev);
-     CREATE TABLE purged (rev INTEGER PRIMARY KEY, model TEXT NOT NULL, key TEXT NOT NULL);
-     CREATE TRIGGER objects_rev_insert AFTER INSERT ON objects BEGIN
-        UPDATE revision SET n = n + 1;
-        UPDATE objects SET rev = (SELECT n FROM revision) WHERE id = NEW.id;
-     END;
-     CREATE TRIGGER objects_rev_update AFTER UPDATE ON objects
-        WHEN OLD.status IS NOT NEW.status OR OLD.message IS NOT NEW.message
-          OR OLD.fields IS NOT NEW.fields OR OLD.feedback IS NOT NEW.feedback
-          OR OLD.deleted IS NOT NEW.deleted
-     BEGIN
-        UPDATE revision SET n = n + 1;
-        UPDATE objects SET rev = (SELECT n FROM revision) WHERE id = NEW.id;
-     END;
-     CREATE TRIGGER objects_rev_delete AFTER DELETE ON objects BEGIN
-        UPDATE revision SET n = n + 1;
-        INSERT INTO purged (rev, model, key) SELECT n, OLD.model, OLD.key FROM revision;
-        DELETE FROM purged WHERE rev <= (SELECT n FROM revision) - 100000;
-     END;",
+     CREATE TABLE purged (rev INTEGER PRIMARY KEY, model TEXT NOT NULL, key TEXT NOT NULL);",
     // 7 -> 8: object claims and workers (SPEC §17), the same tables as PostgreSQL's, so the
     // store suite holds both to one contract; the journal keyed by sys dir as well. A claim's row stays when it is released
     // (expires 0), so the next claim's epoch is higher than every earlier one's.
@@ -212,6 +192,9 @@ const MIGRATIONS: &[&str] = &[
      DROP TABLE journal;
      ALTER TABLE journal_by_owner RENAME TO journal;",
 ];
+
+/// How many revisions a purge's tombstone is kept for the events stream.
+pub(super) const PURGED_KEPT: i64 = 100_000;
 
 /// Reader connections a store keeps beside its writer: two cores, and one more so a long
 /// read (a pass's snapshot) leaves two for the rest.
@@ -455,7 +438,7 @@ impl From<columns::Cell> for SqlValue {
 
 /// The bookkeeping statements, with SQLite's placeholders.
 static BOOK_SQL: std::sync::LazyLock<columns::BookSql> =
-    std::sync::LazyLock::new(|| columns::book_sql('?'));
+    std::sync::LazyLock::new(|| columns::book_sql('?', "IS NOT"));
 
 fn get(
     conn: &Connection,
@@ -1086,6 +1069,23 @@ impl Store for SqliteStore {
         run().map_err(sql_err(&self.path))
     }
 
+    fn positions(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let conn = self.read_lock();
+        let run = || -> rusqlite::Result<Vec<(String, String, i64)>> {
+            let mut st =
+                conn.prepare_cached("SELECT step, part, pos FROM positions ORDER BY step, part")?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        };
+        run().map_err(sql_err(&self.path))
+    }
+
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        self.read_lock()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql_err(&self.path))
+    }
+
     fn revision(&self) -> Result<i64, StoreError> {
         self.read_lock()
             .query_row("SELECT n FROM revision", [], |r| r.get(0))
@@ -1142,6 +1142,7 @@ impl Store for SqliteStore {
             conn,
             path: &self.path,
             done: false,
+            rev: None,
             triggers: self
                 .triggers
                 .read()
@@ -1156,6 +1157,10 @@ struct SqliteTx<'a> {
     path: &'a Path,
     done: bool,
     triggers: Arc<Triggers>,
+    /// The last revision this transaction handed out, read from the counter at its first
+    /// object write and written back at commit (one writer at a time: nobody else hands
+    /// numbers out meanwhile).
+    rev: Option<i64>,
 }
 
 impl Drop for SqliteTx<'_> {
@@ -1172,22 +1177,39 @@ type SqlValue = rusqlite::types::Value;
 /// The bookkeeping columns in their order after `id` (or after `model, key, fields` in an
 /// insert), with the `pending` mark the state machine derives: one list for every write.
 impl SqliteTx<'_> {
+    /// The next revision for an object write of this transaction.
+    fn next_rev(&mut self) -> rusqlite::Result<i64> {
+        let last = match self.rev {
+            Some(r) => r,
+            None => self
+                .conn
+                .prepare_cached("SELECT n FROM revision")?
+                .query_row([], |r| r.get(0))?,
+        };
+        self.rev = Some(last + 1);
+        Ok(last + 1)
+    }
+
     fn save_book(
-        &self,
+        &mut self,
         id: i64,
         b: &Bookkeeping,
         feedback: Option<&Map<String, Value>>,
     ) -> rusqlite::Result<()> {
+        let rev = self.next_rev()?;
         let mut book: Vec<SqlValue> = vec![id.into()];
         book.extend(columns::book_values(b).map(SqlValue::from));
         match feedback {
-            None => self
-                .conn
-                .prepare_cached(&BOOK_SQL.update)?
-                .execute(rusqlite::params_from_iter(&book))?,
+            None => {
+                book.push(rev.into());
+                self.conn
+                    .prepare_cached(&BOOK_SQL.update)?
+                    .execute(rusqlite::params_from_iter(&book))?
+            }
             Some(f) => {
                 let mut all = book;
                 all.push(Value::Object(f.clone()).to_string().into());
+                all.push(rev.into());
                 self.conn
                     .prepare_cached(&BOOK_SQL.update_feedback)?
                     .execute(rusqlite::params_from_iter(&all))?
@@ -1278,6 +1300,7 @@ impl WriteTx for SqliteTx<'_> {
         refs: &[Edge],
         book: &Bookkeeping,
     ) -> Result<i64, StoreError> {
+        let rev = self.next_rev().map_err(sql_err(self.path))?;
         let run = || -> rusqlite::Result<i64> {
             // One statement: an apply of 100,000 objects is 100,000 of these.
             let mut values: Vec<SqlValue> = vec![
@@ -1286,6 +1309,7 @@ impl WriteTx for SqliteTx<'_> {
                 Value::Object(fields.clone()).to_string().into(),
             ];
             values.extend(columns::book_values(book).map(SqlValue::from));
+            values.push(rev.into());
             self.conn
                 .prepare_cached(&BOOK_SQL.insert)?
                 .execute(rusqlite::params_from_iter(&values))?;
@@ -1302,10 +1326,11 @@ impl WriteTx for SqliteTx<'_> {
         fields: &Map<String, Value>,
         refs: &[Edge],
     ) -> Result<(), StoreError> {
+        let rev = self.next_rev().map_err(sql_err(self.path))?;
         let run = || -> rusqlite::Result<()> {
             self.conn
-                .prepare_cached("UPDATE objects SET fields = ?2 WHERE id = ?1")?
-                .execute(params![id, Value::Object(fields.clone()).to_string()])?;
+                .prepare_cached(&BOOK_SQL.fields)?
+                .execute(params![id, Value::Object(fields.clone()).to_string(), rev])?;
             self.set_refs(id, refs)
         };
         run().map_err(sql_err(self.path))
@@ -1471,11 +1496,24 @@ impl WriteTx for SqliteTx<'_> {
     }
 
     fn purge(&mut self, id: i64) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("DELETE FROM objects WHERE id = ?1")
-            .and_then(|mut st| st.execute([id]))
-            .map(drop)
-            .map_err(sql_err(self.path))
+        let rev = self.next_rev().map_err(sql_err(self.path))?;
+        let run = || -> rusqlite::Result<()> {
+            // Its tombstone for the events stream; those 100,000 revisions old go.
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO purged (rev, model, key) SELECT ?2, model, key FROM objects
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, rev])?;
+            self.conn
+                .prepare_cached("DELETE FROM purged WHERE rev <= ?1")?
+                .execute([rev - PURGED_KEPT])?;
+            self.conn
+                .prepare_cached("DELETE FROM objects WHERE id = ?1")?
+                .execute([id])?;
+            Ok(())
+        };
+        run().map_err(sql_err(self.path))
     }
 
     fn fence(&mut self, worker: &str, claim: &Claim) -> Result<bool, StoreError> {
@@ -1491,6 +1529,15 @@ impl WriteTx for SqliteTx<'_> {
 
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         self.done = true;
+        if let Some(rev) = self.rev
+            && let Err(e) = self
+                .conn
+                .prepare_cached("UPDATE revision SET n = ?1")
+                .and_then(|mut st| st.execute([rev]))
+        {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(sql_err(self.path)(e));
+        }
         if let Err(e) = self.conn.execute_batch("COMMIT") {
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(sql_err(self.path)(e));

@@ -12,9 +12,9 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Bookkeeping, ChangedState, Claim, Counts, DeadLetter, Edge, Lease, Millis, ObjectChange,
-    ObjectRecord, OutboxEntry, PageQuery, PostgresStore, ReadOps, Referrer, SqliteStore, Status,
-    StepStatus, Store, StoreError, Triggers, WorkerInfo,
+    Bookkeeping, ChangedState, Claim, Counts, DeadLetter, Edge, Lease, Millis, ObjectRecord,
+    OutboxEntry, PageQuery, PostgresStore, ReadOps, Referrer, SqliteStore, Status, StepStatus,
+    Store, StoreError, Triggers, WorkerInfo,
 };
 use crate::bookkeeping::{self, Cause, Drift};
 
@@ -1506,10 +1506,6 @@ fn changes_follow_visible_writes_in_revision_order(b: &dyn Backend) {
     let other = b.open().unwrap();
     assert_eq!(store.revision().unwrap(), 0);
     assert_eq!(store.changes(0, 10).unwrap(), vec![]);
-    let a = create(&*store, "Site", "a", json!({"n": 1}), &[]);
-    let c = create(&*other, "Site", "c", json!({}), &[]);
-    let r0 = store.revision().unwrap();
-    assert_eq!(r0, 2);
     let state = |status, message: &str, deleted| {
         Some(ChangedState {
             status,
@@ -1517,71 +1513,93 @@ fn changes_follow_visible_writes_in_revision_order(b: &dyn Backend) {
             deleted,
         })
     };
-    let change = |rev, key: &str, state| ObjectChange {
-        rev,
-        model: "Site".into(),
-        key: key.into(),
-        state,
+    // (key, state) of each change after `after`, checking the revisions grow and end at
+    // most at the store's revision.
+    let seen = |s: &dyn Store, after: i64| -> Vec<(String, Option<ChangedState>)> {
+        let changes = s.changes(after, 100).unwrap();
+        assert!(
+            changes.windows(2).all(|w| w[0].rev < w[1].rev),
+            "{changes:?}"
+        );
+        assert!(changes.iter().all(|c| c.rev > after && c.model == "Site"));
+        if let Some(last) = changes.last() {
+            assert!(last.rev <= s.revision().unwrap());
+        }
+        changes.into_iter().map(|c| (c.key, c.state)).collect()
     };
+    let pending = || state(Status::Pending, "", false);
+    let a = create(&*store, "Site", "a", json!({"n": 1}), &[]);
+    let c = create(&*other, "Site", "c", json!({}), &[]);
     assert_eq!(
-        store.changes(0, 10).unwrap(),
-        [
-            change(1, "a", state(Status::Pending, "", false)),
-            change(2, "c", state(Status::Pending, "", false)),
-        ]
+        seen(&*store, 0),
+        [("a".into(), pending()), ("c".into(), pending())]
     );
-    // Bookkeeping no one sees (a retry time) moves nothing; a status does.
+    let r0 = store.changes(0, 10).unwrap()[1].rev;
+    // Bookkeeping no one sees (a retry time) moves no object; a status does.
     edit(&*store, a, |bk| bk.next_retry_at = Some(Millis(5)));
-    assert_eq!(store.revision().unwrap(), r0);
+    assert_eq!(seen(&*store, r0), []);
     edit(&*other, a, |bk| {
         bk.status = Status::Error;
         bk.message = "HTTP 500".into();
     });
     assert_eq!(
-        store.changes(r0, 10).unwrap(),
-        [change(3, "a", state(Status::Error, "HTTP 500", false))]
+        seen(&*store, r0),
+        [("a".into(), state(Status::Error, "HTTP 500", false))]
     );
-    // Each object once, at its latest; the limit counts from the oldest.
+    // Each object once, at its latest, in the order of their last changes; the limit
+    // counts from the oldest.
     edit(&*store, c, synced);
     edit(&*store, a, synced);
     assert_eq!(
-        store.changes(0, 10).unwrap(),
+        seen(&*store, 0),
         [
-            change(4, "c", state(Status::Ok, "", false)),
-            change(5, "a", state(Status::Ok, "HTTP 500", false)),
+            ("c".into(), state(Status::Ok, "", false)),
+            ("a".into(), state(Status::Ok, "HTTP 500", false)),
         ]
     );
-    assert_eq!(store.changes(0, 1).unwrap().len(), 1);
-    // Fields and deletion are visible; a purge leaves a tombstone, and its revision is
-    // not handed out again though the highest object row is gone.
+    assert_eq!(store.changes(0, 1).unwrap()[0].key, "c");
+    let r1 = store.revision().unwrap();
+    // Fields, feedback and deletion are visible.
     let mut tx = store.write().unwrap();
     tx.put_fields(a, &map(json!({"n": 2})), &[]).unwrap();
     tx.commit().unwrap();
-    assert_eq!(store.changes(5, 10).unwrap()[0].rev, 6);
+    assert_eq!(seen(&*store, r1).len(), 1);
+    let r2 = store.revision().unwrap();
+    let mut tx = store.write().unwrap();
+    let book = tx.get_by_id(c).unwrap().unwrap().book;
+    tx.put_book(c, &book, Some(&map(json!({"ip": "10.0.0.1"}))))
+        .unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        seen(&*store, r2),
+        [("c".into(), state(Status::Ok, "", false))]
+    );
+    let r3 = store.revision().unwrap();
     let mut tx = store.write().unwrap();
     super::mark_deleted(&mut *tx, a, Millis(3000)).unwrap();
     tx.commit().unwrap();
     assert_eq!(
-        store.changes(6, 10).unwrap(),
-        [change(7, "a", state(Status::Deleting, "", true))]
+        seen(&*store, r3),
+        [("a".into(), state(Status::Deleting, "", true))]
     );
+    // A purge leaves a tombstone, and a later object's revision is higher still, though
+    // the object with the highest one is gone.
+    let r4 = store.revision().unwrap();
     let mut tx = store.write().unwrap();
     tx.purge(a).unwrap();
     tx.commit().unwrap();
     let d = create(&*store, "Site", "d", json!({}), &[]);
     assert_eq!(
-        other.changes(6, 10).unwrap(),
-        [
-            change(8, "a", None),
-            change(9, "d", state(Status::Pending, "", false))
-        ]
+        seen(&*other, r4),
+        [("a".into(), None), ("d".into(), pending())]
     );
-    // A rolled-back write leaves no trace.
+    // A rolled-back write leaves no trace, and hands no revision out.
+    let r5 = store.revision().unwrap();
     let mut tx = store.write().unwrap();
     tx.purge(d).unwrap();
     drop(tx);
-    assert_eq!(store.revision().unwrap(), 9);
-    assert_eq!(store.changes(9, 10).unwrap(), vec![]);
+    assert_eq!(store.revision().unwrap(), r5);
+    assert_eq!(seen(&*store, r5), []);
 }
 
 const LONG: Duration = Duration::from_secs(60);
