@@ -5,7 +5,7 @@
 #
 #   bash scripts/bench.sh                   everything (about 20-35 minutes on 2 cores)
 #   bash scripts/bench.sh --only B1,B3      some of them (or BENCH_ONLY=B1,B3): B1 B2 B3 B4 B4H B5
-#                                           B6 B7 B3S B8 B9 B10 (B8 needs a NATS server with
+#                                           B6 B7 B3S B8 B9 B10 B11 (B11 needs PostgreSQL; B8 needs a NATS server with
 #                                           JetStream, BENCH_B8_NATS, default 127.0.0.1:4222,
 #                                           and tansu for Kafka; BENCH_B8_BUSES=nats for one)
 #   bash scripts/bench.sh --runs 7          more runs (or BENCH_RUNS=7; at least 5 for the record)
@@ -58,6 +58,8 @@ B8_MESSAGES=${BENCH_B8_MESSAGES:-100000}
 B8_NATS=${BENCH_B8_NATS:-127.0.0.1:4222}
 # B9: one pull step listing this many items in this many pages (SPEC §13).
 B9_ITEMS=10000 B9_PAGES=10
+# B11: this many independent objects against a server that answers after this long (SPEC §17).
+B11_OBJECTS=${BENCH_B11_OBJECTS:-3000} B11_DELAY_MS=50
 # B4H: B4 with one request, for an unrelated Site, hung this long the whole time.
 B4H_HANG_S=${BENCH_B4H_HANG_S:-10}
 DELAY_MS=2
@@ -1392,6 +1394,92 @@ run_bench() { # NAME FUNCTION: a failure is reported in the table, the others st
   fi
   stop_tracked
 }
+# --- B11: scale-out on PostgreSQL (SPEC §17) -------------------------------------------------
+# B11_OBJECTS independent Sites against a server that answers after B11_DELAY_MS, each worker
+# at concurrency 16: the wall time from starting the workers to every object ok, with 1
+# worker and with 3, side by side in each run, each on a fresh database of the PostgreSQL
+# server at BENCH_PG (default postgres://postgres@127.0.0.1:5432). Then B1 (`run --once`)
+# on PostgreSQL against B1 on SQLite, as B1 measures it.
+pg_admin() { psql -qAt "$B11_PG/postgres" -c "$1" >/dev/null; }
+pg_count_ok() { psql -qAt "$B11_PG/$1" -c "SELECT count(*) FROM objects WHERE status = 'ok'" 2>/dev/null || echo 0; }
+b11_workers() { # DB N: starts N workers on the service at DB, waits for every object ok; WALL
+  local db=$1 n=$2 svc=$WORK/b11/svc-$1 i t0 t1 pids=()
+  cp -r "$WORK/b11/svc" "$svc"
+  echo "store: $B11_PG/$db" >>"$svc/stepsync.yaml"
+  pg_admin "CREATE DATABASE $db"
+  timeout 300 "$STEPSYNC" -C "$svc" -q apply -f objects/ >/dev/null
+  server_reset
+  t0=$(date +%s%N)
+  for i in $(seq "$n"); do
+    "$STEPSYNC" -C "$svc" run >"$svc/worker-$i.log" 2>&1 &
+    pids+=($!)
+    track "$!"
+  done
+  local deadline=$((SECONDS + 300))
+  until [ "$(pg_count_ok "$db")" = "$B11_OBJECTS" ]; do
+    [ $SECONDS -lt $deadline ] || die "B11: $n workers: not every object ok after 300 s"
+    sleep 0.05
+  done
+  t1=$(date +%s%N)
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  WALL=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+  local sent
+  sent=$(server_stat requests)
+  [ "$sent" = "$B11_OBJECTS" ] || die "B11: $n workers sent $sent requests for $B11_OBJECTS objects"
+  pg_admin "DROP DATABASE $db WITH (FORCE)"
+}
+b11() {
+  B11_PG=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
+  INSTALL_BY=bench.sh ensure_postgres || die "B11: no PostgreSQL server on 127.0.0.1:5432"
+  log "B11: $B11_OBJECTS objects, server delay ${B11_DELAY_MS} ms, concurrency 16 a worker, 1 vs 3 workers on PostgreSQL, $RUNS runs"
+  local d=$WORK/b11 r one three
+  mkdir -p "$d"
+  start_server "$B11_DELAY_MS"
+  "$BB/gen" --dir "$d/svc" --url "$SERVER_URL" --sites "$B11_OBJECTS" --slices 0 --instances 0 \
+    --concurrency 16 2>/dev/null
+  for r in $(seq "$RUNS"); do
+    b11_workers "b11_${$}_${r}_one" 1
+    one=$WALL
+    b11_workers "b11_${$}_${r}_three" 3
+    three=$WALL
+    record b11_one_s "$one"
+    record b11_three_s "$three"
+    record b11_speedup "$(calc "$one / $three")"
+    log "  run $r: 1 worker ${one}s, 3 workers ${three}s, speed-up $(calc "$one / $three" 2)"
+  done
+  # B1 on PostgreSQL beside B1 on SQLite: B1's service, `run --once`, one worker.
+  local b=$WORK/b11/b1 svc
+  mkdir -p "$b"
+  start_server "$DELAY_MS"
+  "$BB/gen" --dir "$b/svc" --url "$SERVER_URL" --sites $B1_SITES --slices $B1_SLICES \
+    --instances $B1_INSTANCES --concurrency $CONCURRENCY 2>/dev/null
+  for r in $(seq "$RUNS"); do
+    svc=$b/sqlite-r$r
+    cp -r "$b/svc" "$svc"
+    timeout 300 "$STEPSYNC" -C "$svc" -q apply -f objects/ >/dev/null
+    server_reset
+    settle
+    measure 600 "$b/run.out" "$STEPSYNC" -C "$svc" run --once
+    grep -q "^run: $B1_TOTAL ok" "$b/run.out" || die "B11 B1 (SQLite): not every object ok"
+    record b11_b1_sqlite_s "$WALL"
+    local sq=$WALL db="b11_${$}_${r}_b1"
+    svc=$b/pg-r$r
+    cp -r "$b/svc" "$svc"
+    echo "store: $B11_PG/$db" >>"$svc/stepsync.yaml"
+    pg_admin "CREATE DATABASE $db"
+    timeout 300 "$STEPSYNC" -C "$svc" -q apply -f objects/ >/dev/null
+    server_reset
+    settle
+    measure 600 "$b/run-pg.out" "$STEPSYNC" -C "$svc" run --once
+    grep -q "^run: $B1_TOTAL ok" "$b/run-pg.out" || die "B11 B1 (PostgreSQL): not every object ok"
+    record b11_b1_pg_s "$WALL"
+    record b11_b1_ratio "$(calc "$WALL / $sq")"
+    pg_admin "DROP DATABASE $db WITH (FORCE)"
+    log "  run $r: B1 on SQLite ${sq}s, on PostgreSQL ${WALL}s, ratio $(calc "$WALL / $sq" 2)"
+  done
+}
+
 START=$(date -u +%Y-%m-%dT%H:%MZ)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 run_bench B1 b1
@@ -1406,6 +1494,7 @@ run_bench B3S b3s
 run_bench B8 b8
 run_bench B9 b9
 run_bench B10 b10
+run_bench B11 b11
 
 # stats METRIC -> "n median min max" (median of an even count: the mean of the middle two)
 stats() {
@@ -1541,6 +1630,12 @@ row() {
   row "B10 $B10_CHANGES changes synced, no readers (s)" b10_sync_alone_s 2
   row "B10 $B10_CHANGES changes synced, $B10_CLIENTS readers (s)" b10_sync_loaded_s 2
   row "B10 sync time with readers / without" b10_sync_ratio 2
+  row "B11 $B11_OBJECTS objects, ${B11_DELAY_MS} ms server, 1 worker on PostgreSQL (s)" b11_one_s 2
+  row "B11 the same, 3 workers (s)" b11_three_s 2
+  row "B11 speed-up 3 workers / 1 (per run)" b11_speedup 2 ">=" 2.7
+  row "B11 B1 \`run --once\` on SQLite (s)" b11_b1_sqlite_s 2
+  row "B11 B1 \`run --once\` on PostgreSQL (s)" b11_b1_pg_s 2
+  row "B11 B1 PostgreSQL / SQLite (per run)" b11_b1_ratio 2
   if [ -s "$RES/notes" ]; then
     echo
     sed 's/^/- /' "$RES/notes"

@@ -155,9 +155,7 @@ pub(crate) struct Steps {
 impl Steps {
     /// Whether `w` holds the runner lease, so leads (SPEC §17).
     pub(crate) fn leads(&self, w: &stepsync::store::WorkerInfo) -> bool {
-        self.lease
-            .as_ref()
-            .is_some_and(|l| l.pid == w.pid && l.host == w.host && l.expires > Millis::now())
+        w.leads(self.lease.as_ref(), Millis::now())
     }
 }
 

@@ -10,6 +10,8 @@ mod queue;
 pub mod scheduler;
 mod worker;
 
+pub(crate) use lease::hostname;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

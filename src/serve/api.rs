@@ -328,6 +328,23 @@ struct StatusReport {
     /// The runner holding the store, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     lease: Option<LeaseInfo>,
+    /// The workers of a shared store (SPEC §17); empty on a store one runner drives.
+    workers: Vec<WorkerReport>,
+}
+
+/// One worker of a shared store: who, since when, its last heartbeat, the object claims it
+/// holds now, and whether it leads (holds the runner lease).
+#[derive(Debug, Serialize, ToSchema)]
+struct WorkerReport {
+    name: String,
+    host: String,
+    pid: u32,
+    #[schema(value_type = String, format = DateTime)]
+    since: Millis,
+    #[schema(value_type = String, format = DateTime)]
+    heartbeat: Millis,
+    claims: usize,
+    leads: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -348,7 +365,23 @@ struct LeaseInfo {
 async fn status(State(state): State<Arc<AppState>>) -> Result<Json<StatusReport>, ApiError> {
     blocking(move || {
         let c = state.store.counts()?;
-        let lease = state.store.lease()?.map(|l| LeaseInfo {
+        let held = state.store.lease()?;
+        let now = Millis::now();
+        let workers = state
+            .store
+            .workers()?
+            .into_iter()
+            .map(|w| WorkerReport {
+                leads: w.leads(held.as_ref(), now),
+                name: w.name,
+                host: w.host,
+                pid: w.pid,
+                since: w.since,
+                heartbeat: w.heartbeat,
+                claims: w.claims,
+            })
+            .collect();
+        let lease = held.map(|l| LeaseInfo {
             holder: l.holder,
             pid: l.pid,
             host: l.host,
@@ -362,6 +395,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<StatusReport>
                 .collect(),
             pending: c.pending,
             lease,
+            workers,
         }))
     })
     .await

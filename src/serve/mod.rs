@@ -61,11 +61,23 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    /// Whether this process holds the store's runner lease now (`/readyz`, `lease_held`).
+    /// Whether this process drives the store now (`/readyz`, `lease_held`): it holds the
+    /// runner lease, or, on a shared store, it is one of its workers (SPEC §17: only one
+    /// of them leads, and every one of them is ready to run objects).
     pub(crate) fn holds_lease(&self) -> Result<bool, StoreError> {
-        Ok(self.store.lease()?.is_some_and(|l| {
-            l.pid == std::process::id() && l.expires > crate::store::Millis::now()
-        }))
+        let me = std::process::id();
+        if self.store.shared() {
+            let host = crate::engine::hostname();
+            return Ok(self
+                .store
+                .workers()?
+                .iter()
+                .any(|w| w.pid == me && w.host == host));
+        }
+        Ok(self
+            .store
+            .lease()?
+            .is_some_and(|l| l.pid == me && l.expires > crate::store::Millis::now()))
     }
 
     pub(crate) fn wrote(&self) {

@@ -222,6 +222,13 @@ pub struct WorkerInfo {
     pub claims: usize,
 }
 
+impl WorkerInfo {
+    /// Whether it leads (SPEC §17): it holds the runner lease `lease`, unexpired at `now`.
+    pub fn leads(&self, lease: Option<&Lease>, now: Millis) -> bool {
+        lease.is_some_and(|l| l.pid == self.pid && l.host == self.host && l.expires > now)
+    }
+}
+
 /// A visible change of one object, in store-wide revision order (SPEC §16's events stream):
 /// its state after the change, or that it was purged.
 #[derive(Debug, Clone, PartialEq, Eq)]

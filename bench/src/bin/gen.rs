@@ -120,8 +120,10 @@ fn parse() -> Args {
     if a.dir.as_os_str().is_empty() || a.url.is_empty() {
         usage("--dir and --url are required");
     }
-    if a.sites == 0 || a.slices == 0 {
-        usage("--sites and --slices must be at least 1");
+    // Slices hang off Sites and Instances off Slices: none of either is fine (B11's
+    // independent Sites), but children need parents.
+    if a.sites == 0 || (a.slices == 0 && a.instances > 0) {
+        usage("--sites must be at least 1, and --slices too when there are --instances");
     }
     a
 }
