@@ -216,7 +216,15 @@ fn three_workers_sync_every_object_exactly_once_and_never_one_twice_at_a_time() 
     let puts = puts(&server, "sites");
     assert_eq!(puts.len(), 150, "every object synced");
     let twice: Vec<_> = puts.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(twice.is_empty(), "synced more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "synced more than once: {twice:?}\n{}",
+        workers
+            .iter()
+            .map(|w| w.log())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    );
     assert_eq!(overlapping(&server.requests()), Vec::<String>::new());
     // The work was shared: more than one worker ran objects.
     let ran: Vec<usize> = workers
@@ -482,5 +490,159 @@ fn store_copy_moves_a_service_between_sqlite_and_postgresql_all_or_nothing() {
     assert!(
         back == after,
         "the copy back differs:\n{back}\nfrom:\n{after}"
+    );
+}
+
+/// GETs `path` of the API at `addr` with curl (no token: serve answers this host on
+/// loopback); the status and the body.
+fn api(addr: &str, path: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://{addr}{path}"),
+        ])
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+#[test]
+fn status_and_the_api_show_every_worker_its_heartbeat_claims_and_the_leader() {
+    let server = TestServer::start();
+    server.set_delay(Duration::from_secs(30));
+    let db = Db::new();
+    let svc = service(&server, &db);
+    let cfg = std::fs::read_to_string(svc.path().join("stepsync.yaml")).unwrap();
+    svc.file(
+        "stepsync.yaml",
+        &format!("{cfg}serve: {{listen: 127.0.0.1:0}}\n"),
+    );
+    let _run = Worker::start(&svc, "run");
+    let mut serve = svc
+        .command(&["serve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(serve.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("serve's first line");
+    let addr = line
+        .trim()
+        .strip_prefix("serve: listening on http://")
+        .unwrap_or_else(|| panic!("serve said {line:?}"))
+        .to_owned();
+    // Killed on drop, whatever fails below.
+    let serve = Worker {
+        child: serve,
+        log: svc.path().join("serve.log"),
+    };
+    wait_for_workers(&svc, 2);
+    // Objects the backend holds for 30 s: each claimed by one worker while we look.
+    svc.file("objects.yaml", &sites(8));
+    svc.ok(&["apply", "-f", "objects.yaml"]);
+    let t0 = Instant::now();
+    while server.requests().len() < 8 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "not every object in flight"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, body) = api(&addr, "/api/v1/status");
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("status JSON");
+    let workers = v["workers"].as_array().expect("workers").clone();
+    assert_eq!(workers.len(), 2, "{v}");
+    assert_eq!(
+        workers.iter().filter(|w| w["leads"] == true).count(),
+        1,
+        "exactly one leads: {v}"
+    );
+    let claims: u64 = workers.iter().map(|w| w["claims"].as_u64().unwrap()).sum();
+    assert_eq!(claims, 8, "every in-flight object is claimed once: {v}");
+    assert!(
+        workers.iter().any(|w| w["pid"] == serve.child.id()),
+        "serve is a worker: {v}"
+    );
+    for w in &workers {
+        assert!(
+            w["heartbeat"].as_str().is_some_and(|h| !h.is_empty()),
+            "{w}"
+        );
+    }
+    // The CLI shows the same workers, and serve is ready as a worker of the shared store.
+    let out = svc.ok(&["status"]).stdout;
+    assert!(out.contains("Workers"), "{out}");
+    assert_eq!(api(&addr, "/readyz").0, 200);
+}
+
+/// How long after `apply` of one new Site named `key` its request reaches `server`.
+fn apply_to_request(svc: &Service, server: &TestServer, key: &str) -> Duration {
+    svc.file(&format!("{key}.yaml"), &format!("Site:\n  - name: {key}\n"));
+    let t0 = Instant::now();
+    svc.ok(&["apply", "-f", &format!("{key}.yaml")]);
+    server
+        .wait_for(&format!("PUT /sites/{key}"), Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("{key} never reached the backend"));
+    t0.elapsed()
+}
+
+#[test]
+fn a_worker_wakes_on_notify_and_listens_again_after_its_connection_is_cut() {
+    let server = TestServer::start();
+    let db = Db::new();
+    let svc = service(&server, &db);
+    // A 60 s ttl makes the fallback poll 5 s (a third of it, at most 5 s): a wake-up well
+    // inside that comes from the notification.
+    let cfg = std::fs::read_to_string(svc.path().join("stepsync.yaml")).unwrap();
+    svc.file(
+        "stepsync.yaml",
+        &cfg.replace(&format!("ttl: {TTL_S}s"), "ttl: 60s"),
+    );
+    let w = Worker::start(&svc, "w");
+    wait_for_workers(&svc, 1);
+    let t0 = Instant::now();
+    while !w.log().contains("woken by LISTEN/NOTIFY") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{}", w.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Each of three applies, a second apart, would wait for the 5 s poll without the hint.
+    let mut took = Vec::new();
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_secs(1));
+        took.push(apply_to_request(&svc, &server, &format!("n{i}")));
+    }
+    assert!(
+        took.iter().all(|t| *t < Duration::from_millis(2500)),
+        "apply to request: {took:?}\n{}",
+        w.log()
+    );
+
+    // The server cuts the listening connection (as a restart would): the worker says it
+    // polls, connects again, and is woken by the hints again.
+    admin(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = '{}' AND query LIKE 'LISTEN%'",
+        db.0
+    ));
+    let t0 = Instant::now();
+    while !w.log().contains("listening for changes again") {
+        assert!(t0.elapsed() < Duration::from_secs(15), "{}", w.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(w.log().contains("not listening for changes"), "{}", w.log());
+    let again = apply_to_request(&svc, &server, "after");
+    assert!(
+        again < Duration::from_millis(2500),
+        "apply to request after the cut: {again:?}\n{}",
+        w.log()
     );
 }

@@ -15,6 +15,17 @@ use crate::store::Millis;
 
 /// How often to look at the store when file events are unavailable.
 const FALLBACK_POLL: Duration = Duration::from_millis(500);
+/// How often to look at the store while `LISTEN/NOTIFY` wakes the daemon: the hints cover
+/// every committed change, and the poll covers what sends none — a dead worker's claims
+/// expiring, the leader's lease coming free — so it is a third of the lease ttl (a claim
+/// is taken over within ttl + ttl/3), at most this.
+const LISTENED_POLL_MAX: Duration = Duration::from_secs(5);
+
+/// The poll while listening, for a lease `ttl` (see [`LISTENED_POLL_MAX`]).
+fn listened_poll(ttl: Duration) -> Duration {
+    (ttl / 3).clamp(FALLBACK_POLL, LISTENED_POLL_MAX)
+}
+
 /// The longest sleep with nothing scheduled; a safety net, not the change detector.
 const IDLE_WAKE: Duration = Duration::from_secs(60);
 
@@ -69,24 +80,23 @@ impl Engine {
             std::process::exit(SECOND_SIGNAL_EXIT);
         });
         let (change_tx, mut changes) = mpsc::channel::<()>(1);
-        // Kept alive for the life of the loop: dropping it stops the events.
+        // Kept alive for the life of the loop: dropping them stops the events.
+        let _listener = self.store.listen(change_tx.clone());
         let _watcher = self.watch_store(change_tx);
         let (edit_tx, mut edits) = mpsc::channel::<()>(1);
         let _svc_watcher = self.watch_service(edit_tx);
-        if _watcher.is_none() {
-            // A store without a file (PostgreSQL) is polled by design; a file that cannot
-            // be watched is worth a warning.
-            if self.store.watch_path().is_some() {
-                warn!(
-                    "file events unavailable; checking the store every {} ms",
-                    FALLBACK_POLL.as_millis()
-                );
-            } else {
-                info!(
-                    "checking the store for other processes' changes every {} ms",
-                    FALLBACK_POLL.as_millis()
-                );
-            }
+        let listened_poll = listened_poll(self.svc.config.lease.ttl.0);
+        if _listener.is_some() {
+            info!(
+                "woken by LISTEN/NOTIFY; checking the store every {} ms as well ({} ms while not listening)",
+                listened_poll.as_millis(),
+                FALLBACK_POLL.as_millis()
+            );
+        } else if _watcher.is_none() {
+            warn!(
+                "file events unavailable; checking the store every {} ms",
+                FALLBACK_POLL.as_millis()
+            );
         }
         let mut marker = self.store.change_marker()?;
         let mut stop = stop_rx.clone();
@@ -123,6 +133,8 @@ impl Engine {
             let wake = engine.next_wake()?;
             let poll = if _watcher.is_some() {
                 IDLE_WAKE
+            } else if _listener.as_ref().is_some_and(|l| l.live()) {
+                listened_poll
             } else {
                 FALLBACK_POLL
             };

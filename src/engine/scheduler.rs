@@ -896,14 +896,22 @@ impl Pass<'_> {
         let won: HashSet<i64> = worker.take(&ready)?.into_iter().collect();
         let mut start = Vec::with_capacity(won.len());
         let mut stale = Vec::new();
+        let now = Millis::now();
         for id in ready {
             let seen = self.world.by_id(id);
+            // Read again under the claim: the same as this pass saw, and still wanting the
+            // run it was queued for. A refresh in the middle of the pass (another worker's
+            // commit woke it) may have brought in the very outcome that settled a job still
+            // queued from before; the job, not the row, is stale then.
             let current = match (&seen, won.contains(&id)) {
-                (Some(o), true) => self
-                    .engine
-                    .store
-                    .get(&o.model, &o.key)?
-                    .is_some_and(|c| c.id == o.id && c.book == o.book && c.fields == o.fields),
+                (Some(o), true) => self.engine.store.get(&o.model, &o.key)?.is_some_and(|c| {
+                    c.id == o.id
+                        && c.book == o.book
+                        && c.fields == o.fields
+                        && (bookkeeping::due(&c.book, now, &self.engine.rules(&c.model)).is_some()
+                            || (self.checks.contains(&id)
+                                && bookkeeping::suspect(&c.book).is_some()))
+                }),
                 _ => false,
             };
             if current {

@@ -229,6 +229,36 @@ impl WorkerInfo {
     }
 }
 
+/// A running [`Store::listen`]: stops listening when dropped.
+#[derive(Debug)]
+pub struct Listener {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    live: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Listener {
+    /// A listener driven by a thread that ends when `stop` is set and sets `live` while it
+    /// is connected.
+    pub(crate) fn new(
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        live: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Listener {
+        Listener { stop, live }
+    }
+
+    /// Whether hints arrive now: connected and listening. While not, the waiter must poll
+    /// as often as it would without one.
+    pub fn live(&self) -> bool {
+        self.live.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// A visible change of one object, in store-wide revision order (SPEC §16's events stream):
 /// its state after the change, or that it was purged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -456,6 +486,14 @@ pub trait Store: ReadOps + Send + Sync {
     /// A file whose directory sees a write whenever the store changes, for waking on changes
     /// without polling; `None` when the store has no such file.
     fn watch_path(&self) -> Option<&std::path::Path>;
+    /// Hints on `tx` when another process may have committed a change, for a store whose
+    /// changes no file shows (PostgreSQL's `LISTEN/NOTIFY`, SPEC §17): a hint only, read
+    /// with [`Store::change_marker`], and lost hints are caught by polling. `None` when the
+    /// store has no such channel.
+    fn listen(&self, tx: tokio::sync::mpsc::Sender<()>) -> Option<Listener> {
+        let _ = tx;
+        None
+    }
     /// What every later write transaction notes for watchers (the service's, at open).
     fn set_triggers(&self, triggers: Arc<Triggers>);
     /// Every watcher's last outcome, by name.

@@ -1,7 +1,8 @@
 //! The PostgreSQL store (SPEC §17): the same data model and the same calls as the SQLite
-//! store, in a database several processes can share. This first increment keeps SQLite's
-//! single writer (a transaction-level advisory lock) and its one runner lease; per-object
-//! leases for several workers come later.
+//! store, in a database several processes can share. Writes keep SQLite's single writer (a
+//! transaction-level advisory lock), so the bookkeeping rules read the same state either
+//! way; several workers share the runs through per-object claims with epochs that fence
+//! every outcome, and wake each other with `LISTEN/NOTIFY` (see [`BUMP`]).
 //!
 //! The synchronous `postgres` client drives a tokio runtime of its own and blocks on it,
 //! which panics on a thread that is already inside a runtime, and the engine calls the
@@ -10,7 +11,7 @@
 //! SQLite's lock. A [`WriteTx`] holds one worker from BEGIN to COMMIT or ROLLBACK.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
 use std::time::Duration;
 
@@ -1122,7 +1123,17 @@ fn swap_lease(s: &mut Session, expected: Option<&Lease>, new: Option<&Lease>) ->
     }
 }
 
-const BUMP: &str = "UPDATE stepsync_changes SET n = n + 1 WHERE id = 1";
+/// Bumps the change count and wakes the other workers listening (SPEC §17): the
+/// notification is sent at commit, so only a committed change wakes anyone, and the server
+/// folds the notifications of one transaction into one. A hint only: a listener checks the
+/// count, and every waiter also polls.
+const BUMP: &str = "UPDATE stepsync_changes SET n = n + 1 WHERE id = 1; NOTIFY stepsync_changes";
+/// The channel of the notifications [`BUMP`] sends.
+const CHANNEL: &str = "stepsync_changes";
+/// How often the listening thread looks up from its wait to see whether to stop.
+const LISTEN_TICK: Duration = Duration::from_millis(250);
+/// The longest wait before connecting the listener again after the server went away.
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 impl PostgresStore {
     /// Runs `f` in a transaction of its own and, when it reports a write, bumps the change
@@ -1159,7 +1170,7 @@ impl PostgresStore {
             s.again_if_closed(|s| s.batch("BEGIN"))?;
             let r = f(s).and_then(|(v, wrote)| {
                 if wrote {
-                    s.execute(BUMP, &[])?;
+                    s.batch(BUMP)?;
                 }
                 s.batch("COMMIT")?;
                 Ok((v, wrote))
@@ -1329,8 +1340,20 @@ impl Store for PostgresStore {
     }
 
     fn watch_path(&self) -> Option<&std::path::Path> {
-        // No file sees the writes: the daemon polls the marker.
+        // No file sees the writes: the daemon listens (below) and polls the marker.
         None
+    }
+
+    fn listen(&self, tx: tokio::sync::mpsc::Sender<()>) -> Option<super::Listener> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let live = Arc::new(AtomicBool::new(false));
+        let (url, shown) = (self.pool.url.clone(), self.shown.clone());
+        let (s, l) = (stop.clone(), live.clone());
+        std::thread::Builder::new()
+            .name("stepsync-listen".into())
+            .spawn(move || listen_loop(&url, &shown, &tx, &s, &l))
+            .ok()?;
+        Some(super::Listener::new(stop, live))
     }
 
     fn set_triggers(&self, triggers: Arc<Triggers>) {
@@ -1951,6 +1974,65 @@ impl WriteTx for PgTx<'_> {
             store.own_changes.fetch_add(1, Ordering::SeqCst);
         }
         r
+    }
+}
+
+/// The listening thread: a connection of its own that `LISTEN`s and passes every
+/// notification on as a hint, connected again with backoff when the server goes away (a
+/// restart), until the listener is dropped or nobody receives.
+fn listen_loop(
+    url: &str,
+    shown: &str,
+    tx: &tokio::sync::mpsc::Sender<()>,
+    stop: &AtomicBool,
+    live: &AtomicBool,
+) {
+    use postgres::fallible_iterator::FallibleIterator;
+    let stopped = || stop.load(Ordering::SeqCst) || tx.is_closed();
+    let mut backoff = Duration::from_millis(500);
+    let mut lost = false;
+    while !stopped() {
+        let r = (|| -> PgResult<()> {
+            let mut client = Client::connect(url, NoTls)?;
+            client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+            live.store(true, Ordering::SeqCst);
+            backoff = Duration::from_millis(500);
+            if lost {
+                tracing::info!(store = %shown, "listening for changes again");
+                lost = false;
+            }
+            // What was committed while nobody listened sent no hint: look once.
+            let _ = tx.try_send(());
+            while !stopped() {
+                {
+                    let mut hints = client.notifications();
+                    let mut hints = hints.timeout_iter(LISTEN_TICK);
+                    while hints.next()?.is_some() {
+                        // A full channel already holds a wake-up; dropping this one loses
+                        // nothing.
+                        let _ = tx.try_send(());
+                    }
+                }
+                if client.is_closed() {
+                    // Fails on a closed connection, with the reason to report.
+                    client.batch_execute("SELECT 1")?;
+                }
+            }
+            Ok(())
+        })();
+        live.store(false, Ordering::SeqCst);
+        if let Err(e) = r {
+            if !lost {
+                tracing::warn!(store = %shown, error = %super::pg_message(&e),
+                    "not listening for changes; polling until the listener connects again");
+                lost = true;
+            }
+            let until = std::time::Instant::now() + backoff;
+            while !stopped() && std::time::Instant::now() < until {
+                std::thread::sleep(LISTEN_TICK);
+            }
+            backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+        }
     }
 }
 
