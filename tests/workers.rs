@@ -273,6 +273,7 @@ fn a_killed_workers_objects_are_taken_over_within_the_ttl_and_nothing_is_lost() 
     let _ = a.child.kill();
     let _ = a.child.wait();
     let killed = Instant::now();
+    assert!(journal_rows(&db) > 0, "the killed worker left its journal");
     server.set_delay(Duration::ZERO);
     let _b = Worker::start(&svc, "b");
     wait_until(&svc, "Site", 40, Duration::from_secs(TTL_S + 30), all_ok);
@@ -287,6 +288,32 @@ fn a_killed_workers_objects_are_taken_over_within_the_ttl_and_nothing_is_lost() 
         assert_eq!(puts[key], 2, "{key}: {puts:?}");
     }
     assert_eq!(puts.len(), 40);
+    // The leader retires the dead worker once its heartbeat is two ttls old: it leaves
+    // `status`, and its journal (the folders it had in flight) is repaired and cleared.
+    wait_for_workers(&svc, 1);
+    assert_eq!(journal_rows(&db), 0);
+    assert!(
+        b_log(&svc).contains("retired a worker that stopped beating"),
+        "{}",
+        b_log(&svc)
+    );
+}
+
+/// Rows in the journal of `db` (every worker's).
+fn journal_rows(db: &Db) -> i64 {
+    let url = db.url();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        c.query_one("SELECT count(*) FROM journal", &[])
+            .expect("count the journal")
+            .get(0)
+    })
+    .join()
+    .expect("query thread")
+}
+
+fn b_log(svc: &Service) -> String {
+    std::fs::read_to_string(svc.path().join("b.log")).unwrap_or_default()
 }
 
 #[test]

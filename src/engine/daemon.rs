@@ -108,9 +108,17 @@ impl Engine {
         let mut feeds = engine
             .leads()
             .then(|| crate::steps::Feeds::start(&engine, &fed_tx));
+        let mut housekept = tokio::time::Instant::now();
         loop {
             if *stop.borrow() {
                 break;
+            }
+            // The leader's housekeeping, about every ttl/3 (as often as a worker beats).
+            if engine.leads() && housekept.elapsed() >= listened_poll {
+                housekept = tokio::time::Instant::now();
+                if let Err(e) = tokio::task::block_in_place(|| engine.housekeep()) {
+                    warn!(error = %e, "housekeeping failed; trying again later");
+                }
             }
             if feeds.is_none() && engine.leads() {
                 feeds = Some(crate::steps::Feeds::start(&engine, &fed_tx));

@@ -597,7 +597,12 @@ impl Engine {
     /// folder of an object the store no longer has moves aside (SPEC §8). Cheap when the
     /// last pass ended: the journal is then empty.
     pub(crate) fn repair(&self) -> Result<()> {
-        let journaled = self.store.journaled(&self.journal_owner())?;
+        self.repair_journal(&self.journal_owner())
+    }
+
+    /// Repairs, in this engine's sys dir, what the journal of `owner` lists, and clears it.
+    fn repair_journal(&self, owner: &str) -> Result<()> {
+        let journaled = self.store.journaled(owner)?;
         if journaled.is_empty() {
             return Ok(());
         }
@@ -638,8 +643,36 @@ impl Engine {
         for (id, ..) in &journaled {
             store::interrupted(&mut *tx, *id)?;
         }
-        tx.clear_journal(&self.journal_owner())?;
+        tx.clear_journal(owner)?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// The leader's housekeeping on a shared store (SPEC §17): a worker whose heartbeat is
+    /// older than twice the lease ttl is dead (a live one beats every ttl/3, and a paused
+    /// one has lost its claims by then anyway), so its journal is repaired here and it is
+    /// retired: its row leaves `status` and its claims are freed at once. Its folders are
+    /// this sys dir's when the workers share one; a worker with a sys dir of its own repairs
+    /// nothing of another's here, which only rewrites `status.json` of folders it has.
+    pub(crate) fn housekeep(&self) -> Result<()> {
+        let Some(me) = self.worker.get() else {
+            return Ok(());
+        };
+        let ttl = i64::try_from(self.svc.config.lease.ttl.0.as_millis()).unwrap_or(i64::MAX / 4);
+        let now = crate::store::Millis::now().0;
+        let cutoff = now.saturating_sub(ttl.saturating_mul(2));
+        for dead in self.store.workers()? {
+            if dead.name == me.name() || dead.heartbeat.0 >= cutoff {
+                continue;
+            }
+            self.repair_journal(&dead.name)?;
+            self.store.retire_worker(&dead.name)?;
+            info!(
+                worker = %dead.name,
+                silent_ms = now.saturating_sub(dead.heartbeat.0),
+                "retired a worker that stopped beating: its journal repaired, its claims freed"
+            );
+        }
         Ok(())
     }
 
