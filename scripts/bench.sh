@@ -1417,7 +1417,7 @@ b11_workers() { # DB N: starts N workers on the service at DB, waits for every o
   done
   local deadline=$((SECONDS + 300))
   until [ "$(pg_count_ok "$db")" = "$B11_OBJECTS" ]; do
-    [ $SECONDS -lt $deadline ] || die "B11: $n workers: not every object ok after 300 s"
+    [ $SECONDS -lt $deadline ] || die "B11: $n workers: not every object ok after 300 s ($(pg_count_ok "$db") ok); worker 1's log ends: $(tail -5 "$svc/worker-1.log")"
     sleep 0.05
   done
   t1=$(date +%s%N)

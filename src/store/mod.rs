@@ -510,7 +510,8 @@ pub trait Store: ReadOps + Send + Sync {
     /// UPDATE SKIP LOCKED`). Expiry is read on the store's clock.
     fn claim(&self, worker: &str, ids: &[i64], ttl: Duration) -> Result<Vec<Claim>, StoreError>;
     /// Moves `worker`'s heartbeat and the expiry of every claim it still holds to `ttl`
-    /// from now; the claims it still holds (one taken over is not among them).
+    /// from now; the claims it still holds (one taken over is not among them, nor one
+    /// whose outcome a transaction of its own is writing at this moment).
     fn renew(&self, worker: &str, ttl: Duration) -> Result<Vec<Claim>, StoreError>;
     /// Gives back claims whose run did not happen (the object was no longer due).
     fn release(&self, worker: &str, claims: &[Claim]) -> Result<(), StoreError>;

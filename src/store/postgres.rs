@@ -1427,11 +1427,17 @@ impl Store for PostgresStore {
                 &format!("UPDATE workers SET heartbeat = {NOW_MS} WHERE name = $1"),
                 &[&worker],
             )?;
+            // A claim of this worker's that is locked now is having its outcome written
+            // (the fence releases it): skipped, not waited for. Waiting deadlocked with
+            // an outcome's transaction, which locks its fences in its batch's order.
             let mut claims = s
                 .query(
                     &format!(
-                        "UPDATE object_leases SET expires = {NOW_MS} + $2
-                         WHERE owner = $1 AND expires > 0 RETURNING obj, epoch"
+                        "WITH mine AS (
+                           SELECT obj FROM object_leases WHERE owner = $1 AND expires > 0
+                           ORDER BY obj FOR UPDATE SKIP LOCKED)
+                         UPDATE object_leases l SET expires = {NOW_MS} + $2
+                         FROM mine WHERE l.obj = mine.obj RETURNING l.obj, l.epoch"
                     ),
                     &[&worker, &ttl],
                 )?
