@@ -1405,12 +1405,7 @@ impl Store for PostgresStore {
                     &[&ids, &worker, &ttl],
                 )?
                 .iter()
-                .map(|r| {
-                    Ok(Claim {
-                        obj: r.try_get(0)?,
-                        epoch: r.try_get(1)?,
-                    })
-                })
+                .map(claim_of)
                 .collect::<PgResult<Vec<_>>>()?;
             // In the order asked, as SQLite answers.
             let order: HashMap<i64, usize> =
@@ -1442,12 +1437,7 @@ impl Store for PostgresStore {
                     &[&worker, &ttl],
                 )?
                 .iter()
-                .map(|r| {
-                    Ok(Claim {
-                        obj: r.try_get(0)?,
-                        epoch: r.try_get(1)?,
-                    })
-                })
+                .map(claim_of)
                 .collect::<PgResult<Vec<_>>>()?;
             claims.sort_by_key(|c| c.obj);
             Ok(claims)
@@ -2040,6 +2030,14 @@ fn listen_loop(
             backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
         }
     }
+}
+
+/// A claim from a row of `(obj, epoch)`.
+fn claim_of(r: &Row) -> PgResult<Claim> {
+    Ok(Claim {
+        obj: r.try_get(0)?,
+        epoch: r.try_get(1)?,
+    })
 }
 
 /// A ttl in milliseconds, as the claims' expiry adds it to the server's clock.
