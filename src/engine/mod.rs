@@ -528,12 +528,15 @@ impl Engine {
         let mut failed = files.apply(&self.sys);
         let mut recs = Vec::with_capacity(runs.len());
         let mut marked = 0;
-        let mut tx = self.store.write()?;
+        // Beside the other workers' outcomes: each run here was claimed, so the objects
+        // this writes are this worker's alone (a referrer it marks is locked as it is read).
+        let mut tx = self.store.write_own()?;
         for ((obj, ..), (run, jitter)) in runs.iter().zip(&records) {
             if !self.fenced(&mut *tx, obj)? {
                 // Another worker took the object over: its state is that worker's to
-                // write, and the files below are rewritten from it.
-                recs.push(tx.get_by_id(obj.id)?);
+                // write, and the files below are rewritten from it. A plain read, not
+                // `get_by_id`, which would lock the row that worker writes.
+                recs.push(tx.get(&obj.model, &obj.key)?.filter(|r| r.id == obj.id));
                 continue;
             }
             let rules = self.rules(&obj.model);
@@ -731,7 +734,8 @@ impl Engine {
         if objects.is_empty() {
             return Ok(());
         }
-        let mut tx = self.store.write()?;
+        // The journal's rows are this worker's (by owner): no other worker's writes wait.
+        let mut tx = self.store.write_own()?;
         tx.journal(&self.journal_owner(), objects)?;
         tx.commit()?;
         Ok(())
@@ -739,7 +743,7 @@ impl Engine {
 
     /// A pass ended with every folder it journaled written.
     pub(crate) fn end_journal(&self) -> Result<()> {
-        let mut tx = self.store.write()?;
+        let mut tx = self.store.write_own()?;
         tx.clear_journal(&self.journal_owner())?;
         tx.commit()?;
         Ok(())

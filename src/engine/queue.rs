@@ -75,6 +75,11 @@ where
         self.jobs.len()
     }
 
+    /// Whether `id` was taken and has not ended yet.
+    pub(crate) fn is_in_flight(&self, id: I) -> bool {
+        self.in_flight.contains(&id)
+    }
+
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.len()
     }

@@ -58,8 +58,9 @@ pub(crate) struct Wake<'a> {
     pub(crate) marker: &'a mut i64,
 }
 
-/// Ordering key of pending work: deletes (dependents first) before syncs (dependencies first).
-type OrderKey = (usize, String, i64);
+/// Ordering key of pending work: deletes (dependents first) before syncs (dependencies first),
+/// then by key, or on a shared store first in the worker's own order ([`super::worker::Worker::spread`]).
+type OrderKey = (usize, u64, String, i64);
 
 /// The state of one pass: the objects, what is pending and what runs.
 struct Pass<'a> {
@@ -99,6 +100,47 @@ struct Recorded {
     failed: Vec<SysFailure>,
     /// Referrers that became suspects.
     marked: usize,
+}
+
+/// How often a pass reads the store again for other processes' commits. Each reload reads
+/// every object, and on a shared store every outcome another worker commits wakes this one
+/// (B11: three workers woke each other ~150 times a second, and each reload of 3,000
+/// objects held the scheduler up from starting runs). So a reload waits until the pass
+/// has spent [`REFRESH_SPACING`] times the last one's cost since it ended: at most a sixth
+/// of the pass goes to reloading, and the wakes in between fold into the next one.
+#[derive(Default)]
+struct RefreshPace {
+    /// When a folded wake is reloaded.
+    due: Option<tokio::time::Instant>,
+    last: Option<(Instant, Duration)>,
+}
+
+/// See [`RefreshPace`].
+const REFRESH_SPACING: u32 = 5;
+
+impl RefreshPace {
+    /// Whether to reload now (`timer`: the folded wake's time has come); if not, the time
+    /// to do it is set.
+    fn now_or_later(&mut self, timer: bool) -> bool {
+        if timer {
+            self.due = None;
+            return true;
+        }
+        let Some((ended, cost)) = self.last else {
+            return true;
+        };
+        let at = ended + cost * REFRESH_SPACING;
+        if Instant::now() >= at {
+            return true;
+        }
+        self.due.get_or_insert(tokio::time::Instant::from_std(at));
+        false
+    }
+
+    fn refreshed(&mut self, cost: Duration) {
+        self.last = Some((Instant::now(), cost));
+        self.due = None;
+    }
 }
 
 impl Engine {
@@ -164,11 +206,13 @@ impl Engine {
         let limit = usize::try_from(self.svc.config.concurrency.get()).unwrap_or(usize::MAX);
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         let mut deadline: Option<tokio::time::Instant> = None;
+        let mut pace = RefreshPace::default();
         /// What the pass waits for next.
         enum Next {
             Ran(Option<std::result::Result<Finished, tokio::task::JoinError>>),
             Recorded(std::result::Result<Result<Recorded>, tokio::task::JoinError>),
             Wake,
+            Refresh,
             Abandon,
         }
         loop {
@@ -204,6 +248,12 @@ impl Engine {
                     }
                 }, if waking => Next::Wake,
                 () = async {
+                    match pace.due {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                }, if pace.due.is_some() && waking => Next::Refresh,
+                () = async {
                     match deadline {
                         Some(d) => tokio::time::sleep_until(d).await,
                         None => std::future::pending().await,
@@ -212,12 +262,16 @@ impl Engine {
                 else => break,
             };
             match next {
-                Next::Wake => {
-                    if let Some(w) = wake.as_mut() {
+                Next::Wake | Next::Refresh => {
+                    if let Some(w) = wake.as_mut()
+                        && pace.now_or_later(matches!(next, Next::Refresh))
+                    {
                         let marker = self.store.change_marker()?;
                         if marker != *w.marker {
                             *w.marker = marker;
+                            let clock = Instant::now();
                             pass.refresh(done)?;
+                            pace.refreshed(clock.elapsed());
                         }
                     }
                 }
@@ -441,6 +495,11 @@ impl Pass<'_> {
             .map(|(i, m)| (m.as_str(), i))
             .collect();
         let models = rank.len();
+        let worker = e.worker.get();
+        let order = |level: usize, o: &ObjectRecord| -> OrderKey {
+            let spread = worker.map_or(0, |w| w.spread(o.id));
+            (level, spread, o.key.clone(), o.id)
+        };
         let mut jobs: Vec<(Arc<ObjectRecord>, OrderKey)> = Vec::new();
         for o in self.world.all() {
             // Already queued or in flight (a refresh in the middle of a pass).
@@ -454,18 +513,18 @@ impl Pass<'_> {
                 {
                     self.phases.insert(o.id, Phase::Sync);
                     self.checks.insert(o.id);
-                    jobs.push((o.clone(), (models + 1 + r, o.key.clone(), o.id)));
+                    jobs.push((o.clone(), order(models + 1 + r, &o)));
                 }
                 continue;
             };
             let (phase, key) = if due.is_delete() {
-                (Phase::Delete, (models - r, o.key.clone(), o.id))
+                (Phase::Delete, order(models - r, &o))
             } else if !done.contains(&(o.id, o.book.generation))
                 || matches!(due, bookkeeping::Due::Watch(_))
             {
                 // A watcher that fired after this run's sync wants another (the loop guard
                 // stops one that never settles).
-                (Phase::Sync, (models + 1 + r, o.key.clone(), o.id))
+                (Phase::Sync, order(models + 1 + r, &o))
             } else {
                 continue;
             };
@@ -516,12 +575,55 @@ impl Pass<'_> {
         }
         self.world = Arc::new(Snapshot::load(e.svc.schema.clone(), &*e.store)?);
         self.graph = ObjectGraph::build(&e.svc.graph, &self.world);
+        self.settled_elsewhere(done);
         let before = self.queue.len();
         self.collect(done)?;
         self.engine
             .progress
             .start(self.queue.len().saturating_sub(before));
         Ok(())
+    }
+
+    /// Drops the queued jobs (not yet started) that the store just read no longer wants:
+    /// on a shared store, the objects other workers ran meanwhile. Without this a worker
+    /// walks through every object of the pass, a claim round trip each, to find most of
+    /// them done (B11). One now in sync completes, so its waiters go on; any other (it
+    /// failed elsewhere, it is gone) leaves with its waiters, as a claim lost does, for
+    /// the next pass to read.
+    fn settled_elsewhere(&mut self, done: &HashSet<(i64, i64)>) {
+        let now = Millis::now();
+        let gone: Vec<i64> = self
+            .phases
+            .keys()
+            .copied()
+            .filter(|&id| self.queue.contains(id) && !self.queue.is_in_flight(id))
+            .filter(|&id| {
+                self.world.by_id(id).is_none_or(|o| {
+                    let wanted = bookkeeping::due(&o.book, now, &self.engine.rules(&o.model))
+                        .is_some_and(|_| !done.contains(&(o.id, o.book.generation)));
+                    let check =
+                        self.checks.contains(&id) && bookkeeping::suspect(&o.book).is_some();
+                    !wanted && !check
+                })
+            })
+            .collect();
+        for id in gone {
+            self.phases.remove(&id);
+            self.checks.remove(&id);
+            self.stats.elsewhere += 1;
+            if self
+                .world
+                .by_id(id)
+                .is_some_and(|o| bookkeeping::in_sync(&o.book))
+            {
+                self.queue.complete(id);
+                continue;
+            }
+            for (w, _) in self.queue.block(id) {
+                self.phases.remove(&w);
+                self.stats.elsewhere += 1;
+            }
+        }
     }
 
     /// Objects on a dependency cycle: an error on each of them (SPEC §4.2).
@@ -897,16 +999,24 @@ impl Pass<'_> {
         let mut start = Vec::with_capacity(won.len());
         let mut stale = Vec::new();
         let now = Millis::now();
+        // Read again under the claim, all in one read.
+        let ids: Vec<i64> = won.iter().copied().collect();
+        let mut rows: HashMap<i64, ObjectRecord> = self
+            .engine
+            .store
+            .get_by_ids(&ids)?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
         for id in ready {
             let seen = self.world.by_id(id);
-            // Read again under the claim: the same as this pass saw, and still wanting the
-            // run it was queued for. A refresh in the middle of the pass (another worker's
-            // commit woke it) may have brought in the very outcome that settled a job still
-            // queued from before; the job, not the row, is stale then.
+            // The same as this pass saw, and still wanting the run it was queued for. A
+            // refresh in the middle of the pass (another worker's commit woke it) may have
+            // brought in the very outcome that settled a job still queued from before; the
+            // job, not the row, is stale then.
             let current = match (&seen, won.contains(&id)) {
-                (Some(o), true) => self.engine.store.get(&o.model, &o.key)?.is_some_and(|c| {
-                    c.id == o.id
-                        && c.book == o.book
+                (Some(o), true) => rows.remove(&id).is_some_and(|c| {
+                    c.book == o.book
                         && c.fields == o.fields
                         && (bookkeeping::due(&c.book, now, &self.engine.rules(&c.model)).is_some()
                             || (self.checks.contains(&id)

@@ -475,6 +475,14 @@ pub trait Store: ReadOps + Send + Sync {
     fn counts_by_model_status(&self) -> Result<Vec<(String, Status, usize)>, StoreError>;
     /// Starts a write transaction that excludes other writers until it ends.
     fn write(&self) -> Result<Box<dyn WriteTx + '_>, StoreError>;
+    /// Starts a transaction for writes of what this worker alone holds (SPEC §17): the
+    /// outcomes of the runs it claimed, its own journal. On a shared store several run side
+    /// by side: each locks the rows it reads to write ([`WriteTx::get_by_id`]) and takes
+    /// its revisions at commit, and only [`Store::write`] excludes them all. Where nothing
+    /// is shared it is [`Store::write`]: one writer.
+    fn write_own(&self) -> Result<Box<dyn WriteTx + '_>, StoreError> {
+        self.write()
+    }
     /// The objects whose folders the last pass may have left half written (see
     /// [`WriteTx::journal`]).
     fn journaled(&self, owner: &str) -> Result<Vec<(i64, String, String)>, StoreError>;
@@ -509,6 +517,9 @@ pub trait Store: ReadOps + Send + Sync {
     /// worker is claiming at this moment is skipped, not waited for (PostgreSQL: `FOR
     /// UPDATE SKIP LOCKED`). Expiry is read on the store's clock.
     fn claim(&self, worker: &str, ids: &[i64], ttl: Duration) -> Result<Vec<Claim>, StoreError>;
+    /// The objects of `ids` the store has, as committed now, by id (in no set order): what
+    /// a worker reads again of the objects it just claimed, in one round trip.
+    fn get_by_ids(&self, ids: &[i64]) -> Result<Vec<ObjectRecord>, StoreError>;
     /// Moves `worker`'s heartbeat and the expiry of every claim it still holds to `ttl`
     /// from now; the claims it still holds (one taken over is not among them, nor one
     /// whose outcome a transaction of its own is writing at this moment).

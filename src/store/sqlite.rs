@@ -831,6 +831,26 @@ impl Store for SqliteStore {
         })
     }
 
+    fn get_by_ids(&self, ids: &[i64]) -> Result<Vec<ObjectRecord>, StoreError> {
+        let conn = self.read_lock();
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects WHERE id = ?1"
+            ))
+            .map_err(sql_err(&self.path))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if let Some(r) = st
+                .query_row([id], row_to_record)
+                .optional()
+                .map_err(sql_err(&self.path))?
+            {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
     fn claim(&self, worker: &str, ids: &[i64], ttl: Duration) -> Result<Vec<Claim>, StoreError> {
         let now = Millis::now();
         let expires = now.after(ttl).0;

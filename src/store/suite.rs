@@ -173,7 +173,138 @@ suite!(
     expired_claims_are_taken_over_and_renewal_keeps_them,
     workers_register_count_their_claims_and_retire,
     concurrent_claimers_split_the_objects_without_overlap,
+    outcome_writers_lose_no_update_beside_the_one_writer,
+    outcome_writers_commit_side_by_side_in_revision_order,
 );
+
+/// Increments from four handles at once, two through the one writer and two through
+/// outcome writers (which on a shared store run beside each other): an outcome writer's
+/// read locks the row it writes, or some increments would be lost.
+fn outcome_writers_lose_no_update_beside_the_one_writer(b: &dyn Backend) {
+    let setup = b.open().unwrap();
+    let id = create(&*setup, "Counter", "c", json!({"n": 0}), &[]);
+    let rev0 = setup.revision().unwrap();
+    const THREADS: i64 = 4;
+    const EACH: i64 = 15;
+    let stores: Vec<Box<dyn Store>> = (0..THREADS).map(|_| b.open().unwrap()).collect();
+    let start = Barrier::new(stores.len());
+    std::thread::scope(|s| {
+        for (i, store) in stores.iter().enumerate() {
+            let start = &start;
+            s.spawn(move || {
+                start.wait();
+                for _ in 0..EACH {
+                    let mut tx = if i % 2 == 0 {
+                        store.write_own().unwrap()
+                    } else {
+                        store.write().unwrap()
+                    };
+                    let n = tx.get_by_id(id).unwrap().unwrap().fields["n"]
+                        .as_i64()
+                        .unwrap();
+                    std::thread::sleep(Duration::from_millis(1));
+                    tx.put_fields(id, &map(json!({"n": n + 1})), &[]).unwrap();
+                    tx.commit().unwrap();
+                }
+            });
+        }
+    });
+    let n = setup.get("Counter", "c").unwrap().unwrap().fields["n"].clone();
+    assert_eq!(n, json!(THREADS * EACH));
+    // One revision a commit, the object at the last.
+    assert_eq!(setup.revision().unwrap(), rev0 + THREADS * EACH);
+    let changes = setup.changes(rev0, 10).unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].rev, rev0 + THREADS * EACH);
+}
+
+/// On a shared store two outcome writers of disjoint objects are open at once, and the
+/// one writer waits for both; their revisions follow the order they commit in, a purge's
+/// tombstone included, so an events stream never reads past one still to come.
+fn outcome_writers_commit_side_by_side_in_revision_order(b: &dyn Backend) {
+    let (first, second, third) = (b.open().unwrap(), b.open().unwrap(), b.open().unwrap());
+    let a = create(&*first, "Site", "a", json!({}), &[]);
+    let bb = create(&*first, "Site", "b", json!({}), &[]);
+    let gone = create(&*first, "Site", "gone", json!({}), &[]);
+    let rev0 = first.revision().unwrap();
+    let mut tx = first.write_own().unwrap();
+    let mut book = tx.get_by_id(a).unwrap().unwrap().book;
+    synced(&mut book);
+    tx.put_book(a, &book, None).unwrap();
+    if first.shared() {
+        let (second, third) = (&*second, &*third);
+        std::thread::scope(|s| {
+            let (done, other) = std::sync::mpsc::channel();
+            s.spawn(move || {
+                let mut tx = second.write_own().unwrap();
+                let mut book = tx.get_by_id(bb).unwrap().unwrap().book;
+                synced(&mut book);
+                tx.put_book(bb, &book, None).unwrap();
+                tx.purge(gone).unwrap();
+                tx.commit().unwrap();
+                done.send(()).unwrap();
+            });
+            other
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the second outcome writer committed while the first was open");
+            let (began, waited) = std::sync::mpsc::channel();
+            s.spawn(move || {
+                let tx = third.write().unwrap();
+                began.send(()).unwrap();
+                tx.commit().unwrap();
+            });
+            std::thread::sleep(Duration::from_millis(400));
+            assert!(
+                waited.try_recv().is_err(),
+                "the one writer began while an outcome writer was open"
+            );
+            tx.commit().unwrap();
+            waited.recv_timeout(Duration::from_secs(20)).unwrap();
+        });
+    } else {
+        // One writer at a time: the same writes one after the other.
+        tx.commit().unwrap();
+        let mut tx = second.write_own().unwrap();
+        let mut book = tx.get_by_id(bb).unwrap().unwrap().book;
+        synced(&mut book);
+        tx.put_book(bb, &book, None).unwrap();
+        tx.purge(gone).unwrap();
+        tx.commit().unwrap();
+    }
+    let seen: Vec<(i64, String, bool)> = third
+        .changes(rev0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.rev, c.key, c.state.is_none()))
+        .collect();
+    // Within one transaction the order of its revisions says nothing; across them it is
+    // the order they committed in.
+    let (mut early, late) = if first.shared() {
+        // b and the tombstone of "gone" committed first, a after.
+        (seen[..2].to_vec(), seen[2..].to_vec())
+    } else {
+        (seen[1..].to_vec(), seen[..1].to_vec())
+    };
+    early.sort_by(|x, y| x.1.cmp(&y.1));
+    let (second_revs, first_rev) = if first.shared() {
+        ([rev0 + 1, rev0 + 2], rev0 + 3)
+    } else {
+        ([rev0 + 2, rev0 + 3], rev0 + 1)
+    };
+    assert_eq!(
+        early
+            .iter()
+            .map(|(_, k, d)| (k.as_str(), *d))
+            .collect::<Vec<_>>(),
+        [("b", false), ("gone", true)],
+        "{seen:?}"
+    );
+    let mut revs: Vec<i64> = early.iter().map(|(r, ..)| *r).collect();
+    revs.sort_unstable();
+    assert_eq!(revs, second_revs, "{seen:?}");
+    assert_eq!(late, [(first_rev, "a".to_owned(), false)], "{seen:?}");
+    assert_eq!(third.revision().unwrap(), rev0 + 3);
+}
 
 fn map(v: Value) -> Map<String, Value> {
     match v {
