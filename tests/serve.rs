@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::Service;
+use crate::common::client::{exchange, listening_addr};
 use crate::common::fixtures::rest_stepdef;
 use crate::common::http::TestServer;
 
@@ -69,59 +70,9 @@ fn http_body(
     (status, body)
 }
 
-/// Sends one request with `headers` (each line ending in CRLF) and `body`; answers the
-/// status, the head and the body (de-chunked).
-fn exchange(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &str,
-    body: &str,
-) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to serve");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the answer");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status: u16 = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        unchunk(body)
-    } else {
-        body.to_owned()
-    };
-    (status, head.to_owned(), body)
-}
-
 /// How many requests `line` (`PUT /sites/a`) the server has had.
 fn count(server: &TestServer, line: &str) -> usize {
     server.lines().iter().filter(|l| *l == line).count()
-}
-
-fn unchunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
-    out
 }
 
 fn json(addr: &str, path: &str, token: &str) -> Value {
@@ -169,15 +120,7 @@ fn serve(svc: &Service, args: &[&str]) -> Served {
         .stderr(Stdio::null())
         .spawn()
         .expect("start serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read serve's first line");
-    let addr = line
-        .trim()
-        .strip_prefix("serve: listening on http://")
-        .unwrap_or_else(|| panic!("serve said {line:?}"))
-        .to_owned();
+    let addr = listening_addr(&mut child);
     Served { child, addr }
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::Service;
+use crate::common::client::{exchange, listening_addr};
 use crate::common::fixtures::{SITE_SLICE, rest_stepdef};
 use crate::common::http::{Recorded, TestServer};
 
@@ -520,21 +521,11 @@ fn store_copy_moves_a_service_between_sqlite_and_postgresql_all_or_nothing() {
     );
 }
 
-/// GETs `path` of the API at `addr` with curl (no token: serve answers this host on
-/// loopback); the status and the body.
+/// GETs `path` of the API at `addr` (no token: serve answers this host on loopback); the
+/// status and the body.
 fn api(addr: &str, path: &str) -> (u16, String) {
-    let out = std::process::Command::new("curl")
-        .args([
-            "-s",
-            "-w",
-            "\n%{http_code}",
-            &format!("http://{addr}{path}"),
-        ])
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
+    let (code, _, body) = exchange(addr, "GET", path, "", "");
+    (code, body)
 }
 
 #[test]
@@ -555,17 +546,7 @@ fn status_and_the_api_show_every_worker_its_heartbeat_claims_and_the_leader() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start serve");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(serve.stdout.take().expect("stdout")),
-        &mut line,
-    )
-    .expect("serve's first line");
-    let addr = line
-        .trim()
-        .strip_prefix("serve: listening on http://")
-        .unwrap_or_else(|| panic!("serve said {line:?}"))
-        .to_owned();
+    let addr = listening_addr(&mut serve);
     // Killed on drop, whatever fails below.
     let serve = Worker {
         child: serve,

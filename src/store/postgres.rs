@@ -1,8 +1,10 @@
 //! The PostgreSQL store (SPEC §17): the same data model and the same calls as the SQLite
 //! store, in a database several processes can share. Writes keep SQLite's single writer (a
 //! transaction-level advisory lock), so the bookkeeping rules read the same state either
-//! way; several workers share the runs through per-object claims with epochs that fence
-//! every outcome, and wake each other with `LISTEN/NOTIFY` (see [`BUMP`]).
+//! way, except for the outcomes of claimed runs: those hold the lock shared, beside each
+//! other, and lock the rows they write instead (see [`PgTx::shared`]). Several workers
+//! share the runs through per-object claims with epochs that fence every outcome, and wake
+//! each other with `LISTEN/NOTIFY` (see [`BUMP`]).
 //!
 //! The synchronous `postgres` client drives a tokio runtime of its own and blocks on it,
 //! which panics on a thread that is already inside a runtime, and the engine calls the

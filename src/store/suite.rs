@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use super::{
     Bookkeeping, ChangedState, Claim, Counts, DeadLetter, Edge, Lease, Millis, ObjectRecord,
     OutboxEntry, PageQuery, PostgresStore, ReadOps, Referrer, SqliteStore, Status, StepStatus,
-    Store, StoreError, Triggers, WorkerInfo,
+    Store, StoreError, Triggers, WorkerInfo, WriteTx,
 };
 use crate::bookkeeping::{self, Cause, Drift};
 
@@ -177,45 +177,25 @@ suite!(
     outcome_writers_commit_side_by_side_in_revision_order,
 );
 
-/// Increments from four handles at once, two through the one writer and two through
-/// outcome writers (which on a shared store run beside each other): an outcome writer's
-/// read locks the row it writes, or some increments would be lost.
+/// Increments from four handles at once, three through outcome writers (which on a shared
+/// store run beside each other) and one through the one writer: an outcome writer's read
+/// locks the row it writes, or some increments would be lost.
 fn outcome_writers_lose_no_update_beside_the_one_writer(b: &dyn Backend) {
     let setup = b.open().unwrap();
     let id = create(&*setup, "Counter", "c", json!({"n": 0}), &[]);
     let rev0 = setup.revision().unwrap();
-    const THREADS: i64 = 4;
-    const EACH: i64 = 15;
-    let stores: Vec<Box<dyn Store>> = (0..THREADS).map(|_| b.open().unwrap()).collect();
-    let start = Barrier::new(stores.len());
-    std::thread::scope(|s| {
-        for (i, store) in stores.iter().enumerate() {
-            let start = &start;
-            s.spawn(move || {
-                start.wait();
-                for _ in 0..EACH {
-                    let mut tx = if i % 2 == 0 {
-                        store.write_own().unwrap()
-                    } else {
-                        store.write().unwrap()
-                    };
-                    let n = tx.get_by_id(id).unwrap().unwrap().fields["n"]
-                        .as_i64()
-                        .unwrap();
-                    std::thread::sleep(Duration::from_millis(1));
-                    tx.put_fields(id, &map(json!({"n": n + 1})), &[]).unwrap();
-                    tx.commit().unwrap();
-                }
-            });
+    let n = increments(b, id, |store, i| {
+        if i < 3 {
+            store.write_own().unwrap()
+        } else {
+            store.write().unwrap()
         }
     });
-    let n = setup.get("Counter", "c").unwrap().unwrap().fields["n"].clone();
-    assert_eq!(n, json!(THREADS * EACH));
     // One revision a commit, the object at the last.
-    assert_eq!(setup.revision().unwrap(), rev0 + THREADS * EACH);
+    assert_eq!(setup.revision().unwrap(), rev0 + n);
     let changes = setup.changes(rev0, 10).unwrap();
     assert_eq!(changes.len(), 1, "{changes:?}");
-    assert_eq!(changes[0].rev, rev0 + THREADS * EACH);
+    assert_eq!(changes[0].rev, rev0 + n);
 }
 
 /// On a shared store two outcome writers of disjoint objects are open at once, and the
@@ -1374,17 +1354,27 @@ fn a_second_writer_waits_for_the_first_to_commit(b: &dyn Backend) {
 fn read_modify_write_in_a_transaction_loses_no_update(b: &dyn Backend) {
     let setup = b.open().unwrap();
     let id = create(&*setup, "Counter", "c", json!({"n": 0}), &[]);
+    increments(b, id, |store, _| store.write().unwrap());
+}
+
+/// Increments of counter `id` from four handles at once, each read and written back in a
+/// transaction `begin(handle, thread)` starts: checks none was lost, returns how many.
+fn increments(
+    b: &dyn Backend,
+    id: i64,
+    begin: impl for<'s> Fn(&'s dyn Store, usize) -> Box<dyn WriteTx + 's> + Sync,
+) -> i64 {
     const THREADS: i64 = 4;
     const EACH: i64 = 15;
     let stores: Vec<Box<dyn Store>> = (0..THREADS).map(|_| b.open().unwrap()).collect();
     let start = Barrier::new(stores.len());
     std::thread::scope(|s| {
-        for store in &stores {
-            let start = &start;
+        for (i, store) in stores.iter().enumerate() {
+            let (start, begin) = (&start, &begin);
             s.spawn(move || {
                 start.wait();
                 for _ in 0..EACH {
-                    let mut tx = store.write().unwrap();
+                    let mut tx = begin(&**store, i);
                     let n = tx.get_by_id(id).unwrap().unwrap().fields["n"]
                         .as_i64()
                         .unwrap();
@@ -1396,8 +1386,9 @@ fn read_modify_write_in_a_transaction_loses_no_update(b: &dyn Backend) {
             });
         }
     });
-    let n = setup.get("Counter", "c").unwrap().unwrap().fields["n"].clone();
+    let n = stores[0].get_by_ids(&[id]).unwrap()[0].fields["n"].clone();
     assert_eq!(n, json!(THREADS * EACH));
+    THREADS * EACH
 }
 
 /// `threads` handles opening `b`'s store at once, each then reading and writing: the

@@ -1,8 +1,9 @@
 //! What the integration tests share: the fluent builder (`test.rs`), the fixtures
-//! (`fixtures.rs`), a recording HTTP server (`http.rs`), a throw-away sshd (`sshd.rs`) and
-//! a few file helpers.
+//! (`fixtures.rs`), a recording HTTP server (`http.rs`), a client of `serve` (`client.rs`),
+//! a throw-away sshd (`sshd.rs`) and a few file helpers.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod fixtures;
 pub mod http;
 pub mod sshd;
