@@ -249,6 +249,20 @@ settle() {
 calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
 
 # --- B1: REST throughput ----------------------------------------------------------------------
+# b1_once WHAT SRC SVC BIN [STORE]: B1's service SRC copied to SVC (on STORE when given),
+# applied, and synced by BIN's `run --once` from a reset server and cold caches; WALL and
+# RSS as `measure` sets them. Dies, naming WHAT, unless every object ended ok.
+b1_once() {
+  local what=$1 src=$2 svc=$3 bin=$4 store=${5:-}
+  cp -r "$src" "$svc"
+  [ -z "$store" ] || echo "store: $store" >>"$svc/stepsync.yaml"
+  timeout 300 "$bin" -C "$svc" -q apply -f objects/ >/dev/null
+  server_reset
+  settle
+  measure 600 "$svc.out" "$bin" -C "$svc" run --once
+  grep -q "^run: $B1_TOTAL ok" "$svc.out" || die "$what: not every object ok: $(head -3 "$svc.out")"
+}
+
 b1() {
   log "B1: $B1_TOTAL objects over REST (server delay ${DELAY_MS} ms, concurrency $CONCURRENCY), $RUNS runs"
   local d=$WORK/b1
@@ -262,13 +276,8 @@ b1() {
     # A fresh copy per run: nothing is deleted until the end (see "Deleting files" in
     # BENCHMARKS.md: on this machine's ext4, creating files right after deleting many is slow).
     svc=$d/svc-r$r
-    cp -r "$d/svc" "$svc"
-    timeout 300 "$STEPSYNC" -C "$svc" -q apply -f objects/ >/dev/null
-    server_reset
-    settle
-    measure 600 "$d/run.out" "$STEPSYNC" -C "$svc" run --once
+    b1_once B1 "$d/svc" "$svc" "$STEPSYNC"
     s=$WALL
-    grep -q "^run: $B1_TOTAL ok" "$d/run.out" || die "B1: not every object ok: $(head -3 "$d/run.out")"
     n=$(server_stat requests)
     [ "$n" = "$B1_TOTAL" ] || die "B1: stepsync sent $n requests, expected $B1_TOTAL"
     record b1_stepsync "$s"
@@ -279,24 +288,14 @@ b1() {
     # engine costs without the disk file system's.
     local tm=""
     if [ -n "$SHM" ]; then
-      cp -r "$d/svc" "$SHM/svc-r$r"
-      timeout 300 "$STEPSYNC" -C "$SHM/svc-r$r" -q apply -f objects/ >/dev/null
-      server_reset
-      settle
-      measure 600 "$d/run-tmpfs.out" "$STEPSYNC" -C "$SHM/svc-r$r" run --once
+      b1_once "B1 (tmpfs)" "$d/svc" "$SHM/svc-r$r" "$STEPSYNC"
       tm=$WALL
-      grep -q "^run: $B1_TOTAL ok" "$d/run-tmpfs.out" || die "B1 (tmpfs): not every object ok"
       record b1_stepsync_tmpfs "$tm"
     fi
 
     # The baseline build, when one is given, on the disk like the first.
     if [ -n "$BASELINE" ]; then
-      cp -r "$d/svc" "$svc-baseline"
-      timeout 300 "$BASELINE" -C "$svc-baseline" -q apply -f objects/ >/dev/null
-      server_reset
-      settle
-      measure 600 "$d/run-baseline.out" "$BASELINE" -C "$svc-baseline" run --once
-      grep -q "^run: $B1_TOTAL ok" "$d/run-baseline.out" || die "B1 (baseline): not every object ok"
+      b1_once "B1 (baseline)" "$d/svc" "$svc-baseline" "$BASELINE"
       record b1_baseline "$WALL"
       log "  run $r: baseline build ${WALL}s"
     fi
@@ -1453,30 +1452,17 @@ b11() {
     log "  run $r: 1 worker ${one}s, 3 workers ${three}s, speed-up $(calc "$one / $three" 2)"
   done
   # B1 on PostgreSQL beside B1 on SQLite: B1's service, `run --once`, one worker.
-  local b=$WORK/b11/b1 svc
+  local b=$WORK/b11/b1
   mkdir -p "$b"
   start_server "$DELAY_MS"
   "$BB/gen" --dir "$b/svc" --url "$SERVER_URL" --sites $B1_SITES --slices $B1_SLICES \
     --instances $B1_INSTANCES --concurrency $CONCURRENCY 2>/dev/null
   for r in $(seq "$RUNS"); do
-    svc=$b/sqlite-r$r
-    cp -r "$b/svc" "$svc"
-    timeout 300 "$STEPSYNC" -C "$svc" -q apply -f objects/ >/dev/null
-    server_reset
-    settle
-    measure 600 "$b/run.out" "$STEPSYNC" -C "$svc" run --once
-    grep -q "^run: $B1_TOTAL ok" "$b/run.out" || die "B11 B1 (SQLite): not every object ok"
+    b1_once "B11 B1 (SQLite)" "$b/svc" "$b/sqlite-r$r" "$STEPSYNC"
     record b11_b1_sqlite_s "$WALL"
     local sq=$WALL db="b11_${$}_${r}_b1"
-    svc=$b/pg-r$r
-    cp -r "$b/svc" "$svc"
-    echo "store: $B11_PG/$db" >>"$svc/stepsync.yaml"
     pg_admin "CREATE DATABASE $db"
-    timeout 300 "$STEPSYNC" -C "$svc" -q apply -f objects/ >/dev/null
-    server_reset
-    settle
-    measure 600 "$b/run-pg.out" "$STEPSYNC" -C "$svc" run --once
-    grep -q "^run: $B1_TOTAL ok" "$b/run-pg.out" || die "B11 B1 (PostgreSQL): not every object ok"
+    b1_once "B11 B1 (PostgreSQL)" "$b/svc" "$b/pg-r$r" "$STEPSYNC" "$B11_PG/$db"
     record b11_b1_pg_s "$WALL"
     record b11_b1_ratio "$(calc "$WALL / $sq")"
     pg_admin "DROP DATABASE $db WITH (FORCE)"
