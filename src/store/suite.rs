@@ -207,21 +207,28 @@ fn outcome_writers_commit_side_by_side_in_revision_order(b: &dyn Backend) {
     let bb = create(&*first, "Site", "b", json!({}), &[]);
     let gone = create(&*first, "Site", "gone", json!({}), &[]);
     let rev0 = first.revision().unwrap();
+    // An outcome: `id` read and written in sync in `tx`.
+    let sync = |tx: &mut dyn WriteTx, id: i64| {
+        let mut book = tx.get_by_id(id).unwrap().unwrap().book;
+        synced(&mut book);
+        tx.put_book(id, &book, None).unwrap();
+    };
+    // The second writer's: b in sync, "gone" purged.
+    let second_writes = || {
+        let mut tx = second.write_own().unwrap();
+        sync(&mut *tx, bb);
+        tx.purge(gone).unwrap();
+        tx.commit().unwrap();
+    };
     let mut tx = first.write_own().unwrap();
-    let mut book = tx.get_by_id(a).unwrap().unwrap().book;
-    synced(&mut book);
-    tx.put_book(a, &book, None).unwrap();
+    sync(&mut *tx, a);
     if first.shared() {
-        let (second, third) = (&*second, &*third);
+        let third = &*third;
         std::thread::scope(|s| {
             let (done, other) = std::sync::mpsc::channel();
+            let second_writes = &second_writes;
             s.spawn(move || {
-                let mut tx = second.write_own().unwrap();
-                let mut book = tx.get_by_id(bb).unwrap().unwrap().book;
-                synced(&mut book);
-                tx.put_book(bb, &book, None).unwrap();
-                tx.purge(gone).unwrap();
-                tx.commit().unwrap();
+                second_writes();
                 done.send(()).unwrap();
             });
             other
@@ -244,12 +251,7 @@ fn outcome_writers_commit_side_by_side_in_revision_order(b: &dyn Backend) {
     } else {
         // One writer at a time: the same writes one after the other.
         tx.commit().unwrap();
-        let mut tx = second.write_own().unwrap();
-        let mut book = tx.get_by_id(bb).unwrap().unwrap().book;
-        synced(&mut book);
-        tx.put_book(bb, &book, None).unwrap();
-        tx.purge(gone).unwrap();
-        tx.commit().unwrap();
+        second_writes();
     }
     let seen: Vec<(i64, String, bool)> = third
         .changes(rev0, 10)
