@@ -599,8 +599,13 @@ impl Pass<'_> {
             .filter(|&id| self.queue.contains(id) && !self.queue.is_in_flight(id))
             .filter(|&id| {
                 self.world.by_id(id).is_none_or(|o| {
+                    // As `collect` would queue it now.
                     let wanted = bookkeeping::due(&o.book, now, &self.engine.rules(&o.model))
-                        .is_some_and(|_| !done.contains(&(o.id, o.book.generation)));
+                        .is_some_and(|d| {
+                            d.is_delete()
+                                || !done.contains(&(o.id, o.book.generation))
+                                || matches!(d, bookkeeping::Due::Watch(_))
+                        });
                     let check =
                         self.checks.contains(&id) && bookkeeping::suspect(&o.book).is_some();
                     !wanted && !check
