@@ -507,28 +507,19 @@ impl Pass<'_> {
                 continue;
             }
             let r = rank.get(o.model.as_str()).copied().unwrap_or(0);
-            let Some(due) = bookkeeping::due(&o.book, now, &e.rules(&o.model)) else {
-                if bookkeeping::suspect(&o.book).is_some()
-                    && !done.contains(&(o.id, o.book.generation))
-                {
-                    self.phases.insert(o.id, Phase::Sync);
-                    self.checks.insert(o.id);
-                    jobs.push((o.clone(), order(models + 1 + r, &o)));
-                }
+            let Some((phase, check)) = self.wanted(&o, now, done) else {
                 continue;
             };
-            let (phase, key) = if due.is_delete() {
-                (Phase::Delete, order(models - r, &o))
-            } else if !done.contains(&(o.id, o.book.generation))
-                || matches!(due, bookkeeping::Due::Watch(_))
-            {
-                // A watcher that fired after this run's sync wants another (the loop guard
-                // stops one that never settles).
-                (Phase::Sync, order(models + 1 + r, &o))
+            let level = if phase == Phase::Delete {
+                models - r
             } else {
-                continue;
+                models + 1 + r
             };
+            if check {
+                self.checks.insert(o.id);
+            }
             self.phases.insert(o.id, phase);
+            let key = order(level, &o);
             jobs.push((o, key));
         }
         let mut blocked = Vec::new();
@@ -584,6 +575,30 @@ impl Pass<'_> {
         Ok(())
     }
 
+    /// The run a pass queues for `o` now, and whether it is a suspect's check; `None` when
+    /// it needs none (`done`: synced in this run at its generation).
+    fn wanted(
+        &self,
+        o: &ObjectRecord,
+        now: Millis,
+        done: &HashSet<(i64, i64)>,
+    ) -> Option<(Phase, bool)> {
+        let fresh = !done.contains(&(o.id, o.book.generation));
+        let Some(due) = bookkeeping::due(&o.book, now, &self.engine.rules(&o.model)) else {
+            return (bookkeeping::suspect(&o.book).is_some() && fresh)
+                .then_some((Phase::Sync, true));
+        };
+        if due.is_delete() {
+            Some((Phase::Delete, false))
+        } else if fresh || matches!(due, bookkeeping::Due::Watch(_)) {
+            // A watcher that fired after this run's sync wants another (the loop guard
+            // stops one that never settles).
+            Some((Phase::Sync, false))
+        } else {
+            None
+        }
+    }
+
     /// Drops the queued jobs (not yet started) that the store just read no longer wants:
     /// on a shared store, the objects other workers ran meanwhile. Without this a worker
     /// walks through every object of the pass, a claim round trip each, to find most of
@@ -599,13 +614,8 @@ impl Pass<'_> {
             .filter(|&id| self.queue.contains(id) && !self.queue.is_in_flight(id))
             .filter(|&id| {
                 self.world.by_id(id).is_none_or(|o| {
-                    // As `collect` would queue it now.
-                    let wanted = bookkeeping::due(&o.book, now, &self.engine.rules(&o.model))
-                        .is_some_and(|d| {
-                            d.is_delete()
-                                || !done.contains(&(o.id, o.book.generation))
-                                || matches!(d, bookkeeping::Due::Watch(_))
-                        });
+                    // Due as `collect` would queue it now, or the suspect's check it was.
+                    let wanted = matches!(self.wanted(&o, now, done), Some((_, false)));
                     let check =
                         self.checks.contains(&id) && bookkeeping::suspect(&o.book).is_some();
                     !wanted && !check
@@ -1004,15 +1014,18 @@ impl Pass<'_> {
         let mut start = Vec::with_capacity(won.len());
         let mut stale = Vec::new();
         let now = Millis::now();
-        // Read again under the claim, all in one read.
+        // Read again under the claim, all in one read (none when every claim was lost).
         let ids: Vec<i64> = won.iter().copied().collect();
-        let mut rows: HashMap<i64, ObjectRecord> = self
-            .engine
-            .store
-            .get_by_ids(&ids)?
-            .into_iter()
-            .map(|r| (r.id, r))
-            .collect();
+        let mut rows: HashMap<i64, ObjectRecord> = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            self.engine
+                .store
+                .get_by_ids(&ids)?
+                .into_iter()
+                .map(|r| (r.id, r))
+                .collect()
+        };
         for id in ready {
             let seen = self.world.by_id(id);
             // The same as this pass saw, and still wanting the run it was queued for. A

@@ -1162,7 +1162,8 @@ impl PostgresStore {
             done: false,
             rev: None,
             shared,
-            stamps: Vec::new(),
+            stamped: Vec::new(),
+            tombstones: Vec::new(),
             fenced_row: std::cell::RefCell::new(None),
             wrote: false,
             failed: std::cell::Cell::new(false),
@@ -1651,58 +1652,53 @@ struct PgTx<'a> {
     rev: Option<i64>,
     /// An outcome writer (SPEC §17): it holds the writer lock shared with the other
     /// workers' outcome writers, so it locks every object row it reads to write, and its
-    /// revisions are taken at commit ([`Stamp`]): revisions handed out as it goes would
-    /// commit out of order, and an events stream reading past a later one would never see
-    /// an earlier one.
+    /// revisions are taken at commit ([`stamp_objects_sql`], [`TOMBSTONES_SQL`]):
+    /// revisions handed out as it goes would commit out of order, and an events stream
+    /// reading past a later one would never see an earlier one.
     shared: bool,
-    /// An outcome writer's writes that need a revision at commit, in order.
-    stamps: Vec<Stamp>,
+    /// An outcome writer's object writes, in order, each to take a revision at commit.
+    stamped: Vec<i64>,
+    /// The (model, key) of each object an outcome writer purged: tombstones written at
+    /// commit, with their revisions.
+    tombstones: Vec<(String, String)>,
     /// The object row an outcome writer's [`WriteTx::fence`] locked and read, for the
     /// `get_by_id` that follows it.
     fenced_row: std::cell::RefCell<Option<ObjectRecord>>,
 }
 
-/// A write of an outcome writer that takes a revision when it commits.
-enum Stamp {
-    Object(i64),
-    /// A purged object's tombstone.
-    Purged {
-        model: String,
-        key: String,
-    },
-}
-
 /// An outcome writer's purges at commit: their tombstones, with revisions one after
 /// another from the store's count, which the `UPDATE` locks until the commit (so revisions
-/// commit in order). `$1`..`$3`: the tombstones' offsets, models and keys; `$4` how many;
-/// `$5` how many revisions a tombstone is kept for.
-const TOMBSTONES_SQL: &str = "WITH r AS (UPDATE revision SET n = n + $4 RETURNING n - $4 AS base),
+/// commit in order). `$1`, `$2`: the tombstones' models and keys; `$3` how many revisions
+/// a tombstone is kept for.
+const TOMBSTONES_SQL: &str = "WITH r AS (UPDATE revision SET n = n + cardinality($1::TEXT[])
+    RETURNING n - cardinality($1::TEXT[]) AS base),
   p AS (INSERT INTO purged (rev, model, key) SELECT r.base + u.ord, u.model, u.key FROM r,
-          unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[]) AS u(ord, model, key))
-DELETE FROM purged WHERE rev <= (SELECT base FROM r) + $4 - $5";
+          unnest($1::TEXT[], $2::TEXT[]) WITH ORDINALITY AS u(model, key, ord))
+DELETE FROM purged WHERE rev <= (SELECT base FROM r) + cardinality($1::TEXT[]) - $3";
 
-/// An outcome writer's object writes at commit: their revisions, taken as
-/// [`TOMBSTONES_SQL`] takes its own. Numbers only, so it goes in the one round trip with
-/// the COMMIT: the revision row stays locked for that round trip alone.
-fn stamp_objects_sql(stamps: &[(i64, i64)]) -> Option<String> {
-    if stamps.is_empty() {
-        return None;
+/// An outcome writer's object writes at commit (`stamped`, in order): their revisions,
+/// taken as [`TOMBSTONES_SQL`] takes its own, an object written twice at the later one, as
+/// it would have had. Numbers only, so it goes in the one round trip with the COMMIT: the
+/// revision row stays locked for that round trip alone.
+fn stamp_objects_sql(stamped: &[i64]) -> String {
+    let mut seen = std::collections::HashSet::new();
+    let mut ids: Vec<String> = stamped
+        .iter()
+        .rev()
+        .filter(|id| seen.insert(**id))
+        .map(i64::to_string)
+        .collect();
+    if ids.is_empty() {
+        return String::new();
     }
-    let list = |f: fn(&(i64, i64)) -> i64| {
-        stamps
-            .iter()
-            .map(|p| f(p).to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let n = stamps.len();
-    Some(format!(
+    ids.reverse();
+    let n = ids.len();
+    format!(
         "WITH r AS (UPDATE revision SET n = n + {n} RETURNING n - {n} AS base)
          UPDATE objects o SET rev = r.base + u.ord FROM r,
-           unnest('{{{}}}'::BIGINT[], '{{{}}}'::BIGINT[]) AS u(id, ord) WHERE o.id = u.id;",
-        list(|p| p.0),
-        list(|p| p.1)
-    ))
+           unnest('{{{}}}'::BIGINT[]) WITH ORDINALITY AS u(id, ord) WHERE o.id = u.id;",
+        ids.join(",")
+    )
 }
 
 impl Drop for PgTx<'_> {
@@ -1744,7 +1740,7 @@ impl PgTx<'_> {
 
     fn stamp(&mut self, id: i64) {
         if self.shared {
-            self.stamps.push(Stamp::Object(id));
+            self.stamped.push(id);
         }
     }
 
@@ -1920,9 +1916,7 @@ impl WriteTx for PgTx<'_> {
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .transpose()
             })?;
-            if let Some((model, key)) = gone {
-                self.stamps.push(Stamp::Purged { model, key });
-            }
+            self.tombstones.extend(gone);
             return Ok(());
         }
         let rev = self.next_rev()?;
@@ -2129,7 +2123,9 @@ impl WriteTx for PgTx<'_> {
         }
         let wrote = self.wrote;
         let rev = self.rev;
-        let (objects, tombstones) = stamps(std::mem::take(&mut self.stamps));
+        let objects = stamp_objects_sql(&self.stamped);
+        let (models, keys): (Vec<String>, Vec<String>) =
+            std::mem::take(&mut self.tombstones).into_iter().unzip();
         let store = self.store;
         let _marker = store.marker.write().unwrap_or_else(|p| p.into_inner());
         let r = self.conn.run(move |s| {
@@ -2137,10 +2133,12 @@ impl WriteTx for PgTx<'_> {
                 if let Some(n) = rev {
                     s.execute("UPDATE revision SET n = $1", &[&n])?;
                 }
-                if let Some(p) = tombstones {
-                    s.execute(TOMBSTONES_SQL, &refs(&p))?;
+                if !models.is_empty() {
+                    s.execute(
+                        TOMBSTONES_SQL,
+                        &[&models, &keys, &super::sqlite::PURGED_KEPT],
+                    )?;
                 }
-                let objects = stamp_objects_sql(&objects).unwrap_or_default();
                 if wrote {
                     s.batch(&format!("{objects}{BUMP}; COMMIT"))
                 } else {
@@ -2157,42 +2155,6 @@ impl WriteTx for PgTx<'_> {
         }
         r
     }
-}
-
-/// An outcome writer's `stamps` split for its commit: each object written with the
-/// offset of its last write (it takes the later revision, as it would have had), and the
-/// parameters of [`TOMBSTONES_SQL`], `None` when nothing was purged.
-fn stamps(stamps: Vec<Stamp>) -> (Vec<(i64, i64)>, Option<Vec<Param>>) {
-    let mut last: HashMap<i64, i64> = HashMap::new();
-    let (mut ords, mut models, mut keys) = (Vec::new(), Vec::new(), Vec::new());
-    for (ord, stamp) in (1..).zip(stamps) {
-        match stamp {
-            Stamp::Object(id) => {
-                last.insert(id, ord);
-            }
-            Stamp::Purged { model, key } => {
-                ords.push(i64::try_from(ords.len()).unwrap_or(i64::MAX) + 1);
-                models.push(model);
-                keys.push(key);
-            }
-        }
-    }
-    // Numbered again from 1, each set on its own count: their statements take a revision
-    // for each.
-    let mut objects: Vec<(i64, i64)> = last.into_iter().collect();
-    objects.sort_unstable_by_key(|&(_, ord)| ord);
-    let objects = (1..).zip(objects).map(|(ord, (id, _))| (id, ord)).collect();
-    let tombstones = (!ords.is_empty()).then(|| -> Vec<Param> {
-        let n = i64::try_from(ords.len()).unwrap_or(i64::MAX);
-        vec![
-            Box::new(ords),
-            Box::new(models),
-            Box::new(keys),
-            Box::new(n),
-            Box::new(super::sqlite::PURGED_KEPT),
-        ]
-    });
-    (objects, tombstones)
 }
 
 /// The listening thread: a connection of its own that `LISTEN`s and passes every

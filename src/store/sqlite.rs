@@ -453,6 +453,14 @@ fn get(
     .map_err(sql_err(path))
 }
 
+fn get_by_id(conn: &Connection, path: &Path, id: i64) -> Result<Option<ObjectRecord>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {OBJECT_COLUMNS} FROM objects WHERE id = ?1"
+    ))
+    .and_then(|mut st| st.query_row([id], row_to_record).optional())
+    .map_err(sql_err(path))
+}
+
 fn list(
     conn: &Connection,
     path: &Path,
@@ -833,20 +841,9 @@ impl Store for SqliteStore {
 
     fn get_by_ids(&self, ids: &[i64]) -> Result<Vec<ObjectRecord>, StoreError> {
         let conn = self.read_lock();
-        let mut st = conn
-            .prepare_cached(&format!(
-                "SELECT {OBJECT_COLUMNS} FROM objects WHERE id = ?1"
-            ))
-            .map_err(sql_err(&self.path))?;
         let mut out = Vec::with_capacity(ids.len());
         for &id in ids {
-            if let Some(r) = st
-                .query_row([id], row_to_record)
-                .optional()
-                .map_err(sql_err(&self.path))?
-            {
-                out.push(r);
-            }
+            out.extend(get_by_id(&conn, &self.path, id)?);
         }
         Ok(out)
     }
@@ -1304,12 +1301,7 @@ impl ReadOps for SqliteTx<'_> {
 
 impl WriteTx for SqliteTx<'_> {
     fn get_by_id(&self, id: i64) -> Result<Option<ObjectRecord>, StoreError> {
-        self.conn
-            .prepare_cached(&format!(
-                "SELECT {OBJECT_COLUMNS} FROM objects WHERE id = ?1"
-            ))
-            .and_then(|mut st| st.query_row([id], row_to_record).optional())
-            .map_err(sql_err(self.path))
+        get_by_id(&self.conn, self.path, id)
     }
 
     fn insert(
