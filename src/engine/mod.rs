@@ -483,16 +483,19 @@ impl Engine {
         // has it now, before the transaction and outside it: the store is not held while
         // files are written. The transaction recomputes every record; the rare one that
         // differs (the object changed in between) has its files rewritten after the commit.
+        let ids: Vec<i64> = runs.iter().map(|(obj, ..)| obj.id).collect();
+        let mut current: std::collections::HashMap<i64, ObjectRecord> = self
+            .store
+            .get_by_ids(&ids)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
         let predicted: Vec<Option<ObjectRecord>> = runs
             .iter()
             .zip(&records)
             .map(|((obj, ..), (run, jitter))| {
-                let cur = self
-                    .store
-                    .get(&obj.model, &obj.key)
-                    .ok()
-                    .flatten()
-                    .filter(|c| c.id == obj.id)?;
+                let cur = current.remove(&obj.id)?;
                 store::apply_run(cur, run, now, &self.rules(&obj.model), *jitter).0
             })
             .collect();
@@ -531,8 +534,9 @@ impl Engine {
         // Beside the other workers' outcomes: each run here was claimed, so the objects
         // this writes are this worker's alone (a referrer it marks is locked as it is read).
         let mut tx = self.store.write_own()?;
-        for ((obj, ..), (run, jitter)) in runs.iter().zip(&records) {
-            if !self.fenced(&mut *tx, obj)? {
+        let fenced = self.fenced(&mut *tx, runs.iter().map(|(obj, ..)| *obj))?;
+        for (((obj, ..), (run, jitter)), fenced) in runs.iter().zip(&records).zip(fenced) {
+            if !fenced {
                 // Another worker took the object over: its state is that worker's to
                 // write, and the files below are rewritten from it. A plain read, not
                 // `get_by_id`, which would lock the row that worker writes.
@@ -563,20 +567,39 @@ impl Engine {
         Ok((recs, failed, marked))
     }
 
-    /// Whether the outcome of `obj`'s run may be written in `tx`: always, but on a shared
-    /// store where the run was claimed and the claim is no longer current (SPEC §17's
-    /// fence: a worker paused or cut off past its ttl never overwrites a newer outcome).
-    fn fenced(&self, tx: &mut dyn store::WriteTx, obj: &ObjectRecord) -> Result<bool> {
+    /// Whether the outcome of each object's run may be written in `tx`: always, but on a
+    /// shared store where the run was claimed and the claim is no longer current (SPEC
+    /// §17's fence: a worker paused or cut off past its ttl never overwrites a newer
+    /// outcome). The claims are fenced together, in one statement on PostgreSQL.
+    fn fenced<'o>(
+        &self,
+        tx: &mut dyn store::WriteTx,
+        objs: impl Iterator<Item = &'o ObjectRecord>,
+    ) -> Result<Vec<bool>> {
+        let objs: Vec<&ObjectRecord> = objs.collect();
         let Some(w) = self.worker.get() else {
-            return Ok(true);
+            return Ok(vec![true; objs.len()]);
         };
-        let held = match w.fence(obj.id) {
-            worker::Fence::Unclaimed => return Ok(true),
-            worker::Fence::Claim(c) => tx.fence(w.name(), &c)?,
-            worker::Fence::Lost => false,
-        };
-        if !held {
-            warn!(object = %obj.name(), "lost the claim on this object to another worker; its outcome is not written");
+        let fences: Vec<worker::Fence> = objs.iter().map(|o| w.fence(o.id)).collect();
+        let claims: Vec<store::Claim> = fences
+            .iter()
+            .filter_map(|f| match f {
+                worker::Fence::Claim(c) => Some(*c),
+                _ => None,
+            })
+            .collect();
+        let mut verdicts = tx.fence(w.name(), &claims)?.into_iter();
+        let mut held = Vec::with_capacity(objs.len());
+        for (obj, f) in objs.iter().zip(&fences) {
+            let ok = match f {
+                worker::Fence::Unclaimed => true,
+                worker::Fence::Claim(_) => verdicts.next().unwrap_or(false),
+                worker::Fence::Lost => false,
+            };
+            if !ok {
+                warn!(object = %obj.name(), "lost the claim on this object to another worker; its outcome is not written");
+            }
+            held.push(ok);
         }
         Ok(held)
     }

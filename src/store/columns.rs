@@ -154,6 +154,47 @@ pub(super) fn book_sql(mark: char, differs: &str) -> BookSql {
     }
 }
 
+/// PostgreSQL's write of many objects' bookkeeping in one statement, as [`BookSql::update`]
+/// and [`BookSql::update_feedback`] write one: `$1` the ids, then one array per
+/// [`BOOK_COLUMNS`] column (of the type `array_type` gives for its cell), the feedback
+/// (`NULL`: not written), the revisions. An id must appear once: `UPDATE … FROM` writes a
+/// row once, whichever of its matches it takes.
+pub(super) fn book_update_many_sql(array_type: impl Fn(&Cell) -> &'static str) -> String {
+    let cells = book_values(&bookkeeping::created(Millis(0)));
+    let n = BOOK_COLUMNS.len();
+    let arrays = std::iter::once("$1::BIGINT[]".to_owned())
+        .chain(
+            cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("${}::{}", i + 2, array_type(c))),
+        )
+        .chain([
+            format!("${}::TEXT[]", n + 2),
+            format!("${}::BIGINT[]", n + 3),
+        ])
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut changed: Vec<String> = VISIBLE
+        .iter()
+        .map(|c| format!("o.{c} IS DISTINCT FROM u.{c}"))
+        .collect();
+    changed.push("(u.feedback IS NOT NULL AND o.feedback IS DISTINCT FROM u.feedback)".into());
+    let set = BOOK_COLUMNS
+        .iter()
+        .map(|c| format!("{c} = u.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "UPDATE objects o SET rev = CASE WHEN {} THEN u.rev ELSE o.rev END, {set}, \
+         feedback = COALESCE(u.feedback, o.feedback) \
+         FROM unnest({arrays}) AS u(id, {}, feedback, rev) WHERE o.id = u.id \
+         AND o.id = ANY($1)",
+        changed.join(" OR "),
+        BOOK_COLUMNS.join(", ")
+    )
+}
+
 /// How a store's row type hands out the cell at a position.
 pub(super) trait Cells {
     type Error;

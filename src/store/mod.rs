@@ -427,12 +427,13 @@ pub trait WriteTx: ReadOps {
     fn position(&self, step: &str, part: &str) -> Result<Option<i64>, StoreError>;
     fn put_position(&mut self, step: &str, part: &str, pos: i64) -> Result<(), StoreError>;
     fn put_dead_letter(&mut self, d: &DeadLetter) -> Result<(), StoreError>;
-    /// Whether `claim` is still current: `worker` holds the object at that epoch. When it
-    /// is, the claim is released in this transaction, which writes the outcome it guards;
-    /// when not (the claim expired and another worker took the object over), the caller
-    /// must write nothing for the object. PostgreSQL holds the claim's row until commit, so
-    /// a takeover waits for this outcome rather than running past it.
-    fn fence(&mut self, worker: &str, claim: &Claim) -> Result<bool, StoreError>;
+    /// Whether each of `claims` is still current: `worker` holds the object at that epoch.
+    /// One that is is released in this transaction, which writes the outcome it guards;
+    /// for one that is not (the claim expired and another worker took the object over),
+    /// the caller must write nothing for the object. PostgreSQL holds the claims' rows until
+    /// commit, so a takeover waits for these outcomes rather than running past them, and
+    /// fences them all in one statement.
+    fn fence(&mut self, worker: &str, claims: &[Claim]) -> Result<Vec<bool>, StoreError>;
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 

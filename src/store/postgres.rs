@@ -233,9 +233,15 @@ impl Session {
     fn connect(url: &str) -> PgResult<Session> {
         let mut client = Client::connect(url, NoTls)?;
         // Notices ("relation already exists, skipping") would reach the log as `log`
-        // records; warnings and errors still come.
+        // records; warnings and errors still come. Every statement here is prepared once
+        // and looks rows up by key, id or a small array of ids: planned once, not again for
+        // each execution's values (a custom plan for every claim and every read by ids was
+        // a third of the server's time in B11). A generic plan does not know how many ids
+        // an array holds, so a join with one also says `obj = ANY(ids)`: the rows are then
+        // looked up by key, not the whole table hashed.
         client.batch_execute(&format!(
-            "SET client_min_messages = warning; SET lock_timeout = '{LOCK_TIMEOUT}'"
+            "SET client_min_messages = warning; SET lock_timeout = '{LOCK_TIMEOUT}'; \
+             SET plan_cache_mode = force_generic_plan"
         ))?;
         Ok(Session {
             url: url.to_owned(),
@@ -1164,7 +1170,8 @@ impl PostgresStore {
             shared,
             stamped: Vec::new(),
             tombstones: Vec::new(),
-            fenced_row: std::cell::RefCell::new(None),
+            fenced_rows: std::cell::RefCell::new(HashMap::new()),
+            books: std::cell::RefCell::new(Vec::new()),
             wrote: false,
             failed: std::cell::Cell::new(false),
             triggers: self
@@ -1430,7 +1437,8 @@ impl Store for PostgresStore {
                            INSERT INTO object_leases (obj, owner, epoch, expires)
                            SELECT o.id, $2, 1, {NOW_MS} + $3 FROM objects o
                            WHERE o.id = ANY($1)
-                             AND NOT EXISTS (SELECT 1 FROM object_leases l WHERE l.obj = o.id)
+                             AND NOT EXISTS (SELECT 1 FROM object_leases l
+                                             WHERE l.obj = o.id AND l.obj = ANY($1))
                            ON CONFLICT (obj) DO NOTHING
                            RETURNING obj, epoch),
                          free AS (
@@ -1440,7 +1448,7 @@ impl Store for PostgresStore {
                          taken AS (
                            UPDATE object_leases l
                            SET owner = $2, epoch = l.epoch + 1, expires = {NOW_MS} + $3
-                           FROM free WHERE l.obj = free.obj
+                           FROM free WHERE l.obj = free.obj AND l.obj = ANY($1)
                            RETURNING l.obj, l.epoch)
                          SELECT obj, epoch FROM new UNION ALL SELECT obj, epoch FROM taken"
                     ),
@@ -1493,7 +1501,8 @@ impl Store for PostgresStore {
             s.execute(
                 "UPDATE object_leases l SET expires = 0
                  FROM unnest($2::BIGINT[], $3::BIGINT[]) AS c(obj, epoch)
-                 WHERE l.obj = c.obj AND l.epoch = c.epoch AND l.owner = $1",
+                 WHERE l.obj = c.obj AND l.epoch = c.epoch AND l.owner = $1
+                   AND l.obj = ANY($2)",
                 &[&worker, &objs, &epochs],
             )?;
             Ok(())
@@ -1661,9 +1670,134 @@ struct PgTx<'a> {
     /// The (model, key) of each object an outcome writer purged: tombstones written at
     /// commit, with their revisions.
     tombstones: Vec<(String, String)>,
-    /// The object row an outcome writer's [`WriteTx::fence`] locked and read, for the
-    /// `get_by_id` that follows it.
-    fenced_row: std::cell::RefCell<Option<ObjectRecord>>,
+    /// The object rows [`WriteTx::fence`] locked and read, for the `get_by_id` of each that
+    /// follows; a write of the object drops its row.
+    fenced_rows: std::cell::RefCell<HashMap<i64, ObjectRecord>>,
+    /// Bookkeeping writes not sent yet: they go as one statement in front of the
+    /// transaction's next one ([`send_books`]). A recording of many outcomes is then one
+    /// write, not one round trip each.
+    books: std::cell::RefCell<Vec<BookWrite>>,
+}
+
+/// One object's bookkeeping write, as [`WriteTx::put_book`] was given it.
+struct BookWrite {
+    id: i64,
+    cells: [columns::Cell; 22],
+    feedback: Option<String>,
+    rev: i64,
+}
+
+/// The column arrays of [`BOOK_MANY_SQL`].
+enum Column {
+    Ints(Vec<Option<i64>>),
+    Texts(Vec<Option<String>>),
+    Flags(Vec<bool>),
+}
+
+impl Column {
+    fn of(c: &columns::Cell) -> Column {
+        match c {
+            columns::Cell::Int(_) | columns::Cell::OptInt(_) => Column::Ints(Vec::new()),
+            columns::Cell::Text(_) | columns::Cell::OptText(_) => Column::Texts(Vec::new()),
+            columns::Cell::Flag(_) => Column::Flags(Vec::new()),
+        }
+    }
+
+    /// Whether `c` goes in this column.
+    fn takes(&self, c: &columns::Cell) -> bool {
+        std::mem::discriminant(&Column::of(c)) == std::mem::discriminant(self)
+    }
+
+    /// Adds `c`, which [`Column::takes`] took.
+    fn push(&mut self, c: columns::Cell) {
+        use columns::Cell;
+        match (self, c) {
+            (Column::Ints(v), Cell::Int(i)) => v.push(Some(i)),
+            (Column::Ints(v), Cell::OptInt(i)) => v.push(i),
+            (Column::Texts(v), Cell::Text(t)) => v.push(Some(t)),
+            (Column::Texts(v), Cell::OptText(t)) => v.push(t),
+            (Column::Flags(v), Cell::Flag(f)) => v.push(f),
+            _ => {}
+        }
+    }
+
+    fn param(self) -> Param {
+        match self {
+            Column::Ints(v) => Box::new(v),
+            Column::Texts(v) => Box::new(v),
+            Column::Flags(v) => Box::new(v),
+        }
+    }
+}
+
+static BOOK_MANY_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    columns::book_update_many_sql(|c| match Column::of(c) {
+        Column::Ints(_) => "BIGINT[]",
+        Column::Texts(_) => "TEXT[]",
+        Column::Flags(_) => "BOOLEAN[]",
+    })
+});
+
+/// Sends bookkeeping writes in order: one statement for each run of them in which no
+/// object comes twice, one of [`BookSql`]'s for a write alone.
+fn send_books(s: &mut Session, books: Vec<BookWrite>) -> PgResult<()> {
+    let mut run: Vec<BookWrite> = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for b in books {
+        if !ids.insert(b.id) {
+            send_book_run(s, std::mem::take(&mut run))?;
+            ids = std::collections::HashSet::from([b.id]);
+        }
+        run.push(b);
+    }
+    send_book_run(s, run)
+}
+
+fn send_book_run(s: &mut Session, mut run: Vec<BookWrite>) -> PgResult<()> {
+    if run.len() <= 1 {
+        let Some(b) = run.pop() else {
+            return Ok(());
+        };
+        let mut params: Vec<Param> = vec![Box::new(b.id)];
+        params.extend(b.cells.into_iter().map(param));
+        let sql = match b.feedback {
+            None => &BOOK_SQL.update,
+            Some(f) => {
+                params.push(Box::new(f));
+                &BOOK_SQL.update_feedback
+            }
+        };
+        params.push(Box::new(b.rev));
+        return s.execute(sql, &refs(&params)).map(drop);
+    }
+    let mut ids = Vec::with_capacity(run.len());
+    let mut feedback = Vec::with_capacity(run.len());
+    let mut revs = Vec::with_capacity(run.len());
+    let mut cols: Vec<Column> = run[0].cells.iter().map(Column::of).collect();
+    let mut alone = Vec::new();
+    for b in run {
+        // A cell whose type differs from its column's cannot be: `book_values` fixes them.
+        // Were it to, that write goes on its own rather than being lost.
+        if !b.cells.iter().zip(&cols).all(|(c, col)| col.takes(c)) {
+            alone.push(b);
+            continue;
+        }
+        ids.push(b.id);
+        feedback.push(b.feedback);
+        revs.push(b.rev);
+        for (col, c) in cols.iter_mut().zip(b.cells) {
+            col.push(c);
+        }
+    }
+    let mut params: Vec<Param> = vec![Box::new(ids)];
+    params.extend(cols.into_iter().map(Column::param));
+    params.push(Box::new(feedback));
+    params.push(Box::new(revs));
+    s.execute(BOOK_MANY_SQL.as_str(), &refs(&params))?;
+    for b in alone {
+        send_book_run(s, vec![b])?;
+    }
+    Ok(())
 }
 
 /// An outcome writer's purges at commit: their tombstones, with revisions one after
@@ -1717,7 +1851,11 @@ impl PgTx<'_> {
         &self,
         f: impl FnOnce(&mut Session) -> PgResult<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let r = self.conn.run(f);
+        let books = std::mem::take(&mut *self.books.borrow_mut());
+        let r = self.conn.run(move |s| {
+            send_books(s, books)?;
+            f(s)
+        });
         if r.is_err() {
             // PostgreSQL aborts the transaction on any error: it can no longer commit.
             self.failed.set(true);
@@ -1769,8 +1907,7 @@ impl WriteTx for PgTx<'_> {
         // An outcome writer reads to write, beside others: the row stays locked until it
         // ends, so nobody writes between its read and its write.
         let lock = if self.shared { " FOR UPDATE" } else { "" };
-        let fenced = self.fenced_row.borrow_mut().take();
-        if let Some(r) = fenced.filter(|r| r.id == id) {
+        if let Some(r) = self.fenced_rows.borrow_mut().remove(&id) {
             return Ok(Some(r));
         }
         self.on(move |s| {
@@ -1822,6 +1959,7 @@ impl WriteTx for PgTx<'_> {
         let fields = json_text(fields);
         let edges = edges.to_vec();
         let rev = self.rev_for(Some(id))?;
+        self.fenced_rows.get_mut().remove(&id);
         self.put(move |s| {
             s.execute(BOOK_SQL.fields.as_str(), &[&id, &fields, &rev])?;
             set_refs(s, id, &edges)
@@ -1834,17 +1972,16 @@ impl WriteTx for PgTx<'_> {
         book: &Bookkeeping,
         feedback: Option<&Map<String, Value>>,
     ) -> Result<(), StoreError> {
-        let mut params: Vec<Param> = vec![Box::new(id)];
-        params.extend(columns::book_values(book).map(param));
-        let sql = match feedback {
-            None => &BOOK_SQL.update,
-            Some(f) => {
-                params.push(Box::new(json_text(f)));
-                &BOOK_SQL.update_feedback
-            }
-        };
-        params.push(Box::new(self.rev_for(Some(id))?));
-        self.put(move |s| s.execute(sql, &refs(&params)).map(drop))
+        let rev = self.rev_for(Some(id))?;
+        self.wrote = true;
+        self.fenced_rows.get_mut().remove(&id);
+        self.books.get_mut().push(BookWrite {
+            id,
+            cells: columns::book_values(book),
+            feedback: feedback.map(json_text),
+            rev,
+        });
+        Ok(())
     }
 
     fn synced_ids(&self, model: &str) -> Result<Vec<i64>, StoreError> {
@@ -1906,6 +2043,7 @@ impl WriteTx for PgTx<'_> {
     }
 
     fn purge(&mut self, id: i64) -> Result<(), StoreError> {
+        self.fenced_rows.get_mut().remove(&id);
         if self.shared {
             // Its tombstone is written at commit, with its revision.
             let gone = self.put(move |s| {
@@ -1938,55 +2076,45 @@ impl WriteTx for PgTx<'_> {
         self.triggers.clone()
     }
 
-    fn fence(&mut self, worker: &str, claim: &Claim) -> Result<bool, StoreError> {
-        let (worker, c) = (worker.to_owned(), *claim);
-        // The row stays locked until this transaction ends: a takeover's claim skips it
-        // meanwhile instead of overtaking the outcome written here.
-        if self.shared {
-            // An outcome writer reads the object next, to write it: locked and read in the
-            // same round trip, and kept for that read.
-            let (fenced, row) = self.put(move |s| {
-                let row = s
-                    .query_opt(
-                        &format!(
-                            "WITH f AS (UPDATE object_leases SET expires = 0
-                               WHERE obj = $1 AND owner = $2 AND epoch = $3 AND expires > 0
-                               RETURNING obj)
-                             SELECT {OBJECT_COLUMNS} FROM objects
-                             WHERE id IN (SELECT obj FROM f) FOR UPDATE"
-                        ),
-                        &[&c.obj, &worker, &c.epoch],
-                    )?
-                    .as_ref()
-                    .map(record)
-                    .transpose()?;
-                if row.is_some() {
-                    return Ok((true, row));
-                }
-                // No row: the claim was not current, or its object is gone.
-                let fenced = s
-                    .query_opt(
-                        "SELECT 1 FROM object_leases WHERE obj = $1 AND owner = $2
-                         AND epoch = $3 AND expires = 0",
-                        &[&c.obj, &worker, &c.epoch],
-                    )?
-                    .is_some();
-                Ok((fenced, None))
-            })?;
-            *self.fenced_row.borrow_mut() = row;
-            return Ok(fenced);
+    fn fence(&mut self, worker: &str, claims: &[Claim]) -> Result<Vec<bool>, StoreError> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
         }
-        self.put(move |s| {
-            s.execute(
-                "UPDATE object_leases SET expires = 0 WHERE obj = $1 AND owner = $2 AND epoch = $3
-                 AND expires > 0",
-                &[&c.obj, &worker, &c.epoch],
-            )
-            .map(|n| n > 0)
-        })
+        let worker = worker.to_owned();
+        let objs: Vec<i64> = claims.iter().map(|c| c.obj).collect();
+        let epochs: Vec<i64> = claims.iter().map(|c| c.epoch).collect();
+        // The claims' rows stay locked until this transaction ends: a takeover's claim skips
+        // them meanwhile instead of overtaking the outcomes written here. The objects are
+        // read next, to be written: locked and read in the same statement, and kept for
+        // those reads (an outcome writer's `get_by_id` would lock them anyway).
+        // A claim fenced here whose object has no row cannot be: a purge takes the claim
+        // with it, and a delete waits for the claim's lock. So a claim is fenced when its
+        // object's row came back.
+        let rows = self.put(move |s| {
+            records(s.query(
+                &format!(
+                    "WITH f AS (UPDATE object_leases l SET expires = 0
+                       FROM unnest($1::BIGINT[], $2::BIGINT[]) AS c(obj, epoch)
+                       WHERE l.obj = c.obj AND l.owner = $3 AND l.epoch = c.epoch
+                         AND l.expires > 0 AND l.obj = ANY($1)
+                       RETURNING l.obj)
+                     SELECT {OBJECT_COLUMNS} FROM objects
+                     WHERE id IN (SELECT obj FROM f) ORDER BY id FOR UPDATE"
+                ),
+                &[&objs, &epochs, &worker],
+            )?)
+        })?;
+        let mut fenced = std::collections::HashSet::new();
+        let stash = self.fenced_rows.get_mut();
+        for r in rows {
+            fenced.insert(r.id);
+            stash.insert(r.id, r);
+        }
+        Ok(claims.iter().map(|c| fenced.contains(&c.obj)).collect())
     }
 
     fn put_owner(&mut self, id: i64, owner: Option<&str>) -> Result<(), StoreError> {
+        self.fenced_rows.get_mut().remove(&id);
         let owner = owner.map(str::to_owned);
         self.put(move |s| {
             s.execute(
@@ -2126,10 +2254,12 @@ impl WriteTx for PgTx<'_> {
         let objects = stamp_objects_sql(&self.stamped);
         let (models, keys): (Vec<String>, Vec<String>) =
             std::mem::take(&mut self.tombstones).into_iter().unzip();
+        let books = std::mem::take(self.books.get_mut());
         let store = self.store;
         let _marker = store.marker.write().unwrap_or_else(|p| p.into_inner());
         let r = self.conn.run(move |s| {
             let r = (|| {
+                send_books(s, books)?;
                 if let Some(n) = rev {
                     s.execute("UPDATE revision SET n = $1", &[&n])?;
                 }

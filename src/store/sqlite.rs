@@ -1528,15 +1528,22 @@ impl WriteTx for SqliteTx<'_> {
         run().map_err(sql_err(self.path))
     }
 
-    fn fence(&mut self, worker: &str, claim: &Claim) -> Result<bool, StoreError> {
-        self.conn
+    fn fence(&mut self, worker: &str, claims: &[Claim]) -> Result<Vec<bool>, StoreError> {
+        let mut st = self
+            .conn
             .prepare_cached(
                 "UPDATE object_leases SET expires = 0 WHERE obj = ?1 AND owner = ?2 AND epoch = ?3
                  AND expires > 0",
             )
-            .and_then(|mut st| st.execute(params![claim.obj, worker, claim.epoch]))
-            .map(|n| n > 0)
-            .map_err(sql_err(self.path))
+            .map_err(sql_err(self.path))?;
+        claims
+            .iter()
+            .map(|c| {
+                st.execute(params![c.obj, worker, c.epoch])
+                    .map(|n| n > 0)
+                    .map_err(sql_err(self.path))
+            })
+            .collect()
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {

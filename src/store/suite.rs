@@ -1732,7 +1732,7 @@ const LONG: Duration = Duration::from_secs(60);
 /// commits (and so releases it when it does).
 fn fenced(store: &dyn Store, worker: &str, claim: Claim) -> bool {
     let mut tx = store.write().unwrap();
-    let ok = tx.fence(worker, &claim).unwrap();
+    let ok = tx.fence(worker, &[claim]).unwrap() == [true];
     tx.commit().unwrap();
     ok
 }
@@ -1769,7 +1769,7 @@ fn claims_are_exclusive_and_fence_outcomes_by_epoch(b: &dyn Backend) {
     assert_eq!(store.claim("w1", &[a], LONG).unwrap(), [claim(a, 3)]);
     // A fence rolled back with its transaction releases nothing.
     let mut tx = store.write().unwrap();
-    assert!(tx.fence("w1", &claim(bb, 1)).unwrap());
+    assert_eq!(tx.fence("w1", &[claim(bb, 1)]).unwrap(), [true]);
     drop(tx);
     assert_eq!(other.claim("w2", &[bb], LONG).unwrap(), []);
     // A purged object takes its claim with it.
