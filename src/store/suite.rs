@@ -175,7 +175,59 @@ suite!(
     concurrent_claimers_split_the_objects_without_overlap,
     outcome_writers_lose_no_update_beside_the_one_writer,
     outcome_writers_commit_side_by_side_in_revision_order,
+    many_bookkeeping_writes_in_one_transaction_land_as_written,
 );
+
+/// A recording of many outcomes in one transaction (PostgreSQL sends them as one
+/// statement): every object's last write lands, feedback only where given, an object
+/// written twice ends at its second write, and a read in between sees the first.
+fn many_bookkeeping_writes_in_one_transaction_land_as_written(b: &dyn Backend) {
+    let store = b.open().unwrap();
+    let ids: Vec<i64> = (0..5)
+        .map(|i| create(&*store, "Site", &format!("s{i}"), json!({}), &[]))
+        .collect();
+    let mut tx = store.write_own().unwrap();
+    let books: Vec<Bookkeeping> = ids
+        .iter()
+        .map(|&id| tx.get_by_id(id).unwrap().unwrap().book)
+        .collect();
+    let mut want = Vec::new();
+    for (i, (&id, mut book)) in ids.iter().zip(books).enumerate() {
+        synced(&mut book);
+        book.message = format!("run {i}");
+        book.failures = u32::try_from(i).unwrap();
+        book.next_retry_at = (i % 2 == 0).then_some(Millis(5000 + i64::try_from(i).unwrap()));
+        let feedback = map(json!({"n": i}));
+        tx.put_book(id, &book, (i % 2 == 1).then_some(&feedback))
+            .unwrap();
+        want.push((book, (i % 2 == 1).then_some(feedback).unwrap_or_default()));
+    }
+    // Written again after a read of its first write in the same transaction (then written
+    // twice with no read between).
+    let seen = tx.get_by_id(ids[2]).unwrap().unwrap();
+    assert_eq!(seen.book, want[2].0, "a read after a write sees it");
+    let mut again = seen.book;
+    again.message = "run 2, again".into();
+    again.status = Status::Error;
+    tx.put_book(ids[2], &again, None).unwrap();
+    want[2].0 = again.clone();
+    // And twice with no read between: the second write is the one that stays.
+    for n in 1..=2 {
+        let mut twice = want[3].0.clone();
+        twice.message = format!("run 3, write {n}");
+        twice.failures += n;
+        tx.put_book(ids[3], &twice, None).unwrap();
+        if n == 2 {
+            want[3].0 = twice;
+        }
+    }
+    tx.commit().unwrap();
+    for (id, (book, feedback)) in ids.iter().zip(&want) {
+        let r = store.get_by_ids(&[*id]).unwrap().pop().unwrap();
+        assert_eq!(&r.book, book, "{}", r.name());
+        assert_eq!(&r.feedback, feedback, "{}", r.name());
+    }
+}
 
 /// Increments from four handles at once, three through outcome writers (which on a shared
 /// store run beside each other) and one through the one writer: an outcome writer's read
