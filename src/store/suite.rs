@@ -200,7 +200,12 @@ fn many_bookkeeping_writes_in_one_transaction_land_as_written(b: &dyn Backend) {
         let feedback = map(json!({"n": i}));
         tx.put_book(id, &book, (i % 2 == 1).then_some(&feedback))
             .unwrap();
-        want.push((book, (i % 2 == 1).then_some(feedback).unwrap_or_default()));
+        let stored = if i % 2 == 1 {
+            feedback
+        } else {
+            Default::default()
+        };
+        want.push((book, stored));
     }
     // Written again after a read of its first write in the same transaction (then written
     // twice with no read between).
