@@ -1401,16 +1401,16 @@ run_bench() { # NAME FUNCTION: a failure is reported in the table, the others st
 # on PostgreSQL against B1 on SQLite, as B1 measures it.
 pg_admin() { psql -qAt "$B11_PG/postgres" -c "$1" >/dev/null; }
 pg_count_ok() { psql -qAt "$B11_PG/$1" -c "SELECT count(*) FROM objects WHERE status = 'ok'" 2>/dev/null || echo 0; }
-b11_workers() { # DB N: starts N workers on the service at DB, waits for every object ok; WALL
-  local db=$1 n=$2 svc=$WORK/b11/svc-$1 i t0 t1 pids=()
+b11_workers() { # DB N [BIN]: starts N workers on the service at DB, waits for every object ok; WALL
+  local db=$1 n=$2 bin=${3:-$STEPSYNC} svc=$WORK/b11/svc-$1 i t0 t1 pids=()
   cp -r "$WORK/b11/svc" "$svc"
   echo "store: $B11_PG/$db" >>"$svc/stepsync.yaml"
   pg_admin "CREATE DATABASE $db"
-  timeout 300 "$STEPSYNC" -C "$svc" -q apply -f objects/ >/dev/null
+  timeout 300 "$bin" -C "$svc" -q apply -f objects/ >/dev/null
   server_reset
   t0=$(date +%s%N)
   for i in $(seq "$n"); do
-    "$STEPSYNC" -C "$svc" run >"$svc/worker-$i.log" 2>&1 &
+    "$bin" -C "$svc" run >"$svc/worker-$i.log" 2>&1 &
     pids+=($!)
     track "$!"
   done
@@ -1450,6 +1450,16 @@ b11() {
     record b11_three_s "$three"
     record b11_speedup "$(calc "$one / $three")"
     log "  run $r: 1 worker ${one}s, 3 workers ${three}s, speed-up $(calc "$one / $three" 2)"
+    if [ -n "$BASELINE" ]; then
+      b11_workers "b11_${$}_${r}_one_base" 1 "$BASELINE"
+      one=$WALL
+      b11_workers "b11_${$}_${r}_three_base" 3 "$BASELINE"
+      three=$WALL
+      record b11_one_baseline_s "$one"
+      record b11_three_baseline_s "$three"
+      record b11_speedup_baseline "$(calc "$one / $three")"
+      log "  run $r (baseline): 1 worker ${one}s, 3 workers ${three}s, speed-up $(calc "$one / $three" 2)"
+    fi
   done
   # B1 on PostgreSQL beside B1 on SQLite: B1's service, `run --once`, one worker.
   local b=$WORK/b11/b1
@@ -1623,6 +1633,9 @@ row() {
   row "B11 $B11_OBJECTS objects, ${B11_DELAY_MS} ms server, 1 worker on PostgreSQL (s)" b11_one_s 2
   row "B11 the same, 3 workers (s)" b11_three_s 2
   row "B11 speed-up 3 workers / 1 (per run)" b11_speedup 2 ">=" 2.7
+  row "B11 baseline build, 1 worker (s)" b11_one_baseline_s 2
+  row "B11 baseline build, 3 workers (s)" b11_three_baseline_s 2
+  row "B11 baseline build, speed-up (per run)" b11_speedup_baseline 2
   row "B11 B1 \`run --once\` on SQLite (s)" b11_b1_sqlite_s 2
   row "B11 B1 \`run --once\` on PostgreSQL (s)" b11_b1_pg_s 2
   row "B11 B1 PostgreSQL / SQLite (per run)" b11_b1_ratio 2

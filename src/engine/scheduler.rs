@@ -189,7 +189,7 @@ impl Engine {
                 ..PassStats::default()
             });
         }
-        let world = Arc::new(Snapshot::load(self.svc.schema.clone(), &*self.store)?);
+        let world = Arc::new(Snapshot::tracking(self.svc.schema.clone(), &*self.store)?);
         let graph = ObjectGraph::build(&self.svc.graph, &world);
         let mut pass = Pass {
             engine: self,
@@ -589,7 +589,11 @@ impl Pass<'_> {
         if e.police()? {
             e.drain_watchers()?;
         }
-        self.world = Arc::new(Snapshot::load(e.svc.schema.clone(), &*e.store)?);
+        // Only what was written since the pass read it (runs in flight see the newer
+        // objects they render from, which is as new as any of their reads must be).
+        if !self.world.catch_up(&*e.store)? {
+            self.world = Arc::new(Snapshot::tracking(e.svc.schema.clone(), &*e.store)?);
+        }
         self.graph = ObjectGraph::build(&e.svc.graph, &self.world);
         self.settled_elsewhere(done);
         let before = self.queue.len();

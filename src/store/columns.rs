@@ -15,6 +15,20 @@ pub(super) const OBJECT_COLUMNS: &str = "id, model, key, fields, feedback, gener
     enacted, last_success_at, last_error_at, attempted, applied, drift, drift_found, \
     policed_generation, policy_error, policy_failures, policy_retry_at, owner";
 
+/// How many columns [`OBJECT_COLUMNS`] selects: a read that selects more after them finds
+/// the first at this position.
+pub(super) const OBJECT_COLUMN_COUNT: usize = {
+    let bytes = OBJECT_COLUMNS.as_bytes();
+    let (mut i, mut n) = (0, 1);
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+};
+
 /// What every outbox read selects.
 pub(super) const OUTBOX_COLUMNS: &str = "id, watcher, obj, model, key, fields, old, new, seq, at";
 
@@ -85,9 +99,12 @@ pub(super) fn book_values(b: &Bookkeeping) -> [Cell; 22] {
 /// The statements that write an object's bookkeeping, in a store's placeholder style.
 /// Each also sets the object's `rev` (the events stream's order, SPEC §16) to the value
 /// bound last, but only when what a reader sees changed (status, message, deletion,
-/// feedback): a pass that writes a row's bookkeeping back as it was moves nothing.
+/// feedback): a pass that writes a row's bookkeeping back as it was moves nothing. Its
+/// `touched` takes that value on every write: a reader that holds every object as of a
+/// revision catches up by reading the rows touched after it
+/// ([`super::Store::changed_since`]).
 pub(super) struct BookSql {
-    /// `INSERT INTO objects (model, key, fields, <book>, rev) VALUES (1..26)`.
+    /// `INSERT INTO objects (model, key, fields, <book>, rev, touched) VALUES (1..26, 26)`.
     pub insert: String,
     /// `UPDATE objects SET <book> WHERE id = 1` (the id first, then the book, then the rev).
     pub update: String,
@@ -131,25 +148,28 @@ pub(super) fn book_sql(mark: char, differs: &str) -> BookSql {
     // SET expressions read the row as it was, whatever their order.
     BookSql {
         insert: format!(
-            "INSERT INTO objects (model, key, fields, {}, rev) VALUES ({values})",
-            BOOK_COLUMNS.join(", ")
+            "INSERT INTO objects (model, key, fields, {}, rev, touched) VALUES ({values}, {mark}{})",
+            BOOK_COLUMNS.join(", "),
+            n + 4
         ),
         update: format!(
-            "UPDATE objects SET rev = CASE WHEN {} THEN {mark}{} ELSE rev END, {set} \
-             WHERE id = {mark}1",
+            "UPDATE objects SET rev = CASE WHEN {} THEN {mark}{} ELSE rev END, \
+             touched = {mark}{}, {set} WHERE id = {mark}1",
             changed(None),
+            n + 2,
             n + 2
         ),
         update_feedback: format!(
-            "UPDATE objects SET rev = CASE WHEN {} THEN {mark}{} ELSE rev END, {set}, \
-             feedback = {mark}{} WHERE id = {mark}1",
+            "UPDATE objects SET rev = CASE WHEN {} THEN {mark}{} ELSE rev END, \
+             touched = {mark}{}, {set}, feedback = {mark}{} WHERE id = {mark}1",
             changed(Some(("feedback", n + 2))),
+            n + 3,
             n + 3,
             n + 2
         ),
         fields: format!(
             "UPDATE objects SET rev = CASE WHEN fields {differs} {mark}2 THEN {mark}3 ELSE rev END, \
-             fields = {mark}2 WHERE id = {mark}1"
+             touched = {mark}3, fields = {mark}2 WHERE id = {mark}1"
         ),
     }
 }
@@ -186,7 +206,7 @@ pub(super) fn book_update_many_sql(array_type: impl Fn(&Cell) -> &'static str) -
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "UPDATE objects o SET rev = CASE WHEN {} THEN u.rev ELSE o.rev END, {set}, \
+        "UPDATE objects o SET rev = CASE WHEN {} THEN u.rev ELSE o.rev END, touched = u.rev, {set}, \
          feedback = COALESCE(u.feedback, o.feedback) \
          FROM unnest({arrays}) AS u(id, {}, feedback, rev) WHERE o.id = u.id \
          AND o.id = ANY($1)",
@@ -262,7 +282,17 @@ mod tests {
     #[test]
     fn the_statements_number_every_column_once() {
         let sql = book_sql('$', "IS DISTINCT FROM");
-        assert!(sql.insert.ends_with("$25, $26)"), "{}", sql.insert);
+        assert!(sql.insert.ends_with("$25, $26, $26)"), "{}", sql.insert);
+        assert!(
+            sql.update
+                .contains("ELSE rev END, touched = $24, generation = $2,")
+        );
+        assert!(
+            sql.update_feedback
+                .contains("ELSE rev END, touched = $25, ")
+        );
+        assert!(sql.fields.contains("touched = $3, fields = $2"));
+        assert_eq!(OBJECT_COLUMN_COUNT, 26);
         assert!(sql.update.contains(", generation = $2,"), "{}", sql.update);
         assert!(
             sql.update.starts_with(

@@ -543,6 +543,29 @@ pub trait Store: ReadOps + Send + Sync {
     /// Each object appears once, at its last change; purges are kept for the last 100,000
     /// revisions.
     fn changes(&self, after: i64, limit: usize) -> Result<Vec<ObjectChange>, StoreError>;
+    /// Every object written after revision `after`, as it stands now, and the objects
+    /// purged since, read in one snapshot of the store: what a reader that holds every
+    /// object as of `after` applies to hold them as of the returned revision. `None` when
+    /// the tombstones of some of those purges are gone (`after` is more than 100,000
+    /// revisions old): the reader reads every object again.
+    fn changed_since(&self, after: i64) -> Result<Option<Changed>, StoreError>;
+}
+
+/// What [`Store::changed_since`] read.
+#[derive(Debug, Default)]
+pub struct Changed {
+    /// The store's revision in the snapshot read: every write up to it is in here.
+    pub rev: i64,
+    /// Each object written since, with the revision of its last write.
+    pub objects: Vec<(i64, ObjectRecord)>,
+    /// Each purge since: its revision, and the object's model and key.
+    pub purged: Vec<(i64, String, String)>,
+}
+
+/// Whether the tombstones a store keeps cover every purge after `after`, its revision
+/// being `rev`: a tombstone older than [`sqlite::PURGED_KEPT`] revisions is gone.
+fn tombstones_cover(after: i64, rev: i64) -> bool {
+    after >= rev - sqlite::PURGED_KEPT
 }
 
 /// Creates an object, pending at generation 1.

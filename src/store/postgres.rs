@@ -23,15 +23,16 @@ use serde_json::{Map, Value};
 
 use super::columns::{self, OBJECT_COLUMNS, OUTBOX_COLUMNS, json_map};
 use super::{
-    Bookkeeping, Claim, Counts, DeadLetter, Edge, Lease, Millis, ObjectChange, ObjectRecord,
-    OutboxEntry, PageQuery, ReadOps, Referrer, Status, StepStatus, Store, StoreError, Triggers,
-    WorkerInfo, WriteTx,
+    Bookkeeping, Changed, Claim, Counts, DeadLetter, Edge, Lease, Millis, ObjectChange,
+    ObjectRecord, OutboxEntry, PageQuery, ReadOps, Referrer, Status, StepStatus, Store, StoreError,
+    Triggers, WorkerInfo, WriteTx,
 };
 
 /// The schema version this build writes. Each entry of `MIGRATIONS` moves one version up.
 /// The numbers are this store's own: version 1 is the data model of SQLite's version 6,
-/// version 2 that of its version 7, version 3 that of its version 8.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+/// version 2 that of its version 7, version 3 that of its version 8, version 4 that of its
+/// version 9.
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// Text that `ORDER BY` sorts is `COLLATE "C"`: byte order, which for UTF-8 is code point
 /// order, as SQLite's BINARY collation sorts, whatever locale the database was made with.
@@ -190,6 +191,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE journal ADD COLUMN owner TEXT COLLATE "C" NOT NULL DEFAULT '';
     ALTER TABLE journal DROP CONSTRAINT journal_pkey;
     ALTER TABLE journal ADD PRIMARY KEY (owner, id);"#,
+    // 3 -> 4: each object's `touched`, as SQLite's version 9.
+    r#"ALTER TABLE objects ADD COLUMN touched BIGINT NOT NULL DEFAULT 0;
+    UPDATE objects SET touched = rev;
+    CREATE INDEX objects_touched ON objects (touched);"#,
 ];
 
 /// The server's clock in milliseconds since the epoch, for claims' expiry and heartbeats:
@@ -1610,6 +1615,47 @@ impl Store for PostgresStore {
         })
     }
 
+    fn changed_since(&self, after: i64) -> Result<Option<Changed>, StoreError> {
+        self.read(move |s| {
+            // One snapshot for the revision and the rows: revisions commit in order (the
+            // revision row is locked until each writer commits), so every write up to the
+            // one read is in it.
+            s.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+            let r = (|| {
+                let rev: i64 = s.query_one("SELECT n FROM revision", &[])?.try_get(0)?;
+                if !super::tombstones_cover(after, rev) {
+                    return Ok(None);
+                }
+                let objects = s
+                    .query(
+                        &format!(
+                            "SELECT {OBJECT_COLUMNS}, touched FROM objects WHERE touched > $1"
+                        ),
+                        &[&after],
+                    )?
+                    .iter()
+                    .map(|r| Ok((r.try_get(columns::OBJECT_COLUMN_COUNT)?, record(r)?)))
+                    .collect::<PgResult<_>>()?;
+                let purged = s
+                    .query(
+                        "SELECT rev, model, key FROM purged WHERE rev > $1",
+                        &[&after],
+                    )?
+                    .iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                    .collect::<PgResult<_>>()?;
+                Ok(Some(Changed {
+                    rev,
+                    objects,
+                    purged,
+                }))
+            })();
+            let ended = s.batch(if r.is_ok() { "COMMIT" } else { "ROLLBACK" });
+            let r = r?;
+            ended.map(|()| r)
+        })
+    }
+
     fn dead_letters(&self, limit: usize) -> Result<(usize, Vec<DeadLetter>), StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |s| {
@@ -1810,6 +1856,11 @@ const TOMBSTONES_SQL: &str = "WITH r AS (UPDATE revision SET n = n + cardinality
           unnest($1::TEXT[], $2::TEXT[]) WITH ORDINALITY AS u(model, key, ord))
 DELETE FROM purged WHERE rev <= (SELECT base FROM r) + cardinality($1::TEXT[]) - $3";
 
+/// The revision an outcome writer's object write carries until its commit stamps it: the
+/// write's `rev` takes it only when the events stream sees the change ([`columns::book_sql`]),
+/// so the stamp moves `rev` where it finds it and `touched` everywhere.
+const UNSTAMPED: i64 = -1;
+
 /// An outcome writer's object writes at commit (`stamped`, in order): their revisions,
 /// taken as [`TOMBSTONES_SQL`] takes its own, an object written twice at the later one, as
 /// it would have had. Numbers only, so it goes in the one round trip with the COMMIT: the
@@ -1829,7 +1880,8 @@ fn stamp_objects_sql(stamped: &[i64]) -> String {
     let n = ids.len();
     format!(
         "WITH r AS (UPDATE revision SET n = n + {n} RETURNING n - {n} AS base)
-         UPDATE objects o SET rev = r.base + u.ord FROM r,
+         UPDATE objects o SET rev = CASE WHEN o.rev = {UNSTAMPED} THEN r.base + u.ord ELSE o.rev END,
+           touched = r.base + u.ord FROM r,
            unnest('{{{}}}'::BIGINT[]) WITH ORDINALITY AS u(id, ord) WHERE o.id = u.id;",
         ids.join(",")
     )
@@ -1873,7 +1925,7 @@ impl PgTx<'_> {
         if let Some(id) = id {
             self.stamp(id);
         }
-        Ok(0)
+        Ok(UNSTAMPED)
     }
 
     fn stamp(&mut self, id: i64) {
@@ -2116,10 +2168,11 @@ impl WriteTx for PgTx<'_> {
     fn put_owner(&mut self, id: i64, owner: Option<&str>) -> Result<(), StoreError> {
         self.fenced_rows.get_mut().remove(&id);
         let owner = owner.map(str::to_owned);
+        let rev = self.rev_for(Some(id))?;
         self.put(move |s| {
             s.execute(
-                "UPDATE objects SET owner = $2 WHERE id = $1",
-                &[&id, &owner],
+                "UPDATE objects SET owner = $2, touched = $3 WHERE id = $1",
+                &[&id, &owner, &rev],
             )
             .map(drop)
         })

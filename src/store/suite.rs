@@ -176,7 +176,77 @@ suite!(
     outcome_writers_lose_no_update_beside_the_one_writer,
     outcome_writers_commit_side_by_side_in_revision_order,
     many_bookkeeping_writes_in_one_transaction_land_as_written,
+    a_snapshot_that_catches_up_holds_what_a_fresh_read_holds,
 );
+
+/// A pass's snapshot catches up on other handles' writes by reading only what was written
+/// since ([`Store::changed_since`]): after writes of every kind — bookkeeping the events
+/// stream does not show (a retry time), an owner, fields, feedback, an outcome writer's,
+/// a purge, a purge and a new object of the same key, a new object — it holds exactly what
+/// a fresh read holds, and only the objects written were read.
+fn a_snapshot_that_catches_up_holds_what_a_fresh_read_holds(b: &dyn Backend) {
+    let (store, other) = (b.open().unwrap(), b.open().unwrap());
+    let ids: Vec<i64> = (0..8)
+        .map(|i| create(&*store, "Site", &format!("s{i}"), json!({"n": i}), &[]))
+        .collect();
+    let schema = std::sync::Arc::new(crate::model::Schema::default());
+    let snap = crate::snapshot::Snapshot::tracking(schema.clone(), &*store).unwrap();
+    let held = |s: &crate::snapshot::Snapshot| {
+        let mut all: Vec<ObjectRecord> = s.all().iter().map(|o| (**o).clone()).collect();
+        all.sort_by_key(|o| o.id);
+        all
+    };
+    let fresh = || {
+        let mut all = store.list(None).unwrap();
+        all.sort_by_key(|o| o.id);
+        all
+    };
+    assert!(
+        snap.catch_up(&*store).unwrap(),
+        "nothing written: still tracking"
+    );
+    assert_eq!(held(&snap), fresh());
+    let before = store.revision().unwrap();
+    edit(&*other, ids[0], |bk| bk.next_retry_at = Some(Millis(5)));
+    let mut tx = other.write().unwrap();
+    tx.put_owner(ids[1], Some("Network/n1")).unwrap();
+    tx.put_fields(ids[2], &map(json!({"n": 20})), &[]).unwrap();
+    let book = tx.get_by_id(ids[3]).unwrap().unwrap().book;
+    tx.put_book(ids[3], &book, Some(&map(json!({"ip": "10.0.0.3"}))))
+        .unwrap();
+    tx.purge(ids[4]).unwrap();
+    tx.purge(ids[5]).unwrap();
+    tx.commit().unwrap();
+    let again = create(&*other, "Site", "s5", json!({"n": 55}), &[]);
+    let new = create(&*other, "Site", "s9", json!({}), &[]);
+    let mut tx = other.write_own().unwrap();
+    let mut book = tx.get_by_id(ids[6]).unwrap().unwrap().book;
+    synced(&mut book);
+    tx.put_book(ids[6], &book, None).unwrap();
+    let mut book = tx.get_by_id(ids[7]).unwrap().unwrap().book;
+    book.failures = 3;
+    tx.put_book(ids[7], &book, None).unwrap();
+    tx.commit().unwrap();
+    let changed = store.changed_since(before).unwrap().unwrap();
+    let mut read: Vec<i64> = changed.objects.iter().map(|(_, o)| o.id).collect();
+    read.sort_unstable();
+    assert_eq!(
+        read,
+        [ids[0], ids[1], ids[2], ids[3], ids[6], ids[7], again, new],
+        "the objects written since, and no other"
+    );
+    assert_eq!(changed.purged.len(), 2);
+    assert_eq!(changed.rev, store.revision().unwrap());
+    assert!(snap.catch_up(&*store).unwrap());
+    assert_eq!(held(&snap), fresh());
+    assert_eq!(snap.get("Site", "s5").unwrap().id, again);
+    // Caught up: nothing more to read.
+    let now = store.changed_since(changed.rev).unwrap().unwrap();
+    assert!(now.objects.is_empty() && now.purged.is_empty());
+    // A snapshot that does not track cannot catch up.
+    let plain = crate::snapshot::Snapshot::load(schema, &*store).unwrap();
+    assert!(!plain.catch_up(&*store).unwrap());
+}
 
 /// A recording of many outcomes in one transaction (PostgreSQL sends them as one
 /// statement): every object's last write lands, feedback only where given, an object
