@@ -395,6 +395,41 @@ fn the_daemon_notices_applies_within_a_second_and_stops_gracefully() {
     assert_eq!(status(&svc, "Site", "slow")["status"], "ok");
 }
 
+/// The daemon keeps its objects between passes and reads only what was written since
+/// (B4), so a write the events stream does not show must reach it too: `retry` clears a
+/// backoff and leaves the status and message as they were.
+#[test]
+fn the_daemon_retries_at_once_when_another_process_clears_a_backoff() {
+    let (svc, server) = setup("backoff: {initial: 1h}\n", "Site:\n  - {name: a}\n");
+    server.respond("PUT", "/sites/a", 500, "site a is broken");
+    let mut daemon = svc.daemon();
+    let t = Instant::now();
+    while status(&svc, "Site", "a")["status"] != "error" {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the first sync failed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.forget("PUT", "/sites/a");
+    server.clear();
+    // A pass in between, woken by another object's apply, keeps the backoff's wait.
+    svc.file("more.yaml", "Site:\n  - {name: b}\n");
+    svc.ok(&["apply", "-f", "more.yaml"]);
+    server
+        .wait_for("PUT /sites/b", Duration::from_secs(5))
+        .expect("b synced");
+    assert!(
+        !server.lines().iter().any(|l| l.starts_with("PUT /sites/a")),
+        "not retried before next_retry_at"
+    );
+    svc.ok(&["retry", "Site", "a"]);
+    let retried = server.wait_for("PUT /sites/a", Duration::from_secs(5));
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    retried.expect("retried once the backoff was cleared");
+}
+
 #[test]
 fn resync_re_actuates_in_sync_objects_after_the_period() {
     let (svc, server) = setup("", "Site:\n  - {name: a}\n");

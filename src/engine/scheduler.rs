@@ -189,7 +189,7 @@ impl Engine {
                 ..PassStats::default()
             });
         }
-        let world = Arc::new(Snapshot::tracking(self.svc.schema.clone(), &*self.store)?);
+        let world = self.world_now()?;
         let graph = ObjectGraph::build(&self.svc.graph, &world);
         let mut pass = Pass {
             engine: self,
@@ -357,6 +357,7 @@ impl Engine {
             self.end_journal()?;
         }
         self.progress.finish();
+        *self.last_world.lock().unwrap_or_else(|p| p.into_inner()) = Some(pass.world.clone());
         let stats = pass.stats.clone();
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         // An idle daemon passes often: only passes that ran something are worth a line.
@@ -374,6 +375,25 @@ impl Engine {
             tracing::debug!(ms, "idle pass");
         }
         Ok(stats)
+    }
+
+    /// Every object as the store holds them now: the last pass's caught up on what was
+    /// written since, or all of them read anew.
+    fn world_now(&self) -> Result<Arc<Snapshot>> {
+        let last = self
+            .last_world
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(world) = last
+            && world.catch_up(&*self.store)?
+        {
+            return Ok(world);
+        }
+        Ok(Arc::new(Snapshot::tracking(
+            self.svc.schema.clone(),
+            &*self.store,
+        )?))
     }
 
     /// Brings in sync, without a snapshot of the store, the objects that need no run and
