@@ -591,25 +591,27 @@ b3() {
 # --- B4: latency ------------------------------------------------------------------------------
 # B1's service in DIR, against a new server with the usual delay, applied and synced. The
 # benchmark's name (B4, B4H) is DIR's base name.
-b4_service() {
-  local d=$1 name=${1##*/}
+b4_service() { # DIR [BIN]: B1's service in DIR/svc, applied and synced by BIN (the build's
+  # on a server of its own; another's on the server last started)
+  local d=$1 bin=${2:-$STEPSYNC} name=${1##*/}
   mkdir -p "$d"
-  start_server "$DELAY_MS"
+  [ -n "${2:-}" ] || start_server "$DELAY_MS"
   "$BB/gen" --dir "$d/svc" --url "$SERVER_URL" --sites $B1_SITES --slices $B1_SLICES \
     --instances $B1_INSTANCES --concurrency $CONCURRENCY 2>/dev/null
-  timeout 300 "$STEPSYNC" -C "$d/svc" -q apply -f objects/ >/dev/null
-  timeout 600 "$STEPSYNC" -C "$d/svc" run --once >"$d/sync.out" 2>&1 || die "${name^^}: the initial sync failed: $(tail -3 "$d/sync.out")"
+  timeout 300 "$bin" -C "$d/svc" -q apply -f objects/ >/dev/null
+  timeout 600 "$bin" -C "$d/svc" run --once >"$d/sync.out" 2>&1 || die "${name^^}: the initial sync failed: $(tail -3 "$d/sync.out")"
 }
 
 # b4_run DIR R LIMIT_S [LATENCY ARGS...]: run R of the latency probe, under timeout LIMIT_S,
 # with `stepsync run` (the daemon) running on DIR/svc; sets B4_LINE to its output line.
+# The daemon and the applies are B4_BIN's (default: the build).
 b4_run() {
-  local d=$1 r=$2 limit=$3 name=${1##*/} pid
+  local d=$1 r=$2 limit=$3 name=${1##*/} pid bin=${B4_BIN:-$STEPSYNC}
   shift 3
-  "$STEPSYNC" -C "$d/svc" run >"$d/daemon.out" 2>&1 &
+  "$bin" -C "$d/svc" run >"$d/daemon.out" 2>&1 &
   pid=$!
   track "$pid"
-  if ! timeout "$limit" "$BB/latency" --stepsync "$STEPSYNC" --dir "$d/svc" --server "$SERVER_URL" \
+  if ! timeout "$limit" "$BB/latency" --stepsync "$bin" --dir "$d/svc" --server "$SERVER_URL" \
     --changes "$B4_CHANGES" --sites $B1_SITES --tag "r$r" --samples "$d/samples.$r" "$@" >"$d/lat.out" 2>"$d/lat.err"; then
     cat "$d/lat.err" >&2
     die "${name^^}: run $r failed (daemon log: $(tail -3 "$d/daemon.out"))"
@@ -639,10 +641,16 @@ b4() {
   log "B4: apply -> first backend request with \`stepsync run\` running, $B4_CHANGES changes x $RUNS runs"
   local d=$WORK/b4 r
   b4_service "$d"
+  [ -z "$BASELINE" ] || b4_service "$d-baseline" "$BASELINE"
   for r in $(seq "$RUNS"); do
     b4_run "$d" "$r" 300
     b4_record b4
     log "  run $r: $B4_LINE"
+    if [ -n "$BASELINE" ]; then
+      B4_BIN=$BASELINE b4_run "$d-baseline" "$r" 300
+      b4_record b4_baseline
+      log "  run $r (baseline): $B4_LINE"
+    fi
   done
 }
 
@@ -1562,10 +1570,13 @@ row() {
   row "B3 first sync peak RSS (MiB)" b3_sync_rss 0
   row "B3 idle \`run --once\`, all in sync (s)" b3_idle_s 2 "<=" 1
   row "B3 idle \`run --once\` peak RSS (MiB)" b3_idle_rss 0
-  row "B4 apply -> first request, p50 (ms)" b4_p50 0 "<=" 250
-  row "B4 apply -> first request, p99 (ms)" b4_p99 0 "<=" 1000
+  row "B4 apply -> first request, p50 (ms)" b4_p50 0 "<=" 30
+  row "B4 apply -> first request, p99 (ms)" b4_p99 0 "<=" 100
   row "B4 apply process alone, p50 (ms)" b4_apply_p50 0
   row "B4 apply exit -> first request, p50 (ms)" b4_commit_p50 0
+  row "B4 baseline build, apply -> first request, p50 (ms)" b4_baseline_p50 0
+  row "B4 baseline build, apply -> first request, p99 (ms)" b4_baseline_p99 0
+  row "B4 baseline build, apply exit -> first request, p50 (ms)" b4_baseline_commit_p50 0
   row "B4H one request hung ${B4H_HANG_S} s: apply -> first request, p50 (ms)" b4h_p50 0 "<=" 250
   row "B4H one request hung ${B4H_HANG_S} s: apply -> first request, p99 (ms)" b4h_p99 0
   row "B4H apply exit -> first request, p50 (ms)" b4h_commit_p50 0
