@@ -17,8 +17,20 @@ struct Maps {
     rev: Option<i64>,
 }
 
+/// An object as a [`Snapshot::catch_up`] found it: as held before (`None`: new) and after
+/// (`None`: purged).
+pub struct Replaced {
+    pub before: Option<Arc<ObjectRecord>>,
+    pub after: Option<Arc<ObjectRecord>>,
+}
+
 impl Maps {
     fn put(&mut self, rec: ObjectRecord) {
+        self.put_arc(Arc::new(rec));
+    }
+
+    /// Holds `rec`; the object it replaces.
+    fn put_arc(&mut self, rec: Arc<ObjectRecord>) -> Option<Arc<ObjectRecord>> {
         // Not `entry`: the model's map exists for all but its first object, and a lookup
         // borrows where an entry would allocate the key.
         match self.by_key.get_mut(&rec.model) {
@@ -32,7 +44,7 @@ impl Maps {
                     .insert(rec.key.clone(), rec.id);
             }
         }
-        self.by_id.insert(rec.id, Arc::new(rec));
+        self.by_id.insert(rec.id, rec)
     }
 }
 
@@ -61,14 +73,15 @@ impl Snapshot {
 
     /// Brings a [`Snapshot::tracking`] snapshot up to the store's latest commits by reading
     /// only the objects written since it was read (B11: three workers each read 3,000
-    /// rows 38 times to see each other's outcomes). `false` when it cannot (it is not
-    /// tracking, or the store no longer keeps what it would need): the caller loads anew.
-    pub fn catch_up(&self, store: &dyn Store) -> Result<bool, StoreError> {
+    /// rows 38 times to see each other's outcomes). What it replaced, removed and added;
+    /// `None` when it cannot (it is not tracking, or the store no longer keeps what it
+    /// would need): the caller loads anew.
+    pub fn catch_up(&self, store: &dyn Store) -> Result<Option<Vec<Replaced>>, StoreError> {
         let Some(after) = self.read().rev else {
-            return Ok(false);
+            return Ok(None);
         };
         let Some(changed) = store.changed_since(after)? else {
-            return Ok(false);
+            return Ok(None);
         };
         /// One change read, to apply in revision order.
         enum Step {
@@ -90,18 +103,31 @@ impl Snapshot {
             .collect();
         steps.sort_by_key(|s| s.0);
         let mut m = self.write();
+        let mut replaced = Vec::with_capacity(steps.len());
         for (_, step) in steps {
             match step {
-                Step::Put(o) => m.put(*o),
+                Step::Put(o) => {
+                    let after = Arc::new(*o);
+                    let before = m.put_arc(after.clone());
+                    replaced.push(Replaced {
+                        before,
+                        after: Some(after),
+                    });
+                }
                 Step::Purge(model, key) => {
-                    if let Some(id) = m.by_key.get_mut(&model).and_then(|keys| keys.remove(&key)) {
-                        m.by_id.remove(&id);
+                    if let Some(id) = m.by_key.get_mut(&model).and_then(|keys| keys.remove(&key))
+                        && let Some(before) = m.by_id.remove(&id)
+                    {
+                        replaced.push(Replaced {
+                            before: Some(before),
+                            after: None,
+                        });
                     }
                 }
             }
         }
         m.rev = Some(changed.rev.max(after));
-        Ok(true)
+        Ok(Some(replaced))
     }
 
     /// A snapshot of just these objects (for templates that need only them and what they

@@ -430,6 +430,52 @@ fn the_daemon_retries_at_once_when_another_process_clears_a_backoff() {
     retried.expect("retried once the backoff was cleared");
 }
 
+/// The daemon keeps its object graph between passes while only plain fields change; a
+/// changed reference makes it build the graph again, so the object waits on its new
+/// dependency, not the old one.
+#[test]
+fn the_daemon_follows_a_reference_that_moved_to_a_failed_object() {
+    let (svc, server) = setup("backoff: {initial: 1h}\n", TREE);
+    server.respond("PUT", "/sites/b", 500, "site b is broken");
+    let mut daemon = svc.daemon();
+    let t = Instant::now();
+    while status(&svc, "Slice", "b2")["status"] != "blocked"
+        || status(&svc, "Slice", "a2")["status"] != "ok"
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "the first sync");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.clear();
+    // a1 now refers to the broken site b; site a only changes a plain field.
+    svc.file(
+        "moved.yaml",
+        "Site:\n  - {name: a, login_base: x}\nSlice:\n  - {name: a1, site: b}\n",
+    );
+    svc.ok(&["apply", "-f", "moved.yaml"]);
+    let a = server.wait_for("PUT /sites/a", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    let sent_a1 = server
+        .lines()
+        .iter()
+        .any(|l| l.starts_with("PUT /slices/a1"));
+    let a1 = status(&svc, "Slice", "a1");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    a.expect("site a's change synced");
+    assert!(
+        !sent_a1,
+        "a1 was sent though it now depends on the failed site b"
+    );
+    assert_eq!(a1["status"], "blocked", "{a1}");
+    assert!(
+        a1["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("blocked by Site/b"),
+        "{a1}"
+    );
+}
+
 #[test]
 fn resync_re_actuates_in_sync_objects_after_the_period() {
     let (svc, server) = setup("", "Site:\n  - {name: a}\n");

@@ -9,7 +9,7 @@ use petgraph::graphmap::DiGraphMap;
 
 use crate::model::ModelGraph;
 use crate::model::deps::scalar_text;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Replaced, Snapshot};
 
 /// One dependency of an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,9 @@ pub enum Dep {
 pub struct ObjectGraph {
     deps: HashMap<i64, Vec<Dep>>,
     referrers: HashMap<i64, Vec<i64>>,
+    /// [`ObjectGraph::cycles`], found once per graph: a graph outlives its pass when nothing
+    /// it is built from changed ([`ObjectGraph::holds_after`]).
+    cycles: std::sync::OnceLock<Vec<Vec<i64>>>,
 }
 
 impl ObjectGraph {
@@ -86,17 +89,35 @@ impl ObjectGraph {
         self.referrers.get(&id).map_or(&[], Vec::as_slice)
     }
 
+    /// Whether this graph, built before `changes`, still holds after them: no object came
+    /// or went, and none changed a field an edge is read from (its refs and links) or
+    /// matched by (a field other objects' links name). A daemon woken by a change of one
+    /// object's plain field then keeps its graph (B4: building it for 10,000 objects was
+    /// 16 ms of the 26 between the apply and the request).
+    pub fn holds_after(&self, models: &ModelGraph, changes: &[Replaced]) -> bool {
+        changes.iter().all(|c| {
+            let (Some(before), Some(after)) = (&c.before, &c.after) else {
+                return false;
+            };
+            let same = |field: &str| before.fields.get(field) == after.fields.get(field);
+            models.deps_of(&after.model).iter().all(|d| same(&d.field))
+                && models.deps_on(&after.model).all(|d| same(&d.to_field))
+        })
+    }
+
     /// Groups of objects that depend on each other in a cycle.
-    pub fn cycles(&self) -> Vec<Vec<i64>> {
-        let mut g: DiGraphMap<i64, ()> = DiGraphMap::new();
-        for (from, deps) in &self.deps {
-            for d in deps {
-                if let Dep::Object(to) = d {
-                    g.add_edge(*from, *to, ());
+    pub fn cycles(&self) -> &[Vec<i64>] {
+        self.cycles.get_or_init(|| {
+            let mut g: DiGraphMap<i64, ()> = DiGraphMap::new();
+            for (from, deps) in &self.deps {
+                for d in deps {
+                    if let Dep::Object(to) = d {
+                        g.add_edge(*from, *to, ());
+                    }
                 }
             }
-        }
-        tarjan_scc(&g).into_iter().filter(|c| c.len() > 1).collect()
+            tarjan_scc(&g).into_iter().filter(|c| c.len() > 1).collect()
+        })
     }
 
     /// Every (object, dependency) edge, for `graph --objects`.

@@ -150,9 +150,10 @@ pub struct Engine {
     /// whether it leads. `None` outside `run` and `serve`, and on a store one runner drives.
     /// Set once, when the process takes its part ([`Engine::take_part`]).
     pub(crate) worker: std::sync::OnceLock<Arc<worker::Worker>>,
-    /// The last pass's objects, which the next pass catches up on instead of reading every
-    /// object again (B4: a daemon woken by a one-object apply read all 10,000).
-    pub(crate) last_world: std::sync::Mutex<Option<Arc<Snapshot>>>,
+    /// The last pass's objects and their graph, which the next pass catches up on instead
+    /// of reading every object again (B4: a daemon woken by a one-object apply read all
+    /// 10,000).
+    pub(crate) last_world: std::sync::Mutex<Option<(Arc<Snapshot>, graph::ObjectGraph)>>,
 }
 
 /// What a process holds while it drives the store ([`Engine::take_part`]).

@@ -189,8 +189,7 @@ impl Engine {
                 ..PassStats::default()
             });
         }
-        let world = self.world_now()?;
-        let graph = ObjectGraph::build(&self.svc.graph, &world);
+        let (world, graph) = self.world_now()?;
         let mut pass = Pass {
             engine: self,
             world,
@@ -357,7 +356,8 @@ impl Engine {
             self.end_journal()?;
         }
         self.progress.finish();
-        *self.last_world.lock().unwrap_or_else(|p| p.into_inner()) = Some(pass.world.clone());
+        *self.last_world.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((pass.world.clone(), std::mem::take(&mut pass.graph)));
         let stats = pass.stats.clone();
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         // An idle daemon passes often: only passes that ran something are worth a line.
@@ -377,23 +377,28 @@ impl Engine {
         Ok(stats)
     }
 
-    /// Every object as the store holds them now: the last pass's caught up on what was
-    /// written since, or all of them read anew.
-    fn world_now(&self) -> Result<Arc<Snapshot>> {
+    /// Every object as the store holds them now, and their graph: the last pass's caught
+    /// up on what was written since (the graph kept when nothing it is built from
+    /// changed), or all of them read anew.
+    fn world_now(&self) -> Result<(Arc<Snapshot>, ObjectGraph)> {
         let last = self
             .last_world
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(world) = last
-            && world.catch_up(&*self.store)?
+        if let Some((world, graph)) = last
+            && let Some(changes) = world.catch_up(&*self.store)?
         {
-            return Ok(world);
+            let graph = if graph.holds_after(&self.svc.graph, &changes) {
+                graph
+            } else {
+                ObjectGraph::build(&self.svc.graph, &world)
+            };
+            return Ok((world, graph));
         }
-        Ok(Arc::new(Snapshot::tracking(
-            self.svc.schema.clone(),
-            &*self.store,
-        )?))
+        let world = Arc::new(Snapshot::tracking(self.svc.schema.clone(), &*self.store)?);
+        let graph = ObjectGraph::build(&self.svc.graph, &world);
+        Ok((world, graph))
     }
 
     /// Brings in sync, without a snapshot of the store, the objects that need no run and
@@ -611,10 +616,14 @@ impl Pass<'_> {
         }
         // Only what was written since the pass read it (runs in flight see the newer
         // objects they render from, which is as new as any of their reads must be).
-        if !self.world.catch_up(&*e.store)? {
-            self.world = Arc::new(Snapshot::tracking(e.svc.schema.clone(), &*e.store)?);
+        match self.world.catch_up(&*e.store)? {
+            Some(changes) if self.graph.holds_after(&e.svc.graph, &changes) => {}
+            Some(_) => self.graph = ObjectGraph::build(&e.svc.graph, &self.world),
+            None => {
+                self.world = Arc::new(Snapshot::tracking(e.svc.schema.clone(), &*e.store)?);
+                self.graph = ObjectGraph::build(&e.svc.graph, &self.world);
+            }
         }
-        self.graph = ObjectGraph::build(&e.svc.graph, &self.world);
         self.settled_elsewhere(done);
         let before = self.queue.len();
         self.collect(done)?;
@@ -701,7 +710,7 @@ impl Pass<'_> {
                 .collect();
             names.sort();
             let msg = format!("dependency cycle between objects: {}", names.join(", "));
-            for id in cycle {
+            for &id in cycle {
                 cyclic.insert(id);
                 if let Some(o) = self.world.by_id(id)
                     && o.book.message != msg

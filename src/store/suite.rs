@@ -201,9 +201,10 @@ fn a_snapshot_that_catches_up_holds_what_a_fresh_read_holds(b: &dyn Backend) {
         all.sort_by_key(|o| o.id);
         all
     };
+    let none = snap.catch_up(&*store).unwrap();
     assert!(
-        snap.catch_up(&*store).unwrap(),
-        "nothing written: still tracking"
+        none.is_some_and(|r| r.is_empty()),
+        "nothing written: still tracking, nothing replaced"
     );
     assert_eq!(held(&snap), fresh());
     let before = store.revision().unwrap();
@@ -237,7 +238,18 @@ fn a_snapshot_that_catches_up_holds_what_a_fresh_read_holds(b: &dyn Backend) {
     );
     assert_eq!(changed.purged.len(), 2);
     assert_eq!(changed.rev, store.revision().unwrap());
-    assert!(snap.catch_up(&*store).unwrap());
+    let replaced = snap.catch_up(&*store).unwrap().unwrap();
+    let count = |before: bool, after: bool| {
+        replaced
+            .iter()
+            .filter(|r| r.before.is_some() == before && r.after.is_some() == after)
+            .count()
+    };
+    // Six replaced, two purged, two new (s5 again among them).
+    assert_eq!(
+        (count(true, true), count(true, false), count(false, true)),
+        (6, 2, 2)
+    );
     assert_eq!(held(&snap), fresh());
     assert_eq!(snap.get("Site", "s5").unwrap().id, again);
     // Caught up: nothing more to read.
@@ -245,7 +257,7 @@ fn a_snapshot_that_catches_up_holds_what_a_fresh_read_holds(b: &dyn Backend) {
     assert!(now.objects.is_empty() && now.purged.is_empty());
     // A snapshot that does not track cannot catch up.
     let plain = crate::snapshot::Snapshot::load(schema, &*store).unwrap();
-    assert!(!plain.catch_up(&*store).unwrap());
+    assert!(plain.catch_up(&*store).unwrap().is_none());
 }
 
 /// A recording of many outcomes in one transaction (PostgreSQL sends them as one
