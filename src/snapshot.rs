@@ -1,9 +1,10 @@
 //! The objects of the data model as one pass sees them, by id and by `Model/key`. Runs
 //! update it as they record outcomes, so later decisions of the same pass see them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::bookkeeping;
 use crate::model::Schema;
 use crate::store::{ObjectRecord, ReadOps, Store, StoreError};
 
@@ -15,6 +16,10 @@ struct Maps {
     /// The store revision every object is held as of, for a snapshot that catches up
     /// ([`Snapshot::catch_up`]).
     rev: Option<i64>,
+    /// The objects that can be due without a resync ([`bookkeeping::active`]), so a pass
+    /// over a large store in sync walks only them (B4: walking 10,000 objects for the one
+    /// an apply changed was 4.4 ms).
+    active: HashSet<i64>,
 }
 
 /// An object as a [`Snapshot::catch_up`] found it: as held before (`None`: new) and after
@@ -44,7 +49,21 @@ impl Maps {
                     .insert(rec.key.clone(), rec.id);
             }
         }
+        if bookkeeping::active(&rec.book) {
+            self.active.insert(rec.id);
+        } else {
+            self.active.remove(&rec.id);
+        }
         self.by_id.insert(rec.id, rec)
+    }
+
+    fn remove(&mut self, id: i64) -> Option<Arc<ObjectRecord>> {
+        self.active.remove(&id);
+        let o = self.by_id.remove(&id)?;
+        if let Some(keys) = self.by_key.get_mut(&o.model) {
+            keys.remove(&o.key);
+        }
+        Some(o)
     }
 }
 
@@ -115,8 +134,12 @@ impl Snapshot {
                     });
                 }
                 Step::Purge(model, key) => {
-                    if let Some(id) = m.by_key.get_mut(&model).and_then(|keys| keys.remove(&key))
-                        && let Some(before) = m.by_id.remove(&id)
+                    if let Some(id) = m
+                        .by_key
+                        .get(&model)
+                        .and_then(|keys| keys.get(&key))
+                        .copied()
+                        && let Some(before) = m.remove(id)
                     {
                         replaced.push(Replaced {
                             before: Some(before),
@@ -135,11 +158,7 @@ impl Snapshot {
     pub fn of(schema: Arc<Schema>, objects: Vec<ObjectRecord>) -> Snapshot {
         let mut maps = Maps::default();
         for o in objects {
-            maps.by_key
-                .entry(o.model.clone())
-                .or_default()
-                .insert(o.key.clone(), o.id);
-            maps.by_id.insert(o.id, Arc::new(o));
+            maps.put(o);
         }
         Snapshot {
             schema,
@@ -185,12 +204,7 @@ impl Snapshot {
     }
 
     pub fn remove(&self, id: i64) {
-        let mut m = self.write();
-        if let Some(o) = m.by_id.remove(&id)
-            && let Some(keys) = m.by_key.get_mut(&o.model)
-        {
-            keys.remove(&o.key);
-        }
+        self.write().remove(id);
     }
 
     /// Every object of `model`, sorted by key.
@@ -208,6 +222,15 @@ impl Snapshot {
 
     pub fn all(&self) -> Vec<Arc<ObjectRecord>> {
         self.read().by_id.values().cloned().collect()
+    }
+
+    /// The objects that can be due without a resync ([`bookkeeping::active`]).
+    pub fn active(&self) -> Vec<Arc<ObjectRecord>> {
+        let m = self.read();
+        m.active
+            .iter()
+            .filter_map(|id| m.by_id.get(id).cloned())
+            .collect()
     }
 
     pub fn len(&self) -> usize {

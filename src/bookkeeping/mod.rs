@@ -359,6 +359,13 @@ pub fn work(b: &Bookkeeping) -> Option<Due> {
     }
 }
 
+/// Whether `b` can be due without a resync: it has work or is a suspect (what the store's
+/// `pending` and `suspect` marks hold). Without resyncs, a pass need look at no other
+/// object.
+pub fn active(b: &Bookkeeping) -> bool {
+    work(b).is_some() || suspect(b).is_some()
+}
+
 /// Why `b` must be rendered again to know whether it is pending: an input of its recipe
 /// changed while it was in sync (see [`Drift`]).
 pub fn suspect(b: &Bookkeeping) -> Option<&Cause> {

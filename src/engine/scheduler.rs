@@ -551,7 +551,13 @@ impl Pass<'_> {
             (level, spread, o.key.clone(), o.id)
         };
         let mut jobs: Vec<(Arc<ObjectRecord>, OrderKey)> = Vec::new();
-        for o in self.world.all() {
+        // Without resyncs only an object with work or a suspicion can be due.
+        let candidates = if e.resyncs() {
+            self.world.all()
+        } else {
+            self.world.active()
+        };
+        for o in candidates {
             // Already queued or in flight (a refresh in the middle of a pass).
             if cyclic.contains(&o.id) || self.phases.contains_key(&o.id) {
                 continue;

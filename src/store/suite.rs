@@ -252,6 +252,16 @@ fn a_snapshot_that_catches_up_holds_what_a_fresh_read_holds(b: &dyn Backend) {
     );
     assert_eq!(held(&snap), fresh());
     assert_eq!(snap.get("Site", "s5").unwrap().id, again);
+    // What a pass walks without resyncs: the objects with work, no other.
+    let mut active: Vec<i64> = snap.active().iter().map(|o| o.id).collect();
+    active.sort_unstable();
+    let want: Vec<i64> = fresh()
+        .iter()
+        .filter(|o| crate::bookkeeping::active(&o.book))
+        .map(|o| o.id)
+        .collect();
+    assert!(!active.contains(&ids[6]), "synced by the outcome writer");
+    assert_eq!(active, want);
     // Caught up: nothing more to read.
     let now = store.changed_since(changed.rev).unwrap().unwrap();
     assert!(now.objects.is_empty() && now.purged.is_empty());
