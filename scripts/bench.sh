@@ -28,7 +28,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 RUNS=${BENCH_RUNS:-5}
-ONLY=${BENCH_ONLY:-B1,B2,B3,B4,B4H,B5,B6,B7,B3S,B8,B9}
+ONLY=${BENCH_ONLY:-B1,B2,B3,B4,B4H,B5,B6,B7,B3S,B8,B9,B3G}
 QUICK=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -60,6 +60,8 @@ B8_NATS=${BENCH_B8_NATS:-127.0.0.1:4222}
 B9_ITEMS=10000 B9_PAGES=10
 # B11: this many independent objects against a server that answers after this long (SPEC §17).
 B11_OBJECTS=${BENCH_B11_OBJECTS:-3000} B11_DELAY_MS=50
+# B3G: the object counts of the growth table (issue #20).
+B3G_SIZES=${BENCH_B3G_SIZES:-10000 100000 1000000}
 # B4H: B4 with one request, for an unrelated Site, hung this long the whole time.
 B4H_HANG_S=${BENCH_B4H_HANG_S:-10}
 DELAY_MS=2
@@ -72,6 +74,7 @@ if [ "$QUICK" = 1 ]; then
   B6_SLICES=1000
   B7_NETWORKS=1000
   B8_MESSAGES=${BENCH_B8_MESSAGES:-10000}
+  B3G_SIZES=${BENCH_B3G_SIZES:-1000 10000}
 fi
 B1_TOTAL=$((B1_SITES + B1_SLICES + B1_INSTANCES))
 B3_TOTAL=$((B3_SITES + B3_SLICES + B3_INSTANCES))
@@ -1488,6 +1491,66 @@ b11() {
   done
 }
 
+# --- B3G: growth (issue #20) ----------------------------------------------------------------
+# apply, plan, first sync (0 ms server) and the idle `run --once` after it, once at each of
+# B3G_SIZES objects (B3's mix: 1 % Sites, 10 % Slices, the rest Instances), each size in a
+# fresh folder removed before the next; time and peak RSS of each, a growth table (each
+# step's cost per object at the largest size against the one before it, target <= 1.2) and
+# a plot in target/bench/growth.svg. One run per size: the largest takes minutes.
+b3g() {
+  local d=$WORK/b3g n sites slices svc prev="" step
+  log "B3G: growth at $B3G_SIZES objects: apply, plan, first sync, idle run --once; 1 run each"
+  mkdir -p "$d"
+  : >"$RES/growth.tsv"
+  start_server 0
+  for n in $B3G_SIZES; do
+    sites=$((n / 100)) slices=$((n / 10))
+    svc=$d/svc-$n
+    "$BB/gen" --dir "$svc" --url "$SERVER_URL" --sites "$sites" --slices "$slices" \
+      --instances $((n - sites - slices)) --concurrency $CONCURRENCY 2>/dev/null
+    settle
+    measure 3600 "$d/apply.out" "$STEPSYNC" -C "$svc" -q apply -f objects/ || die "B3G: apply of $n failed"
+    b3g_record "$n" apply
+    settle
+    measure 3600 "$d/plan.out" "$STEPSYNC" -C "$svc" plan --sys-dir "$d/plan-sys-$n"
+    grep -q "^Plan: $n to create" "$d/plan.out" || die "B3G: unexpected plan of $n: $(tail -1 "$d/plan.out")"
+    b3g_record "$n" plan
+    # The plan's folders go before the sync writes its own: at 1,000,000 objects both would
+    # not fit the disk's inodes beside the other benchmarks' (settle keeps the deletion from
+    # slowing the next creations).
+    rm -rf "$d/plan-sys-$n" "$d/plan.out"
+    server_reset
+    settle
+    measure 7200 "$d/sync.out" "$STEPSYNC" -C "$svc" run --once
+    grep -q "^run: $n ok" "$d/sync.out" || die "B3G: the first sync of $n left objects not ok: $(head -3 "$d/sync.out")"
+    b3g_record "$n" sync
+    server_reset
+    settle
+    measure 1800 "$d/idle.out" "$STEPSYNC" -C "$svc" run --once
+    [ "$(server_stat requests)" = 0 ] || die "B3G: the idle pass over $n sent requests"
+    b3g_record "$n" idle
+    log "  $n objects: $(awk -v n="$n" '$1 == n { printf "%s %ss %sMiB  ", $2, $3, $4 }' "$RES/growth.tsv")"
+    if [ -n "$prev" ]; then
+      for step in apply plan sync idle; do
+        record "b3g_${step}_growth" "$(awk -v a="$prev" -v b="$n" -v s="$step" '
+          $2 == s && $1 == a { ta = $3 } $2 == s && $1 == b { tb = $3 }
+          END { printf "%.2f", (tb / b) / (ta / a) }' "$RES/growth.tsv")"
+      done
+    fi
+    rm -rf "$svc"
+    prev=$n
+  done
+  record b3g_peak_rss "$(awk -v n="$prev" '$1 == n && $4 > m { m = $4 } END { printf "%.0f", m }' "$RES/growth.tsv")"
+  mkdir -p "$ROOT/target/bench"
+  python3 "$ROOT/scripts/lib/growth_svg.py" "$RES/growth.tsv" "$ROOT/target/bench/growth.svg"
+  log "  plot: target/bench/growth.svg"
+}
+b3g_record() { # N STEP: the last measure's time and peak RSS, in the growth table
+  echo "$1 $2 $WALL $(calc "$RSS / 1024" 1)" >>"$RES/growth.tsv"
+  record "b3g_$2_s_$1" "$WALL"
+  record "b3g_$2_rss_$1" "$(calc "$RSS / 1024" 1)"
+}
+
 START=$(date -u +%Y-%m-%dT%H:%MZ)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 run_bench B1 b1
@@ -1503,6 +1566,7 @@ run_bench B8 b8
 run_bench B9 b9
 run_bench B10 b10
 run_bench B11 b11
+run_bench B3G b3g
 
 # stats METRIC -> "n median min max" (median of an even count: the mean of the middle two)
 stats() {
@@ -1650,6 +1714,18 @@ row() {
   row "B11 B1 \`run --once\` on SQLite (s)" b11_b1_sqlite_s 2
   row "B11 B1 \`run --once\` on PostgreSQL (s)" b11_b1_pg_s 2
   row "B11 B1 PostgreSQL / SQLite (per run)" b11_b1_ratio 2
+  glast=""
+  for gn in $B3G_SIZES; do
+    for gs in apply plan sync idle; do
+      row "B3G $gs, $gn objects (s)" "b3g_${gs}_s_$gn" 2
+      row "B3G $gs, $gn objects, peak RSS (MiB)" "b3g_${gs}_rss_$gn" 0
+    done
+    glast=$gn
+  done
+  for gs in apply plan sync idle; do
+    row "B3G $gs: cost per object at $glast / at the size before (x)" "b3g_${gs}_growth" 2 "<=" 1.2
+  done
+  row "B3G peak RSS at $glast objects (MiB)" b3g_peak_rss 0 "<=" 2560
   if [ -s "$RES/notes" ]; then
     echo
     sed 's/^/- /' "$RES/notes"
