@@ -20,6 +20,13 @@ struct Maps {
     /// over a large store in sync walks only them (B4: walking 10,000 objects for the one
     /// an apply changed was 4.4 ms).
     active: HashSet<i64>,
+    /// Objects purged since the snapshot was read (ids are never used again): a run's
+    /// outcome recorded after another process purged its object must not bring it back.
+    gone: HashSet<i64>,
+    /// A run's recorded outcome ([`Snapshot::put`], [`Snapshot::remove`]) added or removed
+    /// an object or changed its fields since the last [`Snapshot::take_reshaped`]: a graph
+    /// built before may no longer hold. (A catch-up reports its own changes.)
+    reshaped: bool,
 }
 
 /// An object as a [`Snapshot::catch_up`] found it: as held before (`None`: new) and after
@@ -112,7 +119,7 @@ impl Snapshot {
         let mut steps: Vec<(i64, Step)> = changed
             .objects
             .into_iter()
-            .map(|(rev, o)| (rev, Step::Put(Box::new(o))))
+            .map(|o| (o.touched, Step::Put(Box::new(o))))
             .chain(
                 changed
                     .purged
@@ -141,6 +148,7 @@ impl Snapshot {
                         .copied()
                         && let Some(before) = m.remove(id)
                     {
+                        m.gone.insert(id);
                         replaced.push(Replaced {
                             before: Some(before),
                             after: None,
@@ -198,13 +206,36 @@ impl Snapshot {
         self.read().by_id.get(&id).cloned()
     }
 
-    /// Replaces one object after a run changed it.
+    /// Replaces one object after a run changed it: the record its outcome wrote, read in
+    /// the recording's transaction. A record older than the one held (a catch-up read a
+    /// later write of another process meanwhile) or of an object since purged is dropped:
+    /// the held one is the newer truth.
     pub fn put(&self, rec: ObjectRecord) {
-        self.write().put(rec);
+        let mut m = self.write();
+        if m.gone.contains(&rec.id) {
+            return;
+        }
+        match m.by_id.get(&rec.id) {
+            Some(held) if rec.touched < held.touched => return,
+            Some(held) if held.fields == rec.fields => {}
+            _ => m.reshaped = true,
+        }
+        m.put(rec);
     }
 
+    /// Removes an object a run purged.
     pub fn remove(&self, id: i64) {
-        self.write().remove(id);
+        let mut m = self.write();
+        if m.remove(id).is_some() {
+            m.reshaped = true;
+        }
+        m.gone.insert(id);
+    }
+
+    /// Whether [`Snapshot::put`] or [`Snapshot::remove`] reshaped the objects since the
+    /// last call (see `Maps::reshaped`).
+    pub fn take_reshaped(&self) -> bool {
+        std::mem::take(&mut self.write().reshaped)
     }
 
     /// Every object of `model`, sorted by key.

@@ -389,7 +389,9 @@ impl Engine {
         if let Some((world, graph)) = last
             && let Some(changes) = world.catch_up(&*self.store)?
         {
-            let graph = if graph.holds_after(&self.svc.graph, &changes) {
+            // Not `||`: both clear what they read.
+            let reshaped = world.take_reshaped();
+            let graph = if !reshaped && graph.holds_after(&self.svc.graph, &changes) {
                 graph
             } else {
                 ObjectGraph::build(&self.svc.graph, &world)
@@ -533,6 +535,11 @@ impl Engine {
 impl Pass<'_> {
     /// Finds the pending work and what each job waits for; blocks what cannot run.
     fn collect(&mut self, done: &HashSet<(i64, i64)>) -> Result<()> {
+        // An outcome recorded since the graph was built may carry another process's change
+        // of the object's references (read in the recording's transaction).
+        if self.world.take_reshaped() {
+            self.rebuild_graph();
+        }
         let e = self.engine;
         let now = Millis::now();
         let cyclic = self.record_cycles(now)?;
@@ -610,6 +617,12 @@ impl Pass<'_> {
         Ok(())
     }
 
+    /// The graph of the objects as the pass now holds them.
+    fn rebuild_graph(&mut self) {
+        self.world.take_reshaped();
+        self.graph = ObjectGraph::build(&self.engine.svc.graph, &self.world);
+    }
+
     /// Another process changed the store while runs are in flight: the objects as they now
     /// stand, and jobs for what became due. Runs in flight keep the objects they started
     /// with; their outcomes are weighed against those.
@@ -624,10 +637,10 @@ impl Pass<'_> {
         // objects they render from, which is as new as any of their reads must be).
         match self.world.catch_up(&*e.store)? {
             Some(changes) if self.graph.holds_after(&e.svc.graph, &changes) => {}
-            Some(_) => self.graph = ObjectGraph::build(&e.svc.graph, &self.world),
+            Some(_) => self.rebuild_graph(),
             None => {
                 self.world = Arc::new(Snapshot::tracking(e.svc.schema.clone(), &*e.store)?);
-                self.graph = ObjectGraph::build(&e.svc.graph, &self.world);
+                self.rebuild_graph();
             }
         }
         self.settled_elsewhere(done);

@@ -74,6 +74,9 @@ pub struct ObjectRecord {
     /// Who wrote it on its own, if not a person: `Network/n1` for the object a policy of
     /// Network/n1 ensured (SPEC §12).
     pub owner: Option<String>,
+    /// The store revision of the row's last write as it was read (0 for a record never
+    /// read from a store): of two reads of one object, the later has the higher one.
+    pub touched: i64,
 }
 
 impl ObjectRecord {
@@ -556,8 +559,8 @@ pub trait Store: ReadOps + Send + Sync {
 pub struct Changed {
     /// The store's revision in the snapshot read: every write up to it is in here.
     pub rev: i64,
-    /// Each object written since, with the revision of its last write.
-    pub objects: Vec<(i64, ObjectRecord)>,
+    /// Each object written since (its `touched` the revision of its last write).
+    pub objects: Vec<ObjectRecord>,
     /// Each purge since: its revision, and the object's model and key.
     pub purged: Vec<(i64, String, String)>,
 }

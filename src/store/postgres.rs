@@ -1628,13 +1628,11 @@ impl Store for PostgresStore {
                 }
                 let objects = s
                     .query(
-                        &format!(
-                            "SELECT {OBJECT_COLUMNS}, touched FROM objects WHERE touched > $1"
-                        ),
+                        &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE touched > $1"),
                         &[&after],
                     )?
                     .iter()
-                    .map(|r| Ok((r.try_get(columns::OBJECT_COLUMN_COUNT)?, record(r)?)))
+                    .map(record)
                     .collect::<PgResult<_>>()?;
                 let purged = s
                     .query(

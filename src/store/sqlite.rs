@@ -1154,11 +1154,9 @@ impl Store for SqliteStore {
             }
             let objects = tx
                 .prepare_cached(&format!(
-                    "SELECT {OBJECT_COLUMNS}, touched FROM objects WHERE touched > ?1"
+                    "SELECT {OBJECT_COLUMNS} FROM objects WHERE touched > ?1"
                 ))?
-                .query_map([after], |r| {
-                    Ok((r.get(columns::OBJECT_COLUMN_COUNT)?, row_to_record(r)?))
-                })?
+                .query_map([after], row_to_record)?
                 .collect::<rusqlite::Result<_>>()?;
             let purged = tx
                 .prepare_cached("SELECT rev, model, key FROM purged WHERE rev > ?1")?

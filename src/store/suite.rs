@@ -229,7 +229,7 @@ fn a_snapshot_that_catches_up_holds_what_a_fresh_read_holds(b: &dyn Backend) {
     tx.put_book(ids[7], &book, None).unwrap();
     tx.commit().unwrap();
     let changed = store.changed_since(before).unwrap().unwrap();
-    let mut read: Vec<i64> = changed.objects.iter().map(|(_, o)| o.id).collect();
+    let mut read: Vec<i64> = changed.objects.iter().map(|o| o.id).collect();
     read.sort_unstable();
     assert_eq!(
         read,
@@ -262,8 +262,45 @@ fn a_snapshot_that_catches_up_holds_what_a_fresh_read_holds(b: &dyn Backend) {
         .collect();
     assert!(!active.contains(&ids[6]), "synced by the outcome writer");
     assert_eq!(active, want);
+    // A run's outcome recorded late — read before another process's later write that the
+    // snapshot has caught up on, or of an object purged since — changes nothing; a
+    // record as new as the held one replaces it, and one with other fields reshapes.
+    let stale = snap.by_id(ids[2]).unwrap();
+    let late = store.get_by_ids(&[ids[2]]).unwrap().pop().unwrap();
+    let mut tx = other.write().unwrap();
+    tx.put_fields(ids[2], &map(json!({"n": 21})), &[]).unwrap();
+    tx.commit().unwrap();
+    assert!(snap.catch_up(&*store).unwrap().is_some());
+    assert!(!snap.take_reshaped());
+    let mut old = late.clone();
+    old.book.message = "a late outcome".into();
+    snap.put(old);
+    assert_eq!(snap.by_id(ids[2]).unwrap().fields, map(json!({"n": 21})));
+    assert_ne!(stale.fields, snap.by_id(ids[2]).unwrap().fields);
+    let purged = (*snap.get("Site", "s9").unwrap()).clone();
+    let mut tx = other.write().unwrap();
+    tx.purge(new).unwrap();
+    tx.commit().unwrap();
+    assert!(snap.catch_up(&*store).unwrap().is_some());
+    snap.put(purged);
+    assert!(
+        snap.get("Site", "s9").is_none(),
+        "a purged object stays gone"
+    );
+    assert!(!snap.take_reshaped());
+    let mut current = store.get_by_ids(&[ids[1]]).unwrap().pop().unwrap();
+    current.book.message = "recorded".into();
+    snap.put(current.clone());
+    assert_eq!(snap.by_id(ids[1]).unwrap().book.message, "recorded");
+    assert!(!snap.take_reshaped(), "same fields");
+    current.fields = map(json!({"n": 100}));
+    snap.put(current);
+    assert!(snap.take_reshaped(), "other fields");
+    assert!(!snap.take_reshaped(), "taken");
     // Caught up: nothing more to read.
-    let now = store.changed_since(changed.rev).unwrap().unwrap();
+    let rev = store.revision().unwrap();
+    assert!(snap.catch_up(&*store).unwrap().is_some());
+    let now = store.changed_since(rev).unwrap().unwrap();
     assert!(now.objects.is_empty() && now.purged.is_empty());
     // A snapshot that does not track cannot catch up.
     let plain = crate::snapshot::Snapshot::load(schema, &*store).unwrap();
@@ -575,6 +612,7 @@ fn records_round_trip_every_column(b: &dyn Backend) {
         feedback: Map::new(),
         book: book.clone(),
         owner: Some("Network/n1".into()),
+        touched: store.revision().unwrap(),
     };
     let got = store.get("Site", "a").unwrap().unwrap();
     assert_eq!(got, want);
