@@ -402,7 +402,7 @@ fn the_daemon_notices_applies_within_a_second_and_stops_gracefully() {
 fn the_daemon_retries_at_once_when_another_process_clears_a_backoff() {
     let (svc, server) = setup("backoff: {initial: 1h}\n", "Site:\n  - {name: a}\n");
     server.respond("PUT", "/sites/a", 500, "site a is broken");
-    let mut daemon = svc.daemon();
+    let daemon = svc.daemon_guard();
     let t = Instant::now();
     while status(&svc, "Site", "a")["status"] != "error" {
         assert!(
@@ -425,8 +425,7 @@ fn the_daemon_retries_at_once_when_another_process_clears_a_backoff() {
     );
     svc.ok(&["retry", "Site", "a"]);
     let retried = server.wait_for("PUT /sites/a", Duration::from_secs(5));
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(daemon);
     retried.expect("retried once the backoff was cleared");
 }
 
@@ -437,7 +436,7 @@ fn the_daemon_retries_at_once_when_another_process_clears_a_backoff() {
 fn the_daemon_follows_a_reference_that_moved_to_a_failed_object() {
     let (svc, server) = setup("backoff: {initial: 1h}\n", TREE);
     server.respond("PUT", "/sites/b", 500, "site b is broken");
-    let mut daemon = svc.daemon();
+    let daemon = svc.daemon_guard();
     let t = Instant::now();
     while status(&svc, "Slice", "b2")["status"] != "blocked"
         || status(&svc, "Slice", "a2")["status"] != "ok"
@@ -459,8 +458,7 @@ fn the_daemon_follows_a_reference_that_moved_to_a_failed_object() {
         .iter()
         .any(|l| l.starts_with("PUT /slices/a1"));
     let a1 = status(&svc, "Slice", "a1");
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(daemon);
     a.expect("site a's change synced");
     assert!(
         !sent_a1,

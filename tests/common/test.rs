@@ -93,6 +93,12 @@ impl Service {
         c
     }
 
+    /// Starts `stepsync run` (the daemon), its output discarded; killed when the guard is
+    /// dropped, also when the test panics.
+    pub fn daemon_guard(&self) -> Running {
+        Running(self.daemon())
+    }
+
     /// Starts `stepsync run` (the daemon), its output discarded; the caller kills it.
     pub fn daemon(&self) -> std::process::Child {
         self.command(&["run"])
@@ -367,4 +373,14 @@ fn the_service_outlives_the_run_for_the_next_command() {
         .stderr("")
         .run();
     assert_eq!(out.service.keys("Site"), ["a"]);
+}
+
+/// A process a test started, killed and reaped when dropped.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
