@@ -106,7 +106,10 @@ impl Snapshot {
         let Some(after) = self.read().rev else {
             return Ok(None);
         };
-        let Some(changed) = store.changed_since(after)? else {
+        // More than a quarter of the objects written: a new read holds one copy of them, a
+        // catch-up two at once (B3G: a first sync's second pass over 100,000 objects).
+        let limit = self.len() / 4 + 64;
+        let Some(changed) = store.changed_since(after, limit)? else {
             return Ok(None);
         };
         /// One change read, to apply in revision order.

@@ -550,8 +550,10 @@ pub trait Store: ReadOps + Send + Sync {
     /// purged since, read in one snapshot of the store: what a reader that holds every
     /// object as of `after` applies to hold them as of the returned revision. `None` when
     /// the tombstones of some of those purges are gone (`after` is more than 100,000
-    /// revisions old): the reader reads every object again.
-    fn changed_since(&self, after: i64) -> Result<Option<Changed>, StoreError>;
+    /// revisions old), or when more than `limit` objects were written (reading them beside
+    /// the ones held would hold two copies of most of the store): the reader reads every
+    /// object again.
+    fn changed_since(&self, after: i64, limit: usize) -> Result<Option<Changed>, StoreError>;
 }
 
 /// What [`Store::changed_since`] read.
@@ -563,6 +565,14 @@ pub struct Changed {
     pub objects: Vec<ObjectRecord>,
     /// Each purge since: its revision, and the object's model and key.
     pub purged: Vec<(i64, String, String)>,
+}
+
+/// The row limit that tells a [`Store::changed_since`] with `limit` that there are more
+/// than `limit` rows: one more.
+fn over(limit: usize) -> i64 {
+    i64::try_from(limit)
+        .unwrap_or(i64::MAX - 1)
+        .saturating_add(1)
 }
 
 /// Whether the tombstones a store keeps cover every purge after `after`, its revision

@@ -1615,7 +1615,8 @@ impl Store for PostgresStore {
         })
     }
 
-    fn changed_since(&self, after: i64) -> Result<Option<Changed>, StoreError> {
+    fn changed_since(&self, after: i64, limit: usize) -> Result<Option<Changed>, StoreError> {
+        let over = super::over(limit);
         self.read(move |s| {
             // One snapshot for the revision and the rows: revisions commit in order (the
             // revision row is locked until each writer commits), so every write up to the
@@ -1626,14 +1627,19 @@ impl Store for PostgresStore {
                 if !super::tombstones_cover(after, rev) {
                     return Ok(None);
                 }
-                let objects = s
+                let objects: Vec<ObjectRecord> = s
                     .query(
-                        &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE touched > $1"),
-                        &[&after],
+                        &format!(
+                            "SELECT {OBJECT_COLUMNS} FROM objects WHERE touched > $1 LIMIT $2"
+                        ),
+                        &[&after, &over],
                     )?
                     .iter()
                     .map(record)
                     .collect::<PgResult<_>>()?;
+                if i64::try_from(objects.len()).unwrap_or(i64::MAX) >= over {
+                    return Ok(None);
+                }
                 let purged = s
                     .query(
                         "SELECT rev, model, key FROM purged WHERE rev > $1",

@@ -1143,7 +1143,7 @@ impl Store for SqliteStore {
         run().map_err(sql_err(&self.path))
     }
 
-    fn changed_since(&self, after: i64) -> Result<Option<Changed>, StoreError> {
+    fn changed_since(&self, after: i64, limit: usize) -> Result<Option<Changed>, StoreError> {
         let conn = self.read_lock();
         let run = || -> rusqlite::Result<Option<Changed>> {
             // One read transaction: one snapshot for the revision and the rows.
@@ -1152,12 +1152,15 @@ impl Store for SqliteStore {
             if !super::tombstones_cover(after, rev) {
                 return Ok(None);
             }
-            let objects = tx
+            let objects: Vec<ObjectRecord> = tx
                 .prepare_cached(&format!(
-                    "SELECT {OBJECT_COLUMNS} FROM objects WHERE touched > ?1"
+                    "SELECT {OBJECT_COLUMNS} FROM objects WHERE touched > ?1 LIMIT ?2"
                 ))?
-                .query_map([after], row_to_record)?
+                .query_map(params![after, super::over(limit)], row_to_record)?
                 .collect::<rusqlite::Result<_>>()?;
+            if objects.len() > limit {
+                return Ok(None);
+            }
             let purged = tx
                 .prepare_cached("SELECT rev, model, key FROM purged WHERE rev > ?1")?
                 .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?

@@ -228,7 +228,12 @@ fn a_snapshot_that_catches_up_holds_what_a_fresh_read_holds(b: &dyn Backend) {
     book.failures = 3;
     tx.put_book(ids[7], &book, None).unwrap();
     tx.commit().unwrap();
-    let changed = store.changed_since(before).unwrap().unwrap();
+    let changed = store.changed_since(before, 100).unwrap().unwrap();
+    assert!(
+        store.changed_since(before, 7).unwrap().is_none(),
+        "more written than the limit"
+    );
+    assert!(store.changed_since(before, 8).unwrap().is_some());
     let mut read: Vec<i64> = changed.objects.iter().map(|o| o.id).collect();
     read.sort_unstable();
     assert_eq!(
@@ -300,7 +305,7 @@ fn a_snapshot_that_catches_up_holds_what_a_fresh_read_holds(b: &dyn Backend) {
     // Caught up: nothing more to read.
     let rev = store.revision().unwrap();
     assert!(snap.catch_up(&*store).unwrap().is_some());
-    let now = store.changed_since(rev).unwrap().unwrap();
+    let now = store.changed_since(rev, 0).unwrap().unwrap();
     assert!(now.objects.is_empty() && now.purged.is_empty());
     // A snapshot that does not track cannot catch up.
     let plain = crate::snapshot::Snapshot::load(schema, &*store).unwrap();
