@@ -109,7 +109,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 command -v timeout >/dev/null 2>&1 || missing+=(coreutils)
 apt_install "${missing[@]}"
-if want B2; then ensure_ansible; fi
+if want B2; then ensure_ansible && ensure_mitogen; fi
 
 # --- Build --------------------------------------------------------------------------------------
 # Into target/ and bench/target/, or, with CARGO_TARGET_DIR, into it and a bench-tools/ folder
@@ -177,6 +177,10 @@ cleanup() {
   local rc=$?
   set +e
   stop_tracked
+  if [ -s "$WORK/mounts" ]; then
+    local m
+    while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"; done <"$WORK/mounts"
+  fi
   if [ -s "$WORK/created_user" ]; then
     as_root userdel "$(cat "$WORK/created_user")" 2>/dev/null || {
       sleep 2
@@ -403,8 +407,8 @@ b2_user() {
 
 # b2_service DIR RUNNER PKG: the hello service (schemas, stepdefs, playbooks of the repository
 # root) whose Node is the test sshd, with B2_OBJECTS servers on fresh ports under PKG.
-b2_service() {
-  local svc=$1 runner=$2 pkg=$3 i
+b2_service() { # DIR RUNNER PKG [OBJECTS]
+  local svc=$1 runner=$2 pkg=$3 objects=${4:-$B2_OBJECTS} i
   rm -rf "$svc"
   mkdir -p "$svc" "$pkg"
   [ "$B2_USER" = "$(id -un)" ] || as_root chown "$B2_USER" "$pkg"
@@ -423,12 +427,12 @@ all:
   hosts:
     target: {ansible_host: 127.0.0.1}
 EOF
-  B2_PORTS=($(free_ports "$B2_OBJECTS"))
+  B2_PORTS=($(free_ports "$objects"))
   {
     echo "Node:"
     echo "  - {name: target, address: target}"
     echo "HelloServer:"
-    for i in $(seq "$B2_OBJECTS"); do
+    for i in $(seq "$objects"); do
       echo "  - {name: hello-$i, node: target, server_port: ${B2_PORTS[$((i - 1))]}, package_location: $pkg, greeting: 'Hello $i'}"
     done
   } >"$svc/objects.yaml"
@@ -457,6 +461,25 @@ b2_stop_by_hand() {
     timeout 30 python3 "$pkg/bin/hello_server.py" stop --dir "$d" >/dev/null 2>&1 || true
   done
   stop_hello_servers "$pkg"
+}
+
+# One SSH round trip, the floor of a task sent over SSH: `ssh true` over an open master
+# connection (OpenSSH's ControlMaster, as the built-in runner multiplexes), 20 times; the
+# median in ms, and the remote tasks one object's first sync runs (the hello playbook's
+# file, copy, file, template and command; set_stats runs on the controller).
+b2_round_trip() {
+  local d=$WORK/b2 sock=$WORK/b2/cp/rtt i t0 t1
+  local opts=(-S "$sock" -p "$SSHD_PORT" -i "$d/keys/user_key" -o IdentitiesOnly=yes
+    -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$d/keys/known_hosts" -o BatchMode=yes)
+  timeout 30 ssh "${opts[@]}" -M -o ControlPersist=60 -fN "$B2_USER@127.0.0.1" || { log "B2: no master for the round trip"; return 0; }
+  for i in $(seq 20); do
+    t0=$(date +%s%N)
+    timeout 10 ssh "${opts[@]}" "$B2_USER@127.0.0.1" true
+    t1=$(date +%s%N)
+    record b2_rtt_ms "$(ms_between "$t0" "$t1")"
+  done
+  timeout 10 ssh "${opts[@]}" -O exit "$B2_USER@127.0.0.1" 2>/dev/null || true
+  record b2_tasks 5
 }
 
 b2() {
@@ -509,10 +532,35 @@ EOF
     b2_stop_by_hand "$pkg"
     record b2_hand "$hand"
 
+    # The same by hand with Mitogen's strategy, which users reach for to make Ansible fast:
+    # one Python interpreter on the target per connection, modules sent over it, not one SSH
+    # exchange and one interpreter per module.
+    svc=$d/r$r-mitogen pkg=$d/r$r-mitogen/pkg
+    b2_service "$svc" ansible "$pkg"
+    timeout 60 "$STEPSYNC" -C "$svc" -q apply -f objects.yaml >/dev/null
+    timeout 120 "$STEPSYNC" -C "$svc" plan >/dev/null
+    cp "$d/r$r-hand/by-hand.sh" "$svc/by-hand.sh"
+    ANSIBLE_STRATEGY_PLUGINS=$MITOGEN_STRATEGIES ANSIBLE_STRATEGY=mitogen_linear \
+      measure 1800 "$svc/run.out" bash "$svc/by-hand.sh" "$svc/.stepsync/sys"
+    mitogen=$(calc "$WALL / $B2_OBJECTS" 4)
+    b2_check_servers
+    b2_stop_by_hand "$pkg"
+    record b2_mitogen "$mitogen"
+    record b2_speedup_mitogen "$(calc "$mitogen / $builtin" 1)"
+
+    # One object alone, built-in: its latency, against one SSH round trip per task below.
+    svc=$d/r$r-one pkg=$d/r$r-one/pkg
+    b2_service "$svc" builtin "$pkg" 1
+    timeout 60 "$STEPSYNC" -C "$svc" -q apply -f objects.yaml >/dev/null
+    measure 600 "$svc/run.out" "$STEPSYNC" -C "$svc" run --once
+    record b2_one_s "$WALL"
+    b2_delete "$svc" "$pkg"
+
     record b2_speedup_hand "$(calc "$hand / $builtin" 1)"
     record b2_speedup_runner "$(calc "$ansible / $builtin" 1)"
-    log "  run $r: per object built-in ${builtin}s, runner: ansible ${ansible}s, by hand ${hand}s"
+    log "  run $r: per object built-in ${builtin}s, runner: ansible ${ansible}s, by hand ${hand}s, by hand with mitogen ${mitogen}s; one object alone ${WALL}s"
   done
+  b2_round_trip
   record b2_logins_total "$(grep -c 'Accepted publickey' "$d/keys/sshd.log" || true)"
 }
 
@@ -523,7 +571,7 @@ b3() {
   mkdir -p "$d"
   start_server 0
   "$BB/gen" --dir "$d/svc" --url "$SERVER_URL" --sites $B3_SITES --slices $B3_SLICES \
-    --instances $B3_INSTANCES --concurrency $CONCURRENCY 2>/dev/null
+    --instances $B3_INSTANCES --concurrency $CONCURRENCY --requests "$d/requests.jsonl" 2>/dev/null
   # Fresh directories per run, nothing deleted until the end (as in B1).
   for r in $(seq "$RUNS"); do
     svc=$d/svc-r$r
@@ -573,13 +621,30 @@ b3() {
       rm -f "$d/plan.out"
     fi
   done
-  server_reset
-  settle
-  measure 1800 "$d/sync.out" "$STEPSYNC" -C "$svc" run --once
-  grep -q "^run: $B3_TOTAL ok" "$d/sync.out" || die "B3: the first sync left objects not ok: $(head -3 "$d/sync.out")"
-  record b3_sync_s "$WALL"
-  record b3_sync_rss "$(calc "$RSS / 1024" 1)"
-  log "  first sync: ${WALL}s"
+  # The first sync of each run's store (the plans above wrote only their plan dirs), then the
+  # raw client sending the same requests level by level, both from a reset server and cold
+  # caches; the ratio is taken per run, as in B1.
+  local s raw
+  for r in $(seq "$RUNS"); do
+    server_reset
+    settle
+    measure 1800 "$d/sync.out" "$STEPSYNC" -C "$d/svc-r$r" run --once
+    grep -q "^run: $B3_TOTAL ok" "$d/sync.out" || die "B3: the first sync left objects not ok: $(head -3 "$d/sync.out")"
+    n=$(server_stat requests)
+    [ "$n" = "$B3_TOTAL" ] || die "B3: the first sync sent $n requests, expected $B3_TOTAL"
+    s=$WALL
+    record b3_sync_s "$s"
+    record b3_sync_rss "$(calc "$RSS / 1024" 1)"
+    server_reset
+    settle
+    measure 1800 "$d/raw.out" "$BB/raw_client" --requests "$d/requests.jsonl" --concurrency $CONCURRENCY
+    raw=$WALL
+    n=$(server_stat requests)
+    [ "$n" = "$B3_TOTAL" ] || die "B3: the raw client sent $n requests, expected $B3_TOTAL"
+    record b3_sync_raw_s "$raw"
+    record b3_sync_ratio "$(calc "$s / $raw")"
+    log "  first sync run $r: ${s}s, raw client ${raw}s, ratio $(calc "$s / $raw" 2)"
+  done
   for r in $(seq "$RUNS"); do
     server_reset
     measure 600 "$d/idle.out" "$STEPSYNC" -C "$svc" run --once
@@ -1497,6 +1562,38 @@ b11() {
 # fresh folder removed before the next; time and peak RSS of each, a growth table (each
 # step's cost per object at the largest size against the one before it, target <= 1.2) and
 # a plot in target/bench/growth.svg. One run per size: the largest takes minutes.
+# fresh_fs DIR INODES: an empty file system of its own at DIR: as root, a new ext4 image
+# (sparse, no journal, like the root file system of the record's machine) loop-mounted there,
+# with room for INODES files; otherwise a plain folder. drop_fs DIR takes it away: an unmount
+# and one file's removal, where deleting a million objects' folders took more than 15 minutes
+# and slowed whatever created files after it (see "The file system").
+fresh_fs() {
+  local dir=$1 inodes=$2
+  mkdir -p "$dir"
+  if [ "$(id -u)" -eq 0 ] && [ "${BENCH_LOOP:-1}" = 1 ]; then
+    # The inode tables are left to read as the sparse file's zeros (noinit_itable), so no
+    # kernel thread writes gigabytes of them while the bench runs.
+    if truncate -s "${BENCH_LOOP_SIZE:-200G}" "$dir.img" \
+      && mkfs.ext4 -q -F -O ^has_journal -N "$inodes" -E lazy_itable_init=1 "$dir.img" \
+      && mount -o loop,noinit_itable "$dir.img" "$dir"; then
+      echo "$dir" >>"$WORK/mounts"
+      return 0
+    fi
+    log "could not mount an image at $dir; using a plain folder"
+    rm -f "$dir.img"
+  fi
+}
+drop_fs() {
+  local dir=$1
+  if [ -f "$WORK/mounts" ] && grep -qxF "$dir" "$WORK/mounts"; then
+    umount "$dir" && rm -f "$dir.img" && rmdir "$dir"
+    grep -vxF "$dir" "$WORK/mounts" >"$WORK/mounts.new" || true
+    mv "$WORK/mounts.new" "$WORK/mounts"
+  else
+    rm -rf "$dir"
+  fi
+}
+
 b3g() {
   local d=$WORK/b3g n sites slices svc prev="" step
   log "B3G: growth at $B3G_SIZES objects: apply, plan, first sync, idle run --once; 1 run each"
@@ -1505,20 +1602,24 @@ b3g() {
   start_server 0
   for n in $B3G_SIZES; do
     sites=$((n / 100)) slices=$((n / 10))
-    svc=$d/svc-$n
+    # Each size on file systems of its own (the service, the plan dir), so that no size's
+    # folders slow the next, and taking them away costs nothing.
+    fresh_fs "$d/fs-$n" $((n * 8 + 100000))
+    fresh_fs "$d/plan-$n" $((n * 8 + 100000))
+    svc=$d/fs-$n/svc
     "$BB/gen" --dir "$svc" --url "$SERVER_URL" --sites "$sites" --slices "$slices" \
       --instances $((n - sites - slices)) --concurrency $CONCURRENCY 2>/dev/null
     settle
     measure 3600 "$d/apply.out" "$STEPSYNC" -C "$svc" -q apply -f objects/ || die "B3G: apply of $n failed"
     b3g_record "$n" apply
     settle
-    measure 3600 "$d/plan.out" "$STEPSYNC" -C "$svc" plan --sys-dir "$d/plan-sys-$n"
+    measure 3600 "$d/plan.out" "$STEPSYNC" -C "$svc" plan --sys-dir "$d/plan-$n/sys"
     grep -q "^Plan: $n to create" "$d/plan.out" || die "B3G: unexpected plan of $n: $(tail -1 "$d/plan.out")"
     b3g_record "$n" plan
     # The plan's folders go before the sync writes its own: at 1,000,000 objects both would
-    # not fit the disk's inodes beside the other benchmarks' (settle keeps the deletion from
-    # slowing the next creations).
-    rm -rf "$d/plan-sys-$n" "$d/plan.out"
+    # not fit the disk's inodes beside the other benchmarks' on a plain folder.
+    drop_fs "$d/plan-$n"
+    rm -f "$d/plan.out"
     server_reset
     settle
     measure 7200 "$d/sync.out" "$STEPSYNC" -C "$svc" run --once
@@ -1537,7 +1638,7 @@ b3g() {
           END { printf "%.2f", (tb / b) / (ta / a) }' "$RES/growth.tsv")"
       done
     fi
-    rm -rf "$svc"
+    drop_fs "$d/fs-$n"
     prev=$n
   done
   record b3g_peak_rss "$(awk -v n="$prev" '$1 == n && $4 > m { m = $4 } END { printf "%.0f", m }' "$RES/growth.tsv")"
@@ -1622,6 +1723,11 @@ row() {
   row "B2 \`ansible-playbook\` by hand, per object (s)" b2_hand 3
   row "B2 speedup built-in vs \`ansible-playbook\` by hand (x)" b2_speedup_hand 1 ">=" 50
   row "B2 speedup built-in vs \`runner: ansible\` (x)" b2_speedup_runner 1
+  row "B2 \`ansible-playbook\` by hand with Mitogen's strategy, per object (s)" b2_mitogen 3
+  row "B2 speedup built-in vs \`ansible-playbook\` with Mitogen (x)" b2_speedup_mitogen 1 ">=" 5
+  row "B2 built-in runner, one object alone (s)" b2_one_s 3
+  row "B2 one SSH round trip over an open master (ms)" b2_rtt_ms 1
+  row "B2 remote tasks in one object's first sync" b2_tasks 0
   row "B3 \`apply\` of $B3_TOTAL objects (s)" b3_apply_s 2
   row "B3 \`apply\` rate (objects/s)" b3_apply_rate 0
   row "B3 \`apply\` peak RSS (MiB)" b3_apply_rss 0
@@ -1631,6 +1737,8 @@ row() {
   row "B3 \`plan\` peak RSS (MiB)" b3_plan_rss 0 "<=" 300
   row "B3 \`plan\` again, recipes already in the sys dir (s)" b3_replan_s 2
   row "B3 first sync \`run --once\`, 0 ms server (s)" b3_sync_s 1
+  row "B3 raw reqwest client, same requests level by level (s)" b3_sync_raw_s 1
+  row "B3 first sync ratio stepsync / raw (per run)" b3_sync_ratio 2 "<=" 1.3
   row "B3 first sync peak RSS (MiB)" b3_sync_rss 0
   row "B3 idle \`run --once\`, all in sync (s)" b3_idle_s 2 "<=" 1
   row "B3 idle \`run --once\` peak RSS (MiB)" b3_idle_rss 0

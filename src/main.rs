@@ -9,6 +9,12 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use stepsync::apply::ApplyOptions;
 
+// glibc's malloc spent ~12 % of a first sync's user time in its own bookkeeping
+// (`malloc_consolidate`, `_int_free`), and its per-thread arenas keep memory the blocking
+// pool's threads freed; mimalloc does neither (BENCHMARKS.md, #20).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "stepsync",

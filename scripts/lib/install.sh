@@ -25,6 +25,26 @@ ensure_ansible() {
   return 1
 }
 
+# ensure_mitogen: Mitogen for Ansible (PyPI, pinned), the strategy plugin that users put in
+# front of ansible-playbook to make it faster, for B2's comparison; sets MITOGEN_STRATEGIES to
+# its strategy plugins' folder (ANSIBLE_STRATEGY_PLUGINS).
+MITOGEN_VERSION="${MITOGEN_VERSION:-0.3.54}"
+mitogen_dir() {
+  python3 -c 'import ansible_mitogen, os; print(os.path.join(os.path.dirname(ansible_mitogen.__file__), "plugins", "strategy"))' 2>/dev/null
+}
+ensure_mitogen() {
+  if ! MITOGEN_STRATEGIES=$(mitogen_dir); then
+    echo "${INSTALL_BY:-install}: installing mitogen $MITOGEN_VERSION" >&2
+    python3 -m pip install --quiet "mitogen==$MITOGEN_VERSION" 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages "mitogen==$MITOGEN_VERSION"
+    MITOGEN_STRATEGIES=$(mitogen_dir) || {
+      echo "${INSTALL_BY:-install}: mitogen not importable after install" >&2
+      return 1
+    }
+  fi
+  export MITOGEN_STRATEGIES
+}
+
 # ensure_schemathesis: schemathesis (PyPI, pinned) for the API fuzz test, which runs it
 # against `serve`'s own OpenAPI document.
 SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
