@@ -179,7 +179,9 @@ cleanup() {
   stop_tracked
   if [ -s "$WORK/mounts" ]; then
     local m
-    while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"; done <"$WORK/mounts"
+    while read -r m; do
+      { umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; } && rm -f "$(image_of "$m")" || log "could not unmount $m"
+    done <"$WORK/mounts"
   fi
   if [ -s "$WORK/created_user" ]; then
     as_root userdel "$(cat "$WORK/created_user")" 2>/dev/null || {
@@ -1567,26 +1569,27 @@ b11() {
 # with room for INODES files; otherwise a plain folder. drop_fs DIR takes it away: an unmount
 # and one file's removal, where deleting a million objects' folders took more than 15 minutes
 # and slowed whatever created files after it (see "The file system").
+# The images go beside DIR, or into BENCH_IMAGES (when the work dir is itself on an image).
+image_of() { echo "${BENCH_IMAGES:-$(dirname "$1")}/$(echo "$1" | tr / _).img"; }
 fresh_fs() {
-  local dir=$1 inodes=$2
+  local dir=$1 inodes=$2 img
+  img=$(image_of "$1")
   mkdir -p "$dir"
   if [ "$(id -u)" -eq 0 ] && [ "${BENCH_LOOP:-1}" = 1 ]; then
-    # The inode tables are left to read as the sparse file's zeros (noinit_itable), so no
-    # kernel thread writes gigabytes of them while the bench runs.
-    if truncate -s "${BENCH_LOOP_SIZE:-200G}" "$dir.img" \
-      && mkfs.ext4 -q -F -O ^has_journal -N "$inodes" -E lazy_itable_init=1 "$dir.img" \
-      && mount -o loop,noinit_itable "$dir.img" "$dir"; then
+    if truncate -s "${BENCH_LOOP_SIZE:-200G}" "$img" \
+      && mkfs.ext4 -q -F -O ^has_journal -N "$inodes" -E lazy_itable_init=0 "$img" \
+      && mount -o loop "$img" "$dir"; then
       echo "$dir" >>"$WORK/mounts"
       return 0
     fi
     log "could not mount an image at $dir; using a plain folder"
-    rm -f "$dir.img"
+    rm -f "$img"
   fi
 }
 drop_fs() {
   local dir=$1
   if [ -f "$WORK/mounts" ] && grep -qxF "$dir" "$WORK/mounts"; then
-    umount "$dir" && rm -f "$dir.img" && rmdir "$dir"
+    umount "$dir" && rm -f "$(image_of "$dir")" && rmdir "$dir"
     grep -vxF "$dir" "$WORK/mounts" >"$WORK/mounts.new" || true
     mv "$WORK/mounts.new" "$WORK/mounts"
   else
