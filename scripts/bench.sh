@@ -257,6 +257,19 @@ settle() {
 }
 calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
 
+# raw_run WHAT LIMIT REQUESTS EXPECTED: B1's raw client sends REQUESTS level by level from a
+# reset server and cold caches; dies, naming WHAT, unless the server saw EXPECTED requests.
+# Sets RAW (seconds).
+raw_run() {
+  local what=$1 limit=$2 requests=$3 expected=$4 n
+  server_reset
+  settle
+  measure "$limit" "$WORK/raw.out" "$BB/raw_client" --requests "$requests" --concurrency $CONCURRENCY
+  RAW=$WALL
+  n=$(server_stat requests)
+  [ "$n" = "$expected" ] || die "$what: the raw client sent $n requests, expected $expected"
+}
+
 # --- B1: REST throughput ----------------------------------------------------------------------
 # b1_once WHAT SRC SVC BIN [STORE]: B1's service SRC copied to SVC (on STORE when given),
 # applied, and synced by BIN's `run --once` from a reset server and cold caches; WALL and
@@ -309,12 +322,8 @@ b1() {
       log "  run $r: baseline build ${WALL}s"
     fi
 
-    server_reset
-    settle # as before the runs above, so both start with cold caches
-    measure 600 "$d/raw.out" "$BB/raw_client" --requests "$d/requests.jsonl" --concurrency $CONCURRENCY
-    raw=$WALL
-    n=$(server_stat requests)
-    [ "$n" = "$B1_TOTAL" ] || die "B1: the raw client sent $n requests, expected $B1_TOTAL"
+    raw_run B1 600 "$d/requests.jsonl" "$B1_TOTAL" # cold, as the runs above
+    raw=$RAW
     record b1_raw "$raw"
     record b1_ratio "$(calc "$s / $raw")"
     [ -z "$BASELINE" ] || record b1_ratio_baseline "$(calc "$(tail -1 "$RES/b1_baseline") / $raw")"
@@ -467,8 +476,7 @@ b2_stop_by_hand() {
 
 # One SSH round trip, the floor of a task sent over SSH: `ssh true` over an open master
 # connection (OpenSSH's ControlMaster, as the built-in runner multiplexes), 20 times; the
-# median in ms, and the remote tasks one object's first sync runs (the hello playbook's
-# file, copy, file, template and command; set_stats runs on the controller).
+# median in ms (the hello playbook's first sync sends 5 remote tasks: BENCHMARKS.md).
 b2_round_trip() {
   local d=$WORK/b2 sock=$WORK/b2/cp/rtt i t0 t1
   local opts=(-S "$sock" -p "$SSHD_PORT" -i "$d/keys/user_key" -o IdentitiesOnly=yes
@@ -481,7 +489,6 @@ b2_round_trip() {
     record b2_rtt_ms "$(ms_between "$t0" "$t1")"
   done
   timeout 10 ssh "${opts[@]}" -O exit "$B2_USER@127.0.0.1" 2>/dev/null || true
-  record b2_tasks 5
 }
 
 b2() {
@@ -637,12 +644,8 @@ b3() {
     s=$WALL
     record b3_sync_s "$s"
     record b3_sync_rss "$(calc "$RSS / 1024" 1)"
-    server_reset
-    settle
-    measure 1800 "$d/raw.out" "$BB/raw_client" --requests "$d/requests.jsonl" --concurrency $CONCURRENCY
-    raw=$WALL
-    n=$(server_stat requests)
-    [ "$n" = "$B3_TOTAL" ] || die "B3: the raw client sent $n requests, expected $B3_TOTAL"
+    raw_run B3 1800 "$d/requests.jsonl" "$B3_TOTAL"
+    raw=$RAW
     record b3_sync_raw_s "$raw"
     record b3_sync_ratio "$(calc "$s / $raw")"
     log "  first sync run $r: ${s}s, raw client ${raw}s, ratio $(calc "$s / $raw" 2)"
@@ -983,12 +986,8 @@ YAML
     record b6_resync_s "$(calc "($ts - $t0) / 1e9")"
     record b6_requests "$n"
 
-    server_reset
-    settle
-    measure 600 "$d/raw.out" "$BB/raw_client" --requests "$d/requests.jsonl" --concurrency $CONCURRENCY
-    raw=$WALL
-    n=$(server_stat requests)
-    [ "$n" = "$total" ] || die "B6: the raw client sent $n requests, expected $total"
+    raw_run B6 600 "$d/requests.jsonl" "$total"
+    raw=$RAW
     record b6_raw "$raw"
     record b6_ratio "$(calc "($ts - $t0) / 1e9 / $raw")"
     log "  run $r: apply $(ms_between "$t0" "$t1") ms; all $np pending at $(ms_between "$t0" "$tp") ms; all $ns re-synced at $(calc "($ts - $t0) / 1e9") s; raw ${raw}s, ratio $(calc "($ts - $t0) / 1e9 / $raw" 2)"
@@ -1730,7 +1729,6 @@ row() {
   row "B2 speedup built-in vs \`ansible-playbook\` with Mitogen (x)" b2_speedup_mitogen 1 ">=" 5
   row "B2 built-in runner, one object alone (s)" b2_one_s 3
   row "B2 one SSH round trip over an open master (ms)" b2_rtt_ms 1
-  row "B2 remote tasks in one object's first sync" b2_tasks 0
   row "B3 \`apply\` of $B3_TOTAL objects (s)" b3_apply_s 2
   row "B3 \`apply\` rate (objects/s)" b3_apply_rate 0
   row "B3 \`apply\` peak RSS (MiB)" b3_apply_rss 0
